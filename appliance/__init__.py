@@ -1,0 +1,1 @@
+"""yardlink: appliance package."""

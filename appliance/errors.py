@@ -1,0 +1,34 @@
+"""Typed errors of the appliance package.  The class tells the caller whether to retry."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApplianceError",
+    "BadFrame",
+    "ConfigError",
+    "ModelLoadError",
+    "RuntimeUnavailable",
+]
+
+
+class ApplianceError(Exception):
+    """Root of every error raised by the appliance package."""
+
+    retryable: bool = False
+    user_facing: bool = True
+
+
+class ConfigError(ApplianceError):
+    """The site configuration is invalid; the message lists every problem with its path."""
+
+
+class RuntimeUnavailable(ApplianceError):
+    """An inference runtime's library is missing here; the runtime is reported and skipped."""
+
+
+class ModelLoadError(ApplianceError):
+    """A model file is missing, does not match its pin, or the runtime cannot load it."""
+
+
+class BadFrame(ApplianceError):
+    """A frame cannot be decoded or is out of bounds (empty, oversize, wrong type)."""

@@ -1,0 +1,1 @@
+"""yardlink: cloud_ingest package."""

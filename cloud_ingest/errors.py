@@ -1,0 +1,80 @@
+"""Typed errors of the cloud ingest service, each mapped to one HTTP status.
+
+Handlers raise these; one middleware turns them into ``{"error", "detail"}``
+JSON bodies.  Nothing else may reach the client as a 500 with a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "ChecksumMismatch",
+    "Conflict",
+    "Forbidden",
+    "Gone",
+    "IngestError",
+    "Locked",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionFailed",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+
+class IngestError(Exception):
+    """Root of every error raised by cloud_ingest; ``status`` is the HTTP answer."""
+
+    status: int = 500
+    error: str = "internal_error"
+    retryable: bool = False
+    user_facing: bool = True
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(IngestError):
+    status, error = 400, "bad_request"
+
+
+class Unauthorized(IngestError):
+    status, error = 401, "unauthorized"
+
+
+class Forbidden(IngestError):
+    status, error = 403, "forbidden"
+
+
+class NotFound(IngestError):
+    status, error = 404, "not_found"
+
+
+class Conflict(IngestError):
+    status, error = 409, "conflict"
+
+
+class Gone(IngestError):
+    status, error = 410, "gone"
+
+
+class PreconditionFailed(IngestError):
+    status, error = 412, "precondition_failed"
+
+
+class PayloadTooLarge(IngestError):
+    status, error = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(IngestError):
+    status, error = 415, "unsupported_media_type"
+
+
+class Locked(IngestError):
+    status, error, retryable = 423, "locked", True
+
+
+class ChecksumMismatch(IngestError):
+    status, error, retryable = 460, "checksum_mismatch", True

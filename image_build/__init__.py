@@ -1,0 +1,1 @@
+"""yardlink: image_build package."""

@@ -1,0 +1,343 @@
+"""Wire protocol v1 between the appliance and the cloud ingest service.
+
+This module is the contract: both sides import it (``cloud_ingest`` may import
+nothing else of ``sync``).  It holds names, identifiers, the Parquet schema of
+each metadata stream, and the JSON bodies of the handshake, as pydantic models.
+docs/PROTOCOL.md explains it for people.
+
+Streams
+    A *stream* is one outbox class as seen by the cloud.  Metadata streams
+    (``critical``, ``events``, ``telemetry``) travel as Parquet micro-batches
+    (``PUT /v1/batches/{batch_id}``); raw streams (``raw_requested``,
+    ``raw_sampled``) travel as blobs over tus (``/v1/uploads/``).
+
+Sequence numbers
+    ``seq`` is device-monotonic across all streams (one counter per device), so
+    within a stream seqs increase but have gaps.  The cloud's *watermark* for a
+    stream is the highest ``last_seq`` of a batch it has stored; batches of a
+    stream are sent in seq order, so everything at or below the watermark is
+    held.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "API_PREFIX",
+    "BATCH_ID_RE",
+    "DEVICE_ID_RE",
+    "METADATA_STREAMS",
+    "RAW_STREAMS",
+    "SHA256_RE",
+    "STREAM_SCHEMAS",
+    "TUS_VERSION",
+    "BatchAck",
+    "BatchIdParts",
+    "DepthInfo",
+    "ErrorBody",
+    "LinkStats",
+    "ModelAssignment",
+    "ModelInfo",
+    "RawRequest",
+    "SamplingPolicy",
+    "Stream",
+    "SyncRequest",
+    "SyncResponse",
+    "UploadMetadata",
+    "WireFormatError",
+    "decode_batch",
+    "encode_batch",
+    "make_batch_id",
+    "parse_batch_id",
+]
+
+API_PREFIX: Final = "/v1"
+TUS_VERSION: Final = "1.0.0"
+PROTOCOL_VERSION: Final = 1
+BATCH_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
+PARQUET_COMPRESSION: Final = "zstd"
+
+
+class Stream(StrEnum):
+    """Outbox classes, in priority order (first is sent first)."""
+
+    CRITICAL = "critical"
+    EVENTS = "events"
+    TELEMETRY = "telemetry"
+    RAW_REQUESTED = "raw_requested"
+    RAW_SAMPLED = "raw_sampled"
+
+    @property
+    def priority(self) -> int:
+        """0 is the highest priority."""
+        return list(Stream).index(self)
+
+    @property
+    def is_metadata(self) -> bool:
+        return self in METADATA_STREAMS
+
+
+METADATA_STREAMS: Final = (Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY)
+RAW_STREAMS: Final = (Stream.RAW_REQUESTED, Stream.RAW_SAMPLED)
+
+# Identifiers: safe in URLs and file names, no path separators, no dots at the start.
+DEVICE_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+SITE_ID_RE: Final = DEVICE_ID_RE
+SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+BATCH_ID_RE: Final = re.compile(
+    r"^(?P<device>[A-Za-z0-9][A-Za-z0-9-]{0,63})\.(?P<stream>critical|events|telemetry)"
+    r"\.(?P<first>[0-9]{1,20})-(?P<last>[0-9]{1,20})$"
+)
+
+DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_RE.pattern)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=SHA256_RE.pattern)]
+
+
+class WireFormatError(ValueError):
+    """Bytes or identifiers that do not follow this protocol (the reason is the message)."""
+
+
+# --------------------------------------------------------------------------- batch ids
+
+
+class BatchIdParts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    device_id: str
+    stream: Stream
+    first_seq: int
+    last_seq: int
+
+
+def make_batch_id(device_id: str, stream: Stream, first_seq: int, last_seq: int) -> str:
+    """Deterministic id of a metadata batch: the same records always get the same id.
+
+    >>> make_batch_id("gate-01", Stream.EVENTS, 5, 260)
+    'gate-01.events.5-260'
+    """
+    if not DEVICE_ID_RE.match(device_id):
+        raise WireFormatError(f"invalid device id {device_id!r}")
+    if not stream.is_metadata:
+        raise WireFormatError(f"stream {stream} is not a metadata stream")
+    if not 0 <= first_seq <= last_seq:
+        raise WireFormatError(f"invalid seq range {first_seq}-{last_seq}")
+    return f"{device_id}.{stream.value}.{first_seq}-{last_seq}"
+
+
+def parse_batch_id(batch_id: str) -> BatchIdParts:
+    match = BATCH_ID_RE.match(batch_id)
+    if match is None:
+        raise WireFormatError(
+            f"invalid batch id {batch_id[:100]!r}: expected DEVICE.STREAM.FIRST-LAST"
+        )
+    first, last = int(match["first"]), int(match["last"])
+    if first > last:
+        raise WireFormatError(f"invalid batch id {batch_id!r}: first seq after last seq")
+    return BatchIdParts(
+        device_id=match["device"], stream=Stream(match["stream"]), first_seq=first, last_seq=last
+    )
+
+
+# --------------------------------------------------------------------------- Parquet schemas
+
+# Columns every metadata record carries (DESIGN.md: device, site, seq, event
+# time, model name and version).
+_COMMON_FIELDS: Final = [
+    pa.field("device_id", pa.string(), nullable=False),
+    pa.field("site_id", pa.string(), nullable=False),
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("model_name", pa.string()),
+    pa.field("model_version", pa.string()),
+]
+
+RESULT_TYPE: Final = pa.struct(
+    [
+        pa.field("kind", pa.string()),  # container_code | plate | text | face
+        pa.field("value", pa.string()),  # container code in clear, plate as HMAC token
+        pa.field("confidence", pa.float32()),
+        pa.field("valid", pa.bool_()),  # ISO 6346 check digit ok (container codes)
+        pa.field("box", pa.list_(pa.int32())),  # x0, y0, x1, y1 in frame pixels
+    ]
+)
+
+EVENTS_SCHEMA: Final = pa.schema(
+    [
+        *_COMMON_FIELDS,
+        pa.field("camera_id", pa.string()),
+        pa.field("task", pa.string()),
+        pa.field("latency_ms", pa.float32()),
+        pa.field("sla_violated", pa.bool_()),
+        pa.field("results", pa.list_(RESULT_TYPE)),
+        pa.field("raw_sha256", pa.string()),  # set when a frame is kept on site
+    ]
+)
+
+# critical and telemetry: a kind plus a JSON body (aggregates change shape often).
+GENERIC_SCHEMA: Final = pa.schema(
+    [*_COMMON_FIELDS, pa.field("kind", pa.string()), pa.field("body", pa.string())]
+)
+
+STREAM_SCHEMAS: Final[dict[Stream, pa.Schema]] = {
+    Stream.CRITICAL: GENERIC_SCHEMA,
+    Stream.EVENTS: EVENTS_SCHEMA,
+    Stream.TELEMETRY: GENERIC_SCHEMA,
+}
+
+
+def encode_batch(stream: Stream, records: list[dict[str, Any]]) -> bytes:
+    """Encode metadata records (dicts with the stream's columns) as Parquet + zstd.
+
+    ``event_time`` may be a float (seconds since the epoch, UTC) or a datetime.
+    """
+    schema = STREAM_SCHEMAS.get(stream)
+    if schema is None:
+        raise WireFormatError(f"stream {stream} has no batch schema")
+    if not records:
+        raise WireFormatError("a batch holds at least one record")
+    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+    try:
+        for record in records:
+            for name in schema.names:
+                value = record.get(name)
+                if name == "event_time" and isinstance(value, int | float):
+                    value = int(value * 1_000_000)
+                columns[name].append(value)
+        table = pa.Table.from_pydict(columns, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise WireFormatError(f"records do not fit the {stream} schema: {exc}") from exc
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
+    return sink.getvalue()
+
+
+def decode_batch(stream: Stream, body: bytes) -> pa.Table:
+    """Parse and validate a batch body; raises WireFormatError with the reason."""
+    schema = STREAM_SCHEMAS.get(stream)
+    if schema is None:
+        raise WireFormatError(f"stream {stream} has no batch schema")
+    try:
+        table = pq.read_table(io.BytesIO(body))
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
+    missing = [n for n in schema.names if n not in table.schema.names]
+    if missing:
+        raise WireFormatError(f"batch lacks columns {missing} of the {stream} schema")
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise WireFormatError(f"batch columns do not match the {stream} schema: {exc}") from exc
+    if table.num_rows == 0:
+        raise WireFormatError("batch holds no records")
+    return table
+
+
+# --------------------------------------------------------------------------- JSON bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorBody(_Body):
+    """Every 4xx/5xx answer of the ingest service."""
+
+    error: str
+    detail: str
+
+
+class DepthInfo(_Body):
+    records: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    oldest_age_s: float = Field(default=0.0, ge=0)
+
+
+class ModelInfo(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=64)
+    runtime: str | None = None
+    healthy: bool = True
+
+
+class LinkStats(_Body):
+    bandwidth_bps: float | None = Field(default=None, ge=0)
+    rtt_ms: float | None = Field(default=None, ge=0)
+    failures: int = Field(default=0, ge=0)
+    online_s: float | None = Field(default=None, ge=0)
+
+
+class SyncRequest(_Body):
+    """``POST /v1/sync``: what the device has and how it is."""
+
+    protocol: int = PROTOCOL_VERSION
+    device_id: DeviceId
+    site_id: DeviceId
+    watermarks: dict[Stream, int] = Field(default_factory=dict)  # highest locally acked seq
+    outbox: dict[Stream, DepthInfo] = Field(default_factory=dict)
+    models: list[ModelInfo] = Field(default_factory=list, max_length=256)
+    link: LinkStats = Field(default_factory=LinkStats)
+    delivered_raw_requests: list[str] = Field(default_factory=list, max_length=10_000)
+    unknown_raw_requests: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class RawRequest(_Body):
+    """A raw frame the cloud asks for: by record (seq) or by time range."""
+
+    request_id: str
+    seq: int | None = None  # the event record whose raw frame is wanted
+    since: float | None = None  # time range (seconds since the epoch, UTC)
+    until: float | None = None
+    expires_at: float | None = None
+
+
+class SamplingPolicy(_Body):
+    every_n_frames: int = Field(default=1000, ge=0)  # 0 disables periodic sampling
+    max_per_hour: int = Field(default=60, ge=0)
+    low_confidence_below: float = Field(default=0.5, ge=0, le=1)
+    low_confidence_every_n: int = Field(default=50, ge=0)
+
+
+class ModelAssignment(_Body):
+    name: str
+    version: str
+    manifest_url: str
+
+
+class SyncResponse(_Body):
+    """The cloud's answer: what it already holds, and what it wants."""
+
+    protocol: int = PROTOCOL_VERSION
+    acked: dict[Stream, int] = Field(default_factory=dict)  # cloud watermark per stream
+    raw_requests: list[RawRequest] = Field(default_factory=list)
+    sampling: SamplingPolicy = Field(default_factory=SamplingPolicy)
+    models: list[ModelAssignment] = Field(default_factory=list)
+    server_time: float | None = None
+
+
+class BatchAck(_Body):
+    """Answer to ``PUT /v1/batches/{batch_id}`` (201 stored, 200 already held)."""
+
+    batch_id: str
+    stream: Stream
+    records: int
+    duplicate: bool
+    acked: dict[Stream, int]
+
+
+class UploadMetadata(_Body):
+    """tus ``Upload-Metadata`` keys used for raw blobs (values are base64 on the wire)."""
+
+    sha256: Sha256Hex
+    stream: Stream
+    filename: str | None = None
+    content_type: str | None = None
+    seq: int | None = None  # the event record this raw frame belongs to
+    request_id: str | None = None  # set for raw_requested uploads

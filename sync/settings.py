@@ -1,0 +1,84 @@
+"""Configuration sections of the sync package (part of the one appliance schema).
+
+Every safety limit is a documented field with a default.  The appliance's
+``SiteConfig`` (appliance/config.py) embeds these models; ``sync`` stays usable
+on its own.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from sync.protocol import Stream
+
+__all__ = ["Durability", "LinkSettings", "OutboxSettings", "SyncSettings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Durability(StrEnum):
+    SYNC = "sync"  # acknowledged means fsynced: survives power loss
+    RELAXED = "relaxed"  # written to the WAL, not fsynced: survives a process crash only
+
+
+class OutboxSettings(_Section):
+    path: str = Field(default="var/outbox", description="RocksDB directory of the outbox")
+    durability: Durability = Durability.SYNC
+    max_bytes: int = Field(
+        default=8 << 30, ge=1 << 20, description="size cap on disk; eviction starts above it"
+    )
+    max_record_bytes: int = Field(
+        default=1 << 20, ge=64, description="largest single record; raw payloads go to blobs"
+    )
+    backpressure_wait_s: float = Field(
+        default=5.0, ge=0, description="how long a producer waits for room before OutboxFull"
+    )
+    ttl_s: dict[Stream, float | None] = Field(
+        default_factory=lambda: {
+            Stream.CRITICAL: None,
+            Stream.EVENTS: None,
+            Stream.TELEMETRY: 30 * 86400.0,
+            Stream.RAW_REQUESTED: 14 * 86400.0,
+            Stream.RAW_SAMPLED: 7 * 86400.0,
+        },
+        description="time to live per class in seconds (None: forever)",
+    )
+    group_commit_max_records: int = Field(default=4096, ge=1)
+
+
+class LinkSettings(_Section):
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    probe_interval_s: float = Field(default=10.0, gt=0)
+
+
+class SyncSettings(_Section):
+    enabled: bool = True
+    cloud_url: HttpUrl | None = Field(
+        default=None, description="base URL of the ingest service; None keeps everything local"
+    )
+    token: str | None = Field(default=None, description="device token issued by the cloud")
+    ca_file: str | None = None
+    batch_max_records: int = Field(default=10_000, ge=1)
+    batch_max_bytes: int = Field(default=4 << 20, ge=1024)
+    batch_max_age_s: float = Field(default=5.0, ge=0)
+    chunk_min_bytes: int = Field(default=64 << 10, ge=1024)
+    chunk_max_bytes: int = Field(default=8 << 20, ge=1024)
+    chunk_target_s: float = Field(
+        default=5.0, gt=0, description="aim for chunks that take this long at the measured rate"
+    )
+    bandwidth_cap_bps: float | None = Field(default=None, gt=0, description="global cap")
+    daily_budget_bytes: dict[Stream, int | None] = Field(
+        default_factory=dict, description="per-class byte budget per day on metered links"
+    )
+    aging_after_s: float = Field(
+        default=3600.0, gt=0, description="a class waiting this long gets a guaranteed share"
+    )
+    aging_share: float = Field(default=0.1, gt=0, le=1)
+    handshake_interval_s: float = Field(default=30.0, gt=0)
+    link: LinkSettings = Field(default_factory=LinkSettings)
