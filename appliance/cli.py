@@ -1,0 +1,30 @@
+"""The ``yardlink appliance`` command group."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from appliance.config import load_config
+
+__all__ = ["register"]
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    if args.json:
+        print(json.dumps(config.model_dump(mode="json"), indent=2))
+    else:
+        print(f"{args.file}: ok (device {config.site.device_id} at site {config.site.site_id})")
+    return 0
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = groups.add_parser("appliance", help="the edge appliance on the gateway")
+    commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    check = commands.add_parser(
+        "check-config", help="validate a site.toml and print every problem with its path"
+    )
+    check.add_argument("file", help="path to site.toml")
+    check.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    check.set_defaults(handler=_check_config)
