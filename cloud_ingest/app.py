@@ -1,0 +1,129 @@
+"""The app factory: ``build_app(settings)`` wires catalog, lake, routes and background work.
+
+Middlewares run outermost first: errors (every failure becomes JSON), metrics,
+authentication.  The catalog opens on startup and closes on cleanup; a
+supervised background task sweeps expired uploads and raw requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from cloud_ingest.admin import add_admin_routes
+from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
+from cloud_ingest.auth import auth_middleware
+from cloud_ingest.batches import add_batch_routes
+from cloud_ingest.catalog_sqlite import SqliteCatalog
+from cloud_ingest.completions import make_on_complete
+from cloud_ingest.handshake import add_handshake_routes
+from cloud_ingest.lake import remove_partial_files
+from cloud_ingest.metrics import IngestMetrics
+from cloud_ingest.middleware import error_middleware, metrics_middleware
+from cloud_ingest.raw_requests import add_raw_request_routes
+from cloud_ingest.service_routes import add_service_routes
+from cloud_ingest.settings import IngestSettings
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("yardlink.ingest")
+
+
+def build_app(
+    settings: IngestSettings, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """A ready-to-run aiohttp application for ``settings`` (nothing opened until startup)."""
+    app = web.Application(
+        middlewares=[error_middleware, metrics_middleware, auth_middleware],
+        client_max_size=max(settings.max_batch_bytes, settings.max_json_bytes),
+    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[METRICS] = IngestMetrics()
+    app.cleanup_ctx.append(_catalog_context)
+    add_service_routes(app)
+    add_handshake_routes(app)
+    add_batch_routes(app)
+    add_raw_request_routes(app)
+    add_admin_routes(app)
+    upload_sweep = _add_tus(app, settings)
+    app.cleanup_ctx.append(_sweeper_context(upload_sweep))
+    return app
+
+
+def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], int] | None:
+    """Mount the tus server and HEAD /v1/blobs when cloud_ingest.tus is present."""
+    try:
+        from cloud_ingest.blobs import BlobStore  # type: ignore[import-not-found]
+        from cloud_ingest.tus import (  # type: ignore[import-not-found]
+            UploadStore,
+            add_tus_routes,
+            sweep_expired,
+        )
+    except ImportError:
+        # TODO(tus): cloud_ingest/tus is built in parallel; until it lands the
+        # service runs without /v1/uploads and /v1/blobs.
+        log.warning("cloud_ingest.tus not available: uploads disabled")
+        return None
+    store = UploadStore(settings.uploads_dir)
+    blobs = BlobStore(settings.blobs_dir)
+    add_tus_routes(app, store, blobs, make_on_complete(app))
+
+    def sweep(now: float) -> int:
+        return int(sweep_expired(store, now))
+
+    return sweep
+
+
+async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.lake_dir.mkdir(exist_ok=True)
+    removed = await asyncio.to_thread(remove_partial_files, settings.lake_dir)
+    if removed:
+        log.warning("removed %d partial lake files left by a crash", removed)
+    catalog = await SqliteCatalog.open(
+        settings.catalog_path, synchronous=settings.catalog_synchronous
+    )
+    app[CATALOG] = catalog
+    try:
+        yield
+    finally:
+        await catalog.close()
+
+
+def _sweeper_context(
+    upload_sweep: Callable[[float], int] | None,
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever(app, upload_sweep), name="ingest-sweeper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
+
+
+async def _sweep_forever(app: web.Application, upload_sweep: Callable[[float], int] | None) -> None:
+    interval = app[SETTINGS].sweep_interval_s
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            now = app[CLOCK]()
+            expired = await app[CATALOG].expire_raw_requests(now)
+            removed = upload_sweep(now) if upload_sweep is not None else 0
+            if expired or removed:
+                log.info(
+                    "sweep", extra={"raw_requests_expired": expired, "uploads_removed": removed}
+                )
+        except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
+            log.exception("sweep failed; retrying next interval")

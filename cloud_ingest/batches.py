@@ -1,0 +1,121 @@
+"""``PUT /v1/batches/{batch_id}``: one metadata micro-batch into the lake, exactly once.
+
+Idempotency is keyed by ``(batch_id, sha256(body))``: a batch id already held
+with the same digest is answered 200 ``duplicate: true`` and nothing is
+written; with another digest 409.  Within this process a per-id lock keeps two
+concurrent PUTs of one id from both writing; across a crash, the lake file is
+written (atomically) before the catalog row, so a retry after a crash between
+the two rewrites the same file and then records it: stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import hdrs, web
+
+from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
+from cloud_ingest.batch_validation import validate_batch
+from cloud_ingest.catalog import BatchRecord
+from cloud_ingest.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from cloud_ingest.keyed_locks import KeyedLocks
+from cloud_ingest.lake import write_batch
+from cloud_ingest.principal import require_device
+from sync.protocol import BATCH_CONTENT_TYPE, BatchAck, WireFormatError, parse_batch_id
+
+__all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
+
+ACCEPTED_CONTENT_TYPES = frozenset({BATCH_CONTENT_TYPE, "application/octet-stream"})
+_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("yardlink.batch_locks", KeyedLocks)
+
+
+def add_batch_routes(app: web.Application) -> None:
+    app[_LOCKS] = KeyedLocks()
+    app.router.add_put("/v1/batches/{batch_id}", put_batch)
+
+
+async def put_batch(request: web.Request) -> web.Response:
+    principal = require_device(request)
+    app = request.app
+    catalog, metrics = app[CATALOG], app[METRICS]
+    raw_id = request.match_info["batch_id"]
+    try:
+        parts = parse_batch_id(raw_id)
+    except WireFormatError as exc:
+        raise BadRequest(str(exc)) from exc
+    if parts.device_id != principal.device_id:
+        raise Forbidden(f"batch {raw_id!r} belongs to another device")
+    if principal.site_id is None:
+        raise Forbidden("device has no site")
+    content_type = request.headers.get(hdrs.CONTENT_TYPE)
+    if content_type is not None and request.content_type not in ACCEPTED_CONTENT_TYPES:
+        raise UnsupportedMediaType(f"batches are {BATCH_CONTENT_TYPE}, not {content_type[:80]!r}")
+    limit = app[SETTINGS].max_batch_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"batch of {request.content_length} bytes exceeds {limit}")
+    body = await request.read()
+    if not body:
+        raise BadRequest("empty body: a batch is a Parquet file")
+    digest = hashlib.sha256(body).hexdigest()
+
+    async with app[_LOCKS].hold(raw_id):
+        existing = await catalog.get_batch(raw_id)
+        if existing is None:
+            try:
+                valid = await asyncio.to_thread(validate_batch, parts, principal.site_id, body)
+            except WireFormatError as exc:
+                metrics.batches.labels(parts.stream.value, "rejected").inc()
+                raise BadRequest(str(exc)) from exc
+            paths = await asyncio.to_thread(
+                write_batch,
+                app[SETTINGS].lake_dir,
+                stream=parts.stream,
+                site_id=principal.site_id,
+                batch_id=raw_id,
+                table=valid.table,
+                body=body,
+                body_is_canonical=valid.body_is_canonical,
+            )
+            record = BatchRecord(
+                batch_id=raw_id,
+                device_id=parts.device_id,
+                site_id=principal.site_id,
+                stream=parts.stream,
+                first_seq=parts.first_seq,
+                last_seq=parts.last_seq,
+                records=valid.table.num_rows,
+                sha256=digest,
+                size=len(body),
+                lake_paths=tuple(paths),
+                received_at=app[CLOCK](),
+            )
+            stored = await catalog.record_batch(record)
+            duplicate = stored is not record
+        else:
+            stored, duplicate = existing, True
+
+    if stored.sha256 != digest:
+        metrics.batches.labels(parts.stream.value, "conflict").inc()
+        raise Conflict(
+            f"batch {raw_id!r} is already held with another content "
+            f"(sha256 {stored.sha256}); batch ids must name one content"
+        )
+    metrics.batches.labels(parts.stream.value, "duplicate" if duplicate else "stored").inc()
+    if not duplicate:
+        metrics.records.labels(parts.stream.value).inc(stored.records)
+        metrics.batch_bytes.inc(stored.size)
+    ack = BatchAck(
+        batch_id=raw_id,
+        stream=parts.stream,
+        records=stored.records,
+        duplicate=duplicate,
+        acked=await catalog.watermarks(parts.device_id),
+    )
+    return web.json_response(ack.model_dump(mode="json"), status=200 if duplicate else 201)

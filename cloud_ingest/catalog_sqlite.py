@@ -1,0 +1,387 @@
+"""The default catalog: SQLite through aiosqlite, WAL, migrated on open.
+
+One connection per process; aiosqlite runs every statement on one worker
+thread, and an asyncio lock keeps multi-statement transactions whole.
+Another process (``yardlink ingest device add`` while the server runs) may
+open the same file: WAL lets readers and one writer share it, and
+``busy_timeout`` makes a writer wait instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from cloud_ingest.catalog import (
+    AuditEvent,
+    BatchRecord,
+    DeviceRecord,
+    RawRequestRecord,
+    RawRequestState,
+    UploadRecord,
+)
+from cloud_ingest.catalog_schema import MIGRATIONS, SCHEMA_VERSION
+from cloud_ingest.errors import Conflict, IngestError, NotFound
+from cloud_ingest.principal import Principal
+from sync.protocol import Stream
+
+__all__ = ["CatalogVersionError", "SqliteCatalog"]
+
+
+class CatalogVersionError(IngestError):
+    """The catalog file was written by a newer yardlink; refuse to touch it."""
+
+    status, error = 500, "catalog_version"
+
+
+class SqliteCatalog:
+    """:class:`cloud_ingest.catalog.Catalog` on one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    ) -> SqliteCatalog:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA busy_timeout = 10000")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {synchronous}")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await _migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    # ------------------------------------------------------------- devices, credentials
+
+    async def add_device(self, device_id: str, site_id: str, token_hash: str, now: float) -> None:
+        async with self._transaction() as db:
+            if await self._one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+                raise Conflict(f"device {device_id!r} already exists")
+            await db.execute(
+                "INSERT INTO devices (device_id, site_id, created_at) VALUES (?, ?, ?)",
+                (device_id, site_id, now),
+            )
+            await db.execute(
+                "INSERT INTO credentials (token_hash, role, subject, created_at)"
+                " VALUES (?, 'device', ?, ?)",
+                (token_hash, device_id, now),
+            )
+
+    async def revoke_device(self, device_id: str, now: float) -> None:
+        async with self._transaction() as db:
+            if not await self._one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+                raise NotFound(f"no device {device_id!r}")
+            await db.execute(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ?",
+                (now, device_id),
+            )
+            await db.execute(
+                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?)"
+                " WHERE role = 'device' AND subject = ?",
+                (now, device_id),
+            )
+
+    async def add_operator(self, name: str, token_hash: str, now: float) -> None:
+        async with self._transaction() as db:
+            if await self._one("SELECT 1 FROM operators WHERE name = ?", (name,)):
+                raise Conflict(f"operator {name!r} already exists")
+            await db.execute("INSERT INTO operators (name, created_at) VALUES (?, ?)", (name, now))
+            await db.execute(
+                "INSERT INTO credentials (token_hash, role, subject, created_at)"
+                " VALUES (?, 'operator', ?, ?)",
+                (token_hash, name, now),
+            )
+
+    async def principal_for_token(self, token_hash: str) -> Principal | None:
+        row = await self._one(
+            "SELECT c.role, c.subject, d.site_id FROM credentials c"
+            " LEFT JOIN devices d ON c.role = 'device' AND d.device_id = c.subject"
+            " WHERE c.token_hash = ? AND c.revoked_at IS NULL AND d.revoked_at IS NULL",
+            (token_hash,),
+        )
+        if row is None:
+            return None
+        role, subject, site_id = row
+        if role == "device":
+            return Principal("device", subject, device_id=subject, site_id=site_id)
+        return Principal("operator", subject)
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        row = await self._one(_DEVICE_SELECT + " WHERE device_id = ?", (device_id,))
+        return _device(row) if row else None
+
+    async def list_devices(self) -> list[DeviceRecord]:
+        return [_device(r) for r in await self._all(_DEVICE_SELECT + " ORDER BY device_id")]
+
+    async def record_sync(self, device_id: str, status: dict[str, Any], now: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE devices SET last_sync_at = ?, last_sync = ? WHERE device_id = ?",
+                (now, json.dumps(status), device_id),
+            )
+
+    # ------------------------------------------------------------- batches, watermarks
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        row = await self._one(_BATCH_SELECT + " WHERE batch_id = ?", (batch_id,))
+        return _batch(row) if row else None
+
+    async def record_batch(self, batch: BatchRecord) -> BatchRecord:
+        async with self._transaction() as db:
+            existing = await self._one(_BATCH_SELECT + " WHERE batch_id = ?", (batch.batch_id,))
+            if existing is not None:
+                return _batch(existing)
+            await db.execute(
+                "INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
+                " records, sha256, size, lake_paths, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch.batch_id,
+                    batch.device_id,
+                    batch.site_id,
+                    batch.stream.value,
+                    batch.first_seq,
+                    batch.last_seq,
+                    batch.records,
+                    batch.sha256,
+                    batch.size,
+                    json.dumps(list(batch.lake_paths)),
+                    batch.received_at,
+                ),
+            )
+            await db.execute(
+                "INSERT INTO watermarks (device_id, stream, acked_seq) VALUES (?, ?, ?)"
+                " ON CONFLICT (device_id, stream)"
+                " DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
+                (batch.device_id, batch.stream.value, batch.last_seq),
+            )
+        return batch
+
+    async def watermarks(self, device_id: str) -> dict[Stream, int]:
+        rows = await self._all(
+            "SELECT stream, acked_seq FROM watermarks WHERE device_id = ?", (device_id,)
+        )
+        return {Stream(stream): int(seq) for stream, seq in rows}
+
+    # ------------------------------------------------------------- raw requests
+
+    async def add_raw_request(self, request: RawRequestRecord) -> None:
+        async with self._transaction() as db:
+            if await self._one(
+                "SELECT 1 FROM raw_requests WHERE request_id = ?", (request.request_id,)
+            ):
+                raise Conflict(f"raw request {request.request_id!r} already exists")
+            await db.execute(
+                "INSERT INTO raw_requests (request_id, device_id, seq, since, until, reason,"
+                " state, created_by, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.request_id,
+                    request.device_id,
+                    request.seq,
+                    request.since,
+                    request.until,
+                    request.reason,
+                    request.state,
+                    request.created_by,
+                    request.created_at,
+                    request.expires_at,
+                ),
+            )
+
+    async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
+        row = await self._one(_RAW_SELECT + " WHERE request_id = ?", (request_id,))
+        return _raw(row) if row else None
+
+    async def list_raw_requests(
+        self, *, device_id: str | None, state: RawRequestState | None, limit: int
+    ) -> list[RawRequestRecord]:
+        clauses, params = [], []
+        if device_id is not None:
+            clauses.append("device_id = ?")
+            params.append(device_id)
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await self._all(
+            _RAW_SELECT + where + " ORDER BY created_at, request_id LIMIT ?", [*params, limit]
+        )
+        return [_raw(r) for r in rows]
+
+    async def pending_raw_requests(self, device_id: str, now: float) -> list[RawRequestRecord]:
+        rows = await self._all(
+            _RAW_SELECT + " WHERE device_id = ? AND state = 'requested' AND expires_at > ?"
+            " ORDER BY created_at, request_id LIMIT 1000",
+            (device_id, now),
+        )
+        return [_raw(r) for r in rows]
+
+    async def set_raw_request_state(
+        self,
+        device_id: str,
+        request_ids: list[str],
+        state: RawRequestState,
+        now: float,
+        upload_id: str | None = None,
+    ) -> int:
+        if not request_ids:
+            return 0
+        moved = 0
+        async with self._transaction() as db:
+            for request_id in request_ids:
+                cursor = await db.execute(
+                    "UPDATE raw_requests SET state = ?, state_changed_at = ?,"
+                    " upload_id = COALESCE(?, upload_id)"
+                    " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
+                    (state, now, upload_id, request_id, device_id),
+                )
+                moved += cursor.rowcount
+        return moved
+
+    async def expire_raw_requests(self, now: float) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE raw_requests SET state = 'expired', state_changed_at = ?"
+                " WHERE state = 'requested' AND expires_at <= ?",
+                (now, now),
+            )
+            return cursor.rowcount
+
+    # ------------------------------------------------------------- uploads, blobs
+
+    async def record_upload(self, upload: UploadRecord) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO uploads (upload_id, device_id, length, sha256, metadata,"
+                " completed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    upload.upload_id,
+                    upload.device_id,
+                    upload.length,
+                    upload.sha256,
+                    json.dumps(upload.metadata),
+                    upload.completed_at,
+                ),
+            )
+            if upload.sha256 is not None:
+                await db.execute(
+                    "INSERT OR IGNORE INTO blobs (sha256, size, device_id, upload_id, stored_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        upload.sha256,
+                        upload.length,
+                        upload.device_id,
+                        upload.upload_id,
+                        upload.completed_at,
+                    ),
+                )
+
+    async def has_blob(self, sha256: str) -> bool:
+        return await self._one("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)) is not None
+
+    # ------------------------------------------------------------- audit
+
+    async def audit(
+        self, actor: str, action: str, subject: str, detail: dict[str, Any], now: float
+    ) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                (now, actor, action, subject, json.dumps(detail, default=str)),
+            )
+
+    async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]:
+        rows = await self._all(
+            "SELECT event_id, at, actor, action, subject, detail FROM audit_log"
+            " WHERE event_id > ? ORDER BY event_id LIMIT ?",
+            (after_id, limit),
+        )
+        return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    row = await (await db.execute("PRAGMA user_version")).fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise CatalogVersionError(
+            f"catalog schema v{current} is newer than this yardlink (v{SCHEMA_VERSION})"
+        )
+    for version, script in MIGRATIONS:
+        if version > current:
+            await db.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
+            )
+
+
+_DEVICE_SELECT = (
+    "SELECT device_id, site_id, created_at, revoked_at, last_sync_at, last_sync FROM devices"
+)
+_BATCH_SELECT = (
+    "SELECT batch_id, device_id, site_id, stream, first_seq, last_seq, records, sha256, size,"
+    " lake_paths, received_at FROM batches"
+)
+_RAW_SELECT = (
+    "SELECT request_id, device_id, created_by, created_at, expires_at, state, seq, since, until,"
+    " reason, state_changed_at, upload_id FROM raw_requests"
+)
+
+
+def _device(row: aiosqlite.Row) -> DeviceRecord:
+    last_sync = json.loads(row[5]) if row[5] else None
+    return DeviceRecord(row[0], row[1], row[2], row[3], row[4], last_sync)
+
+
+def _batch(row: aiosqlite.Row) -> BatchRecord:
+    return BatchRecord(
+        batch_id=row[0],
+        device_id=row[1],
+        site_id=row[2],
+        stream=Stream(row[3]),
+        first_seq=row[4],
+        last_seq=row[5],
+        records=row[6],
+        sha256=row[7],
+        size=row[8],
+        lake_paths=tuple(json.loads(row[9])),
+        received_at=row[10],
+    )
+
+
+def _raw(row: aiosqlite.Row) -> RawRequestRecord:
+    return RawRequestRecord(*row)

@@ -1,0 +1,139 @@
+"""``yardlink ingest ...``: run the cloud service and manage its credentials.
+
+    yardlink ingest serve --data-dir DIR [--host H] [--port P] [--tls-cert F --tls-key F]
+    yardlink ingest device add DEVICE_ID --site SITE --data-dir DIR [--json]
+    yardlink ingest device revoke DEVICE_ID --data-dir DIR
+    yardlink ingest operator add NAME --data-dir DIR [--json]
+
+Credential commands open the catalog directly (SQLite in WAL mode), so they
+work while the server runs; a revocation takes effect on its next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from cloud_ingest.catalog_sqlite import SqliteCatalog
+from cloud_ingest.errors import BadRequest
+from cloud_ingest.provisioning import add_device, add_operator, revoke_device
+from cloud_ingest.settings import IngestSettings, TlsSettings
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+_CLI_ACTOR = "cli"
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ingest = groups.add_parser("ingest", help="the cloud ingest service")
+    commands = ingest.add_subparsers(dest="ingest_command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser("serve", help="run the ingest service")
+    _data_dir(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
+    serve.set_defaults(handler=_serve)
+
+    device = commands.add_parser("device", help="device credentials")
+    device_commands = device.add_subparsers(dest="device_command", metavar="COMMAND")
+    device_commands.required = True
+    add = device_commands.add_parser("add", help="register a device, print its token once")
+    add.add_argument("device_id")
+    add.add_argument("--site", required=True, help="site id of the device")
+    _data_dir(add)
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(handler=_device_add)
+    revoke = device_commands.add_parser("revoke", help="revoke a device's tokens")
+    revoke.add_argument("device_id")
+    _data_dir(revoke)
+    revoke.set_defaults(handler=_device_revoke)
+
+    operator = commands.add_parser("operator", help="operator (admin) credentials")
+    operator_commands = operator.add_subparsers(dest="operator_command", metavar="COMMAND")
+    operator_commands.required = True
+    op_add = operator_commands.add_parser("add", help="create an operator, print its token once")
+    op_add.add_argument("name")
+    _data_dir(op_add)
+    op_add.add_argument("--json", action="store_true", help="print JSON")
+    op_add.set_defaults(handler=_operator_add)
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, required=True, help="the service's data directory")
+
+
+def _settings(args: argparse.Namespace, **fields: object) -> IngestSettings:
+    try:
+        return IngestSettings.model_validate({"data_dir": args.data_dir, **fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"invalid setting {where}: {first['msg']}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cloud_ingest.server import serve
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise BadRequest("--tls-cert and --tls-key go together")
+    tls = TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key) if args.tls_cert else None
+    settings = _settings(args, host=args.host, port=args.port, tls=tls)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _with_catalog(args: argparse.Namespace, work: Callable[[SqliteCatalog], Awaitable[T]]) -> T:
+    settings = _settings(args)
+
+    async def run() -> T:
+        catalog = await SqliteCatalog.open(settings.catalog_path)
+        try:
+            return await work(catalog)
+        finally:
+            await catalog.close()
+
+    return asyncio.run(run())
+
+
+def _device_add(args: argparse.Namespace) -> int:
+    created = _with_catalog(
+        args,
+        lambda c: add_device(c, args.device_id, args.site, actor=_CLI_ACTOR, now=time.time()),
+    )
+    if args.json:
+        print(json.dumps(created.model_dump()))
+    else:
+        print(f"device {created.device_id} at site {created.site_id}")
+        print(f"token (shown once): {created.token}")
+    return 0
+
+
+def _device_revoke(args: argparse.Namespace) -> int:
+    _with_catalog(
+        args, lambda c: revoke_device(c, args.device_id, actor=_CLI_ACTOR, now=time.time())
+    )
+    print(f"device {args.device_id} revoked")
+    return 0
+
+
+def _operator_add(args: argparse.Namespace) -> int:
+    created = _with_catalog(
+        args, lambda c: add_operator(c, args.name, actor=_CLI_ACTOR, now=time.time())
+    )
+    if args.json:
+        print(json.dumps(created.model_dump()))
+    else:
+        print(f"operator {created.name}")
+        print(f"token (shown once): {created.token}")
+    return 0

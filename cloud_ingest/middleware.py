@@ -1,0 +1,141 @@
+"""Error and metrics middlewares, and a runner whose low-level errors are JSON too.
+
+Every answer of the service that is not a success is ``{"error", "detail"}``
+JSON (``sync.protocol.ErrorBody``):
+
+* :class:`cloud_ingest.errors.IngestError` -> its status, slug, detail, headers;
+* aiohttp ``HTTPException`` (404 from the router, 405, 413 from a too large
+  body, ...) -> its status with a slug of its reason;
+* anything else -> logged with its traceback, answered 500 without one;
+* a request aiohttp cannot even parse (bad request line, bad header bytes)
+  never reaches a middleware: :class:`IngestAppRunner` swaps in a protocol
+  handler whose ``handle_error`` answers JSON as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from cloud_ingest.app_keys import METRICS
+from cloud_ingest.errors import IngestError
+from sync.protocol import API_PREFIX, TUS_VERSION
+
+__all__ = ["IngestAppRunner", "error_body", "error_middleware", "metrics_middleware"]
+
+log = logging.getLogger("yardlink.ingest")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_TUS_PREFIX = f"{API_PREFIX}/uploads"
+_MAX_DETAIL = 500
+
+
+def error_body(status: int, error: str, detail: str) -> web.Response:
+    return web.json_response({"error": error, "detail": detail[:_MAX_DETAIL]}, status=status)
+
+
+def _slug(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def _with_protocol_headers(request: web.Request, response: web.Response) -> web.Response:
+    # tus demands Tus-Resumable on every response of the upload endpoints,
+    # including the errors raised before the tus handlers run (auth, 404).
+    if request.path.startswith(_TUS_PREFIX):
+        response.headers.setdefault("Tus-Resumable", TUS_VERSION)
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except IngestError as exc:
+        if exc.status >= 500:
+            log.error(  # noqa: TRY400 - a typed error, no traceback to show
+                "ingest error %s: %s", exc.error, exc.detail, extra={"path": request.path}
+            )
+        response = error_body(exc.status, exc.error, exc.detail)
+        response.headers.update(exc.headers)
+        return _with_protocol_headers(request, response)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.text if exc.text and exc.content_type == "text/plain" else exc.reason
+        response = error_body(exc.status, _slug(exc.status), detail or exc.reason)
+        for name, value in exc.headers.items():
+            if name.lower() not in {"content-type", "content-length"}:
+                response.headers[name] = value
+        return _with_protocol_headers(request, response)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unexpected error", extra={"path": request.path, "method": request.method})
+        response = error_body(500, "internal_error", "unexpected server error; see server logs")
+        return _with_protocol_headers(request, response)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except IngestError as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's protocol handler, answering unparseable requests with JSON."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        detail = message if message and status != 500 else HTTPStatus(status).phrase
+        response = error_body(status, _slug(status), detail)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        kwargs: dict[str, Any] = self._kwargs
+        return _JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
+
+
+class IngestAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer even unparseable requests with JSON."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server

@@ -1,0 +1,45 @@
+"""Issuing and revoking credentials (shared by the CLI and the admin API)."""
+
+from __future__ import annotations
+
+from cloud_ingest.api_models import DeviceCreated, OperatorCreated
+from cloud_ingest.catalog import Catalog
+from cloud_ingest.credentials import hash_token, new_token
+from cloud_ingest.errors import BadRequest
+from sync.protocol import DEVICE_ID_RE
+
+__all__ = ["add_device", "add_operator", "revoke_device"]
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not DEVICE_ID_RE.match(value):
+        raise BadRequest(
+            f"invalid {kind} {value[:80]!r}: use 1-64 letters, digits or '-', "
+            "starting with a letter or digit"
+        )
+
+
+async def add_device(
+    catalog: Catalog, device_id: str, site_id: str, *, actor: str, now: float
+) -> DeviceCreated:
+    """Register a device and return its token (shown once; only its hash is kept)."""
+    _check_name("device id", device_id)
+    _check_name("site id", site_id)
+    token = new_token("device")
+    await catalog.add_device(device_id, site_id, hash_token(token), now)
+    await catalog.audit(actor, "device.add", device_id, {"site_id": site_id}, now)
+    return DeviceCreated(device_id=device_id, site_id=site_id, token=token)
+
+
+async def revoke_device(catalog: Catalog, device_id: str, *, actor: str, now: float) -> None:
+    """Revoke a device: its tokens stop working on the very next request."""
+    await catalog.revoke_device(device_id, now)
+    await catalog.audit(actor, "device.revoke", device_id, {}, now)
+
+
+async def add_operator(catalog: Catalog, name: str, *, actor: str, now: float) -> OperatorCreated:
+    _check_name("operator name", name)
+    token = new_token("operator")
+    await catalog.add_operator(name, hash_token(token), now)
+    await catalog.audit(actor, "operator.add", name, {}, now)
+    return OperatorCreated(name=name, token=token)
