@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "OutboxClosed",
     "OutboxCorrupted",
+    "OutboxDiskFull",
     "OutboxFull",
+    "OutboxStorageError",
     "PermanentSyncError",
     "PermanentUploadError",
     "ProtocolError",
@@ -46,6 +48,21 @@ class RecordRejected(PermanentSyncError):
 
 class OutboxFull(RetryableSyncError):
     """Only never-evicted classes remain and the size cap is reached: backpressure."""
+
+
+class OutboxDiskFull(OutboxFull):
+    """The filesystem under the outbox is (nearly) full; stored records are intact.
+
+    Retry once space is freed (records acknowledged by the cloud, old logs removed).
+    """
+
+
+class OutboxStorageError(RetryableSyncError):
+    """The storage refused an operation (I/O error, database held by another process).
+
+    Records already acknowledged as durable are not affected; the outbox reopens
+    its database on the next write.
+    """
 
 
 class OutboxClosed(PermanentSyncError):

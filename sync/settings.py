@@ -48,6 +48,19 @@ class OutboxSettings(_Section):
         description="time to live per class in seconds (None: forever)",
     )
     group_commit_max_records: int = Field(default=4096, ge=1)
+    min_free_disk_bytes: int = Field(
+        default=64 << 20,
+        ge=0,
+        description="refuse appends (OutboxDiskFull) when the filesystem has less free space",
+    )
+    maintenance_interval_s: float = Field(
+        default=60.0, gt=0, description="how often TTL expiry runs on its own during appends"
+    )
+    memory_budget_bytes: int = Field(
+        default=64 << 20,
+        ge=8 << 20,
+        description="RocksDB memtables + block cache; the backlog itself stays on disk",
+    )
 
 
 class LinkSettings(_Section):

@@ -1,0 +1,143 @@
+"""Value types of the outbox and their byte layout on disk (pure, no I/O).
+
+Key layout (one RocksDB column family per class, named after ``Stream.value``)::
+
+    key   = seq as 8 bytes big-endian          (so byte order == seq order)
+    value = b"\\x01" | created_at f64 BE | expires_at f64 BE (NaN: none) | payload
+
+Raw classes hold a ``BlobRef`` (JSON) as payload, never the raw bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from sync.errors import RecordRejected
+from sync.protocol import SHA256_RE, Stream
+
+__all__ = [
+    "KEY_SIZE",
+    "VALUE_HEADER",
+    "BatchBoundary",
+    "BlobRef",
+    "ClassStats",
+    "OutboxClass",
+    "OutboxRecord",
+    "OutboxStats",
+    "decode_key",
+    "decode_value",
+    "encode_key",
+    "encode_value",
+    "record_size",
+]
+
+OutboxClass = Stream
+"""The outbox classes are the protocol's streams (column families, priority order)."""
+
+_KEY: Final = struct.Struct(">Q")
+_HEADER: Final = struct.Struct(">Bdd")
+_FORMAT_VERSION: Final = 1
+KEY_SIZE: Final = _KEY.size
+VALUE_HEADER: Final = _HEADER.size
+MAX_SEQ: Final = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One stored record: its class, device-monotonic seq, payload and wall-clock birth."""
+
+    stream: OutboxClass
+    seq: int
+    payload: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """Reference to a raw blob in the blob store: what raw classes hold instead of bytes."""
+
+    sha256: str
+    size: int
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sha256, str) or not SHA256_RE.match(self.sha256):
+            raise RecordRejected(f"blob ref sha256 must be 64 lowercase hex chars: {self.sha256!r}")
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
+            raise RecordRejected(f"blob ref size must be a non-negative int: {self.size!r}")
+        if not isinstance(self.meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.meta.items()
+        ):
+            raise RecordRejected("blob ref meta must map str to str")
+
+    def to_bytes(self) -> bytes:
+        body = {"sha256": self.sha256, "size": self.size, "meta": self.meta}
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BlobRef:
+        try:
+            body = json.loads(data)
+            return cls(sha256=body["sha256"], size=body["size"], meta=body.get("meta", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordRejected(f"not a blob ref: {data[:80]!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class BatchBoundary:
+    """A seq range handed to the sync side under a batch id; persisted before sending."""
+
+    stream: OutboxClass
+    first_seq: int
+    last_seq: int
+    batch_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    records: int
+    bytes: int
+    oldest_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    per_class: dict[OutboxClass, ClassStats]
+    disk_bytes: int
+    evictions: dict[str, int]
+    rejections: dict[str, int]
+    next_seq: int
+    quarantined: list[str]
+
+
+def encode_key(seq: int) -> bytes:
+    return _KEY.pack(seq)
+
+
+def decode_key(key: bytes) -> int:
+    seq: int = _KEY.unpack(key)[0]
+    return seq
+
+
+def encode_value(payload: bytes, created_at: float, expires_at: float | None) -> bytes:
+    expiry = math.nan if expires_at is None else expires_at
+    return _HEADER.pack(_FORMAT_VERSION, created_at, expiry) + payload
+
+
+def decode_value(value: bytes) -> tuple[float, float | None, bytes]:
+    """Return ``(created_at, expires_at, payload)``; ValueError when the layout is wrong."""
+    if len(value) < VALUE_HEADER:
+        raise ValueError(f"outbox value too short ({len(value)} bytes)")
+    version, created_at, expires_at = _HEADER.unpack_from(value)
+    if version != _FORMAT_VERSION:
+        raise ValueError(f"unknown outbox value format {version}")
+    return created_at, None if math.isnan(expires_at) else expires_at, value[VALUE_HEADER:]
+
+
+def record_size(payload_len: int) -> int:
+    """Bytes a record accounts for against the size cap (key + header + payload)."""
+    return KEY_SIZE + VALUE_HEADER + payload_len

@@ -1,0 +1,455 @@
+"""The RocksDB edge of the outbox: blocking calls into rocksdict, nothing asynchronous.
+
+Every mutating method runs on the outbox's single writer thread; reads may run
+on the event loop (RocksDB is thread-safe).  Column families: one per class
+(``Stream.value``) plus ``meta``, which holds, under these keys:
+
+* ``seq/reserved``        - 8 bytes: every seq ever handed out is below it;
+* ``ack/<class>``         - 8 bytes: acknowledged watermark of the class;
+* ``count/<class>``       - 16 bytes: live records and bytes of the class;
+* ``pin/<class>/<first>`` - 8 bytes last seq + batch id (utf-8).
+
+Counters and watermarks are written in the same WriteBatch as the records they
+describe, so after any crash they agree with the data.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteOptions,
+)
+
+from sync._outbox_eviction import ClassUsage, is_expired
+from sync._outbox_records import (
+    MAX_SEQ,
+    BatchBoundary,
+    OutboxRecord,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+)
+from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError, SyncError
+from sync.protocol import Stream
+
+__all__ = ["META_CF", "LoadedState", "OutboxStore", "classify_storage_error"]
+
+log = logging.getLogger(__name__)
+
+META_CF: Final = "meta"
+_U64: Final = struct.Struct(">Q")
+_COUNT: Final = struct.Struct(">QQ")
+_RESERVED_KEY: Final = b"seq/reserved"
+
+
+def _ack_key(stream: Stream) -> bytes:
+    return b"ack/" + stream.value.encode()
+
+
+def _count_key(stream: Stream) -> bytes:
+    return b"count/" + stream.value.encode()
+
+
+def _pin_prefix(stream: Stream) -> bytes:
+    return b"pin/" + stream.value.encode() + b"/"
+
+
+def _pin_key(stream: Stream, first_seq: int) -> bytes:
+    return _pin_prefix(stream) + encode_key(first_seq)
+
+
+def classify_storage_error(exc: BaseException) -> SyncError:
+    """Map a rocksdict exception (plain ``Exception`` with RocksDB's status text) to ours."""
+    message = str(exc)
+    if "No space left" in message or "ENOSPC" in message:
+        return OutboxDiskFull(f"outbox disk full: {message}")
+    if message.startswith("Corruption") or "Corruption:" in message:
+        return OutboxCorrupted(f"outbox database corrupted: {message}")
+    return OutboxStorageError(f"outbox storage error: {message}")
+
+
+@dataclass(slots=True)
+class LoadedState:
+    """What the outbox needs in memory, read back from disk at open."""
+
+    reserved_until: int
+    max_seq: int
+    watermarks: dict[Stream, int]
+    usage: dict[Stream, ClassUsage]
+    pins: list[BatchBoundary]
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """Records removed from one class by an ack or an eviction pass."""
+
+    records: list[OutboxRecord]
+    count: int
+    bytes: int
+
+
+def _options(memory_budget: int, cache: Cache) -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_paranoid_checks(True)
+    opts.set_max_open_files(-1)  # open (and check) every table file at start
+    opts.set_keep_log_file_num(2)
+    opts.set_max_log_file_size(1 << 20)
+    opts.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
+    opts.set_write_buffer_size(memory_budget // 8)
+    opts.set_max_write_buffer_number(2)
+    opts.set_db_write_buffer_size(memory_budget // 2)
+    opts.set_max_total_wal_size(memory_budget)
+    opts.set_max_background_jobs(2)
+    opts.set_compression_type(DBCompressionType.lz4())
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    opts.set_block_based_table_factory(table)
+    return opts
+
+
+class OutboxStore:
+    """An open outbox database.  Raises rocksdict's exceptions from ``__init__``."""
+
+    def __init__(self, path: Path, memory_budget: int) -> None:
+        self.path = path
+        cache = Cache(memory_budget // 4)
+        names = [s.value for s in Stream] + [META_CF]
+        if (path / "CURRENT").exists():
+            names += [n for n in Rdict.list_cf(str(path)) if n not in names and n != "default"]
+        self._db: Rdict | None = Rdict(
+            str(path),
+            _options(memory_budget, cache),
+            column_families={n: _options(memory_budget, cache) for n in names},
+        )
+        self._cfs = {s: self._db.get_column_family(s.value) for s in Stream}
+        self._handles = {s: self._db.get_column_family_handle(s.value) for s in Stream}
+        self._meta = self._db.get_column_family(META_CF)
+        self._meta_handle = self._db.get_column_family_handle(META_CF)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close and release the lock even when RocksDB is in an error state."""
+        db, self._db = self._db, None
+        self._cfs.clear()
+        self._handles.clear()
+        self._meta = self._meta_handle = None  # type: ignore[assignment]
+        if db is None:
+            return
+        try:
+            db.close()
+        except Exception as exc:  # noqa: BLE001 - a failed close must still release the handle
+            log.warning("outbox close reported an error", extra={"error": str(exc)})
+        del db
+        gc.collect()  # rocksdict releases the LOCK file when the object is dropped
+
+    def load_state(self) -> LoadedState:
+        """Read counters, watermarks, pins and the highest seq; ValueError on garbage."""
+        meta = self._meta
+        raw_reserved = meta.get(_RESERVED_KEY)
+        reserved = _U64.unpack(raw_reserved)[0] if raw_reserved is not None else 1
+        watermarks: dict[Stream, int] = {}
+        usage: dict[Stream, ClassUsage] = {}
+        max_seq = 0
+        for stream in Stream:
+            raw_ack = meta.get(_ack_key(stream))
+            watermarks[stream] = _U64.unpack(raw_ack)[0] if raw_ack is not None else 0
+            raw_count = meta.get(_count_key(stream))
+            records, nbytes = _COUNT.unpack(raw_count) if raw_count is not None else (0, 0)
+            usage[stream] = ClassUsage(records, nbytes)
+            for seq, value in (self._first(stream), self._last(stream)):
+                if seq is not None and value is not None:
+                    decode_value(value)  # touches the first and last blocks: checksums
+                    max_seq = max(max_seq, seq)
+        pins = [pin for stream in Stream for pin in self._load_pins(stream)]
+        return LoadedState(reserved, max_seq, watermarks, usage, pins)
+
+    def _first(self, stream: Stream) -> tuple[int | None, bytes | None]:
+        it = self._cfs[stream].iter()
+        it.seek_to_first()
+        return (decode_key(it.key()), it.value()) if it.valid() else (None, None)
+
+    def _last(self, stream: Stream) -> tuple[int | None, bytes | None]:
+        it = self._cfs[stream].iter()
+        it.seek_to_last()
+        return (decode_key(it.key()), it.value()) if it.valid() else (None, None)
+
+    def _load_pins(self, stream: Stream) -> Iterator[BatchBoundary]:
+        prefix = _pin_prefix(stream)
+        it = self._meta.iter()
+        it.seek(prefix)
+        while it.valid():
+            key: bytes = it.key()
+            if not key.startswith(prefix):
+                break
+            value: bytes = it.value()
+            last = _U64.unpack_from(value)[0]
+            yield BatchBoundary(stream, decode_key(key[len(prefix) :]), last, value[8:].decode())
+            it.next()
+
+    def disk_bytes(self) -> int:
+        total = 0
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
+
+    # ------------------------------------------------------------------ writes
+
+    def _db_checked(self) -> Rdict:
+        if self._db is None:
+            raise OutboxStorageError("outbox database is not open")
+        return self._db
+
+    def _commit(self, batch: WriteBatch, sync: bool) -> None:
+        opts = WriteOptions()
+        opts.sync = sync
+        try:
+            self._db_checked().write(batch, opts)
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
+
+    def write_records(
+        self,
+        entries: Sequence[tuple[Stream, int, bytes]],
+        counts: dict[Stream, ClassUsage],
+        reserved_until: int | None,
+        sync: bool,
+    ) -> None:
+        """Put encoded records and their classes' new totals in one WriteBatch."""
+        batch = WriteBatch(raw_mode=True)
+        handles = self._handles
+        for stream, seq, value in entries:
+            batch.put(encode_key(seq), value, handles[stream])
+        for stream, usage in counts.items():
+            batch.put(
+                _count_key(stream), _COUNT.pack(usage.records, usage.bytes), self._meta_handle
+            )
+        if reserved_until is not None:
+            batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+        self._commit(batch, sync)
+
+    def reserve_seqs(self, reserved_until: int) -> None:
+        batch = WriteBatch(raw_mode=True)
+        batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+        self._commit(batch, sync=True)
+
+    def put_pin(self, pin: BatchBoundary) -> None:
+        batch = WriteBatch(raw_mode=True)
+        value = _U64.pack(pin.last_seq) + pin.batch_id.encode()
+        batch.put(_pin_key(pin.stream, pin.first_seq), value, self._meta_handle)
+        self._commit(batch, sync=True)
+
+    def ack(
+        self,
+        stream: Stream,
+        watermark: int,
+        up_to: int,
+        current: ClassUsage,
+        drop_pins: Sequence[BatchBoundary],
+        sync: bool,
+    ) -> Removal:
+        """Range-delete ``(watermark, up_to]`` and persist the new watermark."""
+        count = nbytes = 0
+        for key, value in self._scan(stream, watermark + 1, up_to):
+            count += 1
+            nbytes += len(key) + len(value)
+        batch = WriteBatch(raw_mode=True)
+        batch.delete_range(encode_key(watermark + 1), encode_key(up_to + 1), self._handles[stream])
+        batch.put(_ack_key(stream), _U64.pack(up_to), self._meta_handle)
+        self._put_count(batch, stream, current, count, nbytes)
+        for pin in drop_pins:
+            batch.delete(_pin_key(pin.stream, pin.first_seq), self._meta_handle)
+        self._commit(batch, sync)
+        return Removal([], count, nbytes)
+
+    def _put_count(
+        self, batch: WriteBatch, stream: Stream, current: ClassUsage, count: int, nbytes: int
+    ) -> None:
+        left = ClassUsage(max(0, current.records - count), max(0, current.bytes - nbytes))
+        batch.put(_count_key(stream), _COUNT.pack(left.records, left.bytes), self._meta_handle)
+
+    def drop_oldest(
+        self, stream: Stream, after_seq: int, need: int, current: ClassUsage, sync: bool
+    ) -> Removal:
+        """Delete the oldest records above ``after_seq`` until ``need`` bytes are freed."""
+        records: list[OutboxRecord] = []
+        nbytes = 0
+        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+            if nbytes >= need:
+                break
+            created_at, _, payload = decode_value(value)
+            records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+            nbytes += len(key) + len(value)
+        if not records:
+            return Removal([], 0, 0)
+        batch = WriteBatch(raw_mode=True)
+        first, last = records[0].seq, records[-1].seq
+        batch.delete_range(encode_key(first), encode_key(last + 1), self._handles[stream])
+        self._put_count(batch, stream, current, len(records), nbytes)
+        self._commit(batch, sync)
+        return Removal(records, len(records), nbytes)
+
+    def drop_expired(
+        self,
+        stream: Stream,
+        after_seq: int,
+        *,
+        now: float,
+        ttl: float | None,
+        need: int | None,
+        stop_at_fresh: bool,
+        current: ClassUsage,
+        sync: bool,
+        scan_limit: int = 200_000,
+    ) -> Removal:
+        """Delete expired records (own deadline or class TTL), oldest first.
+
+        ``stop_at_fresh`` ends the scan at the first unexpired record without a
+        deadline of its own (records are in creation order, so TTL expiry is a prefix).
+        """
+        records: list[OutboxRecord] = []
+        nbytes = 0
+        for scanned, (key, value) in enumerate(self._scan(stream, after_seq + 1, MAX_SEQ)):
+            if scanned >= scan_limit or (need is not None and nbytes >= need):
+                break
+            created_at, expires_at, payload = decode_value(value)
+            if is_expired(created_at, expires_at, ttl, now):
+                records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+                nbytes += len(key) + len(value)
+            elif stop_at_fresh and expires_at is None:
+                break
+        if records:
+            self.delete_records(stream, records, current, nbytes, sync)
+        return Removal(records, len(records), nbytes)
+
+    def delete_records(
+        self,
+        stream: Stream,
+        records: Sequence[OutboxRecord],
+        current: ClassUsage,
+        nbytes: int,
+        sync: bool,
+        replacement: tuple[int, bytes] | None = None,
+    ) -> None:
+        """Delete single records, optionally putting one coalesced record in their place."""
+        batch = WriteBatch(raw_mode=True)
+        handle = self._handles[stream]
+        for record in records:
+            batch.delete(encode_key(record.seq), handle)
+        count = len(records)
+        if replacement is not None:
+            seq, value = replacement
+            batch.put(encode_key(seq), value, handle)
+            count -= 1
+            nbytes -= len(encode_key(seq)) + len(value)
+        self._put_count(batch, stream, current, count, nbytes)
+        self._commit(batch, sync)
+
+    def coalesce_oldest(
+        self,
+        stream: Stream,
+        after_seq: int,
+        need: int,
+        current: ClassUsage,
+        coalesce: Callable[[Sequence[bytes]], bytes] | None,
+        sync: bool,
+    ) -> tuple[Removal, bool]:
+        """Fold the oldest records into one (at the last one's seq); drop them without a folder.
+
+        Returns the removal (net bytes freed) and whether it was coalesced.
+        """
+        taken: list[OutboxRecord] = []
+        gathered = 0
+        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+            if gathered >= need and len(taken) >= 2:
+                break
+            created_at, _, payload = decode_value(value)
+            taken.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+            gathered += len(key) + len(value)
+        if not taken:
+            return Removal([], 0, 0), False
+        if coalesce is not None and len(taken) >= 2:
+            merged = encode_value(coalesce([r.payload for r in taken]), taken[0].created_at, None)
+            freed = gathered - (len(encode_key(0)) + len(merged))
+            if freed > 0:
+                self.delete_records(
+                    stream, taken, current, gathered, sync, replacement=(taken[-1].seq, merged)
+                )
+                return Removal(taken, len(taken) - 1, freed), True
+        self.delete_records(stream, taken, current, gathered, sync)
+        return Removal(taken, len(taken), gathered), False
+
+    # ------------------------------------------------------------------ reads
+
+    def _scan(self, stream: Stream, first_seq: int, last_seq: int) -> Iterator[tuple[bytes, bytes]]:
+        """Records with ``first_seq <= seq <= last_seq`` in order (seek, then walk).
+
+        rocksdict 0.3 encodes ReadOptions bounds in its non-raw format, so the
+        bounds are checked here instead (big-endian keys compare as seqs).
+        """
+        if first_seq > last_seq:
+            return
+        end = encode_key(last_seq)
+        try:
+            it = self._cfs[stream].iter()
+            it.seek(encode_key(first_seq))
+            while it.valid():
+                key: bytes = it.key()
+                if key > end:
+                    return
+                yield key, it.value()
+                it.next()
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
+
+    def read(
+        self,
+        stream: Stream,
+        after_seq: int,
+        *,
+        max_records: int,
+        max_bytes: int,
+        now: float,
+        ttl: float | None,
+    ) -> list[OutboxRecord]:
+        """Records after ``after_seq`` in seq order; at least one if any (even if large)."""
+        out: list[OutboxRecord] = []
+        total = 0
+        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+            if len(out) >= max_records or (out and total + len(value) > max_bytes):
+                break
+            created_at, expires_at, payload = decode_value(value)
+            if is_expired(created_at, expires_at, ttl, now):
+                continue
+            out.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+            total += len(value)
+        return out
+
+    def oldest_created_at(self, stream: Stream, after_seq: int) -> float | None:
+        for _, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+            return decode_value(value)[0]
+        return None

@@ -1,0 +1,525 @@
+"""The durable outbox: everything the appliance must deliver, in RocksDB, by priority class.
+
+A newcomer's tour::
+
+    outbox = Outbox.open("var/outbox")                 # quarantines a damaged DB
+    seq = await outbox.append(OutboxClass.EVENTS, payload)   # durable when it returns
+    records = outbox.read(OutboxClass.EVENTS, after_seq=0)   # in seq order, bounded
+    outbox.pin_batch(BatchBoundary(...))               # before sending a batch
+    await outbox.ack(OutboxClass.EVENTS, records[-1].seq)    # range delete
+    await outbox.close()
+
+``seq`` is one device-monotonic counter across all classes; it survives
+restarts and crashes and is never handed out twice.  Durability modes
+(``OutboxSettings.durability``): ``sync`` - an append returns once its
+WriteBatch is fsynced (survives power loss); ``relaxed`` - once it is in the
+write-ahead log (survives a process crash, not a power cut).  Concurrent
+appends share one WriteBatch and one fsync (group commit, ``_outbox_writer``).
+Capacity, eviction and TTL follow ``_outbox_eviction``; docs/OUTBOX.md has the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final, NoReturn
+
+from sync._outbox_eviction import (
+    NEVER_EVICTED,
+    ClassUsage,
+    EvictionAction,
+    EvictionStep,
+    effective_ttl,
+    overflow_bytes,
+    plan_room,
+)
+from sync._outbox_records import (
+    BatchBoundary,
+    BlobRef,
+    ClassStats,
+    OutboxClass,
+    OutboxRecord,
+    OutboxStats,
+    encode_value,
+    record_size,
+)
+from sync._outbox_recovery import mark_corrupt, open_or_quarantine
+from sync._outbox_store import Removal
+from sync._outbox_writer import GroupCommitQueue, PendingAppend, WriterThread
+from sync.errors import (
+    OutboxClosed,
+    OutboxCorrupted,
+    OutboxDiskFull,
+    OutboxFull,
+    RecordRejected,
+    SyncError,
+)
+from sync.protocol import RAW_STREAMS, Stream
+from sync.settings import Durability, OutboxSettings
+
+__all__ = [
+    "BatchBoundary",
+    "BlobRef",
+    "ClassStats",
+    "EvictionListener",
+    "Outbox",
+    "OutboxClass",
+    "OutboxRecord",
+    "OutboxStats",
+    "TelemetryCoalescer",
+]
+
+TelemetryCoalescer = Callable[[Sequence[bytes]], bytes]
+"""Folds the payloads of the oldest telemetry records into one payload."""
+
+EvictionListener = Callable[[OutboxClass, Sequence[OutboxRecord]], None]
+"""Told which records eviction removed (e.g. to free the blobs of raw refs)."""
+
+SEQ_BLOCK: Final = 1 << 16  # seqs reserved on disk ahead of use; a crash skips the rest
+
+
+class Outbox:
+    """Durable, prioritised store-and-forward queue.  Create with ``Outbox.open``."""
+
+    def __init__(
+        self,
+        path: Path,
+        settings: OutboxSettings,
+        clock: Callable[[], float],
+        coalesce_telemetry: TelemetryCoalescer | None,
+        on_evicted: EvictionListener | None,
+    ) -> None:
+        self._path = path
+        self._settings = settings
+        self._clock = clock
+        self._coalesce = coalesce_telemetry
+        self._on_evicted = on_evicted
+        self._store, state, self._quarantined = open_or_quarantine(
+            path, settings.memory_budget_bytes, clock()
+        )
+        self._usage = state.usage
+        self._watermarks = state.watermarks
+        self._pins: dict[Stream, dict[int, BatchBoundary]] = {s: {} for s in Stream}
+        for pin in state.pins:
+            self._pins[pin.stream][pin.first_seq] = pin
+        floor = max([state.reserved_until, state.max_seq + 1, *self._watermarks.values()])
+        self._next_seq = max(1, floor)
+        self._committed_seq = self._next_seq - 1
+        self._reserved_until = self._next_seq + SEQ_BLOCK
+        self._store.reserve_seqs(self._reserved_until)
+        self._evictions: Counter[str] = Counter()
+        self._rejections: Counter[str] = Counter()
+        self._writer = WriterThread()
+        self._lock = asyncio.Lock()
+        self._queue = GroupCommitQueue(self._commit_group, settings.group_commit_max_records)
+        self._room = asyncio.Event()
+        self._closed = False
+        self._broken = False
+        self._last_maintenance = time.monotonic()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        settings: OutboxSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        coalesce_telemetry: TelemetryCoalescer | None = None,
+        on_evicted: EvictionListener | None = None,
+    ) -> Outbox:
+        """Open (or create) the outbox at ``path``; a damaged database is quarantined."""
+        return cls(Path(path), settings or OutboxSettings(), clock, coalesce_telemetry, on_evicted)
+
+    # ------------------------------------------------------------------ appends
+
+    async def append(
+        self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
+    ) -> int:
+        """Store one metadata record; returns its seq once durable per the settings."""
+        self._check_metadata_class(stream)
+        return (await self._submit(stream, [payload], expires_at))[0]
+
+    async def append_many(self, stream: OutboxClass, payloads: Sequence[bytes]) -> list[int]:
+        """Store several records atomically (one WriteBatch), seqs in the given order."""
+        self._check_metadata_class(stream)
+        if isinstance(payloads, bytes | bytearray | str):
+            self._reject("wrong_type", "append_many takes a sequence of payloads")
+        return await self._submit(stream, list(payloads), None)
+
+    async def append_blob_ref(
+        self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
+    ) -> int:
+        """Store a reference to a raw blob (raw classes only; the bytes stay in the blob store)."""
+        if stream not in RAW_STREAMS:
+            self._reject("wrong_class", f"blob refs go to raw classes, not {stream!r}")
+        if not isinstance(ref, BlobRef):
+            self._reject("wrong_type", f"expected a BlobRef, got {type(ref).__name__}")
+        return (await self._submit(stream, [ref.to_bytes()], expires_at))[0]
+
+    def _check_metadata_class(self, stream: object) -> None:
+        if not isinstance(stream, Stream):
+            self._reject("wrong_class", f"unknown outbox class {stream!r}")
+        if stream in RAW_STREAMS:
+            self._reject("wrong_class", f"raw class {stream}: use append_blob_ref, not bytes")
+
+    def _reject(self, reason: str, message: str) -> NoReturn:
+        self._rejections[reason] += 1
+        raise RecordRejected(message)
+
+    async def _submit(
+        self, stream: Stream, payloads: list[object], expires_at: float | None
+    ) -> list[int]:
+        self._check_open()
+        if expires_at is not None and (
+            stream in NEVER_EVICTED
+            or isinstance(expires_at, bool)
+            or not isinstance(expires_at, int | float)
+            or not math.isfinite(expires_at)
+        ):
+            self._reject("wrong_type", f"expires_at not allowed here: {expires_at!r}")
+        created_at = self._clock()
+        values: list[bytes] = []
+        nbytes = 0
+        for payload in payloads:
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                self._reject("wrong_type", f"payload must be bytes, not {type(payload).__name__}")
+            data = bytes(payload)
+            if len(data) > self._settings.max_record_bytes:
+                self._reject(
+                    "oversize",
+                    f"record of {len(data)} bytes exceeds {self._settings.max_record_bytes}",
+                )
+            values.append(encode_value(data, created_at, expires_at))
+            nbytes += record_size(len(data))
+        if not values:
+            return []
+        await self._make_room(nbytes)
+        self._check_open()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.submit(PendingAppend(stream, values, nbytes, future))
+        return await future
+
+    async def _commit_group(self, group: list[PendingAppend]) -> None:
+        async with self._lock:
+            if self._broken:
+                self._reopen()
+            nbytes = sum(item.nbytes for item in group)
+            free = shutil.disk_usage(self._path).free
+            if free < self._settings.min_free_disk_bytes + 2 * nbytes:
+                self._rejections["disk_full"] += sum(len(item.values) for item in group)
+                raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
+            entries: list[tuple[Stream, int, bytes]] = []
+            counts: dict[Stream, ClassUsage] = {}
+            assigned: list[list[int]] = []
+            seq = self._next_seq
+            for item in group:
+                first = seq
+                for value in item.values:
+                    entries.append((item.stream, seq, value))
+                    seq += 1
+                usage = counts.get(item.stream, self._usage[item.stream])
+                counts[item.stream] = ClassUsage(
+                    usage.records + len(item.values), usage.bytes + item.nbytes
+                )
+                assigned.append(list(range(first, seq)))
+            self._next_seq = seq
+            reserve = seq + SEQ_BLOCK if seq > self._reserved_until else None
+            sync = self._settings.durability is Durability.SYNC or reserve is not None
+            try:
+                await self._writer.run(self._store.write_records, entries, counts, reserve, sync)
+            except SyncError as exc:
+                self._storage_failed(exc, sum(len(item.values) for item in group))
+                raise
+            self._committed_seq = seq - 1
+            self._usage.update(counts)
+            if reserve is not None:
+                self._reserved_until = reserve
+        for item, seqs in zip(group, assigned, strict=True):
+            if not item.future.done():
+                item.future.set_result(seqs)
+        if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:
+            await self.run_maintenance()
+
+    def _storage_failed(self, exc: SyncError, records: int) -> None:
+        if isinstance(exc, OutboxCorrupted):
+            mark_corrupt(self._path, str(exc))
+            self._rejections["corrupted"] += records
+        elif isinstance(exc, OutboxDiskFull):
+            self._rejections["disk_full"] += records
+            self._broken = True
+        else:
+            self._rejections["storage_error"] += records
+            self._broken = True
+
+    def _reopen(self) -> None:
+        """Reopen after an I/O error (RocksDB refuses writes until then); state is reloaded."""
+        self._store.close()
+        self._store, state, quarantined = open_or_quarantine(
+            self._path, self._settings.memory_budget_bytes, self._clock()
+        )
+        self._quarantined += quarantined
+        self._usage, self._watermarks = state.usage, state.watermarks
+        self._next_seq = max(self._next_seq, state.reserved_until, state.max_seq + 1)
+        self._committed_seq = self._next_seq - 1
+        self._reserved_until = self._next_seq + SEQ_BLOCK
+        self._store.reserve_seqs(self._reserved_until)
+        self._broken = False
+
+    # ------------------------------------------------------------------ capacity
+
+    async def _make_room(self, nbytes: int) -> None:
+        """Evict by class order; when nothing more can go, wait for acks, then OutboxFull."""
+        deadline = time.monotonic() + self._settings.backpressure_wait_s
+        while True:
+            steps = self._plan(nbytes)
+            if not steps and self._overflow(nbytes) <= 0:
+                return
+            if steps and await self._evict(steps) > 0 and self._overflow(nbytes) <= 0:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._rejections["full"] += 1
+                raise OutboxFull(
+                    f"outbox at its cap of {self._settings.max_bytes} bytes with only "
+                    "never-evicted records; waiting for the cloud to acknowledge"
+                )
+            room = self._room
+            try:
+                await asyncio.wait_for(room.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _overflow(self, nbytes: int) -> int:
+        return overflow_bytes(
+            self._usage,
+            max_bytes=self._settings.max_bytes,
+            pending_bytes=self._queue.pending_bytes,
+            incoming_bytes=nbytes,
+        )
+
+    def _plan(self, nbytes: int) -> list[EvictionStep]:
+        return plan_room(
+            self._usage,
+            max_bytes=self._settings.max_bytes,
+            pending_bytes=self._queue.pending_bytes,
+            incoming_bytes=nbytes,
+        )
+
+    def _room_freed(self) -> None:
+        self._room.set()
+        self._room = asyncio.Event()
+
+    def _eviction_floor(self, stream: Stream) -> int:
+        """Eviction never touches acked or pinned (in-flight) records."""
+        pinned = max((p.last_seq for p in self._pins[stream].values()), default=0)
+        return max(self._watermarks[stream], pinned)
+
+    async def _evict(self, steps: Sequence[EvictionStep]) -> int:
+        """Carry out an eviction plan; returns the bytes freed."""
+        freed = 0
+        sync = self._settings.durability is Durability.SYNC
+        async with self._lock:
+            for step in steps:
+                need = step.bytes_to_free - freed
+                if need <= 0:
+                    break
+                stream, floor = step.stream, self._eviction_floor(step.stream)
+                usage, reason = self._usage[stream], step.reason
+                if step.action is EvictionAction.DROP_OLDEST:
+                    removal = await self._writer.run(
+                        self._store.drop_oldest, stream, floor, need, usage, sync
+                    )
+                elif step.action is EvictionAction.DROP_EXPIRED:
+                    removal = await self._writer.run(
+                        self._store.drop_expired,
+                        stream,
+                        floor,
+                        now=self._clock(),
+                        ttl=effective_ttl(stream, self._settings.ttl_s),
+                        need=need,
+                        stop_at_fresh=False,
+                        current=usage,
+                        sync=sync,
+                    )
+                else:
+                    removal, coalesced = await self._writer.run(
+                        self._store.coalesce_oldest,
+                        stream,
+                        floor,
+                        need,
+                        usage,
+                        self._coalesce,
+                        sync,
+                    )
+                    reason = "telemetry_coalesced" if coalesced else "telemetry_dropped"
+                self._removed(stream, removal, reason)
+                freed += removal.bytes
+        return freed
+
+    def _removed(self, stream: Stream, removal: Removal, reason: str) -> None:
+        if removal.count == 0 and not removal.records:
+            return
+        usage = self._usage[stream]
+        self._usage[stream] = ClassUsage(
+            max(0, usage.records - removal.count), max(0, usage.bytes - removal.bytes)
+        )
+        if removal.records:
+            self._evictions[reason] += len(removal.records)
+            if self._on_evicted is not None:
+                self._on_evicted(stream, removal.records)
+        self._room_freed()
+
+    async def run_maintenance(self) -> dict[str, int]:
+        """Drop records past their TTL or deadline; returns records removed per reason.
+
+        Runs on its own every ``maintenance_interval_s`` during appends; the sync
+        engine may also call it on a timer.
+        """
+        self._last_maintenance = time.monotonic()
+        removed: Counter[str] = Counter()
+        sync = self._settings.durability is Durability.SYNC
+        async with self._lock:
+            for stream in Stream:
+                ttl = effective_ttl(stream, self._settings.ttl_s)
+                if stream in NEVER_EVICTED or self._usage[stream].records == 0:
+                    continue
+                removal = await self._writer.run(
+                    self._store.drop_expired,
+                    stream,
+                    self._eviction_floor(stream),
+                    now=self._clock(),
+                    ttl=ttl,
+                    need=None,
+                    stop_at_fresh=stream is not Stream.RAW_REQUESTED,
+                    current=self._usage[stream],
+                    sync=sync,
+                )
+                self._removed(stream, removal, f"{stream.value}_expired")
+                removed[f"{stream.value}_expired"] += len(removal.records)
+        return {k: v for k, v in removed.items() if v}
+
+    # ------------------------------------------------------------------ reads and acks
+
+    def read(
+        self,
+        stream: OutboxClass,
+        after_seq: int = 0,
+        *,
+        max_records: int = 1000,
+        max_bytes: int = 4 << 20,
+    ) -> list[OutboxRecord]:
+        """Unacknowledged records with seq > ``after_seq``, in seq order, bounded.
+
+        Returns at least one record when one exists, even if it exceeds ``max_bytes``.
+        """
+        self._check_open()
+        if not isinstance(stream, Stream):
+            raise RecordRejected(f"unknown outbox class {stream!r}")
+        if max_records < 1 or max_bytes < 1:
+            raise ValueError("max_records and max_bytes must be positive")
+        try:
+            return self._store.read(
+                stream,
+                max(after_seq, self._watermarks[stream]),
+                max_records=max_records,
+                max_bytes=max_bytes,
+                now=self._clock(),
+                ttl=effective_ttl(stream, self._settings.ttl_s),
+            )
+        except OutboxCorrupted as exc:
+            mark_corrupt(self._path, str(exc))
+            raise
+
+    async def ack(self, stream: OutboxClass, up_to_seq: int) -> int:
+        """Delete every record of ``stream`` with seq <= ``up_to_seq``; returns how many.
+
+        The watermark is persisted with the delete, so acked records are never
+        read again, even after a crash.  Pins that are fully acked are dropped.
+        """
+        self._check_open()
+        if not isinstance(stream, Stream):
+            raise RecordRejected(f"unknown outbox class {stream!r}")
+        sync = self._settings.durability is Durability.SYNC
+        async with self._lock:
+            watermark = self._watermarks[stream]
+            up_to = min(up_to_seq, self._committed_seq)
+            if up_to <= watermark:
+                return 0
+            done = [p for p in self._pins[stream].values() if p.last_seq <= up_to]
+            removal = await self._writer.run(
+                self._store.ack, stream, watermark, up_to, self._usage[stream], done, sync
+            )
+            self._watermarks[stream] = up_to
+            for pin in done:
+                self._pins[stream].pop(pin.first_seq, None)
+            self._removed(stream, removal, "acked")
+        return removal.count
+
+    def acked_watermark(self, stream: OutboxClass) -> int:
+        return self._watermarks[stream]
+
+    def pin_batch(self, boundary: BatchBoundary) -> None:
+        """Persist (fsynced) a batch boundary before its records are sent."""
+        self._check_open()
+        if not boundary.batch_id or not 0 < boundary.first_seq <= boundary.last_seq:
+            raise RecordRejected(f"invalid batch boundary {boundary!r}")
+        if boundary.last_seq <= self._watermarks[boundary.stream]:
+            return  # already acknowledged: nothing will be sent again
+        self._store.put_pin(boundary)
+        self._pins[boundary.stream][boundary.first_seq] = boundary
+
+    def pinned_batches(self, stream: OutboxClass) -> list[BatchBoundary]:
+        """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""
+        watermark = self._watermarks[stream]
+        pins = self._pins[stream].values()
+        return sorted((p for p in pins if p.last_seq > watermark), key=lambda p: p.first_seq)
+
+    # ------------------------------------------------------------------ status and lifecycle
+
+    def stats(self) -> OutboxStats:
+        now = self._clock()
+        per_class: dict[OutboxClass, ClassStats] = {}
+        for stream in Stream:
+            usage = self._usage[stream]
+            oldest = None
+            if usage.records and not self._closed:
+                oldest = self._store.oldest_created_at(stream, self._watermarks[stream])
+            age = max(0.0, now - oldest) if oldest is not None else 0.0
+            per_class[stream] = ClassStats(usage.records, usage.bytes, age)
+        return OutboxStats(
+            per_class=per_class,
+            disk_bytes=0 if self._closed else self._store.disk_bytes(),
+            evictions=dict(self._evictions),
+            rejections=dict(self._rejections),
+            next_seq=self._next_seq,
+            quarantined=list(self._quarantined),
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxClosed("the outbox is closed")
+
+    async def close(self) -> None:
+        """Finish queued appends, then close the database.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.drain()
+        async with self._lock:
+            self._writer.shutdown()
+            self._store.close()
+
+    async def __aenter__(self) -> Outbox:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
