@@ -1,0 +1,163 @@
+"""BlazeFace (MediaPipe short-range face detection) pre- and post-processing, no I/O.
+
+The model takes a 128x128 RGB image in [-1, 1] and returns, for each of 896
+SSD anchors, 16 regressors (box centre x/y, width, height, then 6 keypoints)
+and one classification logit.  The anchors and the decode follow MediaPipe's
+``face_detection_short_range.pbtxt``:
+
+* ``SsdAnchorsCalculator``: 4 layers, strides 8, 16, 16, 16, anchor offset
+  0.5, aspect ratio 1 plus one interpolated-scale anchor per layer,
+  ``fixed_anchor_size`` (every anchor is 1x1, only its centre matters).
+  Consecutive layers with the same stride share one grid, so the stride-8
+  layer gives 16x16 cells x 2 anchors = 512 and the three stride-16 layers
+  8x8 cells x 6 anchors = 384: 896 in all.
+* ``TensorsToDetectionsCalculator``: ``reverse_output_order`` (x before y),
+  scales 128, sigmoid scores clipped at +-100, ``min_score_thresh`` 0.5.
+* ``NonMaxSuppressionCalculator``: weighted NMS at IoU 0.3.
+
+Frames are letterboxed (aspect ratio kept, black bars) into the 128x128 input
+and boxes mapped back to frame pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "INPUT_SIZE",
+    "FaceBox",
+    "Letterbox",
+    "decode",
+    "letterbox",
+    "ssd_anchors",
+    "weighted_nms",
+]
+
+INPUT_SIZE = 128
+_STRIDES = (8, 16, 16, 16)
+_ANCHORS_PER_LAYER = 2  # aspect ratio 1.0 + the interpolated scale
+_SCALE = 128.0
+_SCORE_CLIP = 100.0
+
+FloatArray = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def ssd_anchors(input_size: int = INPUT_SIZE, strides: tuple[int, ...] = _STRIDES) -> FloatArray:
+    """Anchor centres ``(N, 2)`` as (x, y) in [0, 1], in the model's output order."""
+    centres: list[tuple[float, float]] = []
+    layer = 0
+    while layer < len(strides):
+        same = layer
+        while same < len(strides) and strides[same] == strides[layer]:
+            same += 1
+        per_cell = _ANCHORS_PER_LAYER * (same - layer)
+        cells = math.ceil(input_size / strides[layer])
+        for y in range(cells):
+            for x in range(cells):
+                centres.extend([((x + 0.5) / cells, (y + 0.5) / cells)] * per_cell)
+        layer = same
+    return np.array(centres, dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the square input: scale and padding in input pixels."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+
+def letterbox(image_bgr: np.ndarray[Any, Any]) -> tuple[FloatArray, Letterbox]:
+    """The (1, 128, 128, 3) RGB [-1, 1] tensor for a BGR frame, and how to map back."""
+    height, width = image_bgr.shape[:2]
+    scale = min(INPUT_SIZE / width, INPUT_SIZE / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+    pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    tensor = rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
+    return tensor[np.newaxis], Letterbox(scale, float(pad_x), float(pad_y))
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    """A face in frame pixels: ``(x, y, width, height)`` and its score."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    score: float
+
+    def as_int(self) -> tuple[int, int, int, int]:
+        return round(self.x), round(self.y), round(self.width), round(self.height)
+
+
+def decode(
+    regressors: np.ndarray[Any, Any],
+    logits: np.ndarray[Any, Any],
+    anchors: FloatArray,
+    min_score: float,
+) -> tuple[FloatArray, FloatArray]:
+    """Boxes ``(K, 4)`` as (x0, y0, x1, y1) in [0, 1] input coordinates and scores ``(K,)``."""
+    raw = regressors.reshape(-1, regressors.shape[-1])
+    clipped = np.clip(logits.reshape(-1).astype(np.float64), -_SCORE_CLIP, _SCORE_CLIP)
+    scores = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
+    keep = scores >= min_score
+    raw, kept_anchors, scores = raw[keep], anchors[keep], scores[keep]
+    centre = raw[:, 0:2] / _SCALE + kept_anchors
+    half = raw[:, 2:4] / _SCALE / 2.0
+    boxes = np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+    return boxes, scores
+
+
+def _iou(box: FloatArray, others: FloatArray) -> FloatArray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def weighted_nms(
+    boxes: FloatArray, scores: FloatArray, iou_threshold: float
+) -> list[tuple[FloatArray, float]]:
+    """MediaPipe's weighted NMS: each cluster becomes the score-weighted mean of its boxes."""
+    order = np.argsort(-scores, kind="stable")
+    remaining_boxes, remaining_scores = boxes[order], scores[order]
+    merged: list[tuple[FloatArray, float]] = []
+    while len(remaining_boxes):
+        overlap = _iou(remaining_boxes[0], remaining_boxes)
+        cluster = overlap > iou_threshold
+        cluster[0] = True
+        weights = remaining_scores[cluster]
+        mean = (remaining_boxes[cluster] * weights[:, None]).sum(axis=0) / weights.sum()
+        merged.append((mean.astype(np.float32), float(remaining_scores[0])))
+        remaining_boxes, remaining_scores = remaining_boxes[~cluster], remaining_scores[~cluster]
+    return merged
+
+
+def to_frame(
+    box: FloatArray, score: float, fit: Letterbox, frame_hw: tuple[int, int]
+) -> FaceBox | None:
+    """Map a [0, 1] input box back to frame pixels, clipped; None if nothing is left."""
+    height, width = frame_hw
+    x0 = float(np.clip((box[0] * INPUT_SIZE - fit.pad_x) / fit.scale, 0, width))
+    y0 = float(np.clip((box[1] * INPUT_SIZE - fit.pad_y) / fit.scale, 0, height))
+    x1 = float(np.clip((box[2] * INPUT_SIZE - fit.pad_x) / fit.scale, 0, width))
+    y1 = float(np.clip((box[3] * INPUT_SIZE - fit.pad_y) / fit.scale, 0, height))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    return FaceBox(x0, y0, x1 - x0, y1 - y0, score)

@@ -1,0 +1,208 @@
+"""The ``gate_ocr`` task: read container codes and number plates at a yard gate.
+
+Pipeline per frame: PP-OCRv4 detection (DB) at ``det_max_side`` -> crop each
+text box upright -> PP-OCRv4 recognition in batches -> greedy CTC decode ->
+group boxes into lines -> ``classify_line`` (ISO 6346 container codes,
+plates, other text).  Both models are loaded through the runtime plugins
+(ONNX Runtime by default).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import ModelLoadError
+from appliance.inference import iso6346
+from appliance.inference.check_digit import check_digit_crop
+from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.results import Detection, TaskResult
+from appliance.inference.runtimes import LoadedModel, OnnxModel, load_model
+from appliance.inference.settings import GateOcrSettings
+from appliance.inference.text_detection import (
+    DetectionParams,
+    TextBox,
+    crop_text,
+    detect_boxes,
+    detection_input,
+)
+from appliance.inference.text_kinds import classify_line
+from appliance.inference.text_recognition import (
+    REC_HEIGHT,
+    REC_MIN_WIDTH,
+    CtcDecoder,
+    RecognizedText,
+    recognition_batch,
+)
+
+__all__ = ["DET_MODEL", "REC_MODEL", "GateOcrTask", "load_gate_ocr"]
+
+DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
+REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
+
+Image = np.ndarray[Any, Any]
+
+
+def _model_version() -> str:
+    det = next(m for m in MODEL_FILES if m.name == DET_MODEL)
+    rec = next(m for m in MODEL_FILES if m.name == REC_MODEL)
+    return f"{det.requirement.split('==')[1]}+det.{det.sha256[:8]}.rec.{rec.sha256[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadBox:
+    box: TextBox
+    text: RecognizedText
+
+
+def _group_lines(read: list[_ReadBox]) -> list[list[_ReadBox]]:
+    """Group boxes whose vertical centres lie within each other's extent, left to right."""
+    lines: list[list[_ReadBox]] = []
+    for item in sorted(read, key=lambda r: float(r.box.points[:, 1].mean())):
+        _, y, _, h = item.box.bounds
+        centre = y + h / 2
+        for line in lines:
+            _, ly, _, lh = line[-1].box.bounds
+            if ly <= centre <= ly + lh and y <= ly + lh / 2 <= y + h:
+                line.append(item)
+                break
+        else:
+            lines.append([item])
+    return [sorted(line, key=lambda r: float(r.box.points[:, 0].min())) for line in lines]
+
+
+def _union_box(items: list[_ReadBox]) -> tuple[int, int, int, int]:
+    points = np.concatenate([i.box.points for i in items])
+    x0, y0 = np.floor(points.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int)
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+class GateOcrTask:
+    """Container codes and plates from a BGR frame; see the module docstring."""
+
+    name = "gate_ocr"
+    model_name = "pp-ocrv4"
+
+    def __init__(
+        self, det: LoadedModel, rec: LoadedModel, decoder: CtcDecoder, settings: GateOcrSettings
+    ) -> None:
+        self.det = det
+        self.rec = rec
+        self.decoder = decoder
+        self.settings = settings
+        self.model_version = _model_version()
+        self._params = DetectionParams(
+            thresh=settings.det_thresh,
+            box_thresh=settings.det_box_thresh,
+            unclip_ratio=settings.det_unclip_ratio,
+        )
+        self._charset = (
+            decoder.allowed_classes(settings.rec_charset) if settings.rec_charset else None
+        )
+        self._digits = decoder.allowed_classes("0123456789")
+        self._det_input = det.inputs[0].name
+        self._rec_input = rec.inputs[0].name
+
+    def detect(self, image_bgr: Image) -> list[TextBox]:
+        """Text boxes in frame pixels (largest ``max_text_boxes`` kept)."""
+        tensor = detection_input(image_bgr, self.settings.det_max_side)
+        (probability,) = self.det.run({self._det_input: tensor}).values()
+        boxes = detect_boxes(probability[0, 0], image_bgr.shape[:2], self._params)
+        if len(boxes) > self.settings.max_text_boxes:
+            by_area = sorted(boxes, key=lambda b: -b.bounds[2] * b.bounds[3])
+            keep = {id(b) for b in by_area[: self.settings.max_text_boxes]}
+            boxes = [b for b in boxes if id(b) in keep]
+        return boxes
+
+    def recognize(
+        self, crops: list[Image], allowed: np.ndarray[Any, Any] | None = None
+    ) -> list[RecognizedText]:
+        """Decoded text per crop, batched by similar aspect ratio (less padding)."""
+        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
+        texts: list[RecognizedText | None] = [None] * len(crops)
+        size = self.settings.rec_batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            batch = recognition_batch([crops[i] for i in chunk])
+            (probabilities,) = self.rec.run({self._rec_input: batch}).values()
+            for index, text in zip(
+                chunk,
+                self.decoder.decode(probabilities, self._charset if allowed is None else allowed),
+                strict=True,
+            ):
+                texts[index] = text
+        return [t for t in texts if t is not None]
+
+    def run(self, image_bgr: Image) -> TaskResult:
+        started = time.perf_counter()
+        boxes = self.detect(image_bgr)
+        texts = self.recognize([crop_text(image_bgr, box) for box in boxes]) if boxes else []
+        read = [
+            _ReadBox(box, text)
+            for box, text in zip(boxes, texts, strict=True)
+            if text.text.strip() and text.confidence >= self.settings.min_text_confidence
+        ]
+        detections: list[Detection] = []
+        for line in _group_lines(read):
+            line = self._complete_check_digit(image_bgr, line)
+            for found in classify_line([r.text.text for r in line]):
+                pieces = line[found.start : found.end]
+                confidence = min(p.text.confidence for p in pieces)
+                detections.append(
+                    Detection(found.kind, found.value, confidence, found.valid, _union_box(pieces))
+                )
+        elapsed = (time.perf_counter() - started) * 1000.0
+        return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
+
+    def _complete_check_digit(self, image_bgr: Image, line: list[_ReadBox]) -> list[_ReadBox]:
+        """Append the boxed check digit to a line whose last pieces read as a code prefix."""
+        for count in (1, 2, 3):
+            if count > len(line):
+                break
+            pieces = line[len(line) - count :]
+            if iso6346.normalize_prefix("".join(p.text.text for p in pieces)) is None:
+                continue
+            crop = check_digit_crop(image_bgr, _union_box(pieces))
+            if crop is None:
+                return line
+            (digit,) = self.recognize([crop], self._digits)
+            if len(digit.text) != 1 or digit.confidence < self.settings.check_digit_min_confidence:
+                return line
+            x, y, w, h = _union_box(pieces)
+            corners = np.array(
+                [
+                    [x + w, y],
+                    [x + w + crop.shape[1], y],
+                    [x + w + crop.shape[1], y + h],
+                    [x + w, y + h],
+                ],
+                dtype=np.float32,
+            )
+            return [*line, _ReadBox(TextBox(corners, digit.confidence), digit)]
+        return line
+
+
+def load_gate_ocr(settings: GateOcrSettings, det_path: Path, rec_path: Path) -> GateOcrTask:
+    """Load and warm up both models; ``ModelLoadError`` if either cannot be used."""
+    det = load_model(settings.runtime, det_path, {"x": (1, 3, 64, 64)})
+    rec = load_model(settings.runtime, rec_path, {"x": (1, 3, REC_HEIGHT, REC_MIN_WIDTH)})
+    if not isinstance(rec, OnnxModel):
+        raise ModelLoadError(f"gate_ocr needs an ONNX runtime, got {rec.runtime!r}")
+    metadata = rec.session.get_modelmeta().custom_metadata_map
+    try:
+        decoder = CtcDecoder.from_metadata(metadata)
+    except KeyError:
+        raise ModelLoadError(
+            f"{rec_path} has no 'character' dictionary in its ONNX metadata"
+        ) from None
+    classes = rec.session.get_outputs()[0].shape[-1]
+    if isinstance(classes, int) and classes != len(decoder.classes):
+        raise ModelLoadError(
+            f"{rec_path}: {classes} output classes but {len(decoder.classes)} in its dictionary"
+        )
+    return GateOcrTask(det, rec, decoder, settings)

@@ -1,0 +1,118 @@
+"""The ``[inference]`` section of the site configuration.
+
+One sub-section per task; each names its runtime (``kind = "onnxruntime"`` or
+``"litert"``) with that runtime's own options, its latency SLA and its
+thresholds.  Example TOML::
+
+    [inference.gate_ocr]
+    enabled = true
+    sla_p99_ms = 400
+    det_max_side = 640
+    [inference.gate_ocr.runtime]
+    kind = "onnxruntime"
+    intra_op_threads = 2
+
+    [inference.face_anonymize]
+    sla_p99_ms = 50
+    [inference.face_anonymize.runtime]
+    kind = "litert"
+    num_threads = 1
+
+SLA defaults are what the bundled models meet on a 2-core x86 gateway with
+1280x720 frames (see docs/BENCHMARKS.md, ``python -m bench.inference``):
+gate OCR (detection at 640 px on the long side plus recognition of up to a
+few dozen text lines) and face detection (one 128x128 BlazeFace pass plus
+blurring).  The SLA is measured by the daemon from frame receipt to the
+result durable in the outbox, so it includes queueing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from appliance.inference.runtimes import LiteRtConfig, OnnxRuntimeConfig, RuntimeConfig
+
+__all__ = ["FaceAnonymizeSettings", "GateOcrSettings", "InferenceSettings"]
+
+AnyRuntime = Annotated[RuntimeConfig, Field(discriminator="kind")]
+
+
+class GateOcrSettings(BaseModel):
+    """Gate OCR: PP-OCRv4 text detection + recognition, container codes and plates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    runtime: AnyRuntime = Field(default_factory=lambda: OnnxRuntimeConfig())
+    sla_p99_ms: float = Field(
+        default=400.0, gt=0, description="p99 frame receipt -> result in outbox, milliseconds"
+    )
+    det_max_side: int = Field(
+        default=640,
+        ge=160,
+        le=2048,
+        description="longest side the detector sees (rounded to a multiple of 32); "
+        "smaller is faster but loses small text",
+    )
+    det_thresh: float = Field(default=0.3, gt=0, lt=1, description="DB probability-map threshold")
+    det_box_thresh: float = Field(
+        default=0.5, gt=0, lt=1, description="minimum mean score of a box"
+    )
+    det_unclip_ratio: float = Field(
+        default=1.6, gt=0, description="how far a box is grown around text"
+    )
+    rec_batch_size: int = Field(
+        default=8, ge=1, le=64, description="text crops per recognition call"
+    )
+    min_text_confidence: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="recognised text below this mean probability is dropped",
+    )
+    rec_charset: str | None = Field(
+        default="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -./",
+        description="characters recognition may output (others are never chosen); "
+        "None allows the model's whole dictionary (6,600 mostly CJK characters)",
+    )
+    check_digit_min_confidence: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="a boxed check digit read on its own (digits only) is kept above this; "
+        "the code's confidence is the lowest of its parts, so a weak digit shows there",
+    )
+    max_text_boxes: int = Field(
+        default=48, ge=1, description="most text boxes recognised per frame (largest first)"
+    )
+
+
+class FaceAnonymizeSettings(BaseModel):
+    """Face anonymisation: MediaPipe BlazeFace short-range on LiteRT, then blur."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    runtime: AnyRuntime = Field(default_factory=lambda: LiteRtConfig())
+    sla_p99_ms: float = Field(
+        default=50.0, gt=0, description="p99 frame receipt -> result in outbox, milliseconds"
+    )
+    min_score: float = Field(
+        default=0.5, gt=0, lt=1, description="minimum face score (after sigmoid)"
+    )
+    nms_iou: float = Field(default=0.3, gt=0, lt=1, description="IoU above which boxes are merged")
+    blur_margin: float = Field(
+        default=0.25, ge=0, le=1, description="box grown by this fraction of its size on each side"
+    )
+    blur_method: Literal["pixelate", "gaussian"] = "pixelate"
+
+
+class InferenceSettings(BaseModel):
+    """Every inference task the appliance can run, each enabled or not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gate_ocr: GateOcrSettings = Field(default_factory=lambda: GateOcrSettings())
+    face_anonymize: FaceAnonymizeSettings = Field(default_factory=lambda: FaceAnonymizeSettings())

@@ -1,0 +1,1 @@
+"""Frame sources: where the appliance gets camera frames."""

@@ -1,0 +1,239 @@
+"""A synthetic yard camera: deterministic gate frames with known ground truth.
+
+Each frame shows a container side with an ISO 6346 code painted on it (most
+with a correct check digit, a configurable fraction with a wrong one) and,
+usually, a truck with a UK-style number plate (``AB12 CDE``).  Frames vary in
+blur, rotation, sensor noise and lighting; ``difficulty="clean"`` turns the
+variation down to what a well-placed gate camera sees on a good day.
+
+Everything is drawn with OpenCV from a seed: ``SyntheticYardCamera(seed=7)
+.frame(42)`` is the same image on every machine and every run, so tests can
+measure accuracy against ``SyntheticFrame.truths`` and demos can replay.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from appliance.inference import iso6346
+
+__all__ = ["FrameConditions", "GroundTruth", "SyntheticFrame", "SyntheticYardCamera"]
+
+Image = np.ndarray[Any, Any]
+
+_CONTAINER_COLOURS = [(40, 50, 160), (150, 90, 30), (40, 120, 40), (30, 30, 30), (200, 200, 200)]
+_FONTS = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX]
+_PLATE_LETTERS = "ABCDEFGHJKLMNOPRSTUVWXYZ"  # UK plates never use I, Q (and Z only at the end)
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruth:
+    """What is really in the frame: kind, canonical value, validity and box (x, y, w, h)."""
+
+    kind: Literal["container_code", "plate"]
+    value: str  # 11-character container code, or "AB12 CDE"
+    valid: bool  # check digit correct (plates: always True)
+    box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameConditions:
+    """The nuisance parameters applied to a frame."""
+
+    blur_sigma: float
+    rotation_deg: float
+    noise_sigma: float
+    gain: float  # brightness multiplier
+    bias: float  # brightness offset
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticFrame:
+    """One frame (BGR uint8) with its ground truth and the conditions it was made under."""
+
+    index: int
+    image_bgr: Image
+    truths: tuple[GroundTruth, ...]
+    conditions: FrameConditions
+
+    def encode(self, ext: Literal[".jpg", ".png"] = ".jpg", quality: int = 90) -> bytes:
+        """The frame as JPEG or PNG bytes, as a camera would push it."""
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
+        ok, buffer = cv2.imencode(ext, self.image_bgr, params)
+        if not ok:
+            raise ValueError(f"cannot encode frame {self.index} as {ext}")
+        return bytes(buffer.tobytes())
+
+
+def _container_code(rng: random.Random, valid: bool) -> str:
+    owner = "".join(rng.choice(string.ascii_uppercase) for _ in range(3))
+    category = rng.choices("UJZ", weights=(8, 1, 1))[0]
+    serial = "".join(rng.choice(string.digits) for _ in range(6))
+    check = iso6346.check_digit(owner + category + serial)
+    if not valid:
+        check = (check + rng.randint(1, 9)) % 10
+    return f"{owner}{category}{serial}{check}"
+
+
+def _uk_plate(rng: random.Random) -> str:
+    area = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
+    age = f"{rng.randint(2, 7)}{rng.randint(0, 9)}"
+    rest = "".join(rng.choice(_PLATE_LETTERS) for _ in range(3))
+    return f"{area}{age} {rest}"
+
+
+def _background(rng: random.Random, height: int, width: int) -> Image:
+    sky = np.array([rng.randint(150, 230), rng.randint(120, 200), rng.randint(90, 150)], np.float32)
+    ground = np.array([rng.randint(60, 110)] * 3, np.float32)
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    image = sky * (1 - ramp) + ground * ramp
+    return np.repeat(image, width, axis=1).astype(np.uint8)
+
+
+def _text_box(
+    origin: tuple[int, int], text: str, font: int, scale: float, thickness: int
+) -> tuple[int, int, int, int]:
+    (w, h), baseline = cv2.getTextSize(text, font, scale, thickness)
+    return origin[0], origin[1] - h, w, h + baseline
+
+
+class SyntheticYardCamera:
+    """Deterministic gate frames: ``frame(i)`` depends only on ``(seed, i)`` and the options."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        width: int = 1280,
+        height: int = 720,
+        invalid_fraction: float = 0.2,
+        plate_probability: float = 0.8,
+        difficulty: Literal["clean", "varied"] = "varied",
+    ) -> None:
+        if not 0.0 <= invalid_fraction <= 1.0 or not 0.0 <= plate_probability <= 1.0:
+            raise ValueError("invalid_fraction and plate_probability must be within [0, 1]")
+        self.seed = seed
+        self.width = width
+        self.height = height
+        self.invalid_fraction = invalid_fraction
+        self.plate_probability = plate_probability
+        self.difficulty = difficulty
+
+    def __iter__(self) -> Iterator[SyntheticFrame]:
+        index = 0
+        while True:
+            yield self.frame(index)
+            index += 1
+
+    def frames(self, count: int, start: int = 0) -> list[SyntheticFrame]:
+        return [self.frame(i) for i in range(start, start + count)]
+
+    def _conditions(self, rng: random.Random) -> FrameConditions:
+        if self.difficulty == "clean":
+            return FrameConditions(0.0, 0.0, rng.uniform(0.0, 3.0), rng.uniform(0.9, 1.1), 0.0)
+        return FrameConditions(
+            blur_sigma=rng.choice([0.0, 0.0, rng.uniform(0.5, 2.0)]),
+            rotation_deg=rng.uniform(-6.0, 6.0),
+            noise_sigma=rng.uniform(0.0, 12.0),
+            gain=rng.uniform(0.55, 1.3),
+            bias=rng.uniform(-25.0, 25.0),
+        )
+
+    def frame(self, index: int) -> SyntheticFrame:
+        rng = random.Random(f"{self.seed}:{index}")
+        image = _background(rng, self.height, self.width)
+        truths = [self._draw_container(rng, image)]
+        if rng.random() < self.plate_probability:
+            truths.append(self._draw_plate(rng, image))
+        conditions = self._conditions(rng)
+        image, truths = self._apply(rng, image, truths, conditions)
+        return SyntheticFrame(index, image, tuple(truths), conditions)
+
+    def _draw_container(self, rng: random.Random, image: Image) -> GroundTruth:
+        w, h = self.width, self.height
+        x0, y0 = int(w * rng.uniform(0.02, 0.12)), int(h * rng.uniform(0.04, 0.12))
+        x1, y1 = int(w * rng.uniform(0.85, 0.98)), int(h * rng.uniform(0.5, 0.6))
+        colour = rng.choice(_CONTAINER_COLOURS)
+        cv2.rectangle(image, (x0, y0), (x1, y1), colour, -1)
+        shade = tuple(max(0, c - 25) for c in colour)
+        for x in range(x0 + 12, x1, 24):  # corrugation
+            cv2.line(image, (x, y0), (x, y1), shade, 3)
+        ink = (25, 25, 25) if sum(colour) > 450 else (240, 240, 240)
+        valid = rng.random() >= self.invalid_fraction
+        code = _container_code(rng, valid)
+        font = rng.choice(_FONTS)
+        scale = rng.uniform(1.3, 2.0) * w / 1280
+        thickness = max(2, round(scale * 2.2))
+        head = f"{code[:4]} {code[4:10]}"
+        origin = (x0 + int((x1 - x0) * rng.uniform(0.05, 0.3)), y0 + int(70 * scale) + 20)
+        cv2.putText(image, head, origin, font, scale, ink, thickness, cv2.LINE_AA)
+        hx, hy, hw, hh = _text_box(origin, head, font, scale, thickness)
+        digit_origin = (hx + hw + int(30 * scale), origin[1])
+        cv2.putText(image, code[10], digit_origin, font, scale, ink, thickness, cv2.LINE_AA)
+        dx, dy, dw, dh = _text_box(digit_origin, code[10], font, scale, thickness)
+        pad = int(8 * scale)
+        cv2.rectangle(
+            image, (dx - pad, dy - pad), (dx + dw + pad, dy + dh), ink, max(1, thickness // 2)
+        )
+        box = (hx, hy - pad, dx + dw + pad - hx, max(hh, dh) + pad)
+        return GroundTruth("container_code", code, valid, box)
+
+    def _draw_plate(self, rng: random.Random, image: Image) -> GroundTruth:
+        w, h = self.width, self.height
+        cab_x = int(w * rng.uniform(0.15, 0.55))
+        cab_w, cab_h = int(w * 0.3), int(h * 0.3)
+        cab_y = h - cab_h - int(h * 0.02)
+        cv2.rectangle(image, (cab_x, cab_y), (cab_x + cab_w, cab_y + cab_h), (90, 70, 60), -1)
+        plate = _uk_plate(rng)
+        scale = rng.uniform(1.1, 1.5) * w / 1280
+        thickness = max(2, round(scale * 2.5))
+        font = cv2.FONT_HERSHEY_DUPLEX
+        (tw, th), base = cv2.getTextSize(plate, font, scale, thickness)
+        px = cab_x + (cab_w - tw) // 2 - 12
+        py = cab_y + cab_h - th - base - 40
+        background = rng.choice([(255, 255, 255), (40, 200, 250)])  # front white, rear yellow
+        cv2.rectangle(image, (px, py), (px + tw + 24, py + th + base + 20), background, -1)
+        cv2.putText(
+            image, plate, (px + 12, py + th + 10), font, scale, (10, 10, 10), thickness, cv2.LINE_AA
+        )
+        return GroundTruth("plate", plate, True, (px, py, tw + 24, th + base + 20))
+
+    def _apply(
+        self,
+        rng: random.Random,
+        image: Image,
+        truths: list[GroundTruth],
+        conditions: FrameConditions,
+    ) -> tuple[Image, list[GroundTruth]]:
+        if conditions.rotation_deg:
+            centre = (self.width / 2, self.height / 2)
+            matrix = cv2.getRotationMatrix2D(centre, conditions.rotation_deg, 1.0)
+            image = cv2.warpAffine(
+                image, matrix, (self.width, self.height), borderMode=cv2.BORDER_REPLICATE
+            )
+            truths = [self._rotate_truth(t, matrix) for t in truths]
+        if conditions.blur_sigma:
+            image = cv2.GaussianBlur(image, (0, 0), conditions.blur_sigma)
+        pixels = image.astype(np.float32) * conditions.gain + conditions.bias
+        if conditions.noise_sigma:
+            noise = np.random.default_rng(rng.getrandbits(32)).normal(
+                0.0, conditions.noise_sigma, pixels.shape
+            )
+            pixels += noise.astype(np.float32)
+        return np.clip(pixels, 0, 255).astype(np.uint8), truths
+
+    def _rotate_truth(self, truth: GroundTruth, matrix: Image) -> GroundTruth:
+        x, y, w, h = truth.box
+        corners = np.array([[x, y, 1], [x + w, y, 1], [x + w, y + h, 1], [x, y + h, 1]], np.float32)
+        moved = corners @ matrix.T
+        x0, y0 = np.floor(moved.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(moved.max(axis=0)).astype(int)
+        box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        return GroundTruth(truth.kind, truth.value, truth.valid, box)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.inference.blazeface import Letterbox, decode, ssd_anchors, to_frame, weighted_nms
+
+
+def test_anchor_layout_matches_mediapipe_short_range() -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (896, 2)
+    # stride 8: 16x16 cells, 2 anchors each, row-major from the top-left cell
+    assert np.allclose(anchors[0], anchors[1])
+    assert np.allclose(anchors[0], [0.5 / 16, 0.5 / 16])
+    assert np.allclose(anchors[2], [1.5 / 16, 0.5 / 16])
+    # the three stride-16 layers share an 8x8 grid with 6 anchors per cell
+    assert np.allclose(anchors[512:518], [0.5 / 8, 0.5 / 8])
+    assert np.allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_decode_applies_sigmoid_and_anchor_offsets() -> None:
+    anchors = ssd_anchors()
+    regressors = np.zeros((1, 896, 16), np.float32)
+    logits = np.full((1, 896, 1), -50.0, np.float32)
+    logits[0, 600] = 1000.0  # clipped to 100 before the sigmoid
+    regressors[0, 600, :4] = [12.8, -12.8, 25.6, 38.4]  # +0.1, -0.1, w 0.2, h 0.3
+    boxes, scores = decode(regressors, logits, anchors, 0.5)
+    assert scores.tolist() == [1.0]
+    cx, cy = anchors[600] + [0.1, -0.1]
+    assert np.allclose(boxes[0], [cx - 0.1, cy - 0.15, cx + 0.1, cy + 0.15], atol=1e-6)
+
+
+def test_weighted_nms_merges_overlaps_by_score() -> None:
+    boxes = np.array([[0, 0, 1, 1], [0.1, 0, 1.1, 1], [5, 5, 6, 6]], np.float32)
+    scores = np.array([0.9, 0.3, 0.8], np.float32)
+    merged = weighted_nms(boxes, scores, 0.3)
+    assert [round(s, 2) for _, s in merged] == [0.9, 0.8]
+    assert np.allclose(merged[0][0], [0.025, 0, 1.025, 1])
+
+
+def test_to_frame_undoes_the_letterbox() -> None:
+    fit = Letterbox(scale=0.1, pad_x=0.0, pad_y=28.0)  # 1280x720 frame into 128x128
+    face = to_frame(np.array([0.5, 0.5, 0.75, 0.75], np.float32), 0.9, fit, (720, 1280))
+    assert face is not None
+    assert face.as_int() == (640, 360, 320, 320)
