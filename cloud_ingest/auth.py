@@ -3,9 +3,9 @@
 The middleware hashes the presented token, asks the catalog for a live
 credential with that hash (revocation takes effect on the next request: there
 is no cache), and stores the :class:`~cloud_ingest.principal.Principal` at
-``request["yardlink.principal"]``.  Authorization (device A may not touch
-device B) is checked by the handlers with the helpers of
-:mod:`cloud_ingest.principal`.
+``request[PRINCIPAL]`` (a ``web.RequestKey`` named "yardlink.principal").
+Authorization (device A may not touch device B) is checked by the handlers
+with the helpers of :mod:`cloud_ingest.principal`.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from cloud_ingest.errors import (
     BadRequest,
     Conflict,
     Forbidden,
-    PayloadTooLarge,
     UnsupportedMediaType,
 )
+from cloud_ingest.json_bodies import read_limited
 from cloud_ingest.keyed_locks import KeyedLocks
 from cloud_ingest.lake import write_batch
 from cloud_ingest.principal import require_device
@@ -57,10 +57,7 @@ async def put_batch(request: web.Request) -> web.Response:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     if content_type is not None and request.content_type not in ACCEPTED_CONTENT_TYPES:
         raise UnsupportedMediaType(f"batches are {BATCH_CONTENT_TYPE}, not {content_type[:80]!r}")
-    limit = app[SETTINGS].max_batch_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"batch of {request.content_length} bytes exceeds {limit}")
-    body = await request.read()
+    body = await read_limited(request, app[SETTINGS].max_batch_bytes, "batch")
     if not body:
         raise BadRequest("empty body: a batch is a Parquet file")
     digest = hashlib.sha256(body).hexdigest()

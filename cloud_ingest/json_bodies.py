@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from cloud_ingest.app_keys import SETTINGS
 from cloud_ingest.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-__all__ = ["describe_validation_error", "read_model"]
+__all__ = ["describe_validation_error", "read_limited", "read_model"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -25,16 +25,25 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
+async def read_limited(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (413) even when chunked."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"{what} of {request.content_length} bytes exceeds {limit}")
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"{what} exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:
     """Parse the request's JSON body as ``model``; 400/413/415 with the reason otherwise."""
     if request.content_type not in ("application/json", "application/octet-stream"):
         raise UnsupportedMediaType("send the body as application/json")
-    limit = request.app[SETTINGS].max_json_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"JSON body of {request.content_length} bytes exceeds {limit}")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"JSON body exceeds {limit} bytes")
+    body = await read_limited(request, request.app[SETTINGS].max_json_bytes, "JSON body")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -15,8 +15,6 @@ from cloud_ingest.errors import Forbidden, Unauthorized
 
 __all__ = ["PRINCIPAL", "Principal", "principal_of", "require_device", "require_operator"]
 
-PRINCIPAL = "yardlink.principal"
-
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -32,6 +30,11 @@ class Principal:
     def may_access_device(self, device_id: str) -> bool:
         """Operators see every device; a device only itself."""
         return self.is_operator or self.device_id == device_id
+
+
+# A typed request key (aiohttp >= 3.12 warns on plain string keys); its name
+# is still "yardlink.principal".
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("yardlink.principal", Principal)
 
 
 def principal_of(request: web.Request) -> Principal:
