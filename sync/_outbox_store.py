@@ -185,12 +185,18 @@ class OutboxStore:
     def _first(self, stream: Stream) -> tuple[int | None, bytes | None]:
         it = self._cfs[stream].iter()
         it.seek_to_first()
-        return (decode_key(it.key()), it.value()) if it.valid() else (None, None)
+        if not it.valid():
+            it.status()  # raises when the iterator stopped on an error
+            return None, None
+        return decode_key(it.key()), it.value()
 
     def _last(self, stream: Stream) -> tuple[int | None, bytes | None]:
         it = self._cfs[stream].iter()
         it.seek_to_last()
-        return (decode_key(it.key()), it.value()) if it.valid() else (None, None)
+        if not it.valid():
+            it.status()  # raises when the iterator stopped on an error
+            return None, None
+        return decode_key(it.key()), it.value()
 
     def _load_pins(self, stream: Stream) -> Iterator[BatchBoundary]:
         prefix = _pin_prefix(stream)
@@ -412,8 +418,11 @@ class OutboxStore:
         if first_seq > last_seq:
             return
         end = encode_key(last_seq)
+        cf = self._cfs.get(stream)
+        if cf is None:
+            raise OutboxStorageError("outbox database is not open (a reopen failed)")
         try:
-            it = self._cfs[stream].iter()
+            it = cf.iter()
             it.seek(encode_key(first_seq))
             while it.valid():
                 key: bytes = it.key()
@@ -421,6 +430,7 @@ class OutboxStore:
                     return
                 yield key, it.value()
                 it.next()
+            it.status()  # an iterator stops on an error; status() raises it
         except SyncError:
             raise
         except Exception as exc:

@@ -488,7 +488,10 @@ class Outbox:
             usage = self._usage[stream]
             oldest = None
             if usage.records and not self._closed:
-                oldest = self._store.oldest_created_at(stream, self._watermarks[stream])
+                try:
+                    oldest = self._store.oldest_created_at(stream, self._watermarks[stream])
+                except SyncError:
+                    oldest = None  # stats never fail; the error surfaces on read/append
             age = max(0.0, now - oldest) if oldest is not None else 0.0
             per_class[stream] = ClassStats(usage.records, usage.bytes, age)
         return OutboxStats(

@@ -1,0 +1,275 @@
+"""The outbox against a real RocksDB in a temp dir: appends, reads, acks, pins, capacity."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from sync.errors import OutboxClosed, OutboxFull, RecordRejected
+from sync.outbox import BatchBoundary, BlobRef, Outbox, OutboxClass, OutboxRecord
+from sync.settings import Durability, OutboxSettings
+
+SHA = "ab" * 32
+
+
+class FakeClock:
+    """Wall clock under the test's control (TTL and ages)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+OpenOutbox = Callable[..., Outbox]
+
+
+@pytest.fixture
+async def open_outbox(tmp_path: Path) -> AsyncIterator[OpenOutbox]:
+    opened: list[Outbox] = []
+
+    def _open(settings: OutboxSettings | None = None, **kwargs: object) -> Outbox:
+        base = {"min_free_disk_bytes": 0}
+        if settings is not None:
+            base |= settings.model_dump(exclude_unset=True)
+        outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(**base), **kwargs)  # type: ignore[arg-type]
+        opened.append(outbox)
+        return outbox
+
+    yield _open
+    for outbox in opened:
+        await outbox.close()
+
+
+def payloads(records: list[OutboxRecord]) -> list[bytes]:
+    return [r.payload for r in records]
+
+
+async def test_append_read_ack_in_seq_order(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    first = await outbox.append(OutboxClass.EVENTS, b"e1")
+    crit = await outbox.append_many(OutboxClass.CRITICAL, [b"c1", b"c2"])
+    second = await outbox.append(OutboxClass.EVENTS, b"e2")
+    assert first < crit[0] < crit[1] < second
+    events = outbox.read(OutboxClass.EVENTS)
+    assert [(r.seq, r.payload) for r in events] == [(first, b"e1"), (second, b"e2")]
+    assert payloads(outbox.read(OutboxClass.EVENTS, after_seq=first)) == [b"e2"]
+    assert await outbox.ack(OutboxClass.EVENTS, first) == 1
+    assert outbox.acked_watermark(OutboxClass.EVENTS) == first
+    assert payloads(outbox.read(OutboxClass.EVENTS, after_seq=0)) == [b"e2"]
+    assert await outbox.ack(OutboxClass.EVENTS, first) == 0  # idempotent
+    assert payloads(outbox.read(OutboxClass.CRITICAL)) == [b"c1", b"c2"]
+
+
+async def test_read_is_bounded_by_count_and_bytes(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    await outbox.append_many(OutboxClass.TELEMETRY, [bytes([i]) * 100 for i in range(10)])
+    assert len(outbox.read(OutboxClass.TELEMETRY, max_records=3)) == 3
+    assert len(outbox.read(OutboxClass.TELEMETRY, max_bytes=350)) == 2  # 117-byte values
+    assert len(outbox.read(OutboxClass.TELEMETRY, max_bytes=1)) == 1  # always progress
+
+
+async def test_ack_beyond_committed_seq_does_not_hide_later_records(
+    open_outbox: OpenOutbox,
+) -> None:
+    outbox = open_outbox()
+    seq = await outbox.append(OutboxClass.EVENTS, b"a")
+    assert await outbox.ack(OutboxClass.EVENTS, seq + 1_000_000) == 1
+    later = await outbox.append(OutboxClass.EVENTS, b"b")
+    assert [r.seq for r in outbox.read(OutboxClass.EVENTS)] == [later]
+
+
+async def test_concurrent_appends_share_group_commits(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    seqs = await asyncio.gather(
+        *(outbox.append(OutboxClass.EVENTS, str(i).encode()) for i in range(500))
+    )
+    assert sorted(seqs) == seqs  # submission order is seq order
+    assert len(set(seqs)) == 500
+    records = outbox.read(OutboxClass.EVENTS, max_records=1000)
+    assert [r.payload for r in records] == [str(i).encode() for i in range(500)]
+
+
+async def test_seq_survives_reopen_and_is_never_reused(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b"])
+    await outbox.ack(OutboxClass.EVENTS, seqs[-1])
+    await outbox.close()
+    reopened = open_outbox()
+    assert reopened.acked_watermark(OutboxClass.EVENTS) == seqs[-1]
+    assert reopened.read(OutboxClass.EVENTS) == []
+    assert await reopened.append(OutboxClass.CRITICAL, b"c") > seqs[-1]
+    assert reopened.stats().per_class[OutboxClass.EVENTS].records == 0
+
+
+async def test_bad_input_is_rejected_and_counted(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox(OutboxSettings(max_record_bytes=64))
+    kept = await outbox.append(OutboxClass.EVENTS, b"kept")
+    with pytest.raises(RecordRejected):
+        await outbox.append(OutboxClass.EVENTS, "text")  # type: ignore[arg-type]
+    with pytest.raises(RecordRejected):
+        await outbox.append(OutboxClass.EVENTS, b"x" * 65)
+    with pytest.raises(RecordRejected):
+        await outbox.append("events", b"x")  # type: ignore[arg-type]
+    with pytest.raises(RecordRejected):
+        await outbox.append(OutboxClass.RAW_SAMPLED, b"raw bytes never go in RocksDB")
+    with pytest.raises(RecordRejected):
+        await outbox.append_blob_ref(OutboxClass.EVENTS, BlobRef(SHA, 1, {}))
+    with pytest.raises(RecordRejected):
+        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, b"{}")  # type: ignore[arg-type]
+    with pytest.raises(RecordRejected):
+        await outbox.append(OutboxClass.CRITICAL, b"x", expires_at=1.0)  # never evicted
+    with pytest.raises(RecordRejected):  # all or nothing
+        await outbox.append_many(OutboxClass.EVENTS, [b"ok", b"y" * 100])
+    with pytest.raises(RecordRejected):
+        BlobRef("not-a-sha", 1, {})
+    with pytest.raises(RecordRejected):
+        BlobRef(SHA, -1, {})
+    assert [r.seq for r in outbox.read(OutboxClass.EVENTS)] == [kept]
+    rejections = outbox.stats().rejections
+    assert rejections == {"wrong_type": 3, "oversize": 2, "wrong_class": 3}
+
+
+async def test_blob_refs_round_trip(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    ref = BlobRef(SHA, 12345, {"camera": "gate-1"})
+    seq = await outbox.append_blob_ref(OutboxClass.RAW_REQUESTED, ref)
+    [record] = outbox.read(OutboxClass.RAW_REQUESTED)
+    assert record.seq == seq
+    assert BlobRef.from_bytes(record.payload) == ref
+    with pytest.raises(RecordRejected):
+        BlobRef.from_bytes(b"garbage")
+
+
+async def test_pins_survive_restart_and_drop_when_acked(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b", b"c", b"d"])
+    first = BatchBoundary(OutboxClass.EVENTS, seqs[0], seqs[1], "dev.events.1-2")
+    second = BatchBoundary(OutboxClass.EVENTS, seqs[2], seqs[3], "dev.events.3-4")
+    outbox.pin_batch(second)
+    outbox.pin_batch(first)
+    await outbox.close()
+    outbox = open_outbox()
+    assert outbox.pinned_batches(OutboxClass.EVENTS) == [first, second]
+    await outbox.ack(OutboxClass.EVENTS, seqs[2])  # second only partly acked
+    assert outbox.pinned_batches(OutboxClass.EVENTS) == [second]
+    await outbox.close()
+    outbox = open_outbox()
+    assert outbox.pinned_batches(OutboxClass.EVENTS) == [second]
+    with pytest.raises(RecordRejected):
+        outbox.pin_batch(BatchBoundary(OutboxClass.EVENTS, 5, 4, "bad"))
+
+
+async def test_capacity_evicts_raw_sampled_then_expired_requested_then_telemetry(
+    open_outbox: OpenOutbox,
+) -> None:
+    clock = FakeClock()
+    settings = OutboxSettings(max_bytes=1 << 20, max_record_bytes=64 << 10, backpressure_wait_s=0)
+    outbox = open_outbox(settings, clock=clock)
+    telemetry = await outbox.append_many(OutboxClass.TELEMETRY, [b"t" * 60_000] * 4)
+    for i in range(200):
+        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, BlobRef(SHA, i, {}))
+    requested = [
+        await outbox.append_blob_ref(
+            OutboxClass.RAW_REQUESTED, BlobRef(SHA, i, {}), expires_at=clock.now + 10
+        )
+        for i in range(5)
+    ]
+    events = await outbox.append_many(OutboxClass.EVENTS, [b"e" * 60_000] * 10)
+    clock.now += 60  # the raw requests expire
+    # Fill with critical records until only critical and events would remain.
+    critical = [await outbox.append(OutboxClass.CRITICAL, b"c" * 60_000) for _ in range(4)]
+    stats = outbox.stats()
+    assert stats.evictions.get("raw_sampled_capacity", 0) > 0
+    assert outbox.read(OutboxClass.RAW_REQUESTED) == []
+    assert stats.evictions["raw_requested_expired"] == len(requested)
+    assert stats.evictions.get("telemetry_dropped", 0) >= 1
+    assert len(outbox.read(OutboxClass.TELEMETRY)) < len(telemetry)
+    assert [r.seq for r in outbox.read(OutboxClass.EVENTS, max_records=100)] == events
+    assert [r.seq for r in outbox.read(OutboxClass.CRITICAL)] == critical
+    with pytest.raises(OutboxFull):  # only never-evicted classes left: backpressure
+        for _ in range(10):
+            await outbox.append(OutboxClass.CRITICAL, b"c" * 60_000)
+    assert outbox.stats().rejections["full"] == 1
+    assert [r.seq for r in outbox.read(OutboxClass.EVENTS, max_records=100)] == events
+
+
+async def test_backpressure_waits_for_an_ack(open_outbox: OpenOutbox) -> None:
+    settings = OutboxSettings(max_bytes=1 << 20, max_record_bytes=64 << 10, backpressure_wait_s=5)
+    outbox = open_outbox(settings)
+    events = [await outbox.append(OutboxClass.EVENTS, b"e" * 60_000) for _ in range(17)]
+    waiting = asyncio.ensure_future(outbox.append(OutboxClass.EVENTS, b"e" * 60_000))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await outbox.ack(OutboxClass.EVENTS, events[5])
+    assert await asyncio.wait_for(waiting, 2) > events[-1]
+
+
+async def test_telemetry_coalescer_folds_the_oldest(open_outbox: OpenOutbox) -> None:
+    settings = OutboxSettings(max_bytes=1 << 20, max_record_bytes=64 << 10, backpressure_wait_s=0)
+    folded: list[int] = []
+
+    def coalesce(items: object) -> bytes:
+        assert isinstance(items, list)
+        folded.append(len(items))
+        return b"sum:%d" % len(items)
+
+    outbox = open_outbox(settings, coalesce_telemetry=coalesce)
+    await outbox.append_many(OutboxClass.TELEMETRY, [b"t" * 50_000] * 16)
+    await outbox.append_many(OutboxClass.EVENTS, [b"e" * 50_000] * 8)
+    telemetry = outbox.read(OutboxClass.TELEMETRY, max_records=100)
+    assert folded and telemetry[0].payload == b"sum:%d" % folded[0]
+    assert [r.seq for r in telemetry] == sorted(r.seq for r in telemetry)
+    assert outbox.stats().evictions["telemetry_coalesced"] == sum(folded)
+
+
+async def test_ttl_maintenance_drops_expired_but_never_critical(open_outbox: OpenOutbox) -> None:
+    clock = FakeClock()
+    settings = OutboxSettings(ttl_s={OutboxClass.TELEMETRY: 100.0, OutboxClass.CRITICAL: 1.0})
+    outbox = open_outbox(settings, clock=clock)
+    await outbox.append(OutboxClass.TELEMETRY, b"old")
+    await outbox.append(OutboxClass.CRITICAL, b"alarm")
+    clock.now += 50
+    fresh = await outbox.append(OutboxClass.TELEMETRY, b"fresh")
+    clock.now += 60
+    assert payloads(outbox.read(OutboxClass.TELEMETRY)) == [b"fresh"]  # expired is not served
+    assert await outbox.run_maintenance() == {"telemetry_expired": 1}
+    stats = outbox.stats()
+    assert stats.per_class[OutboxClass.TELEMETRY].records == 1
+    assert stats.per_class[OutboxClass.CRITICAL].oldest_age_s == pytest.approx(110)
+    assert [r.seq for r in outbox.read(OutboxClass.TELEMETRY)] == [fresh]
+    assert payloads(outbox.read(OutboxClass.CRITICAL)) == [b"alarm"]
+
+
+async def test_stats_count_depth_and_bytes(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    await outbox.append_many(OutboxClass.EVENTS, [b"x" * 100] * 3)
+    stats = outbox.stats()
+    assert stats.per_class[OutboxClass.EVENTS].records == 3
+    assert stats.per_class[OutboxClass.EVENTS].bytes == 3 * (8 + 17 + 100)
+    assert stats.disk_bytes > 0
+    assert stats.next_seq > 3
+
+
+async def test_relaxed_durability_round_trips(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox(OutboxSettings(durability=Durability.RELAXED))
+    seq = await outbox.append(OutboxClass.EVENTS, b"r")
+    await outbox.close()
+    assert [r.seq for r in open_outbox().read(OutboxClass.EVENTS)] == [seq]
+
+
+async def test_closed_outbox_refuses_work(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    pending = [asyncio.ensure_future(outbox.append(OutboxClass.EVENTS, b"x")) for _ in range(5)]
+    await asyncio.sleep(0)
+    await outbox.close()
+    assert len(await asyncio.gather(*pending)) == 5  # queued appends finish first
+    with pytest.raises(OutboxClosed):
+        await outbox.append(OutboxClass.EVENTS, b"late")
+    with pytest.raises(OutboxClosed):
+        outbox.read(OutboxClass.EVENTS)
+    await outbox.close()  # idempotent
