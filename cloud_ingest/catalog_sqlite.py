@@ -240,14 +240,14 @@ class SqliteCatalog:
             params.append(state)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = await self._all(
-            _RAW_SELECT + where + " ORDER BY created_at, request_id LIMIT ?", [*params, limit]
+            _RAW_SELECT + where + " ORDER BY created_at, rowid LIMIT ?", [*params, limit]
         )
         return [_raw(r) for r in rows]
 
     async def pending_raw_requests(self, device_id: str, now: float) -> list[RawRequestRecord]:
         rows = await self._all(
             _RAW_SELECT + " WHERE device_id = ? AND state = 'requested' AND expires_at > ?"
-            " ORDER BY created_at, request_id LIMIT 1000",
+            " ORDER BY created_at, rowid LIMIT 1000",
             (device_id, now),
         )
         return [_raw(r) for r in rows]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,10 +108,14 @@ def settings(tmp_path: Path) -> IngestSettings:
 
 
 @asynccontextmanager
-async def running_ingest(settings: IngestSettings) -> AsyncIterator[Ingest]:
+async def running_ingest(
+    settings: IngestSettings, customize: Callable[[web.Application], None] | None = None
+) -> AsyncIterator[Ingest]:
     """Start the service on a loopback port; stops it (and closes the catalog) on exit."""
     clock = Clock()
     app = build_app(settings, clock=clock)
+    if customize is not None:
+        customize(app)
     client: TestClient[web.Request, web.Application] = TestClient(IngestTestServer(app))
     await client.start_server()
     try:

@@ -1,0 +1,182 @@
+"""SIGKILL during batch PUTs: after a restart the lake holds whole files, each batch once."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow.parquet as pq
+
+from cloud_ingest.lake import TEMP_PREFIX
+from sync.protocol import Stream, encode_batch, make_batch_id
+from tests.cloud_ingest.conftest import event_records
+
+YARDLINK = str(Path(sys.executable).parent / "yardlink")
+
+
+class IngestProcess:
+    """``yardlink ingest serve --port 0`` in a subprocess; the port is read from its log."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> IngestProcess:
+        self.process = subprocess.Popen(
+            [YARDLINK, "ingest", "serve", "--data-dir", str(self.data_dir), "--port", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise RuntimeError("server exited before listening")
+            entry = json.loads(line)
+            if entry.get("msg") == "listening":
+                self.url = entry["url"]
+                break
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for _ in self.process.stderr:
+            pass
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+def _provision(data_dir: Path) -> str:
+    out = subprocess.run(
+        [
+            YARDLINK,
+            "ingest",
+            "device",
+            "add",
+            "gate-01",
+            "--site",
+            "yard-a",
+            "--data-dir",
+            str(data_dir),
+            "--json",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return str(json.loads(out.stdout)["token"])
+
+
+def _put(url: str, token: str, batch_id: str, body: bytes) -> int:
+    request = urllib.request.Request(
+        f"{url}/v1/batches/{batch_id}",
+        data=body,
+        method="PUT",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/vnd.apache.parquet",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+BATCHES, RECORDS = 120, 1000
+
+
+def _send_all(
+    url: str,
+    token: str,
+    work: queue.Queue[tuple[str, bytes]],
+    acknowledged: set[str],
+    lock: threading.Lock,
+) -> None:
+    while True:
+        try:
+            batch_id, body = work.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            status = _put(url, token, batch_id, body)
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return  # the server died under us
+        if status in (200, 201):
+            with lock:
+                acknowledged.add(batch_id)
+
+
+def test_sigkill_during_batch_puts_leaves_no_partial_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    token = _provision(data_dir)
+    batches = []
+    for index in range(BATCHES):
+        first = index * RECORDS + 1
+        records = event_records("gate-01", "yard-a", range(first, first + RECORDS))
+        batches.append(
+            (
+                make_batch_id("gate-01", Stream.EVENTS, first, first + RECORDS - 1),
+                encode_batch(Stream.EVENTS, records),
+            )
+        )
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+
+    with IngestProcess(data_dir) as server:
+        work: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        for item in batches:
+            work.put(item)
+        senders = [
+            threading.Thread(target=_send_all, args=(server.url, token, work, acknowledged, lock))
+            for _ in range(4)
+        ]
+        for sender in senders:
+            sender.start()
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < BATCHES // 4 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        server.kill()  # four PUTs are in flight right now
+        for sender in senders:
+            sender.join(timeout=30)
+    assert BATCHES // 4 <= len(acknowledged) < BATCHES, "the kill should land mid-stream"
+
+    with IngestProcess(data_dir) as server:
+        lake = data_dir / "lake"
+        assert not [p for p in lake.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+        for batch_id in acknowledged:  # every acknowledged batch survived
+            assert list(lake.rglob(f"{batch_id}.parquet")), batch_id
+        statuses = {batch_id: _put(server.url, token, batch_id, body) for batch_id, body in batches}
+        assert set(statuses.values()) <= {200, 201}
+        for batch_id in acknowledged:
+            assert statuses[batch_id] == 200  # a retried acknowledged batch is a duplicate
+    files = sorted((data_dir / "lake").rglob("*.parquet"))
+    assert len(files) == BATCHES  # each batch stored exactly once
+    assert not [p for p in (data_dir / "lake").rglob("*") if p.name.startswith(".")]
+    assert sum(pq.read_metadata(p).num_rows for p in files) == BATCHES * RECORDS
