@@ -98,6 +98,11 @@ class FaceAnonymizeTask:
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
 
+    def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
+        """The model call ``run`` makes for this frame, with its exact input tensor (benchmarks)."""
+        tensor, _ = letterbox(image_bgr)
+        return [(self.model, {self._input: tensor})]
+
     def faces(self, image_bgr: Image) -> list[FaceBox]:
         """Faces in frame pixels, best first."""
         tensor, fit = letterbox(image_bgr)

@@ -45,6 +45,8 @@ DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 
 Image = np.ndarray[Any, Any]
+Tensor = np.ndarray[Any, Any]
+_CHECK_DIGIT_WIDTH = 96  # a lone digit needs no 320-px canvas; narrower is ~3x cheaper
 
 
 def _model_version() -> str:
@@ -105,13 +107,14 @@ class GateOcrTask:
             decoder.allowed_classes(settings.rec_charset) if settings.rec_charset else None
         )
         self._digits = decoder.allowed_classes("0123456789")
+        self._recorder: list[tuple[LoadedModel, dict[str, Tensor]]] | None = None
         self._det_input = det.inputs[0].name
         self._rec_input = rec.inputs[0].name
 
     def detect(self, image_bgr: Image) -> list[TextBox]:
         """Text boxes in frame pixels (largest ``max_text_boxes`` kept)."""
         tensor = detection_input(image_bgr, self.settings.det_max_side)
-        (probability,) = self.det.run({self._det_input: tensor}).values()
+        (probability,) = self._call(self.det, {self._det_input: tensor})
         boxes = detect_boxes(probability[0, 0], image_bgr.shape[:2], self._params)
         if len(boxes) > self.settings.max_text_boxes:
             by_area = sorted(boxes, key=lambda b: -b.bounds[2] * b.bounds[3])
@@ -119,24 +122,54 @@ class GateOcrTask:
             boxes = [b for b in boxes if id(b) in keep]
         return boxes
 
-    def recognize(
-        self, crops: list[Image], allowed: np.ndarray[Any, Any] | None = None
-    ) -> list[RecognizedText]:
-        """Decoded text per crop, batched by similar aspect ratio (less padding)."""
+    def _rec_batches(
+        self, crops: list[Image], min_width: int = REC_MIN_WIDTH
+    ) -> list[tuple[list[int], Tensor]]:
+        """Crop indices and input tensor per rec call, batched by aspect ratio (less padding)."""
         order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
-        texts: list[RecognizedText | None] = [None] * len(crops)
         size = self.settings.rec_batch_size
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
-            batch = recognition_batch([crops[i] for i in chunk])
-            (probabilities,) = self.rec.run({self._rec_input: batch}).values()
-            for index, text in zip(
-                chunk,
-                self.decoder.decode(probabilities, self._charset if allowed is None else allowed),
-                strict=True,
-            ):
+        return [
+            (
+                order[start : start + size],
+                recognition_batch([crops[i] for i in order[start : start + size]], min_width),
+            )
+            for start in range(0, len(order), size)
+        ]
+
+    def recognize(
+        self,
+        crops: list[Image],
+        allowed: np.ndarray[Any, Any] | None = None,
+        min_width: int = REC_MIN_WIDTH,
+    ) -> list[RecognizedText]:
+        """Decoded text per crop; ``allowed`` overrides the configured character set."""
+        texts: list[RecognizedText | None] = [None] * len(crops)
+        for chunk, batch in self._rec_batches(crops, min_width):
+            (probabilities,) = self._call(self.rec, {self._rec_input: batch})
+            decoded = self.decoder.decode(
+                probabilities, self._charset if allowed is None else allowed
+            )
+            for index, text in zip(chunk, decoded, strict=True):
                 texts[index] = text
         return [t for t in texts if t is not None]
+
+    def _call(self, model: LoadedModel, feeds: dict[str, Tensor]) -> list[Tensor]:
+        if self._recorder is not None:
+            self._recorder.append((model, feeds))
+        return list(model.run(feeds).values())
+
+    def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Tensor]]]:
+        """Every model call ``run`` makes for this frame, with its exact input tensors.
+
+        For benchmarks that time the bare models on the same inputs.  Not thread-safe:
+        do not call it while another thread runs this task.
+        """
+        self._recorder = []
+        try:
+            self.run(image_bgr)
+            return self._recorder
+        finally:
+            self._recorder = None
 
     def run(self, image_bgr: Image) -> TaskResult:
         started = time.perf_counter()
@@ -170,7 +203,7 @@ class GateOcrTask:
             crop = check_digit_crop(image_bgr, _union_box(pieces))
             if crop is None:
                 return line
-            (digit,) = self.recognize([crop], self._digits)
+            (digit,) = self.recognize([crop], self._digits, _CHECK_DIGIT_WIDTH)
             if len(digit.text) != 1 or digit.confidence < self.settings.check_digit_min_confidence:
                 return line
             x, y, w, h = _union_box(pieces)

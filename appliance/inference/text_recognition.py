@@ -40,10 +40,13 @@ class RecognizedText:
     confidence: float
 
 
-def recognition_batch(crops: Sequence[Image]) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Stack BGR crops into a (N, 3, 48, W) tensor; W fits the widest crop's aspect ratio."""
+def recognition_batch(
+    crops: Sequence[Image], min_width: int = REC_MIN_WIDTH
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Stack BGR crops into a (N, 3, 48, W) tensor; W fits the widest crop, at least
+    ``min_width``."""
     ratios = [crop.shape[1] / max(crop.shape[0], 1) for crop in crops]
-    batch_w = max(REC_MIN_WIDTH, math.ceil(REC_HEIGHT * max(ratios, default=1.0)))
+    batch_w = max(min_width, math.ceil(REC_HEIGHT * max(ratios, default=1.0)))
     batch = np.zeros((len(crops), 3, REC_HEIGHT, batch_w), dtype=np.float32)
     for i, (crop, ratio) in enumerate(zip(crops, ratios, strict=True)):
         width = min(batch_w, max(1, math.ceil(REC_HEIGHT * ratio)))
