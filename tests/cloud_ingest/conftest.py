@@ -128,3 +128,14 @@ async def running_ingest(
 async def ingest(settings: IngestSettings) -> AsyncIterator[Ingest]:
     async with running_ingest(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def fuzz_ingest(ingest: Ingest) -> tuple[Ingest, dict[str, str]]:
+    """One service with a device, a second device and an operator, shared by fuzz examples."""
+    tokens = {
+        "device": await ingest.device("gate-01"),
+        "other-device": await ingest.device("gate-02", "yard-b"),
+        "operator": await ingest.operator(),
+    }
+    return ingest, tokens
