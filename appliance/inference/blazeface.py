@@ -22,6 +22,7 @@ and boxes mapped back to frame pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "decode",
     "letterbox",
     "ssd_anchors",
+    "tile_regions",
+    "union_merge",
     "weighted_nms",
 ]
 
@@ -119,7 +122,7 @@ def decode(
     return boxes, scores
 
 
-def _iou(box: FloatArray, others: FloatArray) -> FloatArray:
+def _overlap(box: FloatArray, others: FloatArray, *, of_smaller: bool = False) -> FloatArray:
     x0 = np.maximum(box[0], others[:, 0])
     y0 = np.maximum(box[1], others[:, 1])
     x1 = np.minimum(box[2], others[:, 2])
@@ -127,7 +130,7 @@ def _iou(box: FloatArray, others: FloatArray) -> FloatArray:
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = area + areas - inter
+    union = np.minimum(area, areas) if of_smaller else area + areas - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
@@ -139,7 +142,7 @@ def weighted_nms(
     remaining_boxes, remaining_scores = boxes[order], scores[order]
     merged: list[tuple[FloatArray, float]] = []
     while len(remaining_boxes):
-        overlap = _iou(remaining_boxes[0], remaining_boxes)
+        overlap = _overlap(remaining_boxes[0], remaining_boxes)
         cluster = overlap > iou_threshold
         cluster[0] = True
         weights = remaining_scores[cluster]
@@ -147,6 +150,60 @@ def weighted_nms(
         merged.append((mean.astype(np.float32), float(remaining_scores[0])))
         remaining_boxes, remaining_scores = remaining_boxes[~cluster], remaining_scores[~cluster]
     return merged
+
+
+def union_merge(
+    boxes: FloatArray, scores: FloatArray, overlap_threshold: float
+) -> list[tuple[FloatArray, float]]:
+    """Merge detections from different tiles: boxes overlapping by more than the threshold
+    (intersection over the smaller box, so a face cut by a tile edge joins the whole one)
+    become their enclosing box, with the best score.  Enclosing, not averaging: a blur
+    region must cover the whole face."""
+    order = np.argsort(-scores, kind="stable")
+    remaining_boxes, remaining_scores = boxes[order], scores[order]
+    merged: list[tuple[FloatArray, float]] = []
+    while len(remaining_boxes):
+        cluster = _overlap(remaining_boxes[0], remaining_boxes, of_smaller=True) > overlap_threshold
+        cluster[0] = True
+        members = remaining_boxes[cluster]
+        enclosing = np.concatenate([members[:, :2].min(axis=0), members[:, 2:].max(axis=0)])
+        merged.append((enclosing.astype(np.float32), float(remaining_scores[0])))
+        remaining_boxes, remaining_scores = remaining_boxes[~cluster], remaining_scores[~cluster]
+    return merged
+
+
+def _positions(length: int, side: int, stride: int) -> list[int]:
+    if side >= length:
+        return [0]
+    starts = list(range(0, length - side + 1, stride))
+    if starts[-1] != length - side:
+        starts.append(length - side)
+    return starts
+
+
+def tile_regions(
+    height: int, width: int, fractions: Sequence[float], overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """Regions ``(x, y, w, h)`` to run the detector on: the whole frame, then square tiles.
+
+    The short-range model finds faces that fill roughly 10-80% of its input; a
+    face of 60 px in a 1280x720 frame letterboxed to 128 px is far below that.
+    Tiles whose side is each fraction of the frame's short side, overlapping by
+    ``overlap``, bring smaller faces into range.
+    """
+    regions = [(0, 0, width, height)]
+    short = min(height, width)
+    for fraction in fractions:
+        side = max(16, round(short * fraction))
+        if side >= max(height, width):
+            continue  # the whole frame already covers it
+        stride = max(1, round(side * (1.0 - overlap)))
+        for y in _positions(height, side, stride):
+            for x in _positions(width, side, stride):
+                region = (x, y, min(side, width), min(side, height))
+                if region not in regions:
+                    regions.append(region)
+    return regions
 
 
 def to_frame(

@@ -23,7 +23,9 @@ from appliance.inference.blazeface import (
     decode,
     letterbox,
     ssd_anchors,
+    tile_regions,
     to_frame,
+    union_merge,
     weighted_nms,
 )
 from appliance.inference.model_files import MODEL_FILES
@@ -99,13 +101,19 @@ class FaceAnonymizeTask:
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
-        """The model call ``run`` makes for this frame, with its exact input tensor (benchmarks)."""
-        tensor, _ = letterbox(image_bgr)
-        return [(self.model, {self._input: tensor})]
+        """Every model call ``run`` makes for this frame, with its exact input (benchmarks)."""
+        height, width = image_bgr.shape[:2]
+        regions = tile_regions(
+            height, width, self.settings.tile_fractions, self.settings.tile_overlap
+        )
+        return [
+            (self.model, {self._input: letterbox(image_bgr[y : y + h, x : x + w])[0]})
+            for x, y, w, h in regions
+        ]
 
-    def faces(self, image_bgr: Image) -> list[FaceBox]:
-        """Faces in frame pixels, best first."""
-        tensor, fit = letterbox(image_bgr)
+    def _faces_in(self, region: Image) -> list[FaceBox]:
+        """One detector pass on one region (letterboxed into the model input)."""
+        tensor, fit = letterbox(region)
         outputs = self.model.run({self._input: tensor})
         boxes, scores = decode(
             outputs[self._regressors],
@@ -115,10 +123,34 @@ class FaceAnonymizeTask:
         )
         found = []
         for box, score in weighted_nms(boxes, scores, self.settings.nms_iou):
-            face = to_frame(box, score, fit, image_bgr.shape[:2])
+            face = to_frame(box, score, fit, region.shape[:2])
             if face is not None:
                 found.append(face)
         return found
+
+    def faces(self, image_bgr: Image) -> list[FaceBox]:
+        """Faces in frame pixels, best first: whole frame plus tiles, merged across tiles."""
+        height, width = image_bgr.shape[:2]
+        regions = tile_regions(
+            height, width, self.settings.tile_fractions, self.settings.tile_overlap
+        )
+        corners: list[list[float]] = []
+        scores: list[float] = []
+        for x, y, w, h in regions:
+            for face in self._faces_in(image_bgr[y : y + h, x : x + w]):
+                corners.append(
+                    [face.x + x, face.y + y, face.x + x + face.width, face.y + y + face.height]
+                )
+                scores.append(face.score)
+        if not corners:
+            return []
+        merged = union_merge(
+            np.array(corners, np.float32), np.array(scores, np.float32), self.settings.nms_iou
+        )
+        return [
+            FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]), score)
+            for b, score in merged
+        ]
 
     def run(self, image_bgr: Image) -> TaskResult:
         started = time.perf_counter()

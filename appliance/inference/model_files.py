@@ -138,8 +138,7 @@ def fetch_all(dest: Path) -> list[Path]:
                 actual = hashlib.sha256(data).hexdigest()
                 if actual != spec.sha256:
                     raise ModelFileError(
-                        f"{spec.member} in {wheel.name} has sha256 {actual}, "
-                        f"expected {spec.sha256}"
+                        f"{spec.member} in {wheel.name} has sha256 {actual}, expected {spec.sha256}"
                     )
                 _write_atomically(dest / spec.name, data)
                 print(f"  {spec.name}: sha256 ok", file=sys.stderr)

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.inference.blazeface import Letterbox, decode, ssd_anchors, to_frame, weighted_nms
+from appliance.inference.blazeface import (
+    Letterbox,
+    decode,
+    ssd_anchors,
+    tile_regions,
+    to_frame,
+    union_merge,
+    weighted_nms,
+)
 
 
 def test_anchor_layout_matches_mediapipe_short_range() -> None:
@@ -42,3 +50,30 @@ def test_to_frame_undoes_the_letterbox() -> None:
     face = to_frame(np.array([0.5, 0.5, 0.75, 0.75], np.float32), 0.9, fit, (720, 1280))
     assert face is not None
     assert face.as_int() == (640, 360, 320, 320)
+
+
+def test_tiles_cover_the_frame_with_overlap() -> None:
+    regions = tile_regions(720, 1280, [1.0, 0.5], 0.33)
+    assert regions[0] == (0, 0, 1280, 720)
+    full_height = [r for r in regions[1:] if r[3] == 720]
+    half = [r for r in regions[1:] if r[3] == 360]
+    assert [r[0] for r in full_height] == [0, 482, 560]
+    assert len(half) == 15
+    covered = np.zeros((720, 1280), bool)
+    for x, y, w, h in half:
+        covered[y : y + h, x : x + w] = True
+    assert covered.all()
+    # a square frame needs no full-size tile; no fractions means the whole frame only
+    assert tile_regions(512, 512, [1.0], 0.33) == [(0, 0, 512, 512)]
+    assert tile_regions(720, 1280, [], 0.33) == [(0, 0, 1280, 720)]
+
+
+def test_union_merge_encloses_a_face_cut_by_a_tile_edge() -> None:
+    whole = [100, 100, 200, 220]
+    cut = [150, 100, 200, 220]  # the right half, seen by a tile starting at x=150
+    other = [400, 400, 450, 450]
+    merged = union_merge(np.array([cut, whole, other], np.float32), np.array([0.9, 0.8, 0.7]), 0.3)
+    assert [(b.tolist(), round(s, 2)) for b, s in merged] == [
+        ([100, 100, 200, 220], 0.9),
+        ([400, 400, 450, 450], 0.7),
+    ]
