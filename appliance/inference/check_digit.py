@@ -21,7 +21,7 @@ __all__ = ["check_digit_crop", "warp_upright"]
 Image = np.ndarray[Any, Any]
 
 _SEARCH_WIDTH = 2.2  # heights of the prefix text to look to the right
-_VERTICAL_MARGIN = 0.3  # of the text height, above and below
+_VERTICAL_MARGIN = 0.6  # of the text height, above and below (the box is taller)
 _INTERIOR = 0.84  # of the box outline kept, so its strokes are cut away
 
 
@@ -43,8 +43,17 @@ def check_digit_crop(image_bgr: Image, prefix_box: tuple[int, int, int, int]) ->
 def _box_interior(crop: Image) -> Image | None:
     """The inside of the largest 4-sided outline in ``crop``, upright, or None."""
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    edges = cv2.dilate(cv2.Canny(gray, 40, 120), np.ones((3, 3), np.uint8))
-    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    smooth = cv2.GaussianBlur(gray, (5, 5), 0)
+    # Two views of the outline: edges (works on plain paint) and the ink mask from an Otsu
+    # threshold (works when corrugation stripes cross the box and break the edge contour).
+    edges = cv2.dilate(cv2.Canny(smooth, 30, 90), np.ones((3, 3), np.uint8))
+    _, ink = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if ink.mean() > 127:  # ink is the minority of the pixels
+        ink = 255 - ink
+    contours = [
+        *cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0],
+        *cv2.findContours(ink, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0],
+    ]
     min_area = 0.08 * crop.shape[0] * crop.shape[1]
     best: tuple[float, Any] | None = None
     for contour in contours:

@@ -30,10 +30,19 @@ def _score(task: GateOcrTask, difficulty: str) -> tuple[float, float, int]:
 
 def test_clean_frames_are_read_and_check_digits_validated(gate_ocr: GateOcrTask) -> None:
     code_accuracy, plate_accuracy, false_codes = _score(gate_ocr, "clean")
-    # measured 0.90 / 1.00 / 0 on this seed; floors leave room for runtime differences
-    assert code_accuracy >= 0.75
+    # measured 1.00 / 1.00 / 0 on this seed; floors leave room for runtime differences
+    assert code_accuracy >= 0.85
     assert plate_accuracy >= 0.85
     assert false_codes <= 1
+
+
+def test_varied_frames_mostly_read(gate_ocr: GateOcrTask) -> None:
+    """Rotation up to 6 degrees, blur, noise, dim and bright lighting."""
+    code_accuracy, plate_accuracy, false_codes = _score(gate_ocr, "varied")
+    # measured 0.95 / 1.00 / 0 on this seed (0.8 on 40 frames of another seed)
+    assert code_accuracy >= 0.65
+    assert plate_accuracy >= 0.8
+    assert false_codes <= 2
 
 
 def test_invalid_check_digit_is_reported_invalid(gate_ocr: GateOcrTask) -> None:
