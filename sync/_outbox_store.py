@@ -215,8 +215,11 @@ class OutboxStore:
         total = 0
         with os.scandir(self.path) as entries:
             for entry in entries:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue  # removed by a compaction while we looked
         return total
 
     # ------------------------------------------------------------------ writes
