@@ -36,6 +36,7 @@ __all__ = [
     "decode",
     "letterbox",
     "ssd_anchors",
+    "tile_inputs",
     "tile_regions",
     "union_merge",
     "weighted_nms",
@@ -204,6 +205,39 @@ def tile_regions(
                 if region not in regions:
                     regions.append(region)
     return regions
+
+
+def tile_inputs(
+    image_bgr: np.ndarray[Any, Any], regions: Sequence[tuple[int, int, int, int]]
+) -> list[tuple[tuple[int, int, int, int], FloatArray, Letterbox]]:
+    """Model inputs for each region: ``(region, tensor, how to map back into the region)``.
+
+    Square tiles of one size share one resize of the whole frame (cutting 128x128
+    windows out of it), which costs far less than resizing every tile; any other
+    region is letterboxed on its own.
+    """
+    height, width = image_bgr.shape[:2]
+    by_side: dict[int, FloatArray] = {}
+    inputs = []
+    for region in regions:
+        x, y, w, h = region
+        if w != h:
+            tensor, fit = letterbox(image_bgr[y : y + h, x : x + w])
+            inputs.append((region, tensor, fit))
+            continue
+        scale = INPUT_SIZE / w
+        if w not in by_side:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
+            rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+            by_side[w] = rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
+        small_frame = by_side[w]
+        sx, sy = round(x * scale), round(y * scale)
+        window = small_frame[sy : sy + INPUT_SIZE, sx : sx + INPUT_SIZE]
+        tensor = np.full((1, INPUT_SIZE, INPUT_SIZE, 3), -1.0, dtype=np.float32)
+        tensor[0, : window.shape[0], : window.shape[1]] = window
+        inputs.append((region, tensor, Letterbox(scale, 0.0, 0.0)))
+    return inputs
 
 
 def to_frame(

@@ -20,9 +20,10 @@ from appliance.errors import ModelLoadError
 from appliance.inference.blazeface import (
     INPUT_SIZE,
     FaceBox,
+    Letterbox,
     decode,
-    letterbox,
     ssd_anchors,
+    tile_inputs,
     tile_regions,
     to_frame,
     union_merge,
@@ -100,20 +101,21 @@ class FaceAnonymizeTask:
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
 
+    def _regions(self, image_bgr: Image) -> list[tuple[int, int, int, int]]:
+        height, width = image_bgr.shape[:2]
+        return tile_regions(height, width, self.settings.tile_fractions, self.settings.tile_overlap)
+
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
         """Every model call ``run`` makes for this frame, with its exact input (benchmarks)."""
-        height, width = image_bgr.shape[:2]
-        regions = tile_regions(
-            height, width, self.settings.tile_fractions, self.settings.tile_overlap
-        )
         return [
-            (self.model, {self._input: letterbox(image_bgr[y : y + h, x : x + w])[0]})
-            for x, y, w, h in regions
+            (self.model, {self._input: tensor})
+            for _, tensor, _ in tile_inputs(image_bgr, self._regions(image_bgr))
         ]
 
-    def _faces_in(self, region: Image) -> list[FaceBox]:
-        """One detector pass on one region (letterboxed into the model input)."""
-        tensor, fit = letterbox(region)
+    def _faces_in(
+        self, tensor: Image, fit: Letterbox, region: tuple[int, int, int, int]
+    ) -> list[FaceBox]:
+        """One detector pass on one region; faces in frame pixels."""
         outputs = self.model.run({self._input: tensor})
         boxes, scores = decode(
             outputs[self._regressors],
@@ -121,35 +123,28 @@ class FaceAnonymizeTask:
             self._anchors,
             self.settings.min_score,
         )
+        x, y, w, h = region
         found = []
         for box, score in weighted_nms(boxes, scores, self.settings.nms_iou):
-            face = to_frame(box, score, fit, region.shape[:2])
+            face = to_frame(box, score, fit, (h, w))
             if face is not None:
-                found.append(face)
+                found.append(FaceBox(face.x + x, face.y + y, face.width, face.height, score))
         return found
 
     def faces(self, image_bgr: Image) -> list[FaceBox]:
         """Faces in frame pixels, best first: whole frame plus tiles, merged across tiles."""
-        height, width = image_bgr.shape[:2]
-        regions = tile_regions(
-            height, width, self.settings.tile_fractions, self.settings.tile_overlap
-        )
-        corners: list[list[float]] = []
-        scores: list[float] = []
-        for x, y, w, h in regions:
-            for face in self._faces_in(image_bgr[y : y + h, x : x + w]):
-                corners.append(
-                    [face.x + x, face.y + y, face.x + x + face.width, face.y + y + face.height]
-                )
-                scores.append(face.score)
-        if not corners:
+        found = [
+            face
+            for region, tensor, fit in tile_inputs(image_bgr, self._regions(image_bgr))
+            for face in self._faces_in(tensor, fit, region)
+        ]
+        if not found:
             return []
-        merged = union_merge(
-            np.array(corners, np.float32), np.array(scores, np.float32), self.settings.nms_iou
-        )
+        corners = np.array([[f.x, f.y, f.x + f.width, f.y + f.height] for f in found], np.float32)
+        scores = np.array([f.score for f in found], np.float32)
         return [
             FaceBox(float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]), score)
-            for b, score in merged
+            for b, score in union_merge(corners, scores, self.settings.nms_iou)
         ]
 
     def run(self, image_bgr: Image) -> TaskResult:
