@@ -30,6 +30,7 @@ __all__ = [
     "OutboxStats",
     "decode_key",
     "decode_value",
+    "encode_header",
     "encode_key",
     "encode_value",
     "record_size",
@@ -123,9 +124,14 @@ def decode_key(key: bytes) -> int:
     return seq
 
 
-def encode_value(payload: bytes, created_at: float, expires_at: float | None) -> bytes:
+def encode_header(created_at: float, expires_at: float | None) -> bytes:
+    """The value header; records appended together share it (prepend it to each payload)."""
     expiry = math.nan if expires_at is None else expires_at
-    return _HEADER.pack(_FORMAT_VERSION, created_at, expiry) + payload
+    return _HEADER.pack(_FORMAT_VERSION, created_at, expiry)
+
+
+def encode_value(payload: bytes, created_at: float, expires_at: float | None) -> bytes:
+    return encode_header(created_at, expires_at) + payload
 
 
 def decode_value(value: bytes) -> tuple[float, float | None, bytes]:

@@ -241,16 +241,20 @@ class OutboxStore:
 
     def write_records(
         self,
-        entries: Sequence[tuple[Stream, int, bytes]],
+        runs: Sequence[tuple[Stream, int, Sequence[bytes]]],
         counts: dict[Stream, ClassUsage],
         reserved_until: int | None,
         sync: bool,
     ) -> None:
-        """Put encoded records and their classes' new totals in one WriteBatch."""
+        """Put runs of encoded values (class, first seq, values) and the classes' new
+        totals in one WriteBatch; seqs within a run are consecutive."""
         batch = WriteBatch(raw_mode=True)
-        handles = self._handles
-        for stream, seq, value in entries:
-            batch.put(encode_key(seq), value, handles[stream])
+        pack = _U64.pack
+        for stream, first_seq, values in runs:
+            batch.set_default_column_family(self._handles[stream])
+            for seq, value in enumerate(values, first_seq):
+                batch.put(pack(seq), value)
+        batch.set_default_column_family(None)
         for stream, usage in counts.items():
             batch.put(
                 _count_key(stream), _COUNT.pack(usage.records, usage.bytes), self._meta_handle

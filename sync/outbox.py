@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final, NoReturn, cast
 
 from sync._outbox_eviction import (
     NEVER_EVICTED,
@@ -39,14 +39,14 @@ from sync._outbox_eviction import (
     plan_room,
 )
 from sync._outbox_records import (
+    KEY_SIZE,
     BatchBoundary,
     BlobRef,
     ClassStats,
     OutboxClass,
     OutboxRecord,
     OutboxStats,
-    encode_value,
-    record_size,
+    encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_store import Removal
@@ -182,20 +182,17 @@ class Outbox:
             or not math.isfinite(expires_at)
         ):
             self._reject("wrong_type", f"expires_at not allowed here: {expires_at!r}")
-        created_at = self._clock()
-        values: list[bytes] = []
-        nbytes = 0
-        for payload in payloads:
-            if not isinstance(payload, bytes | bytearray | memoryview):
-                self._reject("wrong_type", f"payload must be bytes, not {type(payload).__name__}")
-            data = bytes(payload)
-            if len(data) > self._settings.max_record_bytes:
-                self._reject(
-                    "oversize",
-                    f"record of {len(data)} bytes exceeds {self._settings.max_record_bytes}",
-                )
-            values.append(encode_value(data, created_at, expires_at))
-            nbytes += record_size(len(data))
+        header = encode_header(self._clock(), expires_at)
+        limit = self._settings.max_record_bytes
+        if all(type(p) is bytes for p in payloads):
+            data = cast(list[bytes], payloads)
+        else:  # rare path: convert bytes-likes or refuse
+            data = [self._as_bytes(p) for p in payloads]
+        largest = max(map(len, data), default=0)
+        if largest > limit:
+            self._reject("oversize", f"record of {largest} bytes exceeds {limit}")
+        values = [header + p for p in data]
+        nbytes = sum(map(len, values)) + KEY_SIZE * len(values)
         if not values:
             return []
         await self._make_room(nbytes)
@@ -203,6 +200,11 @@ class Outbox:
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.submit(PendingAppend(stream, values, nbytes, future))
         return await future
+
+    def _as_bytes(self, payload: object) -> bytes:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            self._reject("wrong_type", f"payload must be bytes, not {type(payload).__name__}")
+        return bytes(payload)
 
     async def _commit_group(self, group: list[PendingAppend]) -> None:
         async with self._lock:
@@ -213,25 +215,23 @@ class Outbox:
             if free < self._settings.min_free_disk_bytes + 2 * nbytes:
                 self._rejections["disk_full"] += sum(len(item.values) for item in group)
                 raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
-            entries: list[tuple[Stream, int, bytes]] = []
+            runs: list[tuple[Stream, int, list[bytes]]] = []
             counts: dict[Stream, ClassUsage] = {}
             assigned: list[list[int]] = []
             seq = self._next_seq
             for item in group:
-                first = seq
-                for value in item.values:
-                    entries.append((item.stream, seq, value))
-                    seq += 1
+                runs.append((item.stream, seq, item.values))
+                assigned.append(list(range(seq, seq + len(item.values))))
+                seq += len(item.values)
                 usage = counts.get(item.stream, self._usage[item.stream])
                 counts[item.stream] = ClassUsage(
                     usage.records + len(item.values), usage.bytes + item.nbytes
                 )
-                assigned.append(list(range(first, seq)))
             self._next_seq = seq
             reserve = seq + SEQ_BLOCK if seq > self._reserved_until else None
             sync = self._settings.durability is Durability.SYNC or reserve is not None
             try:
-                await self._writer.run(self._store.write_records, entries, counts, reserve, sync)
+                await self._writer.run(self._store.write_records, runs, counts, reserve, sync)
             except SyncError as exc:
                 self._storage_failed(exc, sum(len(item.values) for item in group))
                 raise
