@@ -212,23 +212,38 @@ def tile_inputs(
 ) -> list[tuple[tuple[int, int, int, int], FloatArray, Letterbox]]:
     """Model inputs for each region: ``(region, tensor, how to map back into the region)``.
 
-    Square tiles of one size share one resize of the whole frame (cutting 128x128
-    windows out of it), which costs far less than resizing every tile; any other
-    region is letterboxed on its own.
+    The frame is resized once to the scale the smallest tiles need; every other
+    scale is resized from that smaller image, and square tiles are 128x128
+    windows cut out of the resized frame of their size, which costs far less
+    than resizing every tile from the full frame.
     """
     height, width = image_bgr.shape[:2]
+    square_sides = [w for _, _, w, h in regions if w == h]
+    base_scale = min(1.0, max((INPUT_SIZE / side for side in square_sides), default=1.0))
+    base = image_bgr
+    if base_scale < 1.0:
+        base_size = (max(1, round(width * base_scale)), max(1, round(height * base_scale)))
+        base = cv2.resize(image_bgr, base_size, interpolation=cv2.INTER_AREA)
     by_side: dict[int, FloatArray] = {}
     inputs = []
     for region in regions:
         x, y, w, h = region
         if w != h:
-            tensor, fit = letterbox(image_bgr[y : y + h, x : x + w])
-            inputs.append((region, tensor, fit))
+            bx, by = round(x * base_scale), round(y * base_scale)
+            bw, bh = max(1, round(w * base_scale)), max(1, round(h * base_scale))
+            tensor, fit = letterbox(base[by : by + bh, bx : bx + bw])
+            inputs.append((region, tensor, Letterbox(fit.scale * base_scale, fit.pad_x, fit.pad_y)))
             continue
         scale = INPUT_SIZE / w
         if w not in by_side:
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            small = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
+            relative = scale / base_scale
+            small = base
+            if abs(relative - 1.0) > 1e-6:
+                size = (
+                    max(1, round(base.shape[1] * relative)),
+                    max(1, round(base.shape[0] * relative)),
+                )
+                small = cv2.resize(base, size, interpolation=cv2.INTER_AREA)
             rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
             by_side[w] = rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
         small_frame = by_side[w]

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import pytest
 
 from appliance.inference.blazeface import (
     Letterbox,
     decode,
+    letterbox,
     ssd_anchors,
+    tile_inputs,
     tile_regions,
     to_frame,
     union_merge,
@@ -77,3 +81,20 @@ def test_union_merge_encloses_a_face_cut_by_a_tile_edge() -> None:
         ([100, 100, 200, 220], 0.9),
         ([400, 400, 450, 450], 0.7),
     ]
+
+
+def test_tile_inputs_match_letterboxing_each_region() -> None:
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, (9, 16, 3), dtype=np.uint8)
+    frame = cv2.resize(small, (1280, 720), interpolation=cv2.INTER_CUBIC)  # smooth content
+    regions = tile_regions(720, 1280, [1.0, 0.5], 0.33)
+    inputs = tile_inputs(frame, regions)
+    assert [r for r, _, _ in inputs] == regions
+    for (x, y, w, h), tensor, fit in inputs:
+        expected, expected_fit = letterbox(frame[y : y + h, x : x + w])
+        assert tensor.shape == expected.shape == (1, 128, 128, 3)
+        assert np.abs(tensor - expected).mean() < 0.05
+        assert fit.scale == pytest.approx(expected_fit.scale, rel=0.02)
+        assert (fit.pad_x, fit.pad_y) == pytest.approx(
+            (expected_fit.pad_x, expected_fit.pad_y), abs=1
+        )
