@@ -19,7 +19,7 @@ import gc
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,6 +27,7 @@ from typing import Final
 from rocksdict import (
     BlockBasedOptions,
     Cache,
+    ColumnFamily,
     DBCompressionType,
     DBRecoveryMode,
     Options,
@@ -43,12 +44,11 @@ from sync._outbox_records import (
     decode_key,
     decode_value,
     encode_key,
-    encode_value,
 )
 from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError, SyncError
 from sync.protocol import Stream
 
-__all__ = ["META_CF", "LoadedState", "OutboxStore", "classify_storage_error"]
+__all__ = ["META_CF", "LoadedState", "OutboxStore", "Removal", "classify_storage_error"]
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +224,15 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ writes
 
+    def handle(self, stream: Stream) -> ColumnFamily:
+        return self._handles[stream]
+
     def _db_checked(self) -> Rdict:
         if self._db is None:
             raise OutboxStorageError("outbox database is not open")
         return self._db
 
-    def _commit(self, batch: WriteBatch, sync: bool) -> None:
+    def commit(self, batch: WriteBatch, sync: bool) -> None:
         opts = WriteOptions()
         opts.sync = sync
         try:
@@ -261,18 +264,18 @@ class OutboxStore:
             )
         if reserved_until is not None:
             batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
-        self._commit(batch, sync)
+        self.commit(batch, sync)
 
     def reserve_seqs(self, reserved_until: int) -> None:
         batch = WriteBatch(raw_mode=True)
         batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
-        self._commit(batch, sync=True)
+        self.commit(batch, sync=True)
 
     def put_pin(self, pin: BatchBoundary) -> None:
         batch = WriteBatch(raw_mode=True)
         value = _U64.pack(pin.last_seq) + pin.batch_id.encode()
         batch.put(_pin_key(pin.stream, pin.first_seq), value, self._meta_handle)
-        self._commit(batch, sync=True)
+        self.commit(batch, sync=True)
 
     def ack(
         self,
@@ -285,138 +288,27 @@ class OutboxStore:
     ) -> Removal:
         """Range-delete ``(watermark, up_to]`` and persist the new watermark."""
         count = nbytes = 0
-        for key, value in self._scan(stream, watermark + 1, up_to):
+        for key, value in self.scan(stream, watermark + 1, up_to):
             count += 1
             nbytes += len(key) + len(value)
         batch = WriteBatch(raw_mode=True)
         batch.delete_range(encode_key(watermark + 1), encode_key(up_to + 1), self._handles[stream])
         batch.put(_ack_key(stream), _U64.pack(up_to), self._meta_handle)
-        self._put_count(batch, stream, current, count, nbytes)
+        self.put_count(batch, stream, current, count, nbytes)
         for pin in drop_pins:
             batch.delete(_pin_key(pin.stream, pin.first_seq), self._meta_handle)
-        self._commit(batch, sync)
+        self.commit(batch, sync)
         return Removal([], count, nbytes)
 
-    def _put_count(
+    def put_count(
         self, batch: WriteBatch, stream: Stream, current: ClassUsage, count: int, nbytes: int
     ) -> None:
         left = ClassUsage(max(0, current.records - count), max(0, current.bytes - nbytes))
         batch.put(_count_key(stream), _COUNT.pack(left.records, left.bytes), self._meta_handle)
 
-    def drop_oldest(
-        self, stream: Stream, after_seq: int, need: int, current: ClassUsage, sync: bool
-    ) -> Removal:
-        """Delete the oldest records above ``after_seq`` until ``need`` bytes are freed."""
-        records: list[OutboxRecord] = []
-        nbytes = 0
-        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
-            if nbytes >= need:
-                break
-            created_at, _, payload = decode_value(value)
-            records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
-            nbytes += len(key) + len(value)
-        if not records:
-            return Removal([], 0, 0)
-        batch = WriteBatch(raw_mode=True)
-        first, last = records[0].seq, records[-1].seq
-        batch.delete_range(encode_key(first), encode_key(last + 1), self._handles[stream])
-        self._put_count(batch, stream, current, len(records), nbytes)
-        self._commit(batch, sync)
-        return Removal(records, len(records), nbytes)
-
-    def drop_expired(
-        self,
-        stream: Stream,
-        after_seq: int,
-        *,
-        now: float,
-        ttl: float | None,
-        need: int | None,
-        stop_at_fresh: bool,
-        current: ClassUsage,
-        sync: bool,
-        scan_limit: int = 200_000,
-    ) -> Removal:
-        """Delete expired records (own deadline or class TTL), oldest first.
-
-        ``stop_at_fresh`` ends the scan at the first unexpired record without a
-        deadline of its own (records are in creation order, so TTL expiry is a prefix).
-        """
-        records: list[OutboxRecord] = []
-        nbytes = 0
-        for scanned, (key, value) in enumerate(self._scan(stream, after_seq + 1, MAX_SEQ)):
-            if scanned >= scan_limit or (need is not None and nbytes >= need):
-                break
-            created_at, expires_at, payload = decode_value(value)
-            if is_expired(created_at, expires_at, ttl, now):
-                records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
-                nbytes += len(key) + len(value)
-            elif stop_at_fresh and expires_at is None:
-                break
-        if records:
-            self.delete_records(stream, records, current, nbytes, sync)
-        return Removal(records, len(records), nbytes)
-
-    def delete_records(
-        self,
-        stream: Stream,
-        records: Sequence[OutboxRecord],
-        current: ClassUsage,
-        nbytes: int,
-        sync: bool,
-        replacement: tuple[int, bytes] | None = None,
-    ) -> None:
-        """Delete single records, optionally putting one coalesced record in their place."""
-        batch = WriteBatch(raw_mode=True)
-        handle = self._handles[stream]
-        for record in records:
-            batch.delete(encode_key(record.seq), handle)
-        count = len(records)
-        if replacement is not None:
-            seq, value = replacement
-            batch.put(encode_key(seq), value, handle)
-            count -= 1
-            nbytes -= len(encode_key(seq)) + len(value)
-        self._put_count(batch, stream, current, count, nbytes)
-        self._commit(batch, sync)
-
-    def coalesce_oldest(
-        self,
-        stream: Stream,
-        after_seq: int,
-        need: int,
-        current: ClassUsage,
-        coalesce: Callable[[Sequence[bytes]], bytes] | None,
-        sync: bool,
-    ) -> tuple[Removal, bool]:
-        """Fold the oldest records into one (at the last one's seq); drop them without a folder.
-
-        Returns the removal (net bytes freed) and whether it was coalesced.
-        """
-        taken: list[OutboxRecord] = []
-        gathered = 0
-        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
-            if gathered >= need and len(taken) >= 2:
-                break
-            created_at, _, payload = decode_value(value)
-            taken.append(OutboxRecord(stream, decode_key(key), payload, created_at))
-            gathered += len(key) + len(value)
-        if not taken:
-            return Removal([], 0, 0), False
-        if coalesce is not None and len(taken) >= 2:
-            merged = encode_value(coalesce([r.payload for r in taken]), taken[0].created_at, None)
-            freed = gathered - (len(encode_key(0)) + len(merged))
-            if freed > 0:
-                self.delete_records(
-                    stream, taken, current, gathered, sync, replacement=(taken[-1].seq, merged)
-                )
-                return Removal(taken, len(taken) - 1, freed), True
-        self.delete_records(stream, taken, current, gathered, sync)
-        return Removal(taken, len(taken), gathered), False
-
     # ------------------------------------------------------------------ reads
 
-    def _scan(self, stream: Stream, first_seq: int, last_seq: int) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, stream: Stream, first_seq: int, last_seq: int) -> Iterator[tuple[bytes, bytes]]:
         """Records with ``first_seq <= seq <= last_seq`` in order (seek, then walk).
 
         rocksdict 0.3 encodes ReadOptions bounds in its non-raw format, so the
@@ -456,7 +348,7 @@ class OutboxStore:
         """Records after ``after_seq`` in seq order; at least one if any (even if large)."""
         out: list[OutboxRecord] = []
         total = 0
-        for key, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+        for key, value in self.scan(stream, after_seq + 1, MAX_SEQ):
             if len(out) >= max_records or (out and total + len(value) > max_bytes):
                 break
             created_at, expires_at, payload = decode_value(value)
@@ -467,6 +359,6 @@ class OutboxStore:
         return out
 
     def oldest_created_at(self, stream: Stream, after_seq: int) -> float | None:
-        for _, value in self._scan(stream, after_seq + 1, MAX_SEQ):
+        for _, value in self.scan(stream, after_seq + 1, MAX_SEQ):
             return decode_value(value)[0]
         return None

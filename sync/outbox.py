@@ -29,15 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, NoReturn, cast
 
-from sync._outbox_eviction import (
-    NEVER_EVICTED,
-    ClassUsage,
-    EvictionAction,
-    EvictionStep,
-    effective_ttl,
-    overflow_bytes,
-    plan_room,
-)
+from sync._outbox_capacity import CapacityMixin, EvictionListener, TelemetryCoalescer
+from sync._outbox_eviction import NEVER_EVICTED, ClassUsage, effective_ttl
 from sync._outbox_records import (
     KEY_SIZE,
     BatchBoundary,
@@ -49,13 +42,11 @@ from sync._outbox_records import (
     encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
-from sync._outbox_store import Removal
 from sync._outbox_writer import GroupCommitQueue, PendingAppend, WriterThread
 from sync.errors import (
     OutboxClosed,
     OutboxCorrupted,
     OutboxDiskFull,
-    OutboxFull,
     RecordRejected,
     SyncError,
 )
@@ -74,16 +65,10 @@ __all__ = [
     "TelemetryCoalescer",
 ]
 
-TelemetryCoalescer = Callable[[Sequence[bytes]], bytes]
-"""Folds the payloads of the oldest telemetry records into one payload."""
-
-EvictionListener = Callable[[OutboxClass, Sequence[OutboxRecord]], None]
-"""Told which records eviction removed (e.g. to free the blobs of raw refs)."""
-
 SEQ_BLOCK: Final = 1 << 16  # seqs reserved on disk ahead of use; a crash skips the rest
 
 
-class Outbox:
+class Outbox(CapacityMixin):
     """Durable, prioritised store-and-forward queue.  Create with ``Outbox.open``."""
 
     def __init__(
@@ -269,139 +254,6 @@ class Outbox:
         self._reserved_until = self._next_seq + SEQ_BLOCK
         self._store.reserve_seqs(self._reserved_until)
         self._broken = False
-
-    # ------------------------------------------------------------------ capacity
-
-    async def _make_room(self, nbytes: int) -> None:
-        """Evict by class order; when nothing more can go, wait for acks, then OutboxFull."""
-        deadline = time.monotonic() + self._settings.backpressure_wait_s
-        while True:
-            steps = self._plan(nbytes)
-            if not steps and self._overflow(nbytes) <= 0:
-                return
-            if steps and await self._evict(steps) > 0 and self._overflow(nbytes) <= 0:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._rejections["full"] += 1
-                raise OutboxFull(
-                    f"outbox at its cap of {self._settings.max_bytes} bytes with only "
-                    "never-evicted records; waiting for the cloud to acknowledge"
-                )
-            room = self._room
-            try:
-                await asyncio.wait_for(room.wait(), remaining)
-            except TimeoutError:
-                pass
-
-    def _overflow(self, nbytes: int) -> int:
-        return overflow_bytes(
-            self._usage,
-            max_bytes=self._settings.max_bytes,
-            pending_bytes=self._queue.pending_bytes,
-            incoming_bytes=nbytes,
-        )
-
-    def _plan(self, nbytes: int) -> list[EvictionStep]:
-        return plan_room(
-            self._usage,
-            max_bytes=self._settings.max_bytes,
-            pending_bytes=self._queue.pending_bytes,
-            incoming_bytes=nbytes,
-        )
-
-    def _room_freed(self) -> None:
-        self._room.set()
-        self._room = asyncio.Event()
-
-    def _eviction_floor(self, stream: Stream) -> int:
-        """Eviction never touches acked or pinned (in-flight) records."""
-        pinned = max((p.last_seq for p in self._pins[stream].values()), default=0)
-        return max(self._watermarks[stream], pinned)
-
-    async def _evict(self, steps: Sequence[EvictionStep]) -> int:
-        """Carry out an eviction plan; returns the bytes freed."""
-        freed = 0
-        sync = self._settings.durability is Durability.SYNC
-        async with self._lock:
-            for step in steps:
-                need = step.bytes_to_free - freed
-                if need <= 0:
-                    break
-                stream, floor = step.stream, self._eviction_floor(step.stream)
-                usage, reason = self._usage[stream], step.reason
-                if step.action is EvictionAction.DROP_OLDEST:
-                    removal = await self._writer.run(
-                        self._store.drop_oldest, stream, floor, need, usage, sync
-                    )
-                elif step.action is EvictionAction.DROP_EXPIRED:
-                    removal = await self._writer.run(
-                        self._store.drop_expired,
-                        stream,
-                        floor,
-                        now=self._clock(),
-                        ttl=effective_ttl(stream, self._settings.ttl_s),
-                        need=need,
-                        stop_at_fresh=False,
-                        current=usage,
-                        sync=sync,
-                    )
-                else:
-                    removal, coalesced = await self._writer.run(
-                        self._store.coalesce_oldest,
-                        stream,
-                        floor,
-                        need,
-                        usage,
-                        self._coalesce,
-                        sync,
-                    )
-                    reason = "telemetry_coalesced" if coalesced else "telemetry_dropped"
-                self._removed(stream, removal, reason)
-                freed += removal.bytes
-        return freed
-
-    def _removed(self, stream: Stream, removal: Removal, reason: str) -> None:
-        if removal.count == 0 and not removal.records:
-            return
-        usage = self._usage[stream]
-        self._usage[stream] = ClassUsage(
-            max(0, usage.records - removal.count), max(0, usage.bytes - removal.bytes)
-        )
-        if removal.records:
-            self._evictions[reason] += len(removal.records)
-            if self._on_evicted is not None:
-                self._on_evicted(stream, removal.records)
-        self._room_freed()
-
-    async def run_maintenance(self) -> dict[str, int]:
-        """Drop records past their TTL or deadline; returns records removed per reason.
-
-        Runs on its own every ``maintenance_interval_s`` during appends; the sync
-        engine may also call it on a timer.
-        """
-        self._last_maintenance = time.monotonic()
-        removed: Counter[str] = Counter()
-        sync = self._settings.durability is Durability.SYNC
-        async with self._lock:
-            for stream in Stream:
-                ttl = effective_ttl(stream, self._settings.ttl_s)
-                if stream in NEVER_EVICTED or self._usage[stream].records == 0:
-                    continue
-                removal = await self._writer.run(
-                    self._store.drop_expired,
-                    stream,
-                    self._eviction_floor(stream),
-                    now=self._clock(),
-                    ttl=ttl,
-                    need=None,
-                    stop_at_fresh=stream is not Stream.RAW_REQUESTED,
-                    current=self._usage[stream],
-                    sync=sync,
-                )
-                self._removed(stream, removal, f"{stream.value}_expired")
-                removed[f"{stream.value}_expired"] += len(removal.records)
-        return {k: v for k, v in removed.items() if v}
 
     # ------------------------------------------------------------------ reads and acks
 
