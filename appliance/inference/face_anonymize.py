@@ -29,6 +29,7 @@ from appliance.inference.blazeface import (
     union_merge,
     weighted_nms,
 )
+from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
 from appliance.inference.runtimes import LoadedModel, load_model
@@ -149,6 +150,7 @@ class FaceAnonymizeTask:
 
     def run(self, image_bgr: Image) -> TaskResult:
         started = time.perf_counter()
+        require_bgr_frame(image_bgr)
         detections = [
             Detection("face", "", face.score, None, face.as_int()) for face in self.faces(image_bgr)
         ]

@@ -19,6 +19,7 @@ import numpy as np
 from appliance.errors import ModelLoadError
 from appliance.inference import iso6346
 from appliance.inference.check_digit import check_digit_crop
+from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
 from appliance.inference.runtimes import LoadedModel, OnnxModel, load_model
@@ -173,6 +174,7 @@ class GateOcrTask:
 
     def run(self, image_bgr: Image) -> TaskResult:
         started = time.perf_counter()
+        require_bgr_frame(image_bgr)
         boxes = self.detect(image_bgr)
         texts = self.recognize([crop_text(image_bgr, box) for box in boxes]) if boxes else []
         read = [

@@ -45,8 +45,9 @@ class TaskResult:
 
 
 class InferenceTask(Protocol):
-    """A loaded task.  ``run`` is blocking (call it from a worker thread) and never mutates
-    ``image_bgr``."""
+    """A loaded task.  ``run`` is blocking (call it from a worker thread), never mutates
+    ``image_bgr`` and raises ``appliance.errors.BadFrame`` for anything but a BGR uint8
+    (H, W, 3) frame."""
 
     name: str
     model_name: str

@@ -63,7 +63,9 @@ class GateOcrSettings(BaseModel):
         ge=160,
         le=2048,
         description="longest side the detector sees (rounded to a multiple of 32); "
-        "smaller is faster but loses small text",
+        "smaller is faster but loses small text.  On 24 varied 1280x720 synthetic frames "
+        "(2 shared cores): 480 px read 79% of codes at ~65 ms p50, 640 px 79-95% at "
+        "~75 ms, 736 px 96% at ~110 ms, 960 px 88% at ~160 ms",
     )
     det_thresh: float = Field(default=0.3, gt=0, lt=1, description="DB probability-map threshold")
     det_box_thresh: float = Field(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from appliance.errors import BadFrame
 from appliance.inference.settings import InferenceSettings
 from appliance.inference.tasks import build_tasks
 
@@ -55,3 +56,20 @@ def test_settings_forbid_unknown_keys_and_runtimes() -> None:
         InferenceSettings.model_validate({"gate_ocr": {"det_size": 640}})
     with pytest.raises(ValidationError):
         InferenceSettings.model_validate({"gate_ocr": {"runtime": {"kind": "tensorrt"}}})
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((100, 100), np.uint8),  # grayscale
+        np.zeros((100, 100, 4), np.uint8),  # BGRA
+        np.zeros((100, 100, 3), np.float32),
+        np.zeros((8, 100, 3), np.uint8),
+        b"\xff\xd8 not decoded",
+    ],
+)
+def test_tasks_reject_frames_that_are_not_bgr(models_dir: Path, frame: object) -> None:
+    tasks, _ = build_tasks(InferenceSettings(), models_dir)
+    for task in tasks.values():
+        with pytest.raises(BadFrame):
+            task.run(frame)  # type: ignore[arg-type]
