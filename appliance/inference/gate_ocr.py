@@ -1,10 +1,12 @@
 """The ``gate_ocr`` task: read container codes and number plates at a yard gate.
 
 Pipeline per frame: PP-OCRv4 detection (DB) at ``det_max_side`` -> crop each
-text box upright -> PP-OCRv4 recognition in batches -> greedy CTC decode ->
-group boxes into lines -> ``classify_line`` (ISO 6346 container codes,
-plates, other text).  Both models are loaded through the runtime plugins
-(ONNX Runtime by default).
+text box upright -> PP-OCRv4 recognition in batches -> greedy CTC decode
+(restricted to ``rec_charset``) -> group boxes into lines -> when a line ends
+in a container-code prefix without its check digit, read the boxed digit to
+its right (``check_digit``, digits-only decode) -> ``classify_line`` (ISO
+6346 container codes, plates, other text).  Both models are loaded through
+the runtime plugins (ONNX Runtime by default).
 """
 
 from __future__ import annotations
