@@ -80,6 +80,26 @@ def _group_lines(read: list[_ReadBox]) -> list[list[_ReadBox]]:
     return [sorted(line, key=lambda r: float(r.box.points[:, 0].min())) for line in lines]
 
 
+def _join_stacked(lines: list[list[_ReadBox]]) -> list[list[_ReadBox]]:
+    """Join a line that is only an owner code (``MSCU``) with the line just below it
+    when they overlap horizontally: the door layout of a container code."""
+    joined: list[list[_ReadBox]] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if index + 1 < len(lines) and iso6346.normalize_owner("".join(r.text.text for r in line)):
+            below = lines[index + 1]
+            x, y, w, h = _union_box(line)
+            bx, by, bw, _ = _union_box(below)
+            if y + h - h / 2 <= by <= y + h + 1.5 * h and bx < x + w and x < bx + bw:
+                joined.append(line + below)
+                index += 2
+                continue
+        joined.append(line)
+        index += 1
+    return joined
+
+
 def _union_box(items: list[_ReadBox]) -> tuple[int, int, int, int]:
     points = np.concatenate([i.box.points for i in items])
     x0, y0 = np.floor(points.min(axis=0)).astype(int)
@@ -185,7 +205,7 @@ class GateOcrTask:
             if text.text.strip() and text.confidence >= self.settings.min_text_confidence
         ]
         detections: list[Detection] = []
-        for line in _group_lines(read):
+        for line in _join_stacked(_group_lines(read)):
             line = self._complete_check_digit(image_bgr, line)
             for found in classify_line([r.text.text for r in line]):
                 pieces = line[found.start : found.end]
@@ -204,13 +224,13 @@ class GateOcrTask:
             pieces = line[len(line) - count :]
             if iso6346.normalize_prefix("".join(p.text.text for p in pieces)) is None:
                 continue
-            crop = check_digit_crop(image_bgr, _union_box(pieces))
+            x, y, w, h = _union_box(pieces[-1:])  # the serial: the digit is boxed to its right
+            crop = check_digit_crop(image_bgr, (x, y, w, h))
             if crop is None:
                 return line
             (digit,) = self.recognize([crop], self._digits, _CHECK_DIGIT_WIDTH)
             if len(digit.text) != 1 or digit.confidence < self.settings.check_digit_min_confidence:
                 return line
-            x, y, w, h = _union_box(pieces)
             corners = np.array(
                 [
                     [x + w, y],

@@ -30,6 +30,7 @@ __all__ = [
     "check_digit",
     "letter_value",
     "normalize",
+    "normalize_owner",
     "normalize_prefix",
     "parse",
 ]
@@ -69,6 +70,7 @@ _LETTER_AS_DIGIT = str.maketrans(
 _NOISE = re.compile(r"[^0-9A-Z]")
 _SHAPE = re.compile(r"^[A-Z]{3}[UJZ][0-9]{7}$")
 _PREFIX_SHAPE = re.compile(r"^[A-Z]{3}[UJZ][0-9]{6}$")
+_OWNER_SHAPE = re.compile(r"^[A-Z]{3}[UJZ]$")
 
 
 def letter_value(char: str) -> int:
@@ -137,6 +139,15 @@ def normalize_prefix(text: str) -> str | None:
         return None
     candidate = cleaned[:4].translate(_DIGIT_AS_LETTER) + cleaned[4:].translate(_LETTER_AS_DIGIT)
     return candidate if _PREFIX_SHAPE.match(candidate) else None
+
+
+def normalize_owner(text: str) -> str | None:
+    """The owner code and category (``MSCU``) if that is all ``text`` holds, else None.
+
+    Container doors often print the owner code on its own line above the serial.
+    """
+    cleaned = _NOISE.sub("", text.upper()).translate(_DIGIT_AS_LETTER)
+    return cleaned if _OWNER_SHAPE.match(cleaned) else None
 
 
 def parse(text: str) -> ContainerCode | None:

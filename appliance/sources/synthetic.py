@@ -1,7 +1,9 @@
 """A synthetic yard camera: deterministic gate frames with known ground truth.
 
 Each frame shows a container side with an ISO 6346 code painted on it (most
-with a correct check digit, a configurable fraction with a wrong one) and,
+with a correct check digit, a configurable fraction with a wrong one; the
+check digit boxed; on one line, or a fraction with the owner code stacked
+above the serial number as on container doors) and,
 usually, a truck with a UK-style number plate (``AB12 CDE``).  Frames vary in
 blur, rotation, sensor noise and lighting; ``difficulty="clean"`` turns the
 variation down to what a well-placed gate camera sees on a good day.
@@ -115,15 +117,22 @@ class SyntheticYardCamera:
         height: int = 720,
         invalid_fraction: float = 0.2,
         plate_probability: float = 0.8,
+        stacked_fraction: float = 0.2,
         difficulty: Literal["clean", "varied"] = "varied",
     ) -> None:
-        if not 0.0 <= invalid_fraction <= 1.0 or not 0.0 <= plate_probability <= 1.0:
-            raise ValueError("invalid_fraction and plate_probability must be within [0, 1]")
+        for option, value in (
+            ("invalid_fraction", invalid_fraction),
+            ("plate_probability", plate_probability),
+            ("stacked_fraction", stacked_fraction),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{option} must be within [0, 1], got {value}")
         self.seed = seed
         self.width = width
         self.height = height
         self.invalid_fraction = invalid_fraction
         self.plate_probability = plate_probability
+        self.stacked_fraction = stacked_fraction
         self.difficulty = difficulty
 
     def __iter__(self) -> Iterator[SyntheticFrame]:
@@ -171,8 +180,15 @@ class SyntheticYardCamera:
         font = rng.choice(_FONTS)
         scale = rng.uniform(1.3, 2.0) * w / 1280
         thickness = max(2, round(scale * 2.2))
-        head = f"{code[:4]} {code[4:10]}"
         origin = (x0 + int((x1 - x0) * rng.uniform(0.05, 0.3)), y0 + int(70 * scale) + 20)
+        if rng.random() < self.stacked_fraction:  # owner code above the serial, as on doors
+            cv2.putText(image, code[:4], origin, font, scale, ink, thickness, cv2.LINE_AA)
+            top_x, top_y, top_w, top_h = _text_box(origin, code[:4], font, scale, thickness)
+            origin = (origin[0], origin[1] + int(top_h * 1.6))
+            head = code[4:10]
+        else:
+            head = f"{code[:4]} {code[4:10]}"
+            top_x, top_y, top_w, top_h = _text_box(origin, head, font, scale, thickness)
         cv2.putText(image, head, origin, font, scale, ink, thickness, cv2.LINE_AA)
         hx, hy, hw, hh = _text_box(origin, head, font, scale, thickness)
         digit_origin = (hx + hw + int(30 * scale), origin[1])
@@ -182,7 +198,9 @@ class SyntheticYardCamera:
         cv2.rectangle(
             image, (dx - pad, dy - pad), (dx + dw + pad, dy + dh), ink, max(1, thickness // 2)
         )
-        box = (hx, hy - pad, dx + dw + pad - hx, max(hh, dh) + pad)
+        left, top = min(hx, top_x), min(top_y, dy - pad)
+        right, bottom = max(dx + dw + pad, top_x + top_w), max(hy + hh, dy + dh)
+        box = (left, top, right - left, bottom - top)
         return GroundTruth("container_code", code, valid, box)
 
     def _draw_plate(self, rng: random.Random, image: Image) -> GroundTruth:

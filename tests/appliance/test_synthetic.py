@@ -59,3 +59,14 @@ def test_encoded_frames_decode() -> None:
 def test_bad_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="invalid_fraction"):
         SyntheticYardCamera(invalid_fraction=1.5)
+    with pytest.raises(ValueError, match="stacked_fraction"):
+        SyntheticYardCamera(stacked_fraction=-0.1)
+
+
+def test_stacked_layout_puts_the_code_on_two_lines() -> None:
+    row = SyntheticYardCamera(seed=3, difficulty="clean", stacked_fraction=0.0).frame(0)
+    stacked = SyntheticYardCamera(seed=3, difficulty="clean", stacked_fraction=1.0).frame(0)
+    (_, _, row_w, row_h) = row.truths[0].box
+    (_, _, stacked_w, stacked_h) = stacked.truths[0].box
+    assert stacked_h > 1.8 * row_h
+    assert stacked_w < row_w

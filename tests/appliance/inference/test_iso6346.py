@@ -83,3 +83,10 @@ def test_normalize_ignores_separators_and_case(
 @given(owners, categories, serials)
 def test_prefix_normalisation(owner: str, category: str, serial: str) -> None:
     assert iso6346.normalize_prefix(f"{owner}{category} {serial}") == owner + category + serial
+
+
+@pytest.mark.parametrize(
+    ("text", "owner"), [("MSCU", "MSCU"), ("m5cu", "MSCU"), ("MSC", None), ("MSCX", None)]
+)
+def test_owner_line_on_its_own(text: str, owner: str | None) -> None:
+    assert iso6346.normalize_owner(text) == owner
