@@ -194,10 +194,13 @@ class Outbox(CapacityMixin):
     async def _commit_group(self, group: list[PendingAppend]) -> None:
         async with self._lock:
             if self._broken:
-                self._reopen()
-            nbytes = sum(item.nbytes for item in group)
+                try:
+                    self._reopen()
+                except SyncError as exc:
+                    self._storage_failed(exc, sum(len(item.values) for item in group))
+                    raise
             free = shutil.disk_usage(self._path).free
-            if free < self._settings.min_free_disk_bytes + 2 * nbytes:
+            if self._settings.min_free_disk_bytes and free < self._settings.min_free_disk_bytes:
                 self._rejections["disk_full"] += sum(len(item.values) for item in group)
                 raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
             runs: list[tuple[Stream, int, list[bytes]]] = []
