@@ -273,3 +273,36 @@ async def test_closed_outbox_refuses_work(open_outbox: OpenOutbox) -> None:
     with pytest.raises(OutboxClosed):
         outbox.read(OutboxClass.EVENTS)
     await outbox.close()  # idempotent
+
+
+async def test_eviction_listener_hears_about_evicted_blob_refs(open_outbox: OpenOutbox) -> None:
+    settings = OutboxSettings(max_bytes=1 << 20, max_record_bytes=64 << 10, backpressure_wait_s=0)
+    evicted: list[tuple[OutboxClass, list[int]]] = []
+    outbox = open_outbox(
+        settings,
+        on_evicted=lambda stream, records: evicted.append((stream, [r.seq for r in records])),
+    )
+    await outbox.append_many(OutboxClass.EVENTS, [b"e" * 60_000] * 17)
+    refs = [
+        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, BlobRef(SHA, i, {}))
+        for i in range(400)
+    ]
+    assert evicted and all(stream is OutboxClass.RAW_SAMPLED for stream, _ in evicted)
+    dropped = [seq for _, seqs in evicted for seq in seqs]
+    assert dropped == refs[: len(dropped)]  # oldest first
+    left = [r.seq for r in outbox.read(OutboxClass.RAW_SAMPLED, max_records=1000)]
+    assert left == refs[len(dropped) :]
+
+
+async def test_a_cancelled_producer_does_not_disturb_the_others(open_outbox: OpenOutbox) -> None:
+    outbox = open_outbox()
+    tasks = [asyncio.ensure_future(outbox.append(OutboxClass.EVENTS, b"%d" % i)) for i in range(20)]
+    await asyncio.sleep(0)
+    tasks[5].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[5], asyncio.CancelledError)
+    kept = [seq for seq in done if isinstance(seq, int)]
+    assert len(kept) == 19
+    stored = [r.seq for r in outbox.read(OutboxClass.EVENTS)]
+    assert set(kept) <= set(stored)  # the cancelled one may or may not have been written
+    assert await outbox.append(OutboxClass.EVENTS, b"next") > max(stored)

@@ -25,12 +25,15 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = r"""
 import asyncio, sys
 from sync.outbox import Outbox, OutboxClass
-from sync.settings import OutboxSettings
+from sync.settings import Durability, OutboxSettings
 
 STREAMS = [OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY]
 
-async def main(path, round_no):
-    outbox = Outbox.open(path, OutboxSettings(min_free_disk_bytes=0, group_commit_max_records=64))
+async def main(path, round_no, durability):
+    settings = OutboxSettings(
+        min_free_disk_bytes=0, group_commit_max_records=64, durability=Durability(durability)
+    )
+    outbox = Outbox.open(path, settings)
     out = sys.stdout
     out.write("open\n"); out.flush()
 
@@ -60,13 +63,15 @@ async def main(path, round_no):
 
     await asyncio.gather(*(producer(p) for p in range(24)), acker())
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
 
 def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
+    # relaxed mode too: kill -9 loses no page cache, so it must keep its promises as well
+    durability = "sync" if round_no % 4 else "relaxed"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(round_no)],
+        [sys.executable, "-c", CHILD, str(path), str(round_no), durability],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
