@@ -4,9 +4,10 @@ Container codes print the check digit in a rectangle to the right of the
 serial number (``MSCU 123456 [7]``).  Text detectors often miss that lone
 boxed digit, or the box outline turns it into a CJK look-alike in
 recognition.  When a line reads as a 10-character prefix (owner, category,
-serial) this module cuts the region to its right, erases a rectangle that
-encloses other ink (the box), and hands the crop back for digits-only
-recognition.  Pure image processing, no model calls.
+serial) this module cuts candidate crops from the region to its right: the
+inside of the box outline, and character-sized windows along the line.  The
+caller reads them with a digits-only decode.  Pure image processing, no
+model calls.
 """
 
 from __future__ import annotations
@@ -16,17 +17,26 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["check_digit_crop", "warp_upright"]
+__all__ = ["check_digit_candidates", "warp_upright"]
 
 Image = np.ndarray[Any, Any]
 
 _SEARCH_WIDTH = 2.2  # heights of the prefix text to look to the right
 _VERTICAL_MARGIN = 0.6  # of the text height, above and below (the box is taller)
 _INTERIOR = 0.84  # of the box outline kept, so its strokes are cut away
+_WINDOW_WIDTH = 0.75  # sliding windows, in heights of the prefix text box
+_WINDOW_HEIGHT = 0.8
+_WINDOW_STEP = 0.25
 
 
-def check_digit_crop(image_bgr: Image, prefix_box: tuple[int, int, int, int]) -> Image | None:
-    """The region right of ``prefix_box`` (x, y, w, h) where the check digit should be."""
+def check_digit_candidates(image_bgr: Image, prefix_box: tuple[int, int, int, int]) -> list[Image]:
+    """Crops that may hold the check digit right of ``prefix_box`` (x, y, w, h).
+
+    First the inside of a box outline found in the search region (when one is
+    found), then windows the size of one character slid along the text line,
+    for boxes too thin or too broken to find.  The caller reads them all with
+    a digits-only decode and keeps the most confident single digit.
+    """
     x, y, w, h = prefix_box
     height, width = image_bgr.shape[:2]
     x0 = min(width, x + w)
@@ -34,10 +44,19 @@ def check_digit_crop(image_bgr: Image, prefix_box: tuple[int, int, int, int]) ->
     y0 = max(0, y - int(_VERTICAL_MARGIN * h))
     y1 = min(height, y + h + int(_VERTICAL_MARGIN * h))
     if x1 - x0 < h // 3 or y1 - y0 < 8:
-        return None
-    crop = image_bgr[y0:y1, x0:x1]
-    interior = _box_interior(crop)
-    return interior if interior is not None else crop
+        return []
+    candidates = []
+    interior = _box_interior(image_bgr[y0:y1, x0:x1])
+    if interior is not None:
+        candidates.append(interior)
+    win_w, win_h = int(_WINDOW_WIDTH * h), int(_WINDOW_HEIGHT * h)
+    top = max(0, y + (h - win_h) // 2)
+    bottom = min(height, top + win_h)
+    step = max(1, int(_WINDOW_STEP * h))
+    for left in range(x0 + step // 2, x1 - win_w + 1, step):
+        if bottom - top >= 8:
+            candidates.append(image_bgr[top:bottom, left : left + win_w])
+    return candidates
 
 
 def _box_interior(crop: Image) -> Image | None:

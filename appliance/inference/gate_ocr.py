@@ -20,7 +20,7 @@ import numpy as np
 
 from appliance.errors import ModelLoadError
 from appliance.inference import iso6346
-from appliance.inference.check_digit import check_digit_crop
+from appliance.inference.check_digit import check_digit_candidates
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
@@ -49,6 +49,7 @@ REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 
 Image = np.ndarray[Any, Any]
 Tensor = np.ndarray[Any, Any]
+_CHECK_DIGIT_SEARCH = 1.6  # reported box of a found check digit, in text heights
 _CHECK_DIGIT_WIDTH = 96  # a lone digit needs no 320-px canvas; narrower is ~3x cheaper
 
 
@@ -65,14 +66,15 @@ class _ReadBox:
 
 
 def _group_lines(read: list[_ReadBox]) -> list[list[_ReadBox]]:
-    """Group boxes whose vertical centres lie within each other's extent, left to right."""
+    """Group boxes that overlap vertically by at least half the smaller one's height into
+    lines, top to bottom; each line left to right."""
     lines: list[list[_ReadBox]] = []
     for item in sorted(read, key=lambda r: float(r.box.points[:, 1].mean())):
         _, y, _, h = item.box.bounds
-        centre = y + h / 2
         for line in lines:
-            _, ly, _, lh = line[-1].box.bounds
-            if ly <= centre <= ly + lh and y <= ly + lh / 2 <= y + h:
+            _, ly, _, lh = _union_box(line)
+            overlap = min(y + h, ly + lh) - max(y, ly)
+            if overlap >= 0.5 * min(h, lh):
                 line.append(item)
                 break
         else:
@@ -225,17 +227,21 @@ class GateOcrTask:
             if iso6346.normalize_prefix("".join(p.text.text for p in pieces)) is None:
                 continue
             x, y, w, h = _union_box(pieces[-1:])  # the serial: the digit is boxed to its right
-            crop = check_digit_crop(image_bgr, (x, y, w, h))
-            if crop is None:
+            candidates = check_digit_candidates(image_bgr, (x, y, w, h))
+            readings = [
+                r
+                for r in self.recognize(candidates, self._digits, _CHECK_DIGIT_WIDTH)
+                if len(r.text) == 1
+            ]
+            digit = max(readings, key=lambda r: r.confidence, default=None)
+            if digit is None or digit.confidence < self.settings.check_digit_min_confidence:
                 return line
-            (digit,) = self.recognize([crop], self._digits, _CHECK_DIGIT_WIDTH)
-            if len(digit.text) != 1 or digit.confidence < self.settings.check_digit_min_confidence:
-                return line
+            span = int(_CHECK_DIGIT_SEARCH * h)
             corners = np.array(
                 [
                     [x + w, y],
-                    [x + w + crop.shape[1], y],
-                    [x + w + crop.shape[1], y + h],
+                    [x + w + span, y],
+                    [x + w + span, y + h],
                     [x + w, y + h],
                 ],
                 dtype=np.float32,
