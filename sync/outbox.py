@@ -193,12 +193,7 @@ class Outbox(CapacityMixin):
 
     async def _commit_group(self, group: list[PendingAppend]) -> None:
         async with self._lock:
-            if self._broken:
-                try:
-                    self._reopen()
-                except SyncError as exc:
-                    self._storage_failed(exc, sum(len(item.values) for item in group))
-                    raise
+            self._ensure_writable(sum(len(item.values) for item in group))
             free = shutil.disk_usage(self._path).free
             if self._settings.min_free_disk_bytes and free < self._settings.min_free_disk_bytes:
                 self._rejections["disk_full"] += sum(len(item.values) for item in group)
@@ -233,16 +228,26 @@ class Outbox(CapacityMixin):
         if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:
             await self.run_maintenance()
 
+    def _ensure_writable(self, records: int) -> None:
+        """After a failed write RocksDB refuses more until reopened: reopen first."""
+        if not self._broken:
+            return
+        try:
+            self._reopen()
+        except SyncError as exc:
+            self._storage_failed(exc, records)
+            raise
+
     def _storage_failed(self, exc: SyncError, records: int) -> None:
+        """Count a failed write (``records`` refused) and remember to reopen or quarantine."""
         if isinstance(exc, OutboxCorrupted):
             mark_corrupt(self._path, str(exc))
-            self._rejections["corrupted"] += records
-        elif isinstance(exc, OutboxDiskFull):
-            self._rejections["disk_full"] += records
-            self._broken = True
+            reason = "corrupted"
         else:
-            self._rejections["storage_error"] += records
+            reason = "disk_full" if isinstance(exc, OutboxDiskFull) else "storage_error"
             self._broken = True
+        if records:
+            self._rejections[reason] += records
 
     def _reopen(self) -> None:
         """Reopen after an I/O error (RocksDB refuses writes until then); state is reloaded."""
@@ -252,6 +257,9 @@ class Outbox(CapacityMixin):
         )
         self._quarantined += quarantined
         self._usage, self._watermarks = state.usage, state.watermarks
+        self._pins = {s: {} for s in Stream}
+        for pin in state.pins:
+            self._pins[pin.stream][pin.first_seq] = pin
         self._next_seq = max(self._next_seq, state.reserved_until, state.max_seq + 1)
         self._committed_seq = self._next_seq - 1
         self._reserved_until = self._next_seq + SEQ_BLOCK
@@ -301,14 +309,19 @@ class Outbox(CapacityMixin):
             raise RecordRejected(f"unknown outbox class {stream!r}")
         sync = self._settings.durability is Durability.SYNC
         async with self._lock:
+            self._ensure_writable(0)
             watermark = self._watermarks[stream]
             up_to = min(up_to_seq, self._committed_seq)
             if up_to <= watermark:
                 return 0
             done = [p for p in self._pins[stream].values() if p.last_seq <= up_to]
-            removal = await self._writer.run(
-                self._store.ack, stream, watermark, up_to, self._usage[stream], done, sync
-            )
+            try:
+                removal = await self._writer.run(
+                    self._store.ack, stream, watermark, up_to, self._usage[stream], done, sync
+                )
+            except SyncError as exc:
+                self._storage_failed(exc, 0)
+                raise
             self._watermarks[stream] = up_to
             for pin in done:
                 self._pins[stream].pop(pin.first_seq, None)
