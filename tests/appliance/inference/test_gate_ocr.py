@@ -40,7 +40,7 @@ def test_varied_frames_mostly_read(gate_ocr: GateOcrTask) -> None:
     """Rotation up to 6 degrees, blur, noise, dim and bright lighting."""
     code_accuracy, plate_accuracy, false_codes = _score(gate_ocr, "varied")
     # measured 1.00 / 1.00 / 0 on this seed (0.78 on 40 frames of seed 5)
-    assert code_accuracy >= 0.65
+    assert code_accuracy >= 0.75
     assert plate_accuracy >= 0.8
     assert false_codes <= 2
 
