@@ -31,7 +31,7 @@ NAME = "outbox"
 RECORD = 200
 BATCH = 256
 PRODUCERS = 1000
-REPEATS = 3
+REPEATS = 5
 QUEUE_TABLE = (
     "CREATE TABLE queue (seq INTEGER PRIMARY KEY, stream INTEGER, created REAL, payload BLOB)"
 )
@@ -142,7 +142,7 @@ async def outbox_append_many(path: Path, payloads: list[bytes]) -> float:
     from sync.outbox import Outbox, OutboxClass
     from sync.settings import OutboxSettings
 
-    outbox = Outbox.open(path, OutboxSettings(min_free_disk_bytes=0))
+    outbox = Outbox.open(path, OutboxSettings())
     try:
         start = time.perf_counter()
         for first in range(0, len(payloads), BATCH):
@@ -159,7 +159,7 @@ async def outbox_concurrent_and_drain(
     from sync.outbox import Outbox, OutboxClass
     from sync.settings import OutboxSettings
 
-    outbox = Outbox.open(path, OutboxSettings(min_free_disk_bytes=0))
+    outbox = Outbox.open(path, OutboxSettings())
     try:
         per_producer = max(1, len(payloads) // PRODUCERS)
 
@@ -199,7 +199,7 @@ def rss_mb():
 
 async def main(path, total):
     baseline = rss_mb()
-    settings = OutboxSettings(min_free_disk_bytes=0)
+    settings = OutboxSettings()
     outbox = Outbox.open(path, settings)
     pool = [os.urandom(200) for _ in range(4096)]
     start = time.perf_counter()
@@ -240,7 +240,7 @@ def backlog_peak_rss(path: Path, total: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(NAME, argv)
     command = command_for(NAME, args.quick)
-    count = 30_000 if args.quick else 200_000
+    count = 50_000 if args.quick else 200_000
     backlog = 300_000 if args.quick else 10_000_000
     chunk = 1000
     payloads = _payloads(count)
