@@ -1,0 +1,74 @@
+"""Link monitor (pure): state transitions, full-jitter backoff bounds, bandwidth estimate."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.link import LinkMonitor, LinkState
+from sync.settings import LinkSettings
+
+
+def test_states_follow_outcomes() -> None:
+    link = LinkMonitor(offline_after_failures=3, rng=random.Random(1))
+    assert link.state is LinkState.OFFLINE and not link.usable
+    link.succeeded(10.0)
+    assert link.state is LinkState.ONLINE and link.snapshot().online_since == 10.0
+    link.failed(11.0, "reset")
+    assert link.state is LinkState.DEGRADED and link.usable
+    link.failed(12.0, "reset")
+    link.failed(13.0, "refused")
+    assert link.state is LinkState.OFFLINE
+    snap = link.snapshot()
+    assert snap.consecutive_failures == 3 and snap.last_error == "refused"
+    assert snap.online_since is None
+    link.succeeded(20.0)
+    assert link.state is LinkState.ONLINE and link.backoff_s() == 0.0
+    assert link.snapshot().failures_total == 3
+
+
+@given(failures=st.integers(1, 200), seed=st.integers(0, 2**32))
+def test_backoff_is_full_jitter_within_bounds(failures: int, seed: int) -> None:
+    settings = LinkSettings(backoff_initial_s=0.5, backoff_max_s=60)
+    link = LinkMonitor(settings, rng=random.Random(seed))
+    for i in range(failures):
+        link.failed(float(i), "x")
+    ceiling = min(60.0, 0.5 * 2 ** (failures - 1))
+    delays = [link.backoff_s() for _ in range(20)]
+    assert all(0 <= d <= ceiling for d in delays)
+
+
+def test_backoff_is_spread_out() -> None:
+    link = LinkMonitor(LinkSettings(backoff_initial_s=1, backoff_max_s=8), rng=random.Random(7))
+    for i in range(10):
+        link.failed(float(i), "x")
+    delays = [link.backoff_s() for _ in range(2000)]
+    assert max(delays) <= 8
+    assert 3.5 < sum(delays) / len(delays) < 4.5  # uniform(0, 8) has mean 4
+
+
+def test_bandwidth_estimate_smooths_large_transfers_only() -> None:
+    link = LinkMonitor(smoothing=0.5)
+    link.succeeded(0.0, nbytes=100, seconds=1)  # too small to measure
+    assert link.bandwidth_bps is None
+    link.succeeded(1.0, nbytes=250_000, seconds=1)
+    assert link.bandwidth_bps == pytest.approx(2_000_000)
+    link.observe_throughput(125_000, 1)
+    assert link.bandwidth_bps == pytest.approx(1_500_000)
+    link.observe_rtt(0.2)
+    link.observe_rtt(0.1)
+    assert link.snapshot().rtt_ms == pytest.approx(150)
+
+
+def test_flapping_link_alternates_without_getting_stuck() -> None:
+    link = LinkMonitor(offline_after_failures=2, rng=random.Random(3))
+    for cycle in range(50):
+        link.failed(cycle, "cut")
+        link.failed(cycle + 0.1, "cut")
+        assert link.state is LinkState.OFFLINE
+        assert link.backoff_s() <= link.settings.backoff_initial_s * 2
+        link.succeeded(cycle + 0.5)
+        assert link.state is LinkState.ONLINE
