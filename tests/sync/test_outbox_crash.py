@@ -79,20 +79,19 @@ def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
     )
     assert child.stdout is not None
     lines: list[str] = []
-    opened = threading.Event()
+    started = threading.Event()  # the first append was acknowledged
 
     def collect() -> None:
         assert child.stdout is not None
         for line in child.stdout:
-            if line == "open\n":
-                opened.set()
-            elif line.endswith("\n"):  # a line cut by the kill is not a promise
+            if line.endswith("\n") and line != "open\n":  # a cut line is not a promise
                 lines.append(line)
+                started.set()
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
     try:
-        assert opened.wait(30), child.stderr.read() if child.poll() is not None else "no start"
+        assert started.wait(60), child.stderr.read() if child.poll() is not None else "no start"
         time.sleep(rng.uniform(0.01, 0.3))
     finally:
         child.send_signal(signal.SIGKILL)
