@@ -7,8 +7,9 @@ together form a container code (up to 4 pieces) or a plate (up to 2).
 
 Plates: the UK format ``AB12 CDE`` (two letters, two digits, three letters)
 is recognised with the same positional look-alike repair as container codes
-and reported ``valid=True``; other short mixed letter/digit strings (5-8
-characters) are reported as plates with ``valid=None`` (unknown format).
+(O/0 freely, at most one other character) and reported ``valid=True``; other
+short mixed letter/digit strings (5-8 characters) are reported as plates with
+``valid=None`` (unknown format).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _TO_LETTER = str.maketrans({"0": "O", "1": "I", "2": "Z", "5": "S", "6": "G", "8
 _TO_DIGIT = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "Z": "2", "S": "5", "B": "8"})
 _MAX_CONTAINER_PIECES = 4
 _MAX_PLATE_PIECES = 2
+_MAX_PLATE_REPAIRS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,12 @@ class ClassifiedText:
 
 
 def parse_uk_plate(text: str) -> str | None:
-    """``"AB12 CDE"`` if ``text`` reads as a current-format UK plate, else None."""
+    """``"AB12 CDE"`` if ``text`` reads as a current-format UK plate, else None.
+
+    ``O``/``0`` confusions are repaired by position (``AB12 CD0`` -> ``AB12 CDO``),
+    and at most one other look-alike (``A812`` -> ``AB12``): plates carry no check
+    digit, so more repairs would turn words into plates.
+    """
     cleaned = _NOISE.sub("", text.upper())
     if len(cleaned) != 7:
         return None
@@ -50,6 +57,9 @@ def parse_uk_plate(text: str) -> str | None:
         + cleaned[2:4].translate(_TO_DIGIT)
         + cleaned[4:].translate(_TO_LETTER)
     )
+    repairs = sum(a != b and {a, b} != {"O", "0"} for a, b in zip(cleaned, repaired, strict=True))
+    if repairs > _MAX_PLATE_REPAIRS:
+        return None
     if not _UK_PLATE.match(repaired):
         return None
     return f"{repaired[:4]} {repaired[4:]}"
@@ -79,27 +89,53 @@ def classify_text(text: str) -> tuple[str, str, bool | None]:
     return "text", text.strip(), None
 
 
-def classify_line(pieces: Sequence[str]) -> list[ClassifiedText]:
-    """Classify the texts of one line (reading order), joining neighbours into codes."""
-    results: list[ClassifiedText] = []
+def _find_codes(pieces: Sequence[str]) -> list[ClassifiedText]:
+    """Container codes made of 1-4 neighbouring pieces, left to right, longest join first."""
+    found: list[ClassifiedText] = []
     start = 0
     while start < len(pieces):
-        found: ClassifiedText | None = None
         for end in range(min(len(pieces), start + _MAX_CONTAINER_PIECES), start, -1):
-            joined = "".join(pieces[start:end])
-            code = iso6346.parse(joined)
+            code = iso6346.parse("".join(pieces[start:end]))
             if code is not None:
-                found = ClassifiedText(start, end, "container_code", code.code, code.valid)
+                found.append(ClassifiedText(start, end, "container_code", code.code, code.valid))
+                start = end
                 break
-            if end - start <= _MAX_PLATE_PIECES:
-                plate = parse_uk_plate(joined)
-                if plate is not None:
-                    found = ClassifiedText(start, end, "plate", plate, True)
-                    break
-        if found is None:
+        else:
+            start += 1
+    return found
+
+
+def _classify_run(pieces: Sequence[str], offset: int) -> list[ClassifiedText]:
+    """Plates (1-2 pieces) and single texts in a run of pieces that holds no code."""
+    found: list[ClassifiedText] = []
+    start = 0
+    while start < len(pieces):
+        item: ClassifiedText | None = None
+        if start + 1 < len(pieces):
+            plate = parse_uk_plate(pieces[start] + pieces[start + 1])
+            if plate is not None:
+                item = ClassifiedText(offset + start, offset + start + 2, "plate", plate, True)
+        if item is None:
             kind, value, valid = classify_text(pieces[start])
-            found = ClassifiedText(start, start + 1, kind, value, valid)
-        if found.value:
-            results.append(found)
-        start = found.end
+            item = ClassifiedText(offset + start, offset + start + 1, kind, value, valid)
+        if item.value:
+            found.append(item)
+        start = item.end - offset
+    return found
+
+
+def classify_line(pieces: Sequence[str]) -> list[ClassifiedText]:
+    """Classify the texts of one line (reading order), joining neighbours into codes.
+
+    Container codes are found first (their check digit makes a join trustworthy);
+    plates and other text are then read from the pieces between them.
+    """
+    results: list[ClassifiedText] = []
+    cursor = 0
+    for code in [*_find_codes(pieces), None]:
+        stop = code.start if code is not None else len(pieces)
+        results.extend(_classify_run(pieces[cursor:stop], cursor))
+        if code is not None:
+            results.append(code)
+            cursor = code.end
     return results
