@@ -54,7 +54,7 @@ def _frames(count: int) -> list[Frame]:
 
     from appliance.sources.synthetic import SyntheticYardCamera
 
-    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[0:300, 100:380]
+    face = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[0:300, 100:380]  # type: ignore[no-untyped-call]
     frames = []
     for frame in SyntheticYardCamera(seed=0).frames(count):
         image = frame.image_bgr.copy()

@@ -1,7 +1,11 @@
 """The interface the daemon uses: build the enabled tasks, then ``task.run(frame)``.
 
-    tasks, errors = build_tasks(settings.inference, models_dir)
+    tasks, errors = await asyncio.to_thread(build_tasks, settings.inference, models_dir)
     result = await asyncio.to_thread(tasks["gate_ocr"].run, frame_bgr)
+
+Loading takes about a second (sha256 of each file, session creation, warm-up),
+so do it off the event loop.  ``run`` is safe to call from several worker
+threads (ONNX Runtime sessions are thread-safe; LiteRT calls are serialised).
 
 ``build_tasks`` never raises for a task that cannot be loaded: a missing
 runtime library (``RuntimeUnavailable``), a missing or mismatching model file,
