@@ -73,3 +73,18 @@ def test_tasks_reject_frames_that_are_not_bgr(models_dir: Path, frame: object) -
     for task in tasks.values():
         with pytest.raises(BadFrame):
             task.run(frame)  # type: ignore[arg-type]
+
+
+def test_tasks_give_the_same_results_from_concurrent_threads(models_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from appliance.sources.synthetic import SyntheticYardCamera
+
+    tasks, _ = build_tasks(InferenceSettings(), models_dir)
+    frames = [f.image_bgr for f in SyntheticYardCamera(seed=8).frames(4)]
+    jobs = [(name, i) for name in tasks for i in range(len(frames))]
+    sequential = {job: tasks[job[0]].run(frames[job[1]]).detections for job in jobs}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = pool.map(lambda job: tasks[job[0]].run(frames[job[1]]).detections, jobs)
+        parallel = dict(zip(jobs, results, strict=True))
+    assert parallel == sequential
