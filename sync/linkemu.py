@@ -130,7 +130,8 @@ class _Pipe:
     async def _wait_change(self, timeout: float | None) -> None:
         self.changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
 
 
 class _Connection:

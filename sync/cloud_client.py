@@ -1,0 +1,197 @@
+"""The HTTP edge of the sync engine: one aiohttp session to the ingest service.
+
+Every request carries the device's bearer token.  Request bodies are written
+in pieces paced by the global :class:`~sync.scheduler.TokenBucket` (the
+bandwidth cap), and every byte handed to the socket is counted.
+
+Failures become typed errors that say what to do:
+
+* :class:`CloudUnavailable` (retryable): refused, reset, timeout, 5xx, 423 -
+  the link or the service; back off and try again.
+* :class:`CloudRejected` (permanent): a 4xx with the service's JSON
+  ``{"error", "detail"}``; the same request will fail again.
+* :class:`BatchConflict`: 409 on a batch - the id is held with other bytes.
+* :class:`~sync.errors.ProtocolError`: a 2xx whose body is not what the
+  protocol says (malformed handshake answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import aiohttp
+from multidict import CIMultiDict
+from pydantic import BaseModel, ValidationError
+
+from sync.errors import PermanentSyncError, ProtocolError, RetryableSyncError
+from sync.protocol import BATCH_CONTENT_TYPE, BatchAck, SyncRequest, SyncResponse
+from sync.scheduler import TokenBucket
+
+__all__ = [
+    "BatchConflict",
+    "CloudClient",
+    "CloudRejected",
+    "CloudUnavailable",
+    "HttpAnswer",
+]
+
+log = logging.getLogger("yardlink.sync")
+
+PIECE_BYTES: Final = 16 << 10
+M = TypeVar("M", bound=BaseModel)
+
+
+class CloudUnavailable(RetryableSyncError):
+    """The service could not be reached or failed on its side (retry after a backoff)."""
+
+
+class CloudRejected(PermanentSyncError):
+    """The service refused the request (4xx); sending it unchanged will not help."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"HTTP {status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class BatchConflict(CloudRejected):
+    """409 on ``PUT /v1/batches/{id}``: the cloud holds this id with a different digest."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class CloudClient:
+    """Talks to ``base_url`` (e.g. ``http://127.0.0.1:8080``); close with ``await close()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        bucket: TokenBucket | None = None,
+        request_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.bucket = bucket or TokenBucket(None)
+        self.bytes_out = 0  # request body bytes handed to the socket, all requests
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=request_timeout_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=4, force_close=False),
+            )
+        return self._session
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    async def paced(self, body: bytes) -> AsyncIterator[bytes]:
+        """Yield ``body`` in pieces, each after the bandwidth cap allows it."""
+        view = memoryview(body)
+        for start in range(0, len(body), PIECE_BYTES):
+            piece = view[start : start + PIECE_BYTES]
+            delay = self.bucket.reserve(len(piece), time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield bytes(piece)
+            self.bytes_out += len(piece)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> HttpAnswer:
+        """One request; raises the typed errors above for anything not in ``ok``."""
+        all_headers = dict(headers or {})
+        data: AsyncIterator[bytes] | None = None
+        if body is not None:
+            all_headers["Content-Length"] = str(len(body))
+            data = self.paced(body)
+        try:
+            async with self._http().request(
+                method, self.url(path), headers=all_headers, data=data
+            ) as response:
+                payload = await response.read()
+                answer = HttpAnswer(response.status, CIMultiDict(response.headers), payload)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise CloudUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if answer.status in ok:
+            return answer
+        raise _error_for(method, path, answer)
+
+    # ------------------------------------------------------------------ protocol calls
+
+    async def handshake(self, request: SyncRequest) -> SyncResponse:
+        body = request.model_dump_json(exclude_none=True).encode()
+        answer = await self.request(
+            "POST", "/v1/sync", headers={"Content-Type": "application/json"}, body=body
+        )
+        return _parse(SyncResponse, answer, "handshake answer")
+
+    async def put_batch(self, batch_id: str, body: bytes) -> BatchAck:
+        try:
+            answer = await self.request(
+                "PUT",
+                f"/v1/batches/{batch_id}",
+                headers={"Content-Type": BATCH_CONTENT_TYPE},
+                body=body,
+            )
+        except CloudRejected as exc:
+            if exc.status == 409:
+                raise BatchConflict(exc.status, exc.error, exc.detail) from exc
+            raise
+        return _parse(BatchAck, answer, f"batch {batch_id} answer")
+
+    async def blob_held(self, sha256: str) -> bool:
+        answer = await self.request("HEAD", f"/v1/blobs/{sha256}", ok=(200, 404))
+        return answer.status == 200
+
+
+def _parse(model: type[M], answer: HttpAnswer, what: str) -> M:
+    try:
+        return model.model_validate_json(answer.body)
+    except ValidationError as exc:
+        raise ProtocolError(f"malformed {what}: {exc.errors()[:3]!r}") from exc
+
+
+def _error_for(method: str, path: str, answer: HttpAnswer) -> CloudUnavailable | CloudRejected:
+    error, detail = f"http_{answer.status}", answer.body[:200].decode("utf-8", "replace")
+    try:
+        parsed = json.loads(answer.body)
+        if isinstance(parsed, dict):
+            error = str(parsed.get("error", error))
+            detail = str(parsed.get("detail", detail))
+    except ValueError:
+        pass
+    if answer.status >= 500 or answer.status in (408, 423, 429):
+        return CloudUnavailable(f"{method} {path}: HTTP {answer.status} {error}: {detail}")
+    return CloudRejected(answer.status, error, detail)

@@ -1,0 +1,358 @@
+"""The sync engine: drives outbox -> cloud over a link that keeps failing.
+
+One supervised task runs the loop::
+
+    handshake (POST /v1/sync) -> delta-ack what the cloud holds, queue raw requests
+    repeat: scheduler picks a stream ->
+        metadata: next batch (pinned before sending) -> PUT /v1/batches/{id} -> ack
+        raw:      next blob ref -> tus upload (resumable) -> ack
+    on a transport failure: link monitor backoff (full jitter), then a handshake probe
+
+Controls for the local API: :meth:`pause`, :meth:`resume`, :meth:`sync_now`,
+:meth:`set_bandwidth_cap`, :meth:`progress`, and :meth:`notify` (call after
+appends so young batches are noticed without polling delay).
+
+Bad input from the cloud never stops the loop and never drops records:
+
+* malformed handshake answer, 5xx, refused or cut connections: logged, the
+  link monitor backs off, the same work is retried;
+* 409 on a batch (the id is held with another digest): logged at ERROR, the
+  stream is held at that batch - records kept, not acked, also not by the
+  handshake's watermark (the conflict is persisted in the state file) - and
+  the other streams go on; an operator must look (``progress().classes[s].stalled``);
+* a record that does not fit its schema (``BadRecord``) holds its stream the same way;
+* a raw request for an unknown record is reported back once as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sync.batches import BatchLimits
+from sync.cloud_client import CloudClient, CloudRejected, CloudUnavailable
+from sync.engine_state import EngineStateFile
+from sync.errors import PermanentUploadError, ProtocolError, RetryableUploadError, SyncError
+from sync.link import LinkMonitor
+from sync.metadata_delivery import MetadataDelivery
+from sync.outbox import Outbox
+from sync.ports import BlobSource, ModelInventory
+from sync.progress import ClassProgress, CurrentUpload, SyncProgress
+from sync.protocol import METADATA_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
+from sync.raw_delivery import RawDelivery, upload_metadata
+from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
+from sync.settings import SyncSettings
+from sync.uploader import ChunkSizer, TusUploader
+
+__all__ = ["SyncEngine"]
+
+log = logging.getLogger("yardlink.sync")
+
+_TRANSIENT = (CloudUnavailable, RetryableUploadError, ProtocolError, CloudRejected)
+
+
+class SyncEngine:
+    """Create, ``await start()``, ``await close()``.  ``settings.cloud_url`` must be set."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        settings: SyncSettings,
+        *,
+        device_id: str,
+        site_id: str,
+        blob_source: BlobSource,
+        state_path: Path,
+        models: ModelInventory | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if settings.cloud_url is None or settings.token is None:
+            raise ValueError("the sync engine needs settings.cloud_url and settings.token")
+        self.outbox, self.settings = outbox, settings
+        self.device_id, self.site_id = device_id, site_id
+        self._models = models
+        self._clock = clock
+        self.state = EngineStateFile(state_path)
+        self.bucket = TokenBucket(settings.bandwidth_cap_bps)
+        self.client = CloudClient(
+            str(settings.cloud_url),
+            settings.token,
+            bucket=self.bucket,
+            request_timeout_s=settings.link.request_timeout_s,
+        )
+        self.link = LinkMonitor(settings.link, rng=rng)
+        self.scheduler = Scheduler(
+            SchedulerPolicy(
+                aging_after_s=settings.aging_after_s,
+                aging_share=settings.aging_share,
+                daily_budget_bytes=settings.daily_budget_bytes,
+            )
+        )
+        if self.state.state.day == utc_day(clock()):
+            self.scheduler.restore_sent_today(self.state.state.sent_today, clock())
+        sizer = ChunkSizer(
+            settings.chunk_min_bytes, settings.chunk_max_bytes, settings.chunk_target_s
+        )
+        self.uploader = TusUploader(self.client, self.state, sizer, link=self.link)
+        self.raw = RawDelivery(outbox, self.state, blob_source)
+        self.limits = BatchLimits(
+            settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_age_s
+        )
+        self._paused = False
+        self._flush = False
+        self._handshake_due = True
+        self._next_handshake = 0.0
+        self._last_handshake: float | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.meta = MetadataDelivery(
+            outbox, self.state, self.client, self.limits, device_id, site_id, clock
+        )
+        self._sent_bytes = dict.fromkeys(Stream, 0)
+        self._sent_records = dict.fromkeys(Stream, 0)
+        self._resent_bytes = 0
+        self._blob_bytes: dict[str, int] = {}  # body bytes sent per blob, all attempts
+        self._last_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle and controls
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sync-engine")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.client.close()
+
+    def pause(self) -> None:
+        """Stop sending after the request in flight (at most one chunk or batch)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake.set()
+
+    def sync_now(self) -> None:
+        """Handshake now, send young batches without waiting, skip the current backoff."""
+        self._flush = True
+        self._handshake_due = True
+        self._wake.set()
+
+    def notify(self) -> None:
+        """Something was appended: look at the outbox now."""
+        self._wake.set()
+
+    def set_bandwidth_cap(self, bps: float | None) -> None:
+        self.bucket.set_rate(bps)
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def progress(self) -> SyncProgress:
+        now = self._clock()
+        stats = self.outbox.stats().per_class
+        sent_today = self.scheduler.sent_today(now)
+        link = self.link.snapshot()
+        current = self.uploader.current
+        classes = {
+            s: ClassProgress(
+                pending_records=stats[s].records,
+                pending_bytes=stats[s].bytes,
+                oldest_age_s=stats[s].oldest_age_s,
+                sent_records=self._sent_records[s],
+                sent_bytes=self._sent_bytes[s],
+                sent_today_bytes=sent_today[s],
+                budget_left_bytes=self.scheduler.budget_left(s, now),
+                stalled=self.meta.stalled.get(s),
+            )
+            for s in Stream
+        }
+        return SyncProgress(
+            running=self.running,
+            paused=self._paused,
+            link=link.state,
+            bandwidth_bps=link.bandwidth_bps,
+            rtt_ms=link.rtt_ms,
+            consecutive_failures=link.consecutive_failures,
+            bandwidth_cap_bps=self.bucket.rate_bps,
+            classes=classes,
+            upload=None
+            if current is None
+            else CurrentUpload(
+                sha256=current.sha256,
+                upload_path=current.upload_path,
+                offset=current.offset,
+                length=current.length,
+                rate_bps=current.rate_bps,
+            ),
+            last_error=self._last_error,
+            last_handshake_at=self._last_handshake,
+            unknown_raw_requests=len(self.state.state.unknown),
+            resent_bytes=self._resent_bytes,
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except _TRANSIENT as exc:
+                self._failed(exc)
+                await self._sleep(max(self.link.backoff_s(), 0.01))
+            except Exception as exc:  # noqa: BLE001 - supervised loop: log, back off, go on
+                log.exception("sync step failed unexpectedly; backing off")
+                self._failed(exc)
+                await self._sleep(max(self.link.backoff_s(), 1.0))
+
+    async def _step(self) -> None:
+        if self._paused:
+            await self._sleep(math.inf)
+            return
+        now = self._clock()
+        if self._handshake_due or not self.link.usable or now >= self._next_handshake:
+            await self._handshake()
+        decision, wait_s = self._decide()
+        if decision is None:
+            self._flush = False
+            await self._sleep(min(wait_s, self._next_handshake - self._clock()))
+            return
+        if decision.stream.is_metadata:
+            started = time.monotonic()
+            sent = await self.meta.send(decision.stream)
+            if sent is not None:
+                elapsed = time.monotonic() - started
+                self.link.succeeded(self._clock(), nbytes=sent.body_bytes, seconds=elapsed)
+                self._sent(decision.stream, sent.body_bytes, sent.records)
+        else:
+            await self._send_raw(decision.stream)
+
+    def _decide(self) -> tuple[Decision | None, float]:
+        now = self._clock()
+        stats = self.outbox.stats().per_class
+        backlog: dict[Stream, Backlog] = {}
+        wait_s = max(0.05, min(1.0, self.limits.max_age_s))  # poll for new appends
+        for stream in Stream:
+            item = stats[stream]
+            if stream.is_metadata:
+                ready = self._flush or bool(self.outbox.pinned_batches(stream))
+                ready = ready or item.records >= self.limits.max_records
+                ready = ready or item.bytes >= self.limits.max_bytes
+                ready = ready or item.oldest_age_s >= self.limits.max_age_s
+                if item.records and not ready:
+                    wait_s = min(wait_s, self.limits.max_age_s - item.oldest_age_s)
+                    continue
+            elif not self.raw.has_next(stream):
+                continue
+            backlog[stream] = Backlog(item.records, item.bytes, item.oldest_age_s)
+        decision = self.scheduler.decide(
+            backlog, now, link_up=True, blocked=frozenset(self.meta.stalled)
+        )
+        if isinstance(decision, Decision):
+            return decision, 0.0
+        return None, min(wait_s, decision.wait_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        if seconds <= 0:
+            return
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (close hangs).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if math.isinf(seconds) else seconds):
+                await self._wake.wait()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self.link.failed(self._clock(), self._last_error)
+        level = logging.WARNING if isinstance(exc, SyncError) and exc.retryable else logging.ERROR
+        log.log(level, "sync: %s (link %s)", self._last_error, self.link.state)
+
+    def _sent(self, stream: Stream, nbytes: int, records: int) -> None:
+        now = self._clock()
+        self.scheduler.record_sent(stream, nbytes, now)
+        self._sent_bytes[stream] += nbytes
+        self._sent_records[stream] += records
+        if self.settings.daily_budget_bytes:
+            self.state.state.day = utc_day(now)
+            self.state.state.sent_today = self.scheduler.sent_today(now)
+            self.state.save()
+
+    # ------------------------------------------------------------------ handshake
+
+    async def _handshake(self) -> None:
+        stats = self.outbox.stats().per_class
+        state = self.state.state
+        delivered, unknown = list(state.delivered), list(state.unknown)
+        link = self.link.snapshot()
+        request = SyncRequest(
+            device_id=self.device_id,
+            site_id=self.site_id,
+            watermarks={s: self.outbox.acked_watermark(s) for s in METADATA_STREAMS},
+            outbox={s: DepthInfo(records=v.records, bytes=v.bytes) for s, v in stats.items()},
+            models=self._models() if self._models is not None else [],
+            link=LinkStats(
+                bandwidth_bps=link.bandwidth_bps,
+                rtt_ms=link.rtt_ms,
+                failures=link.failures_total,
+            ),
+            delivered_raw_requests=delivered[:10_000],
+            unknown_raw_requests=unknown[:10_000],
+        )
+        started = time.monotonic()
+        answer = await self.client.handshake(request)
+        self.link.observe_rtt(time.monotonic() - started)
+        self.link.succeeded(self._clock())
+        self._handshake_due = False
+        self._last_handshake = self._clock()
+        self._next_handshake = self._last_handshake + self.settings.handshake_interval_s
+        self.raw.reported(delivered, unknown)
+        await self.meta.delta_ack(answer.acked)
+        if answer.raw_requests:
+            queued = await self.raw.queue_requests(answer.raw_requests)
+            if queued:
+                log.info("queued %d raw blobs requested by the cloud", queued)
+
+    # ------------------------------------------------------------------ raw blobs
+
+    async def _send_raw(self, stream: Stream) -> None:
+        record = self.raw.next_record(stream)
+        if record is None:
+            return
+        ref = self.raw.parse(record)
+        if ref is None:
+            return
+        try:
+            path = await self.raw.blob_source.open_for_upload(ref)
+        except FileNotFoundError as exc:
+            self.raw.skip(record, f"blob {ref.sha256[:12]} is gone from the blob store: {exc}")
+            return
+        before = self.client.bytes_out
+        try:
+            outcome = await self.uploader.upload(path, upload_metadata(stream, ref))
+        except PermanentUploadError as exc:
+            self.raw.skip(record, str(exc))
+            return
+        finally:
+            spent = self.client.bytes_out - before
+            self._blob_bytes[ref.sha256] = self._blob_bytes.get(ref.sha256, 0) + spent
+        self.link.succeeded(self._clock())
+        total = self._blob_bytes.pop(ref.sha256, 0)
+        if not outcome.skipped:
+            self._resent_bytes += max(0, total - ref.size)
+        await self.raw.delivered(record, ref)
+        self._sent(stream, outcome.bytes_sent, 1)

@@ -1,0 +1,49 @@
+"""What the sync engine reports to the local API (``/v1/status``) and the TUI."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from sync.link import LinkState
+from sync.protocol import Stream
+
+__all__ = ["ClassProgress", "CurrentUpload", "SyncProgress"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassProgress(_Frozen):
+    pending_records: int
+    pending_bytes: int
+    oldest_age_s: float
+    sent_records: int  # since the engine started
+    sent_bytes: int  # bytes on the wire since the engine started (resends included)
+    sent_today_bytes: int  # this UTC day, for daily budgets (survives restarts)
+    budget_left_bytes: int | None  # None: no daily budget
+    stalled: str | None = None  # why this stream is held (409 conflict, bad record)
+
+
+class CurrentUpload(_Frozen):
+    sha256: str
+    upload_path: str | None
+    offset: int
+    length: int
+    rate_bps: float | None
+
+
+class SyncProgress(_Frozen):
+    running: bool
+    paused: bool
+    link: LinkState
+    bandwidth_bps: float | None  # measured
+    rtt_ms: float | None
+    consecutive_failures: int
+    bandwidth_cap_bps: float | None  # configured global cap
+    classes: dict[Stream, ClassProgress]
+    upload: CurrentUpload | None
+    last_error: str | None
+    last_handshake_at: float | None
+    unknown_raw_requests: int
+    resent_bytes: int  # upload bytes sent more than once (after cuts)

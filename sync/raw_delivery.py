@@ -1,0 +1,145 @@
+"""Raw streams: walk the outbox's blob refs, upload each, acknowledge in seq order.
+
+Rules (the engine owns one :class:`RawDelivery`):
+
+* Records of a raw stream are tried in seq order from a per-process cursor.
+* A blob that cannot be delivered in this process - it is gone from the blob
+  store, its ref is unreadable, or the cloud refused it permanently - is
+  *skipped*, never acknowledged: it stays in the outbox and is tried again on
+  the next start (nothing is dropped by the sync side).
+* ``Outbox.ack`` deletes a whole prefix, so a delivered record is acked only
+  when no skipped record of the same stream lies below it; otherwise it waits
+  and the next start re-walks it (the cloud then answers "held" in one HEAD).
+* Raw requests from the handshake are resolved through the ``BlobSource`` and
+  queued as ``raw_requested`` refs carrying ``request_id`` in their meta.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sync.engine_state import EngineStateFile
+from sync.errors import RecordRejected
+from sync.outbox import BlobRef, Outbox, OutboxRecord
+from sync.ports import BlobSource
+from sync.protocol import RAW_STREAMS, RawRequest, Stream, UploadMetadata
+
+__all__ = ["RawDelivery", "upload_metadata"]
+
+log = logging.getLogger("yardlink.sync")
+
+
+def upload_metadata(stream: Stream, ref: BlobRef) -> UploadMetadata:
+    """The tus metadata of a blob ref (``seq``/``request_id`` from its meta when present)."""
+    seq = ref.meta.get("seq", "")
+    return UploadMetadata(
+        sha256=ref.sha256,
+        stream=stream,
+        filename=ref.meta.get("filename"),
+        content_type=ref.meta.get("content_type"),
+        seq=int(seq) if seq.isdigit() else None,
+        request_id=ref.meta.get("request_id"),
+    )
+
+
+@dataclass
+class _Cursor:
+    after_seq: int = 0
+    skipped: list[int] = field(default_factory=list)
+
+
+class RawDelivery:
+    def __init__(self, outbox: Outbox, state: EngineStateFile, blob_source: BlobSource) -> None:
+        self.outbox = outbox
+        self.state = state
+        self.blob_source = blob_source
+        self._cursors = {s: _Cursor() for s in RAW_STREAMS}
+
+    def next_record(self, stream: Stream) -> OutboxRecord | None:
+        found = self.outbox.read(stream, self._cursors[stream].after_seq, max_records=1)
+        return found[0] if found else None
+
+    def has_next(self, stream: Stream) -> bool:
+        return self.next_record(stream) is not None
+
+    def skipped(self, stream: Stream) -> int:
+        return len(self._cursors[stream].skipped)
+
+    def skip(self, record: OutboxRecord, reason: str) -> None:
+        """Leave ``record`` in the outbox and move past it for the rest of this process."""
+        cursor = self._cursors[record.stream]
+        cursor.after_seq = record.seq
+        cursor.skipped.append(record.seq)
+        log.error(
+            "raw %s seq %d not delivered (kept in the outbox, retried after restart): %s",
+            record.stream,
+            record.seq,
+            reason,
+        )
+
+    def parse(self, record: OutboxRecord) -> BlobRef | None:
+        try:
+            return BlobRef.from_bytes(record.payload)
+        except RecordRejected as exc:
+            self.skip(record, f"unreadable blob ref: {exc}")
+            return None
+
+    async def delivered(self, record: OutboxRecord, ref: BlobRef) -> None:
+        """The blob of ``record`` is in the cloud: ack what can be acked, settle its request."""
+        cursor = self._cursors[record.stream]
+        cursor.after_seq = record.seq
+        if not cursor.skipped:
+            await self.outbox.ack(record.stream, record.seq)
+        request_id = ref.meta.get("request_id")
+        left = self.state.state.raw_requests.get(request_id or "")
+        if request_id and left is not None:
+            if left <= 1:
+                del self.state.state.raw_requests[request_id]
+                self.state.state.delivered.append(request_id)
+            else:
+                self.state.state.raw_requests[request_id] = left - 1
+            self.state.save()
+
+    async def queue_requests(self, requests: list[RawRequest]) -> int:
+        """Resolve new raw requests into ``raw_requested`` refs; returns how many were queued."""
+        state = self.state.state
+        known = set(state.raw_requests) | set(state.delivered) | set(state.unknown)
+        queued = 0
+        for request in requests:
+            if request.request_id in known:
+                continue
+            try:
+                refs = await self.blob_source.resolve_raw_request(request)
+            except Exception:  # noqa: BLE001 - the blob store's failure must not stop sync
+                log.exception("resolving raw request %s failed; asked again later", request)
+                continue
+            if not refs:
+                log.warning(
+                    "raw request %s names no record on this device (seq=%s, %s..%s); "
+                    "reporting it as unknown",
+                    request.request_id,
+                    request.seq,
+                    request.since,
+                    request.until,
+                )
+                state.unknown.append(request.request_id)
+                continue
+            for ref in refs:
+                meta = {**ref.meta, "request_id": request.request_id}
+                await self.outbox.append_blob_ref(
+                    Stream.RAW_REQUESTED,
+                    BlobRef(ref.sha256, ref.size, meta),
+                    expires_at=request.expires_at,
+                )
+            state.raw_requests[request.request_id] = len(refs)
+            queued += len(refs)
+        self.state.save()
+        return queued
+
+    def reported(self, delivered: list[str], unknown: list[str]) -> None:
+        """The handshake carrying these ids succeeded: stop reporting them."""
+        state = self.state.state
+        state.delivered = [r for r in state.delivered if r not in set(delivered)]
+        state.unknown = [r for r in state.unknown if r not in set(unknown)]
+        self.state.save()

@@ -1,0 +1,264 @@
+"""The sync engine against the REAL ingest service on loopback (optionally through linkemu)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from sync.batches import encode_records
+from sync.engine import SyncEngine
+from sync.link import LinkState
+from sync.linkemu import Direction, LinkConditions, LinkEmulator
+from sync.outbox import Outbox, OutboxClass
+from sync.protocol import Stream, encode_batch, make_batch_id
+from sync.settings import LinkSettings, OutboxSettings, SyncSettings
+from tests.sync.ingest_server import (
+    DEVICE,
+    SITE,
+    BlobDir,
+    event_payload,
+    lake_seqs,
+    running_ingest,
+)
+
+OUTBOX = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
+
+
+def sync_settings(url: str, token: str, **overrides: object) -> SyncSettings:
+    values: dict[str, object] = {
+        "cloud_url": url,
+        "token": token,
+        "batch_max_records": 100,
+        "batch_max_age_s": 0.0,
+        "handshake_interval_s": 5.0,
+        "chunk_min_bytes": 16 << 10,
+        "chunk_target_s": 0.5,
+        "link": LinkSettings(backoff_initial_s=0.05, backoff_max_s=0.5, request_timeout_s=5),
+    }
+    values.update(overrides)
+    return SyncSettings.model_validate(values)
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    box = Outbox.open(tmp_path / "outbox", OUTBOX)
+    yield box
+    await box.close()
+
+
+@asynccontextmanager
+async def engine_for(
+    tmp_path: Path, outbox: Outbox, url: str, token: str, **overrides: object
+) -> AsyncIterator[tuple[SyncEngine, BlobDir]]:
+    blobs = BlobDir(tmp_path / "blobs")
+    engine = SyncEngine(
+        outbox,
+        sync_settings(url, token, **overrides),
+        device_id=DEVICE,
+        site_id=SITE,
+        blob_source=blobs,
+        state_path=tmp_path / "sync-state.json",
+        rng=random.Random(5),
+    )
+    await engine.start()
+    try:
+        yield engine, blobs
+    finally:
+        await engine.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def drained(outbox: Outbox, *streams: Stream) -> Callable[[], bool]:
+    return lambda: all(outbox.stats().per_class[s].records == 0 for s in streams)
+
+
+async def append_events(outbox: Outbox, n: int, start: int = 0) -> list[int]:
+    return await outbox.append_many(
+        OutboxClass.EVENTS, [event_payload(i) for i in range(start, start + n)]
+    )
+
+
+async def test_delivers_every_event_exactly_once(tmp_path: Path, outbox: Outbox) -> None:
+    seqs = await append_events(outbox, 550)
+    telemetry = await outbox.append(OutboxClass.TELEMETRY, b'{"kind":"fps","body":"{}"}')
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
+            await wait_for(drained(outbox, Stream.EVENTS, Stream.TELEMETRY))
+            progress = engine.progress()
+            assert progress.link is LinkState.ONLINE
+            assert progress.classes[Stream.EVENTS].sent_records == 550
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+        assert lake_seqs(cloud.settings.data_dir, Stream.TELEMETRY) == [telemetry]
+        puts = [p for _, m, p in cloud.requests if m == "PUT"]
+        assert len(puts) == 7  # five 100-record batches, one of 50 events, one telemetry
+
+
+async def test_cuts_and_flaps_lose_nothing_and_duplicate_nothing(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    seqs = await append_events(outbox, 3000)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.01))
+        async with emu, engine_for(tmp_path, outbox, emu.url, cloud.token) as (engine, _):
+            rng = random.Random(11)
+            for _ in range(12):  # cut mid-request, after the request, or drop the link
+                kind = rng.choice(["up", "down", "flap"])
+                if kind == "up":
+                    emu.cut_after(rng.randint(100, 20_000), Direction.UP)
+                elif kind == "down":
+                    emu.cut_after(1, Direction.DOWN)
+                else:
+                    emu.set_online(False)
+                    await asyncio.sleep(0.1)
+                    emu.set_online(True)
+                await asyncio.sleep(0.15)
+            await wait_for(drained(outbox, Stream.EVENTS), timeout=60)
+            assert engine.progress().link is LinkState.ONLINE
+        assert emu.stats.cuts >= 5
+    lake = lake_seqs(cloud.settings.data_dir, Stream.EVENTS)
+    assert sorted(lake) == seqs  # exactly once: no loss, no duplicate
+
+
+async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outbox) -> None:
+    seqs = await append_events(outbox, 200)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        # The cloud already got the first 120 (e.g. before a crash lost the local ack).
+        records = outbox.read(OutboxClass.EVENTS, max_records=120)
+        batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
+        async with aiohttp.ClientSession() as http:
+            put = await http.put(
+                f"{cloud.url}/v1/batches/{batch.batch_id}",
+                data=batch.body,
+                headers={"Authorization": f"Bearer {cloud.token}"},
+            )
+            assert put.status == 201
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token):
+            await wait_for(drained(outbox, Stream.EVENTS))
+        puts = [p for _, m, p in cloud.requests if m == "PUT"]
+        assert f"/v1/batches/{DEVICE}.events.{seqs[120]}-{seqs[-1]}" in puts
+        assert len(puts) == 2  # ours, then only the missing 80
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+
+
+async def test_conflict_holds_the_stream_and_keeps_records(
+    tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """409: the cloud holds our next batch id with other bytes (put there after our
+    handshake, so the watermark did not cover it yet)."""
+    caplog.set_level(logging.ERROR, "yardlink.sync")
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
+            await wait_for(lambda: engine.progress().last_handshake_at is not None)
+            first = outbox.stats().next_seq
+            last = first + 49
+            other = encode_batch(
+                Stream.EVENTS,
+                [
+                    {"device_id": DEVICE, "site_id": SITE, "seq": s, "event_time": 1.0}
+                    for s in (first, last)
+                ],
+            )
+            batch_id = make_batch_id(DEVICE, Stream.EVENTS, first, last)
+            async with aiohttp.ClientSession() as http:
+                put = await http.put(
+                    f"{cloud.url}/v1/batches/{batch_id}",
+                    data=other,
+                    headers={"Authorization": f"Bearer {cloud.token}"},
+                )
+                assert put.status == 201
+            assert await append_events(outbox, 50) == list(range(first, last + 1))
+            telemetry = await outbox.append(OutboxClass.TELEMETRY, b'{"kind":"fps","body":"{}"}')
+            await wait_for(drained(outbox, Stream.TELEMETRY))
+            await wait_for(lambda: engine.progress().classes[Stream.EVENTS].stalled is not None)
+            engine.sync_now()  # the handshake's watermark must not ack the held range either
+            await wait_for(lambda: cloud.requests[-1][2] == "/v1/sync")
+            await asyncio.sleep(0.2)
+            assert engine.running
+            assert outbox.stats().per_class[Stream.EVENTS].records == 50
+            assert outbox.acked_watermark(OutboxClass.EVENTS) < first
+        assert lake_seqs(cloud.settings.data_dir, Stream.TELEMETRY) == [telemetry]
+    assert "409 conflict" in caplog.text and batch_id in caplog.text
+
+
+async def test_bad_cloud_answers_do_not_stop_the_engine(
+    tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Malformed handshake JSON and 500s: typed errors in the log, then it recovers."""
+    faults = iter(["malformed", "500", "malformed", "500-batch"])
+    state = {"fault": next(faults, None)}
+
+    @web.middleware
+    async def misbehave(request: web.Request, handler: Callable[..., object]) -> web.StreamResponse:
+        fault = state["fault"]
+        if fault is not None and (request.path == "/v1/sync") == (fault != "500-batch"):
+            state["fault"] = next(faults, None)
+            if fault == "malformed":
+                return web.Response(
+                    text='{"acked": {"events": "lots"', content_type="application/json"
+                )
+            return web.json_response({"error": "internal", "detail": "boom"}, status=500)
+        response = await handler(request)  # type: ignore[misc]
+        assert isinstance(response, web.StreamResponse)
+        return response
+
+    seqs = await append_events(outbox, 150)
+    caplog.set_level(logging.WARNING, "yardlink.sync")
+    async with running_ingest(tmp_path / "cloud", middlewares=[misbehave]) as cloud:
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
+            await wait_for(drained(outbox, Stream.EVENTS))
+            assert engine.progress().link is LinkState.ONLINE
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+    assert state["fault"] is None
+    assert "ProtocolError: malformed handshake answer" in caplog.text
+    assert "CloudUnavailable" in caplog.text and "HTTP 500" in caplog.text
+
+
+async def test_unknown_raw_request_is_reported_once(tmp_path: Path, outbox: Outbox) -> None:
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        await cloud.add_raw_request("rr-unknown", seq=424242)
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
+            await wait_for(lambda: engine.progress().last_handshake_at is not None)
+            engine.sync_now()
+            await wait_for(lambda: engine.progress().unknown_raw_requests == 0)
+            engine.sync_now()
+            await asyncio.sleep(0.2)
+            assert await cloud.raw_request_state("rr-unknown") == "unavailable"
+        syncs = [p for _, m, p in cloud.requests if p == "/v1/sync"]
+        assert len(syncs) >= 2
+
+
+async def test_pause_resume_and_offline_state(tmp_path: Path, outbox: Outbox) -> None:
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        emu = LinkEmulator(("127.0.0.1", cloud.port))
+        async with emu, engine_for(tmp_path, outbox, emu.url, cloud.token) as (engine, _):
+            await wait_for(lambda: engine.progress().link is LinkState.ONLINE)
+            engine.pause()
+            await asyncio.sleep(0.1)
+            await append_events(outbox, 30)
+            await asyncio.sleep(0.3)
+            assert outbox.stats().per_class[Stream.EVENTS].records == 30
+            assert engine.progress().paused
+            emu.set_online(False)
+            engine.resume()
+            await wait_for(lambda: engine.progress().link is LinkState.OFFLINE)
+            assert outbox.stats().per_class[Stream.EVENTS].records == 30
+            emu.set_online(True)
+            engine.sync_now()
+            await wait_for(drained(outbox, Stream.EVENTS))
+            engine.set_bandwidth_cap(1_000_000)
+            assert engine.progress().bandwidth_cap_bps == pytest.approx(1_000_000)
