@@ -102,7 +102,7 @@ class LinkMonitor:
         self._state = LinkState.ONLINE
         self._failures = 0
         if nbytes >= 16 << 10 and seconds > 0:
-            self._bandwidth_Bps = self._smooth(self._bandwidth_Bps, nbytes / seconds)
+            self._bandwidth_Bps = self._smooth(self._bandwidth_Bps, nbytes / max(seconds, 1e-3))
 
     def observe_rtt(self, seconds: float) -> None:
         """A small request/response round trip (the handshake) took ``seconds``."""
@@ -112,7 +112,7 @@ class LinkMonitor:
     def observe_throughput(self, nbytes: int, seconds: float) -> None:
         """Bytes moved in ``seconds`` by a transfer that was then cut (still a measurement)."""
         if nbytes >= 16 << 10 and seconds > 0:
-            self._bandwidth_Bps = self._smooth(self._bandwidth_Bps, nbytes / seconds)
+            self._bandwidth_Bps = self._smooth(self._bandwidth_Bps, nbytes / max(seconds, 1e-3))
 
     def failed(self, now: float, error: str) -> None:
         """An exchange failed at the transport level (refused, reset, timeout, 5xx)."""

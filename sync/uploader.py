@@ -75,9 +75,9 @@ class ChunkSizer:
         return self._rate
 
     def observe(self, nbytes: int, seconds: float) -> None:
-        if nbytes <= 0 or seconds <= 0:
+        if nbytes <= 0 or not seconds > 0:
             return
-        sample = nbytes / seconds
+        sample = nbytes / max(seconds, 1e-3)  # a timer tick is not an infinitely fast link
         self._rate = sample if self._rate is None else 0.5 * self._rate + 0.5 * sample
 
     def next_size(self) -> int:
