@@ -226,19 +226,27 @@ class SyncEngine:
             return
         now = self._clock()
         if self._handshake_due or not self.link.usable or now >= self._next_handshake:
-            await self._handshake()
+            # Encode the first batches while the handshake is on the wire.
+            warm = asyncio.create_task(self.meta.warm_up())
+            try:
+                await self._handshake()
+            finally:
+                await warm
         decision, wait_s = self._decide()
         if decision is None:
             self._flush = False
             await self._sleep(min(wait_s, self._next_handshake - self._clock()))
             return
         if decision.stream.is_metadata:
+            stream = decision.stream
             started = time.monotonic()
-            sent = await self.meta.send(decision.stream)
-            if sent is not None:
+            batches = await self.meta.send(stream, lambda: self._still_first(stream))
+            for sent in batches:
+                self._sent(stream, sent.body_bytes, sent.records)
+            if batches:
+                nbytes = sum(b.body_bytes for b in batches)
                 elapsed = time.monotonic() - started
-                self.link.succeeded(self._clock(), nbytes=sent.body_bytes, seconds=elapsed)
-                self._sent(decision.stream, sent.body_bytes, sent.records)
+                self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
         else:
             await self._send_raw(decision.stream)
 
@@ -266,6 +274,13 @@ class SyncEngine:
         if isinstance(decision, Decision):
             return decision, 0.0
         return None, min(wait_s, decision.wait_s)
+
+    def _still_first(self, stream: Stream) -> bool:
+        """Whether ``stream`` would still be chosen now (nothing more urgent arrived)."""
+        if self._paused:
+            return False
+        decision, _ = self._decide()
+        return decision is not None and decision.stream is stream
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()

@@ -9,8 +9,9 @@ Put it between the appliance and the ingest service::
         emu.set_online(False)                        # refuse and cut everything
         emu.start_flapping(offline_s=2, online_s=3)  # follow a schedule
 
-Per direction, bytes are serialised at ``rate_bps`` and delivered ``rtt_s/2``
-later (pipelined, so throughput is not limited to one window per RTT); at most
+Per direction, bytes are serialised at ``rate_bps`` (shared by all connections,
+like one physical link) and delivered ``rtt_s/2`` later (pipelined, so
+throughput is not limited to one window per RTT); at most
 ``max_in_flight`` bytes wait in the emulated pipe, which gives backpressure
 like a TCP window.  ``blackhole`` keeps connections open but forwards nothing.
 ``cut_after(n, direction)`` aborts every connection once ``n`` more bytes have
@@ -77,7 +78,6 @@ class _Pipe:
         self.direction = direction
         self.queue: deque[tuple[float, bytes]] = deque()
         self.in_flight = 0
-        self.link_free_at = 0.0
         self.changed = asyncio.Event()
         self.eof = False
 
@@ -92,10 +92,11 @@ class _Pipe:
                 break
             data = self.emu._take_cut_budget(self.direction, data, conn)
             now = time.monotonic()
-            start = max(now, self.link_free_at)
+            # One link: every connection shares the rate of this direction.
+            start = max(now, self.emu._link_free_at[self.direction])
             serialise = 0.0 if cond.rate_bps is None else len(data) * 8 / cond.rate_bps
-            self.link_free_at = start + serialise
-            self.queue.append((self.link_free_at + cond.rtt_s / 2, data))
+            done = self.emu._link_free_at[self.direction] = start + serialise
+            self.queue.append((done + cond.rtt_s / 2, data))
             self.in_flight += len(data)
             self.changed.set()
             if conn.cutting:
@@ -191,6 +192,7 @@ class LinkEmulator:
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._cut: _Cut | None = None
+        self._link_free_at = {Direction.UP: 0.0, Direction.DOWN: 0.0}
         self._flapper: asyncio.Task[None] | None = None
 
     @property

@@ -14,15 +14,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sync.batches import BadRecord, BatchLimits, EncodedBatch, cut_batch, encode_records
 from sync.cloud_client import BatchConflict, CloudClient, CloudRejected
 from sync.engine_state import ConflictRecord, EngineStateFile
-from sync.outbox import Outbox
-from sync.protocol import METADATA_STREAMS, Stream
+from sync.outbox import Outbox, OutboxRecord
+from sync.protocol import METADATA_STREAMS, BatchAck, Stream
 
 __all__ = ["MetadataDelivery", "SentBatch"]
 
@@ -50,6 +52,7 @@ class MetadataDelivery:
         self.outbox, self.state, self.client, self.limits = outbox, state, client, limits
         self.device_id, self.site_id = device_id, site_id
         self._clock = clock
+        self._warm: dict[Stream, EncodedBatch] = {}
         self.stalled: dict[Stream, str] = {
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
         }
@@ -62,6 +65,11 @@ class MetadataDelivery:
             for conflict in self.state.state.conflicts:
                 if conflict.stream is stream:
                     target = min(target, conflict.first_seq - 1)
+            # Batches sent in parallel may land out of order: never trust the watermark
+            # past a pinned batch we have not seen acknowledged (it is simply resent).
+            pins = self.outbox.pinned_batches(stream)
+            if pins:
+                target = min(target, pins[0].first_seq - 1)
             if target >= next_seq:
                 log.error(
                     "cloud watermark %d for %s is beyond any seq this outbox issued (%d); "
@@ -79,8 +87,9 @@ class MetadataDelivery:
 
     # ------------------------------------------------------------------ metadata batches
 
-    def _next_batch(self, stream: Stream) -> EncodedBatch | None:
-        pins = self.outbox.pinned_batches(stream)
+    def _records_for(self, stream: Stream, after: int, *, flush: bool) -> list[OutboxRecord]:
+        """The records of the next batch after seq ``after``: a pinned range first."""
+        pins = [p for p in self.outbox.pinned_batches(stream) if p.first_seq > after]
         if pins:
             pin = pins[0]
             records = self.outbox.read(
@@ -89,47 +98,92 @@ class MetadataDelivery:
                 max_records=pin.last_seq - pin.first_seq + 1,
                 max_bytes=1 << 40,
             )
-            records = [r for r in records if r.seq <= pin.last_seq]
-        else:
-            available = self.outbox.read(
-                stream, max_records=self.limits.max_records, max_bytes=self.limits.max_bytes
-            )
-            records, _ = cut_batch(available, self.limits, self._clock(), flush=True)
+            return [r for r in records if r.seq <= pin.last_seq]
+        available = self.outbox.read(
+            stream, after, max_records=self.limits.max_records, max_bytes=self.limits.max_bytes
+        )
+        records, _ = cut_batch(available, self.limits, self._clock(), flush=flush)
+        return records
+
+    async def _prepare(self, stream: Stream, after: int, *, flush: bool) -> EncodedBatch | None:
+        records = self._records_for(stream, after, flush=flush)
         if not records:
             return None
-        batch = encode_records(stream, records, device_id=self.device_id, site_id=self.site_id)
-        if pins and batch.boundary != pins[0]:
-            log.warning("pinned batch %s now covers %s", pins[0].batch_id, batch.batch_id)
-        self.outbox.pin_batch(batch.boundary)  # before sending: a crash resends the same id
-        return batch
-
-    async def send(self, stream: Stream) -> SentBatch | None:
-        """Send the next batch of ``stream``; None when nothing went out (empty, held)."""
-        try:
-            batch = self._next_batch(stream)
-        except BadRecord as exc:
-            self.stall(stream, str(exc))
-            return None
-        if batch is None:
-            return None
-        try:
-            ack = await self.client.put_batch(batch.batch_id, batch.body)
-        except BatchConflict as exc:
-            self._conflict(batch, exc)
-            return None
-        except CloudRejected as exc:
-            if exc.status in (401, 403):
-                raise
-            self.stall(stream, f"batch {batch.batch_id} refused: {exc}")
-            return None
-        await self.outbox.ack(stream, batch.boundary.last_seq)
-        log.debug(
-            "batch %s delivered (%d records, duplicate=%s)",
-            ack.batch_id,
-            ack.records,
-            ack.duplicate,
+        warm = self._warm.pop(stream, None)
+        if warm is not None and (warm.boundary.first_seq, warm.boundary.last_seq) == (
+            records[0].seq,
+            records[-1].seq,
+        ):
+            return warm
+        return await asyncio.to_thread(
+            encode_records, stream, records, device_id=self.device_id, site_id=self.site_id
         )
-        return SentBatch(batch.batch_id, batch.records, len(batch.body))
+
+    async def warm_up(self) -> None:
+        """Encode the first batch of each metadata stream ahead (run during the handshake).
+
+        Used by the next ``send`` only if the same seq range is still the next batch.
+        """
+        self._warm.clear()
+        for stream in METADATA_STREAMS:
+            if stream in self.stalled:
+                continue
+            try:
+                batch = await self._prepare(stream, 0, flush=True)
+            except Exception:  # noqa: BLE001 - only a head start; send() meets real errors
+                continue
+            if batch is not None:
+                self._warm[stream] = batch
+
+    async def send(
+        self, stream: Stream, keep_going: Callable[[], bool], *, window: int = 2
+    ) -> list[SentBatch]:
+        """Send batches of ``stream`` in seq order, up to ``window`` PUTs in flight.
+
+        The first batch is sent even if not full (the scheduler chose this
+        stream); more follow while ``keep_going()`` (nothing of higher priority
+        is waiting) and full or aged batches are ready.  Each batch is pinned
+        before its PUT starts and acked only once it and every batch before it
+        succeeded (``Outbox.ack`` deletes a prefix).  Returns what was acked.
+        """
+        sent: list[SentBatch] = []
+        inflight: deque[tuple[EncodedBatch, asyncio.Task[BatchAck]]] = deque()
+        after = 0
+        try:
+            while True:
+                while len(inflight) < window and (not sent and not inflight or keep_going()):
+                    try:
+                        batch = await self._prepare(stream, after, flush=not sent and not inflight)
+                    except BadRecord as exc:
+                        if not inflight:
+                            self.stall(stream, str(exc))
+                        break
+                    if batch is None:
+                        break
+                    self.outbox.pin_batch(batch.boundary)  # before sending: same id after a crash
+                    put = self.client.put_batch(batch.batch_id, batch.body)
+                    inflight.append((batch, asyncio.create_task(put)))
+                    after = batch.boundary.last_seq
+                if not inflight:
+                    return sent
+                batch, task = inflight.popleft()
+                try:
+                    ack = await task
+                except BatchConflict as exc:
+                    self._conflict(batch, exc)
+                    return sent
+                except CloudRejected as exc:
+                    if exc.status in (401, 403):
+                        raise
+                    self.stall(stream, f"batch {batch.batch_id} refused: {exc}")
+                    return sent
+                await self.outbox.ack(stream, batch.boundary.last_seq)
+                log.debug("batch %s delivered (duplicate=%s)", ack.batch_id, ack.duplicate)
+                sent.append(SentBatch(batch.batch_id, batch.records, len(batch.body)))
+        finally:  # later batches stay pinned and are resent (the cloud dedups by id + digest)
+            for _, task in inflight:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in inflight), return_exceptions=True)
 
     def stall(self, stream: Stream, reason: str) -> None:
         self.stalled[stream] = reason
