@@ -262,3 +262,31 @@ async def test_pause_resume_and_offline_state(tmp_path: Path, outbox: Outbox) ->
             await wait_for(drained(outbox, Stream.EVENTS))
             engine.set_bandwidth_cap(1_000_000)
             assert engine.progress().bandwidth_cap_bps == pytest.approx(1_000_000)
+
+
+async def test_out_of_order_batches_are_not_lost(tmp_path: Path, outbox: Outbox) -> None:
+    """Two PUTs in flight: the first fails (500), the second is stored.  The handshake's
+    watermark then covers the failed one; the engine must still resend it."""
+    failed: list[str] = []
+
+    @web.middleware
+    async def fail_first_put(
+        request: web.Request, handler: Callable[..., object]
+    ) -> web.StreamResponse:
+        if request.method == "PUT" and not failed:
+            failed.append(request.path)
+            await request.read()
+            await asyncio.sleep(0.2)  # let the second batch land first
+            return web.json_response({"error": "internal", "detail": "boom"}, status=500)
+        response = await handler(request)  # type: ignore[misc]
+        assert isinstance(response, web.StreamResponse)
+        return response
+
+    seqs = await append_events(outbox, 200)
+    async with running_ingest(tmp_path / "cloud", middlewares=[fail_first_put]) as cloud:
+        async with engine_for(
+            tmp_path, outbox, cloud.url, cloud.token, handshake_interval_s=0.01
+        ) as (engine, _):
+            await wait_for(drained(outbox, Stream.EVENTS))
+        assert failed == [f"/v1/batches/{DEVICE}.events.{seqs[0]}-{seqs[99]}"]
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
