@@ -360,6 +360,9 @@ class SyncEngine:
         try:
             outcome = await self.uploader.upload(path, upload_metadata(stream, ref))
         except PermanentUploadError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, CloudRejected) and cause.status in (401, 403):
+                raise cause from exc  # our credentials, not this blob: back off, keep it
             self.raw.skip(record, str(exc))
             return
         finally:

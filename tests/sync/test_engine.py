@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,83 +13,20 @@ import pytest
 from aiohttp import web
 
 from sync.batches import encode_records
-from sync.engine import SyncEngine
 from sync.link import LinkState
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream, encode_batch, make_batch_id
-from sync.settings import LinkSettings, OutboxSettings, SyncSettings
-from tests.sync.ingest_server import (
-    DEVICE,
-    SITE,
-    BlobDir,
-    event_payload,
-    lake_seqs,
-    running_ingest,
+from tests.sync.engine_harness import (
+    append_events,
+    drained,
+    engine_for,
+    outbox,
+    wait_for,
 )
+from tests.sync.ingest_server import DEVICE, SITE, lake_seqs, running_ingest
 
-OUTBOX = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
-
-
-def sync_settings(url: str, token: str, **overrides: object) -> SyncSettings:
-    values: dict[str, object] = {
-        "cloud_url": url,
-        "token": token,
-        "batch_max_records": 100,
-        "batch_max_age_s": 0.0,
-        "handshake_interval_s": 5.0,
-        "chunk_min_bytes": 16 << 10,
-        "chunk_target_s": 0.5,
-        "link": LinkSettings(backoff_initial_s=0.05, backoff_max_s=0.5, request_timeout_s=5),
-    }
-    values.update(overrides)
-    return SyncSettings.model_validate(values)
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox.open(tmp_path / "outbox", OUTBOX)
-    yield box
-    await box.close()
-
-
-@asynccontextmanager
-async def engine_for(
-    tmp_path: Path, outbox: Outbox, url: str, token: str, **overrides: object
-) -> AsyncIterator[tuple[SyncEngine, BlobDir]]:
-    blobs = BlobDir(tmp_path / "blobs")
-    engine = SyncEngine(
-        outbox,
-        sync_settings(url, token, **overrides),
-        device_id=DEVICE,
-        site_id=SITE,
-        blob_source=blobs,
-        state_path=tmp_path / "sync-state.json",
-        rng=random.Random(5),
-    )
-    await engine.start()
-    try:
-        yield engine, blobs
-    finally:
-        await engine.close()
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-def drained(outbox: Outbox, *streams: Stream) -> Callable[[], bool]:
-    return lambda: all(outbox.stats().per_class[s].records == 0 for s in streams)
-
-
-async def append_events(outbox: Outbox, n: int, start: int = 0) -> list[int]:
-    return await outbox.append_many(
-        OutboxClass.EVENTS, [event_payload(i) for i in range(start, start + n)]
-    )
+__all__ = ["outbox"]  # the fixture, imported for pytest
 
 
 async def test_delivers_every_event_exactly_once(tmp_path: Path, outbox: Outbox) -> None:
