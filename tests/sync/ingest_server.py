@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -165,3 +169,64 @@ class BlobDir:
     async def resolve_raw_request(self, request: RawRequest) -> list[BlobRef]:
         ref = self.by_seq.get(request.seq) if request.seq is not None else None
         return [] if ref is None else [ref]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class CloudProcess:
+    """``yardlink ingest serve`` as a real process (SIGKILL-able), with a device token."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._yardlink = [str(Path(sys.executable).parent / "yardlink"), "ingest"]
+        out = subprocess.run(
+            [*self._yardlink, "device", "add", DEVICE, "--site", SITE]
+            + ["--data-dir", str(data_dir), "--json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        self.token: str = json.loads(out)["token"]
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [*self._yardlink, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
