@@ -111,6 +111,7 @@ class SyncEngine:
         self._next_handshake = 0.0
         self._last_handshake: float | None = None
         self._wake = asyncio.Event()
+        self._idle = False
         self._task: asyncio.Task[None] | None = None
         self.meta = MetadataDelivery(
             outbox, self.state, self.client, self.limits, device_id, site_id, clock
@@ -150,8 +151,9 @@ class SyncEngine:
         self._wake.set()
 
     def notify(self) -> None:
-        """Something was appended: look at the outbox now."""
-        self._wake.set()
+        """Something was appended: look at the outbox now (never cuts a backoff short)."""
+        if self._idle:
+            self._wake.set()
 
     def set_bandwidth_cap(self, bps: float | None) -> None:
         self.bucket.set_rate(bps)
@@ -221,6 +223,7 @@ class SyncEngine:
                 await self._sleep(max(self.link.backoff_s(), 1.0))
 
     async def _step(self) -> None:
+        self._wake.clear()  # controls used from here on end the next sleep
         if self._paused:
             await self._sleep(math.inf)
             return
@@ -235,7 +238,11 @@ class SyncEngine:
         decision, wait_s = self._decide()
         if decision is None:
             self._flush = False
-            await self._sleep(min(wait_s, self._next_handshake - self._clock()))
+            self._idle = True
+            try:
+                await self._sleep(min(wait_s, self._next_handshake - self._clock()))
+            finally:
+                self._idle = False
             return
         if decision.stream.is_metadata:
             stream = decision.stream
@@ -283,7 +290,6 @@ class SyncEngine:
         return decision is not None and decision.stream is stream
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
         if seconds <= 0:
             return
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (close hangs).
