@@ -68,6 +68,7 @@ class LinkEmuStats:
 class _Cut:
     remaining: int
     direction: Direction
+    min_up_bytes: int = 0  # only on a connection that already carried this much upstream
 
 
 class _Pipe:
@@ -146,6 +147,7 @@ class _Connection:
         self.client_reader, self.client_writer = client
         self.server_reader, self.server_writer = server
         self.cutting = False
+        self.up_bytes = 0
 
     async def run(self) -> None:
         up, down = _Pipe(self.emu, Direction.UP), _Pipe(self.emu, Direction.DOWN)
@@ -233,11 +235,18 @@ class LinkEmulator:
         if not online:
             self.cut_all()
 
-    def cut_after(self, nbytes: int, direction: Direction = Direction.ANY) -> None:
-        """Abort every open connection once ``nbytes`` more bytes crossed ``direction``."""
+    def cut_after(
+        self, nbytes: int, direction: Direction = Direction.ANY, *, min_up_bytes: int = 0
+    ) -> None:
+        """Abort every open connection once ``nbytes`` more bytes crossed ``direction``.
+
+        With ``min_up_bytes``, only bytes of a connection that already sent that
+        much upstream count: ``cut_after(1, Direction.DOWN, min_up_bytes=65536)``
+        loses the answer to a large request (an upload chunk), not to a small one.
+        """
         if nbytes < 1:
             raise ValueError("nbytes must be >= 1")
-        self._cut = _Cut(nbytes, direction)
+        self._cut = _Cut(nbytes, direction, min_up_bytes)
 
     def cut_all(self) -> None:
         """Abort every open connection now (counted as one cut when any was open)."""
@@ -282,8 +291,12 @@ class LinkEmulator:
     # ------------------------------------------------------------------ internals
 
     def _take_cut_budget(self, direction: Direction, data: bytes, conn: _Connection) -> bytes:
+        if direction is Direction.UP:
+            conn.up_bytes += len(data)
         cut = self._cut
         if cut is None or cut.direction not in (direction, Direction.ANY):
+            return data
+        if conn.up_bytes < cut.min_up_bytes:
             return data
         if len(data) < cut.remaining:
             cut.remaining -= len(data)

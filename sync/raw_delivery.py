@@ -36,7 +36,7 @@ def upload_metadata(stream: Stream, ref: BlobRef) -> UploadMetadata:
     return UploadMetadata(
         sha256=ref.sha256,
         stream=stream,
-        filename=ref.meta.get("filename"),
+        filename=ref.meta.get("filename", f"{ref.sha256}.bin"),  # generic tus servers want one
         content_type=ref.meta.get("content_type"),
         seq=int(seq) if seq.isdigit() else None,
         request_id=ref.meta.get("request_id"),

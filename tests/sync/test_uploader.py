@@ -1,0 +1,167 @@
+"""The tus client against the REAL ingest service's tus server, through the link emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sync.cloud_client import CloudClient
+from sync.engine_state import EngineStateFile
+from sync.errors import RetryableUploadError
+from sync.linkemu import Direction, LinkConditions, LinkEmulator
+from sync.protocol import Stream, UploadMetadata
+from sync.uploader import ChunkSizer, TusUploader
+from tests.sync.tus_servers import TUS_SERVERS, TusTarget, tus_target
+
+CHUNK = 64 << 10
+
+
+@pytest.fixture(params=TUS_SERVERS)
+async def cloud(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TusTarget]:
+    async with tus_target(request.param, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def emu(cloud: TusTarget) -> AsyncIterator[LinkEmulator]:
+    async with LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.005)) as running:
+        yield running
+
+
+def blob(tmp_path: Path, size: int, name: str = "blob.bin") -> tuple[Path, UploadMetadata]:
+    data = os.urandom(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    return path, UploadMetadata(sha256=sha, stream=Stream.RAW_SAMPLED, seq=7, filename=f"{sha}.bin")
+
+
+def uploader_for(url: str, token: str, state_path: Path) -> TusUploader:
+    client = CloudClient(url, token, request_timeout_s=5)
+    # Fixed chunk size: min == max, so the tests know where chunks start.
+    return TusUploader(client, EngineStateFile(state_path), ChunkSizer(CHUNK, CHUNK, 1.0))
+
+
+def held(cloud: TusTarget, path: Path, sha: str) -> bool:
+    return cloud.stored(sha) == path.read_bytes()
+
+
+async def test_small_blob_goes_in_one_request(tmp_path: Path, cloud: TusTarget) -> None:
+    path, meta = blob(tmp_path, 10_000)
+    uploader = uploader_for(cloud.url, cloud.token, tmp_path / "state.json")
+    try:
+        outcome = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert not outcome.skipped
+    assert held(cloud, path, meta.sha256)
+    methods = [m for _, m, p in cloud.requests if p.startswith("/v1/uploads")]
+    if cloud.kind == "ingest":  # creation-with-upload: one request, the bytes sent once
+        assert methods == ["POST"] and outcome.bytes_sent == 10_000
+    else:  # aiohttp-tus ignores a body on POST: the client sends it again with PATCH
+        assert methods == ["POST", "PATCH"] and outcome.bytes_sent == 20_000
+    assert uploader.state.upload_path(meta.sha256) is None  # forgotten once complete
+
+
+async def test_held_blob_is_never_sent(tmp_path: Path, cloud: TusTarget) -> None:
+    path, meta = blob(tmp_path, 200_000)
+    uploader = uploader_for(cloud.url, cloud.token, tmp_path / "state.json")
+    try:
+        await uploader.upload(path, meta)
+        before = uploader.client.bytes_out
+        again = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert again.skipped and uploader.client.bytes_out == before
+
+
+async def test_cut_mid_chunk_resumes_and_resends_less_than_a_chunk(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    path, meta = blob(tmp_path, 10 * CHUNK + 123)
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    try:
+        emu.cut_after(3 * CHUNK + CHUNK // 2, Direction.UP)  # in the middle of chunk 4
+        with pytest.raises(RetryableUploadError):
+            await uploader.upload(path, meta)
+        assert uploader.state.upload_path(meta.sha256) is not None
+        first_try = uploader.client.bytes_out
+        outcome = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert outcome.resumed_from > 0 and outcome.resumed_from % CHUNK == 0
+    resent = first_try + outcome.bytes_sent - path.stat().st_size
+    assert 0 <= resent <= CHUNK
+    assert held(cloud, path, meta.sha256)
+
+
+async def test_cut_after_request_before_response(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    path, meta = blob(tmp_path, 4 * CHUNK)
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    lost = 0
+    try:
+        for attempt in range(10):  # lose the answers of the first requests
+            if attempt < 3:  # the answer to the next upload request (POST or PATCH) is lost
+                emu.cut_after(1, Direction.DOWN, min_up_bytes=CHUNK)
+            try:
+                outcome = await uploader.upload(path, meta)
+                break
+            except RetryableUploadError:
+                lost += 1
+    finally:
+        await uploader.client.close()
+    assert lost == 3
+    assert outcome.skipped or outcome.resumed_from > 0
+    assert held(cloud, path, meta.sha256)
+
+
+async def test_restart_resumes_from_the_persisted_upload(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    path, meta = blob(tmp_path, 6 * CHUNK)
+    state = tmp_path / "state.json"
+    first = uploader_for(emu.url, cloud.token, state)
+    try:
+        emu.cut_after(2 * CHUNK + 1000, Direction.UP)
+        with pytest.raises(RetryableUploadError):
+            await first.upload(path, meta)
+    finally:
+        await first.client.close()
+    second = uploader_for(emu.url, cloud.token, state)  # a new process: only the file remains
+    try:
+        outcome = await second.upload(path, meta)
+    finally:
+        await second.client.close()
+    assert outcome.resumed_from >= CHUNK
+    assert held(cloud, path, meta.sha256)
+
+
+async def test_flapping_link_finishes_with_retries(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    emu.conditions.rate_bps = 8_000_000  # 1 MB/s: each chunk takes ~65 ms
+    path, meta = blob(tmp_path, 30 * CHUNK)
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    emu.start_flapping(offline_s=0.15, online_s=0.6)
+    failures = 0
+    try:
+        for _ in range(200):
+            try:
+                await uploader.upload(path, meta)
+                break
+            except RetryableUploadError:
+                failures += 1
+                await asyncio.sleep(0.05)
+    finally:
+        await emu.stop_flapping()
+        await uploader.client.close()
+    assert failures >= 1
+    assert held(cloud, path, meta.sha256)
+    assert uploader.client.bytes_out <= path.stat().st_size + (failures + 1) * CHUNK

@@ -1,0 +1,109 @@
+"""tus servers our client is tested against, all real and on loopback.
+
+* ``aiohttp-tus``: an independent tus 1.0.0 server (core + creation; it ignores
+  creation-with-upload bodies and checksums) - proves our client interoperates.
+* ``ingest``: the project's own ingest service, when ``cloud_ingest.tus`` exists.
+
+``mount_third_party_tus(app, root)`` also lets the real ingest service (handshake,
+batches, lake) serve raw uploads through aiohttp-tus while its own tus server is
+not there yet; ``HEAD /v1/blobs/{sha256}`` answers from the completed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp_tus import setup_tus
+
+from tests.sync.ingest_server import blob_file, running_ingest
+
+__all__ = ["TusTarget", "ingest_has_tus", "mount_third_party_tus", "tus_target", "TUS_SERVERS"]
+
+
+def ingest_has_tus() -> bool:
+    return importlib.util.find_spec("cloud_ingest.tus") is not None
+
+
+TUS_SERVERS = ["aiohttp-tus", *(["ingest"] if ingest_has_tus() else [])]
+
+
+@dataclass
+class _Held:
+    root: Path
+    by_sha: dict[str, Path] = field(default_factory=dict)
+
+
+def mount_third_party_tus(app: web.Application, root: Path) -> None:
+    """Serve ``/v1/uploads/`` with aiohttp-tus and ``HEAD /v1/blobs/{sha256}`` from ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    held = _Held(root)
+
+    async def upload_done(_request: web.Request, _resource: object, path: Path) -> None:
+        held.by_sha[hashlib.sha256(path.read_bytes()).hexdigest()] = path
+
+    async def head_blob(request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.match_info["sha256"] in held.by_sha else 404)
+
+    app.router.add_route("HEAD", "/v1/blobs/{sha256}", head_blob)
+    with warnings.catch_warnings():  # aiohttp-tus predates web.AppKey
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        setup_tus(app, upload_path=root, upload_url="/v1/uploads/", on_upload_done=upload_done)
+
+
+@dataclass
+class TusTarget:
+    """A running tus server: where to send, with which token, and what it stored."""
+
+    kind: str
+    url: str
+    port: int
+    token: str
+    root: Path
+    requests: list[tuple[float, str, str]]
+
+    def stored(self, sha256: str) -> bytes | None:
+        if self.kind == "ingest":
+            path = blob_file(self.root, sha256)
+            return path.read_bytes() if path.exists() else None
+        for path in self.root.glob("*"):
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+                return path.read_bytes()
+        return None
+
+
+@asynccontextmanager
+async def tus_target(kind: str, tmp_path: Path) -> AsyncIterator[TusTarget]:
+    if kind == "ingest":
+        async with running_ingest(tmp_path / "cloud") as cloud:
+            yield TusTarget(
+                kind, cloud.url, cloud.port, cloud.token, cloud.settings.data_dir, cloud.requests
+            )
+        return
+    seen: list[tuple[float, str, str]] = []
+
+    @web.middleware
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        seen.append((time.monotonic(), request.method, request.path))
+        return await handler(request)
+
+    app = web.Application(middlewares=[record])
+    mount_third_party_tus(app, tmp_path / "tus")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield TusTarget(kind, f"http://127.0.0.1:{port}", port, "no-auth", tmp_path / "tus", seen)
+    finally:
+        await runner.cleanup()
