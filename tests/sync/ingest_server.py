@@ -73,11 +73,16 @@ Middleware = Callable[[web.Request, Callable[[web.Request], object]], object]
 
 @asynccontextmanager
 async def running_ingest(
-    data_dir: Path, *, middlewares: list[object] | None = None
+    data_dir: Path,
+    *,
+    middlewares: list[object] | None = None,
+    customize: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[RunningIngest]:
     """Start the real service on 127.0.0.1 (free port) with one device; stop it on exit."""
     settings = IngestSettings(data_dir=data_dir, sweep_interval_s=3600)
     app = build_app(settings)
+    if customize is not None:
+        customize(app)
     seen: list[tuple[float, str, str]] = []
 
     @web.middleware

@@ -25,7 +25,15 @@ from aiohttp_tus import setup_tus
 
 from tests.sync.ingest_server import blob_file, running_ingest
 
-__all__ = ["TusTarget", "ingest_has_tus", "mount_third_party_tus", "tus_target", "TUS_SERVERS"]
+__all__ = [
+    "TUS_SERVERS",
+    "TusTarget",
+    "ingest_has_tus",
+    "mount_third_party_tus",
+    "raw_uploads_for",
+    "stored_blob",
+    "tus_target",
+]
 
 
 def ingest_has_tus() -> bool:
@@ -107,3 +115,21 @@ async def tus_target(kind: str, tmp_path: Path) -> AsyncIterator[TusTarget]:
         yield TusTarget(kind, f"http://127.0.0.1:{port}", port, "no-auth", tmp_path / "tus", seen)
     finally:
         await runner.cleanup()
+
+
+def raw_uploads_for(tus_root: Path) -> Callable[[web.Application], None]:
+    """``running_ingest(customize=...)``: serve raw uploads through aiohttp-tus at
+    ``tus_root`` when the ingest service has no tus server of its own."""
+
+    def customize(app: web.Application) -> None:
+        if not ingest_has_tus():
+            mount_third_party_tus(app, tus_root)
+
+    return customize
+
+
+def stored_blob(data_dir: Path, tus_root: Path, sha256: str) -> bytes | None:
+    """The bytes of a blob the cloud holds (the ingest's blob store, or aiohttp-tus files)."""
+    kind = "ingest" if ingest_has_tus() else "aiohttp-tus"
+    target = TusTarget(kind, "", 0, "", data_dir if kind == "ingest" else tus_root, [])
+    return target.stored(sha256)

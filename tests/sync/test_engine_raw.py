@@ -1,0 +1,86 @@
+"""The engine's raw side against the REAL ingest service's tus server: priority over
+events, requested raw, blobs that vanished locally."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from sync.linkemu import LinkConditions, LinkEmulator
+from sync.outbox import Outbox, OutboxClass
+from sync.protocol import Stream
+from tests.sync.engine_harness import append_events, drained, engine_for, outbox, wait_for
+from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
+from tests.sync.tus_servers import raw_uploads_for, stored_blob
+
+__all__ = ["outbox"]  # the fixture, imported for pytest
+
+
+async def test_events_backlog_goes_before_any_raw_byte(tmp_path: Path, outbox: Outbox) -> None:
+    seqs = await append_events(outbox, 2000)
+    blobs = BlobDir(tmp_path / "blobs")  # same directory engine_for serves from
+    refs = [blobs.add(os.urandom(150_000), seq=i) for i in range(3)]
+    for ref in refs:
+        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    async with running_ingest(
+        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
+    ) as cloud:
+        emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.02, rate_bps=8e6))
+        async with emu, engine_for(tmp_path, outbox, emu.url, cloud.token):
+            await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED))
+        calls = [(m, p) for _, m, p in cloud.requests]
+        puts = [i for i, (m, _) in enumerate(calls) if m == "PUT"]
+        raw = [i for i, (_, p) in enumerate(calls) if p.startswith(("/v1/uploads", "/v1/blobs"))]
+        assert len(puts) == 20 and raw
+        assert max(puts) < min(raw)  # no raw request at all before the last event batch
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+        for ref in refs:
+            stored = stored_blob(cloud.settings.data_dir, tmp_path / "tus", ref.sha256)
+            assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256
+
+
+async def test_requested_raw_is_delivered_and_settled(tmp_path: Path, outbox: Outbox) -> None:
+    blobs = BlobDir(tmp_path / "blobs")
+    ref = blobs.add(os.urandom(300_000), seq=77)
+    async with running_ingest(
+        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
+    ) as cloud:
+        await cloud.add_raw_request("rr-77", seq=77)
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token, blobs) as (engine, _):
+            await wait_for(
+                lambda: engine.progress().classes[Stream.RAW_REQUESTED].sent_records == 1
+            )
+            engine.sync_now()
+            await wait_for(lambda: not engine.state.state.delivered)
+        assert await cloud.raw_request_state("rr-77") == "delivered"
+        stored = stored_blob(cloud.settings.data_dir, tmp_path / "tus", ref.sha256)
+        assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256
+        assert outbox.stats().per_class[Stream.RAW_REQUESTED].records == 0
+
+
+async def test_missing_blob_is_kept_not_dropped(
+    tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    blobs = BlobDir(tmp_path / "blobs")
+    gone = blobs.add(b"evicted frame", seq=1)
+    (blobs.root / gone.sha256).unlink()
+    later = blobs.add(os.urandom(50_000), seq=2)
+    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, gone)
+    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, later)
+    caplog.set_level(logging.ERROR, "yardlink.sync")
+    async with running_ingest(
+        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
+    ) as cloud:
+        async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
+            await wait_for(lambda: engine.progress().classes[Stream.RAW_SAMPLED].sent_records == 1)
+            await asyncio.sleep(0.2)
+            assert engine.running
+        assert stored_blob(cloud.settings.data_dir, tmp_path / "tus", later.sha256) is not None
+    # The missing one stays (and the delivered one above it cannot be acked past it).
+    assert outbox.stats().per_class[Stream.RAW_SAMPLED].records == 2
+    assert "is gone from the blob store" in caplog.text
