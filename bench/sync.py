@@ -80,7 +80,7 @@ async def backlog_run(
     work: Path, events: int, raw_bytes: int, goodput_s: float
 ) -> tuple[dict[str, float], list[bytes]]:
     """Phase 1-3: events and raw backlog at link-up; returns measurements."""
-    cloud = CloudProcess(work / "cloud")
+    cloud = CloudProcess(work / "cloud", raw_uploads=True)
     emu = EmulatorProcess(cloud.port)
     outbox = Outbox.open(work / "outbox", OutboxSettings(min_free_disk_bytes=0))
     blobs = BlobDir(work / "blobs")
@@ -145,7 +145,7 @@ def _raw_acked(engine: SyncEngine) -> int:
 
 async def resend_after_cut(work: Path, blob_mb: int) -> tuple[int, int]:
     """Phase 4: cut mid-chunk; returns (bytes resent, chunk size at the cut)."""
-    cloud = CloudProcess(work / "cloud-cut")
+    cloud = CloudProcess(work / "cloud-cut", raw_uploads=True)
     conditions = LinkConditions(rtt_s=RTT_S, rate_bps=LINK_BPS)
     outbox = Outbox.open(work / "outbox-cut", OutboxSettings(min_free_disk_bytes=0))
     blobs = BlobDir(work / "blobs-cut")

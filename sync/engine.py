@@ -261,6 +261,7 @@ class SyncEngine:
         now = self._clock()
         stats = self.outbox.stats().per_class
         backlog: dict[Stream, Backlog] = {}
+        unready: list[Stream] = []  # metadata waiting for a fuller (or older) batch
         wait_s = max(0.05, min(1.0, self.limits.max_age_s))  # poll for new appends
         for stream in Stream:
             item = stats[stream]
@@ -271,6 +272,8 @@ class SyncEngine:
                 ready = ready or item.oldest_age_s >= self.limits.max_age_s
                 if item.records and not ready:
                     wait_s = min(wait_s, self.limits.max_age_s - item.oldest_age_s)
+                    if stream not in self.meta.stalled:
+                        unready.append(stream)
                     continue
             elif not self.raw.has_next(stream):
                 continue
@@ -279,6 +282,11 @@ class SyncEngine:
             backlog, now, link_up=True, blocked=frozenset(self.meta.stalled)
         )
         if isinstance(decision, Decision):
+            # A young partial batch waits only while the link would idle: never let a
+            # lower class (raw) go first - flush the higher metadata class instead.
+            higher = [s for s in unready if s.priority < decision.stream.priority]
+            if higher and not decision.aged:
+                return Decision(higher[0], None), 0.0
             return decision, 0.0
         return None, min(wait_s, decision.wait_s)
 

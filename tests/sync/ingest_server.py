@@ -196,8 +196,11 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 class CloudProcess:
     """``yardlink ingest serve`` as a real process (SIGKILL-able), with a device token."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, raw_uploads: bool = False) -> None:
+        """``raw_uploads``: run ``tests.sync.ingest_process`` (aiohttp-tus mounted when the
+        service has no tus yet) instead of ``yardlink ingest serve``."""
         self.data_dir = data_dir
+        self._raw_uploads = raw_uploads
         self._yardlink = [str(Path(sys.executable).parent / "yardlink"), "ingest"]
         out = subprocess.run(
             [*self._yardlink, "device", "add", DEVICE, "--site", SITE]
@@ -216,8 +219,11 @@ class CloudProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        serve = [*self._yardlink, "serve"]
+        if self._raw_uploads:
+            serve = [sys.executable, "-m", "tests.sync.ingest_process"]
         self.proc = subprocess.Popen(
-            [*self._yardlink, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            [*serve, "--data-dir", str(self.data_dir), "--port", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

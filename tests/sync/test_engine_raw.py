@@ -84,3 +84,22 @@ async def test_missing_blob_is_kept_not_dropped(
     # The missing one stays (and the delivered one above it cannot be acked past it).
     assert outbox.stats().per_class[Stream.RAW_SAMPLED].records == 2
     assert "is gone from the blob store" in caplog.text
+
+
+async def test_young_partial_batch_still_goes_before_raw(tmp_path: Path, outbox: Outbox) -> None:
+    """Events too few and too young for a batch of their own are flushed before raw goes."""
+    seqs = await append_events(outbox, 50)
+    blobs = BlobDir(tmp_path / "blobs")
+    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, blobs.add(os.urandom(40_000)))
+    async with running_ingest(
+        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
+    ) as cloud:
+        async with engine_for(
+            tmp_path, outbox, cloud.url, cloud.token, blobs, batch_max_age_s=60.0
+        ):
+            await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED))
+        calls = [(m, p) for _, m, p in cloud.requests]
+        puts = [i for i, (m, _) in enumerate(calls) if m == "PUT"]
+        raw = [i for i, (_, p) in enumerate(calls) if p.startswith(("/v1/uploads", "/v1/blobs"))]
+        assert len(puts) == 1 and raw and puts[0] < min(raw)
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
