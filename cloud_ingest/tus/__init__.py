@@ -1,0 +1,15 @@
+"""tus 1.0.0 resumable upload server of the cloud ingest service.
+
+* ``headers`` parses tus headers, ``core`` is the pure state machine,
+* ``store`` keeps uploads on disk (offset = bytes on disk), ``receive``
+  streams one body, ``routes`` are the aiohttp handlers, ``sweep`` expires.
+
+Use :func:`add_tus_routes` with an :class:`UploadStore`, a
+:class:`~cloud_ingest.blobs.BlobStore` and an ``on_complete`` callback.
+"""
+
+from cloud_ingest.tus.routes import CompletedUpload, add_tus_routes
+from cloud_ingest.tus.store import UploadStore
+from cloud_ingest.tus.sweep import sweep_expired
+
+__all__ = ["CompletedUpload", "UploadStore", "add_tus_routes", "sweep_expired"]

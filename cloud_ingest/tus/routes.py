@@ -1,0 +1,287 @@
+"""aiohttp handlers of the tus 1.0.0 server at ``/v1/uploads/`` and ``HEAD /v1/blobs``.
+
+Each handler parses headers (``headers.py``), asks the pure core (``core.py``)
+what is allowed, and does the I/O through the store.  Ownership: a device may
+touch only the uploads it created; operators may HEAD and DELETE any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from aiohttp import web
+
+from cloud_ingest.blobs import BlobStore, is_sha256
+from cloud_ingest.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    Forbidden,
+    Locked,
+    PreconditionFailed,
+    UnsupportedMediaType,
+)
+from cloud_ingest.principal import Principal, principal_of, require_device
+from cloud_ingest.tus import headers as h
+from cloud_ingest.tus.core import UploadInfo, plan_creation, plan_patch, require_found
+from cloud_ingest.tus.receive import RunningDigest, receive_body
+from cloud_ingest.tus.store import UploadStore
+
+__all__ = ["CompletedUpload", "add_tus_routes"]
+
+log = logging.getLogger("yardlink.ingest.tus")
+UPLOADS = "/v1/uploads"
+OCTET = "application/offset+octet-stream"
+
+
+@dataclass(frozen=True)
+class CompletedUpload:
+    """A finished upload, handed to ``on_complete`` once.
+
+    ``blob_path`` is set when the metadata named a sha256 and the bytes were
+    verified and moved into the blob store; otherwise the bytes stay at
+    ``UploadStore.data_path(upload_id)``.
+    """
+
+    upload_id: str
+    device_id: str
+    length: int
+    metadata: dict[str, str]
+    sha256: str | None
+    blob_path: Path | None
+
+
+OnComplete = Callable[[CompletedUpload], Awaitable[None]]
+
+
+class _TusHandlers:
+    def __init__(self, store: UploadStore, blobs: BlobStore, on_complete: OnComplete) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.on_complete = on_complete
+        self.running: dict[str, RunningDigest] = {}
+
+    # ---------------------------------------------------------------- helpers
+    def _base_headers(self, info: UploadInfo) -> dict[str, str]:
+        headers = {"Tus-Resumable": h.TUS_VERSION, "Cache-Control": "no-store"}
+        if not info.completed:
+            headers["Upload-Expires"] = h.http_date(info.expires_at)
+        return headers
+
+    def _find(self, request: web.Request, *, operator_ok: bool) -> tuple[UploadInfo, Principal]:
+        principal = principal_of(request)
+        upload_id = request.match_info["upload_id"]
+        info = require_found(self.store.get(upload_id), upload_id, self.store.clock())
+        if principal.is_operator and operator_ok:
+            return info, principal
+        if principal.is_operator or principal.device_id != info.device_id:
+            raise Forbidden("this upload belongs to another device")
+        return info, principal
+
+    # ---------------------------------------------------------------- handlers
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                "Tus-Resumable": h.TUS_VERSION,
+                "Tus-Version": h.TUS_VERSION,
+                "Tus-Extension": h.TUS_EXTENSIONS,
+                "Tus-Max-Size": str(self.store.max_size),
+                "Tus-Checksum-Algorithm": ",".join(h.CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    async def create(self, request: web.Request) -> web.Response:
+        principal = require_device(request)
+        assert principal.device_id is not None  # noqa: S101 - require_device checked it
+        length = plan_creation(
+            h.parse_non_negative("Upload-Length", request.headers.get("Upload-Length")),
+            request.headers.get("Upload-Defer-Length"),
+            self.store.max_size,
+        )
+        metadata = h.parse_metadata(request.headers.get("Upload-Metadata"))
+        if "sha256" in metadata and not is_sha256(metadata["sha256"]):
+            raise BadRequest("Upload-Metadata sha256 must be 64 lowercase hex digits")
+        checksum = h.parse_checksum(request.headers.get("Upload-Checksum"))
+        with_body = request.content_type == OCTET
+        if request.body_exists and not with_body:
+            raise UnsupportedMediaType(f"an upload body must be {OCTET}")
+        now = self.store.clock()
+        info = UploadInfo(
+            upload_id=self.store.new_id(),
+            device_id=principal.device_id,
+            length=length,
+            metadata=metadata,
+            created_at=now,
+            expires_at=now + self.store.expire_after_s,
+        )
+        await asyncio.to_thread(self.store.create, info)
+        headers = {"Location": f"{UPLOADS}/{info.upload_id}"}
+        if metadata.get("sha256"):
+            self.running[info.upload_id] = RunningDigest(0, hashlib.sha256())
+        if with_body:
+            async with self.store.lock(info.upload_id):
+                info, offset = await self._write(request, info, 0, checksum, None)
+            headers["Upload-Offset"] = str(offset)
+        headers.update(self._base_headers(info))
+        return web.Response(status=201, headers=headers)
+
+    async def head(self, request: web.Request) -> web.Response:
+        info, _ = self._find(request, operator_ok=True)
+        headers = self._base_headers(info)
+        headers["Upload-Offset"] = str(self.store.offset(info))
+        if info.length is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(info.length)
+        if info.metadata:
+            headers["Upload-Metadata"] = h.encode_metadata(info.metadata)
+        return web.Response(status=200, headers=headers)
+
+    async def patch(self, request: web.Request) -> web.Response:
+        info, _ = self._find(request, operator_ok=False)
+        if request.content_type != OCTET:
+            raise UnsupportedMediaType(f"PATCH needs Content-Type {OCTET}")
+        claimed = h.parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
+        upload_length = h.parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
+        checksum = h.parse_checksum(request.headers.get("Upload-Checksum"))
+        lock = self.store.lock(info.upload_id)
+        if lock.locked():
+            raise Locked("another request is writing this upload", headers={"Retry-After": "1"})
+        async with lock:
+            info = require_found(self.store.get(info.upload_id), info.upload_id, self.store.clock())
+            if claimed is None:
+                raise BadRequest("Upload-Offset is required")
+            info, offset = await self._write(request, info, claimed, checksum, upload_length)
+        headers = self._base_headers(info)
+        headers["Upload-Offset"] = str(offset)
+        return web.Response(status=204, headers=headers)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        info, _ = self._find(request, operator_ok=True)
+        if self.store.lock(info.upload_id).locked():
+            raise Locked("a request is writing this upload", headers={"Retry-After": "1"})
+        await asyncio.to_thread(self.store.delete, info.upload_id)
+        self.running.pop(info.upload_id, None)
+        return web.Response(status=204, headers={"Tus-Resumable": h.TUS_VERSION})
+
+    async def head_blob(self, request: web.Request) -> web.Response:
+        principal_of(request)
+        sha256 = request.match_info["sha256"]
+        if not is_sha256(sha256):
+            raise BadRequest("blob id must be 64 lowercase hex digits")
+        held = await asyncio.to_thread(self.blobs.has, sha256)
+        return web.Response(status=200 if held else 404, headers={"Cache-Control": "no-store"})
+
+    # ---------------------------------------------------------------- writing
+    async def _write(
+        self,
+        request: web.Request,
+        info: UploadInfo,
+        claimed: int,
+        checksum: h.Checksum | None,
+        upload_length: int | None,
+    ) -> tuple[UploadInfo, int]:
+        """Write one body under the upload's lock; finish the upload when complete."""
+        current = self.store.offset(info)
+        plan = plan_patch(
+            info,
+            current,
+            claimed_offset=claimed,
+            content_length=request.content_length,
+            upload_length=upload_length,
+            max_size=self.store.max_size,
+        )
+        if plan.new_length is not None:
+            info = info.with_length(plan.new_length)
+            await asyncio.to_thread(self.store.save, info)
+        offset, running = await receive_body(
+            self.store,
+            info.upload_id,
+            request.content,
+            plan,
+            checksum,
+            self.running.get(info.upload_id),
+        )
+        if running is not None:
+            self.running[info.upload_id] = running
+        info = replace(info, expires_at=self.store.clock() + self.store.expire_after_s)
+        self.store.remember(info)
+        if info.length is not None and offset == info.length:
+            info = await self._finish(info)
+        return info, offset
+
+    async def _finish(self, info: UploadInfo) -> UploadInfo:
+        """Verify and adopt the blob (when a sha256 is named), record, notify."""
+        length = info.length
+        assert length is not None  # noqa: S101 - only called for a known length
+        sha256 = info.metadata.get("sha256")
+        blob_path = None
+        running = self.running.pop(info.upload_id, None)
+        if sha256:
+            verified = running is not None and running.offset == length
+            if verified and running is not None and running.digest.hexdigest() != sha256:
+                await asyncio.to_thread(self.store.delete, info.upload_id)
+                raise ChecksumMismatch("the upload does not have the sha256 its metadata names")
+            src = self.store.data_path(info.upload_id)
+            try:
+                await asyncio.to_thread(self.blobs.adopt, src, sha256, verified=verified)
+            except ChecksumMismatch:
+                await asyncio.to_thread(self.store.delete, info.upload_id)
+                raise
+            blob_path = self.blobs.path_for(sha256)
+        info = replace(info, completed=True)
+        await asyncio.to_thread(self.store.save, info)
+        await self.on_complete(
+            CompletedUpload(
+                upload_id=info.upload_id,
+                device_id=info.device_id,
+                length=length,
+                metadata=dict(info.metadata),
+                sha256=sha256,
+                blob_path=blob_path,
+            )
+        )
+        return info
+
+
+def _versioned(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Refuse requests without ``Tus-Resumable: 1.0.0`` (412 + Tus-Version)."""
+
+    async def checked(request: web.Request) -> web.Response:
+        if request.headers.get("Tus-Resumable") != h.TUS_VERSION:
+            raise PreconditionFailed(
+                "Tus-Resumable: 1.0.0 is required",
+                headers={"Tus-Version": h.TUS_VERSION, "Tus-Resumable": h.TUS_VERSION},
+            )
+        return await handler(request)
+
+    return checked
+
+
+async def _add_tus_resumable(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith(UPLOADS):
+        response.headers.setdefault("Tus-Resumable", h.TUS_VERSION)
+
+
+def add_tus_routes(
+    app: web.Application, store: UploadStore, blobs: BlobStore, on_complete: OnComplete
+) -> None:
+    """Mount ``/v1/uploads/``, ``/v1/uploads/{upload_id}`` and ``HEAD /v1/blobs/{sha256}``."""
+    t = _TusHandlers(store, blobs, on_complete)
+    for path in (UPLOADS, f"{UPLOADS}/"):
+        app.router.add_route("OPTIONS", path, t.options)
+        app.router.add_post(path, _versioned(t.create))
+    item = f"{UPLOADS}/{{upload_id}}"
+    app.router.add_route("OPTIONS", item, t.options)
+    app.router.add_route("HEAD", item, _versioned(t.head))
+    app.router.add_patch(item, _versioned(t.patch))
+    app.router.add_delete(item, _versioned(t.delete))
+    app.router.add_route("HEAD", "/v1/blobs/{sha256}", t.head_blob)
+    app.on_response_prepare.append(_add_tus_resumable)

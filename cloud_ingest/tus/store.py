@@ -1,0 +1,144 @@
+"""File store of tus uploads under ``DATA_DIR/uploads/``.
+
+Per upload ``<id>.info`` (JSON, written atomically: temp, fsync, rename, fsync
+dir) and ``<id>.bin`` (the bytes received).  The offset is the size of
+``<id>.bin``: after a crash it is exactly the bytes that reached the disk.  A
+checksummed chunk is first written to ``<id>.chunk`` and appended to
+``<id>.bin`` only once its digest matched; a leftover ``.chunk`` is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cloud_ingest.blobs import fsync_dir
+from cloud_ingest.tus.core import UploadInfo
+
+__all__ = ["UploadStore"]
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_COPY_SIZE = 1 << 20
+
+
+class UploadStore:
+    """Upload records and bytes on disk, plus one asyncio lock per upload."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_size: int = 8 << 30,
+        expire_after_s: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.clock = clock
+        self.max_size = max_size
+        self.expire_after_s = expire_after_s
+        self._infos: dict[str, UploadInfo] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        root.mkdir(parents=True, exist_ok=True)
+        for chunk in root.glob("*.chunk"):
+            chunk.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ paths
+    @staticmethod
+    def valid_id(upload_id: str) -> bool:
+        return _UPLOAD_ID.fullmatch(upload_id) is not None
+
+    def data_path(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.bin"
+
+    def chunk_path(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.chunk"
+
+    def _info_path(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.info"
+
+    # ------------------------------------------------------------ records
+    def lock(self, upload_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(upload_id, asyncio.Lock())
+
+    def new_id(self) -> str:
+        return secrets.token_hex(16)
+
+    def get(self, upload_id: str) -> UploadInfo | None:
+        """The upload's info (cached, else read from disk), None if unknown."""
+        if not self.valid_id(upload_id):
+            return None
+        info = self._infos.get(upload_id)
+        if info is None:
+            try:
+                data = json.loads(self._info_path(upload_id).read_text())
+            except (FileNotFoundError, ValueError):
+                return None
+            info = UploadInfo.from_json(data)
+            self._infos[upload_id] = info
+        return info
+
+    def save(self, info: UploadInfo) -> None:
+        """Write the info atomically (temp, fsync, os.replace, fsync dir)."""
+        path = self._info_path(info.upload_id)
+        tmp = path.with_suffix(".info.tmp")
+        with tmp.open("w") as f:
+            json.dump(info.to_json(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self.root)
+        self._infos[info.upload_id] = info
+
+    def remember(self, info: UploadInfo) -> None:
+        """Update the cached info without writing it (e.g. a refreshed expiry)."""
+        self._infos[info.upload_id] = info
+
+    def create(self, info: UploadInfo) -> None:
+        self.data_path(info.upload_id).touch()
+        self.save(info)
+
+    def offset(self, info: UploadInfo) -> int:
+        """Bytes received: the length once complete, else the size on disk."""
+        if info.completed:
+            return info.length or 0
+        try:
+            return self.data_path(info.upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def delete(self, upload_id: str) -> None:
+        for path in (
+            self._info_path(upload_id),
+            self.data_path(upload_id),
+            self.chunk_path(upload_id),
+        ):
+            path.unlink(missing_ok=True)
+        self._infos.pop(upload_id, None)
+        lock = self._locks.get(upload_id)
+        if lock is not None and not lock.locked():
+            del self._locks[upload_id]
+
+    def is_busy(self, upload_id: str) -> bool:
+        lock = self._locks.get(upload_id)
+        return lock is not None and lock.locked()
+
+    def all_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.info") if self.valid_id(p.stem))
+
+    def append_chunk(self, upload_id: str, offset: int) -> None:
+        """Append the verified side file to the data file at ``offset``, fsync'd."""
+        chunk = self.chunk_path(upload_id)
+        with chunk.open("rb") as src, self.data_path(upload_id).open("r+b") as dst:
+            dst.truncate(offset)
+            dst.seek(offset)
+            while piece := src.read(_COPY_SIZE):
+                dst.write(piece)
+            dst.flush()
+            os.fsync(dst.fileno())
+        chunk.unlink(missing_ok=True)
