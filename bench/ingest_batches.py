@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -100,29 +99,25 @@ def _lake_write_anchor(batches: list[tuple[str, bytes]], out_dir: Path) -> float
 
 
 def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``yardlink ingest serve --port 0``; its JSON log goes to a file we read the URL from."""
     yardlink = str(Path(sys.executable).parent / "yardlink")
-    process = subprocess.Popen(
-        [
-            yardlink,
-            "--log-level",
-            "WARNING",
-            "ingest",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        entry = json.loads(line)
-        if entry.get("msg") == "listening":
-            # keep draining its log so a full pipe never stalls the server
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process, str(entry["url"])
-    raise RuntimeError("ingest server did not start")
+    log_path = data_dir.parent / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [yardlink, "ingest", "serve", "--data-dir", str(data_dir), "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log_path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("msg") == "listening":
+                return process, str(entry["url"])
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"ingest server did not start: {log_path.read_text()[-500:]}")
 
 
 async def _send(url: str, token: str, batches: list[tuple[str, bytes]], expect: int) -> float:
@@ -175,8 +170,6 @@ def measure_batch_ingest(quick: bool) -> list[Row]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-            if process.stderr:
-                process.stderr.close()
     anchor_name = "pyarrow read+write+fsync, no HTTP"
     return [
         row(

@@ -59,8 +59,8 @@ def build_app(
 def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], int] | None:
     """Mount the tus server and HEAD /v1/blobs when cloud_ingest.tus is present."""
     try:
-        from cloud_ingest.blobs import BlobStore  # type: ignore[import-not-found]
-        from cloud_ingest.tus import (  # type: ignore[import-not-found]
+        from cloud_ingest.blobs import BlobStore
+        from cloud_ingest.tus import (
             UploadStore,
             add_tus_routes,
             sweep_expired,

@@ -204,7 +204,7 @@ def _paths() -> dict[str, Any]:
                 tag="device",
             )
         },
-        "/v1/uploads/": {
+        "/v1/uploads": {
             "options": _op(
                 "tus discovery (Tus-Version, Tus-Extension, Tus-Max-Size)",
                 {"204": {"description": "capabilities"}},
@@ -218,6 +218,12 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/v1/uploads/{upload_id}": {
+            "options": _op(
+                "tus discovery",
+                {"204": {"description": "capabilities"}},
+                tag="tus",
+                params=[_path_param("upload_id")],
+            ),
             "head": _op(
                 "tus offset",
                 {"200": {"description": "Upload-Offset"}},
@@ -245,6 +251,11 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _with_aliases(paths: dict[str, Any]) -> dict[str, Any]:
+    # tus clients use the collection URL with or without the trailing slash
+    return paths | {"/v1/uploads/": paths["/v1/uploads"]}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The whole API as an OpenAPI 3.1 dict (built once)."""
@@ -258,7 +269,7 @@ def openapi_document() -> dict[str, Any]:
             "version": str(wire.PROTOCOL_VERSION),
             "description": "Edge-to-cloud sync protocol v1; see docs/PROTOCOL.md.",
         },
-        "paths": _paths(),
+        "paths": _with_aliases(_paths()),
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
