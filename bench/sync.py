@@ -115,12 +115,20 @@ async def backlog_run(
             if now - started > 600:
                 raise RuntimeError("no raw upload within 600 s")
         event_wire = engine.progress().classes[OutboxClass.EVENTS].sent_bytes
-        # Goodput window: blob bytes acknowledged by the server over goodput_s.
-        raw_started_bytes = _raw_acked(engine)
+        # Goodput: blob bytes the server acknowledged, between the first and the last
+        # acknowledgement (chunk boundary) seen in a window of goodput_s.
+        marks: list[tuple[float, int]] = []
         cpu0, wall0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(goodput_s)
+        while time.monotonic() - wall0 < goodput_s:
+            acked = _raw_acked(engine)
+            if not marks or acked != marks[-1][1]:
+                marks.append((time.monotonic(), acked))
+            await asyncio.sleep(0.02)
         cpu1, wall1 = time.process_time(), time.monotonic()
-        raw_acked = _raw_acked(engine) - raw_started_bytes
+        marks = marks[1:]  # the first entry is the state at the window start, not a boundary
+        if len(marks) < 3:
+            raise RuntimeError("too few chunk acknowledgements in the goodput window")
+        goodput_bps = (marks[-1][1] - marks[0][1]) * 8 / (marks[-1][0] - marks[0][0])
         await engine.close()
     finally:
         await outbox.close()
@@ -131,7 +139,7 @@ async def backlog_run(
         "events_s": events_done - started,
         "events_before_raw": float(events_done <= first_raw),
         "event_wire_bytes": float(event_wire),
-        "goodput_bps": raw_acked * 8 / (wall1 - wall0),
+        "goodput_bps": goodput_bps,
         "cpu_share": (cpu1 - cpu0) / (wall1 - wall0),
     }, payloads
 
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     command = command_for(NAME, args.quick)
     events = 5_000 if args.quick else 50_000
     raw_bytes = (16 if args.quick else 200) << 20
-    goodput_s = 8.0 if args.quick else 30.0
+    goodput_s = 20.0 if args.quick else 45.0
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         work = Path(tmp)
         measured, payloads = asyncio.run(backlog_run(work, events, raw_bytes, goodput_s))
