@@ -28,6 +28,10 @@ class ValidBatch:
 def validate_batch(parts: BatchIdParts, site_id: str, body: bytes) -> ValidBatch:
     """Decode and check a batch body; raises WireFormatError with the reason."""
     table = decode_batch(parts.stream, body)
+    try:
+        table.validate(full=True)  # e.g. invalid UTF-8 in a string column
+    except (pa.ArrowInvalid, pa.ArrowException) as exc:
+        raise WireFormatError(f"batch holds invalid values: {str(exc)[:200]}") from exc
     _all_equal(table, "device_id", parts.device_id, "device")
     _all_equal(table, "site_id", site_id, "site")
     seq = table.column("seq")
@@ -50,7 +54,7 @@ def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:
         raise WireFormatError(f"records without a {column}")
     mismatched = pc.invert(pc.equal(values, pa.scalar(expected, pa.string())))
     if pc.any(mismatched).as_py():
-        other = pc.filter(values, mismatched)[0].as_py()
+        other = pc.filter(values, mismatched)[0].cast(pa.binary()).as_py().decode(errors="replace")
         raise WireFormatError(
             f"batch holds records of another {what} "
             f"({column}={other[:80]!r}, expected {expected!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -223,3 +224,23 @@ async def test_lake_reads_with_pyarrow_dataset_and_duckdb(ingest: Ingest) -> Non
         " hive_partitioning = true) GROUP BY ALL ORDER BY site"
     ).fetchall()
     assert rows == [("yard-a", "gate-01", 100), ("yard-b", "gate-02", 100)]
+
+
+async def test_invalid_utf8_in_a_string_column_is_400(ingest: Ingest) -> None:
+    """Found by the fuzzer: a damaged string column used to surface as a 500."""
+    token = await ingest.device()
+    _, body = events_batch(first=1, last=1)
+    table = pq.read_table(io.BytesIO(body))
+    offsets = pa.py_buffer(struct.pack("<2i", 0, 1))
+    broken = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(b"\x80")])
+    table = table.set_column(
+        table.schema.get_field_index("device_id"), table.schema.field("device_id"), broken
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    response = await _put(
+        ingest, token, make_batch_id("gate-01", Stream.EVENTS, 1, 1), sink.getvalue()
+    )
+    assert response.status == 400
+    assert set(await response.json()) == {"error", "detail"}
+    assert _lake_files(ingest) == []
