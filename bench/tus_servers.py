@@ -1,0 +1,115 @@
+"""Tus servers for ``bench/ingest.py``, each run in its own process.
+
+* ours: ``python -m bench.tus_servers DATA_DIR PORT`` -- the real tus routes
+  and error middleware with a bench-only auth middleware (every bearer token is
+  device ``bench``);
+* the anchor: ``@tus/server`` + ``@tus/file-store`` on Node.js, installed with
+  npm into ``~/.cache/yardlink/bench-node`` (outside the repo) on first use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from cloud_ingest.blobs import BlobStore
+from cloud_ingest.middleware import error_middleware
+from cloud_ingest.principal import PRINCIPAL, Principal
+from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
+
+__all__ = ["free_port", "start_node_server", "start_our_server", "wait_for_port"]
+
+NODE_DIR = Path.home() / ".cache" / "yardlink" / "bench-node"
+NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")  # run on node >= 20.19
+_NODE_SERVER = """
+import http from "node:http";
+import { Server } from "@tus/server";
+import { FileStore } from "@tus/file-store";
+const [dir, port] = process.argv.slice(2);
+const tus = new Server({ path: "/v1/uploads", datastore: new FileStore({ directory: dir }) });
+http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), "127.0.0.1");
+"""
+_BENCH_DEVICE = Principal(role="device", name="bench", device_id="bench", site_id="bench")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    raise RuntimeError(f"server did not listen on {port}")
+
+
+def start_our_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.tus_servers", str(data_dir), str(port)])
+    wait_for_port(port, proc)
+    return proc, port
+
+
+def start_node_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """The reference server, or None when node/npm are missing or install fails."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None
+    if not (NODE_DIR / "node_modules" / "@tus" / "file-store").is_dir():
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        (NODE_DIR / "package.json").write_text('{"name": "yardlink-bench-node", "private": true}')
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", *NODE_PACKAGES],
+            cwd=NODE_DIR,
+            check=False,
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            return None
+    script = NODE_DIR / "server.mjs"
+    script.write_text(_NODE_SERVER)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen([node, str(script), str(data_dir), str(port)], cwd=NODE_DIR)
+    wait_for_port(port, proc)
+    return proc, port
+
+
+@web.middleware
+async def _bench_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request[PRINCIPAL] = _BENCH_DEVICE
+    return await handler(request)
+
+
+def _serve(data_dir: Path, port: int) -> None:
+    app = web.Application(middlewares=[error_middleware, _bench_auth])
+
+    async def on_complete(upload: CompletedUpload) -> None:
+        del upload
+
+    add_tus_routes(
+        app, UploadStore(data_dir / "uploads"), BlobStore(data_dir / "blobs"), on_complete
+    )
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]), int(sys.argv[2]))
