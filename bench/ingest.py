@@ -44,15 +44,11 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-async def _upload(
-    session: aiohttp.ClientSession, base: str, chunk: bytes, count: int, checksum: str
+async def _upload(  # noqa: PLR0913
+    session: aiohttp.ClientSession, base: str, chunk: bytes, count: int, checksum: str, meta: str
 ) -> None:
     """One upload of ``count`` copies of ``chunk``, each PATCH checksummed."""
-    whole = hashlib.sha256()
-    for _ in range(count):
-        whole.update(chunk)
     headers = {"Tus-Resumable": "1.0.0", "Authorization": "Bearer bench"}
-    meta = f"sha256 {_b64(whole.hexdigest().encode())},stream {_b64(b'raw_frames')}"
     create = {**headers, "Upload-Length": str(len(chunk) * count), "Upload-Metadata": meta}
     async with session.post(f"{base}/v1/uploads/", headers=create) as r:
         if r.status != 201:
@@ -75,12 +71,19 @@ async def _upload(
 async def _load(port: int, chunk: bytes, chunks_per_upload: int, uploads: int) -> float:
     """Run ``uploads`` concurrent uploads; return MB/s (10^6 bytes)."""
     checksum = f"sha256 {_b64(hashlib.sha256(chunk).digest())}"
+    whole = hashlib.sha256()
+    for _ in range(chunks_per_upload):
+        whole.update(chunk)
+    meta = f"sha256 {_b64(whole.hexdigest().encode())},stream {_b64(b'raw_frames')}"
     base = f"http://127.0.0.1:{port}"
     connector = aiohttp.TCPConnector(limit=uploads)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
         await asyncio.gather(
-            *(_upload(session, base, chunk, chunks_per_upload, checksum) for _ in range(uploads))
+            *(
+                _upload(session, base, chunk, chunks_per_upload, checksum, meta)
+                for _ in range(uploads)
+            )
         )
         elapsed = time.perf_counter() - started
     return len(chunk) * chunks_per_upload * uploads / elapsed / 1e6

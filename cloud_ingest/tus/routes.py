@@ -8,7 +8,6 @@ touch only the uploads it created; operators may HEAD and DELETE any.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from cloud_ingest.errors import (
 from cloud_ingest.principal import Principal, principal_of, require_device
 from cloud_ingest.tus import headers as h
 from cloud_ingest.tus.core import UploadInfo, plan_creation, plan_patch, require_found
-from cloud_ingest.tus.receive import RunningDigest, receive_body
+from cloud_ingest.tus.receive import receive_body
 from cloud_ingest.tus.store import UploadStore
 
 __all__ = ["CompletedUpload", "add_tus_routes"]
@@ -63,7 +62,6 @@ class _TusHandlers:
         self.store = store
         self.blobs = blobs
         self.on_complete = on_complete
-        self.running: dict[str, RunningDigest] = {}
 
     # ---------------------------------------------------------------- helpers
     def _base_headers(self, info: UploadInfo) -> dict[str, str]:
@@ -121,8 +119,6 @@ class _TusHandlers:
         )
         await asyncio.to_thread(self.store.create, info)
         headers = {"Location": f"{UPLOADS}/{info.upload_id}"}
-        if metadata.get("sha256"):
-            self.running[info.upload_id] = RunningDigest(0, hashlib.sha256())
         if with_body:
             async with self.store.lock(info.upload_id):
                 info, offset = await self._write(request, info, 0, checksum, None)
@@ -166,7 +162,6 @@ class _TusHandlers:
         if self.store.lock(info.upload_id).locked():
             raise Locked("a request is writing this upload", headers={"Retry-After": "1"})
         await asyncio.to_thread(self.store.delete, info.upload_id)
-        self.running.pop(info.upload_id, None)
         return web.Response(status=204, headers={"Tus-Resumable": h.TUS_VERSION})
 
     async def head_blob(self, request: web.Request) -> web.Response:
@@ -199,16 +194,7 @@ class _TusHandlers:
         if plan.new_length is not None:
             info = info.with_length(plan.new_length)
             await asyncio.to_thread(self.store.save, info)
-        offset, running = await receive_body(
-            self.store,
-            info.upload_id,
-            request.content,
-            plan,
-            checksum,
-            self.running.get(info.upload_id),
-        )
-        if running is not None:
-            self.running[info.upload_id] = running
+        offset = await receive_body(self.store, info.upload_id, request.content, plan, checksum)
         info = replace(info, expires_at=self.store.clock() + self.store.expire_after_s)
         self.store.remember(info)
         if info.length is not None and offset == info.length:
@@ -221,15 +207,10 @@ class _TusHandlers:
         assert length is not None  # noqa: S101 - only called for a known length
         sha256 = info.metadata.get("sha256")
         blob_path = None
-        running = self.running.pop(info.upload_id, None)
         if sha256:
-            verified = running is not None and running.offset == length
-            if verified and running is not None and running.digest.hexdigest() != sha256:
-                await asyncio.to_thread(self.store.delete, info.upload_id)
-                raise ChecksumMismatch("the upload does not have the sha256 its metadata names")
             src = self.store.data_path(info.upload_id)
-            try:
-                await asyncio.to_thread(self.blobs.adopt, src, sha256, verified=verified)
+            try:  # hashed from disk in a thread, off the event loop
+                await asyncio.to_thread(self.blobs.adopt, src, sha256)
             except ChecksumMismatch:
                 await asyncio.to_thread(self.store.delete, info.upload_id)
                 raise

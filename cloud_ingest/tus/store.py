@@ -3,8 +3,9 @@
 Per upload ``<id>.info`` (JSON, written atomically: temp, fsync, rename, fsync
 dir) and ``<id>.bin`` (the bytes received).  The offset is the size of
 ``<id>.bin``: after a crash it is exactly the bytes that reached the disk.  A
-checksummed chunk is first written to ``<id>.chunk`` and appended to
-``<id>.bin`` only once its digest matched; a leftover ``.chunk`` is discarded.
+checksummed chunk is written after a ``<id>.pending`` marker that holds its
+start offset; on start, a data file with a leftover marker is cut back to that
+offset, so an unverified chunk is never counted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from cloud_ingest.tus.core import UploadInfo
 __all__ = ["UploadStore"]
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-_COPY_SIZE = 1 << 20
 
 
 class UploadStore:
@@ -45,8 +45,8 @@ class UploadStore:
         self._infos: dict[str, UploadInfo] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
-        for chunk in root.glob("*.chunk"):
-            chunk.unlink(missing_ok=True)
+        for marker in root.glob("*.pending"):
+            self._recover_pending(marker)
 
     # ------------------------------------------------------------ paths
     @staticmethod
@@ -56,8 +56,28 @@ class UploadStore:
     def data_path(self, upload_id: str) -> Path:
         return self.root / f"{upload_id}.bin"
 
-    def chunk_path(self, upload_id: str) -> Path:
-        return self.root / f"{upload_id}.chunk"
+    def pending_path(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.pending"
+
+    def mark_pending(self, upload_id: str, offset: int) -> None:
+        """Record (fsync'd) where an unverified chunk starts."""
+        with self.pending_path(upload_id).open("w") as f:
+            f.write(str(offset))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear_pending(self, upload_id: str) -> None:
+        self.pending_path(upload_id).unlink(missing_ok=True)
+
+    def _recover_pending(self, marker: Path) -> None:
+        text = marker.read_text().strip()
+        data = self.data_path(marker.stem)
+        if text.isdigit() and data.exists():
+            with data.open("r+b") as f:
+                if f.seek(0, os.SEEK_END) > int(text):
+                    f.truncate(int(text))
+                    os.fsync(f.fileno())
+        marker.unlink(missing_ok=True)
 
     def _info_path(self, upload_id: str) -> Path:
         return self.root / f"{upload_id}.info"
@@ -116,7 +136,7 @@ class UploadStore:
         for path in (
             self._info_path(upload_id),
             self.data_path(upload_id),
-            self.chunk_path(upload_id),
+            self.pending_path(upload_id),
         ):
             path.unlink(missing_ok=True)
         self._infos.pop(upload_id, None)
@@ -130,15 +150,3 @@ class UploadStore:
 
     def all_ids(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.info") if self.valid_id(p.stem))
-
-    def append_chunk(self, upload_id: str, offset: int) -> None:
-        """Append the verified side file to the data file at ``offset``, fsync'd."""
-        chunk = self.chunk_path(upload_id)
-        with chunk.open("rb") as src, self.data_path(upload_id).open("r+b") as dst:
-            dst.truncate(offset)
-            dst.seek(offset)
-            while piece := src.read(_COPY_SIZE):
-                dst.write(piece)
-            dst.flush()
-            os.fsync(dst.fileno())
-        chunk.unlink(missing_ok=True)

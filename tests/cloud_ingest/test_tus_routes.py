@@ -182,7 +182,7 @@ async def test_checksums(tus: TusServer, session: aiohttp.ClientSession) -> None
     r = await patch(session, url, 4, b"efgh", **{"Upload-Checksum": checksum_header(b"efgh")})
     assert r.status == 204
     assert tus.store.data_path(tus.completed[0].upload_id).read_bytes() == b"abcdefgh"
-    assert not list(tus.store.root.glob("*.chunk"))
+    assert not list(tus.store.root.glob("*.pending"))
 
 
 async def test_creation_with_upload_and_defer_length(

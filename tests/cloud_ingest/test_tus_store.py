@@ -33,13 +33,15 @@ async def test_restart_derives_offset_from_disk_and_drops_side_files(tmp_path: P
                 assert r.status == 204
             upload_id = url.rsplit("/", 1)[1]
             # what a crash can leave: more bytes on disk than any answer said,
-            # a half-written checksummed chunk, a temp info file
+            # then a half-written checksummed chunk (marker), a temp info file
             with tus.store.data_path(upload_id).open("ab") as f:
                 f.write(data[50_000:70_000])
-            tus.store.chunk_path(upload_id).write_bytes(b"garbage")
+            tus.store.mark_pending(upload_id, 70_000)
+            with tus.store.data_path(upload_id).open("ab") as f:
+                f.write(b"unverified garbage")
             (tus.store.root / f"{upload_id}.info.tmp").write_text("{")
         async for tus in start_tus(tmp_path, clock):
-            assert not tus.store.chunk_path(upload_id).exists()
+            assert not tus.store.pending_path(upload_id).exists()
             new_url = str(tus.server.make_url(f"/v1/uploads/{upload_id}"))
             async with session.head(new_url, headers=auth()) as r:
                 assert r.headers["Upload-Offset"] == "70000"
