@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 
 from appliance.config import load_config
@@ -19,6 +20,14 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from appliance.daemon import run_daemon  # heavy imports (models, aiohttp) only when running
+
+    config = load_config(args.config)
+    asyncio.run(run_daemon(config))
+    return 0
+
+
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = groups.add_parser("appliance", help="the edge appliance on the gateway")
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -28,3 +37,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("file", help="path to site.toml")
     check.add_argument("--json", action="store_true", help="print the effective config as JSON")
     check.set_defaults(handler=_check_config)
+    run = commands.add_parser(
+        "run", help="run the appliance daemon until SIGTERM/SIGINT (then drain and stop)"
+    )
+    run.add_argument("--config", required=True, help="path to site.toml")
+    run.set_defaults(handler=_run)

@@ -20,12 +20,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from appliance._config_sections import (
+    CameraSettings,
+    PrivacySettings,
+    SamplingSettings,
+    SourcesSettings,
+    TelemetrySettings,
+)
 from appliance.errors import ConfigError
+from appliance.inference.settings import InferenceSettings
 from sync.protocol import DEVICE_ID_RE
 from sync.settings import OutboxSettings, SyncSettings
 
 __all__ = [
     "CONFIG_VERSION",
+    "CameraSettings",
+    "InferenceSettings",
+    "PrivacySettings",
+    "SamplingSettings",
+    "SourcesSettings",
+    "TelemetrySettings",
     "ENV_PREFIX",
     "LocalApiSettings",
     "SiteConfig",
@@ -66,6 +80,12 @@ class SiteConfig(_Section):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     local_api: LocalApiSettings = Field(default_factory=LocalApiSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    models_dir: str = Field(default="models", description="where the pinned model files are")
 
 
 def _parse_env_value(raw: str) -> Any:

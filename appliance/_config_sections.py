@@ -1,0 +1,63 @@
+"""Appliance-only sections of ``site.toml``: frame sources, privacy, telemetry, sampling."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync.protocol import DEVICE_ID_RE
+
+__all__ = [
+    "CameraSettings",
+    "PrivacySettings",
+    "SamplingSettings",
+    "SourcesSettings",
+    "TelemetrySettings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraSettings(_Section):
+    """One camera: frames pushed over the local API or dropped into the spool name it by id."""
+
+    id: str = Field(pattern=DEVICE_ID_RE.pattern, description="camera id used by pushers")
+    synthetic_fps: float = Field(
+        default=0.0, ge=0, le=60, description=">0: a seeded synthetic camera feeds this id (demo)"
+    )
+    synthetic_seed: int = 0
+
+
+class SourcesSettings(_Section):
+    cameras: list[CameraSettings] = Field(default_factory=list)
+    spool_dir: str | None = Field(
+        default=None, description="watched directory: <spool>/<camera_id>/*.jpg; None = off"
+    )
+    spool_poll_s: float = Field(default=0.5, gt=0, le=60)
+    queue_bound: int = Field(default=8, ge=1, le=10_000, description="frames queued per camera")
+
+
+class PrivacySettings(_Section):
+    plate_key_file: str | None = Field(
+        default=None, description="file holding the per-site plate HMAC key (created if missing)"
+    )
+    plate_secret: str | None = Field(
+        default=None, min_length=16, description="plate HMAC key given inline (overrides file)"
+    )
+    blob_keys_dir: str | None = Field(
+        default=None, description="one AES-256 key per UTC day; default <data_dir>/blob-keys"
+    )
+    retention_days: int = Field(default=7, ge=1, le=365, description="raw frames kept on site")
+    keep_raw_frames: bool = Field(default=True, description="store every original, encrypted")
+
+
+class TelemetrySettings(_Section):
+    interval_s: float = Field(default=60.0, gt=0, le=3600, description="telemetry record period")
+
+
+class SamplingSettings(_Section):
+    every_n_frames: int = Field(default=1000, ge=0, description="0 disables periodic sampling")
+    max_per_hour: int = Field(default=60, ge=0)
+    low_confidence_below: float = Field(default=0.5, ge=0, le=1)
+    low_confidence_every_n: int = Field(default=10, ge=0, description="0: no extra low-conf")

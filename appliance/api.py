@@ -1,0 +1,141 @@
+"""The local API (aiohttp) for cameras and technicians, on localhost or a unix socket.
+
+Every route except none needs ``Authorization: Bearer <technician_token>``
+when a token is configured.  Errors are JSON ``{"error": code, "message": ...}``
+with a 4xx status; a bad request never stops the daemon.
+
+* ``POST /v1/frames?camera=<id>`` (or header ``X-Camera-Id``): JPEG/PNG body,
+  optional JSON in ``X-Frame-Metadata``; 202 with the queue depth.
+* ``GET /v1/status``: per-task rates and latency vs SLA, outbox depth per
+  class, models loaded/failed, disk, dropped frames.
+* ``GET /v1/events``: server-sent events, one per durable task result.
+* ``GET /metrics``: Prometheus text from the daemon's own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from appliance.errors import BadFrame
+
+__all__ = ["ApiBackend", "build_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiBackend(Protocol):
+    """What the API needs from the daemon."""
+
+    camera_ids: set[str]
+    registry: CollectorRegistry
+
+    async def submit_frame(
+        self, camera_id: str, data: bytes, content_type: str | None, metadata: dict[str, Any]
+    ) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]: ...
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None: ...
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -> web.Application:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not given.startswith("Bearer "):
+                return _error(
+                    401, "unauthorized", "missing bearer token (Authorization: Bearer ...)"
+                )
+            if not hmac.compare_digest(given[7:].encode(), token.encode()):
+                return _error(403, "forbidden", "wrong technician token")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "frame_too_large", f"body larger than {max_frame_bytes} bytes")
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _error(exc.status, "http_error", exc.reason)
+            raise
+
+    async def post_frame(request: web.Request) -> web.Response:
+        camera = request.query.get("camera") or request.headers.get("X-Camera-Id")
+        if not camera:
+            return _error(400, "camera_missing", "name the camera: ?camera=<id> or X-Camera-Id")
+        if camera not in backend.camera_ids:
+            return _error(404, "unknown_camera", f"camera {camera!r} is not configured")
+        if request.content_length is not None and request.content_length > max_frame_bytes:
+            return _error(
+                413,
+                "frame_too_large",
+                f"body of {request.content_length} bytes, limit {max_frame_bytes}",
+            )
+        metadata: dict[str, Any] = {}
+        raw_meta = request.headers.get("X-Frame-Metadata")
+        if raw_meta:
+            try:
+                parsed = json.loads(raw_meta)
+            except ValueError:
+                return _error(400, "bad_metadata", "X-Frame-Metadata is not valid JSON")
+            if not isinstance(parsed, dict):
+                return _error(400, "bad_metadata", "X-Frame-Metadata must be a JSON object")
+            metadata = parsed
+        data = await request.read()
+        try:
+            depth = await backend.submit_frame(
+                camera, data, request.headers.get("Content-Type"), metadata
+            )
+        except BadFrame as exc:
+            status = 413 if "too large" in str(exc) else 415 if "content type" in str(exc) else 400
+            return _error(status, "bad_frame", str(exc))
+        return web.json_response(
+            {"accepted": True, "camera": camera, "queue_depth": depth}, status=202
+        )
+
+    async def get_status(request: web.Request) -> web.Response:
+        return web.json_response(backend.status())
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        body = generate_latest(backend.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue = backend.subscribe()
+        try:
+            await response.write(b": connected\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(f"event: result\ndata: {json.dumps(event)}\n\n".encode())
+        except ConnectionResetError:
+            pass
+        finally:
+            backend.unsubscribe(queue)
+        return response
+
+    app = web.Application(middlewares=[auth], client_max_size=max_frame_bytes)
+    app.router.add_post("/v1/frames", post_frame)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/events", get_events)
+    app.router.add_get("/metrics", get_metrics)
+    return app

@@ -1,0 +1,377 @@
+"""The composition root: build every part of the appliance from a ``SiteConfig`` and run it.
+
+``Daemon.start()`` opens the outbox and blob store, loads the inference tasks
+(off the event loop), then starts supervised tasks: frame consumers, the
+spool watcher, synthetic demo cameras, the telemetry and retention loops,
+and the local API.  ``Daemon.stop()`` stops accepting frames, drains the
+queued and in-flight frames into the outbox, awaits every task and closes the
+outbox.  ``run_daemon`` wires SIGTERM/SIGINT to ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from appliance.api import build_app
+from appliance.config import SiteConfig
+from appliance.errors import BadFrame
+from appliance.inference.tasks import InferenceTask, build_tasks
+from appliance.pipeline import FrameProcessor
+from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.raw_frames import RawFrames
+from appliance.privacy.tokens import PlateTokenizer, load_plate_key
+from appliance.sampling import SamplingPolicy
+from appliance.sources.frames import Frame, decode_frame
+from appliance.sources.queues import CameraQueues
+from appliance.sources.spool import SpoolWatcher
+from appliance.sources.synthetic import SyntheticYardCamera
+from appliance.telemetry import Telemetry
+from sync.outbox import Outbox, OutboxClass
+
+__all__ = ["Daemon", "run_daemon"]
+
+_log = logging.getLogger("appliance.daemon")
+_CONSUMERS = 2
+_DRAIN_TIMEOUT_S = 30.0
+
+
+class Daemon:
+    def __init__(self, config: SiteConfig) -> None:
+        self.config = config
+        data_dir = Path(config.site.data_dir)
+        self.data_dir = data_dir
+        self.camera_ids = {camera.id for camera in config.sources.cameras}
+        self.registry = CollectorRegistry()
+        self._m_frames = Counter(
+            "yardlink_frames", "frames accepted", ["camera"], registry=self.registry
+        )
+        self._m_dropped = Counter(
+            "yardlink_frames_dropped",
+            "frames dropped (queue full)",
+            ["camera"],
+            registry=self.registry,
+        )
+        self._m_bad = Counter(
+            "yardlink_bad_frames", "frames refused", ["reason"], registry=self.registry
+        )
+        self._m_latency = Histogram(
+            "yardlink_task_latency_ms",
+            "receipt to durable, ms",
+            ["task"],
+            registry=self.registry,
+            buckets=(10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000),
+        )
+        self._m_depth = Gauge("yardlink_queue_depth", "frames queued", registry=self.registry)
+        self._m_depth.set_function(lambda: self.queues.total_depth())
+        self.queues = CameraQueues(config.sources.queue_bound, on_drop=self._on_drop)
+        self.tasks: dict[str, InferenceTask] = {}
+        self.model_failures: dict[str, str] = {}
+        self.telemetry = Telemetry({})
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._supervised: list[asyncio.Task[None]] = []
+        self._consumers: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._accepting = False
+        self._runner: web.AppRunner | None = None
+        self.outbox: Outbox | None = None
+        self.spool: SpoolWatcher | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        config = self.config
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        privacy = config.privacy
+        key_file = Path(privacy.plate_key_file or self.data_dir / "plate.key")
+        tokenizer = PlateTokenizer(load_plate_key(privacy.plate_secret, key_file))
+        self.blobs = BlobStore(
+            self.data_dir / "blobs", Path(privacy.blob_keys_dir or self.data_dir / "blob-keys")
+        )
+        self.raw_frames = RawFrames(
+            self.blobs, self.data_dir / "raw-index.jsonl", self.data_dir / "uploads"
+        )
+        self.tasks, self.model_failures = await asyncio.to_thread(
+            build_tasks, config.inference, Path(config.models_dir)
+        )
+        for name, why in self.model_failures.items():
+            _log.warning("task not loaded", extra={"task": name, "reason": why})
+        inference = config.inference
+        self.telemetry = Telemetry(
+            {
+                "gate_ocr": inference.gate_ocr.sla_p99_ms,
+                "face_anonymize": inference.face_anonymize.sla_p99_ms,
+            }
+        )
+        self.outbox = Outbox.open(config.outbox.path, config.outbox)
+        self.processor = FrameProcessor(
+            device_id=config.site.device_id,
+            site_id=config.site.site_id,
+            tasks=self.tasks,
+            outbox=self.outbox,
+            tokenizer=tokenizer,
+            blobs=self.blobs,
+            raw_frames=self.raw_frames,
+            sampling=SamplingPolicy(config.sampling),
+            telemetry=self.telemetry,
+            keep_raw_frames=privacy.keep_raw_frames,
+            publish=self._publish,
+        )
+        self._accepting = True
+        self._consumers = [
+            asyncio.create_task(self._consume(), name=f"consumer-{i}") for i in range(_CONSUMERS)
+        ]
+        sources = config.sources
+        if sources.spool_dir is not None:
+            self.spool = SpoolWatcher(
+                Path(sources.spool_dir),
+                self.camera_ids,
+                self.queue_frame,
+                max_bytes=config.local_api.max_frame_bytes,
+                poll_s=sources.spool_poll_s,
+            )
+            self._supervise(self.spool.run, "spool")
+        for camera in sources.cameras:
+            if camera.synthetic_fps > 0:
+                self._supervise(
+                    functools.partial(
+                        self._synthetic, camera.id, camera.synthetic_seed, camera.synthetic_fps
+                    ),
+                    f"synthetic-{camera.id}",
+                )
+        self._supervise(self._telemetry_loop, "telemetry")
+        self._supervise(self._retention_loop, "retention")
+        await self._start_api()
+        _log.info(
+            "appliance started",
+            extra={"tasks": sorted(self.tasks), "cameras": sorted(self.camera_ids)},
+        )
+
+    async def _start_api(self) -> None:
+        api = self.config.local_api
+        app = build_app(self, token=api.technician_token, max_frame_bytes=api.max_frame_bytes)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site: web.BaseSite
+        if api.unix_socket:
+            site = web.UnixSite(self._runner, api.unix_socket)
+        else:
+            site = web.TCPSite(self._runner, api.host, api.port)
+        await site.start()
+        self.api_address = self._runner.addresses[0] if self._runner.addresses else None
+
+    async def stop(self) -> None:
+        """Stop sources and the API, drain queued + in-flight frames, close the outbox."""
+        self._accepting = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for task in self._supervised:
+            task.cancel()
+        await asyncio.gather(*self._supervised, return_exceptions=True)
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while (self.queues.total_depth() or self._in_flight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+        await asyncio.to_thread(self.processor.close)
+        if self.outbox is not None:
+            await self.outbox.close()
+        _log.info("appliance stopped", extra={"left_in_queue": self.queues.total_depth()})
+
+    def _supervise(self, factory: Callable[[], Awaitable[None]], name: str) -> None:
+        """Keep a long-running task alive: restart it (after 1 s) when it fails."""
+
+        async def guarded() -> None:
+            while True:
+                try:
+                    await factory()
+                    return
+                except Exception:  # noqa: BLE001 - log, then restart the task
+                    _log.exception("supervised task failed; restarting", extra={"task": name})
+                    await asyncio.sleep(1.0)
+
+        self._supervised.append(asyncio.create_task(guarded(), name=name))
+
+    # ------------------------------------------------------------------ frames
+
+    def _on_drop(self, frame: Frame) -> None:
+        self._m_dropped.labels(frame.camera_id).inc()
+        if self.spool is not None:
+            self.spool.forget(frame)
+
+    async def queue_frame(self, frame: Frame) -> None:
+        self._m_frames.labels(frame.camera_id).inc()
+        await self.queues.put(frame)
+
+    async def submit_frame(
+        self, camera_id: str, data: bytes, content_type: str | None, metadata: dict[str, Any]
+    ) -> int:
+        """Local API entry: decode (off the loop), queue; returns the camera's queue depth."""
+        if not self._accepting:
+            raise BadFrame("the appliance is shutting down")
+        try:
+            frame = await asyncio.to_thread(
+                decode_frame,
+                camera_id,
+                data,
+                content_type,
+                max_bytes=self.config.local_api.max_frame_bytes,
+                metadata=metadata,
+            )
+        except Exception as exc:
+            self._m_bad.labels(type(exc).__name__).inc()
+            self.telemetry.bad_frames[camera_id] += 1
+            raise
+        await self.queue_frame(frame)
+        return self.queues.depths().get(camera_id, 0)
+
+    async def _consume(self) -> None:
+        while True:
+            frame = await self.queues.get()
+            self._in_flight += 1
+            try:
+                await self.processor.process(frame)
+                if self.spool is not None and frame.spool_path is not None:
+                    await asyncio.to_thread(self.spool.finish, frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad frame must not stop the consumer
+                _log.exception("frame processing failed", extra={"camera": frame.camera_id})
+                if self.spool is not None:
+                    self.spool.forget(frame)
+            finally:
+                self._in_flight -= 1
+
+    async def _synthetic(self, camera_id: str, seed: int, fps: float) -> None:
+        camera = SyntheticYardCamera(seed)
+        index = 0
+        while True:
+            encoded = await asyncio.to_thread(_encode_synthetic, camera, index)
+            frame = await asyncio.to_thread(
+                decode_frame,
+                camera_id,
+                encoded,
+                "image/jpeg",
+                max_bytes=self.config.local_api.max_frame_bytes,
+                source="synthetic",
+            )
+            await self.queue_frame(frame)
+            index += 1
+            await asyncio.sleep(1.0 / fps)
+
+    # ------------------------------------------------------------------ loops
+
+    async def _telemetry_loop(self) -> None:
+        config = self.config
+        while True:
+            await asyncio.sleep(config.telemetry.interval_s)
+            assert self.outbox is not None
+            body = self.telemetry.snapshot()
+            body["dropped_frames"] = dict(self.queues.dropped)
+            body["queue_depths"] = self.queues.depths()
+            record = {
+                "device_id": config.site.device_id,
+                "site_id": config.site.site_id,
+                "seq": 0,
+                "event_time": time.time(),
+                "model_name": None,
+                "model_version": None,
+                "kind": "appliance",
+                "body": json.dumps(body, separators=(",", ":")),
+            }
+            await self.outbox.append(
+                OutboxClass.TELEMETRY, json.dumps(record, separators=(",", ":")).encode()
+            )
+
+    async def _retention_loop(self) -> None:
+        while True:
+            shredded = await asyncio.to_thread(self.blobs.sweep, self.config.privacy.retention_days)
+            if shredded:
+                _log.info("retention: days shredded", extra={"days": shredded})
+            await asyncio.sleep(3600.0)
+
+    # ------------------------------------------------------------------ API backend
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        latency = event.get("latency_ms")
+        if isinstance(latency, float | int):
+            self._m_latency.labels(str(event.get("task"))).observe(float(latency))
+        for queue in list(self._subscribers):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def status(self) -> dict[str, Any]:
+        uptime = max(1e-6, time.time() - self.started_at)
+        snapshot = self.telemetry.snapshot()
+        tasks = snapshot["tasks"]
+        assert isinstance(tasks, dict)
+        for name, entry in tasks.items():
+            entry["rate_per_s"] = round(self.telemetry.results[name] / uptime, 3)
+        outbox: dict[str, Any] = {}
+        if self.outbox is not None:
+            stats = self.outbox.stats()
+            outbox = {
+                "disk_bytes": stats.disk_bytes,
+                "classes": {
+                    str(k): {"records": v.records, "bytes": v.bytes}
+                    for k, v in stats.per_class.items()
+                },
+            }
+        disk = shutil.disk_usage(self.data_dir)
+        return {
+            "device_id": self.config.site.device_id,
+            "uptime_s": round(uptime, 1),
+            "tasks": tasks,
+            "models": {"loaded": sorted(self.tasks), "failed": dict(self.model_failures)},
+            "frames": snapshot["frames"],
+            "bad_frames": snapshot["bad_frames"],
+            "dropped_frames": dict(self.queues.dropped),
+            "queue_depths": self.queues.depths(),
+            "outbox": outbox,
+            "raw_frames_indexed": len(self.raw_frames),
+            "disk": {
+                "free_bytes": disk.free,
+                "total_bytes": disk.total,
+                "blob_bytes": self.blobs.disk_bytes(),
+            },
+            "sync": None,
+        }
+
+
+def _encode_synthetic(camera: SyntheticYardCamera, index: int) -> bytes:
+    return camera.frame(index).encode()
+
+
+async def run_daemon(config: SiteConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain and stop."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await daemon.start()
+    print(json.dumps({"ready": True, "api": str(daemon.api_address)}), flush=True)
+    await stop.wait()
+    await daemon.stop()

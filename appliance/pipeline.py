@@ -1,0 +1,161 @@
+"""From a decoded frame to durable outbox records: inference, privacy, storage, sampling.
+
+For one frame: every loaded task runs in its own bounded worker thread; plate
+(and free text) values are replaced by HMAC tokens; the original frame is
+stored encrypted; one ``events`` record per task is appended in one atomic
+``append_many``; a sampled frame is face-blurred, stored encrypted and its
+``BlobRef`` appended to ``raw_sampled``.  Only then is the frame done (the
+spool moves its file after that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+
+from appliance.inference.tasks import Detection, InferenceTask, TaskResult, blur_faces
+from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.raw_frames import RawFrameEntry, RawFrames
+from appliance.privacy.tokens import PlateTokenizer
+from appliance.sampling import SamplingPolicy
+from appliance.sources.frames import Frame
+from appliance.telemetry import Telemetry
+from sync.outbox import Outbox, OutboxClass
+
+__all__ = ["FrameProcessor"]
+
+_TOKENISED_KINDS = frozenset({"plate", "text"})
+
+
+class FrameProcessor:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        site_id: str,
+        tasks: dict[str, InferenceTask],
+        outbox: Outbox,
+        tokenizer: PlateTokenizer,
+        blobs: BlobStore,
+        raw_frames: RawFrames,
+        sampling: SamplingPolicy,
+        telemetry: Telemetry,
+        keep_raw_frames: bool,
+        publish: Callable[[dict[str, Any]], None] = lambda event: None,
+    ) -> None:
+        self._device_id = device_id
+        self._site_id = site_id
+        self._tasks = tasks
+        self._outbox = outbox
+        self._tokenizer = tokenizer
+        self._blobs = blobs
+        self._raw = raw_frames
+        self._sampling = sampling
+        self._telemetry = telemetry
+        self._keep_raw = keep_raw_frames
+        self._publish = publish
+        self._workers = {name: ThreadPoolExecutor(1, f"task-{name}") for name in tasks}
+
+    def close(self) -> None:
+        for pool in self._workers.values():
+            pool.shutdown(wait=True)
+
+    async def _run_task(self, name: str, frame: Frame) -> TaskResult | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._workers[name], self._tasks[name].run, frame.image_bgr
+            )
+        except Exception:  # noqa: BLE001 - one task failing must not stop the others
+            self._telemetry.task_errors[name] += 1
+            return None
+
+    def _result_json(self, detection: Detection) -> dict[str, Any]:
+        value = detection.value
+        if detection.kind in _TOKENISED_KINDS and value:
+            value = self._tokenizer.token(value)
+        x, y, w, h = detection.box
+        return {
+            "kind": detection.kind,
+            "value": value,
+            "confidence": round(float(detection.confidence), 4),
+            "valid": detection.valid,
+            "box": [int(x), int(y), int(x + w), int(y + h)],
+        }
+
+    async def process(self, frame: Frame) -> list[int]:
+        """Run every task on ``frame``; returns the events seqs once they are durable."""
+        self._telemetry.frames[frame.camera_id] += 1
+        names = list(self._tasks)
+        results = await asyncio.gather(*(self._run_task(name, frame) for name in names))
+        done = [r for r in results if r is not None]
+        raw_sha256 = None
+        if self._keep_raw:
+            stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
+            raw_sha256 = stored.sha256
+        records = []
+        submitted_ms = (time.monotonic() - frame.received_at) * 1000.0
+        for result in done:
+            records.append(
+                {
+                    "device_id": self._device_id,
+                    "site_id": self._site_id,
+                    "seq": 0,
+                    "event_time": frame.event_time,
+                    "model_name": result.model_name,
+                    "model_version": result.model_version,
+                    "camera_id": frame.camera_id,
+                    "task": result.task,
+                    "latency_ms": round(submitted_ms, 2),
+                    "sla_violated": submitted_ms > self._telemetry.slas_ms.get(result.task, 1e18),
+                    "results": [self._result_json(d) for d in result.detections],
+                    "raw_sha256": raw_sha256,
+                }
+            )
+        payloads = [json.dumps(r, separators=(",", ":")).encode() for r in records]
+        seqs = await self._outbox.append_many(OutboxClass.EVENTS, payloads) if payloads else []
+        durable_ms = (time.monotonic() - frame.received_at) * 1000.0
+        confidences: list[float] = []
+        for result, record, seq in zip(done, records, seqs, strict=True):
+            by_kind: dict[str, list[float]] = {}
+            for detection in result.detections:
+                by_kind.setdefault(detection.kind, []).append(float(detection.confidence))
+                if detection.kind != "face":
+                    confidences.append(float(detection.confidence))
+            violated = self._telemetry.record_result(result.task, durable_ms, by_kind)
+            self._publish(
+                {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
+            )
+        faces_known = any(r.task == "face_anonymize" for r in done)  # never ship unblurred
+        if (
+            seqs
+            and faces_known
+            and self._sampling.decide(min(confidences) if confidences else None, time.time())
+        ):
+            faces = [d.box for r in done for d in r.detections if d.kind == "face"]
+            await self._store_blurred(frame, faces, seqs[0])
+        return seqs
+
+    async def _store_blurred(
+        self, frame: Frame, faces: list[tuple[int, int, int, int]], seq: int
+    ) -> None:
+        def blur_and_store() -> RawFrameEntry:
+            blurred = blur_faces(frame.image_bgr, faces)
+            ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
+                raise RuntimeError("JPEG encoding of the blurred frame failed")
+            stored = self._blobs.put(encoded.tobytes(), frame.event_time)
+            entry = RawFrameEntry(
+                seq, stored.sha256, stored.size, stored.day, frame.event_time, frame.camera_id
+            )
+            self._raw.add(entry)
+            return entry
+
+        entry = await asyncio.to_thread(blur_and_store)
+        await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())

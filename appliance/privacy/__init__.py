@@ -1,0 +1,1 @@
+"""Privacy on the appliance: plate tokens and the encrypted local blob store."""

@@ -1,0 +1,61 @@
+"""Plate tokens: HMAC-SHA256 of the normalised plate under a per-site key.
+
+The same plate gives the same token at one site (so visits can be joined),
+different tokens at different sites, and the clear text is never written
+anywhere.  Normalisation drops spaces and case, so "AB12 CDE" and "ab12cde"
+are one plate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from appliance.errors import ConfigError
+
+__all__ = ["PlateTokenizer", "load_plate_key", "normalise_plate"]
+
+_KEEP = re.compile(r"[^0-9A-Z]")
+TOKEN_PREFIX = "pt1:"
+
+
+def normalise_plate(plate: str) -> str:
+    return _KEEP.sub("", plate.upper())
+
+
+class PlateTokenizer:
+    """``token(plate)`` -> ``"pt1:" + 32 hex chars`` (128 bits of HMAC-SHA256)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ConfigError("plate HMAC key must be at least 16 bytes")
+        self._key = key
+
+    def token(self, plate: str) -> str:
+        digest = hmac.new(self._key, normalise_plate(plate).encode(), hashlib.sha256).hexdigest()
+        return TOKEN_PREFIX + digest[:32]
+
+
+def load_plate_key(secret: str | None, key_file: Path) -> bytes:
+    """The site key: the inline secret if given, else ``key_file`` (created, 0600, if missing)."""
+    if secret is not None:
+        return secret.encode()
+    try:
+        key = key_file.read_bytes()
+    except FileNotFoundError:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise ConfigError(f"{key_file}: cannot read the plate key: {exc}") from None
+    if len(key) < 16:
+        raise ConfigError(f"{key_file}: plate key shorter than 16 bytes")
+    return key

@@ -1,0 +1,75 @@
+"""Counters and latency windows the daemon reports in ``/v1/status`` and ``telemetry`` records.
+
+Latency is per task, from frame receipt to the result durable in the outbox,
+kept in a bounded window; p50/p95/p99 are computed on demand and compared
+with the task's p99 SLA.  ``snapshot()`` is the body of a telemetry record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+import numpy as np
+
+__all__ = ["Telemetry"]
+
+_WINDOW = 2048
+_CONFIDENCE_BINS = 10
+
+
+class Telemetry:
+    def __init__(self, slas_ms: dict[str, float]) -> None:
+        self.slas_ms = dict(slas_ms)
+        self._latency: dict[str, deque[float]] = {}
+        self.frames: Counter[str] = Counter()
+        self.results: Counter[str] = Counter()
+        self.violations: Counter[str] = Counter()
+        self.class_counts: Counter[str] = Counter()
+        self.bad_frames: Counter[str] = Counter()
+        self.task_errors: Counter[str] = Counter()
+        self.confidence_hist: dict[str, list[int]] = {}
+
+    def record_result(
+        self, task: str, latency_ms: float, confidences: dict[str, list[float]]
+    ) -> bool:
+        """Record one task result; returns True when it violated the task's SLA."""
+        self.results[task] += 1
+        self._latency.setdefault(task, deque(maxlen=_WINDOW)).append(latency_ms)
+        violated = latency_ms > self.slas_ms.get(task, float("inf"))
+        if violated:
+            self.violations[task] += 1
+        for kind, values in confidences.items():
+            self.class_counts[kind] += len(values)
+            hist = self.confidence_hist.setdefault(kind, [0] * _CONFIDENCE_BINS)
+            for value in values:
+                hist[min(_CONFIDENCE_BINS - 1, max(0, int(value * _CONFIDENCE_BINS)))] += 1
+        return violated
+
+    def latency(self, task: str) -> dict[str, float | None]:
+        window = self._latency.get(task)
+        if not window:
+            return {"p50": None, "p95": None, "p99": None}
+        p50, p95, p99 = np.percentile(np.fromiter(window, dtype=float), [50, 95, 99])
+        return {
+            "p50": round(float(p50), 2),
+            "p95": round(float(p95), 2),
+            "p99": round(float(p99), 2),
+        }
+
+    def snapshot(self) -> dict[str, object]:
+        tasks = {}
+        for task in sorted(set(self.slas_ms) | set(self._latency)):
+            tasks[task] = {
+                "results": self.results[task],
+                "latency_ms": self.latency(task),
+                "sla_p99_ms": self.slas_ms.get(task),
+                "sla_violations": self.violations[task],
+                "errors": self.task_errors[task],
+            }
+        return {
+            "frames": dict(self.frames),
+            "tasks": tasks,
+            "class_counts": dict(self.class_counts),
+            "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
+            "bad_frames": dict(self.bad_frames),
+        }
