@@ -170,14 +170,15 @@ async def resend_after_cut(work: Path, blob_mb: int) -> tuple[int, int]:
                 state_path=work / "sync-state-cut.json",
             )
             await engine.start()
-            chunk = 0
-            while True:  # wait for the third chunk to be under way, then cut in its middle
+            while True:  # once the third chunk is under way, cut in the middle of the next
                 upload = engine.progress().upload
-                if upload is not None and upload.offset > 0 and upload.offset >= 2 * (64 << 10):
-                    chunk = engine.uploader.sizer.next_size()
-                    emu.cut_after(chunk // 2, Direction.UP)
+                if upload is not None and upload.offset >= 2 * (64 << 10):
+                    emu.cut_after(upload.chunk_bytes // 2, Direction.UP, min_up_bytes=1)
                     break
                 await asyncio.sleep(0.01)
+            while not emu.stats.cuts:
+                await asyncio.sleep(0.005)
+            chunk = engine.uploader.chunk_in_flight  # the chunk the cut hit
             while outbox.stats().per_class[OutboxClass.RAW_SAMPLED].records:
                 await asyncio.sleep(0.05)
             resent = engine.progress().resent_bytes

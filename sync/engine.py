@@ -199,6 +199,7 @@ class SyncEngine:
                 offset=current.offset,
                 length=current.length,
                 rate_bps=current.rate_bps,
+                chunk_bytes=current.chunk_bytes,
             ),
             last_error=self._last_error,
             last_handshake_at=self._last_handshake,

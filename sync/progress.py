@@ -31,6 +31,7 @@ class CurrentUpload(_Frozen):
     offset: int
     length: int
     rate_bps: float | None
+    chunk_bytes: int  # size of the chunk in flight
 
 
 class SyncProgress(_Frozen):

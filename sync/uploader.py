@@ -97,6 +97,7 @@ class UploadProgress:
     offset: int
     length: int
     rate_bps: float | None
+    chunk_bytes: int  # the chunk being sent: what a cut can cost at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,7 @@ class TusUploader:
         self.link = link
         self._clock = clock
         self.current: UploadProgress | None = None
+        self.chunk_in_flight = 0  # size of the chunk being (or last) sent
 
     async def upload(self, path: Path, meta: UploadMetadata) -> UploadOutcome:
         """Upload the file at ``path`` (its sha256 is ``meta.sha256``) or resume it."""
@@ -146,6 +148,8 @@ class TusUploader:
                 chunk = await asyncio.to_thread(_read_chunk, path, offset, size)
                 if not chunk:
                     raise PermanentUploadError(f"{path} shrank below {length} bytes")
+                self.chunk_in_flight = len(chunk)
+                self._progress(sha, upload_path, offset, length)
                 offset = await self._patch(upload_path, sha, offset, chunk)
                 self._progress(sha, upload_path, offset, length)
         except CloudUnavailable as exc:
@@ -159,7 +163,9 @@ class TusUploader:
 
     def _progress(self, sha: str, upload_path: str | None, offset: int, length: int) -> None:
         rate = self.sizer.rate_Bps
-        self.current = UploadProgress(sha, upload_path, offset, length, rate and rate * 8)
+        self.current = UploadProgress(
+            sha, upload_path, offset, length, rate and rate * 8, self.chunk_in_flight
+        )
 
     async def _offset(self, upload_path: str, sha: str) -> int | None:
         """The server's offset of a known upload; None when it is gone (expired, removed)."""
