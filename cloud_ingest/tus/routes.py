@@ -123,6 +123,9 @@ class _TusHandlers:
             async with self.store.lock(info.upload_id):
                 info, offset = await self._write(request, info, 0, checksum, None)
             headers["Upload-Offset"] = str(offset)
+        elif length == 0:  # nothing to send: complete at once
+            async with self.store.lock(info.upload_id):
+                info = await self._finish(info)
         headers.update(self._base_headers(info))
         return web.Response(status=201, headers=headers)
 

@@ -308,3 +308,44 @@ async def test_expiry_header_and_sweep(tus: TusServer, session: aiohttp.ClientSe
     assert not tus.store.data_path(url.rsplit("/", 1)[1]).exists()
     assert (await head(session, done)).headers["Upload-Offset"] == "2"
     assert sweep_expired(tus.store, tus.clock.now + 3600) == 1
+
+
+async def test_empty_upload_completes_at_creation(
+    tus: TusServer, session: aiohttp.ClientSession
+) -> None:
+    digest = hashlib.sha256(b"").hexdigest()
+    url = await create(session, tus, 0, **{"Upload-Metadata": metadata_header({"sha256": digest})})
+    assert (await head(session, url)).headers["Upload-Offset"] == "0"
+    assert [c.length for c in tus.completed] == [0]
+    assert tus.blobs.path_for(digest).read_bytes() == b""
+
+
+async def test_second_patch_while_one_is_writing_gets_423(
+    tus: TusServer, session: aiohttp.ClientSession
+) -> None:
+    url = await create(session, tus, 10)
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"01234"
+        await release.wait()
+        yield b"56789"
+
+    hdrs = auth(**{"Upload-Offset": "0", "Content-Type": OCTET})
+
+    async def first() -> int:
+        async with session.patch(url, data=slow_body(), headers=hdrs) as r:
+            return r.status
+
+    writing = asyncio.create_task(first())
+    for _ in range(100):
+        if tus.store.is_busy(url.rsplit("/", 1)[1]):
+            break
+        await asyncio.sleep(0.01)
+    second = await patch(session, url, 0, b"xxxxx")
+    assert second.status == 423
+    async with session.delete(url, headers=auth()) as r:
+        assert r.status == 423
+    release.set()
+    assert await writing == 204
+    assert tus.store.data_path(tus.completed[0].upload_id).read_bytes() == b"0123456789"
