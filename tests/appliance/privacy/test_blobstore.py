@@ -1,0 +1,62 @@
+"""The blob store keeps ciphertext on disk and a deleted day key shreds that day."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.privacy.blobstore import BlobCorrupt, BlobMissing, BlobShredded, BlobStore, utc_day
+
+DAY = 86400.0
+
+
+def _store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "blobs", tmp_path / "keys")
+
+
+def test_round_trip_and_ciphertext_on_disk(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    data = b"JPEG-ish plate AB12CDE " * 100
+    stored = store.put(data)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert store.get(stored.sha256) == data
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "blobs").rglob("*.blob"))
+    assert b"AB12CDE" not in on_disk
+    assert len(on_disk) == len(data) + 12 + 16
+
+
+def test_deleting_a_day_key_shreds_only_that_day(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    now = time.time()
+    old = store.put(b"yesterday's frame", now - DAY)
+    new = store.put(b"today's frame", now)
+    (tmp_path / "keys" / f"{utc_day(now - DAY)}.key").unlink()
+    reopened = _store(tmp_path)
+    with pytest.raises(BlobShredded, match="shredded"):
+        reopened.get(old.sha256)
+    assert reopened.get(new.sha256) == b"today's frame"
+
+
+def test_retention_sweep_shreds_old_days(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    now = time.time()
+    old = store.put(b"old", now - 10 * DAY)
+    kept = store.put(b"recent", now - 1 * DAY)
+    assert store.sweep(retention_days=7, now=now) == [utc_day(now - 10 * DAY)]
+    with pytest.raises(BlobMissing):
+        store.get(old.sha256)
+    assert store.get(kept.sha256) == b"recent"
+
+
+def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    stored = store.put(b"frame bytes")
+    path = next((tmp_path / "blobs").rglob("*.blob"))
+    sealed = bytearray(path.read_bytes())
+    sealed[-1] ^= 1
+    path.write_bytes(bytes(sealed))
+    with pytest.raises(BlobCorrupt):
+        _store(tmp_path).get(stored.sha256)

@@ -1,0 +1,114 @@
+"""The local API over real HTTP against a real daemon: bad input is refused, nothing stops it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import io
+
+import aiohttp
+import pytest
+
+from appliance.daemon import Daemon
+from appliance.sources.synthetic import SyntheticYardCamera
+from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    running = Daemon(site_config(tmp_path))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _jpeg() -> bytes:
+    return SyntheticYardCamera(3).frame(0).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "query", "status", "message"),
+    [
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 500, {"Content-Type": "image/jpeg"}, "camera=gate-in", 400, "corrupt image/jpeg"),
+        (b"", {"Content-Type": "image/jpeg"}, "camera=gate-in", 400, "zero bytes"),
+        (b"x" * (50 << 20), {"Content-Type": "image/jpeg"}, "camera=gate-in", 413, "limit"),
+        (None, {"Content-Type": "text/plain"}, "camera=gate-in", 415, "unsupported content type"),
+        (None, {"Content-Type": "image/png"}, "camera=gate-in", 415, "bytes are image/jpeg"),
+        (None, {"Content-Type": "image/jpeg"}, "camera=nope", 404, "not configured"),
+        (None, {"Content-Type": "image/jpeg"}, "", 400, "name the camera"),
+        (None, {"X-Frame-Metadata": "{not json"}, "camera=gate-in", 400, "not valid JSON"),
+    ],
+)
+async def test_bad_frames_get_a_clear_4xx_and_the_daemon_keeps_running(
+    daemon: Daemon,
+    http: aiohttp.ClientSession,
+    body: bytes | None,
+    headers: dict[str, str],
+    query: str,
+    status: int,
+    message: str,
+) -> None:
+    url = f"{base_url(daemon)}/v1/frames?{query}"
+    payload = io.BytesIO(_jpeg() if body is None else body)
+    async with http.post(url, data=payload, headers={**AUTH, **headers}) as resp:
+        assert resp.status == status
+        answer = await resp.json()
+        assert message in answer["message"]
+    async with http.post(
+        f"{base_url(daemon)}/v1/frames?camera=gate-in",
+        data=_jpeg(),
+        headers={**AUTH, "Content-Type": "image/jpeg"},
+    ) as resp:
+        assert resp.status == 202
+    await wait_for(lambda: sum(daemon.telemetry.results.values()) == len(daemon.tasks))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer wrong-token-xxxxxxx"}, 403)]
+)
+async def test_missing_or_wrong_token_is_refused(
+    daemon: Daemon, http: aiohttp.ClientSession, headers: dict[str, str], status: int
+) -> None:
+    for method, path in (("GET", "/v1/status"), ("POST", "/v1/frames?camera=gate-in"), ("GET", "/metrics")):
+        async with http.request(method, base_url(daemon) + path, headers=headers, data=b"") as resp:
+            assert resp.status == status
+            assert "token" in (await resp.json())["message"]
+
+
+async def test_status_metrics_and_events_report_a_pushed_frame(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    assert sorted(daemon.tasks) == ["face_anonymize", "gate_ocr"]
+    async with http.get(f"{base_url(daemon)}/v1/events", headers=AUTH) as events:
+        assert events.status == 200
+        async with http.post(
+            f"{base_url(daemon)}/v1/frames",
+            data=_jpeg(),
+            headers={**AUTH, "X-Camera-Id": "gate-out", "Content-Type": "image/jpeg"},
+        ) as resp:
+            assert resp.status == 202
+        seen = set()
+        async for line in events.content:
+            if line.startswith(b"data: "):
+                seen.add(line)
+            if len(seen) == 2:
+                break
+    async with http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp:
+        status = await resp.json()
+    assert status["models"]["loaded"] == ["face_anonymize", "gate_ocr"]
+    assert status["outbox"]["classes"]["events"]["records"] == 2
+    assert status["tasks"]["gate_ocr"]["latency_ms"]["p50"] > 0
+    async with http.get(f"{base_url(daemon)}/metrics", headers=AUTH) as resp:
+        text = await resp.text()
+    assert 'yardlink_frames_total{camera="gate-out"} 1.0' in text
