@@ -162,7 +162,17 @@ class BlobDir:
         ref = BlobRef(sha, len(data), meta)
         if seq is not None:
             self.by_seq[seq] = ref
+            index = {str(k): v.sha256 for k, v in self.by_seq.items()}
+            (self.root / "index.json").write_text(json.dumps(index))
         return ref
+
+    def _load_index(self) -> None:
+        """Another process added the blobs: read its seq -> sha256 index."""
+        path = self.root / "index.json"
+        if not self.by_seq and path.exists():
+            for seq, sha in json.loads(path.read_text()).items():
+                size = (self.root / sha).stat().st_size
+                self.by_seq[int(seq)] = BlobRef(sha, size, {"seq": seq})
 
     async def open_for_upload(self, ref: BlobRef) -> Path:
         self.opened.append(ref.sha256)
@@ -172,6 +182,7 @@ class BlobDir:
         return path
 
     async def resolve_raw_request(self, request: RawRequest) -> list[BlobRef]:
+        self._load_index()
         ref = self.by_seq.get(request.seq) if request.seq is not None else None
         return [] if ref is None else [ref]
 

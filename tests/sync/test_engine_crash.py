@@ -1,24 +1,36 @@
 """SIGKILL both sides: a sync engine process and a real `yardlink ingest serve` process are
 killed at random moments and restarted, while the link emulator cuts and flaps.  At the
-end the lake holds every event exactly once and the outbox is empty."""
+end the lake holds every event exactly once, every sampled and every requested raw blob
+is in the cloud's blob store byte-exact, and the outbox is empty."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import os
 import random
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import BlobRef, Outbox, OutboxClass
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
-from tests.sync.ingest_server import CloudProcess, event_payload, lake_seqs
+from tests.sync.ingest_server import (
+    DEVICE,
+    BlobDir,
+    CloudProcess,
+    blob_file,
+    event_payload,
+    lake_seqs,
+)
 
 
 class EngineProcess:
@@ -35,6 +47,8 @@ class EngineProcess:
             url,
             "--token",
             token,
+            "--blobs",
+            str(work / "blobs"),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
@@ -65,18 +79,49 @@ def cloud(tmp_path: Path) -> Iterator[CloudProcess]:
     process.close()
 
 
-async def produce(work: Path, n: int) -> list[int]:
+async def produce(work: Path, n: int, raw: int) -> tuple[list[int], list[BlobRef]]:
+    """``n`` events; ``raw`` sampled blobs; the first two events also have a raw frame kept
+    on site only (for raw requests)."""
     outbox = Outbox.open(work / "outbox", OutboxSettings(min_free_disk_bytes=0))
+    blobs = BlobDir(work / "blobs")
     try:
-        return await outbox.append_many(OutboxClass.EVENTS, [event_payload(i) for i in range(n)])
+        seqs = await outbox.append_many(OutboxClass.EVENTS, [event_payload(i) for i in range(n)])
+        refs = [blobs.add(os.urandom(200_000 + i)) for i in range(raw)]
+        for ref in refs:
+            await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+        kept = [blobs.add(os.urandom(150_000 + i), seq=seqs[i]) for i in range(2)]
+        return seqs, refs + kept
     finally:
         await outbox.close()
+
+
+def request_raw(cloud: CloudProcess, seqs: list[int]) -> None:
+    """An operator asks for the raw frames of these events (admin API over HTTP)."""
+    yardlink = str(Path(sys.executable).parent / "yardlink")
+    out = subprocess.run(
+        [yardlink, "ingest", "operator", "add", "ops", "--data-dir", str(cloud.data_dir)]
+        + ["--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    token = json.loads(out)["token"]
+    for seq in seqs:
+        body = json.dumps({"device_id": DEVICE, "seq": seq}).encode()
+        request = urllib.request.Request(
+            f"{cloud.url}/v1/raw-requests",
+            data=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
 
 
 async def kill_restart_cycle(
     tmp_path: Path, cloud: CloudProcess, *, events: int, rounds: int, seed: int
 ) -> None:
-    seqs = await produce(tmp_path, events)
+    seqs, refs = await produce(tmp_path, events, raw=4)
+    await asyncio.to_thread(request_raw, cloud, seqs[:2])
     rng = random.Random(seed)
     emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.005, rate_bps=20e6))
     async with emu:
@@ -103,15 +148,20 @@ async def kill_restart_cycle(
                     emu.set_online(False)
                     await asyncio.sleep(rng.uniform(0.05, 0.3))
                     emu.set_online(True)
-            deadline = asyncio.get_running_loop().time() + 60
-            while len(lake_seqs(cloud.data_dir, Stream.EVENTS)) < len(seqs):
-                assert asyncio.get_running_loop().time() < deadline, "events missing"
+            deadline = asyncio.get_running_loop().time() + 90
+            while len(lake_seqs(cloud.data_dir, Stream.EVENTS)) < len(seqs) or not all(
+                blob_file(cloud.data_dir, ref.sha256).exists() for ref in refs
+            ):
+                assert asyncio.get_running_loop().time() < deadline, "events or blobs missing"
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # a duplicate would land now
         finally:
             engine.stop()
     assert engine.kills >= rounds // 5 and cloud_kills >= rounds // 5
     assert sorted(lake_seqs(cloud.data_dir, Stream.EVENTS)) == seqs  # exactly once
+    for ref in refs:  # sampled and requested raw blobs, byte-exact
+        stored = blob_file(cloud.data_dir, ref.sha256).read_bytes()
+        assert hashlib.sha256(stored).hexdigest() == ref.sha256
     outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
     try:
         assert outbox.stats().per_class[Stream.EVENTS].records == 0
