@@ -20,7 +20,11 @@ TOKEN = "technician-token-for-tests"
 def site_config(tmp_path: Path, **sections: dict[str, Any]) -> SiteConfig:
     data: dict[str, Any] = {
         "version": 1,
-        "site": {"device_id": "gate-01", "site_id": "depot-test", "data_dir": str(tmp_path / "var")},
+        "site": {
+            "device_id": "gate-01",
+            "site_id": "depot-test",
+            "data_dir": str(tmp_path / "var"),
+        },
         "outbox": {"path": str(tmp_path / "var" / "outbox")},
         "local_api": {"port": 0, "technician_token": TOKEN, "max_frame_bytes": 4 << 20},
         "sources": {"cameras": [{"id": "gate-in"}, {"id": "gate-out"}], "queue_bound": 64},

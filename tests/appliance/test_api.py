@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-
-import io
 
 import aiohttp
 import pytest
@@ -40,7 +39,13 @@ def _jpeg() -> bytes:
 @pytest.mark.parametrize(
     ("body", "headers", "query", "status", "message"),
     [
-        (b"\xff\xd8\xff\xe0" + b"\x00" * 500, {"Content-Type": "image/jpeg"}, "camera=gate-in", 400, "corrupt image/jpeg"),
+        (
+            b"\xff\xd8\xff\xe0" + b"\x00" * 500,
+            {"Content-Type": "image/jpeg"},
+            "camera=gate-in",
+            400,
+            "corrupt image/jpeg",
+        ),
         (b"", {"Content-Type": "image/jpeg"}, "camera=gate-in", 400, "zero bytes"),
         (b"x" * (50 << 20), {"Content-Type": "image/jpeg"}, "camera=gate-in", 413, "limit"),
         (None, {"Content-Type": "text/plain"}, "camera=gate-in", 415, "unsupported content type"),
@@ -80,7 +85,11 @@ async def test_bad_frames_get_a_clear_4xx_and_the_daemon_keeps_running(
 async def test_missing_or_wrong_token_is_refused(
     daemon: Daemon, http: aiohttp.ClientSession, headers: dict[str, str], status: int
 ) -> None:
-    for method, path in (("GET", "/v1/status"), ("POST", "/v1/frames?camera=gate-in"), ("GET", "/metrics")):
+    for method, path in (
+        ("GET", "/v1/status"),
+        ("POST", "/v1/frames?camera=gate-in"),
+        ("GET", "/metrics"),
+    ):
         async with http.request(method, base_url(daemon) + path, headers=headers, data=b"") as resp:
             assert resp.status == status
             assert "token" in (await resp.json())["message"]

@@ -1,0 +1,72 @@
+"""The real ``yardlink appliance run`` process drains queued frames into the outbox on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from appliance.sources.synthetic import SyntheticYardCamera
+from tests.appliance.daemon_harness import REPO, TOKEN, read_events
+
+FRAMES = 6
+
+
+def _write_config(tmp_path: Path) -> Path:
+    var = tmp_path / "var"
+    text = f"""
+version = 1
+models_dir = "{REPO / "models"}"
+[site]
+device_id = "gate-01"
+site_id = "depot-test"
+data_dir = "{var}"
+[outbox]
+path = "{var / "outbox"}"
+[local_api]
+port = 0
+technician_token = "{TOKEN}"
+[sources]
+queue_bound = 64
+[[sources.cameras]]
+id = "gate-in"
+"""
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_sigterm_drains_queued_frames_and_exits_cleanly(tmp_path: Path) -> None:
+    config = _write_config(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yardlink.cli", "appliance", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        host, port = ready["api"].strip("()").replace("'", "").split(", ")
+        camera = SyntheticYardCamera(9)
+        for index in range(FRAMES):
+            request = urllib.request.Request(
+                f"http://{host}:{port}/v1/frames?camera=gate-in",
+                data=camera.frame(index).encode(),
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 202
+        process.send_signal(signal.SIGTERM)  # most frames are still queued now
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    events = await read_events(tmp_path / "var" / "outbox")
+    assert len(events) == 2 * FRAMES
