@@ -30,6 +30,7 @@ class UploadInfo:
     created_at: float = 0.0
     expires_at: float = 0.0
     completed: bool = False
+    notified: bool = False  # on_complete returned (re-run after a crash before it did)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class UploadInfo:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "completed": self.completed,
+            "notified": self.notified,
         }
 
     @classmethod
@@ -52,6 +54,7 @@ class UploadInfo:
             created_at=float(data["created_at"]),
             expires_at=float(data["expires_at"]),
             completed=bool(data.get("completed", False)),
+            notified=bool(data.get("notified", False)),
         )
 
     def is_expired(self, now: float) -> bool:

@@ -131,6 +131,7 @@ class _TusHandlers:
 
     async def head(self, request: web.Request) -> web.Response:
         info, _ = self._find(request, operator_ok=True)
+        info = await self._renotify_if_needed(info)
         headers = self._base_headers(info)
         headers["Upload-Offset"] = str(self.store.offset(info))
         if info.length is None:
@@ -143,6 +144,7 @@ class _TusHandlers:
 
     async def patch(self, request: web.Request) -> web.Response:
         info, _ = self._find(request, operator_ok=False)
+        info = await self._renotify_if_needed(info)
         if request.content_type != OCTET:
             raise UnsupportedMediaType(f"PATCH needs Content-Type {OCTET}")
         claimed = h.parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
@@ -206,10 +208,7 @@ class _TusHandlers:
 
     async def _finish(self, info: UploadInfo) -> UploadInfo:
         """Verify and adopt the blob (when a sha256 is named), record, notify."""
-        length = info.length
-        assert length is not None  # noqa: S101 - only called for a known length
         sha256 = info.metadata.get("sha256")
-        blob_path = None
         if sha256:
             src = self.store.data_path(info.upload_id)
             try:  # hashed from disk in a thread, off the event loop
@@ -217,20 +216,42 @@ class _TusHandlers:
             except ChecksumMismatch:
                 await asyncio.to_thread(self.store.delete, info.upload_id)
                 raise
-            blob_path = self.blobs.path_for(sha256)
         info = replace(info, completed=True)
         await asyncio.to_thread(self.store.save, info)
+        return await self._notify(info)
+
+    async def _notify(self, info: UploadInfo) -> UploadInfo:
+        """Hand the completed upload to ``on_complete`` (idempotent on its side).
+
+        Also re-run by HEAD/PATCH for an upload completed just before a crash
+        that came before ``on_complete`` returned.
+        """
+        sha256 = info.metadata.get("sha256")
         await self.on_complete(
             CompletedUpload(
                 upload_id=info.upload_id,
                 device_id=info.device_id,
-                length=length,
+                length=info.length or 0,
                 metadata=dict(info.metadata),
                 sha256=sha256,
-                blob_path=blob_path,
+                blob_path=self.blobs.path_for(sha256) if sha256 else None,
             )
         )
+        info = replace(info, notified=True)
+        await asyncio.to_thread(self.store.save, info)
         return info
+
+    async def _renotify_if_needed(self, info: UploadInfo) -> UploadInfo:
+        if not info.completed or info.notified:
+            return info
+        lock = self.store.lock(info.upload_id)
+        if lock.locked():
+            return info
+        async with lock:
+            current = self.store.get(info.upload_id)
+            if current is None or current.notified:
+                return current or info
+            return await self._notify(current)
 
 
 def _versioned(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -50,3 +51,34 @@ async def test_restart_derives_offset_from_disk_and_drops_side_files(tmp_path: P
                 assert r.status == 204
             assert tus.blobs.path_for(digest).read_bytes() == data
             assert tus.completed[0].sha256 == digest
+
+
+async def test_completion_lost_in_a_crash_is_reported_at_the_next_head(tmp_path: Path) -> None:
+    clock = FakeClock()
+    data = b"raw frame bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    async with aiohttp.ClientSession() as session:
+        async for tus in start_tus(tmp_path, clock):
+            url = await create(
+                session, tus, len(data), **{"Upload-Metadata": metadata_header({"sha256": digest})}
+            )
+            upload_id = url.rsplit("/", 1)[1]
+            hdrs = auth(**{"Upload-Offset": "0", "Content-Type": OCTET})
+            async with session.patch(url, data=data, headers=hdrs) as r:
+                assert r.status == 204
+            assert len(tus.completed) == 1
+            info = tus.store.get(upload_id)
+            assert info is not None
+            assert info.notified
+            # as if the process died after marking it complete, before on_complete returned
+            tus.store.save(replace(info, notified=False))
+        async for tus in start_tus(tmp_path, clock):
+            assert tus.completed == []
+            new_url = str(tus.server.make_url(f"/v1/uploads/{upload_id}"))
+            async with session.head(new_url, headers=auth()) as r:
+                assert r.headers["Upload-Offset"] == str(len(data))
+            assert [(c.upload_id, c.sha256) for c in tus.completed] == [(upload_id, digest)]
+            assert tus.completed[0].blob_path == tus.blobs.path_for(digest)
+            async with session.head(new_url, headers=auth()) as r:
+                assert r.status == 200
+            assert len(tus.completed) == 1
