@@ -241,7 +241,21 @@ class _TusHandlers:
         await asyncio.to_thread(self.store.save, info)
         return info
 
+    def _adopted_before_crash(self, info: UploadInfo) -> bool:
+        """The blob was moved into place but the completion was never saved."""
+        sha256 = info.metadata.get("sha256")
+        return (
+            not info.completed
+            and info.length is not None
+            and sha256 is not None
+            and not self.store.data_path(info.upload_id).exists()
+            and self.blobs.has(sha256)
+        )
+
     async def _renotify_if_needed(self, info: UploadInfo) -> UploadInfo:
+        if self._adopted_before_crash(info):
+            info = replace(info, completed=True)
+            await asyncio.to_thread(self.store.save, info)
         if not info.completed or info.notified:
             return info
         lock = self.store.lock(info.upload_id)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.cloud_ingest.tus_fixtures import (
     OCTET,
@@ -53,7 +54,10 @@ async def test_restart_derives_offset_from_disk_and_drops_side_files(tmp_path: P
             assert tus.completed[0].sha256 == digest
 
 
-async def test_completion_lost_in_a_crash_is_reported_at_the_next_head(tmp_path: Path) -> None:
+@pytest.mark.parametrize("completion_saved", [True, False])
+async def test_completion_lost_in_a_crash_is_reported_at_the_next_head(
+    tmp_path: Path, completion_saved: bool
+) -> None:
     clock = FakeClock()
     data = b"raw frame bytes"
     digest = hashlib.sha256(data).hexdigest()
@@ -70,8 +74,9 @@ async def test_completion_lost_in_a_crash_is_reported_at_the_next_head(tmp_path:
             info = tus.store.get(upload_id)
             assert info is not None
             assert info.notified
-            # as if the process died after marking it complete, before on_complete returned
-            tus.store.save(replace(info, notified=False))
+            # as if the process died after adopting the blob (before or after
+            # saving the completion) and before on_complete returned
+            tus.store.save(replace(info, completed=completion_saved, notified=False))
         async for tus in start_tus(tmp_path, clock):
             assert tus.completed == []
             new_url = str(tus.server.make_url(f"/v1/uploads/{upload_id}"))
