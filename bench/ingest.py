@@ -3,7 +3,10 @@
 * tus PATCH throughput over loopback, every chunk with ``Upload-Checksum:
   sha256``, 1 MiB and 8 MiB chunks, 16 concurrent uploads; anchor in the same
   run: the reference Node.js ``@tus/server`` + ``@tus/file-store`` under the
-  identical load (reported as missing when node/npm are not available).
+  identical load (reported as missing when node/npm are not available).  Note
+  the anchor does less work: @tus/server 2.x ignores ``Upload-Checksum`` and
+  the file store does not fsync, while ours verifies every chunk, fsyncs every
+  PATCH and hashes each completed upload into the blob store.
 * memory: one large upload (2 GiB, 256 MiB with --quick) in 8 MiB chunks; the
   server process's peak RSS is sampled with psutil; the goal is that it grows
   by less than two chunks (one body buffer plus bookkeeping).
