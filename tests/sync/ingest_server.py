@@ -43,12 +43,6 @@ class RunningIngest:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def has_tus(self) -> bool:
-        return any(
-            getattr(r, "canonical", "").startswith("/v1/uploads")
-            for r in self.app.router.resources()
-        )
-
     async def add_raw_request(self, request_id: str, seq: int) -> None:
         now = time.time()
         await self.app[CATALOG].add_raw_request(

@@ -2,11 +2,11 @@
 
 * ``aiohttp-tus``: an independent tus 1.0.0 server (core + creation; it ignores
   creation-with-upload bodies and checksums) - proves our client interoperates.
-* ``ingest``: the project's own ingest service, when ``cloud_ingest.tus`` exists.
+* ``ingest``: the project's own ingest service (``cloud_ingest.tus``).
 
-``mount_third_party_tus(app, root)`` also lets the real ingest service (handshake,
-batches, lake) serve raw uploads through aiohttp-tus while its own tus server is
-not there yet; ``HEAD /v1/blobs/{sha256}`` answers from the completed files.
+``raw_uploads_for`` / ``mount_third_party_tus`` let the real ingest service serve raw
+uploads through aiohttp-tus in a checkout where ``cloud_ingest.tus`` is missing (it
+was built in parallel); with it present they do nothing.
 """
 
 from __future__ import annotations
