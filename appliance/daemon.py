@@ -37,8 +37,11 @@ from appliance.sources.frames import Frame, decode_frame
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
+from appliance.sync_routes import add_sync_routes
 from appliance.telemetry import Telemetry
+from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
+from sync.protocol import ModelInfo
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -87,6 +90,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self.outbox: Outbox | None = None
         self.spool: SpoolWatcher | None = None
+        self.sync_engine: SyncEngine | None = None
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,15 +157,34 @@ class Daemon:
                 )
         self._supervise(self._telemetry_loop, "telemetry")
         self._supervise(self._retention_loop, "retention")
+        await self._start_sync()
         await self._start_api()
         _log.info(
             "appliance started",
             extra={"tasks": sorted(self.tasks), "cameras": sorted(self.camera_ids)},
         )
 
+    async def _start_sync(self) -> None:
+        """Start the sync engine when the cloud is configured (else the outbox just fills)."""
+        sync = self.config.sync
+        if sync.cloud_url is None or sync.token is None or self.outbox is None:
+            return
+        self.sync_engine = SyncEngine(
+            self.outbox,
+            sync,
+            device_id=self.config.site.device_id,
+            site_id=self.config.site.site_id,
+            blob_source=self.raw_frames,
+            state_path=self.data_dir / "sync-state.json",
+            models=self._model_inventory,
+        )
+        await self.sync_engine.start()
+
     async def _start_api(self) -> None:
         api = self.config.local_api
         app = build_app(self, token=api.technician_token, max_frame_bytes=api.max_frame_bytes)
+        if self.sync_engine is not None:
+            add_sync_routes(app, self.sync_engine)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site: web.BaseSite
@@ -187,6 +210,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._consumers, return_exceptions=True)
         await asyncio.to_thread(self.processor.close)
+        if self.sync_engine is not None:
+            await self.sync_engine.close()
         if self.outbox is not None:
             await self.outbox.close()
         _log.info("appliance stopped", extra={"left_in_queue": self.queues.total_depth()})
@@ -305,7 +330,18 @@ class Daemon:
 
     # ------------------------------------------------------------------ API backend
 
+    def _model_inventory(self) -> list[ModelInfo]:
+        loaded = [
+            ModelInfo(name=t.model_name, version=t.model_version) for t in self.tasks.values()
+        ]
+        failed = [
+            ModelInfo(name=name, version="unloaded", healthy=False) for name in self.model_failures
+        ]
+        return loaded + failed
+
     def _publish(self, event: dict[str, Any]) -> None:
+        if self.sync_engine is not None:
+            self.sync_engine.notify()
         latency = event.get("latency_ms")
         if isinstance(latency, float | int):
             self._m_latency.labels(str(event.get("task"))).observe(float(latency))
@@ -356,7 +392,9 @@ class Daemon:
                 "total_bytes": disk.total,
                 "blob_bytes": self.blobs.disk_bytes(),
             },
-            "sync": None,
+            "sync": None
+            if self.sync_engine is None
+            else self.sync_engine.progress().model_dump(mode="json"),
         }
 
 

@@ -1,0 +1,91 @@
+"""The daemon runs the real sync engine against the real ingest service; the API controls it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+
+from appliance.daemon import Daemon
+from appliance.sources.frames import decode_frame
+from appliance.sources.synthetic import SyntheticYardCamera
+from sync.protocol import RawRequest, Stream
+from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
+from tests.sync.ingest_server import DEVICE, SITE, lake_seqs, running_ingest
+from tests.sync.tus_servers import raw_uploads_for, stored_blob
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FRAMES = 3
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_events_reach_the_lake_and_controls_work(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    cloud_dir = tmp_path / "cloud"
+    async with running_ingest(cloud_dir, customize=raw_uploads_for(tmp_path / "tus")) as ingest:
+        config = site_config(
+            tmp_path,
+            site={"device_id": DEVICE, "site_id": SITE, "data_dir": str(tmp_path / "var")},
+            sync={
+                "cloud_url": ingest.url,
+                "token": ingest.token,
+                "batch_max_age_s": 0.0,
+                "link": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5},
+            },
+            sampling={"every_n_frames": 1, "max_per_hour": 100, "low_confidence_every_n": 0},
+        )
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            url = base_url(daemon)
+            async with http.post(f"{url}/v1/sync/pause", headers=AUTH) as resp:
+                assert resp.status == 200 and (await resp.json())["paused"] is True
+            camera = SyntheticYardCamera(21)
+            for frame in camera.frames(FRAMES):
+                data = frame.encode()
+                await daemon.queue_frame(decode_frame("gate-in", data, None, max_bytes=1 << 24))
+            await wait_for(lambda: daemon.telemetry.results["gate_ocr"] == FRAMES)
+            async with http.put(
+                f"{url}/v1/sync/bandwidth", json={"bps": "fast"}, headers=AUTH
+            ) as resp:
+                assert resp.status == 400
+            async with http.put(f"{url}/v1/sync/bandwidth", json={"bps": 1e6}, headers=AUTH) as r:
+                assert (await r.json())["bandwidth_cap_bps"] == 1e6
+            async with http.post(f"{url}/v1/sync/resume", headers=AUTH) as resp:
+                assert (await resp.json())["paused"] is False
+            async with http.post(f"{url}/v1/sync/now", headers=AUTH) as resp:
+                assert resp.status == 200
+            await wait_for(lambda: len(lake_seqs(cloud_dir, Stream.EVENTS)) == 2 * FRAMES)
+            seq = min(lake_seqs(cloud_dir, Stream.EVENTS))
+            await ingest.add_raw_request("req-1", seq)
+            async with http.post(f"{url}/v1/sync/now", headers=AUTH) as resp:
+                assert resp.status == 200
+            ref = (
+                await daemon.raw_frames.resolve_raw_request(RawRequest(request_id="x", seq=seq))
+            )[0]
+            await wait_for(lambda: stored_blob(cloud_dir, tmp_path / "tus", ref.sha256) is not None)
+            for _ in range(200):
+                if await ingest.raw_request_state("req-1") == "delivered":
+                    break
+                await asyncio.sleep(0.05)
+            assert await ingest.raw_request_state("req-1") == "delivered"
+            uploaded = stored_blob(cloud_dir, tmp_path / "tus", ref.sha256)
+            assert uploaded is not None
+            image = cv2.imdecode(np.frombuffer(uploaded, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None and image.shape[:2] == (720, 1280)  # the blurred JPEG
+            async with http.get(f"{url}/v1/status", headers=AUTH) as resp:
+                status = await resp.json()
+            assert status["sync"]["running"] is True
+        finally:
+            await daemon.stop()
