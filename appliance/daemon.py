@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from appliance.api import build_app
 from appliance.config import SiteConfig
 from appliance.errors import BadFrame
 from appliance.inference.tasks import InferenceTask, build_tasks
+from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -56,28 +56,8 @@ class Daemon:
         data_dir = Path(config.site.data_dir)
         self.data_dir = data_dir
         self.camera_ids = {camera.id for camera in config.sources.cameras}
-        self.registry = CollectorRegistry()
-        self._m_frames = Counter(
-            "yardlink_frames", "frames accepted", ["camera"], registry=self.registry
-        )
-        self._m_dropped = Counter(
-            "yardlink_frames_dropped",
-            "frames dropped (queue full)",
-            ["camera"],
-            registry=self.registry,
-        )
-        self._m_bad = Counter(
-            "yardlink_bad_frames", "frames refused", ["reason"], registry=self.registry
-        )
-        self._m_latency = Histogram(
-            "yardlink_task_latency_ms",
-            "receipt to durable, ms",
-            ["task"],
-            registry=self.registry,
-            buckets=(10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000),
-        )
-        self._m_depth = Gauge("yardlink_queue_depth", "frames queued", registry=self.registry)
-        self._m_depth.set_function(lambda: self.queues.total_depth())
+        self.metrics = DaemonMetrics(lambda: self.queues.total_depth())
+        self.registry = self.metrics.registry
         self.queues = CameraQueues(config.sources.queue_bound, on_drop=self._on_drop)
         self.tasks: dict[str, InferenceTask] = {}
         self.model_failures: dict[str, str] = {}
@@ -233,12 +213,12 @@ class Daemon:
     # ------------------------------------------------------------------ frames
 
     def _on_drop(self, frame: Frame) -> None:
-        self._m_dropped.labels(frame.camera_id).inc()
+        self.metrics.dropped.labels(frame.camera_id).inc()
         if self.spool is not None:
             self.spool.forget(frame)
 
     async def queue_frame(self, frame: Frame) -> None:
-        self._m_frames.labels(frame.camera_id).inc()
+        self.metrics.frames.labels(frame.camera_id).inc()
         await self.queues.put(frame)
 
     async def submit_frame(
@@ -257,7 +237,7 @@ class Daemon:
                 metadata=metadata,
             )
         except Exception as exc:
-            self._m_bad.labels(type(exc).__name__).inc()
+            self.metrics.bad.labels(type(exc).__name__).inc()
             self.telemetry.bad_frames[camera_id] += 1
             raise
         await self.queue_frame(frame)
@@ -344,7 +324,7 @@ class Daemon:
             self.sync_engine.notify()
         latency = event.get("latency_ms")
         if isinstance(latency, float | int):
-            self._m_latency.labels(str(event.get("task"))).observe(float(latency))
+            self.metrics.latency.labels(str(event.get("task"))).observe(float(latency))
         for queue in list(self._subscribers):
             if queue.full():
                 queue.get_nowait()

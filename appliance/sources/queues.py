@@ -25,7 +25,7 @@ class CameraQueues:
         self._bound = bound
         self._queues: dict[str, deque[Frame]] = {}
         self._order: deque[str] = deque()
-        self._ready = asyncio.Condition()
+        self._ready = asyncio.Event()  # set while some frame may be waiting
         self._on_drop = on_drop
         self.dropped: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
@@ -44,14 +44,12 @@ class CameraQueues:
                 self._on_drop(dropped)
         queue.append(frame)
         self.accepted[frame.camera_id] += 1
+        self._ready.set()
         return dropped
 
     async def put(self, frame: Frame) -> Frame | None:
-        """Queue and wake one consumer."""
-        dropped = self.put_nowait(frame)
-        async with self._ready:
-            self._ready.notify()
-        return dropped
+        """Queue and wake the consumers (never blocks: a full queue drops its oldest)."""
+        return self.put_nowait(frame)
 
     def get_nowait(self) -> Frame | None:
         """The next frame, round-robin across cameras, or None when all are empty."""
@@ -65,12 +63,12 @@ class CameraQueues:
 
     async def get(self) -> Frame:
         """Wait for the next frame."""
-        async with self._ready:
-            while True:
-                frame = self.get_nowait()
-                if frame is not None:
-                    return frame
-                await self._ready.wait()
+        while True:
+            frame = self.get_nowait()
+            if frame is not None:
+                return frame
+            self._ready.clear()
+            await self._ready.wait()
 
     def depths(self) -> dict[str, int]:
         return {camera: len(queue) for camera, queue in self._queues.items()}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from appliance.daemon import Daemon
 from appliance.privacy.raw_frames import RawFrames
 from appliance.sources.frames import decode_frame
 from appliance.sources.synthetic import SyntheticYardCamera
+from sync.outbox import Outbox, OutboxClass
 from sync.protocol import RawRequest
 from tests.appliance.daemon_harness import read_events, site_config, wait_for
 
@@ -64,3 +66,41 @@ async def test_no_plate_in_clear_in_the_outbox_or_blob_store(tmp_path: Path) -> 
     assert upload.read_bytes()[:3] == b"\xff\xd8\xff"
     assert await raw.resolve_raw_request(RawRequest(request_id="r2", seq=10**9)) == []
     await asyncio.sleep(0)
+
+
+async def test_telemetry_records_carry_latency_vs_sla_and_drops(tmp_path: Path) -> None:
+    config = site_config(
+        tmp_path,
+        telemetry={"interval_s": 0.2},
+        sources={"cameras": [{"id": "gate-in"}], "queue_bound": 1},
+    )
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        camera = SyntheticYardCamera(4)
+        for index in range(4):  # bound 1: while the first frame runs, older queued ones drop
+            data = camera.frame(index).encode()
+            daemon.queues.put_nowait(decode_frame("gate-in", data, None, max_bytes=1 << 24))
+        assert daemon.queues.dropped["gate-in"] == 3
+
+        def telemetry_with_results() -> bool:
+            assert daemon.outbox is not None
+            for record in daemon.outbox.read(OutboxClass.TELEMETRY):
+                body = json.loads(json.loads(record.payload)["body"])
+                if body["tasks"]["gate_ocr"]["results"] >= 1:
+                    return True
+            return False
+
+        await wait_for(telemetry_with_results)
+    finally:
+        await daemon.stop()
+    outbox = Outbox.open(config.outbox.path)
+    try:
+        last = json.loads(outbox.read(OutboxClass.TELEMETRY)[-1].payload)
+    finally:
+        await outbox.close()
+    assert last["kind"] == "appliance" and last["device_id"] == "gate-01"
+    body = json.loads(last["body"])
+    assert body["dropped_frames"] == {"gate-in": 3}
+    assert body["tasks"]["gate_ocr"]["sla_p99_ms"] == 300.0
+    assert body["tasks"]["gate_ocr"]["latency_ms"]["p50"] > 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from appliance.sources.frames import Frame
@@ -28,3 +30,12 @@ async def test_cameras_are_served_round_robin() -> None:
     order = [(await queues.get()).camera_id for _ in range(4)]
     assert order[:2] in (["busy", "quiet"], ["quiet", "busy"])
     assert queues.dropped == {}
+
+
+async def test_put_nowait_wakes_a_waiting_consumer() -> None:
+    queues = CameraQueues(2)
+    waiting = asyncio.create_task(queues.get())
+    await asyncio.sleep(0)
+    queues.put_nowait(_frame("a", 7))
+    frame = await asyncio.wait_for(waiting, timeout=2)
+    assert frame.metadata["n"] == 7
