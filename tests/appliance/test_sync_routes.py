@@ -75,10 +75,13 @@ async def test_events_reach_the_lake_and_controls_work(
                 await daemon.raw_frames.resolve_raw_request(RawRequest(request_id="x", seq=seq))
             )[0]
             await wait_for(lambda: stored_blob(cloud_dir, tmp_path / "tus", ref.sha256) is not None)
-            for _ in range(200):
+            engine = daemon.sync_engine
+            assert engine is not None
+            for _ in range(100):  # delivery is settled at the next handshake
                 if await ingest.raw_request_state("req-1") == "delivered":
                     break
-                await asyncio.sleep(0.05)
+                engine.sync_now()
+                await asyncio.sleep(0.2)
             assert await ingest.raw_request_state("req-1") == "delivered"
             uploaded = stored_blob(cloud_dir, tmp_path / "tus", ref.sha256)
             assert uploaded is not None
