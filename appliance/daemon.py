@@ -71,6 +71,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.spool: SpoolWatcher | None = None
         self.sync_engine: SyncEngine | None = None
+        self.api_url = ""  # http://host:port or unix:/path, set once the API listens
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -173,7 +174,11 @@ class Daemon:
         else:
             site = web.TCPSite(self._runner, api.host, api.port)
         await site.start()
-        self.api_address = self._runner.addresses[0] if self._runner.addresses else None
+        if api.unix_socket:
+            self.api_url = f"unix:{api.unix_socket}"
+        else:
+            host, port = self._runner.addresses[0][:2]
+            self.api_url = f"http://{host}:{port}"
 
     async def stop(self) -> None:
         """Stop sources and the API, drain queued + in-flight frames, close the outbox."""
@@ -390,6 +395,6 @@ async def run_daemon(config: SiteConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await daemon.start()
-    print(json.dumps({"ready": True, "api": str(daemon.api_address)}), flush=True)
+    print(json.dumps({"ready": True, "api": daemon.api_url}), flush=True)
     await stop.wait()
     await daemon.stop()

@@ -36,8 +36,7 @@ def site_config(tmp_path: Path, **sections: dict[str, Any]) -> SiteConfig:
 
 
 def base_url(daemon: Daemon) -> str:
-    host, port = daemon.api_address[:2]
-    return f"http://{host}:{port}"
+    return daemon.api_url
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -121,3 +121,23 @@ async def test_status_metrics_and_events_report_a_pushed_frame(
     async with http.get(f"{base_url(daemon)}/metrics", headers=AUTH) as resp:
         text = await resp.text()
     assert 'yardlink_frames_total{camera="gate-out"} 1.0' in text
+
+
+async def test_the_api_serves_on_a_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "api.sock"
+    config = site_config(
+        tmp_path, local_api={"unix_socket": str(socket_path), "technician_token": TOKEN}
+    )
+    running = Daemon(config)
+    await running.start()
+    try:
+        assert running.api_url == f"unix:{socket_path}"
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://appliance/v1/status", headers=AUTH) as resp,
+        ):
+            assert resp.status == 200
+            assert (await resp.json())["device_id"] == "gate-01"
+    finally:
+        await running.stop()

@@ -50,11 +50,11 @@ async def test_sigterm_drains_queued_frames_and_exits_cleanly(tmp_path: Path) ->
     try:
         assert process.stdout is not None
         ready = json.loads(process.stdout.readline())
-        host, port = ready["api"].strip("()").replace("'", "").split(", ")
+        api = ready["api"]
         camera = SyntheticYardCamera(9)
         for index in range(FRAMES):
             request = urllib.request.Request(
-                f"http://{host}:{port}/v1/frames?camera=gate-in",
+                f"{api}/v1/frames?camera=gate-in",
                 data=camera.frame(index).encode(),
                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
             )
