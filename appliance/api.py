@@ -36,6 +36,9 @@ class ApiBackend(Protocol):
     camera_ids: set[str]
     registry: CollectorRegistry
 
+    @property
+    def accepting(self) -> bool: ...
+
     async def submit_frame(
         self, camera_id: str, data: bytes, content_type: str | None, metadata: dict[str, Any]
     ) -> int: ...
@@ -77,6 +80,8 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
             return _error(400, "camera_missing", "name the camera: ?camera=<id> or X-Camera-Id")
         if camera not in backend.camera_ids:
             return _error(404, "unknown_camera", f"camera {camera!r} is not configured")
+        if not backend.accepting:
+            return _error(503, "shutting_down", "the appliance is stopping; retry shortly")
         if request.content_length is not None and request.content_length > max_frame_bytes:
             return _error(
                 413,

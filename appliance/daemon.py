@@ -217,6 +217,11 @@ class Daemon:
 
     # ------------------------------------------------------------------ frames
 
+    @property
+    def accepting(self) -> bool:
+        """False once ``stop`` began: the API answers 503 to new frames."""
+        return self._accepting
+
     def _on_drop(self, frame: Frame) -> None:
         self.metrics.dropped.labels(frame.camera_id).inc()
         if self.spool is not None:
@@ -289,22 +294,12 @@ class Daemon:
         while True:
             await asyncio.sleep(config.telemetry.interval_s)
             assert self.outbox is not None
-            body = self.telemetry.snapshot()
-            body["dropped_frames"] = dict(self.queues.dropped)
-            body["queue_depths"] = self.queues.depths()
-            record = {
-                "device_id": config.site.device_id,
-                "site_id": config.site.site_id,
-                "seq": 0,
-                "event_time": time.time(),
-                "model_name": None,
-                "model_version": None,
-                "kind": "appliance",
-                "body": json.dumps(body, separators=(",", ":")),
+            extra = {
+                "dropped_frames": dict(self.queues.dropped),
+                "queue_depths": self.queues.depths(),
             }
-            await self.outbox.append(
-                OutboxClass.TELEMETRY, json.dumps(record, separators=(",", ":")).encode()
-            )
+            payload = self.telemetry.record(config.site.device_id, config.site.site_id, extra)
+            await self.outbox.append(OutboxClass.TELEMETRY, payload)
 
     async def _retention_loop(self) -> None:
         while True:

@@ -7,7 +7,10 @@ with the task's p99 SLA.  ``snapshot()`` is the body of a telemetry record.
 
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter, deque
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -73,3 +76,18 @@ class Telemetry:
             "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
             "bad_frames": dict(self.bad_frames),
         }
+
+    def record(self, device_id: str, site_id: str, extra: Mapping[str, object]) -> bytes:
+        """A ``telemetry`` outbox record (GENERIC_SCHEMA columns; the outbox assigns the seq)."""
+        body = {**self.snapshot(), **extra}
+        record = {
+            "device_id": device_id,
+            "site_id": site_id,
+            "seq": 0,
+            "event_time": time.time(),
+            "model_name": None,
+            "model_version": None,
+            "kind": "appliance",
+            "body": json.dumps(body, separators=(",", ":")),
+        }
+        return json.dumps(record, separators=(",", ":")).encode()
