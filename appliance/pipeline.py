@@ -2,9 +2,9 @@
 
 For one frame: every loaded task runs in its own bounded worker thread; plate
 (and free text) values are replaced by HMAC tokens; the original frame is
-stored encrypted; one ``events`` record per task is appended in one atomic
-``append_many``; a sampled frame is face-blurred, stored encrypted and its
-``BlobRef`` appended to ``raw_sampled``.  Only then is the frame done (the
+stored encrypted; one ``events`` record per task is appended as soon as that
+task is done (its latency ends when ``append`` returns); a sampled frame is
+face-blurred, stored encrypted and its ``BlobRef`` appended to ``raw_sampled``.  Only then is the frame done (the
 spool moves its file after that).
 """
 
@@ -90,57 +90,73 @@ class FrameProcessor:
         }
 
     async def process(self, frame: Frame) -> list[int]:
-        """Run every task on ``frame``; returns the events seqs once they are durable."""
+        """Run every task on ``frame``; returns the events seqs once they are durable.
+
+        Each task's record is appended as soon as that task is done (group
+        commit batches them), so a fast task's latency is not the slow one's.
+        """
         self._telemetry.frames[frame.camera_id] += 1
-        names = list(self._tasks)
-        results = await asyncio.gather(*(self._run_task(name, frame) for name in names))
-        done = [r for r in results if r is not None]
-        raw_sha256 = None
-        if self._keep_raw:
-            stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
-            raw_sha256 = stored.sha256
-        records = []
-        submitted_ms = (time.monotonic() - frame.received_at) * 1000.0
-        for result in done:
-            records.append(
-                {
-                    "device_id": self._device_id,
-                    "site_id": self._site_id,
-                    "seq": 0,
-                    "event_time": frame.event_time,
-                    "model_name": result.model_name,
-                    "model_version": result.model_version,
-                    "camera_id": frame.camera_id,
-                    "task": result.task,
-                    "latency_ms": round(submitted_ms, 2),
-                    "sla_violated": submitted_ms > self._telemetry.slas_ms.get(result.task, 1e18),
-                    "results": [self._result_json(d) for d in result.detections],
-                    "raw_sha256": raw_sha256,
-                }
+        raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
+        try:
+            outcomes = await asyncio.gather(
+                *(self._task_to_outbox(name, frame, raw_stored) for name in self._tasks)
             )
-        payloads = [json.dumps(r, separators=(",", ":")).encode() for r in records]
-        seqs = await self._outbox.append_many(OutboxClass.EVENTS, payloads) if payloads else []
-        durable_ms = (time.monotonic() - frame.received_at) * 1000.0
-        confidences: list[float] = []
-        for result, record, seq in zip(done, records, seqs, strict=True):
-            by_kind: dict[str, list[float]] = {}
-            for detection in result.detections:
-                by_kind.setdefault(detection.kind, []).append(float(detection.confidence))
-                if detection.kind != "face":
-                    confidences.append(float(detection.confidence))
-            violated = self._telemetry.record_result(result.task, durable_ms, by_kind)
-            self._publish(
-                {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
-            )
-        faces_known = any(r.task == "face_anonymize" for r in done)  # never ship unblurred
+        finally:
+            await raw_stored
+        done = [outcome for outcome in outcomes if outcome is not None]
+        seqs = [seq for _, seq in done]
+        confidences = [
+            float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
+        ]
+        faces_known = any(r.task == "face_anonymize" for r, _ in done)  # never ship unblurred
         if (
             seqs
             and faces_known
             and self._sampling.decide(min(confidences) if confidences else None, time.time())
         ):
-            faces = [d.box for r in done for d in r.detections if d.kind == "face"]
-            await self._store_blurred(frame, faces, seqs[0])
+            faces = [d.box for r, _ in done for d in r.detections if d.kind == "face"]
+            await self._store_blurred(frame, faces, min(seqs))
         return seqs
+
+    async def _store_raw(self, frame: Frame) -> str | None:
+        if not self._keep_raw:
+            return None
+        stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
+        return stored.sha256
+
+    async def _task_to_outbox(
+        self, name: str, frame: Frame, raw_stored: asyncio.Task[str | None]
+    ) -> tuple[TaskResult, int] | None:
+        result = await self._run_task(name, frame)
+        if result is None:
+            return None
+        raw_sha256 = await asyncio.shield(raw_stored)
+        submitted_ms = (time.monotonic() - frame.received_at) * 1000.0
+        record = {
+            "device_id": self._device_id,
+            "site_id": self._site_id,
+            "seq": 0,
+            "event_time": frame.event_time,
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "camera_id": frame.camera_id,
+            "task": result.task,
+            "latency_ms": round(submitted_ms, 2),
+            "sla_violated": submitted_ms > self._telemetry.slas_ms.get(result.task, 1e18),
+            "results": [self._result_json(d) for d in result.detections],
+            "raw_sha256": raw_sha256,
+        }
+        payload = json.dumps(record, separators=(",", ":")).encode()
+        seq = await self._outbox.append(OutboxClass.EVENTS, payload)
+        durable_ms = (time.monotonic() - frame.received_at) * 1000.0
+        by_kind: dict[str, list[float]] = {}
+        for detection in result.detections:
+            by_kind.setdefault(detection.kind, []).append(float(detection.confidence))
+        violated = self._telemetry.record_result(result.task, durable_ms, by_kind)
+        self._publish(
+            {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
+        )
+        return result, seq
 
     async def _store_blurred(
         self, frame: Frame, faces: list[tuple[int, int, int, int]], seq: int

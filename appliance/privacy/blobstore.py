@@ -19,6 +19,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,13 @@ class BlobStore:
         root.mkdir(parents=True, exist_ok=True)
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._keys: dict[str, bytes] = {}
+        self._key_lock = threading.Lock()  # one key per day, even with concurrent writers
 
     def _key(self, day: str, *, create: bool) -> bytes:
+        with self._key_lock:
+            return self._key_locked(day, create=create)
+
+    def _key_locked(self, day: str, *, create: bool) -> bytes:
         cached = self._keys.get(day)
         if cached is not None:
             return cached
@@ -130,8 +136,9 @@ class BlobStore:
 
     def shred_day(self, day: str) -> None:
         """Delete the day's key (crypto-shred), then its ciphertexts."""
-        self._keys.pop(day, None)
-        (self.keys_dir / f"{day}.key").unlink(missing_ok=True)
+        with self._key_lock:
+            self._keys.pop(day, None)
+            (self.keys_dir / f"{day}.key").unlink(missing_ok=True)
         shutil.rmtree(self.root / day, ignore_errors=True)
 
     def sweep(self, retention_days: int, now: float | None = None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,11 @@ def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(sealed))
     with pytest.raises(BlobCorrupt):
         _store(tmp_path).get(stored.sha256)
+
+
+def test_concurrent_writers_share_one_day_key(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(lambda i: store.put(f"frame {i}".encode()), range(64)))
+    reopened = _store(tmp_path)
+    assert [reopened.get(s.sha256) for s in stored] == [f"frame {i}".encode() for i in range(64)]
