@@ -4,8 +4,9 @@ For one frame: every loaded task runs in its own bounded worker thread; plate
 (and free text) values are replaced by HMAC tokens; the original frame is
 stored encrypted; one ``events`` record per task is appended as soon as that
 task is done (its latency ends when ``append`` returns); a sampled frame is
-face-blurred, stored encrypted and its ``BlobRef`` appended to ``raw_sampled``.  Only then is the frame done (the
-spool moves its file after that).
+face-blurred, stored encrypted and its ``BlobRef`` appended to
+``raw_sampled``.  Only then is the frame done (the spool moves its file after
+that).
 """
 
 from __future__ import annotations
