@@ -5,8 +5,9 @@ For one frame: every loaded task runs in its own bounded worker thread; plate
 stored encrypted; one ``events`` record per task is appended as soon as that
 task is done (its latency ends when ``append`` returns); a sampled frame is
 face-blurred, stored encrypted and its ``BlobRef`` appended to
-``raw_sampled``.  Only then is the frame done (the spool moves its file after
-that).
+``raw_sampled``; every kept original is indexed with its face boxes, so the
+cloud can ask for it later and get a copy blurred on demand.  Only then is
+the frame done (the spool moves its file after that).
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
-
-from appliance.inference.tasks import Detection, InferenceTask, TaskResult, blur_faces
+from appliance.inference.tasks import Detection, InferenceTask, TaskResult
 from appliance.privacy.blobstore import BlobStore
-from appliance.privacy.raw_frames import RawFrameEntry, RawFrames
+from appliance.privacy.raw_frames import KeptFrame, RawFrames
 from appliance.privacy.tokens import PlateTokenizer
 from appliance.sampling import SamplingPolicy
 from appliance.sources.frames import Frame
@@ -110,12 +109,16 @@ class FrameProcessor:
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
         ]
         faces_known = any(r.task == "face_anonymize" for r, _ in done)  # never ship unblurred
-        if (
-            seqs
-            and faces_known
-            and self._sampling.decide(min(confidences) if confidences else None, time.time())
-        ):
-            faces = [d.box for r, _ in done for d in r.detections if d.kind == "face"]
+        if not (seqs and faces_known):
+            return seqs
+        faces = [d.box for r, _ in done for d in r.detections if d.kind == "face"]
+        original_sha256 = raw_stored.result()
+        if original_sha256 is not None:  # the cloud may ask for it later: blurred on demand
+            kept = KeptFrame(
+                tuple(seqs), original_sha256, frame.event_time, frame.camera_id, tuple(faces)
+            )
+            await asyncio.to_thread(self._raw.keep, kept)
+        if self._sampling.decide(min(confidences) if confidences else None, time.time()):
             await self._store_blurred(frame, faces, min(seqs))
         return seqs
 
@@ -162,17 +165,7 @@ class FrameProcessor:
     async def _store_blurred(
         self, frame: Frame, faces: list[tuple[int, int, int, int]], seq: int
     ) -> None:
-        def blur_and_store() -> RawFrameEntry:
-            blurred = blur_faces(frame.image_bgr, faces)
-            ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            if not ok:
-                raise RuntimeError("JPEG encoding of the blurred frame failed")
-            stored = self._blobs.put(encoded.tobytes(), frame.event_time)
-            entry = RawFrameEntry(
-                seq, stored.sha256, stored.size, stored.day, frame.event_time, frame.camera_id
-            )
-            self._raw.add(entry)
-            return entry
-
-        entry = await asyncio.to_thread(blur_and_store)
+        entry = await asyncio.to_thread(
+            self._raw.store_blurred, frame.image_bgr, faces, seq, frame.event_time, frame.camera_id
+        )
         await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())

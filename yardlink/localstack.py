@@ -162,13 +162,19 @@ class IngestProcess(_Process):
 
 
 def _http_json(
-    url: str, token: str, *, method: str = "GET", body: dict[str, Any] | None = None
+    url: str,
+    token: str,
+    *,
+    method: str = "GET",
+    body: dict[str, Any] | bytes | None = None,
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
+    """One request with a bearer token; the JSON answer, or ``StackError`` saying why not."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=15) as answer:
             result: dict[str, Any] = json.loads(answer.read())
@@ -250,23 +256,19 @@ class ApplianceProcess(_Process):
         return _http_json(f"{self.api_url}{path}", self.token, method="POST", body=body or {})
 
     def push_frame(self, camera_id: str, jpeg: bytes) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.api_url}/v1/frames?camera={camera_id}", data=jpeg, method="POST"
-        )
-        request.add_header("Authorization", f"Bearer {self.token}")
-        request.add_header("Content-Type", "image/jpeg")
-        try:
-            with urllib.request.urlopen(request, timeout=15) as answer:
-                result: dict[str, Any] = json.loads(answer.read())
-                return result
-        except urllib.error.HTTPError as error:
-            raise StackError(f"POST /v1/frames: {error.code} {error.read()[:300]!r}") from error
+        url = f"{self.api_url}/v1/frames?camera={camera_id}"
+        return _http_json(url, self.token, method="POST", body=jpeg, content_type="image/jpeg")
 
 
 def lake_rows(data_dir: Path, stream: str = "events") -> list[dict[str, Any]]:
-    """Every row in the lake for ``stream`` (duplicates kept, so a caller can see them)."""
+    """Every row in the lake for ``stream`` (duplicates kept, so a caller can see them).
+
+    Hidden files are skipped, as DuckDB, Spark and pyarrow skip them: the ingest service
+    writes each file as ``.tmp-...parquet`` first and renames it into place."""
     rows: list[dict[str, Any]] = []
     for path in sorted((data_dir / "lake" / stream).rglob("*.parquet")):
+        if path.name.startswith("."):
+            continue  # a temp file being written (or left by a crash): not in the lake yet
         rows.extend(pq.read_table(path).to_pylist())
     return rows
 

@@ -1,10 +1,18 @@
 """Face-blurred raw frames for the cloud: the seq -> blob index and the sync engine's BlobSource.
 
-Each event record whose frame was blurred and kept gets one line in an
-append-only JSON-lines index (events seq, blurred blob sha256/size/day,
-event time, camera).  The sync engine asks :meth:`RawFrames.resolve_raw_request`
-for the blobs behind a cloud raw request and :meth:`RawFrames.open_for_upload`
-for a temp file with the exact (decrypted) bytes to upload.
+Two append-only JSON-lines indexes:
+
+* ``raw-index.jsonl``: frames already blurred and stored (sampled ones, and
+  requested ones once blurred): events seq, blurred blob sha256/size/day,
+  event time, camera.
+* ``kept-frames.jsonl``: every frame whose original is kept (encrypted) on site,
+  with its events seqs and the face boxes found in it.  When the cloud asks for
+  one of these (raw on demand), the original is decrypted, its faces blurred,
+  and the blurred copy stored and indexed: only blurred copies ever leave.
+
+The sync engine asks :meth:`RawFrames.resolve_raw_request` for the blobs behind
+a cloud raw request and :meth:`RawFrames.open_for_upload` for a temp file with
+the exact (decrypted) bytes to upload.
 """
 
 from __future__ import annotations
@@ -13,15 +21,23 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
 
 from appliance.errors import ApplianceError
+from appliance.inference.face_anonymize import blur_faces
 from appliance.privacy.blobstore import BlobStore
 from sync.outbox import BlobRef
 from sync.protocol import RawRequest
 
-__all__ = ["RawFrameEntry", "RawFrames"]
+__all__ = ["KeptFrame", "RawFrameEntry", "RawFrames", "blurred_jpeg"]
+
+Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,39 +59,131 @@ class RawFrameEntry:
         return BlobRef(self.sha256, self.size, meta)
 
 
+@dataclass(frozen=True, slots=True)
+class KeptFrame:
+    """An original frame kept encrypted on site, with what is needed to blur it later."""
+
+    seqs: tuple[int, ...]  # its events records (one per task)
+    original_sha256: str
+    event_time: float
+    camera_id: str
+    faces: tuple[Box, ...]
+
+
+def blurred_jpeg(image_bgr: np.ndarray[Any, Any], faces: Sequence[Box]) -> bytes:
+    """The frame with every face box blurred, as the JPEG that may leave the site."""
+    ok, encoded = cv2.imencode(".jpg", blur_faces(image_bgr, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise RuntimeError("JPEG encoding of the blurred frame failed")
+    return bytes(encoded.tobytes())
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a crash
+    return rows
+
+
+def _append_line(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class RawFrames:
     def __init__(self, store: BlobStore, index_path: Path, upload_dir: Path) -> None:
         self._store = store
         self._index_path = index_path
+        self._kept_path = index_path.with_name("kept-frames.jsonl")
         self._upload_dir = upload_dir
         upload_dir.mkdir(parents=True, exist_ok=True)
         self._by_seq: dict[int, RawFrameEntry] = {}
-        if index_path.exists():
-            for line in index_path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = RawFrameEntry(**json.loads(line))
-                except (ValueError, TypeError):
-                    continue  # a torn last line after a crash
-                self._by_seq[entry.seq] = entry
+        self._kept: dict[int, KeptFrame] = {}
+        for row in _read_lines(index_path):
+            try:
+                entry = RawFrameEntry(**row)
+            except TypeError:
+                continue
+            self._by_seq[entry.seq] = entry
+        for row in _read_lines(self._kept_path):
+            try:
+                kept = KeptFrame(
+                    tuple(row["seqs"]),
+                    row["original_sha256"],
+                    row["event_time"],
+                    row["camera_id"],
+                    tuple((int(x), int(y), int(w), int(h)) for x, y, w, h in row["faces"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            self._kept.update(dict.fromkeys(kept.seqs, kept))
 
     def add(self, entry: RawFrameEntry) -> None:
         """Record one blurred frame (synchronous; call from a worker thread)."""
-        with open(self._index_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(entry)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _append_line(self._index_path, asdict(entry))
         self._by_seq[entry.seq] = entry
+
+    def keep(self, kept: KeptFrame) -> None:
+        """Record a kept original so the cloud can ask for it (synchronous; worker thread)."""
+        _append_line(self._kept_path, asdict(kept))
+        self._kept.update(dict.fromkeys(kept.seqs, kept))
+
+    def store_blurred(
+        self,
+        image_bgr: np.ndarray[Any, Any],
+        faces: Sequence[Box],
+        seq: int,
+        event_time: float,
+        camera_id: str,
+    ) -> RawFrameEntry:
+        """Blur, store encrypted and index one frame (synchronous; worker thread)."""
+        stored = self._store.put(blurred_jpeg(image_bgr, faces), event_time)
+        entry = RawFrameEntry(seq, stored.sha256, stored.size, stored.day, event_time, camera_id)
+        self.add(entry)
+        return entry
 
     def __len__(self) -> int:
         return len(self._by_seq)
 
+    def _blur_kept(self, kept: KeptFrame, seq: int) -> RawFrameEntry | None:
+        try:
+            original = self._store.get(kept.original_sha256)
+        except ApplianceError:
+            return None  # shredded by retention or lost: the request is answered unavailable
+        image = cv2.imdecode(np.frombuffer(original, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return None
+        return self.store_blurred(image, kept.faces, seq, kept.event_time, kept.camera_id)
+
+    async def _entry(self, seq: int) -> RawFrameEntry | None:
+        entry = self._by_seq.get(seq)
+        if entry is None and (kept := self._kept.get(seq)) is not None:
+            entry = next((self._by_seq[s] for s in kept.seqs if s in self._by_seq), None)
+            if entry is None:
+                entry = await asyncio.to_thread(self._blur_kept, kept, min(kept.seqs))
+        return entry
+
     async def resolve_raw_request(self, request: RawRequest) -> list[BlobRef]:
+        """The blurred blobs behind a request (blurring kept originals on demand)."""
         if request.seq is not None:
-            entry = self._by_seq.get(request.seq)
+            entry = await self._entry(request.seq)
             return [] if entry is None else [entry.ref()]
         since = request.since if request.since is not None else float("-inf")
         until = request.until if request.until is not None else float("inf")
-        return [e.ref() for e in self._by_seq.values() if since <= e.event_time <= until]
+        seqs = {min(k.seqs) for k in self._kept.values() if since <= k.event_time <= until}
+        seqs |= {s for s, e in self._by_seq.items() if since <= e.event_time <= until}
+        refs: dict[str, BlobRef] = {}
+        for seq in sorted(seqs):
+            entry = await self._entry(seq)
+            if entry is not None:
+                refs[entry.sha256] = entry.ref()
+        return list(refs.values())
 
     async def open_for_upload(self, ref: BlobRef) -> Path:
         return await asyncio.to_thread(self._write_upload_file, ref)

@@ -1,0 +1,82 @@
+"""Raw on demand: a kept original is blurred when the cloud asks for it, never sent as is."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from appliance.privacy.blobstore import BlobStore, utc_day
+from appliance.privacy.raw_frames import KeptFrame, RawFrames
+from sync.protocol import RawRequest
+
+FACE = (100, 80, 60, 60)  # x, y, w, h
+
+
+def _frames(tmp_path: Path) -> tuple[BlobStore, RawFrames]:
+    store = BlobStore(tmp_path / "blobs", tmp_path / "keys")
+    return store, RawFrames(store, tmp_path / "raw-index.jsonl", tmp_path / "uploads")
+
+
+def _detailed_frame() -> tuple[np.ndarray, bytes]:
+    y, x = np.mgrid[0:240, 0:320]
+    pattern = 128 + 100 * np.sin(x / 2.5) * np.cos(y / 3.5)  # fine detail everywhere
+    image = np.repeat(pattern[:, :, None], 3, axis=2).astype(np.uint8)
+    ok, encoded = cv2.imencode(".png", image)  # lossless, so the test sees real detail
+    assert ok
+    return image, encoded.tobytes()
+
+
+def _request(seq: int | None = None, **window: float) -> RawRequest:
+    return RawRequest(request_id="rr-1", seq=seq, **window)
+
+
+async def test_a_kept_frame_is_blurred_on_request_and_survives_restart(tmp_path: Path) -> None:
+    store, frames = _frames(tmp_path)
+    image, original = _detailed_frame()
+    now = time.time()
+    stored = store.put(original, now)
+    frames.keep(KeptFrame((11, 12), stored.sha256, now, "gate-in", (FACE,)))
+
+    refs = await frames.resolve_raw_request(_request(12))  # any seq of the frame
+    assert len(refs) == 1 and refs[0].sha256 != stored.sha256
+    assert refs[0].meta["kind"] == "frame_blurred" and refs[0].meta["seq"] == "11"
+    upload = await frames.open_for_upload(refs[0])
+    data = upload.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == refs[0].sha256
+    sent = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    x, y, w, h = FACE
+    face_before = image[y : y + h, x : x + w].astype(float)
+    face_after = sent[y : y + h, x : x + w].astype(float)
+    assert face_after.std() < face_before.std() / 3  # the face region lost its detail
+    corner = np.abs(sent[:40, 250:].astype(float) - image[:40, 250:].astype(float)).mean()
+    assert corner < 20  # elsewhere the frame is still the frame (JPEG noise only)
+
+    again = await frames.resolve_raw_request(_request(11))
+    assert again == refs  # blurred once, then served from the index
+    _, reopened = _frames(tmp_path)
+    assert await reopened.resolve_raw_request(_request(12)) == refs
+    assert await reopened.resolve_raw_request(_request(since=now - 1, until=now + 1)) == refs
+
+
+async def test_unknown_or_shredded_frames_resolve_to_nothing(tmp_path: Path) -> None:
+    store, frames = _frames(tmp_path)
+    _, original = _detailed_frame()
+    now = time.time()
+    stored = store.put(original, now)
+    frames.keep(KeptFrame((5,), stored.sha256, now, "gate-in", ()))
+    assert await frames.resolve_raw_request(_request(99)) == []
+    store.shred_day(utc_day(now))
+    assert await frames.resolve_raw_request(_request(5)) == []
+
+
+def test_a_torn_last_index_line_is_skipped(tmp_path: Path) -> None:
+    store, frames = _frames(tmp_path)
+    frames.keep(KeptFrame((1,), "ab" * 32, time.time(), "gate-in", ()))
+    with (tmp_path / "kept-frames.jsonl").open("a") as handle:
+        handle.write('{"seqs": [2], "original_sha')  # a crash mid-line
+    _, reopened = _frames(tmp_path)
+    assert reopened._kept.keys() == {1}
