@@ -232,7 +232,12 @@ def report(
     }
     say("")
     say(f"== yardlink demo: what the cloud holds ({kills} processes killed with SIGKILL)")
-    say(f"   frames pushed: {pushed.accepted} accepted, {pushed.refused} refused while down")
+    in_lake = len({row["raw_sha256"] for row in rows})
+    say(
+        f"   frames pushed: {pushed.accepted} accepted (202), {pushed.refused} refused while down;"
+        f" {in_lake} reached the cloud, {pushed.accepted - in_lake} were still queued in memory"
+        " when the appliance was killed (202 means queued; the spool source is the durable intake)"
+    )
     say(f"   container codes read correctly: {read} of {codes} gate_ocr events")
     say(
         f"   gate_ocr latency frame-to-durable p50/p99: {ocr['latency_ms']['p50']}/"
