@@ -19,6 +19,7 @@ from cloud_ingest.admin import add_admin_routes
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
 from cloud_ingest.auth import auth_middleware
 from cloud_ingest.batches import add_batch_routes
+from cloud_ingest.blobs import BlobStore
 from cloud_ingest.catalog_sqlite import SqliteCatalog
 from cloud_ingest.completions import make_on_complete
 from cloud_ingest.handshake import add_handshake_routes
@@ -28,6 +29,7 @@ from cloud_ingest.middleware import error_middleware, metrics_middleware
 from cloud_ingest.raw_requests import add_raw_request_routes
 from cloud_ingest.service_routes import add_service_routes
 from cloud_ingest.settings import IngestSettings
+from cloud_ingest.tus import UploadStore, add_tus_routes, sweep_expired
 
 __all__ = ["build_app"]
 
@@ -56,21 +58,13 @@ def build_app(
     return app
 
 
-def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], int] | None:
-    """Mount the tus server and HEAD /v1/blobs when cloud_ingest.tus is present."""
-    try:
-        from cloud_ingest.blobs import BlobStore
-        from cloud_ingest.tus import (
-            UploadStore,
-            add_tus_routes,
-            sweep_expired,
-        )
-    except ImportError:
-        # TODO(tus): cloud_ingest/tus is built in parallel; until it lands the
-        # service runs without /v1/uploads and /v1/blobs.
-        log.warning("cloud_ingest.tus not available: uploads disabled")
-        return None
-    store = UploadStore(settings.uploads_dir)
+def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], int]:
+    """Mount the tus server (/v1/uploads) and HEAD /v1/blobs."""
+    store = UploadStore(
+        settings.uploads_dir,
+        max_size=settings.max_upload_bytes,
+        expire_after_s=settings.upload_expiry_s,
+    )
     blobs = BlobStore(settings.blobs_dir)
     add_tus_routes(app, store, blobs, make_on_complete(app))
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from aiohttp import web
 
 from cloud_ingest.openapi import openapi_document
+from cloud_ingest.settings import IngestSettings
 from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch, running_ingest
 
 
@@ -120,3 +122,19 @@ async def test_admin_adds_lists_and_revokes_devices(ingest: Ingest) -> None:
     ).json()
     assert len(audit["events"]) == 1
     assert audit["next_after"] == audit["events"][0]["event_id"]
+
+
+async def test_upload_limit_from_settings_is_enforced(tmp_path: Path) -> None:
+    """``max_upload_bytes`` reaches the tus store: a larger Upload-Length is 413 at creation."""
+    settings = IngestSettings(data_dir=tmp_path / "data", max_upload_bytes=1000)
+    async with running_ingest(settings) as ingest:
+        token = await ingest.device()
+        headers = {**bearer(token), "Tus-Resumable": "1.0.0"}
+        too_big = await ingest.client.post(
+            "/v1/uploads/", headers={**headers, "Upload-Length": "1001"}
+        )
+        assert too_big.status == 413
+        fits = await ingest.client.post(
+            "/v1/uploads/", headers={**headers, "Upload-Length": "1000"}
+        )
+        assert fits.status == 201
