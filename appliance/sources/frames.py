@@ -55,7 +55,12 @@ def decode_frame(
     metadata: dict[str, Any] | None = None,
     source: str = "http",
 ) -> Frame:
-    """Check and decode ``data``; raise ``BadFrame`` saying exactly what is wrong."""
+    """Check and decode ``data``; raise ``BadFrame`` saying exactly what is wrong.
+
+    The frame's latency clock starts here, before decoding: decoding is part of
+    the work between receipt and a durable result.
+    """
+    received_at = time.monotonic()
     if not data:
         raise BadFrame("empty frame: the body has zero bytes")
     if len(data) > max_bytes:
@@ -80,6 +85,7 @@ def decode_frame(
         encoded=data,
         content_type=sniffed,
         image_bgr=image,
+        received_at=received_at,
         metadata=dict(metadata or {}),
         source=source,
     )
