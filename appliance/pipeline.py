@@ -97,13 +97,13 @@ class FrameProcessor:
         """
         self._telemetry.frames[frame.camera_id] += 1
         raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
+        done: list[tuple[TaskResult, int]] = []  # durable so far, in completion order
         try:
-            outcomes = await asyncio.gather(
-                *(self._task_to_outbox(name, frame, raw_stored) for name in self._tasks)
+            await asyncio.gather(
+                *(self._task_to_outbox(name, frame, raw_stored, done) for name in self._tasks)
             )
         finally:
             await raw_stored
-        done = [outcome for outcome in outcomes if outcome is not None]
         seqs = [seq for _, seq in done]
         confidences = [
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
@@ -112,12 +112,6 @@ class FrameProcessor:
         if not (seqs and faces_known):
             return seqs
         faces = [d.box for r, _ in done for d in r.detections if d.kind == "face"]
-        original_sha256 = raw_stored.result()
-        if original_sha256 is not None:  # the cloud may ask for it later: blurred on demand
-            kept = KeptFrame(
-                tuple(seqs), original_sha256, frame.event_time, frame.camera_id, tuple(faces)
-            )
-            await asyncio.to_thread(self._raw.keep, kept)
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
             await self._store_blurred(frame, faces, min(seqs))
         return seqs
@@ -129,11 +123,15 @@ class FrameProcessor:
         return stored.sha256
 
     async def _task_to_outbox(
-        self, name: str, frame: Frame, raw_stored: asyncio.Task[str | None]
-    ) -> tuple[TaskResult, int] | None:
+        self,
+        name: str,
+        frame: Frame,
+        raw_stored: asyncio.Task[str | None],
+        done: list[tuple[TaskResult, int]],
+    ) -> None:
         result = await self._run_task(name, frame)
         if result is None:
-            return None
+            return
         raw_sha256 = await asyncio.shield(raw_stored)
         submitted_ms = (time.monotonic() - frame.received_at) * 1000.0
         record = {
@@ -160,7 +158,24 @@ class FrameProcessor:
         self._publish(
             {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
         )
-        return result, seq
+        done.append((result, seq))
+        await self._keep(frame, raw_sha256, done)
+
+    async def _keep(
+        self, frame: Frame, original_sha256: str | None, done: list[tuple[TaskResult, int]]
+    ) -> None:
+        """Index the kept original for every events record durable so far, once its faces
+        are known, so the cloud can ask for it later (blurred on demand).
+
+        Done right after each append, not once every task is done: a crash while a slow
+        task still runs must not leave a durable record whose frame cannot be requested.
+        """
+        if original_sha256 is None or not any(r.task == "face_anonymize" for r, _ in done):
+            return  # not kept, or faces unknown: it never leaves unblurred
+        faces = tuple(d.box for r, _ in done for d in r.detections if d.kind == "face")
+        seqs = tuple(seq for _, seq in done)
+        kept = KeptFrame(seqs, original_sha256, frame.event_time, frame.camera_id, faces)
+        await asyncio.to_thread(self._raw.keep, kept)
 
     async def _store_blurred(
         self, frame: Frame, faces: list[tuple[int, int, int, int]], seq: int
