@@ -38,6 +38,7 @@ test-slow: $(STAMP) models
 
 bench: $(STAMP) models
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.report
 
 demo: $(STAMP) models
 	$(BIN)/python -m yardlink.demo
