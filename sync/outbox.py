@@ -180,8 +180,9 @@ class Outbox(CapacityMixin):
         nbytes = sum(map(len, values)) + KEY_SIZE * len(values)
         if not values:
             return []
-        await self._make_room(nbytes)
-        self._check_open()
+        if self._overflow(nbytes) > 0:  # the common case, room, costs no coroutine
+            await self._make_room(nbytes)
+            self._check_open()
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.submit(PendingAppend(stream, values, nbytes, future))
         return await future
