@@ -14,13 +14,16 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from sync.errors import RecordRejected
 from sync.protocol import SHA256_RE, Stream
 
 __all__ = [
+    "FORMAT_VERSION",
+    "HEADER_STRUCT",
     "KEY_SIZE",
+    "KEY_STRUCT",
     "VALUE_HEADER",
     "BatchBoundary",
     "BlobRef",
@@ -42,14 +45,18 @@ OutboxClass = Stream
 _KEY: Final = struct.Struct(">Q")
 _HEADER: Final = struct.Struct(">Bdd")
 _FORMAT_VERSION: Final = 1
+KEY_STRUCT, HEADER_STRUCT, FORMAT_VERSION = _KEY, _HEADER, _FORMAT_VERSION  # for hot loops
 KEY_SIZE: Final = _KEY.size
 VALUE_HEADER: Final = _HEADER.size
 MAX_SEQ: Final = (1 << 63) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRecord:
-    """One stored record: its class, device-monotonic seq, payload and wall-clock birth."""
+class OutboxRecord(NamedTuple):
+    """One stored record: its class, device-monotonic seq, payload and wall-clock birth.
+
+    A NamedTuple, not a frozen dataclass: reads build one per record, and a tuple
+    is built several times faster (the drain benchmark reads ~10^5 records/s).
+    """
 
     stream: OutboxClass
     seq: int

@@ -43,12 +43,13 @@ class WriterThread:
 
 @dataclass(slots=True)
 class PendingAppend:
-    """Encoded values waiting for a seq and a commit; the future gets their seqs."""
+    """Encoded values waiting for a seq and a commit; the future gets the first seq
+    (the values get consecutive seqs from it)."""
 
     stream: Stream
     values: list[bytes]
     nbytes: int
-    future: asyncio.Future[list[int]] = field(repr=False)
+    future: asyncio.Future[int] = field(repr=False)
 
 
 class GroupCommitQueue:

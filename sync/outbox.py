@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final, NoReturn, cast
+from typing import Final, NoReturn
 
 from sync._outbox_capacity import CapacityMixin, EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import NEVER_EVICTED, ClassUsage, effective_ttl
@@ -127,14 +127,18 @@ class Outbox(CapacityMixin):
     ) -> int:
         """Store one metadata record; returns its seq once durable per the settings."""
         self._check_metadata_class(stream)
-        return (await self._submit(stream, [payload], expires_at))[0]
+        return await self._submit(stream, [self._as_bytes(payload)], expires_at)
 
     async def append_many(self, stream: OutboxClass, payloads: Sequence[bytes]) -> list[int]:
         """Store several records atomically (one WriteBatch), seqs in the given order."""
         self._check_metadata_class(stream)
         if isinstance(payloads, bytes | bytearray | str):
             self._reject("wrong_type", "append_many takes a sequence of payloads")
-        return await self._submit(stream, list(payloads), None)
+        data = [self._as_bytes(p) for p in payloads]
+        if not data:
+            return []
+        first = await self._submit(stream, data, None)
+        return list(range(first, first + len(data)))
 
     async def append_blob_ref(
         self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
@@ -144,7 +148,7 @@ class Outbox(CapacityMixin):
             self._reject("wrong_class", f"blob refs go to raw classes, not {stream!r}")
         if not isinstance(ref, BlobRef):
             self._reject("wrong_type", f"expected a BlobRef, got {type(ref).__name__}")
-        return (await self._submit(stream, [ref.to_bytes()], expires_at))[0]
+        return await self._submit(stream, [ref.to_bytes()], expires_at)
 
     def _check_metadata_class(self, stream: object) -> None:
         if not isinstance(stream, Stream):
@@ -156,9 +160,8 @@ class Outbox(CapacityMixin):
         self._rejections[reason] += 1
         raise RecordRejected(message)
 
-    async def _submit(
-        self, stream: Stream, payloads: list[object], expires_at: float | None
-    ) -> list[int]:
+    async def _submit(self, stream: Stream, data: list[bytes], expires_at: float | None) -> int:
+        """Queue ``data`` (non-empty) for the next group commit; returns the first seq."""
         self._check_open()
         if expires_at is not None and (
             stream in NEVER_EVICTED
@@ -167,65 +170,69 @@ class Outbox(CapacityMixin):
             or not math.isfinite(expires_at)
         ):
             self._reject("wrong_type", f"expires_at not allowed here: {expires_at!r}")
-        header = encode_header(self._clock(), expires_at)
         limit = self._settings.max_record_bytes
-        if all(type(p) is bytes for p in payloads):
-            data = cast(list[bytes], payloads)
-        else:  # rare path: convert bytes-likes or refuse
-            data = [self._as_bytes(p) for p in payloads]
-        largest = max(map(len, data), default=0)
+        largest = len(data[0]) if len(data) == 1 else max(map(len, data))
         if largest > limit:
             self._reject("oversize", f"record of {largest} bytes exceeds {limit}")
+        header = encode_header(self._clock(), expires_at)
         values = [header + p for p in data]
-        nbytes = sum(map(len, values)) + KEY_SIZE * len(values)
-        if not values:
-            return []
+        nbytes = sum(map(len, data)) + (len(header) + KEY_SIZE) * len(values)
         if self._overflow(nbytes) > 0:  # the common case, room, costs no coroutine
             await self._make_room(nbytes)
             self._check_open()
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.submit(PendingAppend(stream, values, nbytes, future))
         return await future
 
     def _as_bytes(self, payload: object) -> bytes:
+        if type(payload) is bytes:
+            return payload
         if not isinstance(payload, bytes | bytearray | memoryview):
             self._reject("wrong_type", f"payload must be bytes, not {type(payload).__name__}")
         return bytes(payload)
 
     async def _commit_group(self, group: list[PendingAppend]) -> None:
         async with self._lock:
-            self._ensure_writable(sum(len(item.values) for item in group))
+            records = sum(len(item.values) for item in group)
+            self._ensure_writable(records)
             free = shutil.disk_usage(self._path).free
             if self._settings.min_free_disk_bytes and free < self._settings.min_free_disk_bytes:
-                self._rejections["disk_full"] += sum(len(item.values) for item in group)
+                self._rejections["disk_full"] += records
                 raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
             runs: list[tuple[Stream, int, list[bytes]]] = []
-            counts: dict[Stream, ClassUsage] = {}
-            assigned: list[list[int]] = []
+            added: dict[Stream, list[int]] = {}  # stream -> [records, bytes]
             seq = self._next_seq
             for item in group:
-                runs.append((item.stream, seq, item.values))
-                assigned.append(list(range(seq, seq + len(item.values))))
-                seq += len(item.values)
-                usage = counts.get(item.stream, self._usage[item.stream])
-                counts[item.stream] = ClassUsage(
-                    usage.records + len(item.values), usage.bytes + item.nbytes
-                )
+                count = len(item.values)
+                if runs and runs[-1][0] is item.stream:  # one run per stretch of a class
+                    runs[-1][2].extend(item.values)
+                else:
+                    runs.append((item.stream, seq, list(item.values)))
+                total = added.setdefault(item.stream, [0, 0])
+                total[0] += count
+                total[1] += item.nbytes
+                seq += count
+            counts = {
+                stream: ClassUsage(self._usage[stream].records + n, self._usage[stream].bytes + b)
+                for stream, (n, b) in added.items()
+            }
+            first_seq = self._next_seq
             self._next_seq = seq
             reserve = seq + SEQ_BLOCK if seq > self._reserved_until else None
             sync = self._settings.durability is Durability.SYNC or reserve is not None
             try:
                 await self._writer.run(self._store.write_records, runs, counts, reserve, sync)
             except SyncError as exc:
-                self._storage_failed(exc, sum(len(item.values) for item in group))
+                self._storage_failed(exc, records)
                 raise
             self._committed_seq = seq - 1
             self._usage.update(counts)
             if reserve is not None:
                 self._reserved_until = reserve
-        for item, seqs in zip(group, assigned, strict=True):
+        for item in group:
             if not item.future.done():
-                item.future.set_result(seqs)
+                item.future.set_result(first_seq)
+            first_seq += len(item.values)
         if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:
             await self.run_maintenance()
 
