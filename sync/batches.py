@@ -18,6 +18,7 @@ Pure (no I/O): the engine reads records from the outbox and hands them here.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,9 +94,24 @@ def cut_batch(
     return [], limits.max_age_s - age
 
 
+# The C scanner ``json.loads`` runs after its checks (encoding detection, leading and
+# trailing whitespace).  A compact UTF-8 payload that it consumes whole gives exactly
+# ``json.loads(payload)`` at about 2/3 of the cost; anything else takes ``json.loads``.
+_scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        text = payload.decode()
+        value, end = _scan_once(text, 0)
+    except (StopIteration, ValueError):
+        return json.loads(payload)
+    return value if end == len(text) else json.loads(payload)
+
+
 def _row(record: OutboxRecord, device_id: str, site_id: str) -> dict[str, Any]:
     try:
-        row = json.loads(record.payload)
+        row = _loads(record.payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRecord(record.stream, record.seq, f"not JSON ({exc})") from exc
     if not isinstance(row, dict):

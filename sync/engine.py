@@ -134,6 +134,7 @@ class SyncEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self.meta.drop_ahead()
         await self.client.close()
 
     def pause(self) -> None:

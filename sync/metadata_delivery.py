@@ -18,7 +18,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from sync.batches import BadRecord, BatchLimits, EncodedBatch, cut_batch, encode_records
 from sync.cloud_client import BatchConflict, CloudClient, CloudRejected
@@ -29,6 +30,9 @@ from sync.protocol import METADATA_STREAMS, BatchAck, Stream
 __all__ = ["MetadataDelivery", "SentBatch"]
 
 log = logging.getLogger("yardlink.sync")
+
+# The first batch of each send() holds at most this many records (the rest: the limits).
+FIRST_BATCH_MAX_RECORDS = 2_500
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,8 @@ class MetadataDelivery:
         self.outbox, self.state, self.client, self.limits = outbox, state, client, limits
         self.device_id, self.site_id = device_id, site_id
         self._clock = clock
-        self._warm: dict[Stream, EncodedBatch] = {}
+        self._warm: dict[tuple[Stream, int], EncodedBatch] = {}  # by (stream, first seq)
+        self._ahead: dict[Stream, tuple[int, asyncio.Task[None]]] = {}  # from warm_up
         self.stalled: dict[Stream, str] = {
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
         }
@@ -87,7 +92,25 @@ class MetadataDelivery:
 
     # ------------------------------------------------------------------ metadata batches
 
-    def _records_for(self, stream: Stream, after: int, *, flush: bool) -> list[OutboxRecord]:
+    def _limits(self, index: int) -> BatchLimits:
+        """Limits of the ``index``-th batch of one ``send``: the first one is smaller.
+
+        Encoding 10,000 records takes a few hundred ms on a slow CPU; a small first
+        batch gets the link busy sooner and the next (full) one is encoded while it
+        is on the wire.
+        """
+        if index or self.limits.max_records <= FIRST_BATCH_MAX_RECORDS:
+            return self.limits
+        return replace(self.limits, max_records=FIRST_BATCH_MAX_RECORDS)
+
+    def _full(self, batch: EncodedBatch, index: int) -> bool:
+        """Whether ``batch`` (the ``index``-th of a send) was cut at its limits."""
+        limits = self._limits(index)
+        return batch.records >= limits.max_records or batch.payload_bytes >= limits.max_bytes * 0.9
+
+    def _records_for(
+        self, stream: Stream, after: int, *, flush: bool, index: int
+    ) -> list[OutboxRecord]:
         """The records of the next batch after seq ``after``: a pinned range first."""
         pins = [p for p in self.outbox.pinned_batches(stream) if p.first_seq > after]
         if pins:
@@ -99,21 +122,24 @@ class MetadataDelivery:
                 max_bytes=1 << 40,
             )
             return [r for r in records if r.seq <= pin.last_seq]
+        limits = self._limits(index)
         available = self.outbox.read(
-            stream, after, max_records=self.limits.max_records, max_bytes=self.limits.max_bytes
+            stream, after, max_records=limits.max_records, max_bytes=limits.max_bytes
         )
-        records, _ = cut_batch(available, self.limits, self._clock(), flush=flush)
+        records, _ = cut_batch(available, limits, self._clock(), flush=flush)
         return records
 
-    async def _prepare(self, stream: Stream, after: int, *, flush: bool) -> EncodedBatch | None:
-        records = self._records_for(stream, after, flush=flush)
+    async def _prepare(
+        self, stream: Stream, after: int, *, flush: bool, index: int
+    ) -> EncodedBatch | None:
+        records = self._records_for(stream, after, flush=flush, index=index)
         if not records:
             return None
-        warm = self._warm.pop(stream, None)
-        if warm is not None and (warm.boundary.first_seq, warm.boundary.last_seq) == (
-            records[0].seq,
-            records[-1].seq,
-        ):
+        first, acked = records[0].seq, self.outbox.acked_watermark(stream)
+        for key in [k for k in self._warm if k[0] is stream and k[1] <= acked]:
+            del self._warm[key]  # acked ranges: never a next batch again
+        warm = self._warm.pop((stream, first), None)
+        if warm is not None and warm.boundary.last_seq == records[-1].seq:
             return warm
         return await asyncio.to_thread(
             encode_records, stream, records, device_id=self.device_id, site_id=self.site_id
@@ -122,18 +148,32 @@ class MetadataDelivery:
     async def warm_up(self) -> None:
         """Encode the first batch of each metadata stream ahead (run during the handshake).
 
-        Used by the next ``send`` only if the same seq range is still the next batch.
+        Returns once those are encoded; the second batch of a backlog goes on being
+        encoded in the background for the next ``send``.  A batch encoded ahead is used
+        only if the same seq range is still the next batch.
         """
+        self.drop_ahead()
         self._warm.clear()
         for stream in METADATA_STREAMS:
             if stream in self.stalled:
                 continue
             try:
-                batch = await self._prepare(stream, 0, flush=True)
+                batch = await self._prepare(stream, 0, flush=True, index=0)
             except Exception:  # noqa: BLE001 - only a head start; send() meets real errors
                 continue
             if batch is not None:
-                self._warm[stream] = batch
+                self._warm[(stream, batch.boundary.first_seq)] = batch
+                after = batch.boundary.last_seq
+                task = asyncio.create_task(
+                    self._encode_ahead(stream, after, 1, self._full(batch, 0))
+                )
+                self._ahead[stream] = (after, task)
+
+    def drop_ahead(self) -> None:
+        """Cancel the background encoding started by ``warm_up`` (on close)."""
+        for _, task in self._ahead.values():
+            task.cancel()
+        self._ahead.clear()
 
     async def send(
         self, stream: Stream, keep_going: Callable[[], bool], *, window: int = 2
@@ -142,18 +182,34 @@ class MetadataDelivery:
 
         The first batch is sent even if not full (the scheduler chose this
         stream); more follow while ``keep_going()`` (nothing of higher priority
-        is waiting) and full or aged batches are ready.  Each batch is pinned
-        before its PUT starts and acked only once it and every batch before it
-        succeeded (``Outbox.ack`` deletes a prefix).  Returns what was acked.
+        is waiting) and full or aged batches are ready, and so does a partial
+        batch right after a full one (the tail of a backlog goes out with it, not
+        after the window drained).  The first batch holds at most
+        ``FIRST_BATCH_MAX_RECORDS`` and the batch after the window is encoded while
+        the PUTs are on the wire, so the link does not wait for the encoder.  Each
+        batch is pinned before its PUT starts and acked only once it and every
+        batch before it succeeded (``Outbox.ack`` deletes a prefix).  Returns what
+        was acked.
         """
         sent: list[SentBatch] = []
         inflight: deque[tuple[EncodedBatch, asyncio.Task[BatchAck]]] = deque()
+        # Encodes the batch after seq ``ahead[0]`` while PUTs fly (into self._warm).
+        ahead: tuple[int, asyncio.Task[None]] | None = self._ahead.pop(stream, None)
         after = 0
+        tail = False  # the last batch was full: send what follows even if partial
         try:
             while True:
                 while len(inflight) < window and (not sent and not inflight or keep_going()):
+                    if ahead is not None and ahead[0] <= after:
+                        await ahead[1]  # its batch waits in self._warm; _prepare checks it
+                        ahead = None
                     try:
-                        batch = await self._prepare(stream, after, flush=not sent and not inflight)
+                        batch = await self._prepare(
+                            stream,
+                            after,
+                            flush=tail or not sent and not inflight,
+                            index=len(sent) + len(inflight),
+                        )
                     except BadRecord as exc:
                         if not inflight:
                             self.stall(stream, str(exc))
@@ -164,8 +220,18 @@ class MetadataDelivery:
                     put = self.client.put_batch(batch.batch_id, batch.body)
                     inflight.append((batch, asyncio.create_task(put)))
                     after = batch.boundary.last_seq
+                    tail = self._full(batch, len(sent) + len(inflight) - 1)
+                    await asyncio.sleep(0)  # let the PUT start before reading the next batch
                 if not inflight:
                     return sent
+                if ahead is None and len(inflight) >= window and keep_going():
+                    # Without this the next batch is read and encoded only once a PUT is
+                    # answered, and the link idles meanwhile.
+                    index = len(sent) + len(inflight)
+                    ahead = (
+                        after,
+                        asyncio.create_task(self._encode_ahead(stream, after, index, tail)),
+                    )
                 batch, task = inflight.popleft()
                 try:
                     ack = await task
@@ -181,9 +247,24 @@ class MetadataDelivery:
                 log.debug("batch %s delivered (duplicate=%s)", ack.batch_id, ack.duplicate)
                 sent.append(SentBatch(batch.batch_id, batch.records, len(batch.body)))
         finally:  # later batches stay pinned and are resent (the cloud dedups by id + digest)
-            for _, task in inflight:
+            tasks: list[asyncio.Task[Any]] = [task for _, task in inflight]
+            if ahead is not None:
+                tasks.append(ahead[1])
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*(task for _, task in inflight), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _encode_ahead(self, stream: Stream, after: int, index: int, flush: bool) -> None:
+        """Encode the full batch after seq ``after`` into ``self._warm`` (not pinned, not sent).
+
+        ``_prepare`` uses it only if it is still the next batch; errors are met there.
+        """
+        try:
+            batch = await self._prepare(stream, after, flush=flush, index=index)
+        except Exception:  # noqa: BLE001 - only a head start
+            return
+        if batch is not None:
+            self._warm[(stream, batch.boundary.first_seq)] = batch
 
     def stall(self, stream: Stream, reason: str) -> None:
         self.stalled[stream] = reason

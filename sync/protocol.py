@@ -203,14 +203,13 @@ def encode_batch(stream: Stream, records: list[dict[str, Any]]) -> bytes:
         raise WireFormatError(f"stream {stream} has no batch schema")
     if not records:
         raise WireFormatError("a batch holds at least one record")
-    columns: dict[str, list[Any]] = {name: [] for name in schema.names}
     try:
-        for record in records:
-            for name in schema.names:
-                value = record.get(name)
-                if name == "event_time" and isinstance(value, int | float):
-                    value = int(value * 1_000_000)
-                columns[name].append(value)
+        columns = {name: [record.get(name) for record in records] for name in schema.names}
+        if "event_time" in columns:
+            columns["event_time"] = [
+                int(v * 1_000_000) if isinstance(v, int | float) else v
+                for v in columns["event_time"]
+            ]
         table = pa.Table.from_pydict(columns, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
         raise WireFormatError(f"records do not fit the {stream} schema: {exc}") from exc

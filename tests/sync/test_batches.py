@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.batches import BadRecord, BatchLimits, cut_batch, encode_records
+from sync.batches import BadRecord, BatchLimits, _loads, cut_batch, encode_records
 from sync.outbox import OutboxRecord
 from sync.protocol import Stream, decode_batch, parse_batch_id
 
@@ -129,3 +129,28 @@ def test_parquet_is_much_smaller_than_json_lines() -> None:
     batch = encode_records(Stream.EVENTS, recs, device_id="gate-01", site_id="yard-a")
     json_lines = sum(len(r.payload) + 1 for r in recs)
     assert len(batch.body) < 0.2 * json_lines
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"a":1,"b":[1.5,null,true],"c":{"d":"\\u00e9"}}',
+        '{"x":"\u00e9"}'.encode(),
+        b' {"a":1}',
+        b'{"a":1} ',
+        b"\xef\xbb\xbf" + b'{"a":1}',
+        '{"a":1}'.encode("utf-16"),
+        b'{"a":-Infinity,"b":1e400}',
+        b"[1,2]",
+    ],
+)
+def test_fast_json_path_is_json_loads(payload: bytes) -> None:
+    assert _loads(payload) == json.loads(payload)
+
+
+@pytest.mark.parametrize("payload", [b'{"a":', b"", b"\xff{}", b'{"a":1}{"b":2}'])
+def test_fast_json_path_fails_like_json_loads(payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(payload)
+    with pytest.raises(ValueError):
+        _loads(payload)

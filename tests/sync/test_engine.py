@@ -15,6 +15,7 @@ from aiohttp import web
 from sync.batches import encode_records
 from sync.link import LinkState
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
+from sync.metadata_delivery import FIRST_BATCH_MAX_RECORDS
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream, encode_batch, make_batch_id
 from tests.sync.engine_harness import (
@@ -42,6 +43,27 @@ async def test_delivers_every_event_exactly_once(tmp_path: Path, outbox: Outbox)
         assert lake_seqs(cloud.settings.data_dir, Stream.TELEMETRY) == [telemetry]
         puts = [p for _, m, p in cloud.requests if m == "PUT"]
         assert len(puts) == 7  # five 100-record batches, one of 50 events, one telemetry
+
+
+async def test_backlog_starts_with_a_small_batch_and_sends_its_tail_at_once(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """A small first batch (the link starts before a full batch is encoded), full ones
+    encoded ahead, and the partial tail right behind them - not after batch_max_age_s."""
+    seqs = await append_events(outbox, FIRST_BATCH_MAX_RECORDS + 9_500)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        async with engine_for(
+            tmp_path, outbox, cloud.url, cloud.token, batch_max_records=5_000, batch_max_age_s=600
+        ):
+            await wait_for(drained(outbox, Stream.EVENTS), timeout=60)
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+        puts = [p.rsplit(".", 1)[-1] for _, m, p in cloud.requests if m == "PUT"]
+    first, a, b = seqs[0], seqs[FIRST_BATCH_MAX_RECORDS], seqs[FIRST_BATCH_MAX_RECORDS + 5_000]
+    assert puts == [
+        f"{first}-{a - 1}",
+        f"{a}-{b - 1}",
+        f"{b}-{seqs[-1]}",
+    ]
 
 
 async def test_cuts_and_flaps_lose_nothing_and_duplicate_nothing(
