@@ -134,7 +134,10 @@ class Outbox(CapacityMixin):
         self._check_metadata_class(stream)
         if isinstance(payloads, bytes | bytearray | str):
             self._reject("wrong_type", "append_many takes a sequence of payloads")
-        data = [self._as_bytes(p) for p in payloads]
+        if all(type(p) is bytes for p in payloads):  # the usual case: no copies, no calls
+            data = list(payloads)
+        else:
+            data = [self._as_bytes(p) for p in payloads]
         if not data:
             return []
         first = await self._submit(stream, data, None)
@@ -201,13 +204,19 @@ class Outbox(CapacityMixin):
                 raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
             runs: list[tuple[Stream, int, list[bytes]]] = []
             added: dict[Stream, list[int]] = {}  # stream -> [records, bytes]
+            last_run_owned = False  # whether runs[-1] holds a list of our own
             seq = self._next_seq
             for item in group:
                 count = len(item.values)
                 if runs and runs[-1][0] is item.stream:  # one run per stretch of a class
-                    runs[-1][2].extend(item.values)
+                    stream, first, values = runs[-1]
+                    if not last_run_owned:  # copy once, never extend a producer's list
+                        runs[-1] = (stream, first, values := list(values))
+                        last_run_owned = True
+                    values.extend(item.values)
                 else:
-                    runs.append((item.stream, seq, list(item.values)))
+                    runs.append((item.stream, seq, item.values))
+                    last_run_owned = False
                 total = added.setdefault(item.stream, [0, 0])
                 total[0] += count
                 total[1] += item.nbytes
