@@ -105,13 +105,12 @@ class FrameProcessor:
         finally:
             await raw_stored
         seqs = [seq for _, seq in done]
+        faces = _faces(done)
+        if faces is None:  # never ship a frame whose faces are unknown
+            return seqs
         confidences = [
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
         ]
-        faces_known = any(r.task == "face_anonymize" for r, _ in done)  # never ship unblurred
-        if not (seqs and faces_known):
-            return seqs
-        faces = [d.box for r, _ in done for d in r.detections if d.kind == "face"]
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
             await self._store_blurred(frame, faces, min(seqs))
         return seqs
@@ -170,17 +169,24 @@ class FrameProcessor:
         Done right after each append, not once every task is done: a crash while a slow
         task still runs must not leave a durable record whose frame cannot be requested.
         """
-        if original_sha256 is None or not any(r.task == "face_anonymize" for r, _ in done):
+        faces = _faces(done)
+        if original_sha256 is None or faces is None:
             return  # not kept, or faces unknown: it never leaves unblurred
-        faces = tuple(d.box for r, _ in done for d in r.detections if d.kind == "face")
         seqs = tuple(seq for _, seq in done)
         kept = KeptFrame(seqs, original_sha256, frame.event_time, frame.camera_id, faces)
         await asyncio.to_thread(self._raw.keep, kept)
 
     async def _store_blurred(
-        self, frame: Frame, faces: list[tuple[int, int, int, int]], seq: int
+        self, frame: Frame, faces: tuple[tuple[int, int, int, int], ...], seq: int
     ) -> None:
         entry = await asyncio.to_thread(
             self._raw.store_blurred, frame.image_bgr, faces, seq, frame.event_time, frame.camera_id
         )
         await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())
+
+
+def _faces(done: list[tuple[TaskResult, int]]) -> tuple[tuple[int, int, int, int], ...] | None:
+    """The face boxes of a frame's durable results, or None while the face task is not done."""
+    if not any(result.task == "face_anonymize" for result, _ in done):
+        return None
+    return tuple(d.box for result, _ in done for d in result.detections if d.kind == "face")

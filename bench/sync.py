@@ -39,9 +39,8 @@ from tests.sync.ingest_server import (
     BlobDir,
     CloudProcess,
     event_payload,
-    free_port,
-    wait_port,
 )
+from yardlink.localstack import free_port, wait_port
 
 NAME = "sync"
 LINK_BPS = 2_000_000
@@ -56,7 +55,7 @@ class EmulatorProcess:
             + ["--listen", str(self.port), "--rate", str(LINK_BPS), "--rtt-ms", str(RTT_S * 1000)],
             stdout=subprocess.DEVNULL,
         )
-        wait_port(self.port)
+        wait_port(self.port, self.proc)
 
     def close(self) -> None:
         self.proc.terminate()
@@ -80,7 +79,7 @@ async def backlog_run(
     work: Path, events: int, raw_bytes: int, goodput_s: float
 ) -> tuple[dict[str, float], list[bytes]]:
     """Phase 1-3: events and raw backlog at link-up; returns measurements."""
-    cloud = CloudProcess(work / "cloud", raw_uploads=True)
+    cloud = CloudProcess(work / "cloud")
     emu = EmulatorProcess(cloud.port)
     outbox = Outbox.open(work / "outbox", OutboxSettings(min_free_disk_bytes=0))
     blobs = BlobDir(work / "blobs")
@@ -153,7 +152,7 @@ def _raw_acked(engine: SyncEngine) -> int:
 
 async def resend_after_cut(work: Path, blob_mb: int) -> tuple[int, int]:
     """Phase 4: cut mid-chunk; returns (bytes resent, chunk size at the cut)."""
-    cloud = CloudProcess(work / "cloud-cut", raw_uploads=True)
+    cloud = CloudProcess(work / "cloud-cut")
     conditions = LinkConditions(rtt_s=RTT_S, rate_bps=LINK_BPS)
     outbox = Outbox.open(work / "outbox-cut", OutboxSettings(min_free_disk_bytes=0))
     blobs = BlobDir(work / "blobs-cut")

@@ -10,10 +10,8 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,8 +21,9 @@ from cloud_ingest.blobs import BlobStore
 from cloud_ingest.middleware import error_middleware
 from cloud_ingest.principal import PRINCIPAL, Principal
 from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
+from yardlink.localstack import free_port, wait_port
 
-__all__ = ["free_port", "start_node_server", "start_our_server", "wait_for_port"]
+__all__ = ["start_node_server", "start_our_server"]
 
 NODE_DIR = Path.home() / ".cache" / "yardlink" / "bench-node"
 NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")  # run on node >= 20.19
@@ -39,30 +38,10 @@ http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), "127.
 _BENCH_DEVICE = Principal(role="device", name="bench", device_id="bench", site_id="bench")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            return
-    raise RuntimeError(f"server did not listen on {port}")
-
-
 def start_our_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.tus_servers", str(data_dir), str(port)])
-    wait_for_port(port, proc)
+    wait_port(port, proc)
     return proc, port
 
 
@@ -87,7 +66,7 @@ def start_node_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int] | N
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     proc = subprocess.Popen([node, str(script), str(data_dir), str(port)], cwd=NODE_DIR)
-    wait_for_port(port, proc)
+    wait_port(port, proc)
     return proc, port
 
 

@@ -92,7 +92,7 @@ async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _sweeper_context(
-    upload_sweep: Callable[[float], int] | None,
+    upload_sweep: Callable[[float], int],
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -107,14 +107,14 @@ def _sweeper_context(
     return context
 
 
-async def _sweep_forever(app: web.Application, upload_sweep: Callable[[float], int] | None) -> None:
+async def _sweep_forever(app: web.Application, upload_sweep: Callable[[float], int]) -> None:
     interval = app[SETTINGS].sweep_interval_s
     while True:
         await asyncio.sleep(interval)
         try:
             now = app[CLOCK]()
             expired = await app[CATALOG].expire_raw_requests(now)
-            removed = upload_sweep(now) if upload_sweep is not None else 0
+            removed = upload_sweep(now)
             if expired or removed:
                 log.info(
                     "sweep", extra={"raw_requests_expired": expired, "uploads_removed": removed}

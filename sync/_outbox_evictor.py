@@ -15,8 +15,7 @@ from sync._outbox_eviction import ClassUsage, is_expired
 from sync._outbox_records import (
     MAX_SEQ,
     OutboxRecord,
-    decode_key,
-    decode_value,
+    decode_record,
     encode_key,
     encode_value,
 )
@@ -35,8 +34,7 @@ def drop_oldest(
     for key, value in store.scan(stream, after_seq + 1, MAX_SEQ):
         if nbytes >= need:
             break
-        created_at, _, payload = decode_value(value)
-        records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+        records.append(decode_record(stream, key, value)[0])
         nbytes += len(key) + len(value)
     if not records:
         return Removal([], 0, 0)
@@ -71,9 +69,9 @@ def drop_expired(
     for scanned, (key, value) in enumerate(store.scan(stream, after_seq + 1, MAX_SEQ)):
         if scanned >= scan_limit or (need is not None and nbytes >= need):
             break
-        created_at, expires_at, payload = decode_value(value)
-        if is_expired(created_at, expires_at, ttl, now):
-            records.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+        record, expires_at = decode_record(stream, key, value)
+        if is_expired(record.created_at, expires_at, ttl, now):
+            records.append(record)
             nbytes += len(key) + len(value)
         elif stop_at_fresh and expires_at is None:
             break
@@ -124,8 +122,7 @@ def coalesce_oldest(
     for key, value in store.scan(stream, after_seq + 1, MAX_SEQ):
         if gathered >= need and len(taken) >= 2:
             break
-        created_at, _, payload = decode_value(value)
-        taken.append(OutboxRecord(stream, decode_key(key), payload, created_at))
+        taken.append(decode_record(stream, key, value)[0])
         gathered += len(key) + len(value)
     if not taken:
         return Removal([], 0, 0), False

@@ -20,10 +20,7 @@ from sync.errors import RecordRejected
 from sync.protocol import SHA256_RE, Stream
 
 __all__ = [
-    "FORMAT_VERSION",
-    "HEADER_STRUCT",
     "KEY_SIZE",
-    "KEY_STRUCT",
     "VALUE_HEADER",
     "BatchBoundary",
     "BlobRef",
@@ -32,6 +29,7 @@ __all__ = [
     "OutboxRecord",
     "OutboxStats",
     "decode_key",
+    "decode_record",
     "decode_value",
     "encode_header",
     "encode_key",
@@ -45,7 +43,6 @@ OutboxClass = Stream
 _KEY: Final = struct.Struct(">Q")
 _HEADER: Final = struct.Struct(">Bdd")
 _FORMAT_VERSION: Final = 1
-KEY_STRUCT, HEADER_STRUCT, FORMAT_VERSION = _KEY, _HEADER, _FORMAT_VERSION  # for hot loops
 KEY_SIZE: Final = _KEY.size
 VALUE_HEADER: Final = _HEADER.size
 MAX_SEQ: Final = (1 << 63) - 1
@@ -149,6 +146,15 @@ def decode_value(value: bytes) -> tuple[float, float | None, bytes]:
     if version != _FORMAT_VERSION:
         raise ValueError(f"unknown outbox value format {version}")
     return created_at, None if math.isnan(expires_at) else expires_at, value[VALUE_HEADER:]
+
+
+def decode_record(stream: Stream, key: bytes, value: bytes) -> tuple[OutboxRecord, float | None]:
+    """The record stored under ``key`` / ``value`` and its own expiry (None: none).
+
+    ValueError when the value's layout is wrong.
+    """
+    created_at, expires_at, payload = decode_value(value)
+    return OutboxRecord(stream, decode_key(key), payload, created_at), expires_at
 
 
 def record_size(payload_len: int) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -39,14 +38,11 @@ from rocksdict import (
 
 from sync._outbox_eviction import ClassUsage, is_expired
 from sync._outbox_records import (
-    FORMAT_VERSION,
-    HEADER_STRUCT,
-    KEY_STRUCT,
     MAX_SEQ,
-    VALUE_HEADER,
     BatchBoundary,
     OutboxRecord,
     decode_key,
+    decode_record,
     decode_value,
     encode_key,
 )
@@ -353,20 +349,16 @@ class OutboxStore:
         """Records after ``after_seq`` in seq order; at least one if any (even if large)."""
         out: list[OutboxRecord] = []
         total = 0
-        unpack_key, unpack_header = KEY_STRUCT.unpack, HEADER_STRUCT.unpack_from
         for key, value in self.scan(stream, after_seq + 1, MAX_SEQ):
             if len(out) >= max_records or (out and total + len(value) > max_bytes):
                 break
-            if len(value) < VALUE_HEADER:
-                raise OutboxCorrupted(f"outbox value too short ({len(value)} bytes)")
-            version, created_at, expires_at = unpack_header(value)
-            if version != FORMAT_VERSION:
-                raise OutboxCorrupted(f"unknown outbox value format {version}")
-            if (expires_at == expires_at or ttl is not None) and is_expired(  # NaN: no expiry
-                created_at, None if math.isnan(expires_at) else expires_at, ttl, now
-            ):
+            try:
+                record, expires_at = decode_record(stream, key, value)
+            except ValueError as exc:
+                raise OutboxCorrupted(f"seq {decode_key(key)}: {exc}") from exc
+            if is_expired(record.created_at, expires_at, ttl, now):
                 continue
-            out.append(OutboxRecord(stream, unpack_key(key)[0], value[VALUE_HEADER:], created_at))
+            out.append(record)
             total += len(value)
         return out
 

@@ -134,10 +134,7 @@ class Outbox(CapacityMixin):
         self._check_metadata_class(stream)
         if isinstance(payloads, bytes | bytearray | str):
             self._reject("wrong_type", "append_many takes a sequence of payloads")
-        if all(type(p) is bytes for p in payloads):  # the usual case: no copies, no calls
-            data = list(payloads)
-        else:
-            data = [self._as_bytes(p) for p in payloads]
+        data = [self._as_bytes(p) for p in payloads]
         if not data:
             return []
         first = await self._submit(stream, data, None)
@@ -180,7 +177,7 @@ class Outbox(CapacityMixin):
         header = encode_header(self._clock(), expires_at)
         values = [header + p for p in data]
         nbytes = sum(map(len, data)) + (len(header) + KEY_SIZE) * len(values)
-        if self._overflow(nbytes) > 0:  # the common case, room, costs no coroutine
+        if self._overflow(nbytes) > 0:  # room is the common case: no eviction planning
             await self._make_room(nbytes)
             self._check_open()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -204,23 +201,13 @@ class Outbox(CapacityMixin):
                 raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
             runs: list[tuple[Stream, int, list[bytes]]] = []
             added: dict[Stream, list[int]] = {}  # stream -> [records, bytes]
-            last_run_owned = False  # whether runs[-1] holds a list of our own
             seq = self._next_seq
             for item in group:
-                count = len(item.values)
-                if runs and runs[-1][0] is item.stream:  # one run per stretch of a class
-                    stream, first, values = runs[-1]
-                    if not last_run_owned:  # copy once, never extend a producer's list
-                        runs[-1] = (stream, first, values := list(values))
-                        last_run_owned = True
-                    values.extend(item.values)
-                else:
-                    runs.append((item.stream, seq, item.values))
-                    last_run_owned = False
+                runs.append((item.stream, seq, item.values))
                 total = added.setdefault(item.stream, [0, 0])
-                total[0] += count
+                total[0] += len(item.values)
                 total[1] += item.nbytes
-                seq += count
+                seq += len(item.values)
             counts = {
                 stream: ClassUsage(self._usage[stream].records + n, self._usage[stream].bytes + b)
                 for stream, (n, b) in added.items()

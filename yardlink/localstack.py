@@ -27,7 +27,9 @@ __all__ = [
     "IngestProcess",
     "StackError",
     "find_in_clear",
+    "free_port",
     "lake_rows",
+    "wait_port",
     "write_site_toml",
 ]
 
@@ -38,23 +40,27 @@ class StackError(RuntimeError):
     """A process of the stack did not start or answer; the message says which and why."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0
+) -> None:
+    """Wait until something listens on ``port``; ``StackError`` if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(f"the ingest service exited with code {proc.returncode}")
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{proc.args!r} exited with code {proc.returncode}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise StackError(f"the ingest service did not listen on port {port} in {timeout:.0f} s")
+    raise StackError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
 def _run_json(args: list[str]) -> dict[str, Any]:
@@ -121,7 +127,7 @@ class IngestProcess(_Process):
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
         super().__init__(data_dir.parent / "logs" / "ingest.log")
         self.data_dir = data_dir
-        self.port = port or _free_port()
+        self.port = port or free_port()
 
     @property
     def url(self) -> str:
@@ -146,7 +152,7 @@ class IngestProcess(_Process):
             [*YARDLINK, "ingest", "serve", "--data-dir", str(self.data_dir)]
             + ["--port", str(self.port)]
         )
-        _wait_port(self.port, proc, timeout)
+        wait_port(self.port, proc, timeout)
 
     def request_raw(self, operator_token: str, device_id: str, seq: int) -> dict[str, Any]:
         """An operator asks for the raw frame of one event (``POST /v1/raw-requests``)."""

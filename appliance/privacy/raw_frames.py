@@ -75,7 +75,7 @@ def blurred_jpeg(image_bgr: np.ndarray[Any, Any], faces: Sequence[Box]) -> bytes
     ok, encoded = cv2.imencode(".jpg", blur_faces(image_bgr, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding of the blurred frame failed")
-    return bytes(encoded.tobytes())
+    return encoded.tobytes()
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from appliance.sources.synthetic import SyntheticYardCamera
 from sync.protocol import RawRequest, Stream
 from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
 from tests.sync.ingest_server import DEVICE, SITE, lake_seqs, running_ingest
-from tests.sync.tus_servers import raw_uploads_for, stored_blob
+from tests.sync.tus_servers import stored_blob
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FRAMES = 3
@@ -33,7 +33,7 @@ async def test_events_reach_the_lake_and_controls_work(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     cloud_dir = tmp_path / "cloud"
-    async with running_ingest(cloud_dir, customize=raw_uploads_for(tmp_path / "tus")) as ingest:
+    async with running_ingest(cloud_dir) as ingest:
         config = site_config(
             tmp_path,
             site={"device_id": DEVICE, "site_id": SITE, "data_dir": str(tmp_path / "var")},
@@ -74,7 +74,7 @@ async def test_events_reach_the_lake_and_controls_work(
             ref = (
                 await daemon.raw_frames.resolve_raw_request(RawRequest(request_id="x", seq=seq))
             )[0]
-            await wait_for(lambda: stored_blob(cloud_dir, tmp_path / "tus", ref.sha256) is not None)
+            await wait_for(lambda: stored_blob(cloud_dir, ref.sha256) is not None)
             engine = daemon.sync_engine
             assert engine is not None
             for _ in range(100):  # delivery is settled at the next handshake
@@ -83,7 +83,7 @@ async def test_events_reach_the_lake_and_controls_work(
                 engine.sync_now()
                 await asyncio.sleep(0.2)
             assert await ingest.raw_request_state("req-1") == "delivered"
-            uploaded = stored_blob(cloud_dir, tmp_path / "tus", ref.sha256)
+            uploaded = stored_blob(cloud_dir, ref.sha256)
             assert uploaded is not None
             image = cv2.imdecode(np.frombuffer(uploaded, np.uint8), cv2.IMREAD_COLOR)
             assert image is not None and image.shape[:2] == (720, 1280)  # the blurred JPEG

@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +23,7 @@ from cloud_ingest.provisioning import add_device
 from cloud_ingest.settings import IngestSettings
 from sync.outbox import BlobRef
 from sync.protocol import RawRequest, Stream
+from yardlink.localstack import IngestProcess
 
 DEVICE, SITE = "gate-01", "yard-a"
 
@@ -181,68 +178,14 @@ class BlobDir:
         return [] if ref is None else [ref]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class CloudProcess(IngestProcess):
+    """``yardlink ingest serve`` as a real process (SIGKILL-able), started, with the
+    test device registered (``token``)."""
 
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
-class CloudProcess:
-    """``yardlink ingest serve`` as a real process (SIGKILL-able), with a device token."""
-
-    def __init__(self, data_dir: Path, *, raw_uploads: bool = False) -> None:
-        """``raw_uploads``: run ``tests.sync.ingest_process`` (aiohttp-tus mounted when the
-        service has no tus yet) instead of ``yardlink ingest serve``."""
-        self.data_dir = data_dir
-        self._raw_uploads = raw_uploads
-        self._yardlink = [str(Path(sys.executable).parent / "yardlink"), "ingest"]
-        out = subprocess.run(
-            [*self._yardlink, "device", "add", DEVICE, "--site", SITE]
-            + ["--data-dir", str(data_dir), "--json"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        self.token: str = json.loads(out)["token"]
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.token = self.add_device(DEVICE, SITE)
         self.start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        serve = [*self._yardlink, "serve"]
-        if self._raw_uploads:
-            serve = [sys.executable, "-m", "tests.sync.ingest_process"]
-        self.proc = subprocess.Popen(
-            [*serve, "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.stop(timeout=30)

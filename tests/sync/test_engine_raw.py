@@ -16,7 +16,7 @@ from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream
 from tests.sync.engine_harness import append_events, drained, engine_for, outbox, wait_for
 from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
-from tests.sync.tus_servers import raw_uploads_for, stored_blob
+from tests.sync.tus_servers import stored_blob
 
 __all__ = ["outbox"]  # the fixture, imported for pytest
 
@@ -27,9 +27,7 @@ async def test_events_backlog_goes_before_any_raw_byte(tmp_path: Path, outbox: O
     refs = [blobs.add(os.urandom(150_000), seq=i) for i in range(3)]
     for ref in refs:
         await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
-    async with running_ingest(
-        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
-    ) as cloud:
+    async with running_ingest(tmp_path / "cloud") as cloud:
         emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.02, rate_bps=8e6))
         async with emu, engine_for(tmp_path, outbox, emu.url, cloud.token):
             await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED))
@@ -40,16 +38,14 @@ async def test_events_backlog_goes_before_any_raw_byte(tmp_path: Path, outbox: O
         assert max(puts) < min(raw)  # no raw request at all before the last event batch
         assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
         for ref in refs:
-            stored = stored_blob(cloud.settings.data_dir, tmp_path / "tus", ref.sha256)
+            stored = stored_blob(cloud.settings.data_dir, ref.sha256)
             assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256
 
 
 async def test_requested_raw_is_delivered_and_settled(tmp_path: Path, outbox: Outbox) -> None:
     blobs = BlobDir(tmp_path / "blobs")
     ref = blobs.add(os.urandom(300_000), seq=77)
-    async with running_ingest(
-        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
-    ) as cloud:
+    async with running_ingest(tmp_path / "cloud") as cloud:
         await cloud.add_raw_request("rr-77", seq=77)
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token, blobs) as (engine, _):
             await wait_for(
@@ -58,7 +54,7 @@ async def test_requested_raw_is_delivered_and_settled(tmp_path: Path, outbox: Ou
             engine.sync_now()
             await wait_for(lambda: not engine.state.state.delivered)
         assert await cloud.raw_request_state("rr-77") == "delivered"
-        stored = stored_blob(cloud.settings.data_dir, tmp_path / "tus", ref.sha256)
+        stored = stored_blob(cloud.settings.data_dir, ref.sha256)
         assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256
         assert outbox.stats().per_class[Stream.RAW_REQUESTED].records == 0
 
@@ -73,14 +69,12 @@ async def test_missing_blob_is_kept_not_dropped(
     await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, gone)
     await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, later)
     caplog.set_level(logging.ERROR, "yardlink.sync")
-    async with running_ingest(
-        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
-    ) as cloud:
+    async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
             await wait_for(lambda: engine.progress().classes[Stream.RAW_SAMPLED].sent_records == 1)
             await asyncio.sleep(0.2)
             assert engine.running
-        assert stored_blob(cloud.settings.data_dir, tmp_path / "tus", later.sha256) is not None
+        assert stored_blob(cloud.settings.data_dir, later.sha256) is not None
     # The missing one stays (and the delivered one above it cannot be acked past it).
     assert outbox.stats().per_class[Stream.RAW_SAMPLED].records == 2
     assert "is gone from the blob store" in caplog.text
@@ -91,9 +85,7 @@ async def test_young_partial_batch_still_goes_before_raw(tmp_path: Path, outbox:
     seqs = await append_events(outbox, 50)
     blobs = BlobDir(tmp_path / "blobs")
     await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, blobs.add(os.urandom(40_000)))
-    async with running_ingest(
-        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
-    ) as cloud:
+    async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
             tmp_path, outbox, cloud.url, cloud.token, blobs, batch_max_age_s=60.0
         ):
@@ -111,9 +103,7 @@ async def test_daily_budget_and_bandwidth_cap(tmp_path: Path, outbox: Outbox) ->
     refs = [blobs.add(os.urandom(60_000)) for _ in range(3)]
     for ref in refs:
         await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
-    async with running_ingest(
-        tmp_path / "cloud", customize=raw_uploads_for(tmp_path / "tus")
-    ) as cloud:
+    async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
             tmp_path,
             outbox,

@@ -4,15 +4,12 @@
   creation-with-upload bodies and checksums) - proves our client interoperates.
 * ``ingest``: the project's own ingest service (``cloud_ingest.tus``).
 
-``raw_uploads_for`` / ``mount_third_party_tus`` let the real ingest service serve raw
-uploads through aiohttp-tus in a checkout where ``cloud_ingest.tus`` is missing (it
-was built in parallel); with it present they do nothing.
+``stored_blob`` reads what the ingest service's blob store holds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,19 +25,13 @@ from tests.sync.ingest_server import blob_file, running_ingest
 __all__ = [
     "TUS_SERVERS",
     "TusTarget",
-    "ingest_has_tus",
     "mount_third_party_tus",
-    "raw_uploads_for",
     "stored_blob",
     "tus_target",
 ]
 
 
-def ingest_has_tus() -> bool:
-    return importlib.util.find_spec("cloud_ingest.tus") is not None
-
-
-TUS_SERVERS = ["aiohttp-tus", *(["ingest"] if ingest_has_tus() else [])]
+TUS_SERVERS = ["aiohttp-tus", "ingest"]
 
 
 @dataclass
@@ -79,8 +70,7 @@ class TusTarget:
 
     def stored(self, sha256: str) -> bytes | None:
         if self.kind == "ingest":
-            path = blob_file(self.root, sha256)
-            return path.read_bytes() if path.exists() else None
+            return stored_blob(self.root, sha256)
         for path in self.root.glob("*"):
             if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
                 return path.read_bytes()
@@ -117,19 +107,7 @@ async def tus_target(kind: str, tmp_path: Path) -> AsyncIterator[TusTarget]:
         await runner.cleanup()
 
 
-def raw_uploads_for(tus_root: Path) -> Callable[[web.Application], None]:
-    """``running_ingest(customize=...)``: serve raw uploads through aiohttp-tus at
-    ``tus_root`` when the ingest service has no tus server of its own."""
-
-    def customize(app: web.Application) -> None:
-        if not ingest_has_tus():
-            mount_third_party_tus(app, tus_root)
-
-    return customize
-
-
-def stored_blob(data_dir: Path, tus_root: Path, sha256: str) -> bytes | None:
-    """The bytes of a blob the cloud holds (the ingest's blob store, or aiohttp-tus files)."""
-    kind = "ingest" if ingest_has_tus() else "aiohttp-tus"
-    target = TusTarget(kind, "", 0, "", data_dir if kind == "ingest" else tus_root, [])
-    return target.stored(sha256)
+def stored_blob(data_dir: Path, sha256: str) -> bytes | None:
+    """The bytes of a blob the ingest service holds, or None."""
+    path = blob_file(data_dir, sha256)
+    return path.read_bytes() if path.exists() else None
