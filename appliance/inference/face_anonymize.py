@@ -8,9 +8,12 @@ daemon blurs every frame that may leave the site.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Literal
 
 import cv2
@@ -22,6 +25,7 @@ from appliance.inference.blazeface import (
     FaceBox,
     Letterbox,
     decode,
+    iter_tile_inputs,
     ssd_anchors,
     tile_inputs,
     tile_regions,
@@ -85,6 +89,63 @@ def _model_version() -> str:
     return f"{spec.requirement.split('==')[1]}+{spec.sha256[:8]}"
 
 
+Outputs = dict[str, Image]
+Replies = SimpleQueue["Outputs | BaseException"]
+
+
+def _serve(model: LoadedModel, input_name: str, requests: SimpleQueue[Any]) -> None:
+    while (request := requests.get()) is not None:
+        tensor, replies = request
+        try:
+            replies.put(model.run({input_name: tensor}))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            replies.put(exc)
+
+
+class _ModelThread:
+    """A long-lived thread that runs ``model`` on the tensors it is sent, in order.
+
+    ``submit(tensor, replies)`` queues one call; its outputs (or its exception)
+    arrive on ``replies``.  LiteRT's ``invoke`` releases the GIL, so the caller
+    keeps making inputs and decoding outputs meanwhile, on the other core.  The
+    thread starts on first use and stops on ``close()`` or when its owner is
+    garbage collected (it holds no reference to the owner).
+    """
+
+    def __init__(self, model: LoadedModel, input_name: str) -> None:
+        self._model = model
+        self._input = input_name
+        self._requests: SimpleQueue[tuple[Image, Replies] | None] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, tensor: Image, replies: Replies) -> None:
+        if self._thread is None:
+            self._start()
+        self._requests.put((tensor, replies))
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=_serve,
+                args=(self._model, self._input, self._requests),
+                name="face-anonymize-model",
+                daemon=True,
+            )
+            self._thread.start()
+            weakref.finalize(self, self._requests.put, None)
+
+    def close(self) -> None:
+        """Stop the thread (after the calls already queued); a later ``submit`` restarts it."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._requests.put(None)
+            thread.join()
+
+
 class FaceAnonymizeTask:
     """Faces in a BGR frame (BlazeFace short range: faces within a few metres)."""
 
@@ -101,6 +162,11 @@ class FaceAnonymizeTask:
         # Outputs are told apart by width: 16 regressors vs 1 logit per anchor.
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
+        self._model_thread = _ModelThread(model, self._input)
+
+    def close(self) -> None:
+        """Stop the thread that runs the model (``run`` starts it again if called)."""
+        self._model_thread.close()
 
     def _regions(self, image_bgr: Image) -> list[tuple[int, int, int, int]]:
         height, width = image_bgr.shape[:2]
@@ -114,16 +180,17 @@ class FaceAnonymizeTask:
         ]
 
     def _faces_in(
-        self, tensor: Image, fit: Letterbox, region: tuple[int, int, int, int]
+        self, outputs: dict[str, Image], fit: Letterbox, region: tuple[int, int, int, int]
     ) -> list[FaceBox]:
-        """One detector pass on one region; faces in frame pixels."""
-        outputs = self.model.run({self._input: tensor})
+        """Faces in frame pixels from one detector pass on one region."""
         boxes, scores = decode(
             outputs[self._regressors],
             outputs[self._classifiers],
             self._anchors,
             self.settings.min_score,
         )
+        if not len(scores):
+            return []
         x, y, w, h = region
         found = []
         for box, score in weighted_nms(boxes, scores, self.settings.nms_iou):
@@ -132,13 +199,44 @@ class FaceAnonymizeTask:
                 found.append(FaceBox(face.x + x, face.y + y, face.width, face.height, score))
         return found
 
+    def _detect(self, image_bgr: Image) -> list[FaceBox]:
+        """Faces of every region, unmerged.
+
+        The model runs in a helper thread (``invoke`` releases the GIL) while this
+        thread makes the next regions' inputs and decodes the outputs already
+        there, so on two cores the pre- and post-processing hide behind the model.
+        """
+        regions = self._regions(image_bgr)
+        tiles = iter_tile_inputs(image_bgr, regions)
+        if len(regions) == 1:  # nothing to overlap with
+            return [
+                face
+                for region, tensor, fit in tiles
+                for face in self._faces_in(self.model.run({self._input: tensor}), fit, region)
+            ]
+        # One reply queue per call: a reply left behind by an error goes away with it.
+        replies: Replies = SimpleQueue()
+        sent: list[tuple[tuple[int, int, int, int], Letterbox]] = []
+        decoded: list[tuple[int, int, int, int]] = []
+        found: list[FaceBox] = []
+
+        def decode_next() -> None:
+            region, fit = sent[len(decoded)]
+            decoded.append(region)
+            found.extend(self._faces_in(_outputs(replies.get()), fit, region))
+
+        for region, tensor, fit in tiles:
+            self._model_thread.submit(tensor, replies)
+            sent.append((region, fit))
+            while not replies.empty():  # decode what is done while the model runs
+                decode_next()
+        while len(decoded) < len(sent):
+            decode_next()
+        return found
+
     def faces(self, image_bgr: Image) -> list[FaceBox]:
         """Faces in frame pixels, best first: whole frame plus tiles, merged across tiles."""
-        found = [
-            face
-            for region, tensor, fit in tile_inputs(image_bgr, self._regions(image_bgr))
-            for face in self._faces_in(tensor, fit, region)
-        ]
+        found = self._detect(image_bgr)
         if not found:
             return []
         corners = np.array([[f.x, f.y, f.x + f.width, f.y + f.height] for f in found], np.float32)
@@ -165,6 +263,12 @@ class FaceAnonymizeTask:
             margin=self.settings.blur_margin,
             method=self.settings.blur_method,
         )
+
+
+def _outputs(reply: Outputs | BaseException) -> Outputs:
+    if isinstance(reply, BaseException):
+        raise reply
+    return reply
 
 
 def load_face_anonymize(settings: FaceAnonymizeSettings, path: Path) -> FaceAnonymizeTask:

@@ -31,4 +31,6 @@ def gate_ocr() -> Iterator[GateOcrTask]:
 
 @pytest.fixture(scope="module")
 def face_task() -> Iterator[FaceAnonymizeTask]:
-    yield load_face_anonymize(FaceAnonymizeSettings(), model_path(FACE_MODEL, MODELS_DIR))
+    task = load_face_anonymize(FaceAnonymizeSettings(), model_path(FACE_MODEL, MODELS_DIR))
+    yield task
+    task.close()

@@ -3,6 +3,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.inference.blazeface import (
     Letterbox,
@@ -39,6 +41,40 @@ def test_decode_applies_sigmoid_and_anchor_offsets() -> None:
     assert scores.tolist() == [1.0]
     cx, cy = anchors[600] + [0.1, -0.1]
     assert np.allclose(boxes[0], [cx - 0.1, cy - 0.15, cx + 0.1, cy + 0.15], atol=1e-6)
+
+
+def _decode_every_anchor(
+    regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, min_score: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference decode: the sigmoid of every anchor's logit, then the threshold."""
+    clipped = np.clip(logits.reshape(-1).astype(np.float64), -100, 100)
+    scores = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
+    keep = scores >= min_score
+    raw = regressors.reshape(-1, 16)[keep]
+    centre = raw[:, 0:2] / 128.0 + anchors[keep]
+    half = raw[:, 2:4] / 128.0 / 2.0
+    return np.concatenate([centre - half, centre + half], axis=1), scores[keep]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    spread=st.floats(0.01, 200.0),
+    min_score=st.floats(0.05, 0.95),
+)
+def test_decode_of_candidates_only_equals_decoding_every_anchor(
+    seed: int, spread: float, min_score: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    anchors = ssd_anchors()
+    regressors = rng.normal(0, 20, (1, 896, 16)).astype(np.float32)
+    logits = rng.normal(0, spread, (1, 896, 1)).astype(np.float32)
+    logit = float(np.log(min_score / (1 - min_score)))
+    logits[0, :8, 0] = np.float32(logit) + np.array([-1e-4, 0, 1e-4, 0, 0, 0, 0, 0], np.float32)
+    boxes, scores = decode(regressors, logits, anchors, min_score)
+    expected_boxes, expected_scores = _decode_every_anchor(regressors, logits, anchors, min_score)
+    assert scores.tolist() == expected_scores.tolist()
+    assert np.allclose(boxes, expected_boxes, atol=1e-6)
 
 
 def test_weighted_nms_merges_overlaps_by_score() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
 from skimage import data
 
+from appliance.inference.blazeface import tile_inputs
 from appliance.inference.face_anonymize import FaceAnonymizeTask, blur_faces
+from appliance.inference.runtimes import TensorSpec
 from appliance.inference.settings import FaceAnonymizeSettings
 
 
@@ -76,3 +80,64 @@ def test_blur_clips_boxes_at_the_frame_edge() -> None:
     out = blur_faces(image, [(-20, 80, 50, 50)])
     assert out.shape == image.shape
     assert _sharpness(out[85:, :25]) < 0.2 * _sharpness(image[85:, :25])
+
+
+def test_faces_match_running_every_region_one_after_another(
+    face_task: FaceAnonymizeTask, astronaut: np.ndarray
+) -> None:
+    """The model runs in its own thread while inputs are made and outputs decoded: each
+    output must still be decoded with its own region (a mix-up moves or loses faces)."""
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[300:660, 860:1220] = cv2.resize(astronaut, (360, 360))  # in the last tiles
+    frame[20:220, 40:240] = cv2.resize(astronaut, (200, 200))  # in the first ones
+    one_by_one = [
+        face
+        for region, tensor, fit in tile_inputs(frame, face_task._regions(frame))
+        for face in face_task._faces_in(
+            face_task.model.run({face_task.model.inputs[0].name: tensor}), fit, region
+        )
+    ]
+    assert len(one_by_one) >= 2
+    assert sorted(face_task._detect(frame), key=repr) == sorted(one_by_one, key=repr)
+
+
+class _FailingModel:
+    """A stand-in BlazeFace whose every ``fail_every``-th call raises."""
+
+    runtime = "fake"
+    output_names = ("regressors", "classificators")
+
+    def __init__(self, fail_every: int) -> None:
+        self.inputs = (TensorSpec("input", (1, 128, 128, 3), np.dtype(np.float32)),)
+        self.calls = 0
+        self.fail_every = fail_every
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.calls % self.fail_every == 0:
+            raise RuntimeError("invoke failed")
+        return {
+            "regressors": np.zeros((1, 896, 16), np.float32),
+            "classificators": np.full((1, 896, 1), -10.0, np.float32),
+        }
+
+
+def _model_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "face-anonymize-model"]
+
+
+def test_a_model_error_reaches_the_caller_and_the_next_frame_runs() -> None:
+    before = len(_model_threads())
+    model = _FailingModel(fail_every=5)
+    task = FaceAnonymizeTask(model, FaceAnonymizeSettings())  # type: ignore[arg-type]
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    with pytest.raises(RuntimeError, match="invoke failed"):
+        task.run(frame)  # 19 regions: the 5th call fails
+    model.fail_every = 10**6
+    assert task.run(frame).detections == []
+    assert len(_model_threads()) == before + 1
+    task.close()
+    assert len(_model_threads()) == before
+    assert task.run(frame).detections == []  # starts again after close
+    task.close()
+    assert len(_model_threads()) == before
