@@ -2,7 +2,9 @@
 
 * ``headers`` parses tus headers, ``core`` is the pure state machine,
 * ``store`` keeps uploads on disk (offset = bytes on disk), ``receive``
-  streams one body, ``routes`` are the aiohttp handlers, ``sweep`` expires.
+  streams one body, ``routes`` are the aiohttp handlers, ``sweep`` expires,
+* ``chunk_guard`` (with the ``pending`` records) keeps an unchecked chunk from
+  being counted after a crash, ``digests`` keeps each upload's running sha256.
 
 Use :func:`add_tus_routes` with an :class:`UploadStore`, a
 :class:`~cloud_ingest.blobs.BlobStore` and an ``on_complete`` callback.

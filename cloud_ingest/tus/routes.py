@@ -199,7 +199,18 @@ class _TusHandlers:
         if plan.new_length is not None:
             info = info.with_length(plan.new_length)
             await asyncio.to_thread(self.store.save, info)
-        offset = await receive_body(self.store, info.upload_id, request.content, plan, checksum)
+        whole = None
+        if info.metadata.get("sha256"):
+            whole = self.store.digests.at(info.upload_id, plan.offset)
+        offset = await receive_body(
+            self.store,
+            info.upload_id,
+            request.content,
+            plan,
+            checksum,
+            content_length=request.content_length,
+            whole=whole,
+        )
         info = replace(info, expires_at=self.store.clock() + self.store.expire_after_s)
         self.store.remember(info)
         if info.length is not None and offset == info.length:
@@ -211,11 +222,15 @@ class _TusHandlers:
         sha256 = info.metadata.get("sha256")
         if sha256:
             src = self.store.data_path(info.upload_id)
-            try:  # hashed from disk in a thread, off the event loop
-                await asyncio.to_thread(self.blobs.adopt, src, sha256)
+            # the running sha256 of what was written, else hashed from disk in a thread
+            written = self.store.digests.hexdigest(info.upload_id, info.length or 0)
+            try:
+                await asyncio.to_thread(_adopt, self.blobs, src, sha256, written)
             except ChecksumMismatch:
                 await asyncio.to_thread(self.store.delete, info.upload_id)
                 raise
+        self.store.digests.forget(info.upload_id)
+        await asyncio.to_thread(self.store.guard.forget, info.upload_id)
         info = replace(info, completed=True)
         await asyncio.to_thread(self.store.save, info)
         return await self._notify(info)
@@ -266,6 +281,17 @@ class _TusHandlers:
             if current is None or current.notified:
                 return current or info
             return await self._notify(current)
+
+
+def _adopt(blobs: BlobStore, src: Path, sha256: str, written: str | None) -> None:
+    """Move a finished upload into the blob store once its sha256 is checked.
+
+    ``written`` is the sha256 of the bytes as they were written, when known;
+    otherwise the blob store hashes the file.
+    """
+    if written is not None and written != sha256:
+        raise ChecksumMismatch(f"content has sha256 {written}, metadata says {sha256}")
+    blobs.adopt(src, sha256, verified=written is not None)
 
 
 def _versioned(

@@ -3,9 +3,9 @@
 Per upload ``<id>.info`` (JSON, written atomically: temp, fsync, rename, fsync
 dir) and ``<id>.bin`` (the bytes received).  The offset is the size of
 ``<id>.bin``: after a crash it is exactly the bytes that reached the disk.  A
-checksummed chunk is written after a ``<id>.pending`` marker that holds its
-start offset; on start, a data file with a leftover marker is cut back to that
-offset, so an unverified chunk is never counted.
+checksummed chunk is written in place, and ``guard`` (``chunk_guard.py``)
+knows how far the bytes were checked: on start a data file is cut back to
+that, so an unverified chunk is never counted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cloud_ingest.blobs import fsync_dir
+from cloud_ingest.tus.chunk_guard import ChunkGuard, choose_guard
 from cloud_ingest.tus.core import UploadInfo
+from cloud_ingest.tus.digests import RunningDigests
 
 __all__ = ["UploadStore"]
 
@@ -28,7 +30,12 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class UploadStore:
-    """Upload records and bytes on disk, plus one asyncio lock per upload."""
+    """Upload records and bytes on disk, plus one asyncio lock per upload.
+
+    ``guard`` (chosen for ``root``'s file system by default) keeps unchecked
+    chunks from being counted after a crash; ``digests`` holds the running
+    sha256 of the uploads being written.
+    """
 
     def __init__(
         self,
@@ -37,6 +44,7 @@ class UploadStore:
         max_size: int = 8 << 30,
         expire_after_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
+        guard: ChunkGuard | None = None,
     ) -> None:
         self.root = root
         self.clock = clock
@@ -44,9 +52,10 @@ class UploadStore:
         self.expire_after_s = expire_after_s
         self._infos: dict[str, UploadInfo] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.digests = RunningDigests()
         root.mkdir(parents=True, exist_ok=True)
-        for marker in root.glob("*.pending"):
-            self._recover_pending(marker)
+        self.guard = guard or choose_guard(root)
+        self.guard.recover_all()
 
     # ------------------------------------------------------------ paths
     @staticmethod
@@ -58,26 +67,6 @@ class UploadStore:
 
     def pending_path(self, upload_id: str) -> Path:
         return self.root / f"{upload_id}.pending"
-
-    def mark_pending(self, upload_id: str, offset: int) -> None:
-        """Record (fsync'd) where an unverified chunk starts."""
-        with self.pending_path(upload_id).open("w") as f:
-            f.write(str(offset))
-            f.flush()
-            os.fsync(f.fileno())
-
-    def clear_pending(self, upload_id: str) -> None:
-        self.pending_path(upload_id).unlink(missing_ok=True)
-
-    def _recover_pending(self, marker: Path) -> None:
-        text = marker.read_text().strip()
-        data = self.data_path(marker.stem)
-        if text.isdigit() and data.exists():
-            with data.open("r+b") as f:
-                if f.seek(0, os.SEEK_END) > int(text):
-                    f.truncate(int(text))
-                    os.fsync(f.fileno())
-        marker.unlink(missing_ok=True)
 
     def _info_path(self, upload_id: str) -> Path:
         return self.root / f"{upload_id}.info"
@@ -133,6 +122,8 @@ class UploadStore:
             return 0
 
     def delete(self, upload_id: str) -> None:
+        self.digests.forget(upload_id)
+        self.guard.forget(upload_id)
         for path in (
             self._info_path(upload_id),
             self.data_path(upload_id),

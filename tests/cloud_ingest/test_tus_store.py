@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cloud_ingest.tus.pending import PendingChunk
 from tests.cloud_ingest.tus_fixtures import (
     OCTET,
     FakeClock,
@@ -21,12 +22,15 @@ from tests.cloud_ingest.tus_fixtures import (
 )
 
 
-async def test_restart_derives_offset_from_disk_and_drops_side_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guard", ["xattr", "marker"])
+async def test_restart_derives_offset_from_disk_and_drops_side_files(
+    tmp_path: Path, guard: str
+) -> None:
     clock = FakeClock()
     data = os.urandom(200_000)
     digest = hashlib.sha256(data).hexdigest()
     async with aiohttp.ClientSession() as session:
-        async for tus in start_tus(tmp_path, clock):
+        async for tus in start_tus(tmp_path, clock, guard=guard):
             url = await create(
                 session, tus, len(data), **{"Upload-Metadata": metadata_header({"sha256": digest})}
             )
@@ -35,14 +39,16 @@ async def test_restart_derives_offset_from_disk_and_drops_side_files(tmp_path: P
                 assert r.status == 204
             upload_id = url.rsplit("/", 1)[1]
             # what a crash can leave: more bytes on disk than any answer said,
-            # then a half-written checksummed chunk (marker), a temp info file
+            # then a half-written checksummed chunk, a temp info file
             with tus.store.data_path(upload_id).open("ab") as f:
                 f.write(data[50_000:70_000])
-            tus.store.mark_pending(upload_id, 70_000)
-            with tus.store.data_path(upload_id).open("ab") as f:
+            chunk = PendingChunk(70_000, 30_000, "sha256", hashlib.sha256(data[70_000:]).digest())
+            with tus.store.data_path(upload_id).open("r+b") as f:
+                tus.store.guard.arm(upload_id, f, chunk)
+                f.seek(70_000)
                 f.write(b"unverified garbage")
             (tus.store.root / f"{upload_id}.info.tmp").write_text("{")
-        async for tus in start_tus(tmp_path, clock):
+        async for tus in start_tus(tmp_path, clock, guard=guard):
             assert not tus.store.pending_path(upload_id).exists()
             new_url = str(tus.server.make_url(f"/v1/uploads/{upload_id}"))
             async with session.head(new_url, headers=auth()) as r:

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +18,7 @@ from cloud_ingest.blobs import BlobStore
 from cloud_ingest.middleware import error_middleware
 from cloud_ingest.principal import PRINCIPAL, Principal
 from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
+from cloud_ingest.tus.chunk_guard import ChunkGuard, MarkerGuard, XattrGuard
 
 TOKENS = {
     "tok-a": Principal(role="device", name="dev-a", device_id="dev-a", site_id="s"),
@@ -69,11 +71,26 @@ def checksum_header(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
 
 
+GUARDS: dict[str, type[MarkerGuard] | type[XattrGuard]] = {
+    "xattr": XattrGuard,
+    "marker": MarkerGuard,
+}
+
+
 def build_tus_app(
-    root: Path, clock: FakeClock, *, max_size: int = 1 << 30, port: int | None = None
+    root: Path,
+    clock: FakeClock,
+    *,
+    max_size: int = 1 << 30,
+    port: int | None = None,
+    guard: str | None = None,
 ) -> tuple[web.Application, UploadStore, BlobStore, list[CompletedUpload]]:
+    """The tus app; ``guard`` forces a chunk guard ("xattr", "marker"), default: chosen."""
     app = web.Application(middlewares=[error_middleware, bearer_auth])
-    store = UploadStore(root / "uploads", max_size=max_size, expire_after_s=3600, clock=clock)
+    chunk_guard: ChunkGuard | None = None if guard is None else GUARDS[guard](root / "uploads")
+    store = UploadStore(
+        root / "uploads", max_size=max_size, expire_after_s=3600, clock=clock, guard=chunk_guard
+    )
     blobs = BlobStore(root / "blobs")
     completed: list[CompletedUpload] = []
 
@@ -84,7 +101,7 @@ def build_tus_app(
     return app, store, blobs, completed
 
 
-async def start_tus(root: Path, clock: FakeClock, **kw: int) -> AsyncIterator[TusServer]:
+async def start_tus(root: Path, clock: FakeClock, **kw: Any) -> AsyncIterator[TusServer]:
     app, store, blobs, completed = build_tus_app(root, clock, **kw)
     server = TestServer(app)
     await server.start_server()
