@@ -18,7 +18,6 @@ from sync._outbox_eviction import (
     EvictionAction,
     EvictionStep,
     effective_ttl,
-    overflow_bytes,
     plan_room,
 )
 from sync._outbox_evictor import coalesce_oldest, drop_expired, drop_oldest
@@ -48,6 +47,8 @@ class CapacityMixin:
     _lock: asyncio.Lock
     _queue: GroupCommitQueue
     _usage: dict[Stream, ClassUsage]
+    _used_bytes: int
+    _generation: dict[Stream, int]
     _watermarks: dict[Stream, int]
     _pins: dict[Stream, dict[int, BatchBoundary]]
     _evictions: Counter[str]
@@ -80,12 +81,12 @@ class CapacityMixin:
                 pass
 
     def _overflow(self, nbytes: int) -> int:
-        return overflow_bytes(
-            self._usage,
-            max_bytes=self._settings.max_bytes,
-            pending_bytes=self._queue.pending_bytes,
-            incoming_bytes=nbytes,
-        )
+        """Bytes above the cap if ``nbytes`` were added now (<= 0: room); no sum per call."""
+        return self._used_bytes + self._queue.pending_bytes + nbytes - self._settings.max_bytes
+
+    def _usage_changed(self) -> None:
+        """Call after every change of ``_usage``: keeps the total the append path checks."""
+        self._used_bytes = sum(u.bytes for u in self._usage.values())
 
     def _plan(self, nbytes: int) -> list[EvictionStep]:
         return plan_room(
@@ -114,39 +115,54 @@ class CapacityMixin:
                 if need <= 0:
                     break
                 stream, floor = step.stream, self._eviction_floor(step.stream)
-                usage, reason = self._usage[stream], step.reason
-                if step.action is EvictionAction.DROP_OLDEST:
-                    removal = await self._writer.run(
-                        drop_oldest, self._store, stream, floor, need, usage, sync
+                try:
+                    removal, reason = await self._run_step(
+                        step, floor, need, self._usage[stream], sync
                     )
-                elif step.action is EvictionAction.DROP_EXPIRED:
-                    removal = await self._writer.run(
-                        drop_expired,
-                        self._store,
-                        stream,
-                        floor,
-                        now=self._clock(),
-                        ttl=effective_ttl(stream, self._settings.ttl_s),
-                        need=need,
-                        stop_at_fresh=False,
-                        current=usage,
-                        sync=sync,
-                    )
-                else:
-                    removal, coalesced = await self._writer.run(
-                        coalesce_oldest,
-                        self._store,
-                        stream,
-                        floor,
-                        need,
-                        usage,
-                        self._coalesce,
-                        sync,
-                    )
-                    reason = "telemetry_coalesced" if coalesced else "telemetry_dropped"
+                finally:
+                    self._invalidate_walks(stream)
                 self._removed(stream, removal, reason)
                 freed += removal.bytes
         return freed
+
+    async def _run_step(
+        self, step: EvictionStep, floor: int, need: int, usage: ClassUsage, sync: bool
+    ) -> tuple[Removal, str]:
+        stream, reason = step.stream, step.reason
+        if step.action is EvictionAction.DROP_OLDEST:
+            removal = await self._writer.run(
+                drop_oldest, self._store, stream, floor, need, usage, sync
+            )
+        elif step.action is EvictionAction.DROP_EXPIRED:
+            removal = await self._writer.run(
+                drop_expired,
+                self._store,
+                stream,
+                floor,
+                now=self._clock(),
+                ttl=effective_ttl(stream, self._settings.ttl_s),
+                need=need,
+                stop_at_fresh=False,
+                current=usage,
+                sync=sync,
+            )
+        else:
+            removal, coalesced = await self._writer.run(
+                coalesce_oldest,
+                self._store,
+                stream,
+                floor,
+                need,
+                usage,
+                self._coalesce,
+                sync,
+            )
+            reason = "telemetry_coalesced" if coalesced else "telemetry_dropped"
+        return removal, reason
+
+    def _invalidate_walks(self, stream: Stream) -> None:
+        """After any removal from ``stream`` (done or failed): what reads walked is stale."""
+        self._generation[stream] += 1
 
     def _removed(self, stream: Stream, removal: Removal, reason: str) -> None:
         if removal.count == 0 and not removal.records:
@@ -155,6 +171,7 @@ class CapacityMixin:
         self._usage[stream] = ClassUsage(
             max(0, usage.records - removal.count), max(0, usage.bytes - removal.bytes)
         )
+        self._usage_changed()
         if removal.records:
             self._evictions[reason] += len(removal.records)
             if self._on_evicted is not None:
@@ -175,18 +192,21 @@ class CapacityMixin:
                 ttl = effective_ttl(stream, self._settings.ttl_s)
                 if stream in NEVER_EVICTED or self._usage[stream].records == 0:
                     continue
-                removal = await self._writer.run(
-                    drop_expired,
-                    self._store,
-                    stream,
-                    self._eviction_floor(stream),
-                    now=self._clock(),
-                    ttl=ttl,
-                    need=None,
-                    stop_at_fresh=stream is not Stream.RAW_REQUESTED,
-                    current=self._usage[stream],
-                    sync=sync,
-                )
+                try:
+                    removal = await self._writer.run(
+                        drop_expired,
+                        self._store,
+                        stream,
+                        self._eviction_floor(stream),
+                        now=self._clock(),
+                        ttl=ttl,
+                        need=None,
+                        stop_at_fresh=stream is not Stream.RAW_REQUESTED,
+                        current=self._usage[stream],
+                        sync=sync,
+                    )
+                finally:
+                    self._invalidate_walks(stream)
                 self._removed(stream, removal, f"{stream.value}_expired")
                 removed[f"{stream.value}_expired"] += len(removal.records)
         return {k: v for k, v in removed.items() if v}

@@ -20,6 +20,8 @@ from sync.errors import RecordRejected
 from sync.protocol import SHA256_RE, Stream
 
 __all__ = [
+    "FORMAT_VERSION",
+    "HEADER",
     "KEY_SIZE",
     "VALUE_HEADER",
     "BatchBoundary",
@@ -41,8 +43,11 @@ OutboxClass = Stream
 """The outbox classes are the protocol's streams (column families, priority order)."""
 
 _KEY: Final = struct.Struct(">Q")
-_HEADER: Final = struct.Struct(">Bdd")
-_FORMAT_VERSION: Final = 1
+HEADER: Final = struct.Struct(">Bdd")
+"""The value header (format version, created_at, expires_at or NaN), precompiled."""
+FORMAT_VERSION: Final = 1
+_HEADER: Final = HEADER
+_FORMAT_VERSION: Final = FORMAT_VERSION
 KEY_SIZE: Final = _KEY.size
 VALUE_HEADER: Final = _HEADER.size
 MAX_SEQ: Final = (1 << 63) - 1

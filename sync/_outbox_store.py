@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,20 +37,26 @@ from rocksdict import (
     WriteOptions,
 )
 
-from sync._outbox_eviction import ClassUsage, is_expired
+from sync._outbox_eviction import ClassUsage
+from sync._outbox_reader import ReadResult, Walked, read_bulk, read_each
 from sync._outbox_records import (
     MAX_SEQ,
     BatchBoundary,
     OutboxRecord,
     decode_key,
-    decode_record,
     decode_value,
     encode_key,
 )
 from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError, SyncError
 from sync.protocol import Stream
 
-__all__ = ["META_CF", "LoadedState", "OutboxStore", "Removal", "classify_storage_error"]
+__all__ = [
+    "META_CF",
+    "LoadedState",
+    "OutboxStore",
+    "Removal",
+    "classify_storage_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +260,11 @@ class OutboxStore:
         """Put runs of encoded values (class, first seq, values) and the classes' new
         totals in one WriteBatch; seqs within a run are consecutive."""
         batch = WriteBatch(raw_mode=True)
-        pack = _U64.pack
+        put, keys_of = batch.put, _U64.pack
         for stream, first_seq, values in runs:
             batch.set_default_column_family(self._handles[stream])
-            for seq, value in enumerate(values, first_seq):
-                batch.put(pack(seq), value)
+            # a C-level loop: no Python bytecode per record
+            deque(map(put, map(keys_of, range(first_seq, first_seq + len(values))), values), 0)
         batch.set_default_column_family(None)
         for stream, usage in counts.items():
             batch.put(
@@ -286,10 +293,19 @@ class OutboxStore:
         current: ClassUsage,
         drop_pins: Sequence[BatchBoundary],
         sync: bool,
+        known: Walked | None = None,
     ) -> Removal:
-        """Range-delete ``(watermark, up_to]`` and persist the new watermark."""
+        """Range-delete ``(watermark, up_to]`` and persist the new watermark.
+
+        ``known`` (from reads since the last removal, ``known.after_seq == watermark``,
+        ``known.last_seq <= up_to``) already counts the start of the range: only the
+        rest is scanned to count what is removed.
+        """
         count = nbytes = 0
-        for key, value in self.scan(stream, watermark + 1, up_to):
+        start = watermark + 1
+        if known is not None:
+            count, nbytes, start = known.records, known.bytes, known.last_seq + 1
+        for key, value in self.scan(stream, start, up_to):
             count += 1
             nbytes += len(key) + len(value)
         batch = WriteBatch(raw_mode=True)
@@ -345,22 +361,34 @@ class OutboxStore:
         max_bytes: int,
         now: float,
         ttl: float | None,
-    ) -> list[OutboxRecord]:
-        """Records after ``after_seq`` in seq order; at least one if any (even if large)."""
-        out: list[OutboxRecord] = []
-        total = 0
-        for key, value in self.scan(stream, after_seq + 1, MAX_SEQ):
-            if len(out) >= max_records or (out and total + len(value) > max_bytes):
-                break
-            try:
-                record, expires_at = decode_record(stream, key, value)
-            except ValueError as exc:
-                raise OutboxCorrupted(f"seq {decode_key(key)}: {exc}") from exc
-            if is_expired(record.created_at, expires_at, ttl, now):
-                continue
-            out.append(record)
-            total += len(value)
-        return out
+    ) -> ReadResult:
+        """Records after ``after_seq`` in seq order; at least one if any (even if large).
+
+        Also says what was walked, see ``_outbox_reader``.
+        """
+        cf = self._cfs.get(stream)
+        if cf is None:
+            raise OutboxStorageError("outbox database is not open (a reopen failed)")
+        try:
+            if ttl is None:
+                result = read_bulk(
+                    cf, stream, after_seq, max_records=max_records, max_bytes=max_bytes, now=now
+                )
+                if result is not None:
+                    return result
+            return read_each(
+                cf,
+                stream,
+                after_seq,
+                max_records=max_records,
+                max_bytes=max_bytes,
+                now=now,
+                ttl=ttl,
+            )
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
 
     def oldest_created_at(self, stream: Stream, after_seq: int) -> float | None:
         for _, value in self.scan(stream, after_seq + 1, MAX_SEQ):

@@ -13,11 +13,13 @@ event loop never waits on fsync and writes are applied in submission order.
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sync.protocol import Stream
 
@@ -28,17 +30,69 @@ T = TypeVar("T")
 
 
 class WriterThread:
-    """A single thread for every blocking write, in submission order."""
+    """A single thread for every blocking write, in submission order.
+
+    Leaner than ``run_in_executor``: a job is one ``SimpleQueue.put`` and its
+    result comes back with one ``call_soon_threadsafe`` that resolves the awaited
+    future directly (no concurrent future chained to an asyncio one).  A job runs
+    even if its caller was cancelled meanwhile (writes are never half-submitted).
+    """
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._stopped:
+            raise RuntimeError("the outbox writer thread was shut down")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="outbox-writer", daemon=True)
+            self._thread.start()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(loop, future, functools.partial(fn, *args, **kwargs)))
+        return await future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                result = job.call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                job.resolve(_fail, exc)
+            else:
+                job.resolve(_succeed, result)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        """Finish the queued jobs and join the thread.  Idempotent."""
+        self._stopped = True
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+@dataclass(slots=True)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    call: Callable[[], Any]
+
+    def resolve(self, how: Callable[[asyncio.Future[Any], Any], None], outcome: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(how, self.future, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _succeed(future: asyncio.Future[Any], result: object) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 @dataclass(slots=True)

@@ -31,15 +31,18 @@ from typing import Final, NoReturn
 
 from sync._outbox_capacity import CapacityMixin, EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import NEVER_EVICTED, ClassUsage, effective_ttl
+from sync._outbox_reader import Walked
 from sync._outbox_records import (
+    FORMAT_VERSION,
+    HEADER,
     KEY_SIZE,
+    VALUE_HEADER,
     BatchBoundary,
     BlobRef,
     ClassStats,
     OutboxClass,
     OutboxRecord,
     OutboxStats,
-    encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_writer import GroupCommitQueue, PendingAppend, WriterThread
@@ -66,6 +69,11 @@ __all__ = [
 ]
 
 SEQ_BLOCK: Final = 1 << 16  # seqs reserved on disk ahead of use; a crash skips the rest
+_RECORD_OVERHEAD: Final = KEY_SIZE + VALUE_HEADER  # bytes a record counts beyond its payload
+_METADATA_CLASSES: Final = frozenset(Stream).difference(RAW_STREAMS)
+_pack_header = HEADER.pack
+_NO_DEADLINE: Final = math.nan
+_FREE_CHECK_INTERVAL_S: Final = 0.25
 
 
 class Outbox(CapacityMixin):
@@ -88,7 +96,12 @@ class Outbox(CapacityMixin):
             path, settings.memory_budget_bytes, clock()
         )
         self._usage = state.usage
+        self._usage_changed()
         self._watermarks = state.watermarks
+        # What reads walked since the last removal per class, tagged with the class's
+        # removal generation: lets an ack of a range just read skip its counting scan.
+        self._walked: dict[Stream, tuple[int, Walked]] = {}
+        self._generation: dict[Stream, int] = dict.fromkeys(Stream, 0)
         self._pins: dict[Stream, dict[int, BatchBoundary]] = {s: {} for s in Stream}
         for pin in state.pins:
             self._pins[pin.stream][pin.first_seq] = pin
@@ -106,6 +119,9 @@ class Outbox(CapacityMixin):
         self._closed = False
         self._broken = False
         self._last_maintenance = time.monotonic()
+        self._written_since_free_check = 0
+        self._free_margin = 0  # 0: ask the filesystem on the next group
+        self._next_free_check = 0.0
 
     @classmethod
     def open(
@@ -126,15 +142,34 @@ class Outbox(CapacityMixin):
         self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
     ) -> int:
         """Store one metadata record; returns its seq once durable per the settings."""
-        self._check_metadata_class(stream)
-        return await self._submit(stream, [self._as_bytes(payload)], expires_at)
+        # The hot path of many concurrent producers: every check inlined, each one
+        # falls back to the general (slow, counting) path when it fails.
+        if type(stream) is not Stream or stream not in _METADATA_CLASSES:
+            self._check_metadata_class(stream)
+        if type(payload) is not bytes:
+            payload = self._as_bytes(payload)
+        if expires_at is not None or self._closed:
+            return await self._submit(stream, [payload], expires_at)
+        size = len(payload)
+        if size > self._settings.max_record_bytes:
+            return await self._submit(stream, [payload], None)  # rejects, counted
+        nbytes = size + _RECORD_OVERHEAD
+        if self._used_bytes + self._queue.pending_bytes + nbytes > self._settings.max_bytes:
+            return await self._submit(stream, [payload], None)  # makes room
+        value = _pack_header(FORMAT_VERSION, self._clock(), _NO_DEADLINE) + payload
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.submit(PendingAppend(stream, [value], nbytes, future))
+        return await future
 
     async def append_many(self, stream: OutboxClass, payloads: Sequence[bytes]) -> list[int]:
         """Store several records atomically (one WriteBatch), seqs in the given order."""
         self._check_metadata_class(stream)
         if isinstance(payloads, bytes | bytearray | str):
             self._reject("wrong_type", "append_many takes a sequence of payloads")
-        data = [self._as_bytes(p) for p in payloads]
+        if set(map(type, payloads)) <= {bytes}:
+            data = list(payloads)  # all bytes: no call per payload
+        else:
+            data = [self._as_bytes(p) for p in payloads]
         if not data:
             return []
         first = await self._submit(stream, data, None)
@@ -174,9 +209,11 @@ class Outbox(CapacityMixin):
         largest = len(data[0]) if len(data) == 1 else max(map(len, data))
         if largest > limit:
             self._reject("oversize", f"record of {largest} bytes exceeds {limit}")
-        header = encode_header(self._clock(), expires_at)
+        header = _pack_header(
+            FORMAT_VERSION, self._clock(), _NO_DEADLINE if expires_at is None else expires_at
+        )
         values = [header + p for p in data]
-        nbytes = sum(map(len, data)) + (len(header) + KEY_SIZE) * len(values)
+        nbytes = sum(map(len, data)) + _RECORD_OVERHEAD * len(values)
         if self._overflow(nbytes) > 0:  # room is the common case: no eviction planning
             await self._make_room(nbytes)
             self._check_open()
@@ -193,26 +230,31 @@ class Outbox(CapacityMixin):
 
     async def _commit_group(self, group: list[PendingAppend]) -> None:
         async with self._lock:
-            records = sum(len(item.values) for item in group)
-            self._ensure_writable(records)
-            free = shutil.disk_usage(self._path).free
-            if self._settings.min_free_disk_bytes and free < self._settings.min_free_disk_bytes:
-                self._rejections["disk_full"] += records
-                raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
+            first_seq = seq = self._next_seq
+            # Consecutive appends to one class become one run (one loop of puts).
             runs: list[tuple[Stream, int, list[bytes]]] = []
             added: dict[Stream, list[int]] = {}  # stream -> [records, bytes]
-            seq = self._next_seq
+            run_stream: Stream | None = None
+            run_values: list[bytes] = []
+            total = [0, 0]
             for item in group:
-                runs.append((item.stream, seq, item.values))
-                total = added.setdefault(item.stream, [0, 0])
-                total[0] += len(item.values)
-                total[1] += item.nbytes
+                if item.stream is not run_stream:
+                    run_stream, run_values = item.stream, []
+                    runs.append((run_stream, seq, run_values))
+                    total = added.setdefault(run_stream, [0, 0])
+                run_values += item.values
                 seq += len(item.values)
+                total[1] += item.nbytes
+            for stream, values in ((run[0], run[2]) for run in runs):
+                added[stream][0] += len(values)
+            records = seq - first_seq
+            self._ensure_writable(records)
+            self._check_free_space(records, sum(b for _, b in added.values()))
+            usage = self._usage
             counts = {
-                stream: ClassUsage(self._usage[stream].records + n, self._usage[stream].bytes + b)
+                stream: ClassUsage(usage[stream].records + n, usage[stream].bytes + b)
                 for stream, (n, b) in added.items()
             }
-            first_seq = self._next_seq
             self._next_seq = seq
             reserve = seq + SEQ_BLOCK if seq > self._reserved_until else None
             sync = self._settings.durability is Durability.SYNC or reserve is not None
@@ -222,15 +264,41 @@ class Outbox(CapacityMixin):
                 self._storage_failed(exc, records)
                 raise
             self._committed_seq = seq - 1
-            self._usage.update(counts)
+            usage.update(counts)
+            self._usage_changed()
             if reserve is not None:
                 self._reserved_until = reserve
         for item in group:
-            if not item.future.done():
-                item.future.set_result(first_seq)
+            future = item.future
+            if not future.done():
+                future.set_result(first_seq)
             first_seq += len(item.values)
         if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:
             await self.run_maintenance()
+
+    def _check_free_space(self, records: int, nbytes: int) -> None:
+        """Refuse the group when the filesystem is below ``min_free_disk_bytes``.
+
+        ``statvfs`` is not free either: far from the limit it is asked at most every
+        ``_FREE_CHECK_INTERVAL_S`` or after half of the margin seen last was written;
+        near the limit (and after a refusal) on every group.
+        """
+        minimum = self._settings.min_free_disk_bytes
+        if not minimum:
+            return
+        self._written_since_free_check += nbytes
+        if (
+            self._written_since_free_check < self._free_margin
+            and time.monotonic() < self._next_free_check
+        ):
+            return
+        free = shutil.disk_usage(self._path).free
+        self._written_since_free_check = 0
+        self._free_margin = max(0, free - minimum) // 2
+        self._next_free_check = time.monotonic() + _FREE_CHECK_INTERVAL_S
+        if free < minimum:
+            self._rejections["disk_full"] += records
+            raise OutboxDiskFull(f"only {free} bytes free under {self._path}")
 
     def _ensure_writable(self, records: int) -> None:
         """After a failed write RocksDB refuses more until reopened: reopen first."""
@@ -261,6 +329,10 @@ class Outbox(CapacityMixin):
         )
         self._quarantined += quarantined
         self._usage, self._watermarks = state.usage, state.watermarks
+        self._usage_changed()
+        self._walked.clear()
+        for stream in Stream:
+            self._generation[stream] += 1
         self._pins = {s: {} for s in Stream}
         for pin in state.pins:
             self._pins[pin.stream][pin.first_seq] = pin
@@ -289,8 +361,9 @@ class Outbox(CapacityMixin):
             raise RecordRejected(f"unknown outbox class {stream!r}")
         if max_records < 1 or max_bytes < 1:
             raise ValueError("max_records and max_bytes must be positive")
+        generation = self._generation[stream]  # before the read's snapshot
         try:
-            return self._store.read(
+            records, walked = self._store.read(
                 stream,
                 max(after_seq, self._watermarks[stream]),
                 max_records=max_records,
@@ -301,6 +374,33 @@ class Outbox(CapacityMixin):
         except OutboxCorrupted as exc:
             mark_corrupt(self._path, str(exc))
             raise
+        if walked.records:
+            self._remember_walk(stream, generation, walked)
+        return records
+
+    def _remember_walk(self, stream: Stream, generation: int, walked: Walked) -> None:
+        """Keep what reads walked, joined with the previous walk when it continues it."""
+        previous = self._walked.get(stream)
+        if previous is not None and previous[0] == generation:
+            before = previous[1]
+            if before.last_seq == walked.after_seq:
+                walked = Walked(
+                    before.after_seq,
+                    walked.last_seq,
+                    before.records + walked.records,
+                    before.bytes + walked.bytes,
+                )
+        self._walked[stream] = (generation, walked)
+
+    def _known_walk(self, stream: Stream, watermark: int, up_to: int) -> Walked | None:
+        """The walk that counts ``(watermark, x]`` for some ``x <= up_to``, if still valid."""
+        remembered = self._walked.get(stream)
+        if remembered is None or remembered[0] != self._generation[stream]:
+            return None
+        walked = remembered[1]
+        if walked.after_seq != watermark or walked.last_seq > up_to:
+            return None
+        return walked
 
     async def ack(self, stream: OutboxClass, up_to_seq: int) -> int:
         """Delete every record of ``stream`` with seq <= ``up_to_seq``; returns how many.
@@ -319,13 +419,23 @@ class Outbox(CapacityMixin):
             if up_to <= watermark:
                 return 0
             done = [p for p in self._pins[stream].values() if p.last_seq <= up_to]
+            known = self._known_walk(stream, watermark, up_to)
             try:
                 removal = await self._writer.run(
-                    self._store.ack, stream, watermark, up_to, self._usage[stream], done, sync
+                    self._store.ack,
+                    stream,
+                    watermark,
+                    up_to,
+                    self._usage[stream],
+                    done,
+                    sync,
+                    known,
                 )
             except SyncError as exc:
                 self._storage_failed(exc, 0)
                 raise
+            finally:
+                self._invalidate_walks(stream)
             self._watermarks[stream] = up_to
             for pin in done:
                 self._pins[stream].pop(pin.first_seq, None)

@@ -25,6 +25,7 @@ from sync.settings import OutboxSettings
 KEPT = (OutboxClass.CRITICAL, OutboxClass.EVENTS)
 METADATA = (OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY)
 RAW = (OutboxClass.RAW_REQUESTED, OutboxClass.RAW_SAMPLED)
+RECORD_OVERHEAD = 8 + 17  # key + value header, counted against the cap with the payload
 SETTINGS = OutboxSettings(
     max_bytes=1 << 20,
     max_record_bytes=64 << 10,
@@ -167,6 +168,8 @@ class OutboxMachine(RuleBasedStateMachine):
         per_class = self.outbox.stats().per_class
         for stream in KEPT:
             assert per_class[stream].records == len(self.model[stream])
+            stored = sum(RECORD_OVERHEAD + len(p) for p in self.model[stream].values())
+            assert per_class[stream].bytes == stored, "capacity accounting drifted"
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.outbox.close())
