@@ -316,10 +316,11 @@ def to_frame(
 ) -> FaceBox | None:
     """Map a [0, 1] input box back to frame pixels, clipped; None if nothing is left."""
     height, width = frame_hw
-    x0 = float(np.clip((box[0] * INPUT_SIZE - fit.pad_x) / fit.scale, 0, width))
-    y0 = float(np.clip((box[1] * INPUT_SIZE - fit.pad_y) / fit.scale, 0, height))
-    x1 = float(np.clip((box[2] * INPUT_SIZE - fit.pad_x) / fit.scale, 0, width))
-    y1 = float(np.clip((box[3] * INPUT_SIZE - fit.pad_y) / fit.scale, 0, height))
+    scale, pad_x, pad_y = fit.scale, fit.pad_x, fit.pad_y
+    x0 = min(max((float(box[0]) * INPUT_SIZE - pad_x) / scale, 0.0), float(width))
+    y0 = min(max((float(box[1]) * INPUT_SIZE - pad_y) / scale, 0.0), float(height))
+    x1 = min(max((float(box[2]) * INPUT_SIZE - pad_x) / scale, 0.0), float(width))
+    y1 = min(max((float(box[3]) * INPUT_SIZE - pad_y) / scale, 0.0), float(height))
     if x1 - x0 < 1 or y1 - y0 < 1:
         return None
     return FaceBox(x0, y0, x1 - x0, y1 - y0, score)

@@ -236,9 +236,15 @@ class LiteRtModel:
                 self.interpreter.set_tensor(self.input_index[name], array)
             self.interpreter.invoke()
             return {
-                name: self.interpreter.get_tensor(index).copy()
+                name: _owned(self.interpreter.get_tensor(index))
                 for name, index in self.output_index.items()
             }
+
+
+def _owned(array: Tensor) -> Tensor:
+    """``get_tensor`` already returns a copy (the next ``invoke`` cannot change it); copy
+    only if a runtime ever hands out a view into its buffers instead."""
+    return array if array.flags.owndata else array.copy()
 
 
 def _load_litert(config: LiteRtConfig, path: Path) -> LiteRtModel:
