@@ -1,15 +1,16 @@
 """Streaming one PATCH body onto disk, one read buffer at a time.
 
-The bytes go straight to the upload's data file at the offset and are
-fsync'd (once) before the answer.  Without a checksum an interrupted request
-keeps what arrived (fsync'd).  With a checksum the chunk is verified once
-complete, and on a mismatch or a cut the data file is cut back, so the offset
-is unchanged; the store's guard (``chunk_guard.py``) makes sure a crash never
-leaves an unverified byte counted either.
+The event loop only moves the bytes from the socket to the upload's data file
+at the offset.  Once the body is complete, one worker-thread step reads the
+chunk back from the page cache and hashes it -- the chunk's ``Upload-Checksum``
+and, when the upload's metadata names a sha256, the upload's running sha256
+(``digests.py``) in the same pass, so completion need not read the file again
+-- then tells the store's guard and fsyncs once before the answer.
 
-When the upload's metadata names a sha256, the running sha256 of the whole
-upload (``digests.py``) is advanced with the same buffers, so completion does
-not read the file again.
+Without a checksum an interrupted request keeps what arrived (fsync'd).  With
+a checksum, a mismatch or a cut cuts the data file back, so the offset is
+unchanged; the guard (``chunk_guard.py``) makes sure a crash never leaves an
+unverified byte counted either.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cloud_ingest.tus.store import UploadStore
 __all__ = ["READ_SIZE", "receive_body"]
 
 READ_SIZE = 256 * 1024
+_HASH_BACK_SIZE = 1 << 20
 
 
 def _sync_and_close(f: BinaryIO) -> None:
@@ -53,6 +55,19 @@ def _cut_back(
         store.guard.settle(upload_id, chunk, None)
 
 
+def _hash_back(f: BinaryIO, start: int, length: int, digests: list[hashlib._Hash]) -> None:
+    """Update ``digests`` with ``length`` bytes of ``f`` from ``start`` (the page cache)."""
+    buffer = memoryview(bytearray(min(length, _HASH_BACK_SIZE)))
+    while length > 0:
+        n = os.preadv(f.fileno(), [buffer[: min(length, len(buffer))]], start)
+        if n == 0:
+            raise OSError(f"{f.name}: {length} bytes missing at {start}")
+        for digest in digests:
+            digest.update(buffer[:n])
+        start += n
+        length -= n
+
+
 def _keep(
     store: UploadStore, upload_id: str, f: BinaryIO, offset: int, chunk: PendingChunk | None
 ) -> None:
@@ -64,6 +79,39 @@ def _keep(
         _sync_and_close(f)
     if chunk is not None:
         store.guard.settle(upload_id, chunk, offset - chunk.start)
+
+
+def _check_and_keep(  # noqa: PLR0913
+    store: UploadStore,
+    upload_id: str,
+    f: BinaryIO,
+    start: int,
+    end: int,
+    chunk: PendingChunk | None,
+    whole: hashlib._Hash | None,
+) -> None:
+    """Keep the bytes in ``[start, end)`` if they pass the chunk's checksum (on a worker thread).
+
+    The bytes are hashed back from the page cache (the chunk's checksum and
+    the running sha256 in one pass); a mismatch cuts them back and raises
+    :class:`ChecksumMismatch` (460), else the guard is told and one fsync
+    makes all of it durable.
+    """
+    try:
+        f.flush()
+        chunk_hash = None
+        if chunk is not None and chunk.algorithm is not None:
+            chunk_hash = hashlib.new(chunk.algorithm)
+        digests = [h for h in (chunk_hash, whole) if h is not None]
+        if digests:
+            _hash_back(f, start, end - start, digests)
+    except BaseException:
+        f.close()
+        raise
+    if chunk is not None and (chunk_hash is None or chunk_hash.digest() != chunk.digest):
+        _cut_back(store, upload_id, f, start, chunk)
+        raise ChecksumMismatch(f"{chunk.algorithm} of the chunk does not match")
+    _keep(store, upload_id, f, end, chunk)
 
 
 async def receive_body(  # noqa: PLR0913
@@ -83,9 +131,8 @@ async def receive_body(  # noqa: PLR0913
     bytes that are kept.
     """
     f = store.data_path(upload_id).open("r+b")
-    chunk_hash = chunk = None
+    chunk = None
     if checksum is not None:
-        chunk_hash = checksum.new_hash()
         chunk = PendingChunk(plan.offset, content_length, checksum.algorithm, checksum.digest)
         if not store.guard.ready_for(f, plan.offset):
             try:
@@ -103,27 +150,20 @@ async def receive_body(  # noqa: PLR0913
                 break
             f.write(piece)
             written += len(piece)
-            if chunk_hash is not None:
-                chunk_hash.update(piece)
-            if whole is not None:
-                whole.update(piece)
     except BaseException:
         # a cut: keep what arrived, unless it cannot be verified
         if chunk is not None:
             _cut_back(store, upload_id, f, plan.offset, chunk)
         else:
-            _keep(store, upload_id, f, plan.offset + written, None)
+            _check_and_keep(store, upload_id, f, plan.offset, plan.offset + written, None, whole)
             if whole is not None:
                 store.digests.advance(upload_id, plan.offset + written, whole)
         raise
     if too_large:
         await asyncio.to_thread(_cut_back, store, upload_id, f, plan.offset, chunk)
         raise PayloadTooLarge("the body passes the end of the upload")
-    if checksum is not None and chunk_hash is not None and chunk_hash.digest() != checksum.digest:
-        await asyncio.to_thread(_cut_back, store, upload_id, f, plan.offset, chunk)
-        raise ChecksumMismatch(f"{checksum.algorithm} of the chunk does not match")
     offset = plan.offset + written
-    await asyncio.to_thread(_keep, store, upload_id, f, offset, chunk)
+    await asyncio.to_thread(_check_and_keep, store, upload_id, f, plan.offset, offset, chunk, whole)
     if whole is not None:
         store.digests.advance(upload_id, offset, whole)
     return offset
