@@ -4,7 +4,11 @@
   and error middleware with a bench-only auth middleware (every bearer token is
   device ``bench``);
 * the anchor: ``@tus/server`` + ``@tus/file-store`` on Node.js, installed with
-  npm into ``~/.cache/yardlink/bench-node`` (outside the repo) on first use.
+  npm into ``~/.cache/yardlink/bench-node`` (outside the repo) on first use,
+  unmodified; with ``fsync=True`` (an informational variant, not the goal's
+  anchor) its file store fsyncs the data file after each PATCH's write, before
+  the 204, as ours does.  Neither variant checks ``Upload-Checksum``
+  (@tus/server 2.x has no checksum extension).
 """
 
 from __future__ import annotations
@@ -31,8 +35,18 @@ _NODE_SERVER = """
 import http from "node:http";
 import { Server } from "@tus/server";
 import { FileStore } from "@tus/file-store";
-const [dir, port] = process.argv.slice(2);
-const tus = new Server({ path: "/v1/uploads", datastore: new FileStore({ directory: dir }) });
+import fs from "node:fs/promises";
+const [dir, port, mode] = process.argv.slice(2);
+class FsyncFileStore extends FileStore {
+  async write(readable, id, offset) {
+    const end = await super.write(readable, id, offset);
+    const file = await fs.open(this.resolve(id), "r+");
+    try { await file.sync(); } finally { await file.close(); }
+    return end;
+  }
+}
+const Store = mode === "fsync" ? FsyncFileStore : FileStore;
+const tus = new Server({ path: "/v1/uploads", datastore: new Store({ directory: dir }) });
 http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), "127.0.0.1");
 """
 _BENCH_DEVICE = Principal(role="device", name="bench", device_id="bench", site_id="bench")
@@ -45,8 +59,13 @@ def start_our_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_node_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
-    """The reference server, or None when node/npm are missing or install fails."""
+def start_node_server(
+    data_dir: Path, *, fsync: bool = False
+) -> tuple[subprocess.Popen[bytes], int] | None:
+    """The reference server, or None when node/npm are missing or install fails.
+
+    ``fsync``: the informational variant that fsyncs each PATCH's data before the 204.
+    """
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         return None
@@ -65,7 +84,8 @@ def start_node_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int] | N
     script.write_text(_NODE_SERVER)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = subprocess.Popen([node, str(script), str(data_dir), str(port)], cwd=NODE_DIR)
+    mode = "fsync" if fsync else "plain"
+    proc = subprocess.Popen([node, str(script), str(data_dir), str(port), mode], cwd=NODE_DIR)
     wait_port(port, proc)
     return proc, port
 
