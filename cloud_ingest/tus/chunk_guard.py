@@ -5,8 +5,8 @@ is written straight into that file, so after a crash the store must know how
 far the bytes were checked.  Two ways, chosen once per store
 (:func:`choose_guard`):
 
-* :class:`XattrGuard`, when the file system keeps user xattrs (ext4, XFS,
-  btrfs, tmpfs do): the data file carries ``user.yardlink.tus.verified``, the
+* :class:`XattrGuard`, when the file system keeps user xattrs (ext4, XFS and
+  btrfs do): the data file carries ``user.yardlink.tus.verified``, the
   offset below which every byte was checked or acknowledged.  A PATCH sets it
   to its new offset right before the fsync that makes its bytes durable, so
   that one fsync covers both, and the next checksummed chunk starts exactly
@@ -14,7 +14,9 @@ far the bytes were checked.  Two ways, chosen once per store
   without the attribute at its start (its first one) pays an extra fsync to
   set it.  On start, a data file longer than its attribute is cut back to it.
   An upload that never had a checksummed chunk has no attribute and keeps
-  every byte that reached the disk, as before.
+  every byte that reached the disk, as before; once it has one, a crash in
+  the middle of a PATCH without a checksum also drops that PATCH's unanswered
+  bytes (a cut connection without a crash still keeps them).
 * :class:`MarkerGuard`, the fallback: a ``<id>.pending`` record of the chunk's
   start, length and checksum is made durable (its own fdatasync) before the
   chunk's first byte, and checked on start (``pending.py``).
