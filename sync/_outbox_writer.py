@@ -116,6 +116,7 @@ class GroupCommitQueue:
         self._max_records = max_records
         self._pending: deque[PendingAppend] = deque()
         self._pending_bytes = 0
+        self._pending_records = 0
         self._flusher: asyncio.Task[None] | None = None
 
     @property
@@ -126,23 +127,33 @@ class GroupCommitQueue:
     def submit(self, item: PendingAppend) -> None:
         self._pending.append(item)
         self._pending_bytes += item.nbytes
+        self._pending_records += len(item.values)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
-    def _take_group(self) -> list[PendingAppend]:
-        group: list[PendingAppend] = []
-        count = 0
+    def _take_group(self) -> tuple[list[PendingAppend], int]:
+        """The next group and its bytes: everything pending when it fits (the common case)."""
+        if self._pending_records <= self._max_records:
+            group = list(self._pending)
+            self._pending.clear()
+            self._pending_records = 0
+            return group, self._pending_bytes
+        group = []
+        count = nbytes = 0
         while self._pending:
             size = len(self._pending[0].values)
             if group and count + size > self._max_records:
                 break
-            group.append(self._pending.popleft())
+            item = self._pending.popleft()
+            group.append(item)
             count += size
-        return group
+            nbytes += item.nbytes
+        self._pending_records -= count
+        return group, nbytes
 
     async def _flush_loop(self) -> None:
         while self._pending:
-            group = self._take_group()
+            group, nbytes = self._take_group()
             try:
                 await self._commit(group)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting producer
@@ -154,7 +165,7 @@ class GroupCommitQueue:
                     item.future.cancel()
                 raise
             finally:
-                self._pending_bytes -= sum(item.nbytes for item in group)
+                self._pending_bytes -= nbytes
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed or failed."""
