@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -141,3 +142,19 @@ def test_a_model_error_reaches_the_caller_and_the_next_frame_runs() -> None:
     assert task.run(frame).detections == []  # starts again after close
     task.close()
     assert len(_model_threads()) == before
+
+
+def test_runs_from_several_threads_get_their_own_faces(
+    face_task: FaceAnonymizeTask, astronaut: np.ndarray
+) -> None:
+    """Callers share one model thread; each must get the replies of its own frame."""
+    left = np.full((720, 1280, 3), 90, np.uint8)
+    left[20:220, 40:240] = cv2.resize(astronaut, (200, 200))
+    right = np.full((720, 1280, 3), 90, np.uint8)
+    right[300:660, 860:1220] = cv2.resize(astronaut, (360, 360))
+    expected = {id(f): face_task.run(f).detections for f in (left, right)}
+    assert expected[id(left)] != expected[id(right)]
+    with ThreadPoolExecutor(4) as pool:
+        frames = [left, right] * 6
+        results = list(pool.map(face_task.run, frames))
+    assert [r.detections for r in results] == [expected[id(f)] for f in frames]
