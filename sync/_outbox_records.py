@@ -46,10 +46,8 @@ _KEY: Final = struct.Struct(">Q")
 HEADER: Final = struct.Struct(">Bdd")
 """The value header (format version, created_at, expires_at or NaN), precompiled."""
 FORMAT_VERSION: Final = 1
-_HEADER: Final = HEADER
-_FORMAT_VERSION: Final = FORMAT_VERSION
 KEY_SIZE: Final = _KEY.size
-VALUE_HEADER: Final = _HEADER.size
+VALUE_HEADER: Final = HEADER.size
 MAX_SEQ: Final = (1 << 63) - 1
 
 
@@ -136,7 +134,7 @@ def decode_key(key: bytes) -> int:
 def encode_header(created_at: float, expires_at: float | None) -> bytes:
     """The value header; records appended together share it (prepend it to each payload)."""
     expiry = math.nan if expires_at is None else expires_at
-    return _HEADER.pack(_FORMAT_VERSION, created_at, expiry)
+    return HEADER.pack(FORMAT_VERSION, created_at, expiry)
 
 
 def encode_value(payload: bytes, created_at: float, expires_at: float | None) -> bytes:
@@ -147,8 +145,8 @@ def decode_value(value: bytes) -> tuple[float, float | None, bytes]:
     """Return ``(created_at, expires_at, payload)``; ValueError when the layout is wrong."""
     if len(value) < VALUE_HEADER:
         raise ValueError(f"outbox value too short ({len(value)} bytes)")
-    version, created_at, expires_at = _HEADER.unpack_from(value)
-    if version != _FORMAT_VERSION:
+    version, created_at, expires_at = HEADER.unpack_from(value)
+    if version != FORMAT_VERSION:
         raise ValueError(f"unknown outbox value format {version}")
     return created_at, None if math.isnan(expires_at) else expires_at, value[VALUE_HEADER:]
 

@@ -325,6 +325,13 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ reads
 
+    def _family(self, stream: Stream) -> Rdict:
+        """The column family of ``stream``; a typed error while a reopen has failed."""
+        cf = self._cfs.get(stream)
+        if cf is None:
+            raise OutboxStorageError("outbox database is not open (a reopen failed)")
+        return cf
+
     def scan(self, stream: Stream, first_seq: int, last_seq: int) -> Iterator[tuple[bytes, bytes]]:
         """Records with ``first_seq <= seq <= last_seq`` in order (seek, then walk).
 
@@ -334,9 +341,7 @@ class OutboxStore:
         if first_seq > last_seq:
             return
         end = encode_key(last_seq)
-        cf = self._cfs.get(stream)
-        if cf is None:
-            raise OutboxStorageError("outbox database is not open (a reopen failed)")
+        cf = self._family(stream)
         try:
             it = cf.iter()
             it.seek(encode_key(first_seq))
@@ -366,9 +371,7 @@ class OutboxStore:
 
         Also says what was walked, see ``_outbox_reader``.
         """
-        cf = self._cfs.get(stream)
-        if cf is None:
-            raise OutboxStorageError("outbox database is not open (a reopen failed)")
+        cf = self._family(stream)
         try:
             if ttl is None:
                 result = read_bulk(

@@ -33,8 +33,6 @@ from sync._outbox_capacity import CapacityMixin, EvictionListener, TelemetryCoal
 from sync._outbox_eviction import NEVER_EVICTED, ClassUsage, effective_ttl
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
-    FORMAT_VERSION,
-    HEADER,
     KEY_SIZE,
     VALUE_HEADER,
     BatchBoundary,
@@ -43,6 +41,7 @@ from sync._outbox_records import (
     OutboxClass,
     OutboxRecord,
     OutboxStats,
+    encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_writer import GroupCommitQueue, PendingAppend, WriterThread
@@ -71,8 +70,6 @@ __all__ = [
 SEQ_BLOCK: Final = 1 << 16  # seqs reserved on disk ahead of use; a crash skips the rest
 _RECORD_OVERHEAD: Final = KEY_SIZE + VALUE_HEADER  # bytes a record counts beyond its payload
 _METADATA_CLASSES: Final = frozenset(Stream).difference(RAW_STREAMS)
-_pack_header = HEADER.pack
-_NO_DEADLINE: Final = math.nan
 _FREE_CHECK_INTERVAL_S: Final = 0.25
 
 
@@ -156,7 +153,7 @@ class Outbox(CapacityMixin):
         nbytes = size + _RECORD_OVERHEAD
         if self._used_bytes + self._queue.pending_bytes + nbytes > self._settings.max_bytes:
             return await self._submit(stream, [payload], None)  # makes room
-        value = _pack_header(FORMAT_VERSION, self._clock(), _NO_DEADLINE) + payload
+        value = encode_header(self._clock(), None) + payload
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.submit(PendingAppend(stream, [value], nbytes, future))
         return await future
@@ -209,9 +206,7 @@ class Outbox(CapacityMixin):
         largest = len(data[0]) if len(data) == 1 else max(map(len, data))
         if largest > limit:
             self._reject("oversize", f"record of {largest} bytes exceeds {limit}")
-        header = _pack_header(
-            FORMAT_VERSION, self._clock(), _NO_DEADLINE if expires_at is None else expires_at
-        )
+        header = encode_header(self._clock(), expires_at)
         values = [header + p for p in data]
         nbytes = sum(map(len, data)) + _RECORD_OVERHEAD * len(values)
         if self._overflow(nbytes) > 0:  # room is the common case: no eviction planning
