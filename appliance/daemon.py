@@ -31,6 +31,7 @@ from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
+from appliance.privacy.redaction import PiiDetector
 from appliance.privacy.tokens import PlateTokenizer, load_plate_key
 from appliance.sampling import SamplingPolicy
 from appliance.sources.frames import Frame, decode_frame
@@ -85,11 +86,14 @@ class Daemon:
         self.blobs = BlobStore(
             self.data_dir / "blobs", Path(privacy.blob_keys_dir or self.data_dir / "blob-keys")
         )
-        self.raw_frames = RawFrames(
-            self.blobs, self.data_dir / "raw-index.jsonl", self.data_dir / "uploads"
-        )
         self.tasks, self.model_failures = await asyncio.to_thread(
             build_tasks, config.inference, Path(config.models_dir)
+        )
+        self.raw_frames = RawFrames(
+            self.blobs,
+            self.data_dir / "raw-index.jsonl",
+            self.data_dir / "uploads",
+            detect=PiiDetector(self.tasks).boxes,
         )
         for name, why in self.model_failures.items():
             _log.warning("task not loaded", extra={"task": name, "reason": why})

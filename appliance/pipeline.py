@@ -4,10 +4,11 @@ For one frame: every loaded task runs in its own bounded worker thread; plate
 (and free text) values are replaced by HMAC tokens; the original frame is
 stored encrypted; one ``events`` record per task is appended as soon as that
 task is done (its latency ends when ``append`` returns); a sampled frame is
-face-blurred, stored encrypted and its ``BlobRef`` appended to
-``raw_sampled``; every kept original is indexed with its face boxes, so the
-cloud can ask for it later and get a copy blurred on demand.  Only then is
-the frame done (the spool moves its file after that).
+redacted (faces, plates and free text blurred: ``appliance.privacy.redaction``),
+stored encrypted and its ``BlobRef`` appended to ``raw_sampled``; every kept
+original is indexed with the boxes to hide in it, so the cloud can ask for it
+later and get a copy redacted on demand.  Only then is the frame done (the
+spool moves its file after that).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from appliance.inference.tasks import Detection, InferenceTask, TaskResult
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import KeptFrame, RawFrames
+from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, redaction_of
 from appliance.privacy.tokens import PlateTokenizer
 from appliance.sampling import SamplingPolicy
 from appliance.sources.frames import Frame
@@ -29,8 +31,6 @@ from appliance.telemetry import Telemetry
 from sync.outbox import Outbox, OutboxClass
 
 __all__ = ["FrameProcessor"]
-
-_TOKENISED_KINDS = frozenset({"plate", "text"})
 
 
 class FrameProcessor:
@@ -78,7 +78,7 @@ class FrameProcessor:
 
     def _result_json(self, detection: Detection) -> dict[str, Any]:
         value = detection.value
-        if detection.kind in _TOKENISED_KINDS and value:
+        if detection.kind in TEXT_PII_KINDS and value:
             value = self._tokenizer.token(value)
         x, y, w, h = detection.box
         return {
@@ -105,15 +105,18 @@ class FrameProcessor:
         finally:
             await raw_stored
         seqs = [seq for _, seq in done]
-        faces = _faces(done)
-        if faces is None:  # never ship a frame whose faces are unknown
-            return seqs
+        redaction = self._redaction(done)
+        if redaction is None or not redaction.complete:
+            return seqs  # never ship a frame when what to hide in it is unknown
         confidences = [
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
         ]
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
-            await self._store_blurred(frame, faces, min(seqs))
+            await self._store_blurred(frame, redaction.boxes, min(seqs))
         return seqs
+
+    def _redaction(self, done: list[tuple[TaskResult, int]]) -> Redaction | None:
+        return redaction_of((result for result, _ in done), self._tasks)
 
     async def _store_raw(self, frame: Frame) -> str | None:
         if not self._keep_raw:
@@ -164,29 +167,28 @@ class FrameProcessor:
         self, frame: Frame, original_sha256: str | None, done: list[tuple[TaskResult, int]]
     ) -> None:
         """Index the kept original for every events record durable so far, once its faces
-        are known, so the cloud can ask for it later (blurred on demand).
+        are known, so the cloud can ask for it later (redacted on demand).
 
         Done right after each append, not once every task is done: a crash while a slow
-        task still runs must not leave a durable record whose frame cannot be requested.
+        task still runs must not leave a durable record whose frame cannot be requested
+        (such a row is ``complete=False``: its plates are found again on request).
         """
-        faces = _faces(done)
-        if original_sha256 is None or faces is None:
+        redaction = self._redaction(done)
+        if original_sha256 is None or redaction is None:
             return  # not kept, or faces unknown: it never leaves unblurred
         seqs = tuple(seq for _, seq in done)
-        kept = KeptFrame(seqs, original_sha256, frame.event_time, frame.camera_id, faces)
+        kept = KeptFrame(
+            seqs,
+            original_sha256,
+            frame.event_time,
+            frame.camera_id,
+            redaction.boxes,
+            redaction.complete,
+        )
         await asyncio.to_thread(self._raw.keep, kept)
 
-    async def _store_blurred(
-        self, frame: Frame, faces: tuple[tuple[int, int, int, int], ...], seq: int
-    ) -> None:
+    async def _store_blurred(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
         entry = await asyncio.to_thread(
-            self._raw.store_blurred, frame.image_bgr, faces, seq, frame.event_time, frame.camera_id
+            self._raw.store_blurred, frame.image_bgr, boxes, seq, frame.event_time, frame.camera_id
         )
         await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())
-
-
-def _faces(done: list[tuple[TaskResult, int]]) -> tuple[tuple[int, int, int, int], ...] | None:
-    """The face boxes of a frame's durable results, or None while the face task is not done."""
-    if not any(result.task == "face_anonymize" for result, _ in done):
-        return None
-    return tuple(d.box for result, _ in done for d in result.detections if d.kind == "face")

@@ -1,4 +1,7 @@
-"""Face-blurred raw frames for the cloud: the seq -> blob index and the sync engine's BlobSource.
+"""Redacted raw frames for the cloud: the seq -> blob index and the sync engine's BlobSource.
+
+Only redacted copies leave the site: every face, plate and free text
+(``appliance.privacy.redaction``) blurred beyond recognition.
 
 Two append-only JSON-lines indexes:
 
@@ -6,9 +9,13 @@ Two append-only JSON-lines indexes:
   requested ones once blurred): events seq, blurred blob sha256/size/day,
   event time, camera.
 * ``kept-frames.jsonl``: every frame whose original is kept (encrypted) on site,
-  with its events seqs and the face boxes found in it.  When the cloud asks for
-  one of these (raw on demand), the original is decrypted, its faces blurred,
-  and the blurred copy stored and indexed: only blurred copies ever leave.
+  with its events seqs and the boxes to hide in it.  When the cloud asks for
+  one of these (raw on demand), the original is decrypted, those boxes blurred,
+  and the blurred copy stored and indexed: only blurred copies ever leave.  A
+  kept frame indexed before every PII task had run on it (a crash while
+  ``gate_ocr`` still ran) is ``complete=False``: on request its boxes are found
+  again by the ``detect`` callable (the loaded tasks), and without one it is
+  answered unavailable rather than sent with a plate showing.
 
 The sync engine asks :meth:`RawFrames.resolve_raw_request` for the blobs behind
 a cloud raw request and :meth:`RawFrames.open_for_upload` for a temp file with
@@ -19,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +40,14 @@ import numpy as np
 from appliance.errors import ApplianceError
 from appliance.inference.face_anonymize import blur_faces
 from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.redaction import Box
 from sync.outbox import BlobRef
 from sync.protocol import RawRequest
 
-__all__ = ["KeptFrame", "RawFrameEntry", "RawFrames", "blurred_jpeg"]
+__all__ = ["Detect", "KeptFrame", "RawFrameEntry", "RawFrames", "blurred_jpeg"]
 
-Box = tuple[int, int, int, int]
+Detect = Callable[[np.ndarray[Any, Any]], tuple[Box, ...] | None]
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +71,19 @@ class RawFrameEntry:
 
 @dataclass(frozen=True, slots=True)
 class KeptFrame:
-    """An original frame kept encrypted on site, with what is needed to blur it later."""
+    """An original frame kept encrypted on site, with what is needed to redact it later."""
 
     seqs: tuple[int, ...]  # its events records (one per task)
     original_sha256: str
     event_time: float
     camera_id: str
-    faces: tuple[Box, ...]
+    boxes: tuple[Box, ...]  # faces, plates and free text found so far
+    complete: bool  # every loaded PII task had run: ``boxes`` is all there is to hide
 
 
-def blurred_jpeg(image_bgr: np.ndarray[Any, Any], faces: Sequence[Box]) -> bytes:
-    """The frame with every face box blurred, as the JPEG that may leave the site."""
-    ok, encoded = cv2.imencode(".jpg", blur_faces(image_bgr, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
+def blurred_jpeg(image_bgr: np.ndarray[Any, Any], boxes: Sequence[Box]) -> bytes:
+    """The frame with every box (faces, plates, text) blurred, as the JPEG that may leave."""
+    ok, encoded = cv2.imencode(".jpg", blur_faces(image_bgr, boxes), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding of the blurred frame failed")
     return encoded.tobytes()
@@ -89,6 +100,10 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _boxes(rows: Any) -> tuple[Box, ...]:
+    return tuple((int(x), int(y), int(w), int(h)) for x, y, w, h in rows)
+
+
 def _append_line(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(row) + "\n")
@@ -97,8 +112,11 @@ def _append_line(path: Path, row: dict[str, Any]) -> None:
 
 
 class RawFrames:
-    def __init__(self, store: BlobStore, index_path: Path, upload_dir: Path) -> None:
+    def __init__(
+        self, store: BlobStore, index_path: Path, upload_dir: Path, detect: Detect | None = None
+    ) -> None:
         self._store = store
+        self._detect = detect
         self._index_path = index_path
         self._kept_path = index_path.with_name("kept-frames.jsonl")
         self._upload_dir = upload_dir
@@ -118,7 +136,8 @@ class RawFrames:
                     row["original_sha256"],
                     row["event_time"],
                     row["camera_id"],
-                    tuple((int(x), int(y), int(w), int(h)) for x, y, w, h in row["faces"]),
+                    _boxes(row.get("boxes", row.get("faces"))),
+                    bool(row.get("complete", False)),  # rows without it: found again on request
                 )
             except (KeyError, TypeError, ValueError):
                 continue
@@ -137,13 +156,13 @@ class RawFrames:
     def store_blurred(
         self,
         image_bgr: np.ndarray[Any, Any],
-        faces: Sequence[Box],
+        boxes: Sequence[Box],
         seq: int,
         event_time: float,
         camera_id: str,
     ) -> RawFrameEntry:
         """Blur, store encrypted and index one frame (synchronous; worker thread)."""
-        stored = self._store.put(blurred_jpeg(image_bgr, faces), event_time)
+        stored = self._store.put(blurred_jpeg(image_bgr, boxes), event_time)
         entry = RawFrameEntry(seq, stored.sha256, stored.size, stored.day, event_time, camera_id)
         self.add(entry)
         return entry
@@ -159,7 +178,14 @@ class RawFrames:
         image = cv2.imdecode(np.frombuffer(original, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return None
-        return self.store_blurred(image, kept.faces, seq, kept.event_time, kept.camera_id)
+        boxes = kept.boxes if kept.complete else self._redetect(image)
+        if boxes is None:
+            _log.warning("kept frame of seq %d not sent: what to redact in it is unknown", seq)
+            return None
+        return self.store_blurred(image, boxes, seq, kept.event_time, kept.camera_id)
+
+    def _redetect(self, image: np.ndarray[Any, Any]) -> tuple[Box, ...] | None:
+        return None if self._detect is None else self._detect(image)
 
     async def _entry(self, seq: int) -> RawFrameEntry | None:
         entry = self._by_seq.get(seq)

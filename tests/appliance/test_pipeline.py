@@ -6,6 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from appliance.daemon import Daemon
 from appliance.privacy.raw_frames import RawFrames
 from appliance.sources.frames import decode_frame
@@ -65,6 +68,13 @@ async def test_no_plate_in_clear_in_the_outbox_or_blob_store(tmp_path: Path) -> 
     assert upload.stat().st_size == refs[0].size
     assert upload.read_bytes()[:3] == b"\xff\xd8\xff"
     assert await raw.resolve_raw_request(RawRequest(request_id="r2", seq=10**9)) == []
+    # ... and no plate can be read back from the pixels of any copy that may leave
+    ocr = daemon.tasks["gate_ocr"]
+    compact = {plate.replace(" ", "") for plate in plates}
+    for entry in raw._by_seq.values():
+        image = cv2.imdecode(np.frombuffer(daemon.blobs.get(entry.sha256), np.uint8), 1)
+        read = {d.value.replace(" ", "") for d in ocr.run(image).detections}
+        assert not read & compact, f"a plate is readable in the blurred copy of seq {entry.seq}"
     await asyncio.sleep(0)
 
 

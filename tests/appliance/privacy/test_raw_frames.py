@@ -39,7 +39,7 @@ async def test_a_kept_frame_is_blurred_on_request_and_survives_restart(tmp_path:
     image, original = _detailed_frame()
     now = time.time()
     stored = store.put(original, now)
-    frames.keep(KeptFrame((11, 12), stored.sha256, now, "gate-in", (FACE,)))
+    frames.keep(KeptFrame((11, 12), stored.sha256, now, "gate-in", (FACE,), True))
 
     refs = await frames.resolve_raw_request(_request(12))  # any seq of the frame
     assert len(refs) == 1 and refs[0].sha256 != stored.sha256
@@ -67,7 +67,7 @@ async def test_unknown_or_shredded_frames_resolve_to_nothing(tmp_path: Path) -> 
     _, original = _detailed_frame()
     now = time.time()
     stored = store.put(original, now)
-    frames.keep(KeptFrame((5,), stored.sha256, now, "gate-in", ()))
+    frames.keep(KeptFrame((5,), stored.sha256, now, "gate-in", (), True))
     assert await frames.resolve_raw_request(_request(99)) == []
     store.shred_day(utc_day(now))
     assert await frames.resolve_raw_request(_request(5)) == []
@@ -75,8 +75,36 @@ async def test_unknown_or_shredded_frames_resolve_to_nothing(tmp_path: Path) -> 
 
 def test_a_torn_last_index_line_is_skipped(tmp_path: Path) -> None:
     store, frames = _frames(tmp_path)
-    frames.keep(KeptFrame((1,), "ab" * 32, time.time(), "gate-in", ()))
+    frames.keep(KeptFrame((1,), "ab" * 32, time.time(), "gate-in", (), True))
     with (tmp_path / "kept-frames.jsonl").open("a") as handle:
         handle.write('{"seqs": [2], "original_sha')  # a crash mid-line
     _, reopened = _frames(tmp_path)
     assert reopened._kept.keys() == {1}
+
+
+async def test_an_incomplete_kept_frame_is_redacted_again_or_not_sent(tmp_path: Path) -> None:
+    """Indexed before gate_ocr had run (a crash in between): its boxes are found again on
+    request; with nothing to find them, it is answered unavailable, never sent as is."""
+    store = BlobStore(tmp_path / "blobs", tmp_path / "keys")
+    image, original = _detailed_frame()
+    now = time.time()
+    stored = store.put(original, now)
+    plate = (200, 150, 80, 30)
+    blind = RawFrames(store, tmp_path / "raw-index.jsonl", tmp_path / "uploads")
+    blind.keep(KeptFrame((7, 8), stored.sha256, now, "gate-in", (FACE,), False))
+    assert await blind.resolve_raw_request(_request(7)) == []
+
+    seen: list[tuple[int, ...]] = []
+
+    def detect(frame: np.ndarray) -> tuple[tuple[int, int, int, int], ...]:
+        seen.append(frame.shape)
+        return (FACE, plate)
+
+    frames = RawFrames(store, tmp_path / "raw-index.jsonl", tmp_path / "uploads", detect=detect)
+    refs = await frames.resolve_raw_request(_request(8))
+    assert len(refs) == 1 and seen == [image.shape]
+    sent_path = await frames.open_for_upload(refs[0])
+    sent = cv2.imdecode(np.frombuffer(sent_path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    for x, y, w, h in (FACE, plate):  # both the face and the plate lost their detail
+        before = image[y : y + h, x : x + w].astype(float)
+        assert sent[y : y + h, x : x + w].astype(float).std() < before.std() / 3
