@@ -7,7 +7,8 @@ and, when the upload's metadata names a sha256, the upload's running sha256
 (``digests.py``) in the same pass, so completion need not read the file again
 -- then tells the store's guard and fsyncs once before the answer.
 
-Without a checksum an interrupted request keeps what arrived (fsync'd).  With
+Without a checksum an interrupted request keeps what arrived (fsync'd, on a
+worker thread like every fsync here).  With
 a checksum, a mismatch or a cut cuts the data file back, so the offset is
 unchanged; the guard (``chunk_guard.py``) makes sure a crash never leaves an
 unverified byte counted either.
@@ -18,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import BinaryIO
 
 from aiohttp import StreamReader
@@ -114,6 +117,27 @@ def _check_and_keep(  # noqa: PLR0913
     _keep(store, upload_id, f, end, chunk)
 
 
+async def _settle(step: Callable[[], None]) -> None:
+    """Run a clean-up ``step`` on a worker thread to its end, off the event loop.
+
+    If this task is cancelled meanwhile, the step still finishes before the
+    cancel is passed on, so the upload's lock is not released while its data
+    file is being cut back or fsynced.
+    """
+    done = asyncio.ensure_future(asyncio.to_thread(step))
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(done)
+            break
+        except asyncio.CancelledError:
+            if done.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
 async def receive_body(  # noqa: PLR0913
     store: UploadStore,
     upload_id: str,
@@ -153,11 +177,13 @@ async def receive_body(  # noqa: PLR0913
     except BaseException:
         # a cut: keep what arrived, unless it cannot be verified
         if chunk is not None:
-            _cut_back(store, upload_id, f, plan.offset, chunk)
+            await _settle(partial(_cut_back, store, upload_id, f, plan.offset, chunk))
         else:
-            _check_and_keep(store, upload_id, f, plan.offset, plan.offset + written, None, whole)
+            end = plan.offset + written
+            keep = partial(_check_and_keep, store, upload_id, f, plan.offset, end, None, whole)
+            await _settle(keep)
             if whole is not None:
-                store.digests.advance(upload_id, plan.offset + written, whole)
+                store.digests.advance(upload_id, end, whole)
         raise
     if too_large:
         await asyncio.to_thread(_cut_back, store, upload_id, f, plan.offset, chunk)
