@@ -13,6 +13,8 @@ Pure (no I/O): the engine reads records from the outbox and hands them here.
 * Each outbox payload is a compact JSON object with the stream schema's
   columns (sync/protocol.py).  ``seq`` always comes from the outbox record;
   ``device_id`` / ``site_id`` are filled in when the producer left them out.
+* The table is built by ``pyarrow.json`` in C++ (sync/batch_columns.py) when
+  that gives exactly the row path's table, else row by row in Python.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sync.batch_columns import records_table
 from sync.errors import PermanentSyncError
 from sync.outbox import BatchBoundary, OutboxRecord
-from sync.protocol import Stream, WireFormatError, encode_batch, make_batch_id
+from sync.protocol import Stream, WireFormatError, encode_batch, encode_table, make_batch_id
 
 __all__ = ["BadRecord", "BatchLimits", "EncodedBatch", "cut_batch", "encode_records"]
 
@@ -124,6 +127,22 @@ def _row(record: OutboxRecord, device_id: str, site_id: str) -> dict[str, Any]:
     return row
 
 
+def _encode_rows(
+    stream: Stream, records: Sequence[OutboxRecord], device_id: str, site_id: str
+) -> bytes:
+    """The reference path: one Python dict per record (``records_table`` must match it)."""
+    rows = [_row(r, device_id, site_id) for r in records]
+    try:
+        return encode_batch(stream, rows)
+    except WireFormatError:
+        for record, row in zip(records, rows, strict=True):  # find the culprit
+            try:
+                encode_batch(stream, [row])
+            except WireFormatError as exc:
+                raise BadRecord(stream, record.seq, str(exc)) from exc
+        raise
+
+
 def encode_records(
     stream: Stream, records: Sequence[OutboxRecord], *, device_id: str, site_id: str
 ) -> EncodedBatch:
@@ -133,16 +152,11 @@ def encode_records(
     """
     if not records:
         raise ValueError("a batch needs at least one record")
-    rows = [_row(r, device_id, site_id) for r in records]
-    try:
-        body = encode_batch(stream, rows)
-    except WireFormatError:
-        for record, row in zip(records, rows, strict=True):  # find the culprit
-            try:
-                encode_batch(stream, [row])
-            except WireFormatError as exc:
-                raise BadRecord(stream, record.seq, str(exc)) from exc
-        raise
+    table = records_table(stream, records, device_id, site_id)
+    if table is not None:
+        body = encode_table(table)
+    else:
+        body = _encode_rows(stream, records, device_id, site_id)
     first, last = records[0].seq, records[-1].seq
     boundary = BatchBoundary(stream, first, last, make_batch_id(device_id, stream, first, last))
     return EncodedBatch(boundary, body, len(records), sum(len(r.payload) for r in records))

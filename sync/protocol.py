@@ -55,6 +55,7 @@ __all__ = [
     "WireFormatError",
     "decode_batch",
     "encode_batch",
+    "encode_table",
     "make_batch_id",
     "parse_batch_id",
 ]
@@ -211,10 +212,18 @@ def encode_batch(stream: Stream, records: list[dict[str, Any]]) -> bytes:
                 for v in columns["event_time"]
             ]
         table = pa.Table.from_pydict(columns, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
         raise WireFormatError(f"records do not fit the {stream} schema: {exc}") from exc
+    return encode_table(table)
+
+
+def encode_table(table: pa.Table) -> bytes:
+    """A batch body from a table that already has its stream's schema (Parquet + zstd)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
+    try:
+        pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
+    except pa.ArrowInvalid as exc:  # e.g. a null in a non-nullable column
+        raise WireFormatError(f"records do not fit the batch schema: {exc}") from exc
     return sink.getvalue()
 
 
