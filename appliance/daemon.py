@@ -130,6 +130,7 @@ class Daemon:
                 self.queue_frame,
                 max_bytes=config.local_api.max_frame_bytes,
                 poll_s=sources.spool_poll_s,
+                reduction=self.processor.jpeg_reduction,
             )
             self._supervise(self.spool.run, "spool")
         for camera in sources.cameras:
@@ -249,6 +250,7 @@ class Daemon:
                 content_type,
                 max_bytes=self.config.local_api.max_frame_bytes,
                 metadata=metadata,
+                reduction=self.processor.jpeg_reduction,
             )
         except Exception as exc:
             self.metrics.bad.labels(type(exc).__name__).inc()
@@ -286,6 +288,7 @@ class Daemon:
                 "image/jpeg",
                 max_bytes=self.config.local_api.max_frame_bytes,
                 source="synthetic",
+                reduction=self.processor.jpeg_reduction,
             )
             await self.queue_frame(frame)
             index += 1

@@ -18,7 +18,9 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from appliance.inference.tasks import Detection, InferenceTask, TaskResult
 from appliance.privacy.blobstore import BlobStore
@@ -66,12 +68,25 @@ class FrameProcessor:
         for pool in self._workers.values():
             pool.shutdown(wait=True)
 
-    async def _run_task(self, name: str, frame: Frame) -> TaskResult | None:
-        loop = asyncio.get_running_loop()
+    def jpeg_reduction(self, width: int, height: int) -> int:
+        """How many times smaller a ``width`` x ``height`` JPEG may be decoded for every
+        task (``decode_frame(reduction=...)``): 1 unless each task says it can work from
+        less (the face task alone: its finest tile's need, 2 for 1280x720)."""
+        reductions = [
+            task.jpeg_reduction(width, height) if isinstance(task, _ReducedInput) else 1
+            for task in self._tasks.values()
+        ]
+        return min(reductions, default=1)
+
+    def _start_task(self, name: str, frame: Frame) -> asyncio.Future[TaskResult]:
+        """The task's run on ``frame``, submitted to its worker thread now."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._workers[name], _run, self._tasks[name], frame
+        )
+
+    async def _run_task(self, name: str, run: asyncio.Future[TaskResult]) -> TaskResult | None:
         try:
-            return await loop.run_in_executor(
-                self._workers[name], self._tasks[name].run, frame.image_bgr
-            )
+            return await run
         except Exception:  # noqa: BLE001 - one task failing must not stop the others
             self._telemetry.task_errors[name] += 1
             return None
@@ -96,11 +111,16 @@ class FrameProcessor:
         commit batches them), so a fast task's latency is not the slow one's.
         """
         self._telemetry.frames[frame.camera_id] += 1
+        # the tasks first: they are the latency; the original's encrypted copy runs beside
+        runs = {name: self._start_task(name, frame) for name in self._tasks}
         raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
         done: list[tuple[TaskResult, int]] = []  # durable so far, in completion order
         try:
             await asyncio.gather(
-                *(self._task_to_outbox(name, frame, raw_stored, done) for name in self._tasks)
+                *(
+                    self._task_to_outbox(name, run, frame, raw_stored, done)
+                    for name, run in runs.items()
+                )
             )
         finally:
             await raw_stored
@@ -127,11 +147,12 @@ class FrameProcessor:
     async def _task_to_outbox(
         self,
         name: str,
+        run: asyncio.Future[TaskResult],
         frame: Frame,
         raw_stored: asyncio.Task[str | None],
         done: list[tuple[TaskResult, int]],
     ) -> None:
-        result = await self._run_task(name, frame)
+        result = await self._run_task(name, run)
         if result is None:
             return
         raw_sha256 = await asyncio.shield(raw_stored)
@@ -189,6 +210,26 @@ class FrameProcessor:
 
     async def _store_blurred(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
         entry = await asyncio.to_thread(
-            self._raw.store_blurred, frame.image_bgr, boxes, seq, frame.event_time, frame.camera_id
+            lambda: self._raw.store_blurred(  # image_bgr may decode the full frame: off the loop
+                frame.image_bgr, boxes, seq, frame.event_time, frame.camera_id
+            )
         )
         await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())
+
+
+@runtime_checkable
+class _ReducedInput(Protocol):
+    """A task that can run on a JPEG decoded smaller (``Frame.reduced_by``)."""
+
+    def jpeg_reduction(self, width: int, height: int) -> int: ...
+
+    def run(self, image_bgr: np.ndarray[Any, Any], *, reduced_by: int = 1) -> TaskResult: ...
+
+
+def _run(task: InferenceTask, frame: Frame) -> TaskResult:
+    """``task.run`` on the frame's pixels, in the task's worker thread."""
+    if frame.reduced_by == 1:
+        return task.run(frame.pixels)
+    if isinstance(task, _ReducedInput):
+        return task.run(frame.pixels, reduced_by=frame.reduced_by)
+    return task.run(frame.image_bgr)  # decodes the full frame (once, in this thread)

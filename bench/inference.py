@@ -189,10 +189,16 @@ class _Appliance:
         from appliance.sources.frames import decode_frame
 
         started = time.perf_counter()
+        processor = self.processors[key]
         frame = await asyncio.to_thread(
-            decode_frame, _CAMERA, jpeg, "image/jpeg", max_bytes=_MAX_FRAME_BYTES
+            decode_frame,
+            _CAMERA,
+            jpeg,
+            "image/jpeg",
+            max_bytes=_MAX_FRAME_BYTES,
+            reduction=processor.jpeg_reduction,  # as Daemon.submit_frame passes it
         )
-        await self.processors[key].process(frame)
+        await processor.process(frame)
         return started
 
     async def close(self) -> None:

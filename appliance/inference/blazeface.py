@@ -36,6 +36,7 @@ __all__ = [
     "decode",
     "iter_tile_inputs",
     "letterbox",
+    "jpeg_reduction",
     "ssd_anchors",
     "tile_inputs",
     "tile_regions",
@@ -244,6 +245,32 @@ def _shrink(image: np.ndarray[Any, Any], size: tuple[int, int]) -> np.ndarray[An
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
 
 
+JPEG_REDUCTIONS = (8, 4, 2, 1)  # the scales libjpeg decodes at directly (in the DCT domain)
+
+
+def jpeg_reduction(height: int, width: int, regions: Sequence[tuple[int, int, int, int]]) -> int:
+    """The largest JPEG reduction (1, 2, 4 or 8) from which every region's input can be
+    made by shrinking only, never enlarging: each region at least 128 px on its longer
+    side once reduced.  Only a reduction that divides both sides: the reduced image is
+    then exactly the frame's size over it, so the regions and boxes map back exactly.
+
+    For 1280x720 and the default tiles it is 2: the smallest tiles (360 px) are 180 px
+    in a 640x360 decode; the whole frame (128x72 in the model) would do with 1/8.
+    Checked on the benchmark frames and the test images: the faces found from a 1/2
+    decode are those found from the full decode, boxes within a few pixels
+    (docs/ARCHITECTURE.md, "Face anonymisation").
+    """
+    needed = min((max(w, h) for _, _, w, h in regions), default=max(height, width))
+    return next(
+        (
+            d
+            for d in JPEG_REDUCTIONS
+            if needed / d >= INPUT_SIZE and width % d == 0 and height % d == 0
+        ),
+        1,
+    )
+
+
 def tile_inputs(
     image_bgr: np.ndarray[Any, Any], regions: Sequence[tuple[int, int, int, int]]
 ) -> list[tuple[tuple[int, int, int, int], FloatArray, Letterbox]]:
@@ -252,7 +279,10 @@ def tile_inputs(
 
 
 def iter_tile_inputs(
-    image_bgr: np.ndarray[Any, Any], regions: Sequence[tuple[int, int, int, int]]
+    image_bgr: np.ndarray[Any, Any],
+    regions: Sequence[tuple[int, int, int, int]],
+    *,
+    reduced_by: int = 1,
 ) -> Iterator[tuple[tuple[int, int, int, int], FloatArray, Letterbox]]:
     """``tile_inputs`` one region at a time, so the first can be run while the rest are made.
 
@@ -261,14 +291,20 @@ def iter_tile_inputs(
     windows cut out of the resized frame of their size (converted to RGB in
     [-1, 1] once per size), which costs far less than resizing every tile from
     the full frame.
+
+    ``image_bgr`` may be the frame already reduced ``reduced_by`` times (a JPEG
+    decoded at 1/2, 1/4 or 1/8 scale, see ``jpeg_reduction``); regions stay in
+    full-frame pixels, and so do the ``Letterbox`` mappings yielded.
     """
     height, width = image_bgr.shape[:2]
     square_sides = [w for _, _, w, h in regions if w == h]
     base_scale = min(1.0, max((INPUT_SIZE / side for side in square_sides), default=1.0))
-    base_size = (max(1, round(width * base_scale)), max(1, round(height * base_scale)))
+    full_w, full_h = width * reduced_by, height * reduced_by
+    base_size = (max(1, round(full_w * base_scale)), max(1, round(full_h * base_scale)))
     # the halvings first: the whole frame's input is made from them (by more halvings),
     # so the model can start on it while the rest of the resize to the tiles' scale is done
     reduced, factor = _halvings(image_bgr, base_size)
+    factor *= reduced_by
     base: np.ndarray[Any, Any] | None = None
     by_side: dict[int, FloatArray] = {}
     for region in regions:

@@ -26,6 +26,7 @@ from appliance.inference.blazeface import (
     Letterbox,
     decode,
     iter_tile_inputs,
+    jpeg_reduction,
     ssd_anchors,
     tile_inputs,
     tile_regions,
@@ -168,9 +169,23 @@ class FaceAnonymizeTask:
         """Stop the thread that runs the model (``run`` starts it again if called)."""
         self._model_thread.close()
 
-    def _regions(self, image_bgr: Image) -> list[tuple[int, int, int, int]]:
+    def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[tuple[int, int, int, int]]:
         height, width = image_bgr.shape[:2]
-        return tile_regions(height, width, self.settings.tile_fractions, self.settings.tile_overlap)
+        return tile_regions(
+            height * reduced_by,
+            width * reduced_by,
+            self.settings.tile_fractions,
+            self.settings.tile_overlap,
+        )
+
+    def jpeg_reduction(self, width: int, height: int) -> int:
+        """How many times smaller (1, 2, 4 or 8) a ``width`` x ``height`` JPEG may be
+        decoded for ``run(image, reduced_by=...)`` to find the same faces: every tile
+        is shrunk to 128 px anyway, so the finest needs only so many pixels."""
+        regions = tile_regions(
+            height, width, self.settings.tile_fractions, self.settings.tile_overlap
+        )
+        return jpeg_reduction(height, width, regions)
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
         """Every model call ``run`` makes for this frame, with its exact input (benchmarks)."""
@@ -199,15 +214,15 @@ class FaceAnonymizeTask:
                 found.append(FaceBox(face.x + x, face.y + y, face.width, face.height, score))
         return found
 
-    def _detect(self, image_bgr: Image) -> list[FaceBox]:
-        """Faces of every region, unmerged.
+    def _detect(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
+        """Faces of every region, unmerged, in full-frame pixels.
 
         The model runs in a helper thread (``invoke`` releases the GIL) while this
         thread makes the next regions' inputs and decodes the outputs already
         there, so on two cores the pre- and post-processing hide behind the model.
         """
-        regions = self._regions(image_bgr)
-        tiles = iter_tile_inputs(image_bgr, regions)
+        regions = self._regions(image_bgr, reduced_by)
+        tiles = iter_tile_inputs(image_bgr, regions, reduced_by=reduced_by)
         if len(regions) == 1:  # nothing to overlap with
             return [
                 face
@@ -234,9 +249,12 @@ class FaceAnonymizeTask:
             decode_next()
         return found
 
-    def faces(self, image_bgr: Image) -> list[FaceBox]:
-        """Faces in frame pixels, best first: whole frame plus tiles, merged across tiles."""
-        found = self._detect(image_bgr)
+    def faces(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
+        """Faces in frame pixels, best first: whole frame plus tiles, merged across tiles.
+
+        ``reduced_by``: ``image_bgr`` is the frame decoded that many times smaller
+        (see ``jpeg_reduction``); the faces are still in full-frame pixels."""
+        found = self._detect(image_bgr, reduced_by)
         if not found:
             return []
         corners = np.array([[f.x, f.y, f.x + f.width, f.y + f.height] for f in found], np.float32)
@@ -246,11 +264,14 @@ class FaceAnonymizeTask:
             for b, score in union_merge(corners, scores, self.settings.nms_iou)
         ]
 
-    def run(self, image_bgr: Image) -> TaskResult:
+    def run(self, image_bgr: Image, *, reduced_by: int = 1) -> TaskResult:
+        """Faces in ``image_bgr``, or in a frame ``reduced_by`` times bigger that it is the
+        reduced decode of (boxes in that frame's pixels)."""
         started = time.perf_counter()
         require_bgr_frame(image_bgr)
         detections = [
-            Detection("face", "", face.score, None, face.as_int()) for face in self.faces(image_bgr)
+            Detection("face", "", face.score, None, face.as_int())
+            for face in self.faces(image_bgr, reduced_by)
         ]
         elapsed = (time.perf_counter() - started) * 1000.0
         return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)

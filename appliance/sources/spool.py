@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from appliance.errors import BadFrame
-from appliance.sources.frames import Frame, decode_frame
+from appliance.sources.frames import Frame, Reduction, decode_frame
 
 __all__ = ["SpoolWatcher"]
 
@@ -31,12 +31,14 @@ class SpoolWatcher:
         *,
         max_bytes: int,
         poll_s: float = 0.5,
+        reduction: Reduction | None = None,
     ) -> None:
         self.root = root
         self._cameras = cameras
         self._submit = submit
         self._max_bytes = max_bytes
         self._poll_s = poll_s
+        self._reduction = reduction
         self._in_flight: set[str] = set()
         self.processed_dir = root / "processed"
         self.failed_dir = root / "failed"
@@ -62,7 +64,13 @@ class SpoolWatcher:
             try:
                 data = await asyncio.to_thread(path.read_bytes)
                 frame = await asyncio.to_thread(
-                    decode_frame, camera, data, None, max_bytes=self._max_bytes, source="spool"
+                    decode_frame,
+                    camera,
+                    data,
+                    None,
+                    max_bytes=self._max_bytes,
+                    source="spool",
+                    reduction=self._reduction,
                 )
             except BadFrame as exc:
                 await asyncio.to_thread(self._move, path, self.failed_dir / camera, str(exc))

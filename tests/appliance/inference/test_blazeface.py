@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from appliance.inference.blazeface import (
     Letterbox,
     decode,
+    iter_tile_inputs,
+    jpeg_reduction,
     letterbox,
     ssd_anchors,
     tile_inputs,
@@ -134,3 +136,25 @@ def test_tile_inputs_match_letterboxing_each_region() -> None:
         assert (fit.pad_x, fit.pad_y) == pytest.approx(
             (expected_fit.pad_x, expected_fit.pad_y), abs=1
         )
+
+
+def test_jpeg_reduction_follows_the_finest_region() -> None:
+    tiled = tile_regions(720, 1280, [1.0, 0.5], 0.33)
+    assert jpeg_reduction(720, 1280, tiled) == 2  # 360 px tiles: 180 px at 1/2
+    assert jpeg_reduction(720, 1280, tile_regions(720, 1280, [], 0.33)) == 8  # 160x90
+    assert jpeg_reduction(1080, 1920, tile_regions(1080, 1920, [1.0, 0.5], 0.33)) == 4
+    assert jpeg_reduction(722, 1282, tile_regions(722, 1282, [1.0, 0.5], 0.33)) == 2
+    assert jpeg_reduction(721, 1281, tile_regions(721, 1281, [1.0, 0.5], 0.33)) == 1
+
+
+def test_tile_inputs_of_a_reduced_frame_map_back_to_full_frame_pixels() -> None:
+    rng = np.random.default_rng(3)
+    full = cv2.resize(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8), (1280, 720))
+    half = cv2.resize(full, (640, 360), interpolation=cv2.INTER_AREA)
+    regions = tile_regions(720, 1280, [1.0, 0.5], 0.33)
+    from_full = tile_inputs(full, regions)
+    from_half = list(iter_tile_inputs(half, regions, reduced_by=2))
+    assert [r for r, _, _ in from_half] == [r for r, _, _ in from_full]
+    for (_, a, fit_a), (_, b, fit_b) in zip(from_full, from_half, strict=True):
+        assert fit_a == fit_b  # same mapping back into full-frame pixels
+        assert float(np.abs(a - b).mean()) < 0.02  # same pixels, up to rounding

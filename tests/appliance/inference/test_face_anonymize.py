@@ -158,3 +158,45 @@ def test_runs_from_several_threads_get_their_own_faces(
         frames = [left, right] * 6
         results = list(pool.map(face_task.run, frames))
     assert [r.detections for r in results] == [expected[id(f)] for f in frames]
+
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+
+
+@pytest.mark.parametrize(("size", "expected"), [((1280, 720), 2), ((1920, 1080), 4)])
+def test_a_jpeg_decoded_smaller_gives_the_same_faces(
+    face_task: FaceAnonymizeTask,
+    astronaut: np.ndarray,
+    size: tuple[int, int],
+    expected: int,
+) -> None:
+    """The daemon decodes a JPEG 2-4x smaller when the face task runs alone: every tile
+    is shrunk to 128 px anyway.  The faces must be those of the full decode."""
+    width, height = size
+    frame = np.full((height, width, 3), 90, np.uint8)
+    face = astronaut[0:300, 100:380]
+    for (x, y), side in (((40, 20), 360), ((980, 460), 200), ((700, 60), 130)):
+        k = width / 1280  # the same layout at either size
+        x, y, side = round(x * k), round(y * k), round(side * k)
+        frame[y : y + side, x : x + side] = cv2.resize(face, (side, side))
+    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    buffer = np.frombuffer(encoded.tobytes(), np.uint8)
+    reduction = face_task.jpeg_reduction(width, height)
+    assert reduction == expected
+    small = cv2.imdecode(buffer, _REDUCED_FLAGS[reduction])
+    assert small.shape[:2] == (height // reduction, width // reduction)
+    full = face_task.run(cv2.imdecode(buffer, cv2.IMREAD_COLOR)).detections
+    reduced = face_task.run(small, reduced_by=reduction).detections
+    assert len(full) == 3
+    assert len(reduced) == len(full)
+    pairs = zip(
+        sorted(full, key=lambda d: d.box), sorted(reduced, key=lambda d: d.box), strict=True
+    )
+    for a, b in pairs:
+        assert max(abs(p - q) for p, q in zip(a.box, b.box, strict=True)) <= 6, (a.box, b.box)
+
+
+def test_no_reduction_for_sides_it_does_not_divide(face_task: FaceAnonymizeTask) -> None:
+    assert face_task.jpeg_reduction(1281, 720) == 1
+    assert face_task.jpeg_reduction(640, 480) == 1  # its 240 px tiles need every pixel
