@@ -258,7 +258,7 @@ def jpeg_reduction(height: int, width: int, regions: Sequence[tuple[int, int, in
     in a 640x360 decode; the whole frame (128x72 in the model) would do with 1/8.
     Checked on the benchmark frames and the test images: the faces found from a 1/2
     decode are those found from the full decode, boxes within a few pixels
-    (docs/ARCHITECTURE.md, "Face anonymisation").
+    (docs/INFERENCE.md).
     """
     needed = min((max(w, h) for _, _, w, h in regions), default=max(height, width))
     return next(
