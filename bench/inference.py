@@ -460,7 +460,7 @@ def _latency_rows(name: str, samples: dict[str, list[float]], command: str) -> l
             if path == "task_call":
                 goal = f"{goal} (task.run alone: pre/post-processing, no daemon)"
             elif path == "pipeline_recorded":
-                goal = "info: what the pipeline records, from after the JPEG decode"
+                goal = "info: what the pipeline records (from decode_frame's start)"
                 met = None
             elif path == "jpeg_decode":
                 goal = "info: decode_frame alone, at the scale this task's pipeline decodes at"

@@ -31,6 +31,9 @@ synthetic gate frames, ``python -m bench.inference``):
   whole frame plus 18 overlapping tiles, ~2 ms of model call each, measured
   2026-11-27); 80 ms leaves room for sharing the two cores with gate OCR.
   With ``tile_fractions = []`` it is one model call, but faces under ~150 px are missed.
+  Frame receipt to durable record adds the JPEG decode (~5 ms for 1280x720 at
+  1/2 scale when the face task runs alone, ~6.3 ms at full size with gate OCR)
+  and ~3 ms of hand-offs and the outbox fsync (docs/INFERENCE.md).
 
 The daemon measures the SLA from frame receipt to the result durable in the
 outbox, so it includes queueing and the outbox write.
