@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Literal
@@ -91,59 +91,73 @@ def _model_version() -> str:
 
 
 Outputs = dict[str, Image]
-Replies = SimpleQueue["Outputs | BaseException"]
+Replies = SimpleQueue[tuple[int, "Outputs | BaseException"]]
+Request = tuple[int, Image, Replies]
 
 
-def _serve(model: LoadedModel, input_name: str, requests: SimpleQueue[Any]) -> None:
+def _serve(model: LoadedModel, input_name: str, requests: SimpleQueue[Request | None]) -> None:
     while (request := requests.get()) is not None:
-        tensor, replies = request
+        index, tensor, replies = request
         try:
-            replies.put(model.run({input_name: tensor}))
+            replies.put((index, model.run({input_name: tensor})))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            replies.put(exc)
+            replies.put((index, exc))
 
 
-class _ModelThread:
-    """A long-lived thread that runs ``model`` on the tensors it is sent, in order.
+def _stop(requests: SimpleQueue[Request | None], threads: int) -> None:
+    for _ in range(threads):
+        requests.put(None)
 
-    ``submit(tensor, replies)`` queues one call; its outputs (or its exception)
-    arrive on ``replies``.  LiteRT's ``invoke`` releases the GIL, so the caller
-    keeps making inputs and decoding outputs meanwhile, on the other core.  The
-    thread starts on first use and stops on ``close()`` or when its owner is
-    garbage collected (it holds no reference to the owner).
+
+class _ModelThreads:
+    """Long-lived threads, one per model, that run the tensors they are sent.
+
+    ``submit(index, tensor, replies)`` queues one call on a queue all threads
+    share, so the next free thread takes it; ``(index, outputs)`` (or the
+    exception) arrives on ``replies``, in the order the calls finish.  Every
+    model is an interpreter of its own (one is not safe to share), of the same
+    file.  LiteRT's ``invoke`` releases the GIL, so the calls run side by side
+    and the caller keeps making inputs and decoding outputs meanwhile.  The
+    threads start on first use and stop on ``close()`` or when their owner is
+    garbage collected (they hold no reference to the owner).
     """
 
-    def __init__(self, model: LoadedModel, input_name: str) -> None:
-        self._model = model
+    def __init__(self, models: Sequence[LoadedModel], input_name: str) -> None:
+        self._models = tuple(models)
         self._input = input_name
-        self._requests: SimpleQueue[tuple[Image, Replies] | None] = SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._requests: SimpleQueue[Request | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def submit(self, tensor: Image, replies: Replies) -> None:
-        if self._thread is None:
+    def submit(self, index: int, tensor: Image, replies: Replies) -> None:
+        if not self._threads:
             self._start()
-        self._requests.put((tensor, replies))
+        self._requests.put((index, tensor, replies))
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._threads:
                 return
-            self._thread = threading.Thread(
-                target=_serve,
-                args=(self._model, self._input, self._requests),
-                name="face-anonymize-model",
-                daemon=True,
-            )
-            self._thread.start()
-            weakref.finalize(self, self._requests.put, None)
+            threads = [
+                threading.Thread(
+                    target=_serve,
+                    args=(model, self._input, self._requests),
+                    name="face-anonymize-model",
+                    daemon=True,
+                )
+                for model in self._models
+            ]
+            for thread in threads:
+                thread.start()
+            self._threads = threads
+            weakref.finalize(self, _stop, self._requests, len(threads))
 
     def close(self) -> None:
-        """Stop the thread (after the calls already queued); a later ``submit`` restarts it."""
+        """Stop the threads (after the calls already queued); a later ``submit`` restarts them."""
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._requests.put(None)
+            threads, self._threads = self._threads, []
+        _stop(self._requests, len(threads))
+        for thread in threads:
             thread.join()
 
 
@@ -153,8 +167,13 @@ class FaceAnonymizeTask:
     name = "face_anonymize"
     model_name = "mediapipe-face-short-range"
 
-    def __init__(self, model: LoadedModel, settings: FaceAnonymizeSettings) -> None:
-        self.model = model
+    def __init__(self, models: Sequence[LoadedModel], settings: FaceAnonymizeSettings) -> None:
+        """``models``: interpreters of the same model file, one per parallel model thread."""
+        if not models:
+            raise ValueError("FaceAnonymizeTask needs at least one model")
+        self.models = tuple(models)
+        self.model = self.models[0]
+        model = self.model
         self.settings = settings
         self.model_version = _model_version()
         self._anchors = ssd_anchors()
@@ -163,11 +182,11 @@ class FaceAnonymizeTask:
         # Outputs are told apart by width: 16 regressors vs 1 logit per anchor.
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
-        self._model_thread = _ModelThread(model, self._input)
+        self._model_threads = _ModelThreads(self.models, self._input)
 
     def close(self) -> None:
-        """Stop the thread that runs the model (``run`` starts it again if called)."""
-        self._model_thread.close()
+        """Stop the threads that run the model (``run`` starts them again if called)."""
+        self._model_threads.close()
 
     def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[tuple[int, int, int, int]]:
         height, width = image_bgr.shape[:2]
@@ -188,7 +207,10 @@ class FaceAnonymizeTask:
         return jpeg_reduction(height, width, regions)
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
-        """Every model call ``run`` makes for this frame, with its exact input (benchmarks)."""
+        """Every model call ``run`` makes for this frame, with its exact input (benchmarks).
+
+        Each is given with ``self.model``; ``run`` spreads them over ``self.models``
+        (interpreters of the same file), whichever thread is free first."""
         return [
             (self.model, {self._input: tensor})
             for _, tensor, _ in tile_inputs(image_bgr, self._regions(image_bgr))
@@ -215,11 +237,12 @@ class FaceAnonymizeTask:
         return found
 
     def _detect(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
-        """Faces of every region, unmerged, in full-frame pixels.
+        """Faces of every region, unmerged, in full-frame pixels, in region order.
 
-        The model runs in a helper thread (``invoke`` releases the GIL) while this
-        thread makes the next regions' inputs and decodes the outputs already
-        there, so on two cores the pre- and post-processing hide behind the model.
+        The model runs in helper threads (``invoke`` releases the GIL), as many as
+        ``self.models``, while this thread makes the next regions' inputs and decodes
+        the outputs already there; outputs are decoded in region order whatever
+        order the calls finish in, so the faces do not depend on the threads.
         """
         regions = self._regions(image_bgr, reduced_by)
         tiles = iter_tile_inputs(image_bgr, regions, reduced_by=reduced_by)
@@ -232,21 +255,28 @@ class FaceAnonymizeTask:
         # One reply queue per call: a reply left behind by an error goes away with it.
         replies: Replies = SimpleQueue()
         sent: list[tuple[tuple[int, int, int, int], Letterbox]] = []
-        decoded: list[tuple[int, int, int, int]] = []
+        arrived: dict[int, Outputs | BaseException] = {}
         found: list[FaceBox] = []
+        decoded = 0
 
-        def decode_next() -> None:
-            region, fit = sent[len(decoded)]
-            decoded.append(region)
-            found.extend(self._faces_in(_outputs(replies.get()), fit, region))
+        def decode_arrived() -> None:
+            nonlocal decoded
+            while decoded in arrived:
+                region, fit = sent[decoded]
+                found.extend(self._faces_in(_outputs(arrived.pop(decoded)), fit, region))
+                decoded += 1
 
         for region, tensor, fit in tiles:
-            self._model_thread.submit(tensor, replies)
+            self._model_threads.submit(len(sent), tensor, replies)
             sent.append((region, fit))
             while not replies.empty():  # decode what is done while the model runs
-                decode_next()
-        while len(decoded) < len(sent):
-            decode_next()
+                index, reply = replies.get()
+                arrived[index] = reply
+                decode_arrived()
+        while decoded < len(sent):
+            index, reply = replies.get()
+            arrived[index] = reply
+            decode_arrived()
         return found
 
     def faces(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
@@ -293,8 +323,10 @@ def _outputs(reply: Outputs | BaseException) -> Outputs:
 
 
 def load_face_anonymize(settings: FaceAnonymizeSettings, path: Path) -> FaceAnonymizeTask:
-    """Load and warm up the face model; ``ModelLoadError`` if it is not the expected shape."""
-    model = load_model(settings.runtime, path)
+    """Load and warm up the face model, ``settings.parallel_invokes`` interpreters of it;
+    ``ModelLoadError`` if it is not the expected shape."""
+    models = [load_model(settings.runtime, path) for _ in range(settings.parallel_invokes)]
+    model = models[0]
     shape = model.inputs[0].shape if model.inputs else ()
     if shape != (1, INPUT_SIZE, INPUT_SIZE, 3) or len(model.output_names) != 2:
         raise ModelLoadError(
@@ -302,4 +334,4 @@ def load_face_anonymize(settings: FaceAnonymizeSettings, path: Path) -> FaceAnon
         )
     if not any("regressor" in n for n in model.output_names):
         raise ModelLoadError(f"{path}: no 'regressors' output in {model.output_names}")
-    return FaceAnonymizeTask(model, settings)
+    return FaceAnonymizeTask(models, settings)

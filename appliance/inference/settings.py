@@ -29,7 +29,9 @@ synthetic gate frames, ``python -m bench.inference``):
   and the daemon counts every breach.
 * ``face_anonymize`` 80 ms: ~40-55 ms per frame with the default tiles (the
   whole frame plus 18 overlapping tiles, ~2 ms of model call each, measured
-  2026-11-27); 80 ms leaves room for sharing the two cores with gate OCR.
+  2026-11-27) on one model thread, ~25-30 ms with ``parallel_invokes = 2``
+  (two interpreters, one per core); 80 ms leaves room for sharing the two
+  cores with gate OCR.
   With ``tile_fractions = []`` it is one model call, but faces under ~150 px are missed.
   Frame receipt to durable record adds the JPEG decode (~5 ms for 1280x720 at
   1/2 scale when the face task runs alone, ~6.3 ms at full size with gate OCR)
@@ -131,6 +133,16 @@ class FaceAnonymizeSettings(BaseModel):
     )
     tile_overlap: float = Field(
         default=0.33, ge=0, lt=0.9, description="overlap between neighbouring tiles"
+    )
+    parallel_invokes: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="interpreters of the model (each loaded from the same file, each on its "
+        "own long-lived thread) that run a frame's regions side by side; LiteRT's invoke "
+        "releases the GIL, so 2 uses both cores of a 2-core gateway.  The regions, inputs "
+        "and the order their outputs are merged in do not change, so neither do the faces.  "
+        "1 = one model thread, regions one after another",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -14,6 +15,7 @@ from appliance.inference.blazeface import tile_inputs
 from appliance.inference.face_anonymize import FaceAnonymizeTask, blur_faces
 from appliance.inference.runtimes import TensorSpec
 from appliance.inference.settings import FaceAnonymizeSettings
+from appliance.sources.synthetic import SyntheticYardCamera
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,9 @@ def test_tiles_find_a_small_face_in_a_wide_frame(
     assert len(faces) >= 1
     x, y, w, h = faces[0].box
     assert 780 <= x + w / 2 <= 900 and 140 <= y + h / 2 <= 230
-    whole_frame_only = FaceAnonymizeTask(face_task.model, FaceAnonymizeSettings(tile_fractions=[]))
+    whole_frame_only = FaceAnonymizeTask(
+        face_task.models[:1], FaceAnonymizeSettings(tile_fractions=[])
+    )
     assert whole_frame_only.run(frame).detections == []
     blurred = face_task.blur(frame, face_task.run(frame))
     assert _sharpness(blurred[y : y + h, x : x + w]) < 0.1 * _sharpness(frame[y : y + h, x : x + w])
@@ -130,7 +134,7 @@ def _model_threads() -> list[threading.Thread]:
 def test_a_model_error_reaches_the_caller_and_the_next_frame_runs() -> None:
     before = len(_model_threads())
     model = _FailingModel(fail_every=5)
-    task = FaceAnonymizeTask(model, FaceAnonymizeSettings())  # type: ignore[arg-type]
+    task = FaceAnonymizeTask([model], FaceAnonymizeSettings())  # type: ignore[list-item]
     frame = np.full((720, 1280, 3), 90, np.uint8)
     with pytest.raises(RuntimeError, match="invoke failed"):
         task.run(frame)  # 19 regions: the 5th call fails
@@ -144,10 +148,71 @@ def test_a_model_error_reaches_the_caller_and_the_next_frame_runs() -> None:
     assert len(_model_threads()) == before
 
 
+class _SlowModel(_FailingModel):
+    """Never fails; each call takes a few milliseconds (the other thread gets calls too)."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.003)
+        return super().run(inputs)
+
+
+def test_an_error_in_either_model_thread_reaches_the_caller() -> None:
+    before = len(_model_threads())
+    slow, failing = _SlowModel(fail_every=10**6), _FailingModel(fail_every=1)
+    task = FaceAnonymizeTask([slow, failing], FaceAnonymizeSettings())  # type: ignore[list-item]
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    with pytest.raises(RuntimeError, match="invoke failed"):
+        task.run(frame)
+    assert len(_model_threads()) == before + 2
+    failing.fail_every = 10**6
+    assert task.run(frame).detections == []
+    assert slow.calls > 0 and failing.calls > 1  # both threads took calls
+    task.close()
+    assert len(_model_threads()) == before
+    task.run(frame)
+    assert len(_model_threads()) == before + 2  # both start again after close
+    task.close()
+    assert len(_model_threads()) == before
+
+
+def _bench_frames(astronaut: np.ndarray, count: int) -> list[np.ndarray]:
+    """The frames of ``bench.inference``: yard scenes with her face pasted in, as JPEGs."""
+    frames = []
+    for frame in SyntheticYardCamera(seed=0).frames(count):
+        image = frame.image_bgr.copy()
+        image[400:700, 900:1180] = astronaut[0:300, 100:380]
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        frames.append(cv2.imdecode(encoded, cv2.IMREAD_COLOR))
+    return frames
+
+
+def test_parallel_invokes_find_exactly_the_faces_of_one_model_thread(
+    face_task: FaceAnonymizeTask, astronaut: np.ndarray
+) -> None:
+    """Two interpreters side by side: same regions, same inputs, outputs decoded in
+    region order, so the same faces (every box and score) as one thread."""
+    assert face_task.settings.parallel_invokes == 2 and len(face_task.models) == 2
+    assert face_task.models[0] is not face_task.models[1]
+    one = FaceAnonymizeTask(face_task.models[:1], FaceAnonymizeSettings(parallel_invokes=1))
+    try:
+        images = [astronaut, *_bench_frames(astronaut, 12)]
+        found = 0
+        for image in images:
+            assert face_task._detect(image) == one._detect(image)
+            assert face_task.run(image).detections == one.run(image).detections
+            half = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2))
+            assert face_task._detect(half, 2) == one._detect(half, 2)
+            found += len(one.run(image).detections)
+        assert found >= len(images)  # her face in every one of them
+    finally:
+        one.close()
+
+
 def test_runs_from_several_threads_get_their_own_faces(
     face_task: FaceAnonymizeTask, astronaut: np.ndarray
 ) -> None:
-    """Callers share one model thread; each must get the replies of its own frame."""
+    """Callers share the model threads; each must get the replies of its own frame."""
     left = np.full((720, 1280, 3), 90, np.uint8)
     left[20:220, 40:240] = cv2.resize(astronaut, (200, 200))
     right = np.full((720, 1280, 3), 90, np.uint8)
