@@ -4,7 +4,9 @@ A child process runs many concurrent producers (group commit) and prints each
 seq as soon as ``append`` returns, plus the watermark of each ``ack``.  The
 parent kills it with SIGKILL at a random moment, reopens the outbox and checks
 the printed promises against what is on disk.  The database is kept across
-rounds, so recovery of recovered databases is exercised too.
+rounds, so recovery of recovered databases is exercised too.  A second test kills
+the child only once RocksDB writes into recycled WAL files (larger records, small
+memtables), so recovery has to stop at the stale records a reused file still holds.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 from sync.outbox import Outbox, OutboxClass, OutboxRecord
 
 ROUNDS = 20
+RECYCLED_ROUNDS = 8
+REUSED_WAL = b"reusing log"  # RocksDB's LOG line when a WAL file is recycled
+PAD = b"|"  # payload = promise text, then optional padding after this byte
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
@@ -29,10 +34,14 @@ from sync.settings import Durability, OutboxSettings
 
 STREAMS = [OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY]
 
-async def main(path, round_no, durability):
+async def main(path, round_no, durability, pad, budget):
     settings = OutboxSettings(
-        min_free_disk_bytes=0, group_commit_max_records=64, durability=Durability(durability)
+        min_free_disk_bytes=0,
+        group_commit_max_records=64,
+        durability=Durability(durability),
+        memory_budget_bytes=budget,
     )
+    padding = b"|" + b"p" * pad if pad else b""
     outbox = Outbox.open(path, settings)
     out = sys.stdout
     out.write("open\n"); out.flush()
@@ -44,11 +53,11 @@ async def main(path, round_no, durability):
             payload = f"{round_no}:{p}:{i}"
             if i % 7 == 0:
                 pair = [f"{payload}:0", f"{payload}:1"]
-                seqs = await outbox.append_many(stream, [p.encode() for p in pair])
+                seqs = await outbox.append_many(stream, [p.encode() + padding for p in pair])
                 for seq, text in zip(seqs, pair):
                     out.write(f"A {stream.value} {seq} {text}\n")
             else:
-                seq = await outbox.append(stream, payload.encode())
+                seq = await outbox.append(stream, payload.encode() + padding)
                 out.write(f"A {stream.value} {seq} {payload}\n")
             out.flush()
             i += 1
@@ -63,15 +72,19 @@ async def main(path, round_no, durability):
 
     await asyncio.gather(*(producer(p) for p in range(24)), acker())
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
 """
 
 
-def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
+def _run_and_kill(
+    path: Path, round_no: int, rng: random.Random, *, pad: int = 0, budget: int = 64 << 20
+) -> list[str]:
+    """Run the child, kill it (once it writes into a recycled WAL when ``pad``)."""
     # relaxed mode too: kill -9 loses no page cache, so it must keep its promises as well
     durability = "sync" if round_no % 4 else "relaxed"
+    args = [str(path), str(round_no), durability, str(pad), str(budget)]
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(round_no), durability],
+        [sys.executable, "-c", CHILD, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
@@ -92,6 +105,8 @@ def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
     reader.start()
     try:
         assert started.wait(60), child.stderr.read() if child.poll() is not None else "no start"
+        if pad:
+            _wait_for_recycled_wal(path, child)
         time.sleep(rng.uniform(0.01, 0.3))
     finally:
         child.send_signal(signal.SIGKILL)
@@ -104,6 +119,14 @@ def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
     return lines
 
 
+def _wait_for_recycled_wal(path: Path, child: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while REUSED_WAL not in (path / "LOG").read_bytes():
+        assert child.poll() is None, "the child died before a WAL file was recycled"
+        assert time.monotonic() < deadline, "no WAL file was recycled within 60 s"
+        time.sleep(0.02)
+
+
 def _read_all(outbox: Outbox, stream: OutboxClass) -> list[OutboxRecord]:
     records: list[OutboxRecord] = []
     while batch := outbox.read(stream, records[-1].seq if records else 0, max_records=5000):
@@ -111,8 +134,8 @@ def _read_all(outbox: Outbox, stream: OutboxClass) -> list[OutboxRecord]:
     return records
 
 
-async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
-    path = tmp_path / "outbox"
+async def _crash_rounds(path: Path, rounds: int, *, pad: int = 0, budget: int = 64 << 20) -> int:
+    """Kill and check ``rounds`` times; returns how many appends were promised."""
     rng = random.Random(20261126)
     promised: dict[OutboxClass, dict[int, str]] = {
         OutboxClass.CRITICAL: {},
@@ -121,8 +144,8 @@ async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> Non
     }
     acked_telemetry = 0
     highest_seen = 0
-    for round_no in range(ROUNDS):
-        lines = _run_and_kill(path, round_no, rng)
+    for round_no in range(rounds):
+        lines = _run_and_kill(path, round_no, rng, pad=pad, budget=budget)
         round_seqs = []
         for line in lines:
             kind, stream_name, seq_text, *rest = line.split()
@@ -144,7 +167,7 @@ async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> Non
                 records = _read_all(outbox, stream)
                 seqs = [r.seq for r in records]
                 assert seqs == sorted(set(seqs)), "order within a class, each once"
-                stored = {r.seq: r.payload.decode() for r in records}
+                stored = {r.seq: r.payload.split(PAD)[0].decode() for r in records}
                 payloads = list(stored.values())
                 assert len(payloads) == len(set(payloads)), "a record stored twice"
                 watermark = outbox.acked_watermark(stream)
@@ -156,4 +179,15 @@ async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> Non
             highest_seen = max(highest_seen, outbox.stats().next_seq - 1)
         finally:
             await outbox.close()
-    assert sum(len(v) for v in promised.values()) > ROUNDS * 50
+    return sum(len(v) for v in promised.values())
+
+
+async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
+    assert await _crash_rounds(tmp_path / "outbox", ROUNDS) > ROUNDS * 50
+
+
+async def test_sigkill_while_writing_into_recycled_wal_files(tmp_path: Path) -> None:
+    # 8 MB budget: 1 MB memtables and an 8 MB WAL budget, so WAL files become
+    # obsolete (and are reused) after a few MB of 2 KB records
+    promised = await _crash_rounds(tmp_path / "outbox", RECYCLED_ROUNDS, pad=2000, budget=8 << 20)
+    assert promised > RECYCLED_ROUNDS * 1000
