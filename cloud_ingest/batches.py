@@ -6,6 +6,10 @@ written; with another digest 409.  Within this process a per-id lock keeps two
 concurrent PUTs of one id from both writing; across a crash, the lake file is
 written (atomically) before the catalog row, so a retry after a crash between
 the two rewrites the same file and then records it: stored once.
+
+With the ``Yardlink-If-No-Overlap`` header, a new id whose seq range meets a
+batch held under another id is refused (412) before anything is written: a
+device that sends before its handshake's answer cannot duplicate records.
 """
 
 from __future__ import annotations
@@ -22,13 +26,20 @@ from cloud_ingest.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    PreconditionFailed,
     UnsupportedMediaType,
 )
 from cloud_ingest.json_bodies import read_limited
 from cloud_ingest.keyed_locks import KeyedLocks
 from cloud_ingest.lake import write_batch
 from cloud_ingest.principal import require_device
-from sync.protocol import BATCH_CONTENT_TYPE, BatchAck, WireFormatError, parse_batch_id
+from sync.protocol import (
+    BATCH_CONTENT_TYPE,
+    NO_OVERLAP_HEADER,
+    BatchAck,
+    WireFormatError,
+    parse_batch_id,
+)
 
 __all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
 
@@ -65,6 +76,16 @@ async def put_batch(request: web.Request) -> web.Response:
     async with app[_LOCKS].hold(raw_id):
         existing = await catalog.get_batch(raw_id)
         if existing is None:
+            if NO_OVERLAP_HEADER in request.headers:
+                other = await catalog.overlapping_batch(
+                    parts.device_id, parts.stream, parts.first_seq, parts.last_seq
+                )
+                if other is not None:
+                    metrics.batches.labels(parts.stream.value, "overlap").inc()
+                    raise PreconditionFailed(
+                        f"batch {raw_id!r} shares seqs with batch {other!r} held by the cloud;"
+                        " nothing stored (handshake, then send what is above the watermark)"
+                    )
             try:
                 valid = await asyncio.to_thread(validate_batch, parts, principal.site_id, body)
             except WireFormatError as exc:

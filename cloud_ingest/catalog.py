@@ -140,6 +140,12 @@ class Catalog(Protocol):
 
     async def watermarks(self, device_id: str) -> dict[Stream, int]: ...
 
+    async def overlapping_batch(
+        self, device_id: str, stream: Stream, first_seq: int, last_seq: int
+    ) -> str | None:
+        """The id of a held batch of this device and stream with a seq in the range, if any."""
+        ...
+
     # raw requests
     async def add_raw_request(self, request: RawRequestRecord) -> None: ...
 

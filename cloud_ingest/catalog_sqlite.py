@@ -192,6 +192,16 @@ class SqliteCatalog:
             )
         return batch
 
+    async def overlapping_batch(
+        self, device_id: str, stream: Stream, first_seq: int, last_seq: int
+    ) -> str | None:
+        row = await self._one(
+            "SELECT batch_id FROM batches WHERE device_id = ? AND stream = ? AND last_seq >= ?"
+            " AND first_seq <= ? LIMIT 1",
+            (device_id, stream.value, first_seq, last_seq),
+        )
+        return str(row[0]) if row else None
+
     async def watermarks(self, device_id: str) -> dict[Stream, int]:
         rows = await self._all(
             "SELECT stream, acked_seq FROM watermarks WHERE device_id = ?", (device_id,)

@@ -31,7 +31,7 @@ class IngestMetrics:
         )
         self.batches = Counter(
             "yardlink_ingest_batches",
-            "metadata batches by outcome (stored, duplicate, conflict, rejected)",
+            "metadata batches by outcome (stored, duplicate, conflict, rejected, overlap)",
             ["stream", "outcome"],
             registry=self.registry,
         )

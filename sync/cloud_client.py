@@ -11,6 +11,7 @@ Failures become typed errors that say what to do:
 * :class:`CloudRejected` (permanent): a 4xx with the service's JSON
   ``{"error", "detail"}``; the same request will fail again.
 * :class:`BatchConflict`: 409 on a batch - the id is held with other bytes.
+* :class:`BatchOverlap`: 412 on a batch - some of its seqs are held under another id.
 * :class:`~sync.errors.ProtocolError`: a 2xx whose body is not what the
   protocol says (malformed handshake answer).
 """
@@ -30,11 +31,18 @@ from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
 from sync.errors import PermanentSyncError, ProtocolError, RetryableSyncError
-from sync.protocol import BATCH_CONTENT_TYPE, BatchAck, SyncRequest, SyncResponse
+from sync.protocol import (
+    BATCH_CONTENT_TYPE,
+    NO_OVERLAP_HEADER,
+    BatchAck,
+    SyncRequest,
+    SyncResponse,
+)
 from sync.scheduler import TokenBucket
 
 __all__ = [
     "BatchConflict",
+    "BatchOverlap",
     "CloudClient",
     "CloudRejected",
     "CloudUnavailable",
@@ -63,6 +71,13 @@ class CloudRejected(PermanentSyncError):
 
 class BatchConflict(CloudRejected):
     """409 on ``PUT /v1/batches/{id}``: the cloud holds this id with a different digest."""
+
+
+class BatchOverlap(CloudRejected):
+    """412 on ``PUT /v1/batches/{id}``: the cloud holds some of these seqs under another id.
+
+    Nothing was stored; the handshake's watermark says what the cloud holds.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +173,19 @@ class CloudClient:
         return _parse(SyncResponse, answer, "handshake answer")
 
     async def put_batch(self, batch_id: str, body: bytes) -> BatchAck:
+        """Store a batch unless the cloud holds any of its seqs under another id."""
         try:
             answer = await self.request(
                 "PUT",
                 f"/v1/batches/{batch_id}",
-                headers={"Content-Type": BATCH_CONTENT_TYPE},
+                headers={"Content-Type": BATCH_CONTENT_TYPE, NO_OVERLAP_HEADER: "1"},
                 body=body,
             )
         except CloudRejected as exc:
             if exc.status == 409:
                 raise BatchConflict(exc.status, exc.error, exc.detail) from exc
+            if exc.status == 412:
+                raise BatchOverlap(exc.status, exc.error, exc.detail) from exc
             raise
         return _parse(BatchAck, answer, f"batch {batch_id} answer")
 

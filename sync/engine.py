@@ -40,7 +40,7 @@ from sync.cloud_client import CloudClient, CloudRejected, CloudUnavailable
 from sync.engine_state import EngineStateFile
 from sync.errors import PermanentUploadError, ProtocolError, RetryableUploadError, SyncError
 from sync.link import LinkMonitor
-from sync.metadata_delivery import MetadataDelivery
+from sync.metadata_delivery import MetadataDelivery, SentBatch
 from sync.outbox import Outbox
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
@@ -134,7 +134,6 @@ class SyncEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.meta.drop_ahead()
         await self.client.close()
 
     def pause(self) -> None:
@@ -230,14 +229,34 @@ class SyncEngine:
             await self._sleep(math.inf)
             return
         now = self._clock()
+        handshake: asyncio.Task[None] | None = None
         if self._handshake_due or not self.link.usable or now >= self._next_handshake:
-            # Encode the first batches while the handshake is on the wire.
-            warm = asyncio.create_task(self.meta.warm_up())
-            try:
-                await self._handshake()
-            finally:
-                await warm
+            handshake = asyncio.create_task(self._handshake())
+        try:
+            await self._work(handshake)
+        except BaseException:
+            if handshake is not None:
+                handshake.cancel()
+                await asyncio.gather(handshake, return_exceptions=True)
+            raise
+
+    async def _work(self, handshake: asyncio.Task[None] | None) -> None:
+        """One step's work; a metadata send starts while ``handshake`` is on the wire.
+
+        The handshake's answer is awaited before anything else (raw uploads and
+        idle waits follow the answer's raw requests and delta acks), and a failed
+        handshake fails the step as before.  A batch may go out first because the
+        cloud refuses one that shares seqs with a batch it holds (412, see
+        ``CloudClient.put_batch``).
+        """
+        if handshake is not None:
+            await asyncio.sleep(0)  # the handshake request goes out before the outbox reads
+            await self.meta.warm_up()  # the first batches encode while the handshake flies
         decision, wait_s = self._decide()
+        if handshake is not None and (decision is None or not decision.stream.is_metadata):
+            await handshake
+            handshake = None
+            decision, wait_s = self._decide()
         if decision is None:
             self._flush = False
             self._idle = True
@@ -249,7 +268,7 @@ class SyncEngine:
         if decision.stream.is_metadata:
             stream = decision.stream
             started = time.monotonic()
-            batches = await self.meta.send(stream, lambda: self._still_first(stream))
+            batches = await self._send_metadata(stream, handshake)
             for sent in batches:
                 self._sent(stream, sent.body_bytes, sent.records)
             if batches:
@@ -258,6 +277,31 @@ class SyncEngine:
                 self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
         else:
             await self._send_raw(decision.stream)
+
+    async def _send_metadata(
+        self, stream: Stream, handshake: asyncio.Task[None] | None
+    ) -> list[SentBatch]:
+        try:
+            if handshake is None:
+                return await self.meta.send(stream, lambda: self._still_first(stream))
+            answered = asyncio.Event()
+            handshake.add_done_callback(lambda _: answered.set())
+            send = asyncio.create_task(
+                self.meta.send(stream, lambda: self._still_first(stream), answered=answered)
+            )
+            try:
+                await asyncio.wait({handshake, send}, return_when=asyncio.FIRST_EXCEPTION)
+                if handshake.done():
+                    handshake.result()  # a failed handshake fails the step, as before
+                return await send
+            finally:
+                if not send.done():
+                    send.cancel()
+                    await asyncio.gather(send, return_exceptions=True)
+        finally:
+            if self.meta.handshake_wanted:  # a 412: the cloud holds seqs we did not know of
+                self.meta.handshake_wanted = False
+                self._handshake_due = True
 
     def _decide(self) -> tuple[Decision | None, float]:
         now = self._clock()

@@ -4,6 +4,11 @@
   that was being sent when the process died: same records, same id, same
   bytes) or a fresh cut of the oldest records, pinned *before* it is sent.
 * A 2xx acks the batch's seq range in the outbox.
+* Every PUT asks the cloud to refuse a batch that shares seqs with one it holds
+  under another id (412, nothing stored), so batches may go out before the
+  handshake's answer: the first one does, while the handshake is on the wire.
+  After a 412 the engine handshakes again and delta sync acks what the cloud
+  holds; the refused batch's pin no longer caps that watermark.
 * A 409 (the id is held with another digest) is persisted as a conflict and
   holds the stream: records stay, unacked, and the handshake's watermark is
   capped below the conflict so delta sync does not ack them either.
@@ -22,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sync.batches import BadRecord, BatchLimits, EncodedBatch, cut_batch, encode_records
-from sync.cloud_client import BatchConflict, CloudClient, CloudRejected
+from sync.cloud_client import BatchConflict, BatchOverlap, CloudClient, CloudRejected
 from sync.engine_state import ConflictRecord, EngineStateFile
 from sync.outbox import Outbox, OutboxRecord
 from sync.protocol import METADATA_STREAMS, BatchAck, Stream
@@ -31,8 +36,8 @@ __all__ = ["MetadataDelivery", "SentBatch"]
 
 log = logging.getLogger("yardlink.sync")
 
-# The first batch of each send() holds at most this many records (the rest: the limits).
-FIRST_BATCH_MAX_RECORDS = 2_500
+# The first batches of each send() hold at most this many records (the rest: the limits).
+FIRST_BATCHES_MAX_RECORDS = (2_500, 5_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,8 @@ class MetadataDelivery:
         self.device_id, self.site_id = device_id, site_id
         self._clock = clock
         self._warm: dict[tuple[Stream, int], EncodedBatch] = {}  # by (stream, first seq)
-        self._ahead: dict[Stream, tuple[int, asyncio.Task[None]]] = {}  # from warm_up
+        self.overlapped: set[str] = set()  # ids answered 412: never stored by the cloud
+        self.handshake_wanted = False  # a 412 came: the engine should handshake again
         self.stalled: dict[Stream, str] = {
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
         }
@@ -65,14 +71,18 @@ class MetadataDelivery:
     async def delta_ack(self, cloud: dict[Stream, int]) -> None:
         """Ack locally what the cloud already holds (delta sync)."""
         next_seq = self.outbox.stats().next_seq
+        pinned = {p.batch_id for s in METADATA_STREAMS for p in self.outbox.pinned_batches(s)}
+        self.overlapped &= pinned  # a refused batch stays refused while its pin lives
         for stream in METADATA_STREAMS:
             target = cloud.get(stream, 0)
             for conflict in self.state.state.conflicts:
                 if conflict.stream is stream:
                     target = min(target, conflict.first_seq - 1)
             # Batches sent in parallel may land out of order: never trust the watermark
-            # past a pinned batch we have not seen acknowledged (it is simply resent).
+            # past a pinned batch we have not seen acknowledged (it is simply resent),
+            # unless the cloud refused it for holding its seqs under other ids (412).
             pins = self.outbox.pinned_batches(stream)
+            pins = [p for p in pins if p.batch_id not in self.overlapped]
             if pins:
                 target = min(target, pins[0].first_seq - 1)
             if target >= next_seq:
@@ -93,15 +103,16 @@ class MetadataDelivery:
     # ------------------------------------------------------------------ metadata batches
 
     def _limits(self, index: int) -> BatchLimits:
-        """Limits of the ``index``-th batch of one ``send``: the first one is smaller.
+        """Limits of the ``index``-th batch of one ``send``: the first ones are smaller.
 
-        Encoding 10,000 records takes a few hundred ms on a slow CPU; a small first
-        batch gets the link busy sooner and the next (full) one is encoded while it
-        is on the wire.
+        Encoding 10,000 records takes ~0.1 s; a small first batch gets the link busy
+        sooner, and each next one is encoded (and, for the second, the handshake
+        answered) while the one before is on the wire.
         """
-        if index or self.limits.max_records <= FIRST_BATCH_MAX_RECORDS:
+        if index >= len(FIRST_BATCHES_MAX_RECORDS):
             return self.limits
-        return replace(self.limits, max_records=FIRST_BATCH_MAX_RECORDS)
+        first = FIRST_BATCHES_MAX_RECORDS[index]
+        return replace(self.limits, max_records=min(first, self.limits.max_records))
 
     def _full(self, batch: EncodedBatch, index: int) -> bool:
         """Whether ``batch`` (the ``index``-th of a send) was cut at its limits."""
@@ -148,11 +159,10 @@ class MetadataDelivery:
     async def warm_up(self) -> None:
         """Encode the first batch of each metadata stream ahead (run during the handshake).
 
-        Returns once those are encoded; the second batch of a backlog goes on being
-        encoded in the background for the next ``send``.  A batch encoded ahead is used
-        only if the same seq range is still the next batch.
+        A batch encoded ahead is used only if the same seq range is still the next
+        batch.  The second batch is encoded by ``send`` once the first PUT is out:
+        reading its records from the outbox would hold the event loop before that.
         """
-        self.drop_ahead()
         self._warm.clear()
         for stream in METADATA_STREAMS:
             if stream in self.stalled:
@@ -163,20 +173,14 @@ class MetadataDelivery:
                 continue
             if batch is not None:
                 self._warm[(stream, batch.boundary.first_seq)] = batch
-                after = batch.boundary.last_seq
-                task = asyncio.create_task(
-                    self._encode_ahead(stream, after, 1, self._full(batch, 0))
-                )
-                self._ahead[stream] = (after, task)
-
-    def drop_ahead(self) -> None:
-        """Cancel the background encoding started by ``warm_up`` (on close)."""
-        for _, task in self._ahead.values():
-            task.cancel()
-        self._ahead.clear()
 
     async def send(
-        self, stream: Stream, keep_going: Callable[[], bool], *, window: int = 2
+        self,
+        stream: Stream,
+        keep_going: Callable[[], bool],
+        *,
+        window: int = 2,
+        answered: asyncio.Event | None = None,
     ) -> list[SentBatch]:
         """Send batches of ``stream`` in seq order, up to ``window`` PUTs in flight.
 
@@ -184,22 +188,25 @@ class MetadataDelivery:
         stream); more follow while ``keep_going()`` (nothing of higher priority
         is waiting) and full or aged batches are ready, and so does a partial
         batch right after a full one (the tail of a backlog goes out with it, not
-        after the window drained).  The first batch holds at most
-        ``FIRST_BATCH_MAX_RECORDS`` and the batch after the window is encoded while
+        after the window drained).  The first batches hold at most
+        ``FIRST_BATCHES_MAX_RECORDS`` and the batch after the window is encoded while
         the PUTs are on the wire, so the link does not wait for the encoder.  Each
         batch is pinned before its PUT starts and acked only once it and every
-        batch before it succeeded (``Outbox.ack`` deletes a prefix).  Returns what
-        was acked.
+        batch before it succeeded (``Outbox.ack`` deletes a prefix).  Until
+        ``answered`` is set (the handshake is on the wire) only one PUT is in flight,
+        so a probe of a link that fails costs at most that first, small batch.
+        Returns what was acked.
         """
         sent: list[SentBatch] = []
         inflight: deque[tuple[EncodedBatch, asyncio.Task[BatchAck]]] = deque()
         # Encodes the batch after seq ``ahead[0]`` while PUTs fly (into self._warm).
-        ahead: tuple[int, asyncio.Task[None]] | None = self._ahead.pop(stream, None)
+        ahead: tuple[int, asyncio.Task[None]] | None = None
         after = 0
         tail = False  # the last batch was full: send what follows even if partial
         try:
             while True:
-                while len(inflight) < window and (not sent and not inflight or keep_going()):
+                limit = window if answered is None or answered.is_set() else 1
+                while len(inflight) < limit and (not sent and not inflight or keep_going()):
                     if ahead is not None and ahead[0] <= after:
                         await ahead[1]  # its batch waits in self._warm; _prepare checks it
                         ahead = None
@@ -224,7 +231,7 @@ class MetadataDelivery:
                     await asyncio.sleep(0)  # let the PUT start before reading the next batch
                 if not inflight:
                     return sent
-                if ahead is None and len(inflight) >= window and keep_going():
+                if ahead is None and len(inflight) >= limit and keep_going():
                     # Without this the next batch is read and encoded only once a PUT is
                     # answered, and the link idles meanwhile.
                     index = len(sent) + len(inflight)
@@ -232,9 +239,16 @@ class MetadataDelivery:
                         after,
                         asyncio.create_task(self._encode_ahead(stream, after, index, tail)),
                     )
+                if limit < window and not await self._answer_or_ack(inflight[0][1], answered):
+                    continue  # the handshake answered first: the window opens
                 batch, task = inflight.popleft()
                 try:
                     ack = await task
+                except BatchOverlap as exc:
+                    self.overlapped.add(batch.batch_id)
+                    self.handshake_wanted = True
+                    log.warning("sync: %s; handshaking again", exc.detail)
+                    return sent
                 except BatchConflict as exc:
                     self._conflict(batch, exc)
                     return sent
@@ -253,6 +267,18 @@ class MetadataDelivery:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _answer_or_ack(put: asyncio.Task[BatchAck], answered: asyncio.Event | None) -> bool:
+        """Wait for ``put`` or ``answered``, whichever comes first; True if ``put`` is done."""
+        if answered is None:
+            return True
+        waiter = asyncio.create_task(answered.wait())
+        try:
+            await asyncio.wait({put, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return put.done()
 
     async def _encode_ahead(self, stream: Stream, after: int, index: int, flush: bool) -> None:
         """Encode the full batch after seq ``after`` into ``self._warm`` (not pinned, not sent).

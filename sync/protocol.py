@@ -35,6 +35,7 @@ __all__ = [
     "BATCH_ID_RE",
     "DEVICE_ID_RE",
     "METADATA_STREAMS",
+    "NO_OVERLAP_HEADER",
     "RAW_STREAMS",
     "SHA256_RE",
     "STREAM_SCHEMAS",
@@ -64,6 +65,9 @@ API_PREFIX: Final = "/v1"
 TUS_VERSION: Final = "1.0.0"
 PROTOCOL_VERSION: Final = 1
 BATCH_CONTENT_TYPE: Final = "application/vnd.apache.parquet"
+# On a PUT of a batch: store it only if no batch held under another id shares a seq
+# with its range (else 412), so a device may send before the handshake's answer.
+NO_OVERLAP_HEADER: Final = "Yardlink-If-No-Overlap"
 PARQUET_COMPRESSION: Final = "zstd"
 
 

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cloud_ingest.settings import IngestSettings
-from sync.protocol import GENERIC_SCHEMA, Stream, encode_batch, make_batch_id
+from sync.protocol import GENERIC_SCHEMA, NO_OVERLAP_HEADER, Stream, encode_batch, make_batch_id
 from tests.cloud_ingest.conftest import (
     PARQUET,
     Ingest,
@@ -244,3 +244,21 @@ async def test_invalid_utf8_in_a_string_column_is_400(ingest: Ingest) -> None:
     assert response.status == 400
     assert set(await response.json()) == {"error", "detail"}
     assert _lake_files(ingest) == []
+
+
+async def test_no_overlap_header_refuses_seqs_held_under_another_id(ingest: Ingest) -> None:
+    """412 before anything is written; the same id stays a duplicate; no header: stored."""
+    token = await ingest.device()
+    no_overlap = {NO_OVERLAP_HEADER: "1"}
+    batch_id, body = events_batch(first=1, last=10)
+    assert (await _put(ingest, token, batch_id, body, **no_overlap)).status == 201
+    assert (await _put(ingest, token, batch_id, body, **no_overlap)).status == 200
+    files = _lake_files(ingest)
+    other_id, other = events_batch(first=5, last=20)
+    refused = await _put(ingest, token, other_id, other, **no_overlap)
+    assert refused.status == 412
+    assert batch_id in (await refused.json())["detail"]
+    assert _lake_files(ingest) == files
+    next_id, after = events_batch(first=11, last=20)
+    assert (await _put(ingest, token, next_id, after, **no_overlap)).status == 201
+    assert (await _put(ingest, token, other_id, other)).status == 201  # no header: as before
