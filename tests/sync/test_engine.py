@@ -94,6 +94,24 @@ async def test_cuts_and_flaps_lose_nothing_and_duplicate_nothing(
     assert sorted(lake) == seqs  # exactly once: no loss, no duplicate
 
 
+async def test_first_batch_goes_out_before_the_handshake_answer(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """One round trip saved after link-up: the first PUT does not wait for the answer."""
+    seqs = await append_events(outbox, 300)
+    rtt = 0.4
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        async with (
+            LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=rtt)) as emu,
+            engine_for(tmp_path, outbox, emu.url, cloud.token),
+        ):
+            await wait_for(drained(outbox, Stream.EVENTS))
+        arrivals = {(m, p): t for t, m, p in reversed(cloud.requests)}  # first of each
+        first_put = arrivals["PUT", f"/v1/batches/{DEVICE}.events.{seqs[0]}-{seqs[99]}"]
+        assert first_put - arrivals["POST", "/v1/sync"] < rtt / 2
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+
+
 async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outbox) -> None:
     seqs = await append_events(outbox, 200)
     async with running_ingest(tmp_path / "cloud") as cloud:
