@@ -3,6 +3,7 @@
 One supervised task runs the loop::
 
     handshake (POST /v1/sync) -> delta-ack what the cloud holds, queue raw requests
+        (a metadata send starts while it is on the wire: see ``_work``)
     repeat: scheduler picks a stream ->
         metadata: next batch (pinned before sending) -> PUT /v1/batches/{id} -> ack
         raw:      next blob ref -> tus upload (resumable) -> ack
