@@ -178,14 +178,13 @@ class RawFrames:
         image = cv2.imdecode(np.frombuffer(original, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             return None
-        boxes = kept.boxes if kept.complete else self._redetect(image)
+        boxes: tuple[Box, ...] | None = kept.boxes
+        if not kept.complete:  # indexed before every PII task ran: find the boxes again
+            boxes = self._detect(image) if self._detect is not None else None
         if boxes is None:
             _log.warning("kept frame of seq %d not sent: what to redact in it is unknown", seq)
             return None
         return self.store_blurred(image, boxes, seq, kept.event_time, kept.camera_id)
-
-    def _redetect(self, image: np.ndarray[Any, Any]) -> tuple[Box, ...] | None:
-        return None if self._detect is None else self._detect(image)
 
     async def _entry(self, seq: int) -> RawFrameEntry | None:
         entry = self._by_seq.get(seq)

@@ -23,21 +23,12 @@ import numpy as np
 
 from appliance.inference.results import InferenceTask, TaskResult
 
-__all__ = [
-    "FACE_TASK",
-    "PII_TASKS",
-    "TEXT_PII_KINDS",
-    "Box",
-    "PiiDetector",
-    "Redaction",
-    "pii_boxes",
-    "redaction_of",
-]
+__all__ = ["TEXT_PII_KINDS", "Box", "PiiDetector", "Redaction", "redaction_of"]
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
-FACE_TASK = "face_anonymize"
-PII_TASKS = frozenset({FACE_TASK, "gate_ocr"})
+_FACE_TASK = "face_anonymize"
+_PII_TASKS = frozenset({_FACE_TASK, "gate_ocr"})
 TEXT_PII_KINDS = frozenset({"plate", "text"})  # tokenised in records, hidden in pixels
 _PII_KINDS = TEXT_PII_KINDS | {"face"}
 
@@ -48,25 +39,21 @@ class Redaction:
     complete: bool  # every loaded PII task ran: nothing else is known to need hiding
 
 
-def pii_boxes(results: Iterable[TaskResult]) -> tuple[Box, ...]:
-    """The boxes of every face, plate and free text in ``results``."""
-    return tuple(d.box for result in results for d in result.detections if d.kind in _PII_KINDS)
-
-
 def redaction_of(results: Iterable[TaskResult], loaded: Iterable[str]) -> Redaction | None:
     """The redaction of a frame given the task results so far; None while the faces are unknown."""
     results = list(results)
     ran = {result.task for result in results}
-    if FACE_TASK not in ran:
+    if _FACE_TASK not in ran:
         return None
-    return Redaction(pii_boxes(results), complete=PII_TASKS.intersection(loaded) <= ran)
+    boxes = tuple(d.box for r in results for d in r.detections if d.kind in _PII_KINDS)
+    return Redaction(boxes, complete=_PII_TASKS.intersection(loaded) <= ran)
 
 
 class PiiDetector:
     """Runs the loaded PII tasks on a frame (blocking: call it from a worker thread)."""
 
     def __init__(self, tasks: Mapping[str, InferenceTask]) -> None:
-        self._tasks = [task for name, task in tasks.items() if name in PII_TASKS]
+        self._tasks = [task for name, task in tasks.items() if name in _PII_TASKS]
 
     def boxes(self, image_bgr: np.ndarray[Any, Any]) -> tuple[Box, ...] | None:
         """Every PII box in the frame; None if the face task is not loaded."""
