@@ -68,20 +68,21 @@ class AppendMixin(CapacityMixin):
         self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
     ) -> int:
         """Store one metadata record; returns its seq once durable per the settings."""
-        # The hot path of many concurrent producers: every check inlined, each one
-        # falls back to the general (slow, counting) path when it fails.
+        # The hot path of many concurrent producers: every check inlined; when one
+        # fails, the general path (``_submit``) checks again, counts and makes room.
         if type(stream) is not Stream or stream not in _METADATA_CLASSES:
             self._check_metadata_class(stream)
         if type(payload) is not bytes:
             payload = self._as_bytes(payload)
-        if expires_at is not None or self._closed:
-            return await self._submit(stream, [payload], expires_at)
         size = len(payload)
-        if size > self._settings.max_record_bytes:
-            return await self._submit(stream, [payload], None)  # rejects, counted
         nbytes = size + _RECORD_OVERHEAD
-        if self._used_bytes + self._queue.pending_bytes + nbytes > self._settings.max_bytes:
-            return await self._submit(stream, [payload], None)  # makes room
+        if (
+            expires_at is not None
+            or self._closed
+            or size > self._settings.max_record_bytes
+            or self._used_bytes + self._queue.pending_bytes + nbytes > self._settings.max_bytes
+        ):
+            return await self._submit(stream, [payload], expires_at)
         value = encode_header(self._clock(), None) + payload
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.submit(PendingAppend(stream, [value], nbytes, future))
