@@ -228,8 +228,6 @@ class _ReducedInput(Protocol):
 
 def _run(task: InferenceTask, frame: Frame) -> TaskResult:
     """``task.run`` on the frame's pixels, in the task's worker thread."""
-    if frame.reduced_by == 1:
-        return task.run(frame.pixels)
-    if isinstance(task, _ReducedInput):
+    if frame.reduced_by != 1 and isinstance(task, _ReducedInput):
         return task.run(frame.pixels, reduced_by=frame.reduced_by)
-    return task.run(frame.image_bgr)  # decodes the full frame (once, in this thread)
+    return task.run(frame.image_bgr)  # full size: ``pixels``, or decoded once (in this thread)

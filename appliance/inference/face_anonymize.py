@@ -127,6 +127,7 @@ class _ModelThreads:
         self._input = input_name
         self._requests: SimpleQueue[Request | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._stopper: weakref.finalize[Any, Any] | None = None  # stops the running threads
         self._lock = threading.Lock()
 
     def submit(self, index: int, tensor: Image, replies: Replies) -> None:
@@ -150,13 +151,15 @@ class _ModelThreads:
             for thread in threads:
                 thread.start()
             self._threads = threads
-            weakref.finalize(self, _stop, self._requests, len(threads))
+            self._stopper = weakref.finalize(self, _stop, self._requests, len(threads))
 
     def close(self) -> None:
         """Stop the threads (after the calls already queued); a later ``submit`` restarts them."""
         with self._lock:
             threads, self._threads = self._threads, []
-        _stop(self._requests, len(threads))
+            stopper, self._stopper = self._stopper, None
+        if stopper is not None:
+            stopper()  # runs _stop once and unregisters it, so a restart registers afresh
         for thread in threads:
             thread.join()
 
@@ -172,13 +175,12 @@ class FaceAnonymizeTask:
         if not models:
             raise ValueError("FaceAnonymizeTask needs at least one model")
         self.models = tuple(models)
-        self.model = self.models[0]
-        model = self.model
+        self.model = self.models[0]  # model_calls and the single-region path use it
         self.settings = settings
         self.model_version = _model_version()
         self._anchors = ssd_anchors()
-        self._input = model.inputs[0].name
-        names = model.output_names
+        self._input = self.model.inputs[0].name
+        names = self.model.output_names
         # Outputs are told apart by width: 16 regressors vs 1 logit per anchor.
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
@@ -188,23 +190,19 @@ class FaceAnonymizeTask:
         """Stop the threads that run the model (``run`` starts them again if called)."""
         self._model_threads.close()
 
+    def _tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The regions of a ``height`` x ``width`` frame, in its pixels."""
+        return tile_regions(height, width, self.settings.tile_fractions, self.settings.tile_overlap)
+
     def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[tuple[int, int, int, int]]:
         height, width = image_bgr.shape[:2]
-        return tile_regions(
-            height * reduced_by,
-            width * reduced_by,
-            self.settings.tile_fractions,
-            self.settings.tile_overlap,
-        )
+        return self._tiles(height * reduced_by, width * reduced_by)
 
     def jpeg_reduction(self, width: int, height: int) -> int:
         """How many times smaller (1, 2, 4 or 8) a ``width`` x ``height`` JPEG may be
         decoded for ``run(image, reduced_by=...)`` to find the same faces: every tile
         is shrunk to 128 px anyway, so the finest needs only so many pixels."""
-        regions = tile_regions(
-            height, width, self.settings.tile_fractions, self.settings.tile_overlap
-        )
-        return jpeg_reduction(height, width, regions)
+        return jpeg_reduction(height, width, self._tiles(height, width))
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
         """Every model call ``run`` makes for this frame, with its exact input (benchmarks).
