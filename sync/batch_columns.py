@@ -1,6 +1,6 @@
 """Outbox JSON payloads -> the stream's Arrow table in C++ (pyarrow.json), or ``None``.
 
-``encode_records`` (sync/batches.py) builds a batch's table row by row in Python:
+The row path (``_encode_rows`` in sync/batches.py) builds a batch's table in Python:
 ``json`` per payload, then ``pa.Table.from_pydict``.  That costs ~30 us per event
 record and holds the GIL all along, so the encoder competed with the event loop
 that feeds the link.  Here the payloads are joined as JSON lines and parsed by

@@ -285,10 +285,8 @@ class SyncEngine:
         try:
             if handshake is None:
                 return await self.meta.send(stream, lambda: self._still_first(stream))
-            answered = asyncio.Event()
-            handshake.add_done_callback(lambda _: answered.set())
             send = asyncio.create_task(
-                self.meta.send(stream, lambda: self._still_first(stream), answered=answered)
+                self.meta.send(stream, lambda: self._still_first(stream), handshake=handshake)
             )
             try:
                 await asyncio.wait({handshake, send}, return_when=asyncio.FIRST_EXCEPTION)

@@ -180,7 +180,7 @@ class MetadataDelivery:
         keep_going: Callable[[], bool],
         *,
         window: int = 2,
-        answered: asyncio.Event | None = None,
+        handshake: asyncio.Future[None] | None = None,
     ) -> list[SentBatch]:
         """Send batches of ``stream`` in seq order, up to ``window`` PUTs in flight.
 
@@ -193,8 +193,8 @@ class MetadataDelivery:
         the PUTs are on the wire, so the link does not wait for the encoder.  Each
         batch is pinned before its PUT starts and acked only once it and every
         batch before it succeeded (``Outbox.ack`` deletes a prefix).  Until
-        ``answered`` is set (the handshake is on the wire) only one PUT is in flight,
-        so a probe of a link that fails costs at most that first, small batch.
+        ``handshake`` is done (it is on the wire) only one PUT is in flight, so a
+        probe of a link that fails costs at most one batch.
         Returns what was acked.
         """
         sent: list[SentBatch] = []
@@ -205,7 +205,7 @@ class MetadataDelivery:
         tail = False  # the last batch was full: send what follows even if partial
         try:
             while True:
-                limit = window if answered is None or answered.is_set() else 1
+                limit = window if handshake is None or handshake.done() else 1
                 while len(inflight) < limit and (not sent and not inflight or keep_going()):
                     if ahead is not None and ahead[0] <= after:
                         await ahead[1]  # its batch waits in self._warm; _prepare checks it
@@ -239,7 +239,7 @@ class MetadataDelivery:
                         after,
                         asyncio.create_task(self._encode_ahead(stream, after, index, tail)),
                     )
-                if limit < window and not await self._answer_or_ack(inflight[0][1], answered):
+                if limit < window and not await self._answer_or_ack(inflight[0][1], handshake):
                     continue  # the handshake answered first: the window opens
                 batch, task = inflight.popleft()
                 try:
@@ -269,15 +269,14 @@ class MetadataDelivery:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
-    async def _answer_or_ack(put: asyncio.Task[BatchAck], answered: asyncio.Event | None) -> bool:
-        """Wait for ``put`` or ``answered``, whichever comes first; True if ``put`` is done."""
-        if answered is None:
+    async def _answer_or_ack(
+        put: asyncio.Task[BatchAck], handshake: asyncio.Future[None] | None
+    ) -> bool:
+        """Wait for ``put`` or ``handshake``, whichever ends first; True if ``put`` is done."""
+        if handshake is None:
             return True
-        waiter = asyncio.create_task(answered.wait())
-        try:
-            await asyncio.wait({put, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
+        either: set[asyncio.Future[Any]] = {put, handshake}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         return put.done()
 
     async def _encode_ahead(self, stream: Stream, after: int, index: int, flush: bool) -> None:
