@@ -130,7 +130,11 @@ async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outb
         puts = [p for _, m, p in cloud.requests if m == "PUT"]
         # Ours; batches the engine sent before a handshake's answer are refused (412:
         # they share seqs with ours, nothing stored); in the end only the missing 80.
+        assert puts[0] == f"/v1/batches/{batch.batch_id}"
         assert puts[-1] == f"/v1/batches/{DEVICE}.events.{seqs[120]}-{seqs[-1]}"
+        for path in puts[1:-1]:  # every other PUT overlapped ours, so it was refused
+            first_seq = int(path.rsplit(".", 1)[-1].split("-")[0])
+            assert first_seq <= seqs[119], path
         assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
 
 
