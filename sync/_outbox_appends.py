@@ -3,10 +3,17 @@
 Mixed into ``Outbox`` (``sync/outbox.py`` is the public facade).  Producers'
 records are checked and encoded on the event loop, queued in the
 ``GroupCommitQueue``, and committed a group at a time: seqs are assigned at commit
-time under the write lock, and the WriteBatch (records, the classes' new totals,
-and the seq ceiling when a new block is reserved) runs on the writer thread, so
-the event loop never waits on fsync.  A failed write is counted and marks the
-database for a reopen (or, when it is corrupted, for quarantine at the next start).
+time under the write lock, the WriteBatch (records, the classes' new totals, and
+the seq ceiling when a new block is reserved) is applied on the event loop, and
+its fsync runs on the writer thread, so the event loop never waits on the disk.
+A failed write is counted and marks the database for a reopen (or, when it is
+corrupted, for quarantine at the next start).
+
+Why the write is not on the writer thread too: rocksdict holds the GIL for the
+whole of ``Rdict.write`` (fsync included when ``WriteOptions.sync`` is set), so a
+write there stalls the event loop all the same, and each hand-over of the GIL
+between the two threads costs more than the write (docs/OUTBOX.md, "Where the
+time goes").  ``flush_wal(True)`` releases the GIL while it fsyncs.
 """
 
 from __future__ import annotations
@@ -186,7 +193,11 @@ class AppendMixin(CapacityMixin):
             reserve = seq + SEQ_BLOCK if seq > self._reserved_until else None
             sync = self._settings.durability is Durability.SYNC or reserve is not None
             try:
-                await self._writer.run(self._store.write_records, runs, counts, reserve, sync)
+                # Written here (rocksdict holds the GIL in write() on any thread), then
+                # fsynced on the writer thread, where flush_wal releases the GIL.
+                self._store.write_records(runs, counts, reserve)
+                if sync:
+                    await self._writer.run(self._store.sync_wal)
             except SyncError as exc:
                 self._storage_failed(exc, records)
                 raise

@@ -6,8 +6,10 @@ commit callback as one group, resolves the futures, and loops while more
 arrived during the fsync.  So under load, the cost of one fsync is shared by
 every producer that arrived while the previous one ran.
 
-Blocking RocksDB calls run on ``WriterThread``, one dedicated thread, so the
-event loop never waits on fsync and writes are applied in submission order.
+The fsync of a group, and the longer RocksDB jobs (acks, eviction, expiry), run
+on ``WriterThread``, one dedicated thread, in submission order, so the event loop
+never waits on the disk (rocksdict releases the GIL in ``flush_wal``; see
+``_outbox_appends`` for why a group's write itself stays on the event loop).
 """
 
 from __future__ import annotations

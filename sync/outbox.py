@@ -150,6 +150,9 @@ class Outbox(AppendMixin):
         except OutboxCorrupted as exc:
             mark_corrupt(self._path, str(exc))
             raise
+        if records and records[-1].seq > self._committed_seq:
+            # A group is applied but its fsync has not returned: not acknowledged yet.
+            return [r for r in records if r.seq <= self._committed_seq]
         if walked.records:
             self._remember_walk(stream, generation, walked)
         return records

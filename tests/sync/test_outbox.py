@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -92,6 +93,31 @@ async def test_concurrent_appends_share_group_commits(open_outbox: OpenOutbox) -
     assert len(set(seqs)) == 500
     records = outbox.read(OutboxClass.EVENTS, max_records=1000)
     assert [r.payload for r in records] == [str(i).encode() for i in range(500)]
+
+
+async def test_the_event_loop_runs_during_an_fsync_that_hides_its_records(
+    open_outbox: OpenOutbox,
+) -> None:
+    """A group's fsync runs on the writer thread without the GIL: the event loop keeps
+    serving (here: a read) meanwhile, and the read does not see the records yet."""
+    outbox = open_outbox()
+    await outbox.append(OutboxClass.EVENTS, b"durable")
+    disk_done = threading.Event()
+    real_sync = outbox._store.sync_wal
+
+    def slow_disk() -> None:
+        disk_done.wait(10)
+        real_sync()
+
+    outbox._store.sync_wal = slow_disk  # type: ignore[method-assign]
+    pending = asyncio.create_task(outbox.append(OutboxClass.EVENTS, b"being fsynced"))
+    await asyncio.sleep(0.1)  # the group is applied; its fsync waits on the "disk"
+    assert not pending.done()
+    assert [r.payload for r in outbox.read(OutboxClass.EVENTS)] == [b"durable"]
+    disk_done.set()
+    seq = await pending
+    records = outbox.read(OutboxClass.EVENTS)
+    assert [(r.seq, r.payload) for r in records][-1] == (seq, b"being fsynced")
 
 
 async def test_seq_survives_reopen_and_is_never_reused(open_outbox: OpenOutbox) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -156,6 +157,19 @@ def small_filesystem(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+def _fill_remaining(path: Path) -> None:
+    """Write ``path`` until the filesystem has no byte left."""
+    with path.open("wb", buffering=0) as out:
+        chunk = b"\0" * (64 << 10)
+        while chunk:
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                chunk = chunk[: len(chunk) // 2]
+
+
 async def test_full_disk_gives_typed_error_and_keeps_every_record(
     small_filesystem: tuple[Path, bool],
 ) -> None:
@@ -173,10 +187,13 @@ async def test_full_disk_gives_typed_error_and_keeps_every_record(
         assert caught.value.retryable
         assert len(acknowledged) > 1000
         assert outbox.stats().rejections["disk_full"] >= 64
+        if mounted:  # the failed table file was removed: take what it had used as well
+            _fill_remaining(root / "ballast-rest")
         with pytest.raises(OutboxDiskFull):  # still full: refused again, nothing breaks
             await outbox.append(OutboxClass.CRITICAL, b"still no room")
         if mounted:
             ballast.unlink()  # the operator frees space: the same outbox recovers
+            (root / "ballast-rest").unlink()
             later = await outbox.append(OutboxClass.CRITICAL, b"after space was freed")
             assert later > acknowledged[-1]
             assert [r.payload for r in outbox.read(OutboxClass.CRITICAL)] == [
