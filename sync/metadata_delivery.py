@@ -7,8 +7,10 @@
 * Every PUT asks the cloud to refuse a batch that shares seqs with one it holds
   under another id (412, nothing stored), so batches may go out before the
   handshake's answer: the first one does, while the handshake is on the wire.
-  After a 412 the engine handshakes again and delta sync acks what the cloud
-  holds; the refused batch's pin no longer caps that watermark.
+  After a 412 the PUTs already on the wire finish (not cut mid-body and sent
+  again), then the engine handshakes again and delta sync acks what the cloud
+  holds; the pins of batches the cloud answered (refused, or stored after a
+  refused one) no longer cap that watermark.
 * A 409 (the id is held with another digest) is persisted as a conflict and
   holds the stream: records stay, unacked, and the handshake's watermark is
   capped below the conflict so delta sync does not ack them either.
@@ -62,7 +64,10 @@ class MetadataDelivery:
         self.device_id, self.site_id = device_id, site_id
         self._clock = clock
         self._warm: dict[tuple[Stream, int], EncodedBatch] = {}  # by (stream, first seq)
-        self.overlapped: set[str] = set()  # ids answered 412: never stored by the cloud
+        # Pinned batch ids the cloud answered without a local ack: refused (412, never
+        # stored) or stored after an earlier batch was refused (``Outbox.ack`` deletes
+        # a prefix). Delta sync may ack past them.
+        self.answered: set[str] = set()
         self.handshake_wanted = False  # a 412 came: the engine should handshake again
         self.stalled: dict[Stream, str] = {
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
@@ -72,7 +77,7 @@ class MetadataDelivery:
         """Ack locally what the cloud already holds (delta sync)."""
         next_seq = self.outbox.stats().next_seq
         pinned = {p.batch_id for s in METADATA_STREAMS for p in self.outbox.pinned_batches(s)}
-        self.overlapped &= pinned  # a refused batch stays refused while its pin lives
+        self.answered &= pinned  # an answer counts while its pin lives
         for stream in METADATA_STREAMS:
             target = cloud.get(stream, 0)
             for conflict in self.state.state.conflicts:
@@ -80,9 +85,9 @@ class MetadataDelivery:
                     target = min(target, conflict.first_seq - 1)
             # Batches sent in parallel may land out of order: never trust the watermark
             # past a pinned batch we have not seen acknowledged (it is simply resent),
-            # unless the cloud refused it for holding its seqs under other ids (412).
+            # unless the cloud answered it: refused (412) or stored.
             pins = self.outbox.pinned_batches(stream)
-            pins = [p for p in pins if p.batch_id not in self.overlapped]
+            pins = [p for p in pins if p.batch_id not in self.answered]
             if pins:
                 target = min(target, pins[0].first_seq - 1)
             if target >= next_seq:
@@ -223,6 +228,10 @@ class MetadataDelivery:
                         break
                     if batch is None:
                         break
+                    if batch.batch_id in self.answered and not (
+                        handshake is None or handshake.done()
+                    ):
+                        break  # answered already: the handshake's watermark decides its fate
                     self.outbox.pin_batch(batch.boundary)  # before sending: same id after a crash
                     put = self.client.put_batch(batch.batch_id, batch.body)
                     inflight.append((batch, asyncio.create_task(put)))
@@ -245,9 +254,10 @@ class MetadataDelivery:
                 try:
                     ack = await task
                 except BatchOverlap as exc:
-                    self.overlapped.add(batch.batch_id)
+                    self.answered.add(batch.batch_id)
                     self.handshake_wanted = True
                     log.warning("sync: %s; handshaking again", exc.detail)
+                    await self._settle(inflight)
                     return sent
                 except BatchConflict as exc:
                     self._conflict(batch, exc)
@@ -267,6 +277,22 @@ class MetadataDelivery:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle(self, inflight: deque[tuple[EncodedBatch, asyncio.Task[BatchAck]]]) -> None:
+        """Let the PUTs on the wire finish instead of cutting them mid-body; remember
+        which ones the cloud answered (stored or refused) for the next delta sync.
+        Other outcomes are met again when the batch is resent."""
+        while inflight:
+            batch, task = inflight[0]
+            try:
+                await task
+            except BatchOverlap:
+                self.answered.add(batch.batch_id)
+            except Exception:  # noqa: BLE001, S110 - the batch stays pinned and is resent
+                pass
+            else:
+                self.answered.add(batch.batch_id)
+            inflight.popleft()
 
     @staticmethod
     async def _answer_or_ack(
