@@ -14,7 +14,6 @@ JSON (``sync.protocol.ErrorBody``):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -79,8 +78,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if name.lower() not in {"content-type", "content-length"}:
                 response.headers[name] = value
         return _with_protocol_headers(request, response)
-    except (asyncio.CancelledError, ConnectionError):
-        raise
+    except ConnectionError as exc:
+        # The client went away mid-request (a cut link, a cancelled PUT): routine for
+        # edge devices, so one line, not aiohttp's error-level traceback. The answer
+        # is never delivered; 499 ("client closed request", as nginx logs it) is for
+        # the access log and the metrics.
+        log.info(
+            "client went away during %s %s: %s",
+            request.method,
+            request.path,
+            exc,
+            extra={"path": request.path},
+        )
+        return error_body(499, "client_closed_request", "the client closed the connection")
     except Exception:
         log.exception("unexpected error", extra={"path": request.path, "method": request.method})
         response = error_body(500, "internal_error", "unexpected server error; see server logs")

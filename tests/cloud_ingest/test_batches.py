@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from unittest.mock import patch
 
+import aiohttp
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
+from cloud_ingest import middleware
 from cloud_ingest.settings import IngestSettings
 from sync.protocol import GENERIC_SCHEMA, NO_OVERLAP_HEADER, Stream, encode_batch, make_batch_id
 from tests.cloud_ingest.conftest import (
@@ -262,3 +269,58 @@ async def test_no_overlap_header_refuses_seqs_held_under_another_id(ingest: Inge
     next_id, after = events_batch(first=11, last=20)
     assert (await _put(ingest, token, next_id, after, **no_overlap)).status == 201
     assert (await _put(ingest, token, other_id, other)).status == 201  # no header: as before
+
+
+async def test_a_put_cut_mid_body_logs_one_line_and_stores_nothing(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device that gives up on a PUT mid-body (its link dropped, the engine cancelled
+    the send) is routine: one info line, no error-level traceback, nothing stored."""
+    caplog.set_level(logging.INFO)
+    token = await ingest.device()
+    batch_id, body = events_batch(first=1, last=10)
+    half_sent = asyncio.Event()
+
+    async def half_then_stall() -> AsyncIterator[bytes]:
+        yield body[: len(body) // 2]
+        half_sent.set()
+        await asyncio.Event().wait()  # the rest never comes
+
+    headers = bearer(token) | PARQUET | {"Content-Length": str(len(body))}
+    async with aiohttp.ClientSession() as http:
+        put = asyncio.create_task(
+            http.put(
+                ingest.client.make_url(f"/v1/batches/{batch_id}"),
+                data=half_then_stall(),
+                headers=headers,
+            )
+        )
+        await half_sent.wait()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        put.cancel()
+        await asyncio.gather(put, return_exceptions=True)
+    await asyncio.sleep(0.2)  # the server has seen the connection go
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert _lake_files(ingest) == []
+    again = await _put(ingest, token, batch_id, body)  # the device sends it again, whole
+    assert again.status == 201
+    assert len(_lake_files(ingest)) == 1
+
+
+async def test_client_gone_mid_request_is_one_info_line() -> None:
+    """When the cut surfaces as ConnectionResetError (the connection was lost while the
+    handler was not reading), the middleware answers 499 for the logs, no traceback."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Connection lost")
+
+    request = make_mocked_request("PUT", "/v1/batches/gate-01.events.1-10")
+    with (
+        patch.object(middleware.log, "info") as info,
+        patch.object(middleware.log, "exception") as exception,
+    ):
+        response = await middleware.error_middleware(request, handler)
+    assert response.status == 499
+    info.assert_called_once()
+    assert "client went away" in info.call_args.args[0]
+    exception.assert_not_called()
