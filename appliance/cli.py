@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+
+import uvloop
 
 from appliance.config import load_config
 
@@ -24,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from appliance.daemon import run_daemon  # heavy imports (models, aiohttp) only when running
 
     config = load_config(args.config)
-    asyncio.run(run_daemon(config))
+    uvloop.run(run_daemon(config))  # the daemon's loop; docs/ARCHITECTURE.md says why
     return 0
 
 

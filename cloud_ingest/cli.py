@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import uvloop
 from pydantic import ValidationError
 
 from cloud_ingest.catalog_sqlite import SqliteCatalog
@@ -89,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise BadRequest("--tls-cert and --tls-key go together")
     tls = TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key) if args.tls_cert else None
     settings = _settings(args, host=args.host, port=args.port, tls=tls)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
     return 0
 
 
