@@ -1,8 +1,10 @@
 """The RocksDB edge of the outbox: blocking calls into rocksdict, nothing asynchronous.
 
-Every mutating method runs on the outbox's single writer thread; reads may run
-on the event loop (RocksDB is thread-safe).  Column families: one per class
-(``Stream.value``) plus ``meta``, which holds, under these keys:
+Mutating methods run one at a time under the outbox's write lock: a group's
+``write_records`` on the event loop, then ``sync_wal``, acks and eviction on the
+writer thread; reads may run on the event loop (RocksDB is thread-safe).  Column
+families: one per class (``Stream.value``) plus ``meta``, which holds, under these
+keys:
 
 * ``seq/reserved``        - 8 bytes: every seq ever handed out is below it;
 * ``ack/<class>``         - 8 bytes: acknowledged watermark of the class;
