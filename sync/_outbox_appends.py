@@ -11,9 +11,9 @@ corrupted, for quarantine at the next start).
 
 Why the write is not on the writer thread too: rocksdict holds the GIL for the
 whole of ``Rdict.write`` (fsync included when ``WriteOptions.sync`` is set), so a
-write there stalls the event loop all the same, and each hand-over of the GIL
-between the two threads costs more than the write (docs/OUTBOX.md, "Where the
-time goes").  ``flush_wal(True)`` releases the GIL while it fsyncs.
+write there stalls the event loop all the same, and handing the GIL back and
+forth between the two threads made each batch slower still (docs/OUTBOX.md).
+``flush_wal(True)`` releases the GIL while it fsyncs.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from sync._outbox_records import (
     encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
+from sync._outbox_store import LoadedState
 from sync._outbox_writer import PendingAppend
 from sync.errors import (
     OutboxClosed,
@@ -266,6 +267,13 @@ class AppendMixin(CapacityMixin):
             self._path, self._settings.memory_budget_bytes, self._clock()
         )
         self._quarantined += quarantined
+        self._adopt(state)
+        self._broken = False
+
+    def _adopt(self, state: LoadedState) -> None:
+        """Take the state read back from disk (at open and after a reopen): counters,
+        watermarks and pins; seqs continue above every one the database has seen,
+        and the next block is reserved on disk before any of it is used."""
         self._usage, self._watermarks = state.usage, state.watermarks
         self._usage_changed()
         self._walked.clear()
@@ -274,11 +282,11 @@ class AppendMixin(CapacityMixin):
         self._pins = {s: {} for s in Stream}
         for pin in state.pins:
             self._pins[pin.stream][pin.first_seq] = pin
-        self._next_seq = max(self._next_seq, state.reserved_until, state.max_seq + 1)
+        floor = max(state.reserved_until, state.max_seq + 1, *state.watermarks.values())
+        self._next_seq = max(self._next_seq, floor)
         self._committed_seq = self._next_seq - 1
         self._reserved_until = self._next_seq + SEQ_BLOCK
         self._store.reserve_seqs(self._reserved_until)
-        self._broken = False
 
     def _check_open(self) -> None:
         if self._closed:

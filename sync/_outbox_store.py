@@ -286,13 +286,11 @@ class OutboxStore:
             self.sync_wal()
 
     def sync_wal(self) -> None:
-        """fsync every write applied so far (RocksDB ``FlushWAL(sync=true)``).
-
-        RocksDB syncs each live WAL file with unsynced data, and the WAL directory
-        when a new file was created since: what ``WriteOptions.sync`` does, except
-        that the data is visible to readers before the fsync (``Outbox.read`` hides
-        seqs above the committed one).  Blocks without the GIL: run it on the
-        writer thread.
+        """fsync every write applied so far (RocksDB ``FlushWAL(sync=true)``, which
+        syncs the WAL files: RocksDB's documented alternative to ``WriteOptions.sync``,
+        except that the data is visible to readers before the fsync, so
+        ``Outbox.read`` hides seqs above the committed one).  Blocks without the GIL:
+        run it on the writer thread.
         """
         try:
             self._db_checked().flush_wal(True)

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sync._outbox_appends import SEQ_BLOCK, AppendMixin
+from sync._outbox_appends import AppendMixin
 from sync._outbox_capacity import EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import effective_ttl
 from sync._outbox_reader import Walked
@@ -77,21 +77,13 @@ class Outbox(AppendMixin):
         self._store, state, self._quarantined = open_or_quarantine(
             path, settings.memory_budget_bytes, clock()
         )
-        self._usage = state.usage
-        self._usage_changed()
-        self._watermarks = state.watermarks
         # What reads walked since the last removal per class, tagged with the class's
         # removal generation: lets an ack of a range just read skip its counting scan.
         self._walked: dict[Stream, tuple[int, Walked]] = {}
         self._generation: dict[Stream, int] = dict.fromkeys(Stream, 0)
-        self._pins: dict[Stream, dict[int, BatchBoundary]] = {s: {} for s in Stream}
-        for pin in state.pins:
-            self._pins[pin.stream][pin.first_seq] = pin
-        floor = max([state.reserved_until, state.max_seq + 1, *self._watermarks.values()])
-        self._next_seq = max(1, floor)
-        self._committed_seq = self._next_seq - 1
-        self._reserved_until = self._next_seq + SEQ_BLOCK
-        self._store.reserve_seqs(self._reserved_until)
+        self._pins: dict[Stream, dict[int, BatchBoundary]] = {}
+        self._next_seq = 1
+        self._adopt(state)  # counters, watermarks, pins, seqs (as after a reopen)
         self._evictions: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
         self._writer = WriterThread()
