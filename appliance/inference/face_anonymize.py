@@ -257,8 +257,11 @@ class FaceAnonymizeTask:
         found: list[FaceBox] = []
         decoded = 0
 
-        def decode_arrived() -> None:
+        def receive() -> None:
+            """Take one reply; decode every reply now next in region order."""
             nonlocal decoded
+            index, reply = replies.get()
+            arrived[index] = reply
             while decoded in arrived:
                 region, fit = sent[decoded]
                 found.extend(self._faces_in(_outputs(arrived.pop(decoded)), fit, region))
@@ -268,13 +271,9 @@ class FaceAnonymizeTask:
             self._model_threads.submit(len(sent), tensor, replies)
             sent.append((region, fit))
             while not replies.empty():  # decode what is done while the model runs
-                index, reply = replies.get()
-                arrived[index] = reply
-                decode_arrived()
+                receive()
         while decoded < len(sent):
-            index, reply = replies.get()
-            arrived[index] = reply
-            decode_arrived()
+            receive()
         return found
 
     def faces(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
