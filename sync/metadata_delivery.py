@@ -69,12 +69,14 @@ class MetadataDelivery:
         # a prefix). Delta sync may ack past them.
         self.answered: set[str] = set()
         self.handshake_wanted = False  # a 412 came: the engine should handshake again
+        self._cloud: dict[Stream, int] = {}  # the last handshake's watermarks
         self.stalled: dict[Stream, str] = {
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
         }
 
     async def delta_ack(self, cloud: dict[Stream, int]) -> None:
         """Ack locally what the cloud already holds (delta sync)."""
+        self._cloud = dict(cloud)
         next_seq = self.outbox.stats().next_seq
         pinned = {p.batch_id for s in METADATA_STREAMS for p in self.outbox.pinned_batches(s)}
         self.answered &= pinned  # an answer counts while its pin lives
@@ -199,7 +201,8 @@ class MetadataDelivery:
         batch is pinned before its PUT starts and acked only once it and every
         batch before it succeeded (``Outbox.ack`` deletes a prefix).  Until
         ``handshake`` is done (it is on the wire) only one PUT is in flight, so a
-        probe of a link that fails costs at most one batch.
+        probe of a link that fails costs at most one batch; after it, too, while the
+        PUT in flight starts at or below the cloud's watermark (see ``_may_pipeline``).
         Returns what was acked.
         """
         sent: list[SentBatch] = []
@@ -210,7 +213,7 @@ class MetadataDelivery:
         tail = False  # the last batch was full: send what follows even if partial
         try:
             while True:
-                limit = window if handshake is None or handshake.done() else 1
+                limit = window if self._may_pipeline(stream, inflight, handshake) else 1
                 while len(inflight) < limit and (not sent and not inflight or keep_going()):
                     if ahead is not None and ahead[0] <= after:
                         await ahead[1]  # its batch waits in self._warm; _prepare checks it
@@ -294,12 +297,31 @@ class MetadataDelivery:
                 self.answered.add(batch.batch_id)
             inflight.popleft()
 
+    def _may_pipeline(
+        self,
+        stream: Stream,
+        inflight: deque[tuple[EncodedBatch, asyncio.Task[BatchAck]]],
+        handshake: asyncio.Future[None] | None,
+    ) -> bool:
+        """Whether a second PUT may join those in flight.
+
+        Not before the handshake's answer, nor while a PUT in flight starts at or
+        below the cloud's watermark (it may be refused, 412): a batch stored above a
+        refused one would raise the watermark past seqs the cloud never got.
+        """
+        if handshake is None:
+            return True
+        if not handshake.done():
+            return False
+        held = self._cloud.get(stream, 0)
+        return all(batch.boundary.first_seq > held for batch, _ in inflight)
+
     @staticmethod
     async def _answer_or_ack(
         put: asyncio.Task[BatchAck], handshake: asyncio.Future[None] | None
     ) -> bool:
         """Wait for ``put`` or ``handshake``, whichever ends first; True if ``put`` is done."""
-        if handshake is None:
+        if handshake is None or handshake.done():
             return True
         either: set[asyncio.Future[Any]] = {put, handshake}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

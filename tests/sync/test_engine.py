@@ -112,6 +112,32 @@ async def test_first_batch_goes_out_before_the_handshake_answer(
         assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
 
 
+async def test_a_refused_first_batch_is_not_overtaken_by_a_stored_second(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """The cloud holds the first 100 under another id (a restored outbox) and answers
+    the handshake before the first batch: the second batch must not be stored above
+    the refused one, or delta sync would ack the refused batch's missing seqs."""
+    seqs = await append_events(outbox, 10_000)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        records = outbox.read(OutboxClass.EVENTS, max_records=100)
+        batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
+        async with aiohttp.ClientSession() as http:
+            put = await http.put(
+                f"{cloud.url}/v1/batches/{batch.batch_id}",
+                data=batch.body,
+                headers={"Authorization": f"Bearer {cloud.token}"},
+            )
+            assert put.status == 201
+        conditions = LinkConditions(rtt_s=0.1, rate_bps=1e6)
+        async with (
+            LinkEmulator(("127.0.0.1", cloud.port), conditions) as emu,
+            engine_for(tmp_path, outbox, emu.url, cloud.token, batch_max_records=5_000),
+        ):
+            await wait_for(drained(outbox, Stream.EVENTS), timeout=60)
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+
+
 async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outbox) -> None:
     seqs = await append_events(outbox, 200)
     async with running_ingest(tmp_path / "cloud") as cloud:
