@@ -238,14 +238,20 @@ def decode_batch(stream: Stream, body: bytes) -> pa.Table:
         raise WireFormatError(f"stream {stream} has no batch schema")
     try:
         table = pq.read_table(io.BytesIO(body))
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        names = table.schema.names  # a damaged file may hold names that are not UTF-8
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
-    missing = [n for n in schema.names if n not in table.schema.names]
+    missing = [n for n in schema.names if n not in names]
     if missing:
         raise WireFormatError(f"batch lacks columns {missing} of the {stream} schema")
     try:
         table = table.select(schema.names).cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        UnicodeDecodeError,
+    ) as exc:
         raise WireFormatError(f"batch columns do not match the {stream} schema: {exc}") from exc
     if table.num_rows == 0:
         raise WireFormatError("batch holds no records")
