@@ -101,14 +101,16 @@ class AppendMixin(CapacityMixin):
         self._check_metadata_class(stream)
         if isinstance(payloads, bytes | bytearray | str):
             self._reject("wrong_type", "append_many takes a sequence of payloads")
-        if set(map(type, payloads)) <= {bytes}:
-            data = list(payloads)  # all bytes: no call per payload
-        else:
-            data = [self._as_bytes(p) for p in payloads]
-        if not data:
+        # A list is only read before the first await (no copy); an iterator is
+        # taken once (the type check below must not use it up).
+        data = payloads if type(payloads) is list else list(payloads)
+        if not set(map(type, data)) <= {bytes}:  # else all bytes: no call per payload
+            data = [self._as_bytes(p) for p in data]
+        count = len(data)
+        if not count:
             return []
         first = await self._submit(stream, data, None)
-        return list(range(first, first + len(data)))
+        return list(range(first, first + count))
 
     async def append_blob_ref(
         self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
@@ -147,7 +149,7 @@ class AppendMixin(CapacityMixin):
             if largest > limit:
                 self._reject("oversize", f"record of {largest} bytes exceeds {limit}")
         header = encode_header(self._clock(), expires_at)
-        values = [header + p for p in data]
+        values = list(map(header.__add__, data))  # a C-level loop
         nbytes = payload_bytes + _RECORD_OVERHEAD * len(values)
         if self._overflow(nbytes) > 0:  # room is the common case: no eviction planning
             await self._make_room(nbytes)
@@ -172,6 +174,7 @@ class AppendMixin(CapacityMixin):
             run_stream: Stream | None = None
             run_values: list[bytes] = []
             total = [0, 0]
+            group_bytes = 0
             for item in group:
                 if item.stream is not run_stream:
                     run_stream, run_values = item.stream, []
@@ -180,11 +183,12 @@ class AppendMixin(CapacityMixin):
                 run_values += item.values
                 seq += len(item.values)
                 total[1] += item.nbytes
-            for stream, values in ((run[0], run[2]) for run in runs):
+                group_bytes += item.nbytes
+            for stream, _, values in runs:
                 added[stream][0] += len(values)
             records = seq - first_seq
             self._ensure_writable(records)
-            self._check_free_space(records, sum(b for _, b in added.values()))
+            self._check_free_space(records, group_bytes)
             usage = self._usage
             counts = {
                 stream: ClassUsage(usage[stream].records + n, usage[stream].bytes + b)
