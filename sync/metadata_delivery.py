@@ -235,7 +235,7 @@ class MetadataDelivery:
                         handshake is None or handshake.done()
                     ):
                         break  # answered already: the handshake's watermark decides its fate
-                    self.outbox.pin_batch(batch.boundary)  # before sending: same id after a crash
+                    await self.outbox.pin_batch(batch.boundary)  # same id after a crash
                     put = self.client.put_batch(batch.batch_id, batch.body)
                     inflight.append((batch, asyncio.create_task(put)))
                     after = batch.boundary.last_seq

@@ -5,7 +5,7 @@ A newcomer's tour::
     outbox = Outbox.open("var/outbox")                 # quarantines a damaged DB
     seq = await outbox.append(OutboxClass.EVENTS, payload)   # durable when it returns
     records = outbox.read(OutboxClass.EVENTS, after_seq=0)   # in seq order, bounded
-    outbox.pin_batch(BatchBoundary(...))               # before sending a batch
+    await outbox.pin_batch(BatchBoundary(...))         # before sending a batch
     await outbox.ack(OutboxClass.EVENTS, records[-1].seq)    # range delete
     await outbox.close()
 
@@ -216,15 +216,25 @@ class Outbox(AppendMixin):
     def acked_watermark(self, stream: OutboxClass) -> int:
         return self._watermarks[stream]
 
-    def pin_batch(self, boundary: BatchBoundary) -> None:
-        """Persist (fsynced) a batch boundary before its records are sent."""
+    async def pin_batch(self, boundary: BatchBoundary) -> None:
+        """Persist (fsynced) a batch boundary before its records are sent.
+
+        The write and its fsync run on the writer thread (the event loop goes on),
+        under the write lock, so an ack cannot pass the pin while it is written.
+        """
         self._check_open()
         if not boundary.batch_id or not 0 < boundary.first_seq <= boundary.last_seq:
             raise RecordRejected(f"invalid batch boundary {boundary!r}")
-        if boundary.last_seq <= self._watermarks[boundary.stream]:
-            return  # already acknowledged: nothing will be sent again
-        self._store.put_pin(boundary)
-        self._pins[boundary.stream][boundary.first_seq] = boundary
+        async with self._lock:
+            if boundary.last_seq <= self._watermarks[boundary.stream]:
+                return  # already acknowledged: nothing will be sent again
+            self._ensure_writable(0)
+            try:
+                await self._writer.run(self._store.put_pin, boundary)
+            except SyncError as exc:
+                self._storage_failed(exc, 0)
+                raise
+            self._pins[boundary.stream][boundary.first_seq] = boundary
 
     def pinned_batches(self, stream: OutboxClass) -> list[BatchBoundary]:
         """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""

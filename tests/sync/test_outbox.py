@@ -120,6 +120,25 @@ async def test_the_event_loop_runs_during_an_fsync_that_hides_its_records(
     assert [(r.seq, r.payload) for r in records][-1] == (seq, b"being fsynced")
 
 
+async def test_append_many_takes_any_iterable_and_is_not_changed_by_the_caller_meanwhile(
+    open_outbox: OpenOutbox,
+) -> None:
+    outbox = open_outbox()
+    # a generator is read once: its records are all stored (it was once used up by
+    # the type check and silently stored nothing)
+    seqs = await outbox.append_many(OutboxClass.EVENTS, (bytes([65 + i]) for i in range(3)))
+    assert [r.payload for r in outbox.read(OutboxClass.EVENTS)] == [b"A", b"B", b"C"]
+    assert [r.seq for r in outbox.read(OutboxClass.EVENTS)] == seqs
+    # a list grown by its owner while the append awaits its fsync: the seqs returned
+    # are those of the records that were given
+    payloads = [b"x", b"y"]
+    pending = asyncio.ensure_future(outbox.append_many(OutboxClass.EVENTS, payloads))
+    await asyncio.sleep(0)
+    payloads.append(b"z")
+    assert len(await pending) == 2
+    assert [r.payload for r in outbox.read(OutboxClass.EVENTS)][-2:] == [b"x", b"y"]
+
+
 async def test_seq_survives_reopen_and_is_never_reused(open_outbox: OpenOutbox) -> None:
     outbox = open_outbox()
     seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b"])
@@ -176,8 +195,8 @@ async def test_pins_survive_restart_and_drop_when_acked(open_outbox: OpenOutbox)
     seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b", b"c", b"d"])
     first = BatchBoundary(OutboxClass.EVENTS, seqs[0], seqs[1], "dev.events.1-2")
     second = BatchBoundary(OutboxClass.EVENTS, seqs[2], seqs[3], "dev.events.3-4")
-    outbox.pin_batch(second)
-    outbox.pin_batch(first)
+    await outbox.pin_batch(second)
+    await outbox.pin_batch(first)
     await outbox.close()
     outbox = open_outbox()
     assert outbox.pinned_batches(OutboxClass.EVENTS) == [first, second]
@@ -187,7 +206,33 @@ async def test_pins_survive_restart_and_drop_when_acked(open_outbox: OpenOutbox)
     outbox = open_outbox()
     assert outbox.pinned_batches(OutboxClass.EVENTS) == [second]
     with pytest.raises(RecordRejected):
-        outbox.pin_batch(BatchBoundary(OutboxClass.EVENTS, 5, 4, "bad"))
+        await outbox.pin_batch(BatchBoundary(OutboxClass.EVENTS, 5, 4, "bad"))
+
+
+async def test_pin_batch_waits_for_its_fsync_without_stopping_the_event_loop(
+    open_outbox: OpenOutbox,
+) -> None:
+    outbox = open_outbox()
+    seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b"])
+    disk_done = threading.Event()
+    real_sync = outbox._store.sync_wal
+
+    def slow_disk() -> None:
+        disk_done.wait(10)
+        real_sync()
+
+    outbox._store.sync_wal = slow_disk  # type: ignore[method-assign]
+    boundary = BatchBoundary(OutboxClass.EVENTS, seqs[0], seqs[1], "dev.events.1-2")
+    pinning = asyncio.create_task(outbox.pin_batch(boundary))
+    ticks = 0
+    for _ in range(10):  # the loop keeps running other tasks meanwhile
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 10 and not pinning.done()
+    assert outbox.pinned_batches(OutboxClass.EVENTS) == []  # not pinned before it is durable
+    disk_done.set()
+    await pinning
+    assert outbox.pinned_batches(OutboxClass.EVENTS) == [boundary]
 
 
 async def test_capacity_evicts_raw_sampled_then_expired_requested_then_telemetry(
