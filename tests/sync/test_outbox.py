@@ -298,6 +298,24 @@ async def test_telemetry_coalescer_folds_the_oldest(open_outbox: OpenOutbox) -> 
     assert outbox.stats().evictions["telemetry_coalesced"] == sum(folded)
 
 
+async def test_ttl_expiry_runs_on_its_own_during_appends(open_outbox: OpenOutbox) -> None:
+    """Nobody calls ``run_maintenance``: appends run it every ``maintenance_interval_s``."""
+    clock = FakeClock()
+    settings = OutboxSettings(ttl_s={OutboxClass.TELEMETRY: 100.0}, maintenance_interval_s=1.0)
+    outbox = open_outbox(settings, clock=clock)
+    await outbox.append(OutboxClass.TELEMETRY, b"old")
+    clock.now += 200  # "old" is past its TTL, still counted until expiry removes it
+    assert outbox.stats().per_class[OutboxClass.TELEMETRY].records == 1
+    await outbox.append(OutboxClass.EVENTS, b"e1")  # before the interval: nothing runs
+    assert outbox.stats().evictions.get("telemetry_expired", 0) == 0
+    await asyncio.sleep(1.05)
+    await outbox.append(OutboxClass.EVENTS, b"e2")  # its group is followed by expiry
+    await outbox.append(OutboxClass.EVENTS, b"e3")  # which holds the write lock until done
+    assert outbox.stats().evictions["telemetry_expired"] == 1
+    assert outbox.stats().per_class[OutboxClass.TELEMETRY].records == 0
+    assert payloads(outbox.read(OutboxClass.EVENTS)) == [b"e1", b"e2", b"e3"]
+
+
 async def test_ttl_maintenance_drops_expired_but_never_critical(open_outbox: OpenOutbox) -> None:
     clock = FakeClock()
     settings = OutboxSettings(ttl_s={OutboxClass.TELEMETRY: 100.0, OutboxClass.CRITICAL: 1.0})
