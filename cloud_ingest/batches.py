@@ -68,6 +68,9 @@ async def put_batch(request: web.Request) -> web.Response:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     if content_type is not None and request.content_type not in ACCEPTED_CONTENT_TYPES:
         raise UnsupportedMediaType(f"batches are {BATCH_CONTENT_TYPE}, not {content_type[:80]!r}")
+    no_overlap = request.headers.get(NO_OVERLAP_HEADER)
+    if no_overlap is not None and no_overlap.strip() != "1":
+        raise BadRequest(f"{NO_OVERLAP_HEADER} takes the value 1, not {no_overlap[:40]!r}")
     body = await read_limited(request, app[SETTINGS].max_batch_bytes, "batch")
     if not body:
         raise BadRequest("empty body: a batch is a Parquet file")
@@ -76,7 +79,7 @@ async def put_batch(request: web.Request) -> web.Response:
     async with app[_LOCKS].hold(raw_id):
         existing = await catalog.get_batch(raw_id)
         if existing is None:
-            if NO_OVERLAP_HEADER in request.headers:
+            if no_overlap is not None:
                 other = await catalog.overlapping_batch(
                     parts.device_id, parts.stream, parts.first_seq, parts.last_seq
                 )

@@ -271,6 +271,18 @@ async def test_no_overlap_header_refuses_seqs_held_under_another_id(ingest: Inge
     assert (await _put(ingest, token, other_id, other)).status == 201  # no header: as before
 
 
+async def test_no_overlap_header_with_another_value_is_400_and_stores_nothing(
+    ingest: Ingest,
+) -> None:
+    token = await ingest.device()
+    batch_id, body = events_batch(first=1, last=10)
+    for value in ["0", "yes", ""]:
+        response = await _put(ingest, token, batch_id, body, **{NO_OVERLAP_HEADER: value})
+        assert response.status == 400, value
+        assert NO_OVERLAP_HEADER in (await response.json())["detail"]
+    assert _lake_files(ingest) == []
+
+
 async def test_a_put_cut_mid_body_logs_one_line_and_stores_nothing(
     ingest: Ingest, caplog: pytest.LogCaptureFixture
 ) -> None:
