@@ -95,13 +95,8 @@ async def test_concurrent_appends_share_group_commits(open_outbox: OpenOutbox) -
     assert [r.payload for r in records] == [str(i).encode() for i in range(500)]
 
 
-async def test_the_event_loop_runs_during_an_fsync_that_hides_its_records(
-    open_outbox: OpenOutbox,
-) -> None:
-    """A group's fsync runs on the writer thread without the GIL: the event loop keeps
-    serving (here: a read) meanwhile, and the read does not see the records yet."""
-    outbox = open_outbox()
-    await outbox.append(OutboxClass.EVENTS, b"durable")
+def hold_fsyncs(outbox: Outbox) -> threading.Event:
+    """Make the outbox's fsyncs wait (on the writer thread) until the event is set."""
     disk_done = threading.Event()
     real_sync = outbox._store.sync_wal
 
@@ -110,6 +105,17 @@ async def test_the_event_loop_runs_during_an_fsync_that_hides_its_records(
         real_sync()
 
     outbox._store.sync_wal = slow_disk  # type: ignore[method-assign]
+    return disk_done
+
+
+async def test_the_event_loop_runs_during_an_fsync_that_hides_its_records(
+    open_outbox: OpenOutbox,
+) -> None:
+    """A group's fsync runs on the writer thread without the GIL: the event loop keeps
+    serving (here: a read) meanwhile, and the read does not see the records yet."""
+    outbox = open_outbox()
+    await outbox.append(OutboxClass.EVENTS, b"durable")
+    disk_done = hold_fsyncs(outbox)
     pending = asyncio.create_task(outbox.append(OutboxClass.EVENTS, b"being fsynced"))
     await asyncio.sleep(0.1)  # the group is applied; its fsync waits on the "disk"
     assert not pending.done()
@@ -214,14 +220,7 @@ async def test_pin_batch_waits_for_its_fsync_without_stopping_the_event_loop(
 ) -> None:
     outbox = open_outbox()
     seqs = await outbox.append_many(OutboxClass.EVENTS, [b"a", b"b"])
-    disk_done = threading.Event()
-    real_sync = outbox._store.sync_wal
-
-    def slow_disk() -> None:
-        disk_done.wait(10)
-        real_sync()
-
-    outbox._store.sync_wal = slow_disk  # type: ignore[method-assign]
+    disk_done = hold_fsyncs(outbox)
     boundary = BatchBoundary(OutboxClass.EVENTS, seqs[0], seqs[1], "dev.events.1-2")
     pinning = asyncio.create_task(outbox.pin_batch(boundary))
     ticks = 0
