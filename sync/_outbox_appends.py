@@ -57,6 +57,18 @@ _METADATA_CLASSES: Final = frozenset(Stream).difference(RAW_STREAMS)
 _FREE_CHECK_INTERVAL_S: Final = 0.25
 
 
+def _valid_expiry(stream: Stream, expires_at: object) -> bool:
+    """A deadline is a finite wall-clock time (an int or float), for evictable classes."""
+    if stream in NEVER_EVICTED or isinstance(expires_at, bool):
+        return False
+    if not isinstance(expires_at, int | float):
+        return False
+    try:
+        return math.isfinite(expires_at)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 class AppendMixin(CapacityMixin):
     """Appends and write-failure handling for ``Outbox`` (which owns these attributes)."""
 
@@ -99,11 +111,17 @@ class AppendMixin(CapacityMixin):
     async def append_many(self, stream: OutboxClass, payloads: Sequence[bytes]) -> list[int]:
         """Store several records atomically (one WriteBatch), seqs in the given order."""
         self._check_metadata_class(stream)
-        if isinstance(payloads, bytes | bytearray | str):
-            self._reject("wrong_type", "append_many takes a sequence of payloads")
-        # A list is only read before the first await (no copy); an iterator is
-        # taken once (the type check below must not use it up).
-        data = payloads if type(payloads) is list else list(payloads)
+        self._check_open()  # also when there is nothing to store
+        if type(payloads) is list:  # only read before the first await (no copy)
+            data = payloads
+        else:  # an iterator is taken once (the type check below must not use it up)
+            if isinstance(payloads, bytes | bytearray | str):
+                self._reject("wrong_type", "append_many takes a sequence of payloads")
+            try:
+                iterator = iter(payloads)
+            except TypeError:
+                self._reject("wrong_type", f"payloads must be iterable: {type(payloads).__name__}")
+            data = list(iterator)
         if not set(map(type, data)) <= {bytes}:  # else all bytes: no call per payload
             data = [self._as_bytes(p) for p in data]
         count = len(data)
@@ -116,7 +134,7 @@ class AppendMixin(CapacityMixin):
         self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
     ) -> int:
         """Store a reference to a raw blob (raw classes only; the bytes stay in the blob store)."""
-        if stream not in RAW_STREAMS:
+        if type(stream) is not Stream or stream not in RAW_STREAMS:
             self._reject("wrong_class", f"blob refs go to raw classes, not {stream!r}")
         if not isinstance(ref, BlobRef):
             self._reject("wrong_type", f"expected a BlobRef, got {type(ref).__name__}")
@@ -135,12 +153,7 @@ class AppendMixin(CapacityMixin):
     async def _submit(self, stream: Stream, data: list[bytes], expires_at: float | None) -> int:
         """Queue ``data`` (non-empty) for the next group commit; returns the first seq."""
         self._check_open()
-        if expires_at is not None and (
-            stream in NEVER_EVICTED
-            or isinstance(expires_at, bool)
-            or not isinstance(expires_at, int | float)
-            or not math.isfinite(expires_at)
-        ):
+        if expires_at is not None and not _valid_expiry(stream, expires_at):
             self._reject("wrong_type", f"expires_at not allowed here: {expires_at!r}")
         limit = self._settings.max_record_bytes
         payload_bytes = sum(map(len, data))

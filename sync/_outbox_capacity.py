@@ -24,7 +24,7 @@ from sync._outbox_evictor import coalesce_oldest, drop_expired, drop_oldest
 from sync._outbox_records import BatchBoundary, OutboxClass, OutboxRecord
 from sync._outbox_store import OutboxStore, Removal
 from sync._outbox_writer import GroupCommitQueue, WriterThread
-from sync.errors import OutboxFull
+from sync.errors import OutboxClosed, OutboxFull
 from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
 
@@ -57,6 +57,7 @@ class CapacityMixin:
     _coalesce: TelemetryCoalescer | None
     _on_evicted: EvictionListener | None
     _last_maintenance: float
+    _closed: bool
 
     async def _make_room(self, nbytes: int) -> None:
         """Evict by class order; when nothing more can go, wait for acks, then OutboxFull."""
@@ -184,6 +185,8 @@ class CapacityMixin:
         Runs on its own every ``maintenance_interval_s`` during appends; the sync
         engine may also call it on a timer.
         """
+        if self._closed:
+            raise OutboxClosed("the outbox is closed")
         self._last_maintenance = time.monotonic()
         removed: Counter[str] = Counter()
         sync = self._settings.durability is Durability.SYNC

@@ -16,9 +16,15 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Final
 
 from sync._outbox_store import LoadedState, OutboxStore, classify_storage_error
-from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError
+from sync.errors import (
+    OutboxCorrupted,
+    OutboxDiskFull,
+    OutboxStorageError,
+    PermanentSyncError,
+)
 
 __all__ = ["corrupt_marker", "mark_corrupt", "open_or_quarantine"]
 
@@ -40,6 +46,33 @@ def mark_corrupt(path: Path, reason: str) -> None:
 def _transient(message: str) -> bool:
     """Open failures that will pass: the lock is held, or the disk is full."""
     return "LOCK" in message or "lock hold" in message or "No space left" in message
+
+
+_ROCKSDB_NAMES: Final = frozenset({"CURRENT", "IDENTITY", "LOCK", "LOG", "rocksdict-config.json"})
+_ROCKSDB_PREFIXES: Final = ("MANIFEST-", "OPTIONS-", "LOG.old.")
+_ROCKSDB_SUFFIXES: Final = (".log", ".sst", ".blob", ".dbtmp")
+
+
+def _looks_like_rocksdb(name: str) -> bool:
+    return (
+        name in _ROCKSDB_NAMES
+        or name.startswith(_ROCKSDB_PREFIXES)
+        or name.endswith(_ROCKSDB_SUFFIXES)
+    )
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A wrong path is not a damaged database: refuse it rather than move it aside."""
+    if path.exists() and not path.is_dir():
+        raise PermanentSyncError(f"outbox path {path} is not a directory; refusing to use it")
+    if not path.is_dir() or corrupt_marker(path).exists():
+        return
+    names = [entry.name for entry in path.iterdir()]
+    if names and not any(map(_looks_like_rocksdb, names)):
+        raise PermanentSyncError(
+            f"{path} holds files but is not an outbox database (no RocksDB file); "
+            "refusing to move it aside"
+        )
 
 
 def _why_unopenable(path: Path) -> str | None:
@@ -88,6 +121,7 @@ def open_or_quarantine(
 ) -> tuple[OutboxStore, LoadedState, list[str]]:
     """Open the database at ``path``; quarantine it and start fresh if it is damaged."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_foreign(path)
     reason = _why_unopenable(path)
     if reason is None:
         try:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
+from sync.errors import OutboxClosed
 from sync.protocol import Stream
 
 __all__ = ["GroupCommitQueue", "PendingAppend", "WriterThread"]
@@ -47,7 +48,7 @@ class WriterThread:
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._stopped:
-            raise RuntimeError("the outbox writer thread was shut down")
+            raise OutboxClosed("the outbox is closed (its writer thread was shut down)")
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="outbox-writer", daemon=True)
             self._thread.start()

@@ -22,6 +22,7 @@ the append surface is ``_outbox_appends``).  Capacity, eviction and TTL follow
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from sync._outbox_capacity import EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import effective_ttl
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
+    MAX_SEQ,
     BatchBoundary,
     BlobRef,
     ClassStats,
@@ -41,7 +43,7 @@ from sync._outbox_records import (
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_writer import GroupCommitQueue, WriterThread
-from sync.errors import OutboxCorrupted, RecordRejected, SyncError
+from sync.errors import OutboxCorrupted, PermanentSyncError, RecordRejected, SyncError
 from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
 
@@ -56,6 +58,19 @@ __all__ = [
     "OutboxStats",
     "TelemetryCoalescer",
 ]
+
+
+def _check_class(stream: object) -> None:
+    if not isinstance(stream, Stream):
+        raise RecordRejected(f"unknown outbox class {stream!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    """``value`` must be an int (not a bool) of at least ``minimum``: else RecordRejected."""
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise RecordRejected(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise RecordRejected(f"{name} must be at least {minimum}: {value!r}")
 
 
 class Outbox(AppendMixin):
@@ -107,7 +122,17 @@ class Outbox(AppendMixin):
         coalesce_telemetry: TelemetryCoalescer | None = None,
         on_evicted: EvictionListener | None = None,
     ) -> Outbox:
-        """Open (or create) the outbox at ``path``; a damaged database is quarantined."""
+        """Open (or create) the outbox at ``path``; a damaged database is quarantined.
+
+        A path that is a regular file, or a directory holding no RocksDB file, is
+        refused (PermanentSyncError), never moved aside.
+        """
+        if not isinstance(path, str | os.PathLike):
+            raise PermanentSyncError(f"outbox path must be a str or a path, not {path!r}")
+        if settings is not None and not isinstance(settings, OutboxSettings):
+            raise PermanentSyncError(
+                f"outbox settings must be OutboxSettings, not {type(settings).__name__}"
+            )
         return cls(Path(path), settings or OutboxSettings(), clock, coalesce_telemetry, on_evicted)
 
     # ------------------------------------------------------------------ reads and acks
@@ -123,17 +148,19 @@ class Outbox(AppendMixin):
         """Unacknowledged records with seq > ``after_seq``, in seq order, bounded.
 
         Returns at least one record when one exists, even if it exceeds ``max_bytes``.
+        ``after_seq`` is a seq (an int >= 0; above every possible seq: nothing), the
+        limits are ints >= 1; anything else is RecordRejected.
         """
         self._check_open()
-        if not isinstance(stream, Stream):
-            raise RecordRejected(f"unknown outbox class {stream!r}")
-        if max_records < 1 or max_bytes < 1:
-            raise ValueError("max_records and max_bytes must be positive")
+        _check_class(stream)
+        _check_int("after_seq", after_seq, 0)
+        _check_int("max_records", max_records, 1)
+        _check_int("max_bytes", max_bytes, 1)
         generation = self._generation[stream]  # before the read's snapshot
         try:
             records, walked = self._store.read(
                 stream,
-                max(after_seq, self._watermarks[stream]),
+                min(max(after_seq, self._watermarks[stream]), MAX_SEQ),
                 max_records=max_records,
                 max_bytes=max_bytes,
                 now=self._clock(),
@@ -178,10 +205,11 @@ class Outbox(AppendMixin):
 
         The watermark is persisted with the delete, so acked records are never
         read again, even after a crash.  Pins that are fully acked are dropped.
+        ``up_to_seq`` is clamped to the highest committed seq; it must be an int >= 0.
         """
         self._check_open()
-        if not isinstance(stream, Stream):
-            raise RecordRejected(f"unknown outbox class {stream!r}")
+        _check_class(stream)
+        _check_int("up_to_seq", up_to_seq, 0)
         sync = self._settings.durability is Durability.SYNC
         async with self._lock:
             self._ensure_writable(0)
@@ -214,6 +242,7 @@ class Outbox(AppendMixin):
         return removal.count
 
     def acked_watermark(self, stream: OutboxClass) -> int:
+        _check_class(stream)
         return self._watermarks[stream]
 
     async def pin_batch(self, boundary: BatchBoundary) -> None:
@@ -221,10 +250,28 @@ class Outbox(AppendMixin):
 
         The write and its fsync run on the writer thread (the event loop goes on),
         under the write lock, so an ack cannot pass the pin while it is written.
+        A boundary must name committed records (``last_seq`` at most the highest
+        committed seq): a pin above it could never be acked and would hold back
+        eviction of its class for good.
         """
         self._check_open()
-        if not boundary.batch_id or not 0 < boundary.first_seq <= boundary.last_seq:
-            raise RecordRejected(f"invalid batch boundary {boundary!r}")
+        if not isinstance(boundary, BatchBoundary):
+            raise RecordRejected(f"expected a BatchBoundary, got {type(boundary).__name__}")
+        _check_class(boundary.stream)
+        _check_int("first_seq", boundary.first_seq, 1)
+        _check_int("last_seq", boundary.last_seq, boundary.first_seq)
+        if boundary.last_seq > self._committed_seq:
+            raise RecordRejected(
+                f"batch boundary {boundary!r} beyond the highest committed seq "
+                f"{self._committed_seq}"
+            )
+        batch_id = boundary.batch_id
+        if not isinstance(batch_id, str) or not batch_id:
+            raise RecordRejected(f"batch id must be a non-empty str: {batch_id!r}")
+        try:
+            batch_id.encode()
+        except UnicodeEncodeError as exc:
+            raise RecordRejected(f"batch id is not valid unicode: {batch_id!r}") from exc
         async with self._lock:
             if boundary.last_seq <= self._watermarks[boundary.stream]:
                 return  # already acknowledged: nothing will be sent again
@@ -238,6 +285,7 @@ class Outbox(AppendMixin):
 
     def pinned_batches(self, stream: OutboxClass) -> list[BatchBoundary]:
         """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""
+        _check_class(stream)
         watermark = self._watermarks[stream]
         pins = self._pins[stream].values()
         return sorted((p for p in pins if p.last_seq > watermark), key=lambda p: p.first_seq)
