@@ -10,6 +10,10 @@ with a 4xx status; a bad request never stops the daemon.
   class, models loaded/failed, disk, dropped frames.
 * ``GET /v1/events``: server-sent events, one per durable task result.
 * ``GET /metrics``: Prometheus text from the daemon's own registry.
+
+A request aiohttp cannot even parse (unknown method, oversized header, bad
+Content-Length) never reaches a handler; :class:`ApiRunner` answers it with the
+same JSON error body instead of aiohttp's plain text.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from appliance.errors import BadFrame
 
-__all__ = ["ApiBackend", "build_app"]
+__all__ = ["ApiBackend", "ApiRunner", "build_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,6 +81,11 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
             if exc.status >= 400:
                 return _error(exc.status, "http_error", exc.reason)
             raise
+        except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a plain body
+            detail = str(exc).strip().splitlines()[-1].strip()  # not "400, message:"
+            response = _error(400, "bad_body", f"cannot read the request body: {detail}")
+            response.force_close()  # the rest of the body cannot be read either
+            return response
 
     async def post_frame(request: web.Request) -> web.Response:
         camera = request.query.get("camera") or request.headers.get("X-Camera-Id")
@@ -95,6 +108,8 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
                 parsed = json.loads(raw_meta)
             except ValueError:
                 return _error(400, "bad_metadata", "X-Frame-Metadata is not valid JSON")
+            except RecursionError:
+                return _error(400, "bad_metadata", "X-Frame-Metadata is nested too deeply")
             if not isinstance(parsed, dict):
                 return _error(400, "bad_metadata", "X-Frame-Metadata must be a JSON object")
             metadata = parsed
@@ -144,3 +159,38 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/metrics", get_metrics)
     return app
+
+
+class _JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's protocol handler, answering requests it cannot parse with a JSON error."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        if status >= 500 or not message:
+            detail = HTTPStatus(status).phrase
+        else:
+            detail = message.strip().splitlines()[0][:200]  # not aiohttp's echo of the bytes
+        response = _error(status, "bad_http_request", detail)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        kwargs: dict[str, Any] = self._kwargs
+        return _JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer even unparseable requests with JSON."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer
+        return server

@@ -8,8 +8,13 @@ import json
 import uvloop
 
 from appliance.config import load_config
+from appliance.errors import ApplianceError
 
 __all__ = ["register"]
+
+
+class StartupError(ApplianceError):
+    """The daemon could not start here (data directory, port, socket): say which and why."""
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -25,7 +30,10 @@ def _run(args: argparse.Namespace) -> int:
     from appliance.daemon import run_daemon  # heavy imports (models, aiohttp) only when running
 
     config = load_config(args.config)
-    uvloop.run(run_daemon(config))  # the daemon's loop; docs/ARCHITECTURE.md says why
+    try:
+        uvloop.run(run_daemon(config))  # the daemon's loop; docs/ARCHITECTURE.md says why
+    except OSError as exc:  # an unusable data_dir, a port in use, ...: the site must fix it
+        raise StartupError(f"{args.config}: cannot start the appliance: {exc}") from None
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.api import build_app
+from appliance.api import ApiRunner, build_app
 from appliance.config import SiteConfig
 from appliance.errors import BadFrame
 from appliance.inference.tasks import InferenceTask, build_tasks
@@ -171,7 +171,7 @@ class Daemon:
         app = build_app(self, token=api.technician_token, max_frame_bytes=api.max_frame_bytes)
         if self.sync_engine is not None:
             add_sync_routes(app, self.sync_engine)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        self._runner = ApiRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site: web.BaseSite
         if api.unix_socket:

@@ -209,7 +209,10 @@ class Scheduler:
 
 
 class TokenBucket:
-    """A pure token bucket for the global bandwidth cap (bytes per second).
+    """A pure token bucket for the global bandwidth cap.
+
+    The cap is set in bits per second (as configured and shown); credit is
+    counted in bytes, since that is what a writer sends.
 
     ``reserve(n, now)`` takes ``n`` bytes of credit (it may go into debt) and
     returns how long the caller must wait before writing them; with no cap it
@@ -231,8 +234,8 @@ class TokenBucket:
         return None if self._rate_Bps is None else self._rate_Bps * 8
 
     def set_rate(self, rate_bps: float | None) -> None:
-        if rate_bps is not None and not rate_bps > 0:
-            raise ValueError("rate_bps must be positive or None")
+        if rate_bps is not None and not (math.isfinite(rate_bps) and rate_bps >= 1):
+            raise ValueError("rate_bps must be a finite number >= 1 (bits per second) or None")
         self._rate_Bps = None if rate_bps is None else rate_bps / 8
         self._tokens = min(self._tokens, self._capacity())
 

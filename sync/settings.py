@@ -85,7 +85,9 @@ class SyncSettings(_Section):
     chunk_target_s: float = Field(
         default=5.0, gt=0, description="aim for chunks that take this long at the measured rate"
     )
-    bandwidth_cap_bps: float | None = Field(default=None, gt=0, description="global cap")
+    bandwidth_cap_bps: float | None = Field(
+        default=None, ge=1, allow_inf_nan=False, description="global upload cap, bits per second"
+    )
     daily_budget_bytes: dict[Stream, int | None] = Field(
         default_factory=dict, description="per-class byte budget per day on metered links"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -53,6 +55,20 @@ def _jpeg() -> bytes:
         (None, {"Content-Type": "image/jpeg"}, "camera=nope", 404, "not configured"),
         (None, {"Content-Type": "image/jpeg"}, "", 400, "name the camera"),
         (None, {"X-Frame-Metadata": "{not json"}, "camera=gate-in", 400, "not valid JSON"),
+        (
+            None,
+            {"Content-Type": "image/jpeg", "X-Frame-Metadata": "[" * 3000 + "]" * 3000},
+            "camera=gate-in",
+            400,
+            "nested too deeply",
+        ),
+        (
+            None,
+            {"Content-Type": "image/jpeg", "Content-Encoding": "gzip"},  # a plain JPEG body
+            "camera=gate-in",
+            400,
+            "content-encoding",
+        ),
     ],
 )
 async def test_bad_frames_get_a_clear_4xx_and_the_daemon_keeps_running(
@@ -141,3 +157,35 @@ async def test_the_api_serves_on_a_unix_socket(tmp_path: Path) -> None:
             assert (await resp.json())["device_id"] == "gate-01"
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"BREW /v1/status HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\nX-Frame-Metadata: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /v1/frames?camera=gate-in HTTP/1.1\r\nContent-Length: nine\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+    ],
+    ids=["unknown-method", "header-too-long", "bad-content-length", "tls-hello"],
+)
+async def test_unparseable_requests_get_a_json_4xx(
+    daemon: Daemon, http: aiohttp.ClientSession, request_bytes: bytes
+) -> None:
+    host, port = base_url(daemon).removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request_bytes)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    assert 400 <= status < 500, answer[:300]
+    assert b"application/json" in head, answer[:300]
+    error = json.loads(body)
+    assert set(error) == {"error", "message"} and error["message"], error
+    async with http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp:
+        assert resp.status == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -92,3 +93,88 @@ async def test_events_reach_the_lake_and_controls_work(
             assert status["sync"]["running"] is True
         finally:
             await daemon.stop()
+
+
+_BAD_BANDWIDTH_BODIES = [
+    b'{"bps": 1e400}',  # parses as infinity
+    b'{"bps": Infinity}',
+    b'{"bps": NaN}',
+    b'{"bps": 1' + b"0" * 400 + b"}",  # an int too large for a float
+    b'{"bps": 5e-324}',  # positive, but zero once in bytes per second
+    b'{"bps": 0.5}',
+    b'{"bps": 0}',
+    b'{"bps": -8000}',
+    b'{"bps": "8000"}',
+    b'{"bps": true}',
+    b'{"bps": [8000]}',
+    b'{"bps": 8000, "class": "raw_sampled"}',  # an unknown field would be ignored
+    b'{"bsp": 8000}',
+    b"{}",
+    b"[]",
+    b"null",
+    b"",
+    b"\xff\xfe",
+    b"[" * 5000 + b"]" * 5000,
+]
+
+
+async def test_bad_bandwidth_bodies_get_a_clear_400_and_change_nothing(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_ingest(tmp_path / "cloud") as ingest:
+        config = site_config(
+            tmp_path,
+            site={"device_id": DEVICE, "site_id": SITE, "data_dir": str(tmp_path / "var")},
+            sync={"cloud_url": ingest.url, "token": ingest.token},
+        )
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            url = f"{base_url(daemon)}/v1/sync/bandwidth"
+            async with http.put(url, json={"bps": 8000}, headers=AUTH) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["bandwidth_cap_bps"] == 8000.0
+            for body in _BAD_BANDWIDTH_BODIES:
+                headers = {**AUTH, "Content-Type": "application/json"}
+                async with http.put(url, data=body, headers=headers) as resp:
+                    answer = await resp.read()
+                    assert resp.status == 400, (body[:40], resp.status, answer[:200])
+                    error = json.loads(answer)
+                    assert error["error"] == "bad_request" and "bps" in error["message"]
+            for path in ("/v1/sync", "/v1/status"):  # strict JSON: no Infinity or NaN
+                async with http.get(base_url(daemon) + path, headers=AUTH) as resp:
+                    assert resp.status == 200
+                    answer = json.loads(await resp.read(), parse_constant=_no_constant)
+                cap = answer["bandwidth_cap_bps"] if path == "/v1/sync" else None
+                assert path != "/v1/sync" or cap == 8000.0
+        finally:
+            await daemon.stop()
+
+
+async def test_the_bandwidth_error_names_the_unit(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    async with running_ingest(tmp_path / "cloud") as ingest:
+        config = site_config(
+            tmp_path,
+            site={"device_id": DEVICE, "site_id": SITE, "data_dir": str(tmp_path / "var")},
+            sync={"cloud_url": ingest.url, "token": ingest.token},
+        )
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            url = f"{base_url(daemon)}/v1/sync/bandwidth"
+            async with http.put(url, json={}, headers=AUTH) as resp:
+                assert resp.status == 400
+                # the engine's cap is in bits per second (TokenBucket divides by 8)
+                assert "bits per second" in (await resp.json())["message"]
+            async with http.put(url, json={"bps": 8000}, headers=AUTH) as resp:
+                assert resp.status == 200
+            assert daemon.sync_engine is not None
+            assert daemon.sync_engine.bucket.rate_bps == 8000.0
+        finally:
+            await daemon.stop()
+
+
+def _no_constant(name: str) -> object:
+    raise AssertionError(f"{name} is not JSON")

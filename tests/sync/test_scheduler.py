@@ -202,5 +202,6 @@ def test_token_bucket_rate_change() -> None:
     assert bucket.reserve(1000, NOW) == pytest.approx(1.0)
     bucket.set_rate(None)
     assert bucket.reserve(10**6, NOW) == 0.0
-    with pytest.raises(ValueError, match="positive"):
-        bucket.set_rate(0)
+    for bad in (0, 0.5, 5e-324, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite number >= 1"):
+            bucket.set_rate(bad)

@@ -1,0 +1,142 @@
+"""``site.toml``: the one schema, its ``YARDLINK_`` overrides and ``check-config``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from appliance.config import SiteConfig, load_config, parse_config
+from appliance.errors import ConfigError
+from sync.settings import Durability
+from tests.appliance.daemon_harness import REPO
+
+EXAMPLE = REPO / "examples" / "site.toml"
+MINIMAL = {"version": 1, "site": {"device_id": "gate-01", "site_id": "depot-north"}}
+
+
+def _problems(data: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="site.toml", environ=environ or {})
+    header, *lines = str(caught.value).splitlines()
+    assert header == f"site.toml: {len(lines)} problem(s)"
+    return [line.strip() for line in lines]
+
+
+def test_the_shipped_example_is_valid() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert config.site.device_id == "gate-01"
+    assert config.outbox.durability is Durability.SYNC
+    assert config.outbox.max_bytes == 8 << 30
+
+
+def test_defaults_fill_everything_but_identity() -> None:
+    config = parse_config(dict(MINIMAL), environ={})
+    assert config == SiteConfig.model_validate(MINIMAL)
+    assert config.local_api.host == "127.0.0.1"  # local only unless the site says otherwise
+    assert config.outbox.durability is Durability.SYNC  # acknowledged means on disk
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    data = {
+        "version": 1,
+        "site": {"device_id": "bad id!", "site_id": "depot"},
+        "outbox": {"max_bytes": -1, "durabilty": "sync"},
+        "local_api": {"port": 70000},
+        "sync": {"bandwidth_cap_bps": 0},
+    }
+    problems = _problems(data)
+    paths = sorted(line.split(":")[0] for line in problems)
+    assert paths == [
+        "local_api.port",
+        "outbox.durabilty",
+        "outbox.max_bytes",
+        "site.device_id",
+        "sync.bandwidth_cap_bps",
+    ]
+    assert "outbox.durabilty: unknown setting (check the spelling)" in problems
+    assert any(p.startswith("local_api.port:") and "(got 70000)" in p for p in problems)
+
+
+def test_missing_identity_and_wrong_version_are_problems() -> None:
+    problems = _problems({"version": 2})
+    assert "site: required setting is missing" in problems
+    assert any(p.startswith("version:") and "(got 2)" in p for p in problems)
+    assert _problems({"site": MINIMAL["site"]}) == ["version: required setting is missing"]
+
+
+@pytest.mark.parametrize("cap", ["inf", "nan", "0.5", "-8000"])
+def test_a_bandwidth_cap_must_be_a_finite_number_of_bits(cap: str) -> None:
+    data = dict(MINIMAL, sync=tomllib.loads(f"bandwidth_cap_bps = {cap}"))
+    [problem] = _problems(data)
+    assert problem.startswith("sync.bandwidth_cap_bps:")
+
+
+def test_environment_overrides_win_and_are_typed() -> None:
+    environ = {
+        "YARDLINK_OUTBOX__MAX_BYTES": "1073741824",
+        "YARDLINK_OUTBOX__DURABILITY": "relaxed",
+        "YARDLINK_SYNC__CLOUD_URL": "https://ingest.example.net",
+        "YARDLINK_LOCAL_API__PORT": "9000",
+        "PATH": "/usr/bin",  # not ours: ignored
+        "YARDLINK_NOSECTION": "x",  # no "__": not an override
+    }
+    config = parse_config(dict(MINIMAL, outbox={"max_bytes": 5 << 30}), environ=environ)
+    assert config.outbox.max_bytes == 1 << 30
+    assert config.outbox.durability is Durability.RELAXED
+    assert str(config.sync.cloud_url).startswith("https://ingest.example.net")
+    assert config.local_api.port == 9000
+
+
+def test_a_bad_environment_override_is_reported_at_its_path() -> None:
+    problems = _problems(dict(MINIMAL), {"YARDLINK_OUTBOX__MAX_BYTES": "lots"})
+    assert len(problems) == 1 and problems[0].startswith("outbox.max_bytes:")
+    assert "'lots'" in problems[0]
+    problems = _problems(dict(MINIMAL), {"YARDLINK_OUTBOX__MAX_BYTEZ": "1"})
+    assert problems == ["outbox.max_bytez: unknown setting (check the spelling)"]
+
+
+def test_not_toml_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text("version = 1\n[site\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+
+
+def _check_config(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "YARDLINK_LOCAL_API__PORT": "9001"}
+    return subprocess.run(
+        [sys.executable, "-m", "yardlink.cli", "appliance", "check-config", str(path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
+
+
+def test_check_config_prints_ok_or_every_problem(tmp_path: Path) -> None:
+    ok = _check_config(EXAMPLE)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (device gate-01 at site depot-north)" in ok.stdout
+
+    as_json = _check_config(EXAMPLE, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert '"port": 9001' in as_json.stdout  # the environment override is applied
+
+    bad = tmp_path / "site.toml"
+    bad.write_text(
+        EXAMPLE.read_text(encoding="utf-8")
+        .replace("max_bytes = 8589934592", "max_bytes = -5")
+        .replace('durability = "sync"', 'durability = "eventually"'),
+        encoding="utf-8",
+    )
+    result = _check_config(bad)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"error: {bad}: 2 problem(s)" in result.stderr
+    assert "outbox.max_bytes:" in result.stderr
+    assert "outbox.durability:" in result.stderr
