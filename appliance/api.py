@@ -22,16 +22,14 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any, Protocol
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_server import Server
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from appliance.errors import BadFrame
+from sync.json_error_runner import JsonErrorRunner
 
 __all__ = ["ApiBackend", "ApiRunner", "build_app"]
 
@@ -161,36 +159,12 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
     return app
 
 
-class _JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's protocol handler, answering requests it cannot parse with a JSON error."""
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
-        if status >= 500 or not message:
-            detail = HTTPStatus(status).phrase
-        else:
-            detail = message.strip().splitlines()[0][:200]  # not aiohttp's echo of the bytes
-        response = _error(status, "bad_http_request", detail)
-        response.force_close()
-        return response
+def _bad_http_request(status: int, detail: str) -> web.Response:
+    return _error(status, "bad_http_request", detail)
 
 
-class _JsonErrorServer(Server):
-    def __call__(self) -> RequestHandler:
-        kwargs: dict[str, Any] = self._kwargs
-        return _JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
-
-
-class ApiRunner(web.AppRunner):
+class ApiRunner(JsonErrorRunner):
     """``web.AppRunner`` whose connections answer even unparseable requests with JSON."""
 
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        server.__class__ = _JsonErrorServer
-        return server
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, error_body=_bad_http_request, **kwargs)

@@ -8,8 +8,8 @@ JSON (``sync.protocol.ErrorBody``):
   body, ...) -> its status with a slug of its reason;
 * anything else -> logged with its traceback, answered 500 without one;
 * a request aiohttp cannot even parse (bad request line, bad header bytes)
-  never reaches a middleware: :class:`IngestAppRunner` swaps in a protocol
-  handler whose ``handle_error`` answers JSON as well.
+  never reaches a middleware: :class:`IngestAppRunner` (a
+  ``sync.json_error_runner.JsonErrorRunner``) answers it with JSON as well.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_server import Server
 
 from cloud_ingest.app_keys import METRICS
 from cloud_ingest.errors import IngestError
+from sync.json_error_runner import JsonErrorRunner
 from sync.protocol import API_PREFIX, TUS_VERSION
 
 __all__ = ["IngestAppRunner", "error_body", "error_middleware", "metrics_middleware"]
@@ -119,33 +117,12 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
 
-class _JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's protocol handler, answering unparseable requests with JSON."""
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
-        detail = message if message and status != 500 else HTTPStatus(status).phrase
-        response = error_body(status, _slug(status), detail)
-        response.force_close()
-        return response
+def _bad_http_request(status: int, detail: str) -> web.Response:
+    return error_body(status, _slug(status), detail)
 
 
-class _JsonErrorServer(Server):
-    def __call__(self) -> RequestHandler:
-        kwargs: dict[str, Any] = self._kwargs
-        return _JsonErrorRequestHandler(self, loop=self._loop, **kwargs)
-
-
-class IngestAppRunner(web.AppRunner):
+class IngestAppRunner(JsonErrorRunner):
     """``web.AppRunner`` whose connections answer even unparseable requests with JSON."""
 
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        server.__class__ = _JsonErrorServer
-        return server
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, error_body=_bad_http_request, **kwargs)

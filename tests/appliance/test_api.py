@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import pytest
 from appliance.daemon import Daemon
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
+from tests.raw_http import raw_exchange
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -173,18 +173,9 @@ async def test_unparseable_requests_get_a_json_4xx(
     daemon: Daemon, http: aiohttp.ClientSession, request_bytes: bytes
 ) -> None:
     host, port = base_url(daemon).removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(request_bytes)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ")[1])
-    assert 400 <= status < 500, answer[:300]
-    assert b"application/json" in head, answer[:300]
+    status, head, body = await raw_exchange(host, int(port), request_bytes)
+    assert 400 <= status < 500, head[:300]
+    assert b"application/json" in head, head[:300]
     error = json.loads(body)
     assert set(error) == {"error", "message"} and error["message"], error
     async with http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -10,20 +9,13 @@ from aiohttp import web
 from cloud_ingest.openapi import openapi_document
 from cloud_ingest.settings import IngestSettings
 from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch, running_ingest
+from tests.raw_http import raw_exchange
 
 
 async def _raw_http(ingest: Ingest, payload: bytes) -> tuple[int, bytes]:
     server = ingest.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    try:
-        writer.write(payload)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout=5)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
+    status, _, body = await raw_exchange(str(server.host), int(server.port or 0), payload)
+    return status, body
 
 
 async def test_unparseable_requests_are_answered_with_json(ingest: Ingest) -> None:
