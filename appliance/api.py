@@ -5,7 +5,9 @@ when a token is configured.  Errors are JSON ``{"error": code, "message": ...}``
 with a 4xx status; a bad request never stops the daemon.
 
 * ``POST /v1/frames?camera=<id>`` (or header ``X-Camera-Id``): JPEG/PNG body,
-  optional JSON in ``X-Frame-Metadata``; 202 with the queue depth.
+  optional JSON object in ``X-Frame-Metadata`` (flat, only the keys in
+  ``[local_api] frame_metadata_keys``; it rides with the frame's events);
+  202 with the queue depth.
 * ``GET /v1/status``: per-task rates and latency vs SLA, outbox depth per
   class, models loaded/failed, disk, dropped frames.
 * ``GET /v1/events``: server-sent events, one per durable task result.
@@ -21,14 +23,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from appliance.errors import BadFrame
+from appliance.errors import BadFrame, BadFrameMetadata
+from appliance.sources.frame_metadata import MetadataValue, parse_frame_metadata
 from sync.json_error_runner import JsonErrorRunner
 
 __all__ = ["ApiBackend", "ApiRunner", "build_app"]
@@ -46,7 +49,11 @@ class ApiBackend(Protocol):
     def accepting(self) -> bool: ...
 
     async def submit_frame(
-        self, camera_id: str, data: bytes, content_type: str | None, metadata: dict[str, Any]
+        self,
+        camera_id: str,
+        data: bytes,
+        content_type: str | None,
+        metadata: dict[str, MetadataValue],
     ) -> int: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -60,7 +67,15 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
-def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -> web.Application:
+def build_app(
+    backend: ApiBackend,
+    *,
+    token: str | None,
+    max_frame_bytes: int,
+    frame_metadata_keys: Collection[str],
+) -> web.Application:
+    metadata_keys = frozenset(frame_metadata_keys)
+
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token is not None:
@@ -99,18 +114,11 @@ def build_app(backend: ApiBackend, *, token: str | None, max_frame_bytes: int) -
                 "frame_too_large",
                 f"body of {request.content_length} bytes, limit {max_frame_bytes}",
             )
-        metadata: dict[str, Any] = {}
-        raw_meta = request.headers.get("X-Frame-Metadata")
-        if raw_meta:
-            try:
-                parsed = json.loads(raw_meta)
-            except ValueError:
-                return _error(400, "bad_metadata", "X-Frame-Metadata is not valid JSON")
-            except RecursionError:
-                return _error(400, "bad_metadata", "X-Frame-Metadata is nested too deeply")
-            if not isinstance(parsed, dict):
-                return _error(400, "bad_metadata", "X-Frame-Metadata must be a JSON object")
-            metadata = parsed
+        raw_metadata = request.headers.get("X-Frame-Metadata")
+        try:
+            metadata = parse_frame_metadata(raw_metadata, metadata_keys) if raw_metadata else {}
+        except BadFrameMetadata as exc:
+            return _error(400, "bad_metadata", str(exc))
         data = await request.read()
         try:
             depth = await backend.submit_frame(

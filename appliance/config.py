@@ -16,9 +16,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from appliance._config_sections import (
     CameraSettings,
@@ -62,6 +62,9 @@ class SiteIdentity(_Section):
     data_dir: str = Field(default="var", description="root of local state (outbox, blobs)")
 
 
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
 class LocalApiSettings(_Section):
     host: str = Field(default="127.0.0.1", description="bind address; keep it local")
     port: int = Field(default=8477, ge=0, le=65535)
@@ -70,6 +73,12 @@ class LocalApiSettings(_Section):
         default=None, min_length=16, description="bearer token for the local API and the TUI"
     )
     max_frame_bytes: int = Field(default=16 << 20, ge=1024)
+    frame_metadata_keys: tuple[MetadataKey, ...] = Field(
+        default=("lane", "direction", "transaction_id"),
+        max_length=32,
+        description="X-Frame-Metadata keys that ride with a frame's events to the cloud;"
+        " any other key is refused (400). List only keys that never hold PII",
+    )
 
 
 class SiteConfig(_Section):

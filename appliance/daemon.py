@@ -34,6 +34,7 @@ from appliance.privacy.raw_frames import RawFrames
 from appliance.privacy.redaction import PiiDetector
 from appliance.privacy.tokens import PlateTokenizer, load_plate_key
 from appliance.sampling import SamplingPolicy
+from appliance.sources.frame_metadata import MetadataValue
 from appliance.sources.frames import Frame, decode_frame
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
@@ -168,7 +169,12 @@ class Daemon:
 
     async def _start_api(self) -> None:
         api = self.config.local_api
-        app = build_app(self, token=api.technician_token, max_frame_bytes=api.max_frame_bytes)
+        app = build_app(
+            self,
+            token=api.technician_token,
+            max_frame_bytes=api.max_frame_bytes,
+            frame_metadata_keys=api.frame_metadata_keys,
+        )
         if self.sync_engine is not None:
             add_sync_routes(app, self.sync_engine)
         self._runner = ApiRunner(app, shutdown_timeout=1.0)
@@ -237,7 +243,11 @@ class Daemon:
         await self.queues.put(frame)
 
     async def submit_frame(
-        self, camera_id: str, data: bytes, content_type: str | None, metadata: dict[str, Any]
+        self,
+        camera_id: str,
+        data: bytes,
+        content_type: str | None,
+        metadata: dict[str, MetadataValue],
     ) -> int:
         """Local API entry: decode (off the loop), queue; returns the camera's queue depth."""
         if not self._accepting:

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ApplianceError",
     "BadFrame",
+    "BadFrameMetadata",
     "ConfigError",
     "ModelLoadError",
     "RuntimeUnavailable",
@@ -32,3 +33,7 @@ class ModelLoadError(ApplianceError):
 
 class BadFrame(ApplianceError):
     """A frame cannot be decoded or is out of bounds (empty, oversize, wrong type)."""
+
+
+class BadFrameMetadata(BadFrame):
+    """``X-Frame-Metadata`` is malformed or names a key the site does not let leave."""

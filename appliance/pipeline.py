@@ -28,6 +28,7 @@ from appliance.privacy.raw_frames import KeptFrame, RawFrames
 from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, redaction_of
 from appliance.privacy.tokens import PlateTokenizer
 from appliance.sampling import SamplingPolicy
+from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.frames import Frame
 from appliance.telemetry import Telemetry
 from sync.outbox import Outbox, OutboxClass
@@ -170,6 +171,7 @@ class FrameProcessor:
             "sla_violated": submitted_ms > self._telemetry.slas_ms.get(result.task, 1e18),
             "results": [self._result_json(d) for d in result.detections],
             "raw_sha256": raw_sha256,
+            "frame_metadata": encode_frame_metadata(frame.metadata),
         }
         payload = json.dumps(record, separators=(",", ":")).encode()
         seq = await self._outbox.append(OutboxClass.EVENTS, payload)

@@ -34,6 +34,7 @@ __all__ = [
     "API_PREFIX",
     "BATCH_ID_RE",
     "DEVICE_ID_RE",
+    "LATER_COLUMNS",
     "METADATA_STREAMS",
     "NO_OVERLAP_HEADER",
     "RAW_STREAMS",
@@ -183,6 +184,9 @@ EVENTS_SCHEMA: Final = pa.schema(
         pa.field("sla_violated", pa.bool_()),
         pa.field("results", pa.list_(RESULT_TYPE)),
         pa.field("raw_sha256", pa.string()),  # set when a frame is kept on site
+        # X-Frame-Metadata as compact JSON (only the site's allowed keys); added after
+        # protocol 1 shipped, so a batch without the column is read as all-null
+        pa.field("frame_metadata", pa.string()),
     ]
 )
 
@@ -190,6 +194,10 @@ EVENTS_SCHEMA: Final = pa.schema(
 GENERIC_SCHEMA: Final = pa.schema(
     [*_COMMON_FIELDS, pa.field("kind", pa.string()), pa.field("body", pa.string())]
 )
+
+# Nullable columns added to a schema after protocol 1 shipped: a batch without one
+# (cut by an older device) is read with the column all null, not refused.
+LATER_COLUMNS: Final[dict[Stream, tuple[str, ...]]] = {Stream.EVENTS: ("frame_metadata",)}
 
 STREAM_SCHEMAS: Final[dict[Stream, pa.Schema]] = {
     Stream.CRITICAL: GENERIC_SCHEMA,
@@ -241,6 +249,12 @@ def decode_batch(stream: Stream, body: bytes) -> pa.Table:
         names = table.schema.names  # a damaged file may hold names that are not UTF-8
     except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
+    for name in LATER_COLUMNS.get(stream, ()):
+        if name not in names:  # from a device older than the column: all null
+            table = table.append_column(
+                schema.field(name), pa.nulls(table.num_rows, schema.field(name).type)
+            )
+            names = table.schema.names
     missing = [n for n in schema.names if n not in names]
     if missing:
         raise WireFormatError(f"batch lacks columns {missing} of the {stream} schema")

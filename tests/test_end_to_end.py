@@ -58,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox, OutboxClass
@@ -169,6 +170,11 @@ def frames_in_lake(cloud_dir: Path) -> dict[str, list[int]]:
 # ---------------------------------------------------------------------- background tasks
 
 
+def gate_metadata(index: int) -> dict[str, Any]:
+    """What the gate sends with frame ``index`` in ``X-Frame-Metadata``."""
+    return {"lane": 1 + index % 4, "transaction_id": f"T-{index:05d}"}
+
+
 async def push_frames(yard: Yard, camera: SyntheticYardCamera, stop: asyncio.Event) -> None:
     """Push frame 0, 1, 2, ... at the pace the appliance drains its queue."""
 
@@ -185,7 +191,9 @@ async def push_frames(yard: Yard, camera: SyntheticYardCamera, stop: asyncio.Eve
         index += 1
         sent_at = time.monotonic()
         try:
-            answer = await asyncio.to_thread(yard.appliance.push_frame, CAMERA, jpeg)
+            answer = await asyncio.to_thread(
+                yard.appliance.push_frame, CAMERA, jpeg, gate_metadata(index - 1)
+            )
         except (StackError, OSError):
             yard.pushed.refused += 1  # down, restarting or stopping: not an event
             await asyncio.sleep(0.2)
@@ -429,6 +437,8 @@ async def check_yard(yard: Yard, rounds: int) -> None:
         assert (row["device_id"], row["site_id"], row["camera_id"]) == (DEVICE, SITE, CAMERA)
         assert row["task"] in TASKS
         assert row["raw_sha256"] in pushed.by_sha, "a lake event of a frame never pushed"
+        gate = gate_metadata(pushed.by_sha[row["raw_sha256"]])
+        assert row["frame_metadata"] == encode_frame_metadata(gate), "X-Frame-Metadata lost"
     by_seq = {row["seq"]: row for row in rows}
     missing = sorted(set(yard.seen) - set(by_seq))
     assert not missing, f"published (durable) on site, not in the lake: {missing[:20]}"

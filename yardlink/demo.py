@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.sources.frame_metadata import MetadataValue, encode_frame_metadata
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import LinkConditions, LinkEmulator
 from yardlink.localstack import (
@@ -51,6 +52,7 @@ class Pushed:
     """What the camera sent: frame bytes by sha256 and the ground truth of each."""
 
     by_sha: dict[str, Any] = field(default_factory=dict)  # sha256 -> SyntheticFrame
+    metadata: dict[str, str] = field(default_factory=dict)  # sha256 -> frame_metadata column
     accepted: int = 0
     refused: int = 0
 
@@ -85,10 +87,13 @@ async def camera_loop(appliance: ApplianceProcess, pushed: Pushed, stop: asyncio
     while not stop.is_set():
         frame = await asyncio.to_thread(camera.frame, index)
         jpeg = await asyncio.to_thread(frame.encode)
+        gate: dict[str, MetadataValue] = {"lane": 1 + index % 4, "transaction_id": f"T-{index:05d}"}
         index += 1
         try:
-            await asyncio.to_thread(appliance.push_frame, CAMERA, jpeg)
-            pushed.by_sha[hashlib.sha256(jpeg).hexdigest()] = frame
+            await asyncio.to_thread(appliance.push_frame, CAMERA, jpeg, gate)
+            sha = hashlib.sha256(jpeg).hexdigest()
+            pushed.by_sha[sha] = frame
+            pushed.metadata[sha] = encode_frame_metadata(gate) or ""
             pushed.accepted += 1
         except StackError:
             pushed.refused += 1  # the appliance is down (killed, restarting)
@@ -211,6 +216,7 @@ def report(
     seqs = Counter(int(row["seq"]) for row in rows)
     duplicates = sum(n - 1 for n in seqs.values())
     foreign = [r for r in rows if r["raw_sha256"] not in pushed.by_sha]
+    untagged = [r for r in rows if r["frame_metadata"] != pushed.metadata.get(r["raw_sha256"])]
     read, codes = 0, 0
     for row in rows:
         if row["task"] != "gate_ocr":
@@ -226,6 +232,7 @@ def report(
         "outbox drained (events, raw) after the link came back": drained,
         f"events in the lake: {len(rows)}, each exactly once": duplicates == 0 and len(rows) > 0,
         "every lake event comes from a frame the camera pushed": not foreign,
+        "every lake event carries its frame's X-Frame-Metadata (lane, transaction)": not untagged,
         f"raw blobs in the cloud: {len(blobs)}, sha256 verified": not bad_blobs and len(blobs) > 0,
         f"operator's raw request: {raw_request_state}": raw_request_state == "delivered",
         f"plates in clear in the cloud ({len(pushed.plates())} plates looked for)": not leaks,

@@ -174,10 +174,11 @@ def _http_json(
     method: str = "GET",
     body: dict[str, Any] | bytes | None = None,
     content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One request with a bearer token; the JSON answer, or ``StackError`` saying why not."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         request.add_header("Content-Type", content_type)
@@ -261,9 +262,15 @@ class ApplianceProcess(_Process):
     def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return _http_json(f"{self.api_url}{path}", self.token, method="POST", body=body or {})
 
-    def push_frame(self, camera_id: str, jpeg: bytes) -> dict[str, Any]:
+    def push_frame(
+        self, camera_id: str, jpeg: bytes, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """POST one JPEG; ``metadata`` goes in ``X-Frame-Metadata`` (it rides to the lake)."""
         url = f"{self.api_url}/v1/frames?camera={camera_id}"
-        return _http_json(url, self.token, method="POST", body=jpeg, content_type="image/jpeg")
+        headers = {"X-Frame-Metadata": json.dumps(metadata)} if metadata else {}
+        return _http_json(
+            url, self.token, method="POST", body=jpeg, content_type="image/jpeg", headers=headers
+        )
 
 
 def lake_rows(data_dir: Path, stream: str = "events") -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from appliance.errors import BadFrame
+from appliance.sources.frame_metadata import MetadataValue
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
@@ -59,7 +60,7 @@ class Frame:
     pixels: np.ndarray[Any, Any]
     event_time: float = field(default_factory=time.time)
     received_at: float = field(default_factory=time.monotonic)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)  # X-Frame-Metadata
     source: str = "http"
     spool_path: str | None = None
     reduced_by: int = 1
@@ -95,7 +96,7 @@ def decode_frame(
     content_type: str | None,
     *,
     max_bytes: int,
-    metadata: dict[str, Any] | None = None,
+    metadata: dict[str, MetadataValue] | None = None,
     source: str = "http",
     reduction: Reduction | None = None,
 ) -> Frame:

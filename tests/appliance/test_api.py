@@ -12,7 +12,7 @@ import pytest
 
 from appliance.daemon import Daemon
 from appliance.sources.synthetic import SyntheticYardCamera
-from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
+from tests.appliance.daemon_harness import TOKEN, base_url, read_events, site_config, wait_for
 from tests.raw_http import raw_exchange
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,6 +61,20 @@ def _jpeg() -> bytes:
             "camera=gate-in",
             400,
             "nested too deeply",
+        ),
+        (
+            None,
+            {"X-Frame-Metadata": '{"lane": 3, "driver": "J. Smith"}'},
+            "camera=gate-in",
+            400,
+            "keys ['driver'] are not in [local_api] frame_metadata_keys",
+        ),
+        (
+            None,
+            {"X-Frame-Metadata": '{"lane": {"no": 3}}'},
+            "camera=gate-in",
+            400,
+            "'lane' must be a string, number, boolean or null, not a JSON object",
         ),
         (
             None,
@@ -137,6 +151,34 @@ async def test_status_metrics_and_events_report_a_pushed_frame(
     async with http.get(f"{base_url(daemon)}/metrics", headers=AUTH) as resp:
         text = await resp.text()
     assert 'yardlink_frames_total{camera="gate-out"} 1.0' in text
+
+
+async def test_frame_metadata_rides_with_every_event_of_the_frame(tmp_path: Path) -> None:
+    config = site_config(
+        tmp_path, local_api={"technician_token": TOKEN, "frame_metadata_keys": ["lane", "trip"]}
+    )
+    running = Daemon(config)
+    await running.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for metadata in ('{"trip": "T-77", "lane": 3}', None):
+                headers = {**AUTH, "Content-Type": "image/jpeg"}
+                if metadata is not None:
+                    headers["X-Frame-Metadata"] = metadata
+                async with http.post(
+                    f"{base_url(running)}/v1/frames?camera=gate-in", data=_jpeg(), headers=headers
+                ) as resp:
+                    assert resp.status == 202
+            expected = 2 * len(running.tasks)
+            await wait_for(lambda: sum(running.telemetry.results.values()) == expected)
+    finally:
+        await running.stop()
+    events = await read_events(tmp_path / "var" / "outbox")
+    assert sorted(e["task"] for e in events) == sorted(2 * list(running.tasks))
+    tagged = [e for e in events if e["frame_metadata"] is not None]
+    assert len(tagged) == len(running.tasks)  # each task's record of the first frame
+    assert {e["frame_metadata"] for e in tagged} == {'{"lane":3,"trip":"T-77"}'}
+    assert {e["task"] for e in tagged} == set(running.tasks)
 
 
 async def test_the_api_serves_on_a_unix_socket(tmp_path: Path) -> None:

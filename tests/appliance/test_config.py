@@ -75,6 +75,21 @@ def test_a_bandwidth_cap_must_be_a_finite_number_of_bits(cap: str) -> None:
     assert problem.startswith("sync.bandwidth_cap_bps:")
 
 
+def test_frame_metadata_keys_are_plain_names_and_an_override_replaces_them() -> None:
+    data = dict(MINIMAL, local_api={"frame_metadata_keys": ["lane", "Driver Name"]})
+    assert _problems(data) == [
+        "local_api.frame_metadata_keys.1: String should match pattern"
+        " '^[a-z][a-z0-9_]{0,63}$' (got 'Driver Name')"
+    ]
+    assert parse_config(dict(MINIMAL), environ={}).local_api.frame_metadata_keys == (
+        "lane",
+        "direction",
+        "transaction_id",
+    )
+    environ = {"YARDLINK_LOCAL_API__FRAME_METADATA_KEYS": '["trip"]'}
+    assert parse_config(dict(MINIMAL), environ=environ).local_api.frame_metadata_keys == ("trip",)
+
+
 def test_environment_overrides_win_and_are_typed() -> None:
     environ = {
         "YARDLINK_OUTBOX__MAX_BYTES": "1073741824",

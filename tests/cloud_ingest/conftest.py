@@ -61,7 +61,12 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def event_records(
-    device_id: str, site_id: str, seqs: range, *, event_time: float = 1_764_000_000.0
+    device_id: str,
+    site_id: str,
+    seqs: range,
+    *,
+    event_time: float = 1_764_000_000.0,
+    frame_metadata: str | None = None,
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -85,6 +90,7 @@ def event_records(
                 }
             ],
             "raw_sha256": None,
+            "frame_metadata": frame_metadata,
         }
         for i, seq in enumerate(seqs)
     ]

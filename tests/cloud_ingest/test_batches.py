@@ -233,6 +233,32 @@ async def test_lake_reads_with_pyarrow_dataset_and_duckdb(ingest: Ingest) -> Non
     assert rows == [("yard-a", "gate-01", 100), ("yard-b", "gate-02", 100)]
 
 
+async def test_a_batch_from_before_frame_metadata_lands_with_the_column_null(
+    ingest: Ingest,
+) -> None:
+    """Schema evolution: ``frame_metadata`` came after protocol 1 (``LATER_COLUMNS``)."""
+    token = await ingest.device()
+    old_id, body = events_batch(first=1, last=5)
+    table = pq.read_table(io.BytesIO(body))
+    old = table.drop_columns(["frame_metadata"])
+    sink = io.BytesIO()
+    pq.write_table(old, sink, compression="zstd")
+    assert (await _put(ingest, token, old_id, sink.getvalue())).status == 201
+    new_id, new_body = events_batch(first=6, last=7, frame_metadata='{"lane":2}')
+    assert (await _put(ingest, token, new_id, new_body)).status == 201
+    lake = ds.dataset(ingest.settings.lake_dir / "events", format="parquet", partitioning="hive")
+    rows = lake.to_table(columns=["seq", "frame_metadata"]).sort_by("seq").to_pylist()
+    assert [r["frame_metadata"] for r in rows] == [None] * 5 + ['{"lane":2}'] * 2
+
+    sink = io.BytesIO()
+    pq.write_table(table.drop_columns(["camera_id"]), sink)  # not a later column: refused
+    refused = await _put(
+        ingest, token, make_batch_id("gate-01", Stream.EVENTS, 8, 12), sink.getvalue()
+    )
+    assert refused.status == 400
+    assert "lacks columns ['camera_id']" in (await refused.json())["detail"]
+
+
 async def test_invalid_utf8_in_a_string_column_is_400(ingest: Ingest) -> None:
     """Found by the fuzzer: a damaged string column used to surface as a 500."""
     token = await ingest.device()

@@ -51,6 +51,7 @@ def appliance_event(i: int) -> dict[str, Any]:
             {"kind": "plate", "value": "tok-abc", "confidence": 0.8, "valid": None, "box": None},
         ],
         "raw_sha256": None if i % 3 else "ab" * 32,
+        "frame_metadata": None if i % 2 else '{"lane":3,"transaction_id":"T-9"}',
     }
 
 
@@ -173,6 +174,7 @@ _columns = {
     "sla_violated": st.one_of(st.booleans(), _scalars),
     "results": st.one_of(st.lists(_good_result, max_size=3), _values),
     "raw_sha256": st.one_of(st.none(), st.text(max_size=4)),
+    "frame_metadata": st.one_of(st.none(), st.text(max_size=8), _scalars),
     "unknown": _values,
 }
 
