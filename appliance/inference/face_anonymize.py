@@ -175,7 +175,7 @@ class FaceAnonymizeTask:
         if not models:
             raise ValueError("FaceAnonymizeTask needs at least one model")
         self.models = tuple(models)
-        self.model = self.models[0]  # model_calls and the single-region path use it
+        self.model = self.models[0]  # model_calls (benchmarks) names it
         self.settings = settings
         self.model_version = _model_version()
         self._anchors = ssd_anchors()
@@ -240,40 +240,45 @@ class FaceAnonymizeTask:
         The model runs in helper threads (``invoke`` releases the GIL), as many as
         ``self.models``, while this thread makes the next regions' inputs and decodes
         the outputs already there; outputs are decoded in region order whatever
-        order the calls finish in, so the faces do not depend on the threads.
+        order the calls finish in, so the faces do not depend on the threads.  Even
+        a one-region frame goes to them: only a model thread ever runs an
+        interpreter, so callers on several threads never share one.
         """
         regions = self._regions(image_bgr, reduced_by)
         tiles = iter_tile_inputs(image_bgr, regions, reduced_by=reduced_by)
-        if len(regions) == 1:  # nothing to overlap with
-            return [
-                face
-                for region, tensor, fit in tiles
-                for face in self._faces_in(self.model.run({self._input: tensor}), fit, region)
-            ]
         # One reply queue per call: a reply left behind by an error goes away with it.
         replies: Replies = SimpleQueue()
         sent: list[tuple[tuple[int, int, int, int], Letterbox]] = []
         arrived: dict[int, Outputs | BaseException] = {}
         found: list[FaceBox] = []
-        decoded = 0
+        decoded = received = 0
 
         def receive() -> None:
             """Take one reply; decode every reply now next in region order."""
-            nonlocal decoded
+            nonlocal decoded, received
             index, reply = replies.get()
+            received += 1
             arrived[index] = reply
             while decoded in arrived:
                 region, fit = sent[decoded]
                 found.extend(self._faces_in(_outputs(arrived.pop(decoded)), fit, region))
                 decoded += 1
 
-        for region, tensor, fit in tiles:
-            self._model_threads.submit(len(sent), tensor, replies)
-            sent.append((region, fit))
-            while not replies.empty():  # decode what is done while the model runs
+        try:
+            for region, tensor, fit in tiles:
+                self._model_threads.submit(len(sent), tensor, replies)
+                sent.append((region, fit))
+                while not replies.empty():  # decode what is done while the model runs
+                    receive()
+            while decoded < len(sent):
                 receive()
-        while decoded < len(sent):
-            receive()
+        except BaseException:
+            # Wait out this frame's calls still queued or running before the error
+            # leaves: none may run on after it (an interpreter serves one call at a time).
+            while received < len(sent):
+                replies.get()
+                received += 1
+            raise
         return found
 
     def faces(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:

@@ -175,6 +175,67 @@ def test_an_error_in_either_model_thread_reaches_the_caller() -> None:
     assert len(_model_threads()) == before
 
 
+class _OneAtATimeModel(_FailingModel):
+    """Counts calls that overlap (an interpreter must serve one call at a time) and
+    fails the first ``failures`` calls; each call takes a few milliseconds."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(fail_every=10**6)
+        self.failures = failures
+        self.active = self.overlaps = 0
+        self._lock = threading.Lock()
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            self.active += 1
+            self.overlaps += self.active > 1
+            self.calls += 1
+            fail = self.calls <= self.failures
+        try:
+            time.sleep(0.003)
+            if fail:
+                raise RuntimeError("invoke failed")
+            return {
+                "regressors": np.zeros((1, 896, 16), np.float32),
+                "classificators": np.full((1, 896, 1), -10.0, np.float32),
+            }
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def test_no_call_of_a_failed_frame_runs_on_after_the_error() -> None:
+    """The error of the first call reaches the caller only once the frame's other
+    calls are done: none may still run when the next frame starts."""
+    model = _OneAtATimeModel(failures=1)
+    task = FaceAnonymizeTask([model], FaceAnonymizeSettings())  # type: ignore[list-item]
+    try:
+        frame = np.full((720, 1280, 3), 90, np.uint8)
+        with pytest.raises(RuntimeError, match="invoke failed"):
+            task.run(frame)
+        calls_at_error, active_at_error = model.calls, model.active
+        time.sleep(0.1)
+        assert active_at_error == 0 and model.calls == calls_at_error  # nothing ran on
+        assert task.run(frame).detections == []
+    finally:
+        task.close()
+
+
+def test_one_region_frames_from_several_threads_never_share_an_interpreter() -> None:
+    model = _OneAtATimeModel()
+    settings = FaceAnonymizeSettings(tile_fractions=[1.0])
+    task = FaceAnonymizeTask([model], settings)  # type: ignore[list-item]
+    try:
+        frame = np.full((256, 256, 3), 90, np.uint8)
+        assert len(task._regions(frame)) == 1
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(task.run, [frame] * 40))
+        assert [r.detections for r in results] == [[]] * 40
+        assert model.calls == 40 and model.overlaps == 0
+    finally:
+        task.close()
+
+
 def _bench_frames(astronaut: np.ndarray, count: int) -> list[np.ndarray]:
     """The frames of ``bench.inference``: yard scenes with her face pasted in, as JPEGs."""
     frames = []
