@@ -2,10 +2,13 @@
 
 Idempotency is keyed by ``(batch_id, sha256(body))``: a batch id already held
 with the same digest is answered 200 ``duplicate: true`` and nothing is
-written; with another digest 409.  Within this process a per-id lock keeps two
-concurrent PUTs of one id from both writing; across a crash, the lake file is
-written (atomically) before the catalog row, so a retry after a crash between
-the two rewrites the same file and then records it: stored once.
+written.  With another digest the rows decide: the same rows in other bytes (a
+device that re-encodes a pinned batch after an upgrade: a new pyarrow, a column
+added since, see ``LATER_COLUMNS``) are a duplicate too; other rows are a 409.
+Within this process a per-id lock keeps two concurrent PUTs of one id from
+both writing; across a crash, the lake file is written (atomically) before the
+catalog row, so a retry after a crash between the two rewrites the same file
+and then records it: stored once.
 
 With the ``Yardlink-If-No-Overlap`` header, a new id whose seq range meets a
 batch held under another id is refused (412) before anything is written: a
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 
+import pyarrow as pa
 from aiohttp import hdrs, web
 
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
@@ -31,12 +36,14 @@ from cloud_ingest.errors import (
 )
 from cloud_ingest.json_bodies import read_limited
 from cloud_ingest.keyed_locks import KeyedLocks
-from cloud_ingest.lake import write_batch
+from cloud_ingest.lake import read_batch, write_batch
 from cloud_ingest.principal import require_device
 from sync.protocol import (
     BATCH_CONTENT_TYPE,
     NO_OVERLAP_HEADER,
+    STREAM_SCHEMAS,
     BatchAck,
+    BatchIdParts,
     WireFormatError,
     parse_batch_id,
 )
@@ -44,6 +51,7 @@ from sync.protocol import (
 __all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
 
 ACCEPTED_CONTENT_TYPES = frozenset({BATCH_CONTENT_TYPE, "application/octet-stream"})
+log = logging.getLogger("yardlink.ingest")
 _LOCKS: web.AppKey[KeyedLocks] = web.AppKey("yardlink.batch_locks", KeyedLocks)
 
 
@@ -123,11 +131,13 @@ async def put_batch(request: web.Request) -> web.Response:
             stored, duplicate = existing, True
 
     if stored.sha256 != digest:
-        metrics.batches.labels(parts.stream.value, "conflict").inc()
-        raise Conflict(
-            f"batch {raw_id!r} is already held with another content "
-            f"(sha256 {stored.sha256}); batch ids must name one content"
-        )
+        if not await _same_rows(app, stored, parts, body):
+            metrics.batches.labels(parts.stream.value, "conflict").inc()
+            raise Conflict(
+                f"batch {raw_id!r} is already held with another content "
+                f"(sha256 {stored.sha256}); batch ids must name one content"
+            )
+        log.info("batch %s: the rows already held, in other bytes (re-encoded); duplicate", raw_id)
     metrics.batches.labels(parts.stream.value, "duplicate" if duplicate else "stored").inc()
     if not duplicate:
         metrics.records.labels(parts.stream.value).inc(stored.records)
@@ -140,3 +150,25 @@ async def put_batch(request: web.Request) -> web.Response:
         acked=await catalog.watermarks(parts.device_id),
     )
     return web.json_response(ack.model_dump(mode="json"), status=200 if duplicate else 201)
+
+
+async def _same_rows(
+    app: web.Application, stored: BatchRecord, parts: BatchIdParts, body: bytes
+) -> bool:
+    """Whether ``body`` holds exactly the rows of the batch stored under its id.
+
+    Any doubt (the body is malformed, the stored files are gone) is a "no": the
+    answer is then the 409 it always was.
+    """
+
+    def compare() -> bool:
+        try:
+            valid = validate_batch(parts, stored.site_id, body)
+            held = read_batch(
+                app[SETTINGS].lake_dir, stored.lake_paths, STREAM_SCHEMAS[parts.stream]
+            )
+        except (WireFormatError, OSError, pa.ArrowException):
+            return False
+        return bool(valid.table.sort_by("seq").combine_chunks().equals(held))
+
+    return await asyncio.to_thread(compare)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from sync.protocol import PARQUET_COMPRESSION, Stream
 
-__all__ = ["TEMP_PREFIX", "lake_partition", "remove_partial_files", "write_batch"]
+__all__ = ["TEMP_PREFIX", "lake_partition", "read_batch", "remove_partial_files", "write_batch"]
 
 TEMP_PREFIX = ".tmp-"
 
@@ -67,6 +67,15 @@ def write_batch(
         _atomic_write(lake_root / relative, payload)
         written.append(relative.as_posix())
     return written
+
+
+def read_batch(lake_root: Path, paths: list[str] | tuple[str, ...], schema: pa.Schema) -> pa.Table:
+    """The rows of one stored batch (its file per date, rejoined), in seq order.
+
+    Raises ``OSError`` or ``pyarrow.ArrowException`` when a file is gone or unreadable.
+    """
+    parts = [pq.read_table(lake_root / path, schema=schema) for path in paths]
+    return pa.concat_tables(parts).sort_by("seq").combine_chunks()
 
 
 def remove_partial_files(lake_root: Path) -> int:

@@ -85,6 +85,53 @@ async def test_same_id_other_digest_is_409(ingest: Ingest) -> None:
     assert _lake_files(ingest)[0].read_bytes() == body
 
 
+def _reencoded(body: bytes, *, drop: tuple[str, ...] = (), compression: str = "snappy") -> bytes:
+    """The same rows in other bytes, as an upgraded device (another pyarrow, a column
+    added since) would cut them again."""
+    sink = io.BytesIO()
+    pq.write_table(
+        pq.read_table(io.BytesIO(body)).drop_columns(list(drop)), sink, compression=compression
+    )
+    assert sink.getvalue() != body
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("drop", "event_time"),
+    [
+        ((), 1_764_000_000.0),  # another compression
+        (("frame_metadata",), 1_764_000_000.0),  # cut before the column was added
+        ((), 1_764_028_795.0),  # spans midnight: held as two files
+    ],
+)
+async def test_the_same_rows_in_other_bytes_are_a_duplicate(
+    ingest: Ingest, drop: tuple[str, ...], event_time: float
+) -> None:
+    token = await ingest.device()
+    batch_id, body = events_batch(event_time=event_time)
+    assert (await _put(ingest, token, batch_id, body)).status == 201
+    held = {p: p.read_bytes() for p in _lake_files(ingest)}
+    again = await _put(ingest, token, batch_id, _reencoded(body, drop=drop))
+    assert again.status == 200
+    assert (await again.json())["duplicate"] is True
+    assert {p: p.read_bytes() for p in _lake_files(ingest)} == held  # nothing rewritten
+
+
+async def test_other_rows_or_a_lost_lake_file_under_a_held_id_stay_409(ingest: Ingest) -> None:
+    token = await ingest.device()
+    batch_id, body = events_batch()
+    assert (await _put(ingest, token, batch_id, body)).status == 201
+    table = pq.read_table(io.BytesIO(body))
+    latency = pa.array([99.0] * table.num_rows, pa.float32())
+    sink = io.BytesIO()
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("latency_ms"), "latency_ms", latency), sink
+    )
+    assert (await _put(ingest, token, batch_id, sink.getvalue())).status == 409
+    _lake_files(ingest)[0].unlink()  # retention, or an operator: nothing to compare with
+    assert (await _put(ingest, token, batch_id, _reencoded(body))).status == 409
+
+
 async def test_concurrent_puts_of_one_batch_store_it_once(ingest: Ingest) -> None:
     token = await ingest.device()
     batch_id, body = events_batch()
