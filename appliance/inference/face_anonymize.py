@@ -93,6 +93,7 @@ def _model_version() -> str:
 Outputs = dict[str, Image]
 Replies = SimpleQueue[tuple[int, "Outputs | BaseException"]]
 Request = tuple[int, Image, Replies]
+_TILE_CACHE_SIZES = 16  # frame sizes whose tile regions are kept (cameras send a few)
 
 
 def _serve(model: LoadedModel, input_name: str, requests: SimpleQueue[Request | None]) -> None:
@@ -185,14 +186,23 @@ class FaceAnonymizeTask:
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
         self._model_threads = _ModelThreads(self.models, self._input)
+        self._tile_cache: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
 
     def close(self) -> None:
         """Stop the threads that run the model (``run`` starts them again if called)."""
         self._model_threads.close()
 
     def _tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """The regions of a ``height`` x ``width`` frame, in its pixels."""
-        return tile_regions(height, width, self.settings.tile_fractions, self.settings.tile_overlap)
+        """The regions of a ``height`` x ``width`` frame, in its pixels (worked out once
+        per frame size: ``jpeg_reduction`` and ``run`` both ask, for every frame)."""
+        regions = self._tile_cache.get((height, width))
+        if regions is None:
+            if len(self._tile_cache) >= _TILE_CACHE_SIZES:
+                self._tile_cache.clear()
+            fractions, overlap = self.settings.tile_fractions, self.settings.tile_overlap
+            regions = tile_regions(height, width, fractions, overlap)
+            self._tile_cache[(height, width)] = regions
+        return list(regions)
 
     def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[tuple[int, int, int, int]]:
         height, width = image_bgr.shape[:2]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from appliance.inference.blazeface import tile_inputs
+from appliance.inference import face_anonymize
+from appliance.inference.blazeface import tile_inputs, tile_regions
 from appliance.inference.face_anonymize import FaceAnonymizeTask, blur_faces
 from appliance.inference.runtimes import TensorSpec
 from appliance.inference.settings import FaceAnonymizeSettings
@@ -232,6 +233,29 @@ def test_one_region_frames_from_several_threads_never_share_an_interpreter() -> 
             results = list(pool.map(task.run, [frame] * 40))
         assert [r.detections for r in results] == [[]] * 40
         assert model.calls == 40 and model.overlaps == 0
+    finally:
+        task.close()
+
+
+def test_tile_regions_are_worked_out_once_per_frame_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def counting(height: int, width: int, *args: object) -> list[tuple[int, int, int, int]]:
+        calls.append((height, width))
+        return tile_regions(height, width, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(face_anonymize, "tile_regions", counting)
+    task = FaceAnonymizeTask([_FailingModel(fail_every=10**6)], FaceAnonymizeSettings())  # type: ignore[list-item]
+    try:
+        for height, width in [(720, 1280), (720, 1280), (480, 640), (720, 1280)]:
+            task.jpeg_reduction(width, height)
+            task.run(np.full((height, width, 3), 90, np.uint8))
+            settings = task.settings
+            expected = tile_regions(height, width, settings.tile_fractions, settings.tile_overlap)
+            assert task._tiles(height, width) == expected
+        assert calls == [(720, 1280), (480, 640)]
     finally:
         task.close()
 
