@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,13 +32,19 @@ from cloud_ingest.errors import Conflict, IngestError, NotFound
 from cloud_ingest.principal import Principal
 from sync.protocol import Stream
 
-__all__ = ["CatalogVersionError", "SqliteCatalog"]
+__all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog"]
 
 
 class CatalogVersionError(IngestError):
     """The catalog file was written by a newer yardlink; refuse to touch it."""
 
     status, error = 500, "catalog_version"
+
+
+class CatalogUnavailable(IngestError):
+    """The catalog file cannot be opened (not an SQLite database, unreadable, no room)."""
+
+    status, error = 500, "catalog_unavailable"
 
 
 class SqliteCatalog:
@@ -51,14 +58,20 @@ class SqliteCatalog:
     async def open(
         cls, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
     ) -> SqliteCatalog:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise CatalogUnavailable(f"cannot open catalog {path}: {exc}") from exc
         try:
             await db.execute("PRAGMA busy_timeout = 10000")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {synchronous}")
             await db.execute("PRAGMA foreign_keys = ON")
             await _migrate(db)
+        except (OSError, sqlite3.Error) as exc:
+            await db.close()
+            raise CatalogUnavailable(f"cannot open catalog {path}: {exc}") from exc
         except BaseException:
             await db.close()
             raise

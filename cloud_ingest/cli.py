@@ -76,11 +76,23 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **fields: object) -> IngestSettings:
     try:
-        return IngestSettings.model_validate({"data_dir": args.data_dir, **fields})
+        settings = IngestSettings.model_validate({"data_dir": args.data_dir, **fields})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BadRequest(f"invalid setting {where}: {first['msg']}") from None
+    _make_data_dir(settings.data_dir)
+    return settings
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    """Create ``--data-dir`` if missing; one clear error when it cannot be a directory."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise BadRequest(f"--data-dir {data_dir} is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadRequest(f"--data-dir {data_dir} cannot be created: {exc.strerror}") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ __all__ = ["add_device", "add_operator", "revoke_device"]
 
 
 def _check_name(kind: str, value: str) -> None:
-    if not DEVICE_ID_RE.match(value):
+    if not DEVICE_ID_RE.fullmatch(value):  # match() would let a trailing newline through
         raise BadRequest(
             f"invalid {kind} {value[:80]!r}: use 1-64 letters, digits or '-', "
             "starting with a letter or digit"

@@ -98,3 +98,47 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
         error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(error_lines) == 1 and needle in error_lines[0], result.stderr
+
+
+def test_unusable_data_dir_is_one_line_without_traceback(tmp_path: Path) -> None:
+    """A --data-dir that is a file, or a catalog.db that is not SQLite: one clear line."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    not_sqlite = tmp_path / "not-sqlite"
+    not_sqlite.mkdir()
+    (not_sqlite / "catalog.db").write_bytes(b"this is not an SQLite database\n" * 10)
+    for args, needle in [
+        (
+            ("ingest", "device", "add", "gate-01", "--site", "yard-a", "--data-dir", str(a_file)),
+            "not a directory",
+        ),
+        (("ingest", "operator", "add", "alice", "--data-dir", str(a_file)), "not a directory"),
+        (("ingest", "serve", "--data-dir", str(a_file), "--port", "0"), "not a directory"),
+        (
+            ("ingest", "device", "revoke", "gate-01", "--data-dir", str(not_sqlite)),
+            "cannot open catalog",
+        ),
+        (("ingest", "serve", "--data-dir", str(not_sqlite), "--port", "0"), "cannot open catalog"),
+    ]:
+        result = _run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1 and needle in error_lines[0], result.stderr
+    assert a_file.read_text() == "not a directory\n"  # nothing overwritten
+    assert (not_sqlite / "catalog.db").read_bytes().startswith(b"this is not an SQLite")
+
+
+def test_device_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    """The API refuses 'gate-01\\n' (pydantic's pattern); the CLI did not (re.match + '$')."""
+    data = str(tmp_path / "data")
+    for args in [
+        ("ingest", "device", "add", "gate-01\n", "--site", "yard-a", "--data-dir", data),
+        ("ingest", "device", "add", "gate-01", "--site", "yard-a\n", "--data-dir", data),
+        ("ingest", "operator", "add", "alice\n", "--data-dir", data),
+    ]:
+        result = _run(*args)
+        assert result.returncode == 2, (args, result.stdout)
+        assert "invalid" in result.stderr and "Traceback" not in result.stderr
+    listed = _run("ingest", "device", "add", "gate-01", "--site", "yard-a", "--data-dir", data)
+    assert listed.returncode == 0, listed.stderr  # the refused one left nothing behind
