@@ -4,6 +4,7 @@
   be absent (``key`` alone means an empty value).
 * ``Upload-Checksum``: ``algo base64digest`` with algo ``sha1`` or ``sha256``.
 * ``Upload-Offset`` / ``Upload-Length``: non-negative decimal integers.
+* each of them at most once (:func:`single`): two values are ambiguous.
 
 Every malformed value raises :class:`~cloud_ingest.errors.BadRequest`.
 """
@@ -15,6 +16,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 from email.utils import formatdate
+
+from multidict import MultiMapping
 
 from cloud_ingest.errors import BadRequest
 
@@ -28,6 +31,7 @@ __all__ = [
     "parse_checksum",
     "parse_metadata",
     "parse_non_negative",
+    "single",
 ]
 
 TUS_VERSION = "1.0.0"
@@ -47,6 +51,14 @@ class Checksum:
 
     def new_hash(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
+
+
+def single(headers: MultiMapping[str], name: str) -> str | None:
+    """The one value of header ``name``, None when absent; 400 when sent more than once."""
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"{name} was sent {len(values)} times; send it once")
+    return values[0] if values else None
 
 
 def parse_non_negative(name: str, value: str | None) -> int | None:

@@ -97,14 +97,14 @@ class _TusHandlers:
         principal = require_device(request)
         assert principal.device_id is not None  # noqa: S101 - require_device checked it
         length = plan_creation(
-            h.parse_non_negative("Upload-Length", request.headers.get("Upload-Length")),
-            request.headers.get("Upload-Defer-Length"),
+            h.parse_non_negative("Upload-Length", h.single(request.headers, "Upload-Length")),
+            h.single(request.headers, "Upload-Defer-Length"),
             self.store.max_size,
         )
-        metadata = h.parse_metadata(request.headers.get("Upload-Metadata"))
+        metadata = h.parse_metadata(h.single(request.headers, "Upload-Metadata"))
         if "sha256" in metadata and not is_sha256(metadata["sha256"]):
             raise BadRequest("Upload-Metadata sha256 must be 64 lowercase hex digits")
-        checksum = h.parse_checksum(request.headers.get("Upload-Checksum"))
+        checksum = h.parse_checksum(h.single(request.headers, "Upload-Checksum"))
         with_body = request.content_type == OCTET
         if request.body_exists and not with_body:
             raise UnsupportedMediaType(f"an upload body must be {OCTET}")
@@ -147,9 +147,10 @@ class _TusHandlers:
         info = await self._renotify_if_needed(info)
         if request.content_type != OCTET:
             raise UnsupportedMediaType(f"PATCH needs Content-Type {OCTET}")
-        claimed = h.parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
-        upload_length = h.parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
-        checksum = h.parse_checksum(request.headers.get("Upload-Checksum"))
+        given = request.headers
+        claimed = h.parse_non_negative("Upload-Offset", h.single(given, "Upload-Offset"))
+        upload_length = h.parse_non_negative("Upload-Length", h.single(given, "Upload-Length"))
+        checksum = h.parse_checksum(h.single(given, "Upload-Checksum"))
         lock = self.store.lock(info.upload_id)
         if lock.locked():
             raise Locked("another request is writing this upload", headers={"Retry-After": "1"})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from tests.cloud_ingest.tus_fixtures import (
     OCTET,
@@ -349,3 +350,34 @@ async def test_second_patch_while_one_is_writing_gets_423(
     release.set()
     assert await writing == 204
     assert tus.store.data_path(tus.completed[0].upload_id).read_bytes() == b"0123456789"
+
+
+async def test_a_tus_header_sent_twice_is_400_and_changes_nothing(
+    tus: TusServer, session: aiohttp.ClientSession
+) -> None:
+    """Two values of one header (a buggy client or proxy) are ambiguous: refused, not guessed."""
+
+    def twice(name: str, first: str, second: str, **extra: str) -> CIMultiDict[str]:
+        headers = CIMultiDict(auth(**extra))
+        headers.add(name, first)
+        headers.add(name, second)
+        return headers
+
+    async with session.post(tus.url(), headers=twice("Upload-Length", "10", "20")) as r:
+        assert r.status == 400
+        assert "Upload-Length" in (await r.json())["detail"]
+    assert tus.store.all_ids() == []  # no upload was created
+
+    url = await create(session, tus, 10)
+    for name, first, second in [
+        ("Upload-Offset", "0", "5"),
+        ("Upload-Checksum", checksum_header(b"abc"), checksum_header(b"xyz")),
+        ("Upload-Length", "10", "10"),
+    ]:
+        headers = twice(name, first, second, **{"Content-Type": OCTET})
+        if name != "Upload-Offset":
+            headers["Upload-Offset"] = "0"
+        async with session.patch(url, data=b"abc", headers=headers) as r:
+            assert r.status == 400, name
+            assert name in (await r.json())["detail"]
+        assert (await head(session, url)).headers["Upload-Offset"] == "0", name
