@@ -2,15 +2,21 @@
 
 A file is moved to ``processed/`` only after its records are durable in the
 outbox (``finish``), or to ``failed/`` with a ``.why`` note when it is not an
-image.  Files in flight are remembered so a file is never read twice while
-the daemon runs; after a restart every file still in the spool is simply
-read again (its records never reached the outbox), so nothing is lost.
+image.  An entry that cannot be a frame (a dangling symlink, a directory or
+FIFO named ``*.jpg``, a file over the size limit, one that cannot be read)
+also goes to ``failed/`` with its reason, without being read, so one odd entry
+never stops the others being read.  Files in flight are remembered so a
+file is never read twice while the daemon runs; after a restart every file
+still in the spool is simply read again (its records never reached the
+outbox), so nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,6 +24,8 @@ from appliance.errors import BadFrame
 from appliance.sources.frames import Frame, Reduction, decode_frame
 
 __all__ = ["SpoolWatcher"]
+
+_log = logging.getLogger(__name__)
 
 _SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -50,19 +58,44 @@ class SpoolWatcher:
         found = []
         for camera in sorted(self._cameras):
             directory = self.root / camera
-            if not directory.is_dir():
+            try:
+                entries = list(directory.iterdir())
+            except OSError:  # no such camera directory (yet), or it went away
                 continue
-            for path in directory.iterdir():
+            for path in entries:
                 if path.suffix.lower() in _SUFFIXES and str(path) not in self._in_flight:
-                    found.append((path.stat().st_mtime, camera, path))
+                    try:
+                        mtime = path.lstat().st_mtime
+                    except FileNotFoundError:
+                        continue  # gone since the listing
+                    found.append((mtime, camera, path))
         return [(camera, path) for _, camera, path in sorted(found)]
+
+    def _read(self, path: Path) -> bytes:
+        """The file's bytes; ``BadFrame`` when the entry cannot be a frame (it is not read)."""
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            if path.is_symlink():
+                raise BadFrame(f"dangling symbolic link to {os.readlink(path)}") from None
+            raise  # gone since the listing: nothing to do
+        if not stat.S_ISREG(info.st_mode):
+            raise BadFrame("not a regular file (a directory, FIFO or device named like an image)")
+        if info.st_size > self._max_bytes:
+            raise BadFrame(f"frame too large: {info.st_size} bytes, limit {self._max_bytes}")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise BadFrame(f"cannot be read: {exc.strerror or exc}") from exc
 
     async def scan_once(self) -> int:
         """Submit every new file; returns how many were submitted."""
         submitted = 0
         for camera, path in self.pending():
             try:
-                data = await asyncio.to_thread(path.read_bytes)
+                data = await asyncio.to_thread(self._read, path)
                 frame = await asyncio.to_thread(
                     decode_frame,
                     camera,
@@ -73,7 +106,10 @@ class SpoolWatcher:
                     reduction=self._reduction,
                 )
             except BadFrame as exc:
-                await asyncio.to_thread(self._move, path, self.failed_dir / camera, str(exc))
+                try:
+                    await asyncio.to_thread(self._move, path, self.failed_dir / camera, str(exc))
+                except OSError as move_error:  # left in place: tried again next scan
+                    _log.error("spool: cannot move %s to failed/: %s (%s)", path, move_error, exc)
                 continue
             except FileNotFoundError:
                 continue

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from appliance.daemon import Daemon
+from appliance.sources.frames import Frame
+from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.daemon_harness import read_events, site_config, wait_for
 
@@ -54,3 +57,34 @@ async def test_files_are_read_once_moved_when_durable_and_survive_a_restart(tmp_
     assert not list((spool / "gate-in").iterdir())
     events = await read_events(Path(config.outbox.path))
     assert len(events) == 5 and {e["task"] for e in events} == {"gate_ocr"}
+
+
+async def test_an_odd_entry_is_refused_and_never_stalls_the_spool(tmp_path: Path) -> None:
+    """A dangling symlink, a directory or a FIFO named *.jpg, or a file over the size limit,
+    goes to failed/ with a reason; the good files around it are still read (no crash loop)."""
+    spool = tmp_path / "spool"
+    camera = spool / "gate-in"
+    good = _drop(spool, "gate-in", 0, 2)
+    (camera / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (camera / "folder.jpg").mkdir()
+    os.mkfifo(camera / "pipe.jpg")  # reading it would block a worker thread for ever
+    huge = camera / "huge.jpg"
+    with open(huge, "wb") as handle:  # sparse: over the limit without using the disk
+        handle.write(b"\xff\xd8\xff")
+        handle.truncate(64 << 20)
+    submitted: list[Frame] = []
+
+    async def submit(frame: Frame) -> None:
+        submitted.append(frame)
+
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    assert await asyncio.wait_for(watcher.scan_once(), 10) == 2
+    assert sorted(Path(f.spool_path or "").name for f in submitted) == good
+    failed = spool / "failed" / "gate-in"
+    reasons = {p.name: p.read_text() for p in failed.glob("*.why")}
+    assert "dangling symbolic link" in reasons["dangling.jpg.why"]
+    assert "not a regular file" in reasons["folder.jpg.why"]
+    assert "not a regular file" in reasons["pipe.jpg.why"]
+    assert "frame too large" in reasons["huge.jpg.why"]
+    assert sorted(p.name for p in camera.iterdir()) == good  # only the in-flight files stay
+    assert await watcher.scan_once() == 0  # nothing read twice, nothing raised
