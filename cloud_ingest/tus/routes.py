@@ -212,8 +212,7 @@ class _TusHandlers:
             content_length=request.content_length,
             whole=whole,
         )
-        info = replace(info, expires_at=self.store.clock() + self.store.expire_after_s)
-        self.store.remember(info)
+        info = await asyncio.to_thread(self.store.extend_expiry, info)
         if info.length is not None and offset == info.length:
             info = await self._finish(info)
         return info, offset

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from cloud_ingest.blobs import fsync_dir
@@ -27,6 +28,7 @@ from cloud_ingest.tus.digests import RunningDigests
 __all__ = ["UploadStore"]
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_EXPIRY_SAVE_STEP = 0.1  # of expire_after_s
 
 
 class UploadStore:
@@ -104,9 +106,19 @@ class UploadStore:
         fsync_dir(self.root)
         self._infos[info.upload_id] = info
 
-    def remember(self, info: UploadInfo) -> None:
-        """Update the cached info without writing it (e.g. a refreshed expiry)."""
-        self._infos[info.upload_id] = info
+    def extend_expiry(self, info: UploadInfo) -> UploadInfo:
+        """Move the expiry on to ``now + expire_after_s`` after a write, on disk.
+
+        ``Upload-Expires`` tells the client this time, so it must survive a
+        restart; to spare a write per PATCH it is saved only once it moves by
+        a tenth of the window, and until then the saved (earlier) time stands.
+        """
+        expires_at = self.clock() + self.expire_after_s
+        if expires_at - info.expires_at < self.expire_after_s * _EXPIRY_SAVE_STEP:
+            return info
+        info = replace(info, expires_at=expires_at)
+        self.save(info)
+        return info
 
     def create(self, info: UploadInfo) -> None:
         self.data_path(info.upload_id).touch()

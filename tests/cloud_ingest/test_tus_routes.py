@@ -381,3 +381,26 @@ async def test_a_tus_header_sent_twice_is_400_and_changes_nothing(
             assert r.status == 400, name
             assert name in (await r.json())["detail"]
         assert (await head(session, url)).headers["Upload-Offset"] == "0", name
+
+
+async def test_upload_expires_told_to_the_client_survives_a_restart(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A PATCH moves Upload-Expires on; after a restart the upload lives until then."""
+    from email.utils import parsedate_to_datetime
+
+    clock = FakeClock()
+    async for tus in start_tus(tmp_path, clock):
+        url = await create(session, tus, 10)
+        clock.now += 3000  # late in the 3600 s window, the link comes back
+        r = await patch(session, url, 0, b"01234")
+        assert r.status == 204
+        promised = parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp()
+        assert promised > clock.now + 3000
+    clock.now += 1000  # restarted (fresh store, same directory) before the promise is due
+    assert clock.now < promised
+    async for tus in start_tus(tmp_path, clock):
+        r = await head(session, tus.url(f"/v1/uploads/{url.rsplit('/', 1)[1]}"))
+        assert r.status == 200
+        assert r.headers["Upload-Offset"] == "5"
+        assert parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp() == promised
