@@ -135,7 +135,7 @@ class TusUploader:
         sent_before = self.client.bytes_out
         try:
             upload_path = self.state.upload_path(sha)
-            offset = None if upload_path is None else await self._offset(upload_path, sha)
+            offset = None if upload_path is None else await self._offset(upload_path, sha, length)
             if upload_path is None or offset is None:
                 if await self.client.blob_held(sha):
                     self.state.forget_upload(sha)
@@ -150,7 +150,7 @@ class TusUploader:
                     raise PermanentUploadError(f"{path} shrank below {length} bytes")
                 self.chunk_in_flight = len(chunk)
                 self._progress(sha, upload_path, offset, length)
-                offset = await self._patch(upload_path, sha, offset, chunk)
+                offset = await self._patch(upload_path, sha, offset, chunk, length)
                 self._progress(sha, upload_path, offset, length)
         except CloudUnavailable as exc:
             raise RetryableUploadError(f"upload of {sha[:12]} interrupted: {exc}") from exc
@@ -167,7 +167,7 @@ class TusUploader:
             sha, upload_path, offset, length, rate and rate * 8, self.chunk_in_flight
         )
 
-    async def _offset(self, upload_path: str, sha: str) -> int | None:
+    async def _offset(self, upload_path: str, sha: str, length: int) -> int | None:
         """The server's offset of a known upload; None when it is gone (expired, removed)."""
         try:
             answer = await self.client.request(
@@ -179,7 +179,7 @@ class TusUploader:
                 self.state.forget_upload(sha)
                 return None
             raise
-        return _offset_header(answer.headers, "HEAD")
+        return self._claimed_offset(answer.headers, "HEAD", sha, at_most=length)
 
     async def _create(self, path: Path, length: int, meta: UploadMetadata) -> tuple[str, int]:
         headers = {
@@ -204,13 +204,15 @@ class TusUploader:
         self.state.remember_upload(meta.sha256, upload_path)
         offset = 0
         if body is not None:
-            offset = (
-                _offset_header(answer.headers, "POST") if "Upload-Offset" in answer.headers else 0
-            )
+            offset = 0
+            if "Upload-Offset" in answer.headers:
+                offset = self._claimed_offset(answer.headers, "POST", meta.sha256, len(body))
             self._measured(len(body), self._clock() - started)
         return upload_path, offset
 
-    async def _patch(self, upload_path: str, sha: str, offset: int, chunk: bytes) -> int:
+    async def _patch(
+        self, upload_path: str, sha: str, offset: int, chunk: bytes, length: int
+    ) -> int:
         headers = {
             "Tus-Resumable": TUS_VERSION,
             "Upload-Offset": str(offset),
@@ -232,7 +234,7 @@ class TusUploader:
                     log.warning("checksum mismatch on %s at %d; resending chunk", sha[:12], offset)
                     continue
                 if exc.status == 409:  # our offset is stale: ask the server and go on
-                    server_offset = await self._offset(upload_path, sha)
+                    server_offset = await self._offset(upload_path, sha, length)
                     if server_offset is None:
                         raise RetryableUploadError(f"upload of {sha[:12]} vanished") from exc
                     return server_offset
@@ -241,13 +243,31 @@ class TusUploader:
                     raise RetryableUploadError(f"upload of {sha[:12]} must restart: {exc}") from exc
                 raise
             self._measured(len(chunk), self._clock() - started)
-            new_offset = _offset_header(answer.headers, "PATCH")
+            new_offset = self._claimed_offset(
+                answer.headers, "PATCH", sha, at_most=offset + len(chunk)
+            )
             if new_offset != offset + len(chunk):
                 log.warning(
                     "server offset %d after PATCH of %d bytes at %d", new_offset, len(chunk), offset
                 )
             return new_offset
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _claimed_offset(self, headers: Mapping[str, str], what: str, sha: str, at_most: int) -> int:
+        """The answer's Upload-Offset, which may not count bytes we never sent.
+
+        A server (or a proxy) claiming more would have us call a blob delivered
+        that the cloud does not hold; the upload is forgotten, so the retry
+        starts a new one.
+        """
+        offset = _offset_header(headers, what)
+        if offset > at_most:
+            self.state.forget_upload(sha)
+            raise RetryableUploadError(
+                f"{what} answer for {sha[:12]} claims Upload-Offset {offset}, but at most "
+                f"{at_most} bytes were sent; starting a new upload"
+            )
+        return offset
 
     def _measured(self, nbytes: int, seconds: float) -> None:
         self.sizer.observe(nbytes, seconds)

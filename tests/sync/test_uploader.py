@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from sync.cloud_client import CloudClient
 from sync.engine_state import EngineStateFile
@@ -165,3 +167,80 @@ async def test_flapping_link_finishes_with_retries(
     assert failures >= 1
     assert held(cloud, path, meta.sha256)
     assert uploader.client.bytes_out <= path.stat().st_size + (failures + 1) * CHUNK
+
+
+@asynccontextmanager
+async def lying_tus_server(claim: Callable[[int], int]) -> AsyncIterator[str]:
+    """A tus server on loopback whose HEAD and PATCH answers claim ``claim(bytes it holds)``.
+
+    It creates uploads and takes bodies like any tus server, but the offset it
+    reports may be more than it got: a broken proxy or a server bug.
+    """
+    held_bytes = 0
+
+    async def create(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=201, headers={"Location": "/v1/uploads/u1"})
+
+    async def head_upload(_request: web.Request) -> web.Response:
+        return web.Response(status=200, headers={"Upload-Offset": str(claim(held_bytes))})
+
+    async def patch(request: web.Request) -> web.Response:
+        nonlocal held_bytes
+        held_bytes += len(await request.read())
+        return web.Response(status=204, headers={"Upload-Offset": str(claim(held_bytes))})
+
+    async def head_blob(_request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_post("/v1/uploads/", create)
+    app.router.add_route("HEAD", "/v1/uploads/u1", head_upload)
+    app.router.add_patch("/v1/uploads/u1", patch)
+    app.router.add_route("HEAD", "/v1/blobs/{sha256}", head_blob)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        pytest.param(lambda got: got + 10 * CHUNK, id="beyond-the-size"),
+        pytest.param(lambda got: got + 1, id="bytes-never-sent"),
+    ],
+)
+async def test_patch_answer_claiming_unsent_bytes_is_an_error_not_a_finished_upload(
+    tmp_path: Path, claim: Callable[[int], int]
+) -> None:
+    path, meta = blob(tmp_path, 3 * CHUNK)
+    async with lying_tus_server(claim) as url:
+        uploader = uploader_for(url, "t", tmp_path / "state.json")
+        try:
+            with pytest.raises(RetryableUploadError, match="Upload-Offset"):
+                await uploader.upload(path, meta)
+        finally:
+            await uploader.client.close()
+    # the next try starts a new upload instead of trusting the broken one
+    assert uploader.state.upload_path(meta.sha256) is None
+
+
+async def test_resume_with_head_offset_beyond_the_size_restarts_not_finishes(
+    tmp_path: Path,
+) -> None:
+    path, meta = blob(tmp_path, 3 * CHUNK)
+    async with lying_tus_server(lambda _got: 5 * CHUNK) as url:
+        uploader = uploader_for(url, "t", tmp_path / "state.json")
+        uploader.state.remember_upload(meta.sha256, "/v1/uploads/u1")  # a crash mid-upload
+        try:
+            with pytest.raises(RetryableUploadError, match="Upload-Offset"):
+                await uploader.upload(path, meta)
+        finally:
+            await uploader.client.close()
+    assert uploader.state.upload_path(meta.sha256) is None
