@@ -80,6 +80,15 @@ class _TusHandlers:
             raise Forbidden("this upload belongs to another device")
         return info, principal
 
+    def _drop_unreachable(self, upload_id: str) -> None:
+        """Delete an upload whose creation failed: the error carried no Location.
+
+        A completed one stays (its blob and notification are done).
+        """
+        info = self.store.get(upload_id)
+        if info is not None and not info.completed:
+            self.store.delete(upload_id)
+
     # ---------------------------------------------------------------- handlers
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -120,8 +129,12 @@ class _TusHandlers:
         await asyncio.to_thread(self.store.create, info)
         headers = {"Location": f"{UPLOADS}/{info.upload_id}"}
         if with_body:
-            async with self.store.lock(info.upload_id):
-                info, offset = await self._write(request, info, 0, checksum, None)
+            try:
+                async with self.store.lock(info.upload_id):
+                    info, offset = await self._write(request, info, 0, checksum, None)
+            except BaseException:
+                self._drop_unreachable(info.upload_id)
+                raise
             headers["Upload-Offset"] = str(offset)
         elif length == 0:  # nothing to send: complete at once
             async with self.store.lock(info.upload_id):

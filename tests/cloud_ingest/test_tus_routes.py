@@ -404,3 +404,24 @@ async def test_upload_expires_told_to_the_client_survives_a_restart(
         assert r.status == 200
         assert r.headers["Upload-Offset"] == "5"
         assert parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp() == promised
+
+
+async def test_failed_creation_with_upload_leaves_no_orphan_upload(
+    tus: TusServer, session: aiohttp.ClientSession
+) -> None:
+    """An error answer carries no Location, so nobody could resume that upload: none is kept."""
+    for length, body, extra, status in [
+        (5, b"hello", {"Upload-Checksum": checksum_header(b"other")}, 460),
+        (3, b"0123456789", {}, 413),
+    ]:
+        headers = auth(**{"Upload-Length": str(length), "Content-Type": OCTET, **extra})
+        async with session.post(tus.url(), data=body, headers=headers) as r:
+            assert r.status == status
+            assert "Location" not in r.headers
+        assert tus.store.all_ids() == [], status
+        assert list(tus.store.root.glob("*.bin")) == [], status
+    headers = auth(**{"Upload-Length": "5", "Content-Type": OCTET})
+    async with session.post(tus.url(), data=b"hello", headers=headers) as r:
+        assert r.status == 201  # the retry that works is the one upload held
+    assert len(tus.store.all_ids()) == 1
+    assert tus.completed[0].length == 5
