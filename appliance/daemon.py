@@ -380,6 +380,7 @@ class Daemon:
             "models": {"loaded": sorted(self.tasks), "failed": dict(self.model_failures)},
             "frames": snapshot["frames"],
             "bad_frames": snapshot["bad_frames"],
+            "raw_store_errors": snapshot["raw_store_errors"],  # originals not kept, per camera
             "dropped_frames": dict(self.queues.dropped),
             "queue_depths": self.queues.depths(),
             "outbox": outbox,

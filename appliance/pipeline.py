@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from appliance.errors import ApplianceError
 from appliance.inference.tasks import Detection, InferenceTask, TaskResult
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import KeptFrame, RawFrames
@@ -34,6 +36,8 @@ from appliance.telemetry import Telemetry
 from sync.outbox import Outbox, OutboxClass
 
 __all__ = ["FrameProcessor"]
+
+_log = logging.getLogger(__name__)
 
 
 class FrameProcessor:
@@ -140,9 +144,22 @@ class FrameProcessor:
         return redaction_of((result for result, _ in done), self._tasks)
 
     async def _store_raw(self, frame: Frame) -> str | None:
+        """The kept original's sha256, or None when it is not kept.  A blob store that
+        cannot take it (full disk, damaged day key) costs the original, never the frame's
+        events records: it is logged and counted (``raw_store_errors``), the records go
+        on without ``raw_sha256``."""
         if not self._keep_raw:
             return None
-        stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
+        try:
+            stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
+        except ApplianceError as exc:
+            self._telemetry.raw_store_errors[frame.camera_id] += 1
+            _log.error(
+                "original frame not kept: %s",
+                exc,
+                extra={"camera": frame.camera_id, "retryable": exc.retryable},
+            )
+            return None
         return stored.sha256
 
     async def _task_to_outbox(

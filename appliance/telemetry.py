@@ -30,6 +30,7 @@ class Telemetry:
         self.class_counts: Counter[str] = Counter()
         self.bad_frames: Counter[str] = Counter()
         self.task_errors: Counter[str] = Counter()
+        self.raw_store_errors: Counter[str] = Counter()  # per camera: original not kept
         self.confidence_hist: dict[str, list[int]] = {}
 
     def record_result(
@@ -75,6 +76,7 @@ class Telemetry:
             "class_counts": dict(self.class_counts),
             "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
             "bad_frames": dict(self.bad_frames),
+            "raw_store_errors": dict(self.raw_store_errors),
         }
 
     def record(self, device_id: str, site_id: str, extra: Mapping[str, object]) -> bytes:

@@ -15,10 +15,12 @@ swapped between names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,9 +31,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.errors import ApplianceError
 
-__all__ = ["BlobCorrupt", "BlobMissing", "BlobShredded", "BlobStore", "StoredBlob", "utc_day"]
+__all__ = [
+    "BlobCorrupt",
+    "BlobKeyDamaged",
+    "BlobMissing",
+    "BlobShredded",
+    "BlobStore",
+    "BlobWriteFailed",
+    "StoredBlob",
+    "utc_day",
+]
 
 _NONCE = 12
+_KEY_BYTES = 32
+_TAG = 16
 
 
 class BlobMissing(ApplianceError):
@@ -44,6 +57,19 @@ class BlobShredded(ApplianceError):
 
 class BlobCorrupt(ApplianceError):
     """The ciphertext does not authenticate (disk damage or tampering)."""
+
+
+class BlobKeyDamaged(ApplianceError):
+    """The day's key file is not a 32-byte key (truncated or overwritten): that day's blobs
+    cannot be read, and no new blob is stored under it.  Not retryable: restore the key file
+    from a backup, or move it away to shred the day (a new key is then made)."""
+
+
+class BlobWriteFailed(ApplianceError):
+    """A blob or key could not be written (full disk, I/O error); nothing partial is left.
+    Retryable once there is room."""
+
+    retryable = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +111,12 @@ class BlobStore:
                     f"the key for {day} is deleted: that day's blobs are shredded"
                 ) from None
             key = secrets.token_bytes(32)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            _write_atomically(path, key, f"the key for {day}")
+        if len(key) != _KEY_BYTES:
+            raise BlobKeyDamaged(
+                f"{path}: {len(key)} bytes, not a {_KEY_BYTES}-byte key; the blobs of {day} "
+                "cannot be read or stored: restore the file, or move it away to shred the day"
+            )
         self._keys[day] = key
         return key
 
@@ -105,13 +130,7 @@ class BlobStore:
             sealed = nonce + AESGCM(self._key(day, create=True)).encrypt(
                 nonce, data, sha256.encode()
             )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(sealed)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            _write_atomically(path, sealed, f"blob {sha256[:12]}... of {day}")
         return StoredBlob(sha256=sha256, size=len(data), day=day)
 
     def find_day(self, sha256: str) -> str | None:
@@ -128,6 +147,8 @@ class BlobStore:
             raise BlobMissing(f"no blob {sha256[:12]}... in the store")
         key = self._key(day, create=False)
         sealed = path.read_bytes()
+        if len(sealed) < _NONCE + _TAG:
+            raise BlobCorrupt(f"blob {sha256[:12]}... of {day} is truncated ({len(sealed)} bytes)")
         try:
             data = AESGCM(key).decrypt(sealed[:_NONCE], sealed[_NONCE:], sha256.encode())
         except InvalidTag:
@@ -154,3 +175,22 @@ class BlobStore:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*.blob"))
+
+
+def _write_atomically(path: Path, data: bytes, what: str) -> None:
+    """Write ``data`` to ``path`` via a temp file of its own (two writers of one blob do not
+    share it), fsync, rename; on failure remove the temp file and raise ``BlobWriteFailed``."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise BlobWriteFailed(f"cannot store {what}: {exc.strerror or exc}") from exc

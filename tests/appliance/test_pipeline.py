@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from appliance.daemon import Daemon
+from appliance.privacy.blobstore import utc_day
 from appliance.privacy.raw_frames import RawFrames
 from appliance.sources.frames import decode_frame
 from appliance.sources.synthetic import SyntheticYardCamera
@@ -114,3 +115,25 @@ async def test_telemetry_records_carry_latency_vs_sla_and_drops(tmp_path: Path) 
     assert body["dropped_frames"] == {"gate-in": 3}
     assert body["tasks"]["gate_ocr"]["sla_p99_ms"] == 300.0
     assert body["tasks"]["gate_ocr"]["latency_ms"]["p50"] > 0
+
+
+async def test_a_blob_store_failure_keeps_the_frames_events(tmp_path: Path) -> None:
+    """Today's key file is damaged, so the original cannot be kept: the frame's events
+    records are still made durable (without ``raw_sha256``), not lost with the blob."""
+    config = site_config(tmp_path, inference={"face_anonymize": {"enabled": False}})
+    keys = tmp_path / "var" / "blob-keys"
+    keys.mkdir(parents=True)
+    frame = decode_frame(
+        "gate-in", SyntheticYardCamera(3).frame(0).encode(), "image/jpeg", max_bytes=1 << 24
+    )
+    (keys / f"{utc_day(frame.event_time)}.key").write_bytes(b"torn")
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        await daemon.queue_frame(frame)
+        await wait_for(lambda: daemon.telemetry.raw_store_errors["gate-in"] == 1, timeout=30)
+        await wait_for(lambda: daemon.telemetry.results["gate_ocr"] == 1, timeout=30)
+    finally:
+        await daemon.stop()
+    events = await read_events(Path(config.outbox.path))
+    assert [(e["task"], e["raw_sha256"]) for e in events] == [("gate_ocr", None)]

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import resource
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from appliance.privacy.blobstore import BlobCorrupt, BlobMissing, BlobShredded, BlobStore, utc_day
+from appliance.privacy.blobstore import (
+    BlobCorrupt,
+    BlobKeyDamaged,
+    BlobMissing,
+    BlobShredded,
+    BlobStore,
+    BlobWriteFailed,
+    utc_day,
+)
 
 DAY = 86400.0
 
@@ -63,9 +73,55 @@ def test_tampered_ciphertext_is_refused(tmp_path: Path) -> None:
         _store(tmp_path).get(stored.sha256)
 
 
+@pytest.mark.parametrize("keep", [0, 5, 12, 27])
+def test_a_truncated_blob_is_corrupt_not_a_crash(tmp_path: Path, keep: int) -> None:
+    store = _store(tmp_path)
+    stored = store.put(b"frame bytes")
+    path = next((tmp_path / "blobs").rglob("*.blob"))
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(BlobCorrupt):
+        _store(tmp_path).get(stored.sha256)
+
+
 def test_concurrent_writers_share_one_day_key(tmp_path: Path) -> None:
     store = _store(tmp_path)
     with ThreadPoolExecutor(8) as pool:
         stored = list(pool.map(lambda i: store.put(f"frame {i}".encode()), range(64)))
     reopened = _store(tmp_path)
     assert [reopened.get(s.sha256) for s in stored] == [f"frame {i}".encode() for i in range(64)]
+
+
+def test_a_write_on_a_full_disk_is_a_retryable_error_and_leaves_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    """The file size cap stands in for a full disk: the write fails half way, like ENOSPC."""
+    store = _store(tmp_path)
+    store.put(b"today's key exists")  # only the blob write is cut short
+    frame = b"\xff\xd8" + bytes(range(256)) * 8192  # 2 MiB
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(BlobWriteFailed, match="cannot store blob") as caught:
+            store.put(frame)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert caught.value.retryable
+    left = [p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].endswith(".blob")  # the first blob only, no .tmp
+    stored = store.put(frame)  # room again: stored and readable
+    assert _store(tmp_path).get(stored.sha256) == frame
+
+
+@pytest.mark.parametrize("damage", [b"", b"short", b"k" * 33])
+def test_a_damaged_day_key_is_a_typed_error_not_a_crash(tmp_path: Path, damage: bytes) -> None:
+    store = _store(tmp_path)
+    stored = store.put(b"frame bytes")
+    (tmp_path / "keys" / f"{stored.day}.key").write_bytes(damage)
+    reopened = _store(tmp_path)
+    with pytest.raises(BlobKeyDamaged, match=f"{stored.day}.key") as caught:
+        reopened.get(stored.sha256)
+    assert not caught.value.retryable
+    with pytest.raises(BlobKeyDamaged):
+        reopened.put(b"another frame of that day")
