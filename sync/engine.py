@@ -38,7 +38,7 @@ from pathlib import Path
 
 from sync.batches import BatchLimits
 from sync.cloud_client import CloudClient, CloudRejected, CloudUnavailable
-from sync.engine_state import EngineStateFile
+from sync.engine_state import EngineStateFile, StateFileError
 from sync.errors import PermanentUploadError, ProtocolError, RetryableUploadError, SyncError
 from sync.link import LinkMonitor
 from sync.metadata_delivery import MetadataDelivery, SentBatch
@@ -55,7 +55,13 @@ __all__ = ["SyncEngine"]
 
 log = logging.getLogger("yardlink.sync")
 
-_TRANSIENT = (CloudUnavailable, RetryableUploadError, ProtocolError, CloudRejected)
+_TRANSIENT = (
+    CloudUnavailable,
+    RetryableUploadError,
+    ProtocolError,
+    CloudRejected,
+    StateFileError,
+)
 
 
 class SyncEngine:

@@ -11,7 +11,10 @@ What lives here (everything else is in the outbox):
 * ``sent_today``: bytes per class in the current UTC day (daily budgets).
 
 Writes go to a temp file in the same directory, fsync, ``os.replace``, fsync
-the directory (CONVENTIONS 7), so the file is always either old or new.
+the directory (CONVENTIONS 7), so the file is always either old or new.  A write
+that fails (a full disk) raises :class:`StateFileError` and keeps the old file;
+a file that cannot be read (not JSON, not UTF-8, not this schema) is moved
+aside to ``*.corrupt`` and the engine starts from an empty state.
 """
 
 from __future__ import annotations
@@ -24,11 +27,19 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sync.errors import RetryableSyncError
 from sync.protocol import Stream
 
-__all__ = ["ConflictRecord", "EngineState", "EngineStateFile"]
+__all__ = ["ConflictRecord", "EngineState", "EngineStateFile", "StateFileError"]
 
 log = logging.getLogger("yardlink.sync")
+
+
+class StateFileError(RetryableSyncError):
+    """The state file could not be written (full disk, I/O error); the previous one is kept.
+
+    Retry once space is freed: the state in memory is still current.
+    """
 
 
 class ConflictRecord(BaseModel):
@@ -63,11 +74,11 @@ class EngineStateFile:
 
     def _load(self) -> EngineState:
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return EngineState()
         try:
-            return EngineState.model_validate_json(text)
+            return EngineState.model_validate_json(data)  # bytes: not UTF-8 is a ValidationError
         except ValidationError:
             # Losing this file costs re-sending a partial upload, never data.
             broken = self.path.with_suffix(".corrupt")
@@ -76,16 +87,19 @@ class EngineStateFile:
             return EngineState()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Replace the file with ``state``; raises :class:`StateFileError`, old file kept."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         data = json.dumps(self.state.model_dump(mode="json"), separators=(",", ":")).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_synced(tmp, data)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StateFileError(
+                f"could not save sync state {self.path} ({exc}); the previous state is kept"
+            ) from exc
         with contextlib.suppress(OSError):
             dir_fd = os.open(self.path.parent, os.O_RDONLY)
             try:
@@ -105,3 +119,12 @@ class EngineStateFile:
     def forget_upload(self, sha256: str) -> None:
         if self.state.uploads.pop(sha256, None) is not None:
             self.save()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write all of ``data`` (a short write on a full disk is an error) and fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:  # buffered: writes until done or raises
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,49 @@ def test_state_file_survives_reopen_and_quarantines_garbage(tmp_path: Path) -> N
     fresh = EngineStateFile(path)
     assert fresh.state.uploads == {}
     assert (tmp_path / "sync-state.corrupt").exists()
+
+
+def test_state_file_of_binary_garbage_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "sync-state.json"
+    path.write_bytes(b"\xff\xfe\x00 not json, not utf-8")
+    fresh = EngineStateFile(path)
+    assert fresh.state.uploads == {}
+    assert (tmp_path / "sync-state.corrupt").read_bytes().startswith(b"\xff\xfe")
+
+
+_SAVE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from sync.engine_state import EngineStateFile, StateFileError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails like ENOSPC
+state = EngineStateFile(Path(sys.argv[1]))
+resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+for i in range(20):
+    state.state.uploads[f"{i:064x}"] = f"/v1/uploads/{i}"
+try:
+    state.save()
+except StateFileError as exc:
+    print("StateFileError", exc)
+else:
+    print("saved")
+"""
+
+
+def test_save_on_a_full_disk_raises_and_keeps_the_previous_file(tmp_path: Path) -> None:
+    """A short write (the disk filled up) must never replace the good file with half a one."""
+    path = tmp_path / "sync-state.json"
+    EngineStateFile(path).remember_upload(SHA, "/v1/uploads/abc")
+    before = path.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-c", _SAVE_ON_A_FULL_DISK, str(path)],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.startswith("StateFileError"), done.stdout + done.stderr
+    assert "previous state is kept" in done.stdout
+    assert path.read_bytes() == before
+    assert EngineStateFile(path).upload_path(SHA) == "/v1/uploads/abc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sync-state.json"]  # no tmp left
