@@ -246,6 +246,11 @@ class TusUploader:
             new_offset = self._claimed_offset(
                 answer.headers, "PATCH", sha, at_most=offset + len(chunk)
             )
+            if new_offset <= offset:  # resending at once would loop at link speed
+                raise RetryableUploadError(
+                    f"PATCH of {len(chunk)} bytes of {sha[:12]} at {offset} made no progress "
+                    f"(server Upload-Offset {new_offset}); resuming after a backoff"
+                )
             if new_offset != offset + len(chunk):
                 log.warning(
                     "server offset %d after PATCH of %d bytes at %d", new_offset, len(chunk), offset

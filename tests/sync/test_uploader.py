@@ -244,3 +244,19 @@ async def test_resume_with_head_offset_beyond_the_size_restarts_not_finishes(
         finally:
             await uploader.client.close()
     assert uploader.state.upload_path(meta.sha256) is None
+
+
+async def test_patch_answers_that_never_advance_fail_instead_of_resending_forever(
+    tmp_path: Path,
+) -> None:
+    """A server (or a proxy dropping bodies) that keeps answering the same offset."""
+    path, meta = blob(tmp_path, 3 * CHUNK)
+    async with lying_tus_server(lambda _got: 0) as url:
+        uploader = uploader_for(url, "t", tmp_path / "state.json")
+        try:
+            async with asyncio.timeout(10):
+                with pytest.raises(RetryableUploadError, match="no progress"):
+                    await uploader.upload(path, meta)
+        finally:
+            await uploader.client.close()
+    assert uploader.client.bytes_out == CHUNK  # one chunk, not a link's worth of resends
