@@ -171,8 +171,15 @@ class Catalog(Protocol):
     async def expire_raw_requests(self, now: float) -> int: ...
 
     # uploads and blobs
-    async def record_upload(self, upload: UploadRecord) -> None:
-        """Record a completed upload and, when it named a sha256, the blob it produced."""
+    async def record_upload(self, upload: UploadRecord, *, actor: str) -> bool:
+        """Record a completed upload once, all in one transaction.
+
+        Its row; the blob it produced, when it named a sha256; the raw request
+        its metadata ``request_id`` answers (when the device's and still
+        requested) moved to delivered; an ``upload.complete`` audit event by
+        ``actor``.  False, writing nothing, when it was recorded already (the
+        completion re-run after a crash), so nothing is recorded twice.
+        """
         ...
 
     async def has_blob(self, sha256: str) -> bool: ...

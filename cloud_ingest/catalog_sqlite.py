@@ -288,13 +288,7 @@ class SqliteCatalog:
         moved = 0
         async with self._transaction() as db:
             for request_id in request_ids:
-                cursor = await db.execute(
-                    "UPDATE raw_requests SET state = ?, state_changed_at = ?,"
-                    " upload_id = COALESCE(?, upload_id)"
-                    " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
-                    (state, now, upload_id, request_id, device_id),
-                )
-                moved += cursor.rowcount
+                moved += await _move_raw_request(db, device_id, request_id, state, now, upload_id)
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
@@ -308,9 +302,9 @@ class SqliteCatalog:
 
     # ------------------------------------------------------------- uploads, blobs
 
-    async def record_upload(self, upload: UploadRecord) -> None:
+    async def record_upload(self, upload: UploadRecord, *, actor: str) -> bool:
         async with self._transaction() as db:
-            await db.execute(
+            cursor = await db.execute(
                 "INSERT OR IGNORE INTO uploads (upload_id, device_id, length, sha256, metadata,"
                 " completed_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -322,6 +316,8 @@ class SqliteCatalog:
                     upload.completed_at,
                 ),
             )
+            if cursor.rowcount == 0:
+                return False  # recorded already: on_complete re-run after a crash
             if upload.sha256 is not None:
                 await db.execute(
                     "INSERT OR IGNORE INTO blobs (sha256, size, device_id, upload_id, stored_at)"
@@ -334,6 +330,35 @@ class SqliteCatalog:
                         upload.completed_at,
                     ),
                 )
+            request_id = upload.metadata.get("request_id")
+            delivered = 0
+            if request_id:
+                delivered = await _move_raw_request(
+                    db,
+                    upload.device_id,
+                    request_id,
+                    "delivered",
+                    upload.completed_at,
+                    upload.upload_id,
+                )
+            detail = {
+                "upload_id": upload.upload_id,
+                "length": upload.length,
+                "stream": upload.metadata.get("stream"),
+                "request_id": request_id,
+                "raw_request_delivered": bool(delivered),
+            }
+            await db.execute(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                (
+                    upload.completed_at,
+                    actor,
+                    "upload.complete",
+                    upload.sha256 or upload.upload_id,
+                    json.dumps(detail),
+                ),
+            )
+        return True
 
     async def has_blob(self, sha256: str) -> bool:
         return await self._one("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)) is not None
@@ -356,6 +381,24 @@ class SqliteCatalog:
             (after_id, limit),
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+async def _move_raw_request(  # noqa: PLR0913
+    db: aiosqlite.Connection,
+    device_id: str,
+    request_id: str,
+    state: RawRequestState,
+    now: float,
+    upload_id: str | None,
+) -> int:
+    """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
+    cursor = await db.execute(
+        "UPDATE raw_requests SET state = ?, state_changed_at = ?,"
+        " upload_id = COALESCE(?, upload_id)"
+        " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
+        (state, now, upload_id, request_id, device_id),
+    )
+    return cursor.rowcount
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:

@@ -1,7 +1,8 @@
 """What happens when a tus upload completes: catalog rows, raw request state, audit.
 
 The tus server (cloud_ingest/tus) awaits the callback built here once per
-finished upload, after the bytes are in the blob store.
+finished upload, after the bytes are in the blob store, and again when a crash
+came before it returned; the catalog writes all of it in one transaction, once.
 """
 
 from __future__ import annotations
@@ -36,37 +37,18 @@ def make_on_complete(app: web.Application) -> Callable[[CompletedUploadInfo], Aw
     """The ``on_complete`` callback for ``add_tus_routes``, bound to ``app``."""
 
     async def on_complete(upload: CompletedUploadInfo) -> None:
-        catalog, now = app[CATALOG], app[CLOCK]()
-        metadata = dict(upload.metadata)
-        await catalog.record_upload(
+        recorded = await app[CATALOG].record_upload(
             UploadRecord(
                 upload_id=upload.upload_id,
                 device_id=upload.device_id,
                 length=upload.length,
                 sha256=upload.sha256,
-                completed_at=now,
-                metadata=metadata,
-            )
+                completed_at=app[CLOCK](),
+                metadata=dict(upload.metadata),
+            ),
+            actor=f"device:{upload.device_id}",
         )
-        request_id = metadata.get("request_id")
-        delivered = 0
-        if request_id:
-            delivered = await catalog.set_raw_request_state(
-                upload.device_id, [request_id], "delivered", now, upload_id=upload.upload_id
-            )
-        await catalog.audit(
-            f"device:{upload.device_id}",
-            "upload.complete",
-            upload.sha256 or upload.upload_id,
-            {
-                "upload_id": upload.upload_id,
-                "length": upload.length,
-                "stream": metadata.get("stream"),
-                "request_id": request_id,
-                "raw_request_delivered": bool(delivered),
-            },
-            now,
-        )
-        app[METRICS].uploads_completed.inc()
+        if recorded:  # not a re-run after a crash
+            app[METRICS].uploads_completed.inc()
 
     return on_complete

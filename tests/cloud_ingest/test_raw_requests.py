@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.completions import make_on_complete
-from tests.cloud_ingest.conftest import Ingest, bearer
+from cloud_ingest.settings import IngestSettings
+from tests.cloud_ingest.conftest import Ingest, bearer, running_ingest
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,48 @@ async def test_upload_from_another_device_does_not_deliver(ingest: Ingest) -> No
     )
     one = await ingest.app[CATALOG].get_raw_request(created["request_id"])
     assert one is not None and one.state == "requested"
+
+
+async def test_completion_re_run_after_a_crash_is_recorded_and_audited_once(
+    settings: IngestSettings,
+) -> None:
+    """Killed after on_complete's writes but before 'notified' was saved: the HEAD that
+    re-runs it must not write a second upload.complete (that said nothing was delivered)."""
+    blob = b"raw frame bytes"
+    sha = hashlib.sha256(blob).hexdigest()
+    async with running_ingest(settings) as ingest:
+        operator, device = await ingest.operator(), await ingest.device()
+        asked = await ingest.client.post(
+            "/v1/raw-requests", json={"device_id": "gate-01", "seq": 9}, headers=bearer(operator)
+        )
+        request_id = (await asked.json())["request_id"]
+        meta = ",".join(
+            f"{k} {base64.b64encode(v.encode()).decode()}"
+            for k, v in {"sha256": sha, "stream": "raw_requested", "request_id": request_id}.items()
+        )
+        tus = {**bearer(device), "Tus-Resumable": "1.0.0"}
+        created = await ingest.client.post(
+            "/v1/uploads",
+            data=blob,
+            headers={
+                **tus,
+                "Upload-Length": str(len(blob)),
+                "Upload-Metadata": meta,
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert created.status == 201
+        location = created.headers["Location"]
+    info_path = settings.uploads_dir / f"{location.rsplit('/', 1)[1]}.info"
+    info = json.loads(info_path.read_text())
+    assert info["completed"] and info["notified"]
+    info_path.write_text(json.dumps({**info, "notified": False}))  # the save a kill -9 lost
+    async with running_ingest(settings) as ingest:
+        head = await ingest.client.head(location, headers=tus)
+        assert (head.status, head.headers["Upload-Offset"]) == (200, str(len(blob)))
+        assert json.loads(info_path.read_text())["notified"]
+        audit = await (await ingest.client.get("/v1/admin/audit", headers=bearer(operator))).json()
+        completions = [e for e in audit["events"] if e["action"] == "upload.complete"]
+        assert [e["detail"]["raw_request_delivered"] for e in completions] == [True]
+        record = await ingest.app[CATALOG].get_raw_request(request_id)
+        assert record is not None and record.state == "delivered"
