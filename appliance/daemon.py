@@ -132,6 +132,7 @@ class Daemon:
                 max_bytes=config.local_api.max_frame_bytes,
                 poll_s=sources.spool_poll_s,
                 reduction=self.processor.jpeg_reduction,
+                room=self.queues.room,
             )
             self._supervise(self.spool.run, "spool")
         for camera in sources.cameras:

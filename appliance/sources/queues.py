@@ -70,6 +70,11 @@ class CameraQueues:
             self._ready.clear()
             await self._ready.wait()
 
+    def room(self, camera_id: str) -> int:
+        """How many frames ``camera_id``'s queue takes before it drops its oldest."""
+        queue = self._queues.get(camera_id)
+        return self._bound - (len(queue) if queue is not None else 0)
+
     def depths(self) -> dict[str, int]:
         return {camera: len(queue) for camera, queue in self._queues.items()}
 

@@ -8,7 +8,9 @@ also goes to ``failed/`` with its reason, without being read, so one odd entry
 never stops the others being read.  Files in flight are remembered so a
 file is never read twice while the daemon runs; after a restart every file
 still in the spool is simply read again (its records never reached the
-outbox), so nothing is lost.
+outbox), so nothing is lost.  A file is read only when its camera's queue has
+room (``room``), so a backlog is read oldest first as inference catches up,
+never decoded, dropped from the full queue and read again at every scan.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class SpoolWatcher:
         max_bytes: int,
         poll_s: float = 0.5,
         reduction: Reduction | None = None,
+        room: Callable[[str], int] | None = None,
     ) -> None:
         self.root = root
         self._cameras = cameras
@@ -47,6 +50,7 @@ class SpoolWatcher:
         self._max_bytes = max_bytes
         self._poll_s = poll_s
         self._reduction = reduction
+        self._room = room  # frames the camera's queue takes now; None: unbounded
         self._in_flight: set[str] = set()
         self.processed_dir = root / "processed"
         self.failed_dir = root / "failed"
@@ -94,6 +98,8 @@ class SpoolWatcher:
         """Submit every new file; returns how many were submitted."""
         submitted = 0
         for camera, path in self.pending():
+            if self._room is not None and self._room(camera) <= 0:
+                continue  # left for a later scan: a file waits in the spool, not in memory
             try:
                 data = await asyncio.to_thread(self._read, path)
                 frame = await asyncio.to_thread(

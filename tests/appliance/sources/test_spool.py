@@ -88,3 +88,32 @@ async def test_an_odd_entry_is_refused_and_never_stalls_the_spool(tmp_path: Path
     assert "frame too large" in reasons["huge.jpg.why"]
     assert sorted(p.name for p in camera.iterdir()) == good  # only the in-flight files stay
     assert await watcher.scan_once() == 0  # nothing read twice, nothing raised
+
+
+async def test_a_backlog_is_read_as_the_queue_has_room_not_dropped_and_read_again(
+    tmp_path: Path,
+) -> None:
+    """After an outage a camera's spool holds more files than its queue: they are read
+    oldest first as consumers make room, each once, and none counts as a dropped frame."""
+    spool = tmp_path / "spool"
+    names = _drop(spool, "gate-in", 0, 12)
+    config = site_config(
+        tmp_path,
+        sources={
+            "cameras": [{"id": "gate-in"}],
+            "spool_dir": str(spool),
+            "spool_poll_s": 0.05,
+            "queue_bound": 2,
+        },
+        inference={"face_anonymize": {"enabled": False}},
+    )
+    daemon = Daemon(config)
+    await daemon.start()
+    processed = spool / "processed" / "gate-in"
+    try:
+        await wait_for(lambda: processed.is_dir() and len(list(processed.iterdir())) == 12)
+    finally:
+        await daemon.stop()
+    assert daemon.queues.dropped["gate-in"] == 0
+    assert daemon.queues.accepted["gate-in"] == 12  # each file read once
+    assert sorted(p.name for p in processed.iterdir()) == names
