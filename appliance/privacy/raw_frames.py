@@ -25,6 +25,7 @@ the exact (decrypted) bytes to upload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ import numpy as np
 
 from appliance.errors import ApplianceError
 from appliance.inference.face_anonymize import blur_faces
-from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.blobstore import BlobStore, BlobWriteFailed
 from appliance.privacy.redaction import Box
 from sync.outbox import BlobRef
 from sync.protocol import RawRequest
@@ -105,10 +106,26 @@ def _boxes(rows: Any) -> tuple[Box, ...]:
 
 
 def _append_line(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one row and fsync.  A line torn by a crash (no newline at the end) is closed
+    first, so the new row is not glued to it; a failed write (full disk) is cut back off,
+    so it tears nothing either (``BlobWriteFailed``, retryable)."""
+    line = (json.dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise BlobWriteFailed(f"cannot append to {path.name}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 class RawFrames:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import resource
+import signal
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from appliance.privacy.blobstore import BlobStore, utc_day
+from appliance.privacy.blobstore import BlobStore, BlobWriteFailed, utc_day
 from appliance.privacy.raw_frames import KeptFrame, RawFrames
 from sync.protocol import RawRequest
 
@@ -82,6 +85,26 @@ def test_a_torn_last_index_line_is_skipped(tmp_path: Path) -> None:
     assert reopened._kept.keys() == {1}
 
 
+async def test_the_first_row_after_a_torn_line_survives_the_next_restart(tmp_path: Path) -> None:
+    """kill -9 mid-append tears the last line; the row appended after the restart must not be
+    glued to it (one unreadable line, that frame no longer requestable)."""
+    store, frames = _frames(tmp_path)
+    _, original = _detailed_frame()
+    now = time.time()
+    stored = store.put(original, now)
+    frames.keep(KeptFrame((1,), stored.sha256, now, "gate-in", (), True))
+    for name in ("kept-frames.jsonl", "raw-index.jsonl"):
+        with (tmp_path / name).open("a") as handle:
+            handle.write('{"seqs": [2], "original_sha')  # the crash
+    _, restarted = _frames(tmp_path)
+    restarted.keep(KeptFrame((3,), stored.sha256, now, "gate-in", (FACE,), True))
+    refs = await restarted.resolve_raw_request(_request(3))  # blurred and indexed
+    assert len(refs) == 1
+    _, again = _frames(tmp_path)
+    assert again._kept.keys() == {1, 3}
+    assert await again.resolve_raw_request(_request(3)) == refs
+
+
 async def test_an_incomplete_kept_frame_is_redacted_again_or_not_sent(tmp_path: Path) -> None:
     """Indexed before gate_ocr had run (a crash in between): its boxes are found again on
     request; with nothing to find them, it is answered unavailable, never sent as is."""
@@ -108,3 +131,22 @@ async def test_an_incomplete_kept_frame_is_redacted_again_or_not_sent(tmp_path: 
     for x, y, w, h in (FACE, plate):  # both the face and the plate lost their detail
         before = image[y : y + h, x : x + w].astype(float)
         assert sent[y : y + h, x : x + w].astype(float).std() < before.std() / 3
+
+
+def test_an_index_append_on_a_full_disk_is_retryable_and_tears_nothing(tmp_path: Path) -> None:
+    """The file size cap stands in for a full disk: the row is written only in part."""
+    _, frames = _frames(tmp_path)
+    frames.keep(KeptFrame((1,), "ab" * 32, time.time(), "gate-in", (), True))
+    index = tmp_path / "kept-frames.jsonl"
+    before = index.read_bytes()
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 10, hard))
+    try:
+        with pytest.raises(BlobWriteFailed, match="kept-frames.jsonl") as caught:
+            frames.keep(KeptFrame((2,), "cd" * 32, time.time(), "gate-in", (), True))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert caught.value.retryable
+    assert index.read_bytes() == before  # the part written is cut back off
