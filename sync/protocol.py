@@ -129,7 +129,7 @@ def make_batch_id(device_id: str, stream: Stream, first_seq: int, last_seq: int)
     >>> make_batch_id("gate-01", Stream.EVENTS, 5, 260)
     'gate-01.events.5-260'
     """
-    if not DEVICE_ID_RE.match(device_id):
+    if not DEVICE_ID_RE.fullmatch(device_id):  # not match: its $ lets a trailing "\n" in
         raise WireFormatError(f"invalid device id {device_id!r}")
     if not stream.is_metadata:
         raise WireFormatError(f"stream {stream} is not a metadata stream")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sync.batches import BadRecord, BatchLimits, _loads, cut_batch, encode_records
 from sync.outbox import OutboxRecord
-from sync.protocol import Stream, decode_batch, parse_batch_id
+from sync.protocol import Stream, WireFormatError, decode_batch, make_batch_id, parse_batch_id
 
 NOW = 1_800_000_000.0
 
@@ -154,3 +154,10 @@ def test_fast_json_path_fails_like_json_loads(payload: bytes) -> None:
         json.loads(payload)
     with pytest.raises(ValueError):
         _loads(payload)
+
+
+@pytest.mark.parametrize("device_id", ["gate-01\n", "", "-gate", "gate.01", "g" * 65])
+def test_a_batch_id_is_refused_for_a_bad_device_id(device_id: str) -> None:
+    """``gate-01\\n`` passed ``DEVICE_ID_RE.match`` (its ``$`` matches before a newline)."""
+    with pytest.raises(WireFormatError, match="invalid device id"):
+        make_batch_id(device_id, Stream.EVENTS, 1, 2)
