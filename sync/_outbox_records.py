@@ -73,7 +73,7 @@ class BlobRef:
     meta: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.sha256, str) or not SHA256_RE.match(self.sha256):
+        if not isinstance(self.sha256, str) or not SHA256_RE.fullmatch(self.sha256):
             raise RecordRejected(f"blob ref sha256 must be 64 lowercase hex chars: {self.sha256!r}")
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
             raise RecordRejected(f"blob ref size must be a non-negative int: {self.size!r}")

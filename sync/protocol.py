@@ -139,7 +139,7 @@ def make_batch_id(device_id: str, stream: Stream, first_seq: int, last_seq: int)
 
 
 def parse_batch_id(batch_id: str) -> BatchIdParts:
-    match = BATCH_ID_RE.match(batch_id)
+    match = BATCH_ID_RE.fullmatch(batch_id)
     if match is None:
         raise WireFormatError(
             f"invalid batch id {batch_id[:100]!r}: expected DEVICE.STREAM.FIRST-LAST"

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.batches import BadRecord, BatchLimits, _loads, cut_batch, encode_records
-from sync.outbox import OutboxRecord
+from sync.errors import RecordRejected
+from sync.outbox import BlobRef, OutboxRecord
 from sync.protocol import Stream, WireFormatError, decode_batch, make_batch_id, parse_batch_id
 
 NOW = 1_800_000_000.0
@@ -161,3 +162,10 @@ def test_a_batch_id_is_refused_for_a_bad_device_id(device_id: str) -> None:
     """``gate-01\\n`` passed ``DEVICE_ID_RE.match`` (its ``$`` matches before a newline)."""
     with pytest.raises(WireFormatError, match="invalid device id"):
         make_batch_id(device_id, Stream.EVENTS, 1, 2)
+
+
+def test_a_batch_id_or_blob_sha_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(WireFormatError, match="invalid batch id"):
+        parse_batch_id("gate-01.events.1-2\n")
+    with pytest.raises(RecordRejected, match="64 lowercase hex"):
+        BlobRef("a" * 64 + "\n", 1)
