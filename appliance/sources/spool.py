@@ -51,7 +51,9 @@ class SpoolWatcher:
         self._poll_s = poll_s
         self._reduction = reduction
         self._room = room  # frames the camera's queue takes now; None: unbounded
-        self._in_flight: set[str] = set()
+        # path -> identity (device, inode, size, mtime) of the file as read: a camera that
+        # writes one name again must not have its new frame moved to processed/ unread
+        self._in_flight: dict[str, tuple[int, int, int, int]] = {}
         self.processed_dir = root / "processed"
         self.failed_dir = root / "failed"
         for directory in (root, self.processed_dir, self.failed_dir):
@@ -75,7 +77,7 @@ class SpoolWatcher:
                     found.append((mtime, camera, path))
         return [(camera, path) for _, camera, path in sorted(found)]
 
-    def _read(self, path: Path) -> bytes:
+    def _read(self, path: Path) -> tuple[bytes, tuple[int, int, int, int]]:
         """The file's bytes; ``BadFrame`` when the entry cannot be a frame (it is not read)."""
         try:
             info = path.stat()
@@ -88,7 +90,7 @@ class SpoolWatcher:
         if info.st_size > self._max_bytes:
             raise BadFrame(f"frame too large: {info.st_size} bytes, limit {self._max_bytes}")
         try:
-            return path.read_bytes()
+            return path.read_bytes(), _identity(info)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -101,7 +103,7 @@ class SpoolWatcher:
             if self._room is not None and self._room(camera) <= 0:
                 continue  # left for a later scan: a file waits in the spool, not in memory
             try:
-                data = await asyncio.to_thread(self._read, path)
+                data, identity = await asyncio.to_thread(self._read, path)
                 frame = await asyncio.to_thread(
                     decode_frame,
                     camera,
@@ -120,23 +122,29 @@ class SpoolWatcher:
             except FileNotFoundError:
                 continue
             frame.spool_path = str(path)
-            self._in_flight.add(str(path))
+            self._in_flight[str(path)] = identity
             await self._submit(frame)
             submitted += 1
         return submitted
 
     def finish(self, frame: Frame) -> None:
-        """The frame's records are durable: move its file to processed/ (synchronous)."""
+        """The frame's records are durable: move its file to processed/ (synchronous),
+        unless the file was replaced since it was read (then the new one is read next)."""
         if frame.spool_path is None:
             return
         path = Path(frame.spool_path)
-        self._move(path, self.processed_dir / frame.camera_id, None)
-        self._in_flight.discard(frame.spool_path)
+        try:
+            current: tuple[int, int, int, int] | None = _identity(path.stat())
+        except FileNotFoundError:
+            current = None  # removed meanwhile: nothing to move
+        if current is not None and current == self._in_flight.get(frame.spool_path):
+            self._move(path, self.processed_dir / frame.camera_id, None)
+        self._in_flight.pop(frame.spool_path, None)  # only now: a scan must not read it again
 
     def forget(self, frame: Frame) -> None:
         """The frame was dropped (queue full) or failed: leave the file to be read again."""
         if frame.spool_path is not None:
-            self._in_flight.discard(frame.spool_path)
+            self._in_flight.pop(frame.spool_path, None)
 
     @staticmethod
     def _move(path: Path, directory: Path, why: str | None) -> None:
@@ -150,3 +158,7 @@ class SpoolWatcher:
         while True:
             await self.scan_once()
             await asyncio.sleep(self._poll_s)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

@@ -117,3 +117,28 @@ async def test_a_backlog_is_read_as_the_queue_has_room_not_dropped_and_read_agai
     assert daemon.queues.dropped["gate-in"] == 0
     assert daemon.queues.accepted["gate-in"] == 12  # each file read once
     assert sorted(p.name for p in processed.iterdir()) == names
+
+
+async def test_a_file_overwritten_while_in_flight_is_read_again_not_moved(tmp_path: Path) -> None:
+    """A camera that writes one name over and over (``snapshot.jpg``): the new frame that
+    replaced the file while the old one was processed is not moved to processed/ unread."""
+    spool = tmp_path / "spool"
+    (spool / "gate-in").mkdir(parents=True)
+    path = spool / "gate-in" / "snapshot.jpg"
+    path.write_bytes(SyntheticYardCamera(5).frame(0).encode())
+    submitted: list[Frame] = []
+
+    async def submit(frame: Frame) -> None:
+        submitted.append(frame)
+
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    assert await watcher.scan_once() == 1
+    newer = SyntheticYardCamera(5).frame(1).encode()
+    (spool / "gate-in" / "snapshot.tmp").write_bytes(newer)
+    os.replace(spool / "gate-in" / "snapshot.tmp", path)  # the camera's next frame
+    watcher.finish(submitted[0])  # the first frame's records are durable
+    assert path.read_bytes() == newer  # still waiting in the spool
+    assert await watcher.scan_once() == 1 and submitted[1].encoded == newer
+    watcher.finish(submitted[1])
+    assert (spool / "processed" / "gate-in" / "snapshot.jpg").read_bytes() == newer
+    assert not path.exists()
