@@ -42,7 +42,7 @@ from sync.engine_state import EngineStateFile, StateFileError
 from sync.errors import PermanentUploadError, ProtocolError, RetryableUploadError, SyncError
 from sync.link import LinkMonitor
 from sync.metadata_delivery import MetadataDelivery, SentBatch
-from sync.outbox import Outbox
+from sync.outbox import BlobRef, Outbox, OutboxRecord
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
 from sync.protocol import METADATA_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
@@ -421,6 +421,15 @@ class SyncEngine:
         except FileNotFoundError as exc:
             self.raw.skip(record, f"blob {ref.sha256[:12]} is gone from the blob store: {exc}")
             return
+        try:
+            await self._upload_opened(stream, record, ref, path)
+        finally:
+            await self.raw.blob_source.release_upload(path)
+
+    async def _upload_opened(
+        self, stream: Stream, record: OutboxRecord, ref: BlobRef, path: Path
+    ) -> None:
+        """Upload the file the blob source opened for ``ref``; ack its record once held."""
         before = self.client.bytes_out
         try:
             outcome = await self.uploader.upload(path, upload_metadata(stream, ref))

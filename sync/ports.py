@@ -27,6 +27,12 @@ class BlobSource(Protocol):
         """
         ...
 
+    async def release_upload(self, path: Path) -> None:
+        """The engine is done with a file ``open_for_upload`` gave (delivered, failed
+        or skipped: every file it opened is released once).  A source that hands out
+        temporary copies deletes it here; the next attempt asks for a new one."""
+        ...
+
     async def resolve_raw_request(self, request: RawRequest) -> list[BlobRef]:
         """The blobs a cloud raw request asks for; ``[]`` when the record is unknown.
 

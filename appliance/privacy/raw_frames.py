@@ -128,6 +128,15 @@ def _append_line(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
+_UPLOAD_PREFIX = "upload-"
+
+
+def _remove_stale_uploads(upload_dir: Path) -> None:
+    for stale in upload_dir.glob(f"{_UPLOAD_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
 class RawFrames:
     def __init__(
         self, store: BlobStore, index_path: Path, upload_dir: Path, detect: Detect | None = None
@@ -138,6 +147,7 @@ class RawFrames:
         self._kept_path = index_path.with_name("kept-frames.jsonl")
         self._upload_dir = upload_dir
         upload_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_uploads(upload_dir)  # copies a crash left behind mid-upload
         self._by_seq: dict[int, RawFrameEntry] = {}
         self._kept: dict[int, KeptFrame] = {}
         for row in _read_lines(index_path):
@@ -230,12 +240,22 @@ class RawFrames:
     async def open_for_upload(self, ref: BlobRef) -> Path:
         return await asyncio.to_thread(self._write_upload_file, ref)
 
+    async def release_upload(self, path: Path) -> None:
+        """Delete the temporary copy ``open_for_upload`` made (one per attempt)."""
+        if path.parent != self._upload_dir or not path.name.startswith(_UPLOAD_PREFIX):
+            _log.error("not deleting %s: not an upload copy of this blob source", path)
+            return
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:  # swept at the next start
+            _log.warning("cannot delete upload copy %s: %s", path, exc)
+
     def _write_upload_file(self, ref: BlobRef) -> Path:
         try:
             data = self._store.get(ref.sha256)
         except ApplianceError as exc:
             raise FileNotFoundError(f"blob {ref.sha256[:12]}... unavailable: {exc}") from None
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".jpg", dir=self._upload_dir)
+        fd, name = tempfile.mkstemp(prefix=_UPLOAD_PREFIX, suffix=".jpg", dir=self._upload_dir)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return Path(name)

@@ -144,6 +144,7 @@ class BlobDir:
     root: Path
     by_seq: dict[int, BlobRef] = field(default_factory=dict)
     opened: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
     def add(self, data: bytes, *, seq: int | None = None) -> BlobRef:
         sha = hashlib.sha256(data).hexdigest()
@@ -171,6 +172,10 @@ class BlobDir:
         if not path.exists():
             raise FileNotFoundError(path)
         return path
+
+    async def release_upload(self, path: Path) -> None:
+        """The stored file itself was handed out: keep it, count the release."""
+        self.released.append(path.name)
 
     async def resolve_raw_request(self, request: RawRequest) -> list[BlobRef]:
         self._load_index()

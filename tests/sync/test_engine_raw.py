@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.linkemu import LinkConditions, LinkEmulator
+from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream
 from tests.sync.engine_harness import append_events, drained, engine_for, outbox, wait_for
@@ -125,3 +125,37 @@ async def test_daily_budget_and_bandwidth_cap(tmp_path: Path, outbox: Outbox) ->
         assert elapsed >= 0.9
     # The spending survives a restart (state file), so a restart does not reset the budget.
     assert '"raw_sampled":120000' in (tmp_path / "sync-state.json").read_text()
+
+
+async def test_every_file_opened_for_upload_is_released_even_after_cuts(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """The appliance's blob source hands out a temporary copy per attempt; the engine
+    must give each one back (delivered or cut), or a flapping link fills the disk."""
+    blobs = BlobDir(tmp_path / "blobs")
+    ref = blobs.add(os.urandom(600_000), seq=5)
+    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.01))
+        async with (
+            emu,
+            engine_for(
+                tmp_path,
+                outbox,
+                emu.url,
+                cloud.token,
+                blobs,
+                chunk_min_bytes=64 << 10,
+                chunk_max_bytes=64 << 10,
+            ) as (engine, _),
+        ):
+            for _ in range(3):  # cut mid-chunk, three times
+                await wait_for(lambda: len(blobs.opened) > len(blobs.released))
+                emu.cut_after(20_000, Direction.UP)
+                await wait_for(
+                    lambda: emu.stats.cuts > 0 and len(blobs.released) == len(blobs.opened)
+                )
+            await wait_for(drained(outbox, Stream.RAW_SAMPLED), timeout=60)
+        assert stored_blob(cloud.settings.data_dir, ref.sha256) is not None
+    assert len(blobs.opened) >= 2  # at least one attempt was cut and retried
+    assert sorted(blobs.released) == sorted(blobs.opened)

@@ -150,3 +150,28 @@ def test_an_index_append_on_a_full_disk_is_retryable_and_tears_nothing(tmp_path:
         signal.signal(signal.SIGXFSZ, old_handler)
     assert caught.value.retryable
     assert index.read_bytes() == before  # the part written is cut back off
+
+
+async def test_upload_copies_are_deleted_on_release_and_swept_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    store, frames = _frames(tmp_path)
+    now = time.time()
+    _, original = _detailed_frame()
+    stored = store.put(original, now)
+    frames.keep(KeptFrame((3,), stored.sha256, now, "gate-in", (FACE,), True))
+    [ref] = await frames.resolve_raw_request(_request(3))
+    uploads = tmp_path / "uploads"
+    first, second = await frames.open_for_upload(ref), await frames.open_for_upload(ref)
+    assert first != second and first.read_bytes() == second.read_bytes()
+    await frames.release_upload(first)
+    assert sorted(uploads.iterdir()) == [second]
+
+    elsewhere = tmp_path / "blobs-keep.jpg"  # not a copy it made: never deleted
+    elsewhere.write_bytes(b"x")
+    await frames.release_upload(elsewhere)
+    assert elsewhere.exists()
+
+    # A kill -9 mid-upload leaves `second` behind: the next start sweeps it.
+    RawFrames(store, tmp_path / "raw-index.jsonl", uploads)
+    assert list(uploads.iterdir()) == []
