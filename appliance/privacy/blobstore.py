@@ -40,6 +40,7 @@ __all__ = [
     "BlobWriteFailed",
     "StoredBlob",
     "utc_day",
+    "write_atomically",
 ]
 
 _NONCE = 12
@@ -111,7 +112,7 @@ class BlobStore:
                     f"the key for {day} is deleted: that day's blobs are shredded"
                 ) from None
             key = secrets.token_bytes(32)
-            _write_atomically(path, key, f"the key for {day}")
+            write_atomically(path, key, f"the key for {day}")
         if len(key) != _KEY_BYTES:
             raise BlobKeyDamaged(
                 f"{path}: {len(key)} bytes, not a {_KEY_BYTES}-byte key; the blobs of {day} "
@@ -130,7 +131,7 @@ class BlobStore:
             sealed = nonce + AESGCM(self._key(day, create=True)).encrypt(
                 nonce, data, sha256.encode()
             )
-            _write_atomically(path, sealed, f"blob {sha256[:12]}... of {day}")
+            write_atomically(path, sealed, f"blob {sha256[:12]}... of {day}")
         return StoredBlob(sha256=sha256, size=len(data), day=day)
 
     def find_day(self, sha256: str) -> str | None:
@@ -177,9 +178,10 @@ class BlobStore:
         return sum(p.stat().st_size for p in self.root.rglob("*.blob"))
 
 
-def _write_atomically(path: Path, data: bytes, what: str) -> None:
+def write_atomically(path: Path, data: bytes, what: str) -> None:
     """Write ``data`` to ``path`` via a temp file of its own (two writers of one blob do not
-    share it), fsync, rename; on failure remove the temp file and raise ``BlobWriteFailed``."""
+    share it), fsync, rename, fsync the directory: after a crash ``path`` is whole or
+    absent.  On failure remove the temp file and raise ``BlobWriteFailed``."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +191,12 @@ def _write_atomically(path: Path, data: bytes, what: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        tmp = None
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except OSError as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.privacy.blobstore import BlobWriteFailed, write_atomically
 
 __all__ = ["PlateTokenizer", "load_plate_key", "normalise_plate"]
 
@@ -47,13 +47,11 @@ def load_plate_key(secret: str | None, key_file: Path) -> bytes:
     try:
         key = key_file.read_bytes()
     except FileNotFoundError:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(32)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:  # whole or absent after a crash or a full disk: never a short key
+            write_atomically(key_file, key, "the plate key")
+        except BlobWriteFailed as exc:
+            raise ConfigError(f"{key_file}: cannot create the plate key: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{key_file}: cannot read the plate key: {exc}") from None
     if len(key) < 16:
