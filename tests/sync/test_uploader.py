@@ -18,7 +18,7 @@ from sync.errors import RetryableUploadError
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.protocol import Stream, UploadMetadata
 from sync.uploader import ChunkSizer, TusUploader
-from tests.sync.tus_servers import TUS_SERVERS, TusTarget, tus_target
+from tests.sync.tus_servers import TUS_SERVERS, TusTarget, serve_on_loopback, tus_target
 
 CHUNK = 64 << 10
 
@@ -198,15 +198,19 @@ async def lying_tus_server(claim: Callable[[int], int]) -> AsyncIterator[str]:
     app.router.add_route("HEAD", "/v1/uploads/u1", head_upload)
     app.router.add_patch("/v1/uploads/u1", patch)
     app.router.add_route("HEAD", "/v1/blobs/{sha256}", head_blob)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_on_loopback(app) as port:
         yield f"http://127.0.0.1:{port}"
+
+
+async def upload_must_fail(uploader: TusUploader, path: Path, meta: UploadMetadata) -> None:
+    """``upload`` raises a RetryableUploadError naming the Upload-Offset, and the next
+    try starts a new upload instead of trusting the broken one."""
+    try:
+        with pytest.raises(RetryableUploadError, match="Upload-Offset"):
+            await uploader.upload(path, meta)
     finally:
-        await runner.cleanup()
+        await uploader.client.close()
+    assert uploader.state.upload_path(meta.sha256) is None
 
 
 @pytest.mark.parametrize(
@@ -221,14 +225,7 @@ async def test_patch_answer_claiming_unsent_bytes_is_an_error_not_a_finished_upl
 ) -> None:
     path, meta = blob(tmp_path, 3 * CHUNK)
     async with lying_tus_server(claim) as url:
-        uploader = uploader_for(url, "t", tmp_path / "state.json")
-        try:
-            with pytest.raises(RetryableUploadError, match="Upload-Offset"):
-                await uploader.upload(path, meta)
-        finally:
-            await uploader.client.close()
-    # the next try starts a new upload instead of trusting the broken one
-    assert uploader.state.upload_path(meta.sha256) is None
+        await upload_must_fail(uploader_for(url, "t", tmp_path / "state.json"), path, meta)
 
 
 async def test_resume_with_head_offset_beyond_the_size_restarts_not_finishes(
@@ -238,12 +235,7 @@ async def test_resume_with_head_offset_beyond_the_size_restarts_not_finishes(
     async with lying_tus_server(lambda _got: 5 * CHUNK) as url:
         uploader = uploader_for(url, "t", tmp_path / "state.json")
         uploader.state.remember_upload(meta.sha256, "/v1/uploads/u1")  # a crash mid-upload
-        try:
-            with pytest.raises(RetryableUploadError, match="Upload-Offset"):
-                await uploader.upload(path, meta)
-        finally:
-            await uploader.client.close()
-    assert uploader.state.upload_path(meta.sha256) is None
+        await upload_must_fail(uploader, path, meta)
 
 
 async def test_patch_answers_that_never_advance_fail_instead_of_resending_forever(

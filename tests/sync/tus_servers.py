@@ -23,6 +23,7 @@ from aiohttp_tus import setup_tus
 from tests.sync.ingest_server import blob_file, running_ingest
 
 __all__ = [
+    "serve_on_loopback",
     "TUS_SERVERS",
     "TusTarget",
     "mount_third_party_tus",
@@ -96,13 +97,19 @@ async def tus_target(kind: str, tmp_path: Path) -> AsyncIterator[TusTarget]:
 
     app = web.Application(middlewares=[record])
     mount_third_party_tus(app, tmp_path / "tus")
+    async with serve_on_loopback(app) as port:
+        yield TusTarget(kind, f"http://127.0.0.1:{port}", port, "no-auth", tmp_path / "tus", seen)
+
+
+@asynccontextmanager
+async def serve_on_loopback(app: web.Application) -> AsyncIterator[int]:
+    """Serve ``app`` on a free loopback port (yielded) until the block ends."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield TusTarget(kind, f"http://127.0.0.1:{port}", port, "no-auth", tmp_path / "tus", seen)
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr,no-any-return]
     finally:
         await runner.cleanup()
 
