@@ -19,6 +19,7 @@ forth between the two threads made each batch slower still (docs/OUTBOX.md).
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
 import shutil
 import time
@@ -37,12 +38,14 @@ from sync._outbox_records import (
     encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
+from sync._outbox_seq_floor import SeqFloor, read_seq_floor, write_seq_floor
 from sync._outbox_store import LoadedState
 from sync._outbox_writer import PendingAppend
 from sync.errors import (
     OutboxClosed,
     OutboxCorrupted,
     OutboxDiskFull,
+    OutboxStorageError,
     RecordRejected,
     SyncError,
 )
@@ -79,6 +82,8 @@ class AppendMixin(CapacityMixin):
     _next_seq: int
     _committed_seq: int
     _reserved_until: int
+    _unconfirmed_from: int | None
+    _shift: int | None
     _walked: dict[Stream, tuple[int, Walked]]
     _written_since_free_check: int
     _free_margin: int
@@ -216,6 +221,8 @@ class AppendMixin(CapacityMixin):
                 self._store.write_records(runs, counts, reserve)
                 if sync:
                     await self._writer.run(self._store.sync_wal)
+                if reserve is not None:
+                    await self._writer.run(self._record_floor, reserve)
             except SyncError as exc:
                 self._storage_failed(exc, records)
                 raise
@@ -299,11 +306,33 @@ class AppendMixin(CapacityMixin):
         self._pins = {s: {} for s in Stream}
         for pin in state.pins:
             self._pins[pin.stream][pin.first_seq] = pin
-        floor = max(state.reserved_until, state.max_seq + 1, *state.watermarks.values())
+        recorded = read_seq_floor(self._path)  # outlives a quarantined or lost database
+        floor = max(
+            state.reserved_until,
+            state.max_seq + 1,
+            *state.watermarks.values(),
+            recorded.seq_floor if recorded else 1,
+        )
         self._next_seq = max(self._next_seq, floor)
         self._committed_seq = self._next_seq - 1
+        if recorded is not None:
+            self._unconfirmed_from, self._shift = recorded.unconfirmed_from, recorded.shift
+        elif not state.has_history:  # a new device, or its disk was replaced: ask the cloud
+            self._unconfirmed_from = self._next_seq
         self._reserved_until = self._next_seq + SEQ_BLOCK
         self._store.reserve_seqs(self._reserved_until)
+        self._record_floor(self._reserved_until)
+
+    def _record_floor(self, reserved_until: int) -> None:
+        """Write the seq floor file (before any seq below ``reserved_until`` is used)."""
+        try:
+            floor = SeqFloor(reserved_until, self._unconfirmed_from, self._shift)
+            write_seq_floor(self._path, floor)
+        except OSError as exc:
+            what = f"cannot record the outbox seq floor: {exc.strerror or exc}"
+            if exc.errno == errno.ENOSPC:
+                raise OutboxDiskFull(what) from exc
+            raise OutboxStorageError(what) from exc
 
     def _check_open(self) -> None:
         if self._closed:

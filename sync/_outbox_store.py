@@ -105,6 +105,7 @@ class LoadedState:
     watermarks: dict[Stream, int]
     usage: dict[Stream, ClassUsage]
     pins: list[BatchBoundary]
+    has_history: bool  # the database has handed out seqs before (its ceiling is on disk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class OutboxStore:
                     decode_value(value)  # touches the first and last blocks: checksums
                     max_seq = max(max_seq, seq)
         pins = [pin for stream in Stream for pin in self._load_pins(stream)]
-        return LoadedState(reserved, max_seq, watermarks, usage, pins)
+        return LoadedState(reserved, max_seq, watermarks, usage, pins, raw_reserved is not None)
 
     def _first(self, stream: Stream) -> tuple[int | None, bytes | None]:
         it = self._cfs[stream].iter()
@@ -326,6 +327,27 @@ class OutboxStore:
     def reserve_seqs(self, reserved_until: int) -> None:
         batch = WriteBatch(raw_mode=True)
         batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+        self.commit(batch, sync=True)
+
+    def first_seq(self, stream: Stream) -> int | None:
+        """The lowest seq held in ``stream``, if any."""
+        try:
+            return self._first(stream)[0]
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
+
+    def move_records(
+        self, stream: Stream, records: Sequence[tuple[bytes, bytes]], shift: int
+    ) -> None:
+        """Give ``records`` (key, value) the seqs ``seq + shift``, in one synced WriteBatch:
+        after a crash each record is under its old seq or its new one, never both."""
+        batch = WriteBatch(raw_mode=True)
+        handle = self._handles[stream]
+        for key, value in records:
+            batch.put(encode_key(decode_key(key) + shift), value, handle)
+            batch.delete(key, handle)
         self.commit(batch, sync=True)
 
     def put_pin(self, pin: BatchBoundary) -> None:

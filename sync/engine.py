@@ -260,7 +260,10 @@ class SyncEngine:
             await asyncio.sleep(0)  # the handshake request goes out before the outbox reads
             await self.meta.warm_up()  # the first batches encode while the handshake flies
         decision, wait_s = self._decide()
-        if handshake is not None and (decision is None or not decision.stream.is_metadata):
+        # A new outbox's seqs are confirmed (maybe renumbered) by the handshake's answer:
+        # nothing of it goes out before.
+        not_metadata = decision is None or not decision.stream.is_metadata
+        if handshake is not None and (not_metadata or self.outbox.history_unconfirmed):
             await handshake
             handshake = None
             decision, wait_s = self._decide()

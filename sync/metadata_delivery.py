@@ -77,6 +77,9 @@ class MetadataDelivery:
     async def delta_ack(self, cloud: dict[Stream, int]) -> None:
         """Ack locally what the cloud already holds (delta sync)."""
         self._cloud = dict(cloud)
+        # First, no seq of ours may name a record the cloud holds (a new or restored
+        # outbox: see Outbox.confirm_history); then the watermarks can be trusted.
+        await self.outbox.confirm_history(max(cloud.values(), default=0))
         next_seq = self.outbox.stats().next_seq
         pinned = {p.batch_id for s in METADATA_STREAMS for p in self.outbox.pinned_batches(s)}
         self.answered &= pinned  # an answer counts while its pin lives
@@ -171,6 +174,8 @@ class MetadataDelivery:
         reading its records from the outbox would hold the event loop before that.
         """
         self._warm.clear()
+        if self.outbox.history_unconfirmed:
+            return  # its seqs may change at the handshake (Outbox.confirm_history)
         for stream in METADATA_STREAMS:
             if stream in self.stalled:
                 continue

@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sync._outbox_appends import AppendMixin
 from sync._outbox_capacity import EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import effective_ttl
+from sync._outbox_history import HistoryMixin
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
     MAX_SEQ,
@@ -73,7 +73,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise RecordRejected(f"{name} must be at least {minimum}: {value!r}")
 
 
-class Outbox(AppendMixin):
+class Outbox(HistoryMixin):
     """Durable, prioritised store-and-forward queue.  Create with ``Outbox.open``."""
 
     def __init__(
@@ -98,7 +98,13 @@ class Outbox(AppendMixin):
         self._generation: dict[Stream, int] = dict.fromkeys(Stream, 0)
         self._pins: dict[Stream, dict[int, BatchBoundary]] = {}
         self._next_seq = 1
-        self._adopt(state)  # counters, watermarks, pins, seqs (as after a reopen)
+        self._unconfirmed_from = None
+        self._shift = None
+        try:
+            self._adopt(state)  # counters, watermarks, pins, seqs (as after a reopen)
+        except BaseException:
+            self._store.close()  # the LOCK goes with it: a later open can retry
+            raise
         self._evictions: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
         self._writer = WriterThread()

@@ -97,7 +97,9 @@ async def test_cuts_and_flaps_lose_nothing_and_duplicate_nothing(
 async def test_first_batch_goes_out_before_the_handshake_answer(
     tmp_path: Path, outbox: Outbox
 ) -> None:
-    """One round trip saved after link-up: the first PUT does not wait for the answer."""
+    """One round trip saved after link-up: the first PUT does not wait for the answer
+    (once the outbox's seqs were confirmed by an earlier handshake; a new outbox waits)."""
+    await outbox.confirm_history(0)
     seqs = await append_events(outbox, 300)
     rtt = 0.4
     async with running_ingest(tmp_path / "cloud") as cloud:
@@ -118,6 +120,7 @@ async def test_a_refused_first_batch_is_not_overtaken_by_a_stored_second(
     """The cloud holds the first 100 under another id (a restored outbox) and answers
     the handshake before the first batch: the second batch must not be stored above
     the refused one, or delta sync would ack the refused batch's missing seqs."""
+    await outbox.confirm_history(0)  # it synced before: its seqs are its own
     seqs = await append_events(outbox, 10_000)
     async with running_ingest(tmp_path / "cloud") as cloud:
         records = outbox.read(OutboxClass.EVENTS, max_records=100)
@@ -139,6 +142,7 @@ async def test_a_refused_first_batch_is_not_overtaken_by_a_stored_second(
 
 
 async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outbox) -> None:
+    await outbox.confirm_history(0)  # it synced before: its seqs are its own
     seqs = await append_events(outbox, 200)
     async with running_ingest(tmp_path / "cloud") as cloud:
         # The cloud already got the first 120 (e.g. before a crash lost the local ack).

@@ -1,0 +1,71 @@
+"""A new outbox on a device the cloud already knows, through the REAL ingest service:
+quarantined at start, or lost with its disk.  Nothing is lost, nothing is held."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sync._outbox_recovery import mark_corrupt
+from sync._outbox_seq_floor import floor_path
+from sync.outbox import Outbox
+from sync.protocol import Stream
+from tests.sync.engine_harness import OUTBOX, append_events, drained, engine_for, wait_for
+from tests.sync.ingest_server import RunningIngest, lake_seqs, running_ingest
+
+
+async def _deliver_first_life(tmp_path: Path, cloud: RunningIngest) -> list[int]:
+    """The device's first outbox: 150 events, all delivered; returns their seqs."""
+    first = Outbox.open(tmp_path / "outbox", OUTBOX)
+    try:
+        seqs = await append_events(first, 150)
+        async with engine_for(tmp_path, first, cloud.url, cloud.token):
+            await wait_for(drained(first, Stream.EVENTS))
+    finally:
+        await first.close()
+    return seqs
+
+
+async def _deliver_second_life(tmp_path: Path, cloud: RunningIngest) -> list[int]:
+    """150 other events recorded offline in a new outbox, then synced; the seqs they
+    were delivered under (read from the lake)."""
+    before = set(lake_seqs(cloud.settings.data_dir, Stream.EVENTS))
+    second = Outbox.open(tmp_path / "outbox", OUTBOX)
+    try:
+        await append_events(second, 150, start=1000)
+        async with engine_for(tmp_path, second, cloud.url, cloud.token) as (engine, _):
+            await wait_for(drained(second, Stream.EVENTS), timeout=30)
+            assert engine.progress().classes[Stream.EVENTS].stalled is None
+    finally:
+        await second.close()
+    return sorted(set(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) - before)
+
+
+async def test_an_outbox_quarantined_at_start_continues_the_seqs(tmp_path: Path) -> None:
+    """Before the floor file, the new database counted from 1 again: its first batch
+    was a 409 (same id, other rows) and the stream was held for good."""
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        old = await _deliver_first_life(tmp_path, cloud)
+        mark_corrupt(tmp_path / "outbox", "test: corruption found at run time")
+        new = await _deliver_second_life(tmp_path, cloud)
+        lake = lake_seqs(cloud.settings.data_dir, Stream.EVENTS)
+        assert len(new) == 150 and min(new) > max(old)
+        assert sorted(lake) == old + new  # every event once, none overwritten
+
+
+async def test_a_lost_disk_renumbers_what_was_recorded_offline(tmp_path: Path) -> None:
+    """Database and floor file gone (disk replaced), events recorded before the first
+    handshake: they are renumbered above what the cloud holds and all delivered,
+    and nothing the cloud holds is acked away or overwritten."""
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        old = await _deliver_first_life(tmp_path, cloud)
+        puts_before = len([1 for _, m, _ in cloud.requests if m == "PUT"])
+        shutil.rmtree(tmp_path / "outbox")
+        floor_path(tmp_path / "outbox").unlink()
+        new = await _deliver_second_life(tmp_path, cloud)
+        lake = lake_seqs(cloud.settings.data_dir, Stream.EVENTS)
+        assert len(new) == 150 and min(new) > max(old)
+        assert sorted(lake) == old + new
+        puts = [p for _, m, p in cloud.requests if m == "PUT"][puts_before:]
+        first_new = min(new)
+        assert all(int(p.rsplit(".", 1)[-1].split("-")[0]) >= first_new for p in puts), puts
