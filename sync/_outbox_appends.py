@@ -84,6 +84,7 @@ class AppendMixin(CapacityMixin):
     _reserved_until: int
     _unconfirmed_from: int | None
     _shift: int | None
+    _renumbered: tuple[tuple[int, int], ...]
     _walked: dict[Stream, tuple[int, Walked]]
     _written_since_free_check: int
     _free_margin: int
@@ -317,6 +318,7 @@ class AppendMixin(CapacityMixin):
         self._committed_seq = self._next_seq - 1
         if recorded is not None:
             self._unconfirmed_from, self._shift = recorded.unconfirmed_from, recorded.shift
+            self._renumbered = recorded.renumbered
         elif not state.has_history:  # a new device, or its disk was replaced: ask the cloud
             self._unconfirmed_from = self._next_seq
         self._reserved_until = self._next_seq + SEQ_BLOCK
@@ -326,7 +328,7 @@ class AppendMixin(CapacityMixin):
     def _record_floor(self, reserved_until: int) -> None:
         """Write the seq floor file (before any seq below ``reserved_until`` is used)."""
         try:
-            floor = SeqFloor(reserved_until, self._unconfirmed_from, self._shift)
+            floor = SeqFloor(reserved_until, self._unconfirmed_from, self._shift, self._renumbered)
             write_seq_floor(self._path, floor)
         except OSError as exc:
             what = f"cannot record the outbox seq floor: {exc.strerror or exc}"

@@ -96,8 +96,26 @@ class HistoryMixin(AppendMixin):
         await self._writer.run(self._record_floor, self._reserved_until)
 
     async def _confirmed(self) -> None:
+        if self._unconfirmed_from is not None and self._shift is not None:
+            self._renumbered = (*self._renumbered, (self._unconfirmed_from, self._shift))
         self._unconfirmed_from = self._shift = None
         await self._writer.run(self._record_floor, self._reserved_until)
+
+    def seq_now(self, seq: int) -> int:
+        """The seq a record known as ``seq`` before a renumbering has now (a seq kept
+        elsewhere, e.g. in a blob ref's meta); other seqs are returned as they are."""
+        for first, shift in self._renumbered:
+            if first <= seq < first + shift:
+                seq += shift
+        return seq
+
+    def seq_then(self, seq: int) -> int:
+        """The seq the record now known as ``seq`` had before any renumbering (to look it
+        up in an index kept elsewhere); other seqs are returned as they are."""
+        for first, shift in reversed(self._renumbered):
+            if first + shift <= seq < first + 2 * shift:
+                seq -= shift
+        return seq
 
     async def _renumber(self, first: int, shift: int) -> int:
         """Move every record of ``[first, first + shift)`` up by ``shift``."""

@@ -9,6 +9,9 @@ stream for good) or, worse, delta sync would ack new records under seqs the
 cloud already holds, deleting them unsent.  So every block of seqs is recorded
 here, durably, before any of it is used, and an outbox never starts below it.
 
+``renumbered``: the renumberings done, so that a seq kept elsewhere before one
+(the appliance's raw frame index, a blob ref's meta) can be translated.
+
 ``unconfirmed_from``: an outbox that started with no history at all (no
 database and no floor file: a new device, or one whose disk was replaced) does
 not know which seqs the cloud holds.  Its seqs from that one on are
@@ -40,6 +43,7 @@ class SeqFloor:
     seq_floor: int  # every seq ever handed out by an outbox at this path is below it
     unconfirmed_from: int | None  # first seq the cloud has not been asked about, if any
     shift: int | None = None  # a renumbering under way: [U, U+shift) moves up by shift
+    renumbered: tuple[tuple[int, int], ...] = ()  # done ones, oldest first: (U, shift)
 
 
 def floor_path(outbox_path: Path) -> Path:
@@ -79,7 +83,12 @@ def _parse(raw: bytes) -> SeqFloor | str:
         return f"unconfirmed_from {unconfirmed!r}"
     if shift is not None and (unconfirmed is None or not _seq(shift)):
         return f"shift {shift!r} (unconfirmed_from {unconfirmed!r})"
-    return SeqFloor(floor, unconfirmed, shift)
+    done = data.get("renumbered", [])
+    if not isinstance(done, list) or not all(
+        isinstance(d, list) and len(d) == 2 and _seq(d[0]) and _seq(d[1]) for d in done
+    ):
+        return f"renumbered {done!r}"
+    return SeqFloor(floor, unconfirmed, shift, tuple((d[0], d[1]) for d in done))
 
 
 def _seq(value: object) -> TypeGuard[int]:
@@ -92,5 +101,6 @@ def write_seq_floor(outbox_path: Path, floor: SeqFloor) -> None:
         "seq_floor": floor.seq_floor,
         "unconfirmed_from": floor.unconfirmed_from,
         "shift": floor.shift,
+        "renumbered": [list(d) for d in floor.renumbered],
     }
     replace_durably(floor_path(outbox_path), json.dumps(data).encode() + b"\n")

@@ -435,7 +435,8 @@ class SyncEngine:
         """Upload the file the blob source opened for ``ref``; ack its record once held."""
         before = self.client.bytes_out
         try:
-            outcome = await self.uploader.upload(path, upload_metadata(stream, ref))
+            metadata = upload_metadata(stream, ref, self.outbox.seq_now)
+            outcome = await self.uploader.upload(path, metadata)
         except PermanentUploadError as exc:
             cause = exc.__cause__
             if isinstance(cause, CloudRejected) and cause.status in (401, 403):

@@ -100,6 +100,7 @@ class Outbox(HistoryMixin):
         self._next_seq = 1
         self._unconfirmed_from = None
         self._shift = None
+        self._renumbered = ()
         try:
             self._adopt(state)  # counters, watermarks, pins, seqs (as after a reopen)
         except BaseException:

@@ -17,6 +17,7 @@ Rules (the engine owns one :class:`RawDelivery`):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sync.engine_state import EngineStateFile
@@ -30,15 +31,18 @@ __all__ = ["RawDelivery", "upload_metadata"]
 log = logging.getLogger("yardlink.sync")
 
 
-def upload_metadata(stream: Stream, ref: BlobRef) -> UploadMetadata:
-    """The tus metadata of a blob ref (``seq``/``request_id`` from its meta when present)."""
+def upload_metadata(
+    stream: Stream, ref: BlobRef, seq_now: Callable[[int], int] = lambda seq: seq
+) -> UploadMetadata:
+    """The tus metadata of a blob ref (``seq``/``request_id`` from its meta when present;
+    ``seq_now`` gives the seq a record recorded before a renumbering has now)."""
     seq = ref.meta.get("seq", "")
     return UploadMetadata(
         sha256=ref.sha256,
         stream=stream,
         filename=ref.meta.get("filename", f"{ref.sha256}.bin"),  # generic tus servers want one
         content_type=ref.meta.get("content_type"),
-        seq=int(seq) if seq.isdigit() else None,
+        seq=seq_now(int(seq)) if seq.isdigit() else None,
         request_id=ref.meta.get("request_id"),
     )
 
@@ -110,7 +114,7 @@ class RawDelivery:
             if request.request_id in known:
                 continue
             try:
-                refs = await self.blob_source.resolve_raw_request(request)
+                refs = await self._resolve(request)
             except Exception:  # noqa: BLE001 - the blob store's failure must not stop sync
                 log.exception("resolving raw request %s failed; asked again later", request)
                 continue
@@ -136,6 +140,19 @@ class RawDelivery:
             queued += len(refs)
         self.state.save()
         return queued
+
+    async def _resolve(self, request: RawRequest) -> list[BlobRef]:
+        """The blobs behind ``request``; a seq the outbox renumbered (a new outbox whose
+        seqs the cloud held, see ``Outbox.confirm_history``) is also looked up under the
+        seq the blob source indexed it by."""
+        refs = await self.blob_source.resolve_raw_request(request)
+        if not refs and request.seq is not None:
+            then = self.outbox.seq_then(request.seq)
+            if then != request.seq:
+                refs = await self.blob_source.resolve_raw_request(
+                    request.model_copy(update={"seq": then})
+                )
+        return refs
 
     def reported(self, delivered: list[str], unknown: list[str]) -> None:
         """The handshake carrying these ids succeeded: stop reporting them."""

@@ -11,7 +11,8 @@ from sync._outbox_seq_floor import floor_path
 from sync.outbox import Outbox
 from sync.protocol import Stream
 from tests.sync.engine_harness import OUTBOX, append_events, drained, engine_for, wait_for
-from tests.sync.ingest_server import RunningIngest, lake_seqs, running_ingest
+from tests.sync.ingest_server import BlobDir, RunningIngest, lake_seqs, running_ingest
+from tests.sync.tus_servers import stored_blob
 
 
 async def _deliver_first_life(tmp_path: Path, cloud: RunningIngest) -> list[int]:
@@ -69,3 +70,34 @@ async def test_a_lost_disk_renumbers_what_was_recorded_offline(tmp_path: Path) -
         puts = [p for _, m, p in cloud.requests if m == "PUT"][puts_before:]
         first_new = min(new)
         assert all(int(p.rsplit(".", 1)[-1].split("-")[0]) >= first_new for p in puts), puts
+
+
+async def test_a_raw_frame_of_a_renumbered_event_is_found_by_its_new_seq(
+    tmp_path: Path,
+) -> None:
+    """The appliance indexed the frame by the event's seq before the renumbering; the
+    cloud asks by the seq it knows (the new one): delivered, not 'unknown'."""
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        await _deliver_first_life(tmp_path, cloud)
+        shutil.rmtree(tmp_path / "outbox")
+        floor_path(tmp_path / "outbox").unlink()
+        second = Outbox.open(tmp_path / "outbox", OUTBOX)
+        blobs = BlobDir(tmp_path / "blobs")
+        try:
+            old = await append_events(second, 20, start=1000)
+            ref = blobs.add(b"blurred frame of event 7", seq=old[7])
+            async with engine_for(tmp_path, second, cloud.url, cloud.token, blobs) as (engine, _):
+                await wait_for(drained(second, Stream.EVENTS))
+                new = sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS))[-20:]
+                assert new[7] != old[7] and second.seq_then(new[7]) == old[7]
+                await cloud.add_raw_request("rr-7", seq=new[7])
+                engine.sync_now()
+                raw = engine.progress
+                await wait_for(lambda: raw().classes[Stream.RAW_REQUESTED].sent_records == 1)
+                engine.sync_now()
+                await wait_for(lambda: not engine.state.state.delivered)
+                assert not engine.state.state.unknown
+        finally:
+            await second.close()
+        assert await cloud.raw_request_state("rr-7") == "delivered"
+        assert stored_blob(cloud.settings.data_dir, ref.sha256) == b"blurred frame of event 7"

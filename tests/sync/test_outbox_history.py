@@ -135,14 +135,21 @@ async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in
             assert len(shifts) == 1  # one shift for every record: gaps and order kept
         assert {s: (c.records, c.bytes) for s, c in outbox.stats().per_class.items()} == usage
         newest = max(seq for records in after.values() for seq, _ in records)
-        assert await outbox.append(OutboxClass.EVENTS, b"later") > newest
+        later = await outbox.append(OutboxClass.EVENTS, b"later")
+        assert later > newest
         final = _contents(outbox)
+        for stream, records in before.items():  # seqs kept elsewhere can be translated
+            for (new, _), (old, _) in zip(after[stream], records, strict=True):
+                assert outbox.seq_now(old) == new and outbox.seq_then(new) == old
+        assert outbox.seq_now(later) == later == outbox.seq_then(later)
     finally:
         await outbox.close()
     reopened = Outbox.open(path, SMALL)
     try:
         assert _contents(reopened) == final
         assert not reopened.history_unconfirmed
+        old, new = before[OutboxClass.CRITICAL][0][0], after[OutboxClass.CRITICAL][0][0]
+        assert reopened.seq_now(old) == new and reopened.seq_then(new) == old  # kept on disk
     finally:
         await reopened.close()
 
