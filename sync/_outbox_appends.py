@@ -295,7 +295,7 @@ class AppendMixin(CapacityMixin):
         self._adopt(state)
         self._broken = False
 
-    def _adopt(self, state: LoadedState) -> None:
+    def _adopt(self, state: LoadedState, *, starting: bool = False) -> None:
         """Take the state read back from disk (at open and after a reopen): counters,
         watermarks and pins; seqs continue above every one the database has seen,
         and the next block is reserved on disk before any of it is used."""
@@ -317,9 +317,12 @@ class AppendMixin(CapacityMixin):
         self._next_seq = max(self._next_seq, floor)
         self._committed_seq = self._next_seq - 1
         if recorded is not None:
-            self._unconfirmed_from, self._shift = recorded.unconfirmed_from, recorded.shift
-            self._renumbered = recorded.renumbered
-        elif not state.has_history:  # a new device, or its disk was replaced: ask the cloud
+            self._shift, self._renumbered = recorded.shift, recorded.renumbered
+            if recorded.unconfirmed_from is not None:  # not confirmed in an earlier run
+                self._unconfirmed_from = recorded.unconfirmed_from
+        if starting and self._unconfirmed_from is None:
+            # Seqs from here on are this run's: none is sent before a handshake shows
+            # the cloud holds none of them (it does after a restored or lost database).
             self._unconfirmed_from = self._next_seq
         self._reserved_until = self._next_seq + SEQ_BLOCK
         self._store.reserve_seqs(self._reserved_until)

@@ -7,18 +7,20 @@ holds for this device (from the handshake's watermarks), before any delta ack:
 * the cloud holds seqs this outbox never issued (``cloud_max >= next_seq``: a
   database restored from an older copy, or a new one on a replaced disk): the
   counter jumps above them, so no new record reuses one;
-* an *unconfirmed* outbox (it started with no history, see ``_outbox_seq_floor``)
-  whose records all lie above ``cloud_max`` is confirmed: nothing collides;
-* otherwise its records are renumbered: every record of ``[U, U + shift)``
-  moves up by ``shift`` (``U`` the first unconfirmed seq, ``U + shift`` above
-  both ``cloud_max`` and every seq issued), new records start at ``U + 2*shift``.
-  Order within each class is kept.  The shift is recorded in the floor file
-  before the first move, and each chunk is one synced WriteBatch (a record is
-  under its old seq or its new one, never both), so a crash resumes the same
-  renumbering at the next handshake.
+* the seqs issued since the outbox opened (from ``U``, see ``_outbox_seq_floor``)
+  are confirmed when every record from ``U`` on lies above ``cloud_max`` - always,
+  unless the database was restored or lost;
+* otherwise those records are renumbered: every record of ``[U, U + shift)``
+  moves up by ``shift`` (``U + shift`` above both ``cloud_max`` and every seq
+  issued), new records start at ``U + 2*shift``.  Order within each class is
+  kept.  The shift is recorded in the floor file before the first move, and
+  each chunk is one synced WriteBatch (a record is under its old seq or its new
+  one, never both), so a crash resumes the same renumbering at the next
+  handshake.  Records below ``U`` (sent before, or not) keep their seqs: the
+  cloud's copy of such a seq is that very record.
 
-Until confirmed, nothing of the outbox is sent (the sync engine waits for the
-handshake's answer), so no pin and no batch id names an unconfirmed seq.
+Until confirmed, nothing is sent (the sync engine handshakes first after every
+start), so no pin and no batch id names an unconfirmed seq.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class HistoryMixin(AppendMixin):
 
     @property
     def history_unconfirmed(self) -> bool:
-        """True until a handshake confirmed that the cloud holds none of this outbox's
-        seqs (an outbox started with no history); nothing may be sent meanwhile."""
+        """True from the start until a handshake confirmed that the cloud holds none of
+        the seqs issued since (``confirm_history``); nothing may be sent meanwhile."""
         return self._unconfirmed_from is not None
 
     async def confirm_history(self, cloud_max: int) -> int:
@@ -69,8 +71,7 @@ class HistoryMixin(AppendMixin):
             if first is None:
                 return 0
             if self._shift is None:
-                lowest = [s for s in map(self._store.first_seq, Stream) if s is not None]
-                if not lowest or min(lowest) > cloud_max:
+                if not any(self._holds(stream, first, cloud_max) for stream in Stream):
                     await self._confirmed()
                     return 0
                 shift = max(self._next_seq, cloud_max + 1) - first
@@ -79,6 +80,10 @@ class HistoryMixin(AppendMixin):
             moved = await self._renumber(first, self._shift)
             await self._confirmed()
             return moved
+
+    def _holds(self, stream: Stream, first: int, last: int) -> bool:
+        """Whether ``stream`` holds a record with ``first <= seq <= last``."""
+        return next(self._store.scan(stream, first, last), None) is not None
 
     def _move_chunk(self, stream: Stream, first: int, shift: int) -> int:
         """On the writer thread: move up to ``_MOVE_CHUNK`` records; how many moved."""

@@ -12,11 +12,11 @@ here, durably, before any of it is used, and an outbox never starts below it.
 ``renumbered``: the renumberings done, so that a seq kept elsewhere before one
 (the appliance's raw frame index, a blob ref's meta) can be translated.
 
-``unconfirmed_from``: an outbox that started with no history at all (no
-database and no floor file: a new device, or one whose disk was replaced) does
-not know which seqs the cloud holds.  Its seqs from that one on are
-*unconfirmed* until a handshake shows the cloud holds none of them (see
-``Outbox.confirm_history``); meanwhile nothing is sent.
+``unconfirmed_from``: the first seq the cloud has not yet been asked about.
+Every start sets it (if not already set) to the first seq of the run: the
+database may have been restored from an older copy, or lost with its disk, so
+the cloud may already hold seqs the database thinks are new.  Until a handshake
+confirms them (``Outbox.confirm_history``) nothing is sent.
 
 The file is JSON, written with ``replace_durably``: whole or as it was.  A file
 that cannot be read is logged and ignored (the database's own counter and the

@@ -105,7 +105,6 @@ class LoadedState:
     watermarks: dict[Stream, int]
     usage: dict[Stream, ClassUsage]
     pins: list[BatchBoundary]
-    has_history: bool  # the database has handed out seqs before (its ceiling is on disk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +216,7 @@ class OutboxStore:
                     decode_value(value)  # touches the first and last blocks: checksums
                     max_seq = max(max_seq, seq)
         pins = [pin for stream in Stream for pin in self._load_pins(stream)]
-        return LoadedState(reserved, max_seq, watermarks, usage, pins, raw_reserved is not None)
+        return LoadedState(reserved, max_seq, watermarks, usage, pins)
 
     def _first(self, stream: Stream) -> tuple[int | None, bytes | None]:
         it = self._cfs[stream].iter()
@@ -328,15 +327,6 @@ class OutboxStore:
         batch = WriteBatch(raw_mode=True)
         batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
         self.commit(batch, sync=True)
-
-    def first_seq(self, stream: Stream) -> int | None:
-        """The lowest seq held in ``stream``, if any."""
-        try:
-            return self._first(stream)[0]
-        except SyncError:
-            raise
-        except Exception as exc:
-            raise classify_storage_error(exc) from exc
 
     def move_records(
         self, stream: Stream, records: Sequence[tuple[bytes, bytes]], shift: int

@@ -237,7 +237,8 @@ class SyncEngine:
             return
         now = self._clock()
         handshake: asyncio.Task[None] | None = None
-        if self._handshake_due or not self.link.usable or now >= self._next_handshake:
+        due = self._handshake_due or now >= self._next_handshake
+        if due or not self.link.usable or self.outbox.history_unconfirmed:
             handshake = asyncio.create_task(self._handshake())
         try:
             await self._work(handshake)
@@ -260,8 +261,8 @@ class SyncEngine:
             await asyncio.sleep(0)  # the handshake request goes out before the outbox reads
             await self.meta.warm_up()  # the first batches encode while the handshake flies
         decision, wait_s = self._decide()
-        # A new outbox's seqs are confirmed (maybe renumbered) by the handshake's answer:
-        # nothing of it goes out before.
+        # The seqs an outbox issued since it opened are confirmed (maybe renumbered) by a
+        # handshake's answer: nothing goes out before (Outbox.confirm_history).
         not_metadata = decision is None or not decision.stream.is_metadata
         if handshake is not None and (not_metadata or self.outbox.history_unconfirmed):
             await handshake

@@ -102,7 +102,7 @@ class Outbox(HistoryMixin):
         self._shift = None
         self._renumbered = ()
         try:
-            self._adopt(state)  # counters, watermarks, pins, seqs (as after a reopen)
+            self._adopt(state, starting=True)  # counters, watermarks, pins, seqs
         except BaseException:
             self._store.close()  # the LOCK goes with it: a later open can retry
             raise

@@ -45,27 +45,28 @@ async def _synced_and_closed(path: Path) -> int:
     return last
 
 
-async def test_a_new_outbox_is_unconfirmed_until_a_handshake_and_stays_confirmed(
-    tmp_path: Path,
-) -> None:
+async def test_every_start_is_unconfirmed_until_a_handshake(tmp_path: Path) -> None:
     path = tmp_path / "outbox"
     outbox = Outbox.open(path, SMALL)
     assert outbox.history_unconfirmed
     await _fill(outbox)
     assert await outbox.confirm_history(0) == 0  # the cloud holds nothing of this device
     assert not outbox.history_unconfirmed
+    held = _contents(outbox)
+    sent = outbox.stats().next_seq - 1
     await outbox.close()
-    reopened = Outbox.open(path, SMALL)
+    reopened = Outbox.open(path, SMALL)  # another run: the database may be a restored copy
     try:
+        assert reopened.history_unconfirmed
+        assert await reopened.confirm_history(sent) == 0  # the cloud holds what it sent
         assert not reopened.history_unconfirmed
+        assert _contents(reopened) == held
     finally:
         await reopened.close()
 
 
-async def test_an_existing_database_without_a_floor_file_is_confirmed_and_gets_one(
-    tmp_path: Path,
-) -> None:
-    """A device upgraded from a version without the floor file has history: not new."""
+async def test_an_existing_database_without_a_floor_file_gets_one(tmp_path: Path) -> None:
+    """A device upgraded from a version without the floor file keeps its seqs."""
     path = tmp_path / "outbox"
     outbox = Outbox.open(path, SMALL)
     await _fill(outbox)
@@ -74,8 +75,8 @@ async def test_an_existing_database_without_a_floor_file_is_confirmed_and_gets_o
     floor_path(path).unlink()
     reopened = Outbox.open(path, SMALL)
     try:
-        assert not reopened.history_unconfirmed
         assert json.loads(floor_path(path).read_text())["seq_floor"] > last
+        assert await reopened.confirm_history(last) == 0
     finally:
         await reopened.close()
 
@@ -95,7 +96,7 @@ async def test_a_lost_database_does_not_reset_the_seqs(
     try:
         assert fresh.read(OutboxClass.EVENTS) == []
         assert await fresh.append(OutboxClass.EVENTS, b"after") > last
-        assert not fresh.history_unconfirmed  # the floor file kept the device's history
+        assert await fresh.confirm_history(last) == 0  # the floor file kept the history
     finally:
         await fresh.close()
 
@@ -147,7 +148,6 @@ async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in
     reopened = Outbox.open(path, SMALL)
     try:
         assert _contents(reopened) == final
-        assert not reopened.history_unconfirmed
         old, new = before[OutboxClass.CRITICAL][0][0], after[OutboxClass.CRITICAL][0][0]
         assert reopened.seq_now(old) == new and reopened.seq_then(new) == old  # kept on disk
     finally:
@@ -180,7 +180,6 @@ async def test_a_renumbering_cut_short_resumes_with_the_same_shift(
 
     reopened = Outbox.open(path, SMALL)
     try:
-        assert reopened.history_unconfirmed
         half = _contents(reopened)
         assert sum(map(len, half.values())) == sum(map(len, before.values()))  # none lost
         early = await reopened.append(OutboxClass.EVENTS, b"appended before the handshake")
@@ -214,6 +213,41 @@ async def test_a_restored_database_continues_above_what_the_cloud_holds(
         assert await restored.confirm_history(900_000) == 0
         assert _contents(restored) == held
         assert await restored.append(OutboxClass.EVENTS, b"new") > 900_000
+    finally:
+        await restored.close()
+
+
+async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Path) -> None:
+    """Database and floor file restored from a backup: the cloud holds seqs the lost
+    timeline used after the backup, and this run reused them. Those records move above
+    the cloud's; the records of the backup keep theirs (the cloud's copies are them)."""
+    path, backup = tmp_path / "outbox", tmp_path / "backup" / "outbox"
+    outbox = Outbox.open(path, SMALL)
+    await outbox.confirm_history(0)
+    await _fill(outbox, rounds=2)
+    backed_up = _contents(outbox)
+    await outbox.close()
+    backup.parent.mkdir()
+    shutil.copytree(path, backup)
+    shutil.copy2(floor_path(path), floor_path(backup))
+    lost = Outbox.open(path, SMALL)  # the timeline the restore throws away
+    await lost.confirm_history(0)
+    await lost.append_many(OutboxClass.EVENTS, [b"lost-%d" % i for i in range(20)])
+    sent = lost.stats().next_seq - 1  # ... and the cloud got all of it
+    await lost.close()
+    shutil.rmtree(path)
+    shutil.copytree(backup, path)
+    shutil.copy2(floor_path(backup), floor_path(path))
+    restored = Outbox.open(path, SMALL)
+    try:
+        reused = await restored.append_many(OutboxClass.EVENTS, [b"new-0", b"new-1"])
+        assert min(reused) <= sent  # the restored counter hands out seqs the cloud holds
+        assert await restored.confirm_history(sent) == 2
+        held = _contents(restored)
+        assert held[OutboxClass.CRITICAL] == backed_up[OutboxClass.CRITICAL]
+        assert held[OutboxClass.EVENTS][:-2] == backed_up[OutboxClass.EVENTS]
+        assert [p for _, p in held[OutboxClass.EVENTS][-2:]] == [b"new-0", b"new-1"]
+        assert all(seq > sent for seq, _ in held[OutboxClass.EVENTS][-2:])
     finally:
         await restored.close()
 
