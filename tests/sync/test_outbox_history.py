@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,15 @@ from sync.outbox import Outbox, OutboxClass
 from sync.settings import OutboxSettings
 
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
+
+
+@asynccontextmanager
+async def _opened(path: Path) -> AsyncIterator[Outbox]:
+    outbox = Outbox.open(path, SMALL)
+    try:
+        yield outbox
+    finally:
+        await outbox.close()
 
 
 def _contents(outbox: Outbox) -> dict[OutboxClass, list[tuple[int, bytes]]]:
@@ -73,12 +83,9 @@ async def test_an_existing_database_without_a_floor_file_gets_one(tmp_path: Path
     last = outbox.stats().next_seq - 1
     await outbox.close()
     floor_path(path).unlink()
-    reopened = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as reopened:
         assert json.loads(floor_path(path).read_text())["seq_floor"] > last
         assert await reopened.confirm_history(last) == 0
-    finally:
-        await reopened.close()
 
 
 def _quarantine(path: Path) -> None:
@@ -92,35 +99,28 @@ async def test_a_lost_database_does_not_reset_the_seqs(
     path = tmp_path / "outbox"
     last = await _synced_and_closed(path)
     lose(path)
-    fresh = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as fresh:
         assert fresh.read(OutboxClass.EVENTS) == []
         assert await fresh.append(OutboxClass.EVENTS, b"after") > last
         assert await fresh.confirm_history(last) == 0  # the floor file kept the history
-    finally:
-        await fresh.close()
 
 
 async def test_a_lost_disk_with_no_records_yet_continues_above_the_cloud(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "outbox"
-    outbox = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as outbox:
         assert outbox.history_unconfirmed
         assert await outbox.confirm_history(250_000) == 0  # nothing to renumber
         assert not outbox.history_unconfirmed
         assert await outbox.append(OutboxClass.EVENTS, b"first") > 250_000
-    finally:
-        await outbox.close()
 
 
 async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in_order(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "outbox"
-    outbox = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as outbox:
         await _fill(outbox)
         before = _contents(outbox)
         usage = {s: (c.records, c.bytes) for s, c in outbox.stats().per_class.items()}
@@ -143,15 +143,10 @@ async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in
             for (new, _), (old, _) in zip(after[stream], records, strict=True):
                 assert outbox.seq_now(old) == new and outbox.seq_then(new) == old
         assert outbox.seq_now(later) == later == outbox.seq_then(later)
-    finally:
-        await outbox.close()
-    reopened = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as reopened:
         assert _contents(reopened) == final
         old, new = before[OutboxClass.CRITICAL][0][0], after[OutboxClass.CRITICAL][0][0]
         assert reopened.seq_now(old) == new and reopened.seq_then(new) == old  # kept on disk
-    finally:
-        await reopened.close()
 
 
 async def test_a_renumbering_cut_short_resumes_with_the_same_shift(
@@ -178,8 +173,7 @@ async def test_a_renumbering_cut_short_resumes_with_the_same_shift(
         await outbox.confirm_history(40)
     await outbox.close()
 
-    reopened = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as reopened:
         half = _contents(reopened)
         assert sum(map(len, half.values())) == sum(map(len, before.values()))  # none lost
         early = await reopened.append(OutboxClass.EVENTS, b"appended before the handshake")
@@ -193,8 +187,6 @@ async def test_a_renumbering_cut_short_resumes_with_the_same_shift(
             assert payloads == expected  # order kept across the interruption
             assert all(seq > 40 for seq, _ in after[stream])
         assert after[OutboxClass.EVENTS][-1][0] == early  # above the renumbered ones
-    finally:
-        await reopened.close()
 
 
 async def test_a_restored_database_continues_above_what_the_cloud_holds(
@@ -208,13 +200,10 @@ async def test_a_restored_database_continues_above_what_the_cloud_holds(
     await _fill(outbox)
     held = _contents(outbox)
     await outbox.close()
-    restored = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as restored:
         assert await restored.confirm_history(900_000) == 0
         assert _contents(restored) == held
         assert await restored.append(OutboxClass.EVENTS, b"new") > 900_000
-    finally:
-        await restored.close()
 
 
 async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Path) -> None:
@@ -238,8 +227,7 @@ async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Pa
     shutil.rmtree(path)
     shutil.copytree(backup, path)
     shutil.copy2(floor_path(backup), floor_path(path))
-    restored = Outbox.open(path, SMALL)
-    try:
+    async with _opened(path) as restored:
         reused = await restored.append_many(OutboxClass.EVENTS, [b"new-0", b"new-1"])
         assert min(reused) <= sent  # the restored counter hands out seqs the cloud holds
         assert await restored.confirm_history(sent) == 2
@@ -248,8 +236,6 @@ async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Pa
         assert held[OutboxClass.EVENTS][:-2] == backed_up[OutboxClass.EVENTS]
         assert [p for _, p in held[OutboxClass.EVENTS][-2:]] == [b"new-0", b"new-1"]
         assert all(seq > sent for seq, _ in held[OutboxClass.EVENTS][-2:])
-    finally:
-        await restored.close()
 
 
 @pytest.mark.parametrize(
@@ -285,10 +271,7 @@ async def test_a_damaged_floor_file_is_logged_not_a_crash(
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "7", None, True])
 async def test_confirm_history_refuses_a_bad_cloud_seq(tmp_path: Path, bad: object) -> None:
-    outbox = Outbox.open(tmp_path / "outbox", SMALL)
-    try:
+    async with _opened(tmp_path / "outbox") as outbox:
         with pytest.raises(RecordRejected):
             await outbox.confirm_history(bad)  # type: ignore[arg-type]
         assert outbox.history_unconfirmed
-    finally:
-        await outbox.close()
