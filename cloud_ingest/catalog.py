@@ -140,6 +140,13 @@ class Catalog(Protocol):
 
     async def watermarks(self, device_id: str) -> dict[Stream, int]: ...
 
+    async def held_ranges(
+        self, device_id: str, stream: Stream, above: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """(first_seq, last_seq) of the device's batches of ``stream`` ending above seq
+        ``above``, oldest first, at most ``limit``."""
+        ...
+
     async def overlapping_batch(
         self, device_id: str, stream: Stream, first_seq: int, last_seq: int
     ) -> str | None:

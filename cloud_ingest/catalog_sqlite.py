@@ -215,6 +215,16 @@ class SqliteCatalog:
         )
         return str(row[0]) if row else None
 
+    async def held_ranges(
+        self, device_id: str, stream: Stream, above: int, limit: int
+    ) -> list[tuple[int, int]]:
+        rows = await self._all(
+            "SELECT first_seq, last_seq FROM batches WHERE device_id = ? AND stream = ?"
+            " AND last_seq > ? ORDER BY last_seq LIMIT ?",  # index batches_device_stream
+            (device_id, stream.value, above, limit),
+        )
+        return [(int(first), int(last)) for first, last in rows]
+
     async def watermarks(self, device_id: str) -> dict[Stream, int]:
         rows = await self._all(
             "SELECT stream, acked_seq FROM watermarks WHERE device_id = ?", (device_id,)

@@ -16,7 +16,14 @@ from cloud_ingest.catalog import RawRequestRecord
 from cloud_ingest.errors import BadRequest, Forbidden
 from cloud_ingest.json_bodies import read_model
 from cloud_ingest.principal import require_device
-from sync.protocol import PROTOCOL_VERSION, RawRequest, SyncRequest, SyncResponse
+from sync.protocol import (
+    HELD_RANGES_MAX,
+    METADATA_STREAMS,
+    PROTOCOL_VERSION,
+    RawRequest,
+    SyncRequest,
+    SyncResponse,
+)
 
 __all__ = ["add_handshake_routes", "to_wire"]
 
@@ -64,7 +71,16 @@ async def post_sync(request: web.Request) -> web.Response:
         now,
     )
     pending = await catalog.pending_raw_requests(device_id, now)
+    held = None
+    if body.want_held:
+        held = {
+            stream: await catalog.held_ranges(
+                device_id, stream, body.watermarks.get(stream, 0), HELD_RANGES_MAX
+            )
+            for stream in METADATA_STREAMS
+        }
     answer = SyncResponse(
+        held=held,
         acked=await catalog.watermarks(device_id),
         raw_requests=[to_wire(r) for r in pending],
         sampling=app[SETTINGS].sampling,

@@ -396,6 +396,7 @@ class SyncEngine:
             ),
             delivered_raw_requests=delivered[:10_000],
             unknown_raw_requests=unknown[:10_000],
+            want_held=True,
         )
         started = time.monotonic()
         answer = await self.client.handshake(request)
@@ -405,7 +406,7 @@ class SyncEngine:
         self._last_handshake = self._clock()
         self._next_handshake = self._last_handshake + self.settings.handshake_interval_s
         self.raw.reported(delivered, unknown)
-        await self.meta.delta_ack(answer.acked)
+        await self.meta.delta_ack(answer.acked, answer.held)
         if answer.raw_requests:
             queued = await self.raw.queue_requests(answer.raw_requests)
             if queued:

@@ -74,8 +74,12 @@ class MetadataDelivery:
             c.stream: f"409 conflict on {c.batch_id}: {c.detail}" for c in state.state.conflicts
         }
 
-    async def delta_ack(self, cloud: dict[Stream, int]) -> None:
-        """Ack locally what the cloud already holds (delta sync)."""
+    async def delta_ack(
+        self, cloud: dict[Stream, int], held: dict[Stream, list[tuple[int, int]]] | None = None
+    ) -> None:
+        """Ack locally what the cloud already holds (delta sync): up to its watermark,
+        and, when the cloud listed the batches it holds (``held``), only as far as they
+        cover every record of ours without a gap."""
         self._cloud = dict(cloud)
         # First, no seq of ours may name a record the cloud holds (a new or restored
         # outbox: see Outbox.confirm_history); then the watermarks can be trusted.
@@ -95,6 +99,8 @@ class MetadataDelivery:
             pins = [p for p in pins if p.batch_id not in self.answered]
             if pins:
                 target = min(target, pins[0].first_seq - 1)
+            if held is not None:
+                target = min(target, self._covered(stream, held.get(stream, [])))
             if target >= next_seq:
                 log.error(
                     "cloud watermark %d for %s is beyond any seq this outbox issued (%d); "
@@ -109,6 +115,28 @@ class MetadataDelivery:
                 log.info(
                     "delta sync: cloud holds %s up to seq %d (%d acked)", stream, target, removed
                 )
+
+    def _covered(self, stream: Stream, ranges: list[tuple[int, int]]) -> int:
+        """How far the cloud's batches ``ranges`` cover our unacked records of ``stream``
+        from the acked watermark on, without a record of ours in a gap between them."""
+        covered = self.outbox.acked_watermark(stream)
+        for first, last in sorted(r for r in ranges if r[0] <= r[1]):
+            if last <= covered:
+                continue
+            if first > covered + 1:
+                after = self.outbox.read(stream, covered, max_records=1, max_bytes=1)
+                if after and after[0].seq < first:
+                    log.warning(
+                        "delta sync: the cloud holds %s seqs from %d but not our seq %d; "
+                        "acking up to %d only (it is sent again)",
+                        stream,
+                        first,
+                        after[0].seq,
+                        covered,
+                    )
+                    break
+            covered = last
+        return covered
 
     # ------------------------------------------------------------------ metadata batches
 

@@ -34,6 +34,7 @@ __all__ = [
     "API_PREFIX",
     "BATCH_ID_RE",
     "DEVICE_ID_RE",
+    "HELD_RANGES_MAX",
     "LATER_COLUMNS",
     "METADATA_STREAMS",
     "NO_OVERLAP_HEADER",
@@ -318,6 +319,13 @@ class SyncRequest(_Body):
     link: LinkStats = Field(default_factory=LinkStats)
     delivered_raw_requests: list[str] = Field(default_factory=list, max_length=10_000)
     unknown_raw_requests: list[str] = Field(default_factory=list, max_length=10_000)
+    # Ask for ``SyncResponse.held`` (added later: a cloud older than the field answers 400,
+    # so the cloud is upgraded before its devices; it sends ``held`` only when asked).
+    want_held: bool = False
+
+
+HELD_RANGES_MAX: Final = 1_000  # ranges per stream in one answer (the oldest first)
+SeqRange = Annotated[tuple[int, int], Field(description="first and last seq of a batch")]
 
 
 class RawRequest(_Body):
@@ -352,6 +360,12 @@ class SyncResponse(_Body):
     sampling: SamplingPolicy = Field(default_factory=SamplingPolicy)
     models: list[ModelAssignment] = Field(default_factory=list)
     server_time: float | None = None
+    # When asked (``want_held``): per metadata stream, the seq ranges of the batches the
+    # cloud holds above the device's ``watermarks``, oldest first, at most
+    # HELD_RANGES_MAX.  The watermark alone is the highest seq held, not a prefix: a
+    # batch may be held above one that never arrived (say after the device's database
+    # was restored from an older copy), and delta sync must not ack the missing one.
+    held: dict[Stream, list[SeqRange]] | None = None
 
 
 class BatchAck(_Body):

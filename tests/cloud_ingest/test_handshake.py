@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.protocol import SyncResponse
+from sync.protocol import Stream, SyncResponse
 from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch
 
 
@@ -40,6 +40,37 @@ async def test_handshake_returns_acked_watermarks_and_policy(ingest: Ingest) -> 
     assert device["acked"] == {"events": 42}
     assert device["last_sync"]["outbox"]["events"]["records"] == 57
     assert device["last_sync_at"] == ingest.clock.now
+
+
+async def test_handshake_lists_the_batches_held_above_the_watermark_when_asked(
+    ingest: Ingest,
+) -> None:
+    """The watermark is the highest seq held, not a prefix: asked, the cloud lists the
+    batches it holds above the device's watermark, so a gap below one shows."""
+    token = await ingest.device()
+    for first, last in [(5, 42), (60, 80), (120, 130)]:  # nothing held of 43-59, 81-119
+        batch_id, body = events_batch(first=first, last=last)
+        put = await ingest.client.put(
+            f"/v1/batches/{batch_id}", data=body, headers=bearer(token) | PARQUET
+        )
+        assert put.status == 201
+
+    async def handshake(**extra: Any) -> SyncResponse:
+        answer = await ingest.client.post(
+            "/v1/sync", json=_sync_body(**extra), headers=bearer(token)
+        )
+        assert answer.status == 200
+        return SyncResponse.model_validate(await answer.json())
+
+    assert (await handshake()).held is None  # an older device does not ask
+    asked = await handshake(want_held=True, watermarks={"events": 42})
+    assert asked.acked == {"events": 130}
+    assert asked.held is not None
+    assert asked.held[Stream.EVENTS] == [(60, 80), (120, 130)]
+    assert asked.held[Stream.CRITICAL] == asked.held[Stream.TELEMETRY] == []
+    everything = await handshake(want_held=True)
+    assert everything.held is not None
+    assert everything.held[Stream.EVENTS] == [(5, 42), (60, 80), (120, 130)]
 
 
 async def test_handshake_rejects_bad_bodies(ingest: Ingest) -> None:

@@ -19,6 +19,7 @@ from sync.metadata_delivery import FIRST_BATCHES_MAX_RECORDS
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream, encode_batch, make_batch_id
 from tests.sync.engine_harness import (
+    OUTBOX,
     append_events,
     drained,
     engine_for,
@@ -303,3 +304,32 @@ async def test_out_of_order_batches_are_not_lost(tmp_path: Path, outbox: Outbox)
             await wait_for(drained(outbox, Stream.EVENTS))
         assert failed == [f"/v1/batches/{DEVICE}.events.{seqs[0]}-{seqs[99]}"]
         assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+
+
+async def test_delta_sync_does_not_ack_across_a_batch_the_cloud_never_got(
+    tmp_path: Path,
+) -> None:
+    """The cloud holds seqs 101-200 of ours but not 1-100 (say the database was restored
+    from a copy older than the pin of the batch that failed): its watermark is 200, and
+    acking up to it would delete 100 records the cloud never got."""
+    before = Outbox.open(tmp_path / "outbox", OUTBOX)
+    await before.confirm_history(0)  # it synced before: its seqs are its own
+    seqs = await append_events(before, 200)
+    records = before.read(OutboxClass.EVENTS, max_records=200)[100:]
+    await before.close()
+    outbox = Outbox.open(tmp_path / "outbox", OUTBOX)  # the restored copy starts
+    try:
+        async with running_ingest(tmp_path / "cloud") as cloud:
+            batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
+            async with aiohttp.ClientSession() as http:
+                put = await http.put(
+                    f"{cloud.url}/v1/batches/{batch.batch_id}",
+                    data=batch.body,
+                    headers={"Authorization": f"Bearer {cloud.token}"},
+                )
+                assert put.status == 201
+            async with engine_for(tmp_path, outbox, cloud.url, cloud.token):
+                await wait_for(drained(outbox, Stream.EVENTS))
+            assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+    finally:
+        await outbox.close()
