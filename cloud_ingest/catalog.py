@@ -106,16 +106,24 @@ class Catalog(Protocol):
 
     async def close(self) -> None: ...
 
-    # devices and credentials
-    async def add_device(self, device_id: str, site_id: str, token_hash: str, now: float) -> None:
-        """Register a device with its first credential; Conflict if it exists."""
+    # devices and credentials.  Every change below is written in one transaction
+    # with its audit event: both are kept, or (an error, a kill) neither.
+    async def add_device(
+        self, device_id: str, site_id: str, token_hash: str, now: float, *, actor: str
+    ) -> None:
+        """Register a device with its first credential, audited ``device.add`` by ``actor``;
+        Conflict, writing nothing, if it exists."""
         ...
 
-    async def revoke_device(self, device_id: str, now: float) -> None:
-        """Revoke the device and all its credentials; NotFound if unknown."""
+    async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
+        """Revoke the device and all its credentials, audited ``device.revoke`` by ``actor``;
+        NotFound, writing nothing, if unknown."""
         ...
 
-    async def add_operator(self, name: str, token_hash: str, now: float) -> None: ...
+    async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
+        """Create an operator with its credential, audited ``operator.add`` by ``actor``;
+        Conflict, writing nothing, if it exists."""
+        ...
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         """The principal of a live credential, or None (unknown or revoked)."""
@@ -154,7 +162,10 @@ class Catalog(Protocol):
         ...
 
     # raw requests
-    async def add_raw_request(self, request: RawRequestRecord) -> None: ...
+    async def add_raw_request(self, request: RawRequestRecord) -> None:
+        """Store a new raw request, audited ``raw_request.create`` by its ``created_by``;
+        Conflict, writing nothing, if its id exists."""
+        ...
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None: ...
 
@@ -191,9 +202,5 @@ class Catalog(Protocol):
 
     async def has_blob(self, sha256: str) -> bool: ...
 
-    # audit
-    async def audit(
-        self, actor: str, action: str, subject: str, detail: dict[str, Any], now: float
-    ) -> None: ...
-
+    # audit: events are written only by the changes above, in their transaction
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]: ...

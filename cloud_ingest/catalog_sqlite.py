@@ -101,7 +101,9 @@ class SqliteCatalog:
 
     # ------------------------------------------------------------- devices, credentials
 
-    async def add_device(self, device_id: str, site_id: str, token_hash: str, now: float) -> None:
+    async def add_device(
+        self, device_id: str, site_id: str, token_hash: str, now: float, *, actor: str
+    ) -> None:
         async with self._transaction() as db:
             if await self._one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
                 raise Conflict(f"device {device_id!r} already exists")
@@ -114,8 +116,9 @@ class SqliteCatalog:
                 " VALUES (?, 'device', ?, ?)",
                 (token_hash, device_id, now),
             )
+            await _insert_audit(db, now, actor, "device.add", device_id, {"site_id": site_id})
 
-    async def revoke_device(self, device_id: str, now: float) -> None:
+    async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
             if not await self._one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
                 raise NotFound(f"no device {device_id!r}")
@@ -128,8 +131,9 @@ class SqliteCatalog:
                 " WHERE role = 'device' AND subject = ?",
                 (now, device_id),
             )
+            await _insert_audit(db, now, actor, "device.revoke", device_id, {})
 
-    async def add_operator(self, name: str, token_hash: str, now: float) -> None:
+    async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
             if await self._one("SELECT 1 FROM operators WHERE name = ?", (name,)):
                 raise Conflict(f"operator {name!r} already exists")
@@ -139,6 +143,7 @@ class SqliteCatalog:
                 " VALUES (?, 'operator', ?, ?)",
                 (token_hash, name, now),
             )
+            await _insert_audit(db, now, actor, "operator.add", name, {})
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         row = await self._one(
@@ -256,6 +261,20 @@ class SqliteCatalog:
                     request.expires_at,
                 ),
             )
+            await _insert_audit(
+                db,
+                request.created_at,
+                request.created_by,
+                "raw_request.create",
+                request.request_id,
+                {
+                    "device_id": request.device_id,
+                    "seq": request.seq,
+                    "since": request.since,
+                    "until": request.until,
+                    "reason": request.reason,
+                },
+            )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
         row = await self._one(_RAW_SELECT + " WHERE request_id = ?", (request_id,))
@@ -358,15 +377,13 @@ class SqliteCatalog:
                 "request_id": request_id,
                 "raw_request_delivered": bool(delivered),
             }
-            await db.execute(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-                (
-                    upload.completed_at,
-                    actor,
-                    "upload.complete",
-                    upload.sha256 or upload.upload_id,
-                    json.dumps(detail),
-                ),
+            await _insert_audit(
+                db,
+                upload.completed_at,
+                actor,
+                "upload.complete",
+                upload.sha256 or upload.upload_id,
+                detail,
             )
         return True
 
@@ -375,15 +392,6 @@ class SqliteCatalog:
 
     # ------------------------------------------------------------- audit
 
-    async def audit(
-        self, actor: str, action: str, subject: str, detail: dict[str, Any], now: float
-    ) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-                (now, actor, action, subject, json.dumps(detail, default=str)),
-            )
-
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]:
         rows = await self._all(
             "SELECT event_id, at, actor, action, subject, detail FROM audit_log"
@@ -391,6 +399,21 @@ class SqliteCatalog:
             (after_id, limit),
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+async def _insert_audit(  # noqa: PLR0913
+    db: aiosqlite.Connection,
+    at: float,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict[str, Any],
+) -> None:
+    """Append one audit event, inside the caller's transaction (the change it records)."""
+    await db.execute(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+        (at, actor, action, subject, json.dumps(detail, default=str)),
+    )
 
 
 async def _move_raw_request(  # noqa: PLR0913

@@ -1,4 +1,7 @@
-"""Issuing and revoking credentials (shared by the CLI and the admin API)."""
+"""Issuing and revoking credentials (shared by the CLI and the admin API).
+
+Each change and its audit event are one catalog transaction.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +29,17 @@ async def add_device(
     _check_name("device id", device_id)
     _check_name("site id", site_id)
     token = new_token("device")
-    await catalog.add_device(device_id, site_id, hash_token(token), now)
-    await catalog.audit(actor, "device.add", device_id, {"site_id": site_id}, now)
+    await catalog.add_device(device_id, site_id, hash_token(token), now, actor=actor)
     return DeviceCreated(device_id=device_id, site_id=site_id, token=token)
 
 
 async def revoke_device(catalog: Catalog, device_id: str, *, actor: str, now: float) -> None:
     """Revoke a device: its tokens stop working on the very next request."""
-    await catalog.revoke_device(device_id, now)
-    await catalog.audit(actor, "device.revoke", device_id, {}, now)
+    await catalog.revoke_device(device_id, now, actor=actor)
 
 
 async def add_operator(catalog: Catalog, name: str, *, actor: str, now: float) -> OperatorCreated:
     _check_name("operator name", name)
     token = new_token("operator")
-    await catalog.add_operator(name, hash_token(token), now)
-    await catalog.audit(actor, "operator.add", name, {}, now)
+    await catalog.add_operator(name, hash_token(token), now, actor=actor)
     return OperatorCreated(name=name, token=token)

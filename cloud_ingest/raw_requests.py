@@ -54,20 +54,7 @@ async def create_raw_request(request: web.Request) -> web.Response:
         until=body.until,
         reason=body.reason,
     )
-    await catalog.add_raw_request(record)
-    await catalog.audit(
-        operator.name,
-        "raw_request.create",
-        record.request_id,
-        {
-            "device_id": record.device_id,
-            "seq": record.seq,
-            "since": record.since,
-            "until": record.until,
-            "reason": record.reason,
-        },
-        now,
-    )
+    await catalog.add_raw_request(record)  # and its raw_request.create audit event, at once
     return web.json_response(RawRequestView.of(record).model_dump(mode="json"), status=201)
 
 

@@ -35,7 +35,7 @@ def _batch(batch_id: str = "gate-01.events.1-10", last: int = 10) -> BatchRecord
 async def test_schema_is_migrated_once_and_wal(tmp_path: Path) -> None:
     path = tmp_path / "catalog.db"
     catalog = await SqliteCatalog.open(path)
-    await catalog.add_device("gate-01", "yard-a", hash_token("t"), 1.0)
+    await catalog.add_device("gate-01", "yard-a", hash_token("t"), 1.0, actor="test")
     await catalog.close()
     catalog = await SqliteCatalog.open(path)  # reopening keeps data, runs nothing twice
     assert (await catalog.get_device("gate-01")) is not None
@@ -59,9 +59,9 @@ async def test_credentials_are_hashed_and_revocable(tmp_path: Path) -> None:
     catalog = await SqliteCatalog.open(tmp_path / "catalog.db")
     try:
         token = new_token("device")
-        await catalog.add_device("gate-01", "yard-a", hash_token(token), 1.0)
+        await catalog.add_device("gate-01", "yard-a", hash_token(token), 1.0, actor="test")
         with pytest.raises(Conflict):
-            await catalog.add_device("gate-01", "yard-b", hash_token("other"), 1.0)
+            await catalog.add_device("gate-01", "yard-b", hash_token("other"), 1.0, actor="test")
         principal = await catalog.principal_for_token(hash_token(token))
         assert principal is not None
         assert (principal.role, principal.device_id, principal.site_id) == (
@@ -69,12 +69,12 @@ async def test_credentials_are_hashed_and_revocable(tmp_path: Path) -> None:
             "gate-01",
             "yard-a",
         )
-        await catalog.revoke_device("gate-01", 2.0)
+        await catalog.revoke_device("gate-01", 2.0, actor="test")
         assert await catalog.principal_for_token(hash_token(token)) is None
         with pytest.raises(NotFound):
-            await catalog.revoke_device("gate-02", 2.0)
+            await catalog.revoke_device("gate-02", 2.0, actor="test")
         op_token = new_token("operator")
-        await catalog.add_operator("alice", hash_token(op_token), 1.0)
+        await catalog.add_operator("alice", hash_token(op_token), 1.0, actor="test")
         operator = await catalog.principal_for_token(hash_token(op_token))
         assert operator is not None and operator.is_operator
     finally:
@@ -91,7 +91,7 @@ def _wal_bytes(tmp_path: Path) -> bytes:
 async def test_record_batch_is_first_writer_wins_and_raises_watermark(tmp_path: Path) -> None:
     catalog = await SqliteCatalog.open(tmp_path / "catalog.db")
     try:
-        await catalog.add_device("gate-01", "yard-a", hash_token("t"), 1.0)
+        await catalog.add_device("gate-01", "yard-a", hash_token("t"), 1.0, actor="test")
         first = _batch()
         assert await catalog.record_batch(first) is first
         held = await catalog.record_batch(replace(first, sha256="bb" * 32))
