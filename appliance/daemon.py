@@ -1,9 +1,10 @@
 """The composition root: build every part of the appliance from a ``SiteConfig`` and run it.
 
 ``Daemon.start()`` opens the outbox and blob store, loads the inference tasks
-(off the event loop), then starts supervised tasks: frame consumers, the
-spool watcher, synthetic demo cameras, the telemetry and retention loops,
-and the local API.  ``Daemon.stop()`` stops accepting frames, drains the
+(off the event loop), then starts the frame consumers and the supervised
+tasks (``appliance.supervisor``: restarted with a backoff when they fail): the
+spool watcher, synthetic demo cameras, the telemetry and retention loops; then
+the local API.  ``Daemon.stop()`` stops accepting frames, drains the
 queued and in-flight frames into the outbox, awaits every task and closes the
 outbox.  ``run_daemon`` wires SIGTERM/SIGINT to ``stop``.
 """
@@ -39,6 +40,7 @@ from appliance.sources.frames import Frame, decode_frame
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
+from appliance.supervisor import Supervisor
 from appliance.sync_routes import add_sync_routes
 from appliance.telemetry import Telemetry
 from sync.engine import SyncEngine
@@ -53,7 +55,7 @@ _DRAIN_TIMEOUT_S = 30.0
 
 
 class Daemon:
-    def __init__(self, config: SiteConfig) -> None:
+    def __init__(self, config: SiteConfig, *, supervisor: Supervisor | None = None) -> None:
         self.config = config
         data_dir = Path(config.site.data_dir)
         self.data_dir = data_dir
@@ -65,7 +67,7 @@ class Daemon:
         self.model_failures: dict[str, str] = {}
         self.telemetry = Telemetry({})
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._supervised: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or Supervisor()
         self._consumers: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._accepting = False
@@ -197,9 +199,7 @@ class Daemon:
         self._accepting = False
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in self._supervised:
-            task.cancel()
-        await asyncio.gather(*self._supervised, return_exceptions=True)
+        await self.supervisor.stop()
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while (self.queues.total_depth() or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -214,18 +214,8 @@ class Daemon:
         _log.info("appliance stopped", extra={"left_in_queue": self.queues.total_depth()})
 
     def _supervise(self, factory: Callable[[], Awaitable[None]], name: str) -> None:
-        """Keep a long-running task alive: restart it (after 1 s) when it fails."""
-
-        async def guarded() -> None:
-            while True:
-                try:
-                    await factory()
-                    return
-                except Exception:  # noqa: BLE001 - log, then restart the task
-                    _log.exception("supervised task failed; restarting", extra={"task": name})
-                    await asyncio.sleep(1.0)
-
-        self._supervised.append(asyncio.create_task(guarded(), name=name))
+        """Keep a long-running task alive: restarted with a backoff when it fails."""
+        self.supervisor.start(name, factory)
 
     # ------------------------------------------------------------------ frames
 
@@ -385,6 +375,7 @@ class Daemon:
             "dropped_frames": dict(self.queues.dropped),
             "queue_depths": self.queues.depths(),
             "outbox": outbox,
+            "supervised": self.supervisor.status(),  # background tasks: state, last error
             "raw_frames_indexed": len(self.raw_frames),
             "disk": {
                 "free_bytes": disk.free,

@@ -9,7 +9,10 @@ __all__ = [
     "ConfigError",
     "ModelLoadError",
     "RuntimeUnavailable",
+    "error_summary",
 ]
+
+_SUMMARY_CHARS = 300
 
 
 class ApplianceError(Exception):
@@ -37,3 +40,10 @@ class BadFrame(ApplianceError):
 
 class BadFrameMetadata(BadFrame):
     """``X-Frame-Metadata`` is malformed or names a key the site does not let leave."""
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line for logs and ``/v1/status``: ``Type: message``, at most 300 characters."""
+    message = " ".join(str(exc).split())
+    summary = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return summary if len(summary) <= _SUMMARY_CHARS else summary[: _SUMMARY_CHARS - 3] + "..."
