@@ -353,6 +353,7 @@ class Daemon:
         assert isinstance(tasks, dict)
         for name, entry in tasks.items():
             entry["rate_per_s"] = round(self.telemetry.results[name] / uptime, 3)
+            entry["last_error"] = self.telemetry.task_last_error.get(name)
         outbox: dict[str, Any] = {}
         if self.outbox is not None:
             stats = self.outbox.stats()

@@ -9,6 +9,12 @@ stored encrypted and its ``BlobRef`` appended to ``raw_sampled``; every kept
 original is indexed with the boxes to hide in it, so the cloud can ask for it
 later and get a copy redacted on demand.  Only then is the frame done (the
 spool moves its file after that).
+
+A task that raises on a frame costs that task's record only (the others go on):
+it is counted (``task_errors``; the last one is kept for ``/v1/status``) and
+logged with the task, the camera and the error, at most once per task and
+minute (``LogThrottle``) with the count of repeats held back, so a model failing
+on every frame says why without writing a line per frame.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, error_summary
 from appliance.inference.tasks import Detection, InferenceTask, TaskResult
+from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import KeptFrame, RawFrames
 from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, redaction_of
@@ -38,6 +45,8 @@ from sync.outbox import Outbox, OutboxClass
 __all__ = ["FrameProcessor"]
 
 _log = logging.getLogger(__name__)
+
+TASK_ERROR_LOG_INTERVAL_S = 60.0  # at most one log line per task and interval
 
 
 class FrameProcessor:
@@ -55,6 +64,7 @@ class FrameProcessor:
         telemetry: Telemetry,
         keep_raw_frames: bool,
         publish: Callable[[dict[str, Any]], None] = lambda event: None,
+        task_error_log: LogThrottle | None = None,
     ) -> None:
         self._device_id = device_id
         self._site_id = site_id
@@ -67,6 +77,7 @@ class FrameProcessor:
         self._telemetry = telemetry
         self._keep_raw = keep_raw_frames
         self._publish = publish
+        self._task_error_log = task_error_log or LogThrottle(TASK_ERROR_LOG_INTERVAL_S)
         self._workers = {name: ThreadPoolExecutor(1, f"task-{name}") for name in tasks}
 
     def close(self) -> None:
@@ -89,12 +100,42 @@ class FrameProcessor:
             self._workers[name], _run, self._tasks[name], frame
         )
 
-    async def _run_task(self, name: str, run: asyncio.Future[TaskResult]) -> TaskResult | None:
+    async def _run_task(
+        self, name: str, run: asyncio.Future[TaskResult], frame: Frame
+    ) -> TaskResult | None:
         try:
             return await run
-        except Exception:  # noqa: BLE001 - one task failing must not stop the others
-            self._telemetry.task_errors[name] += 1
+        except Exception as exc:  # noqa: BLE001 - one task failing must not stop the others
+            self._task_failed(name, frame, exc)
             return None
+
+    def _task_failed(self, name: str, frame: Frame, exc: Exception) -> None:
+        """Count it; log it unless this task already logged within the interval."""
+        summary = error_summary(exc)
+        self._telemetry.task_errors[name] += 1
+        self._telemetry.task_last_error[name] = summary
+        held_back = self._task_error_log.admit(name)
+        if held_back is None:
+            return
+        repeats = (
+            f" ({held_back} more failures of this task since its last line, not logged)"
+            if held_back
+            else ""
+        )
+        _log.error(
+            "task %s failed on a frame from %s: %s%s",
+            name,
+            frame.camera_id,
+            summary,
+            repeats,
+            exc_info=exc,
+            extra={
+                "task": name,
+                "camera": frame.camera_id,
+                "error": summary,
+                "suppressed": held_back,
+            },
+        )
 
     def _result_json(self, detection: Detection) -> dict[str, Any]:
         value = detection.value
@@ -170,7 +211,7 @@ class FrameProcessor:
         raw_stored: asyncio.Task[str | None],
         done: list[tuple[TaskResult, int]],
     ) -> None:
-        result = await self._run_task(name, run)
+        result = await self._run_task(name, run, frame)
         if result is None:
             return
         raw_sha256 = await asyncio.shield(raw_stored)

@@ -30,6 +30,7 @@ class Telemetry:
         self.class_counts: Counter[str] = Counter()
         self.bad_frames: Counter[str] = Counter()
         self.task_errors: Counter[str] = Counter()
+        self.task_last_error: dict[str, str] = {}  # per task, for /v1/status only (stays local)
         self.raw_store_errors: Counter[str] = Counter()  # per camera: original not kept
         self.confidence_hist: dict[str, list[int]] = {}
 

@@ -148,6 +148,8 @@ async def test_status_metrics_and_events_report_a_pushed_frame(
     assert status["models"]["loaded"] == ["face_anonymize", "gate_ocr"]
     assert status["outbox"]["classes"]["events"]["records"] == 2
     assert status["tasks"]["gate_ocr"]["latency_ms"]["p50"] > 0
+    assert status["tasks"]["gate_ocr"]["errors"] == 0
+    assert status["tasks"]["gate_ocr"]["last_error"] is None
     async with http.get(f"{base_url(daemon)}/metrics", headers=AUTH) as resp:
         text = await resp.text()
     assert 'yardlink_frames_total{camera="gate-out"} 1.0' in text

@@ -1,0 +1,135 @@
+"""A task that raises on a frame is logged with the task, the camera and the error, at most
+once per task and interval, with the count of repeats it held back (not once per frame)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance._config_sections import SamplingSettings
+from appliance.inference.results import TaskResult
+from appliance.log_throttle import LogThrottle
+from appliance.pipeline import FrameProcessor
+from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.raw_frames import RawFrames
+from appliance.privacy.tokens import PlateTokenizer
+from appliance.sampling import SamplingPolicy
+from appliance.sources.frames import Frame, decode_frame
+from appliance.sources.synthetic import SyntheticYardCamera
+from appliance.telemetry import Telemetry
+from sync.outbox import Outbox
+from sync.settings import OutboxSettings
+
+
+class BrokenTask:
+    def __init__(self, name: str, error: Exception) -> None:
+        self.name = name
+        self.model_name = f"fake-{name}"
+        self.model_version = "1"
+        self.error = error
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        raise self.error
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    opened = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _fields(record: logging.LogRecord) -> tuple[Any, Any, Any]:
+    return (
+        getattr(record, "task", None),
+        getattr(record, "camera", None),
+        getattr(record, "suppressed", None),
+    )
+
+
+def _frame(camera: str) -> Frame:
+    jpeg = SyntheticYardCamera(2).frame(0).encode()
+    return decode_frame(camera, jpeg, "image/jpeg", max_bytes=1 << 24)
+
+
+def _processor(
+    tmp_path: Path, outbox: Outbox, telemetry: Telemetry, clock: FakeClock
+) -> FrameProcessor:
+    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
+    return FrameProcessor(
+        device_id="gate-01",
+        site_id="yard",
+        tasks={
+            "gate_ocr": BrokenTask("gate_ocr", RuntimeError("input tensor has shape (1, 3)")),
+            "face_anonymize": BrokenTask("face_anonymize", ValueError("no faces model")),
+        },
+        outbox=outbox,
+        tokenizer=PlateTokenizer(b"k" * 32),
+        blobs=blobs,
+        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
+        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
+        telemetry=telemetry,
+        keep_raw_frames=False,
+        task_error_log=LogThrottle(60.0, clock),
+    )
+
+
+async def test_a_task_failing_on_every_frame_is_logged_once_per_interval_with_a_count(
+    tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    telemetry = Telemetry({})
+    processor = _processor(tmp_path, outbox, telemetry, clock)
+    try:
+        with caplog.at_level(logging.ERROR, logger="appliance.pipeline"):
+            for _ in range(5):  # five frames within the minute
+                assert await processor.process(_frame("gate-in")) == []
+                clock.now += 1.0
+            first_minute = [_fields(r) for r in caplog.records]
+            first_messages = [r.getMessage() for r in caplog.records]
+            caplog.clear()
+            clock.now += 60.0
+            await processor.process(_frame("gate-out"))
+            next_minute = [_fields(r) for r in caplog.records]
+            next_message = {_fields(r)[0]: r.getMessage() for r in caplog.records}
+            assert all(r.exc_info is not None for r in caplog.records)
+    finally:
+        processor.close()
+    assert sorted(first_minute) == [("face_anonymize", "gate-in", 0), ("gate_ocr", "gate-in", 0)]
+    assert any(
+        "task gate_ocr failed on a frame from gate-in: RuntimeError: input tensor has shape"
+        in message
+        for message in first_messages
+    )
+    assert sorted(next_minute) == [("face_anonymize", "gate-out", 4), ("gate_ocr", "gate-out", 4)]
+    assert "ValueError: no faces model (4 more failures" in next_message["face_anonymize"]
+    assert telemetry.task_errors == {"gate_ocr": 6, "face_anonymize": 6}
+    assert telemetry.task_last_error["gate_ocr"].startswith("RuntimeError: input")
+
+
+def test_the_throttle_lets_one_line_through_per_key_and_interval() -> None:
+    clock = FakeClock()
+    throttle = LogThrottle(10.0, clock)
+    assert throttle.admit("a") == 0
+    assert throttle.admit("a") is None
+    assert throttle.admit("b") == 0  # keys are independent
+    clock.now += 9.9
+    assert throttle.admit("a") is None
+    clock.now += 0.1
+    assert throttle.admit("a") == 2
+    assert throttle.admit("a") is None
