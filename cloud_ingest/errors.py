@@ -19,6 +19,7 @@ __all__ = [
     "PreconditionFailed",
     "Unauthorized",
     "UnsupportedMediaType",
+    "UploadSha256Mismatch",
 ]
 
 
@@ -77,4 +78,18 @@ class Locked(IngestError):
 
 
 class ChecksumMismatch(IngestError):
+    """A tus chunk that does not match its ``Upload-Checksum``: the upload is kept at
+    its offset, send the chunk again (460)."""
+
     status, error, retryable = 460, "checksum_mismatch", True
+
+
+class UploadSha256Mismatch(Gone):
+    """A finished tus upload whose bytes do not hash to its ``Upload-Metadata`` sha256.
+
+    The upload has been deleted, so resending its last chunk cannot help: 410 Gone
+    is tus's "this upload is no more, start a new one" (a 460 would say the upload
+    is kept and only the chunk must be sent again).
+    """
+
+    error, retryable = "upload_sha256_mismatch", True

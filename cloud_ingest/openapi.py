@@ -50,6 +50,13 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+_UPLOAD_SHA256_MISMATCH = (
+    "410",
+    "upload_sha256_mismatch: the finished upload does not match its Upload-Metadata "
+    "sha256 and was deleted; start a new upload",
+)
+
+
 def _errors(*extra: tuple[str, str]) -> dict[str, Any]:
     codes = dict(_ERRORS) | dict(extra)
     return {code: _json(wire.ErrorBody, text) for code, text in codes.items()}
@@ -213,7 +220,11 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "tus creation (+creation-with-upload); Upload-Metadata per UploadMetadata",
                 {"201": {"description": "created; Location names the upload"}}
-                | _errors(("413", "over Tus-Max-Size")),
+                | _errors(
+                    ("413", "over Tus-Max-Size"),
+                    ("460", "the body does not match its Upload-Checksum"),
+                    _UPLOAD_SHA256_MISMATCH,
+                ),
                 tag="tus",
             ),
         },
@@ -236,7 +247,8 @@ def _paths() -> dict[str, Any]:
                 | _errors(
                     ("409", "offset mismatch"),
                     ("415", "wrong content type"),
-                    ("460", "checksum mismatch"),
+                    ("460", "the chunk does not match its Upload-Checksum: resend it"),
+                    _UPLOAD_SHA256_MISMATCH,
                 ),
                 params=[_path_param("upload_id")],
                 tag="tus",

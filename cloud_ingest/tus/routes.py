@@ -23,6 +23,7 @@ from cloud_ingest.errors import (
     Locked,
     PreconditionFailed,
     UnsupportedMediaType,
+    UploadSha256Mismatch,
 )
 from cloud_ingest.principal import Principal, principal_of, require_device
 from cloud_ingest.tus import headers as h
@@ -239,9 +240,19 @@ class _TusHandlers:
             written = self.store.digests.hexdigest(info.upload_id, info.length or 0)
             try:
                 await asyncio.to_thread(_adopt, self.blobs, src, sha256, written)
-            except ChecksumMismatch:
+            except ChecksumMismatch as exc:
+                # The chunks passed their own checksums (when sent), yet the whole is
+                # wrong: no chunk can be named to resend, so the upload goes (410) and
+                # the device starts a new one.
                 await asyncio.to_thread(self.store.delete, info.upload_id)
-                raise
+                log.warning(
+                    "upload %s of %s discarded: %s", info.upload_id, info.device_id, exc.detail
+                )
+                raise UploadSha256Mismatch(
+                    f"upload {info.upload_id} is complete but its {info.length} bytes do not "
+                    f"match the sha256 of its Upload-Metadata ({exc.detail}); the upload has "
+                    f"been deleted: start a new upload with POST {UPLOADS}/"
+                ) from exc
         self.store.digests.forget(info.upload_id)
         await asyncio.to_thread(self.store.guard.forget, info.upload_id)
         info = replace(info, completed=True)

@@ -246,14 +246,23 @@ async def test_completion_uses_the_running_sha256_not_a_re_read(
 async def test_running_sha256_mismatch_is_refused_like_a_re_read(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
+    """Both ways of hashing a finished upload answer a mismatch alike: 410, upload deleted."""
     clock = FakeClock()
     wrong = hashlib.sha256(b"other").hexdigest()
+    meta = {"Upload-Metadata": metadata_header({"sha256": wrong})}
     async for tus in start_tus(tmp_path, clock):
-        url = await create(
-            session, tus, 4, **{"Upload-Metadata": metadata_header({"sha256": wrong})}
-        )
+        url = await create(session, tus, 4, **meta)
         assert await _patch(session, url, 0, b"ab") == 204
-        assert await _patch(session, url, 2, b"cd") == 460
+        assert await _patch(session, url, 2, b"cd") == 410  # the running sha256
+        assert not tus.blobs.has(wrong)
+        assert tus.completed == []
+        assert list(tus.store.root.iterdir()) == []
+        url = await create(session, tus, 4, **meta)
+        upload_id = url.rsplit("/", 1)[1]
+        assert await _patch(session, url, 0, b"ab") == 204
+    async for tus in start_tus(tmp_path, clock):  # a restart: the file is hashed again
+        url = tus.url(f"/v1/uploads/{upload_id}")
+        assert await _patch(session, url, 2, b"cd") == 410
         assert not tus.blobs.has(wrong)
         assert tus.completed == []
         assert list(tus.store.root.iterdir()) == []

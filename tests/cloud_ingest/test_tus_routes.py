@@ -241,16 +241,50 @@ async def test_sha256_metadata_moves_verified_upload_into_blob_store(
     assert head_after.headers["Upload-Offset"] == str(len(data))
 
 
-async def test_sha256_mismatch_is_reported_and_not_stored(
+async def test_whole_upload_sha256_mismatch_is_410_upload_gone_not_460(
     tus: TusServer, session: aiohttp.ClientSession
 ) -> None:
+    """The last chunk passes its own checksum but the whole does not hash to the metadata's
+    sha256: the upload is deleted, so the answer must say "start a new upload" (410), not
+    "resend this chunk" (460, after which the device's resend met a 404)."""
     wrong = hashlib.sha256(b"something else").hexdigest()
     url = await create(session, tus, 6, **{"Upload-Metadata": metadata_header({"sha256": wrong})})
-    r = await patch(session, url, 0, b"abcdef")
-    assert r.status == 460
+    first = await patch(session, url, 0, b"abc", **{"Upload-Checksum": checksum_header(b"abc")})
+    assert first.status == 204
+    hdrs = auth(**{"Upload-Offset": "3", "Content-Type": OCTET})
+    hdrs["Upload-Checksum"] = checksum_header(b"def")
+    async with session.patch(url, data=b"def", headers=hdrs) as r:
+        assert r.status == 410
+        assert r.headers["Tus-Resumable"] == "1.0.0"
+        assert "Upload-Offset" not in r.headers
+        body = await r.json()
+    assert body["error"] == "upload_sha256_mismatch"
+    assert wrong in body["detail"] and hashlib.sha256(b"abcdef").hexdigest() in body["detail"]
+    assert "deleted" in body["detail"] and "start a new upload" in body["detail"]
     assert not tus.blobs.has(wrong)
     assert tus.completed == []
     assert (await head(session, url)).status == 404
+    assert not list(tus.store.root.iterdir())
+
+
+async def test_creation_with_upload_whose_sha256_mismatches_is_410_without_location(
+    tus: TusServer, session: aiohttp.ClientSession
+) -> None:
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    hdrs = auth(
+        **{
+            "Upload-Length": "6",
+            "Upload-Metadata": metadata_header({"sha256": wrong}),
+            "Upload-Checksum": checksum_header(b"abcdef"),
+            "Content-Type": OCTET,
+        }
+    )
+    async with session.post(tus.url(), data=b"abcdef", headers=hdrs) as r:
+        assert r.status == 410
+        assert "Location" not in r.headers
+        assert (await r.json())["error"] == "upload_sha256_mismatch"
+    assert not list(tus.store.root.iterdir())
+    assert not tus.blobs.has(wrong)
 
 
 async def test_concurrent_patches_never_corrupt(
