@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync.protocol import DEVICE_ID_RE
 
@@ -35,7 +37,23 @@ class SourcesSettings(_Section):
         default=None, description="watched directory: <spool>/<camera_id>/*.jpg; None = off"
     )
     spool_poll_s: float = Field(default=0.5, gt=0, le=60)
+    spool_retry_initial_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="after a spool frame's results could not be stored (outbox full, disk"
+        " full), nothing more is read from the spool for this long; doubled per failure",
+    )
+    spool_retry_max_s: float = Field(
+        default=60.0, gt=0, le=3600, description="cap of that wait; reset by a stored frame"
+    )
     queue_bound: int = Field(default=8, ge=1, le=10_000, description="frames queued per camera")
+
+    @model_validator(mode="after")
+    def _retry_cap_not_below_the_first_wait(self) -> Self:
+        if self.spool_retry_max_s < self.spool_retry_initial_s:
+            raise ValueError("spool_retry_max_s must be >= spool_retry_initial_s")
+        return self
 
 
 class PrivacySettings(_Section):

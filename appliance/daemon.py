@@ -26,7 +26,7 @@ from aiohttp import web
 
 from appliance.api import ApiRunner, build_app
 from appliance.config import SiteConfig
-from appliance.errors import BadFrame
+from appliance.errors import BadFrame, error_summary
 from appliance.inference.tasks import InferenceTask, build_tasks
 from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
@@ -44,6 +44,7 @@ from appliance.supervisor import Supervisor
 from appliance.sync_routes import add_sync_routes
 from appliance.telemetry import Telemetry
 from sync.engine import SyncEngine
+from sync.errors import SyncError
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
 
@@ -135,6 +136,8 @@ class Daemon:
                 poll_s=sources.spool_poll_s,
                 reduction=self.processor.jpeg_reduction,
                 room=self.queues.room,
+                retry_initial_s=sources.spool_retry_initial_s,
+                retry_max_s=sources.spool_retry_max_s,
             )
             self._supervise(self.spool.run, "spool")
         for camera in sources.cameras:
@@ -265,17 +268,64 @@ class Daemon:
             frame = await self.queues.get()
             self._in_flight += 1
             try:
-                await self.processor.process(frame)
-                if self.spool is not None and frame.spool_path is not None:
-                    await asyncio.to_thread(self.spool.finish, frame)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - one bad frame must not stop the consumer
-                _log.exception("frame processing failed", extra={"camera": frame.camera_id})
-                if self.spool is not None:
-                    self.spool.forget(frame)
+                await self._process(frame)
             finally:
                 self._in_flight -= 1
+
+    async def _process(self, frame: Frame) -> None:
+        try:
+            await self.processor.process(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the consumer
+            self._not_stored(frame, exc)
+            return
+        if self.spool is not None and frame.spool_path is not None:
+            try:
+                await asyncio.to_thread(self.spool.finish, frame)
+            except Exception:  # noqa: BLE001 - the records are durable; the file is read again
+                _log.exception(
+                    "spool: cannot move a stored frame's file to processed/",
+                    extra={"camera": frame.camera_id, "file": frame.spool_path},
+                )
+                self.spool.forget(frame)
+
+    def _not_stored(self, frame: Frame, exc: Exception) -> None:
+        """The frame's results could not be (all) stored: an outbox full after the bounded
+        wait (``OutboxFull``), a full disk (``OutboxDiskFull``), or another failure.
+
+        A spool frame's file stays in the spool and the spool waits before reading again
+        (``SpoolWatcher.retry_later``).  A queued frame (HTTP push, answered 202, or
+        synthetic) has nowhere to go back to: it is lost, counted per camera and reason
+        (``frames_not_stored`` in ``/v1/status`` and telemetry) and logged once.
+        """
+        camera, reason, summary = frame.camera_id, type(exc).__name__, error_summary(exc)
+        unexpected = None if isinstance(exc, SyncError) else exc  # a bug: keep the traceback
+        if self.spool is not None and frame.spool_path is not None:
+            self.telemetry.spool_retries[(camera, reason)] += 1
+            wait = self.spool.retry_later(frame, summary)
+            _log.warning(
+                "spool frame not stored, its file stays in the spool: %s; reading again in %.1f s",
+                summary,
+                wait,
+                exc_info=unexpected,
+                extra={
+                    "camera": camera,
+                    "reason": reason,
+                    "file": frame.spool_path,
+                    "retry_in_s": round(wait, 1),
+                },
+            )
+            return
+        self.telemetry.frames_not_stored[(camera, reason)] += 1
+        self.metrics.not_stored.labels(camera, reason).inc()
+        _log.error(
+            "frame from %s lost after it was queued: its results could not all be stored: %s",
+            camera,
+            summary,
+            exc_info=unexpected,
+            extra={"camera": camera, "reason": reason, "source": frame.source},
+        )
 
     async def _synthetic(self, camera_id: str, seed: int, fps: float) -> None:
         camera = SyntheticYardCamera(seed)
@@ -373,6 +423,11 @@ class Daemon:
             "frames": snapshot["frames"],
             "bad_frames": snapshot["bad_frames"],
             "raw_store_errors": snapshot["raw_store_errors"],  # originals not kept, per camera
+            # queued frames lost because the outbox refused their results: camera -> reason -> n
+            "frames_not_stored": snapshot["frames_not_stored"],
+            "spool": None
+            if self.spool is None
+            else {**self.spool.status(), "retries": snapshot["spool_retries"]},
             "dropped_frames": dict(self.queues.dropped),
             "queue_depths": self.queues.depths(),
             "outbox": outbox,

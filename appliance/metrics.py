@@ -23,6 +23,12 @@ class DaemonMetrics:
             ["camera"],
             registry=self.registry,
         )
+        self.not_stored = Counter(
+            "yardlink_frames_not_stored",
+            "queued frames lost because their results could not be stored in the outbox",
+            ["camera", "reason"],
+            registry=self.registry,
+        )
         self.bad = Counter(
             "yardlink_bad_frames", "frames refused", ["reason"], registry=self.registry
         )

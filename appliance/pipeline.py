@@ -155,6 +155,8 @@ class FrameProcessor:
 
         Each task's record is appended as soon as that task is done (group
         commit batches them), so a fast task's latency is not the slow one's.
+        When an append is refused (``OutboxFull``, ``OutboxDiskFull``...), the first
+        such error is raised once every task's append has ended.
         """
         self._telemetry.frames[frame.camera_id] += 1
         # the tasks first: they are the latency; the original's encrypted copy runs beside
@@ -162,14 +164,20 @@ class FrameProcessor:
         raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
         done: list[tuple[TaskResult, int]] = []  # durable so far, in completion order
         try:
-            await asyncio.gather(
+            # every task's append ends (stored or refused) before the frame counts as done:
+            # a spool file must not be read again, nor the outbox closed, under a late one
+            outcomes = await asyncio.gather(
                 *(
                     self._task_to_outbox(name, run, frame, raw_stored, done)
                     for name, run in runs.items()
-                )
+                ),
+                return_exceptions=True,
             )
         finally:
             await raw_stored
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         seqs = [seq for _, seq in done]
         redaction = self._redaction(done)
         if redaction is None or not redaction.complete:

@@ -32,6 +32,10 @@ class Telemetry:
         self.task_errors: Counter[str] = Counter()
         self.task_last_error: dict[str, str] = {}  # per task, for /v1/status only (stays local)
         self.raw_store_errors: Counter[str] = Counter()  # per camera: original not kept
+        # (camera, reason): a queued frame (HTTP push, synthetic) whose results could not
+        # be stored, so it is lost; and a spool frame that could not, left for a retry
+        self.frames_not_stored: Counter[tuple[str, str]] = Counter()
+        self.spool_retries: Counter[tuple[str, str]] = Counter()
         self.confidence_hist: dict[str, list[int]] = {}
 
     def record_result(
@@ -78,6 +82,8 @@ class Telemetry:
             "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
             "bad_frames": dict(self.bad_frames),
             "raw_store_errors": dict(self.raw_store_errors),
+            "frames_not_stored": _by_camera(self.frames_not_stored),
+            "spool_retries": _by_camera(self.spool_retries),
         }
 
     def record(self, device_id: str, site_id: str, extra: Mapping[str, object]) -> bytes:
@@ -94,3 +100,11 @@ class Telemetry:
             "body": json.dumps(body, separators=(",", ":")),
         }
         return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _by_camera(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """``{(camera, reason): n}`` as ``{camera: {reason: n}}``."""
+    nested: dict[str, dict[str, int]] = {}
+    for (camera, reason), count in sorted(counts.items()):
+        nested.setdefault(camera, {})[reason] = count
+    return nested

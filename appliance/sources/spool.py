@@ -11,6 +11,13 @@ still in the spool is simply read again (its records never reached the
 outbox), so nothing is lost.  A file is read only when its camera's queue has
 room (``room``), so a backlog is read oldest first as inference catches up,
 never decoded, dropped from the full queue and read again at every scan.
+
+A frame whose results could not be stored (the outbox full or the disk full)
+stays in the spool (``retry_later``), and the spool then reads nothing for a
+while: 1 s, doubled at each failure up to 60 s, back to the start once a frame
+is stored (``finish``).  The outbox is one for all cameras, so the wait is the
+whole spool's: re-reading at every scan re-ran the models on every waiting
+file for nothing.  The clock is injected.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -43,6 +51,9 @@ class SpoolWatcher:
         poll_s: float = 0.5,
         reduction: Reduction | None = None,
         room: Callable[[str], int] | None = None,
+        retry_initial_s: float = 1.0,
+        retry_max_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self._cameras = cameras
@@ -51,6 +62,12 @@ class SpoolWatcher:
         self._poll_s = poll_s
         self._reduction = reduction
         self._room = room  # frames the camera's queue takes now; None: unbounded
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._clock = clock
+        self._failures = 0  # failures to store in a row, each after a wait ended
+        self._hold_until = 0.0  # (clock) nothing is read before this
+        self._last_error: str | None = None
         # path -> identity (device, inode, size, mtime) of the file as read: a camera that
         # writes one name again must not have its new frame moved to processed/ unread
         self._in_flight: dict[str, tuple[int, int, int, int]] = {}
@@ -99,6 +116,8 @@ class SpoolWatcher:
     async def scan_once(self) -> int:
         """Submit every new file; returns how many were submitted."""
         submitted = 0
+        if self._clock() < self._hold_until:
+            return 0  # the outbox refused the last frame: wait before reading again
         for camera, path in self.pending():
             if self._room is not None and self._room(camera) <= 0:
                 continue  # left for a later scan: a file waits in the spool, not in memory
@@ -140,6 +159,37 @@ class SpoolWatcher:
         if current is not None and current == self._in_flight.get(frame.spool_path):
             self._move(path, self.processed_dir / frame.camera_id, None)
         self._in_flight.pop(frame.spool_path, None)  # only now: a scan must not read it again
+        # the outbox takes records again (plain assignments: safe from the worker thread
+        # ``finish`` runs in; a race with ``retry_later`` costs at most one step of wait)
+        self._failures = 0
+        self._hold_until = 0.0
+
+    def retry_later(self, frame: Frame, error: str) -> float:
+        """The frame's results could not be stored: its file stays in the spool, to be
+        read again once the wait is over; returns the seconds left to wait.
+
+        Only the first failure after a wait ended makes the next wait longer: the frames
+        already queued that fail meanwhile wait for the same end.
+        """
+        self.forget(frame)
+        self._last_error = error
+        now = self._clock()
+        if now >= self._hold_until:
+            self._failures += 1
+            doublings = min(self._failures - 1, 62)
+            wait = min(self._retry_max_s, self._retry_initial_s * 2.0**doublings)
+            self._hold_until = now + wait
+        return self._hold_until - now
+
+    def status(self) -> dict[str, object]:
+        """For ``/v1/status``: files in flight, and the wait after a failure to store."""
+        wait = max(0.0, self._hold_until - self._clock())
+        return {
+            "in_flight": len(self._in_flight),
+            "retry_in_s": round(wait, 1) if wait else None,
+            "failures_in_a_row": self._failures,
+            "last_error": self._last_error,
+        }
 
     def forget(self, frame: Frame) -> None:
         """The frame was dropped (queue full) or failed: leave the file to be read again."""

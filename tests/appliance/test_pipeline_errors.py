@@ -1,8 +1,11 @@
 """A task that raises on a frame is logged with the task, the camera and the error, at most
-once per task and interval, with the count of repeats it held back (not once per frame)."""
+once per task and interval, with the count of repeats it held back (not once per frame).
+An append the outbox refuses is raised once every task's append has ended."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from appliance.sampling import SamplingPolicy
 from appliance.sources.frames import Frame, decode_frame
 from appliance.sources.synthetic import SyntheticYardCamera
 from appliance.telemetry import Telemetry
+from sync.errors import OutboxDiskFull
 from sync.outbox import Outbox
 from sync.settings import OutboxSettings
 
@@ -133,3 +137,69 @@ def test_the_throttle_lets_one_line_through_per_key_and_interval() -> None:
     clock.now += 0.1
     assert throttle.admit("a") == 2
     assert throttle.admit("a") is None
+
+
+class RefusingOutbox:
+    """Refuses gate_ocr's record at once (disk full); face_anonymize's waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+
+    async def append(self, stream: object, payload: bytes) -> int:
+        task = json.loads(payload)["task"]
+        self.calls.append(task)
+        if task == "gate_ocr":
+            raise OutboxDiskFull("only 10 bytes free")
+        await self.release.wait()
+        return 7
+
+
+class QuickTask:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model_name = f"fake-{name}"
+        self.model_version = "1"
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        return TaskResult(self.name, self.model_name, "1", [], 1.0)
+
+
+async def test_a_refused_append_is_raised_only_once_every_task_s_append_has_ended(
+    tmp_path: Path,
+) -> None:
+    """Else the frame counted as done (its spool file read again, the outbox maybe closed)
+    while the other task's record was still being appended."""
+    outbox = RefusingOutbox()
+    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
+    processor = FrameProcessor(
+        device_id="gate-01",
+        site_id="yard",
+        tasks={"gate_ocr": QuickTask("gate_ocr"), "face_anonymize": QuickTask("face_anonymize")},
+        outbox=outbox,  # type: ignore[arg-type]
+        tokenizer=PlateTokenizer(b"k" * 32),
+        blobs=blobs,
+        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
+        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
+        telemetry=Telemetry({}),
+        keep_raw_frames=False,
+    )
+    processing = asyncio.create_task(processor.process(_frame("gate-in")))
+    try:
+        for _ in range(500):
+            if len(outbox.calls) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(outbox.calls) == ["face_anonymize", "gate_ocr"]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not processing.done()  # face_anonymize's append has not ended yet
+        outbox.release.set()
+        with pytest.raises(OutboxDiskFull):
+            await processing
+    finally:
+        outbox.release.set()
+        if not processing.done():
+            processing.cancel()
+        await asyncio.gather(processing, return_exceptions=True)
+        processor.close()

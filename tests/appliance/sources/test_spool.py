@@ -142,3 +142,52 @@ async def test_a_file_overwritten_while_in_flight_is_read_again_not_moved(tmp_pa
     watcher.finish(submitted[1])
     assert (spool / "processed" / "gate-in" / "snapshot.jpg").read_bytes() == newer
     assert not path.exists()
+
+
+async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
+    tmp_path: Path,
+) -> None:
+    """The outbox refused the frame's results: the file stays in the spool, and the spool
+    reads nothing until the wait is over (1 s, 2 s, 4 s ... 60 s); a stored frame resets it."""
+    spool = tmp_path / "spool"
+    names = _drop(spool, "gate-in", 0, 2)
+    submitted: list[Frame] = []
+    now = [100.0]
+
+    async def submit(frame: Frame) -> None:
+        submitted.append(frame)
+
+    watcher = SpoolWatcher(
+        spool,
+        {"gate-in"},
+        submit,
+        max_bytes=4 << 20,
+        retry_initial_s=1.0,
+        retry_max_s=60.0,
+        clock=lambda: now[0],
+    )
+    waits = []
+    for _ in range(8):
+        assert await watcher.scan_once() == 2
+        first, second = submitted[-2:]
+        waits.append(watcher.retry_later(first, "OutboxDiskFull: disk full"))
+        # the other frame, queued with it, fails during the same wait: no longer wait
+        assert watcher.retry_later(second, "OutboxDiskFull: disk full") == waits[-1]
+        assert await watcher.scan_once() == 0  # nothing read (no model run) while waiting
+        now[0] += waits[-1] - 0.01
+        assert await watcher.scan_once() == 0
+        now[0] += 0.01
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert sorted(p.name for p in (spool / "gate-in").iterdir()) == names  # nothing dropped
+    assert watcher.status()["failures_in_a_row"] == 8
+    assert await watcher.scan_once() == 2
+    watcher.finish(submitted[-2])  # stored: the outbox takes records again
+    assert watcher.status() == {
+        "in_flight": 1,
+        "retry_in_s": None,
+        "failures_in_a_row": 0,
+        "last_error": "OutboxDiskFull: disk full",
+    }
+    assert watcher.retry_later(submitted[-1], "OutboxFull: at its cap") == 1.0
+    assert [p.name for p in (spool / "processed" / "gate-in").iterdir()] == names[:1]
+    assert [p.name for p in (spool / "gate-in").iterdir()] == names[1:]
