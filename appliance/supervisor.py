@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.errors import error_summary
+from sync.backoff import doubling_delay
 
 __all__ = ["RestartBackoff", "Supervisor"]
 
@@ -42,8 +43,7 @@ class RestartBackoff:
 
     def delay(self, consecutive_failures: int) -> float:
         """The wait after the ``consecutive_failures``-th failure in a row (1-based)."""
-        doublings = min(max(consecutive_failures - 1, 0), 62)  # no float overflow, ever
-        return min(self.max_s, self.initial_s * 2.0**doublings)
+        return doubling_delay(consecutive_failures, self.initial_s, self.max_s)
 
 
 @dataclass(slots=True)

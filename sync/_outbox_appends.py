@@ -19,7 +19,6 @@ forth between the two threads made each batch slower still (docs/OUTBOX.md).
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
 import shutil
 import time
@@ -39,13 +38,12 @@ from sync._outbox_records import (
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_seq_floor import SeqFloor, read_seq_floor, write_seq_floor
-from sync._outbox_store import LoadedState
+from sync._outbox_store import LoadedState, classify_storage_error
 from sync._outbox_writer import PendingAppend
 from sync.errors import (
     OutboxClosed,
     OutboxCorrupted,
     OutboxDiskFull,
-    OutboxStorageError,
     RecordRejected,
     SyncError,
 )
@@ -334,10 +332,7 @@ class AppendMixin(CapacityMixin):
             floor = SeqFloor(reserved_until, self._unconfirmed_from, self._shift, self._renumbered)
             write_seq_floor(self._path, floor)
         except OSError as exc:
-            what = f"cannot record the outbox seq floor: {exc.strerror or exc}"
-            if exc.errno == errno.ENOSPC:
-                raise OutboxDiskFull(what) from exc
-            raise OutboxStorageError(what) from exc
+            raise classify_storage_error(exc) from exc
 
     def _check_open(self) -> None:
         if self._closed:

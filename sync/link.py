@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sync.backoff import doubling_delay
 from sync.settings import LinkSettings
 
 __all__ = ["LinkMonitor", "LinkSnapshot", "LinkState"]
@@ -129,9 +130,8 @@ class LinkMonitor:
         """How long to wait before the next attempt (0 when the last exchange succeeded)."""
         if self._failures == 0:
             return 0.0
-        ceiling = min(
-            self.settings.backoff_max_s,
-            self.settings.backoff_initial_s * 2.0 ** min(self._failures - 1, 62),
+        ceiling = doubling_delay(
+            self._failures, self.settings.backoff_initial_s, self.settings.backoff_max_s
         )
         return self._rng.uniform(0, ceiling)
 

@@ -83,8 +83,7 @@ class MetadataDelivery:
         self._cloud = dict(cloud)
         # First, no seq of ours may name a record the cloud holds (a new or restored
         # outbox: see Outbox.confirm_history); then the watermarks can be trusted.
-        await self.outbox.confirm_history(max(cloud.values(), default=0))
-        next_seq = self.outbox.stats().next_seq
+        await self.outbox.confirm_history(max(cloud.values(), default=0))  # seqs above it
         pinned = {p.batch_id for s in METADATA_STREAMS for p in self.outbox.pinned_batches(s)}
         self.answered &= pinned  # an answer counts while its pin lives
         for stream in METADATA_STREAMS:
@@ -101,15 +100,6 @@ class MetadataDelivery:
                 target = min(target, pins[0].first_seq - 1)
             if held is not None:
                 target = min(target, self._covered(stream, held.get(stream, [])))
-            if target >= next_seq:
-                log.error(
-                    "cloud watermark %d for %s is beyond any seq this outbox issued (%d); "
-                    "not acking (was the outbox replaced?)",
-                    target,
-                    stream,
-                    next_seq - 1,
-                )
-                continue
             if target > self.outbox.acked_watermark(stream):
                 removed = await self.outbox.ack(stream, target)
                 log.info(

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from appliance.errors import BadFrame
 from appliance.sources.frames import Frame, Reduction, decode_frame
+from sync.backoff import doubling_delay
 
 __all__ = ["SpoolWatcher"]
 
@@ -176,8 +177,7 @@ class SpoolWatcher:
         now = self._clock()
         if now >= self._hold_until:
             self._failures += 1
-            doublings = min(self._failures - 1, 62)
-            wait = min(self._retry_max_s, self._retry_initial_s * 2.0**doublings)
+            wait = doubling_delay(self._failures, self._retry_initial_s, self._retry_max_s)
             self._hold_until = now + wait
         return self._hold_until - now
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pyarrow.parquet as pq
 from aiohttp import web
 
@@ -39,6 +40,18 @@ class RunningIngest:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    async def put_batch(self, batch_id: str, body: bytes) -> int:
+        """PUT a batch as the test device, straight to the service; the status."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.put(
+                f"{self.url}/v1/batches/{batch_id}",
+                data=body,
+                headers={"Authorization": f"Bearer {self.token}"},
+            ) as answer,
+        ):
+            return answer.status
 
     async def add_raw_request(self, request_id: str, seq: int) -> None:
         now = time.time()

@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -126,13 +125,7 @@ async def test_a_refused_first_batch_is_not_overtaken_by_a_stored_second(
     async with running_ingest(tmp_path / "cloud") as cloud:
         records = outbox.read(OutboxClass.EVENTS, max_records=100)
         batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
-        async with aiohttp.ClientSession() as http:
-            put = await http.put(
-                f"{cloud.url}/v1/batches/{batch.batch_id}",
-                data=batch.body,
-                headers={"Authorization": f"Bearer {cloud.token}"},
-            )
-            assert put.status == 201
+        assert await cloud.put_batch(batch.batch_id, batch.body) == 201
         conditions = LinkConditions(rtt_s=0.1, rate_bps=1e6)
         async with (
             LinkEmulator(("127.0.0.1", cloud.port), conditions) as emu,
@@ -149,13 +142,7 @@ async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outb
         # The cloud already got the first 120 (e.g. before a crash lost the local ack).
         records = outbox.read(OutboxClass.EVENTS, max_records=120)
         batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
-        async with aiohttp.ClientSession() as http:
-            put = await http.put(
-                f"{cloud.url}/v1/batches/{batch.batch_id}",
-                data=batch.body,
-                headers={"Authorization": f"Bearer {cloud.token}"},
-            )
-            assert put.status == 201
+        assert await cloud.put_batch(batch.batch_id, batch.body) == 201
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token):
             await wait_for(drained(outbox, Stream.EVENTS))
         puts = [p for _, m, p in cloud.requests if m == "PUT"]
@@ -188,13 +175,7 @@ async def test_conflict_holds_the_stream_and_keeps_records(
                 ],
             )
             batch_id = make_batch_id(DEVICE, Stream.EVENTS, first, last)
-            async with aiohttp.ClientSession() as http:
-                put = await http.put(
-                    f"{cloud.url}/v1/batches/{batch_id}",
-                    data=other,
-                    headers={"Authorization": f"Bearer {cloud.token}"},
-                )
-                assert put.status == 201
+            assert await cloud.put_batch(batch_id, other) == 201
             assert await append_events(outbox, 50) == list(range(first, last + 1))
             telemetry = await outbox.append(OutboxClass.TELEMETRY, b'{"kind":"fps","body":"{}"}')
             await wait_for(drained(outbox, Stream.TELEMETRY))
@@ -321,13 +302,7 @@ async def test_delta_sync_does_not_ack_across_a_batch_the_cloud_never_got(
     try:
         async with running_ingest(tmp_path / "cloud") as cloud:
             batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
-            async with aiohttp.ClientSession() as http:
-                put = await http.put(
-                    f"{cloud.url}/v1/batches/{batch.batch_id}",
-                    data=batch.body,
-                    headers={"Authorization": f"Bearer {cloud.token}"},
-                )
-                assert put.status == 201
+            assert await cloud.put_batch(batch.batch_id, batch.body) == 201
             async with engine_for(tmp_path, outbox, cloud.url, cloud.token):
                 await wait_for(drained(outbox, Stream.EVENTS))
             assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs

@@ -27,6 +27,12 @@ async def _deliver_first_life(tmp_path: Path, cloud: RunningIngest) -> list[int]
     return seqs
 
 
+def _lose_disk(tmp_path: Path) -> None:
+    """The outbox database and its floor file are gone (the data disk was replaced)."""
+    shutil.rmtree(tmp_path / "outbox")
+    floor_path(tmp_path / "outbox").unlink()
+
+
 async def _deliver_second_life(tmp_path: Path, cloud: RunningIngest) -> list[int]:
     """150 other events recorded offline in a new outbox, then synced; the seqs they
     were delivered under (read from the lake)."""
@@ -61,8 +67,7 @@ async def test_a_lost_disk_renumbers_what_was_recorded_offline(tmp_path: Path) -
     async with running_ingest(tmp_path / "cloud") as cloud:
         old = await _deliver_first_life(tmp_path, cloud)
         puts_before = len([1 for _, m, _ in cloud.requests if m == "PUT"])
-        shutil.rmtree(tmp_path / "outbox")
-        floor_path(tmp_path / "outbox").unlink()
+        _lose_disk(tmp_path)
         new = await _deliver_second_life(tmp_path, cloud)
         lake = lake_seqs(cloud.settings.data_dir, Stream.EVENTS)
         assert len(new) == 150 and min(new) > max(old)
@@ -79,8 +84,7 @@ async def test_a_raw_frame_of_a_renumbered_event_is_found_by_its_new_seq(
     cloud asks by the seq it knows (the new one): delivered, not 'unknown'."""
     async with running_ingest(tmp_path / "cloud") as cloud:
         await _deliver_first_life(tmp_path, cloud)
-        shutil.rmtree(tmp_path / "outbox")
-        floor_path(tmp_path / "outbox").unlink()
+        _lose_disk(tmp_path)
         second = Outbox.open(tmp_path / "outbox", OUTBOX)
         blobs = BlobDir(tmp_path / "blobs")
         try:
