@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from bench._common import Row, command_for, parse_args, row, write_results
 from cloud_ingest.catalog_sqlite import SqliteCatalog
 from cloud_ingest.provisioning import add_device
-from sync.protocol import BATCH_CONTENT_TYPE, Stream, encode_batch, make_batch_id
+from sync.protocol import BATCH_CONTENT_TYPE, Stream, make_batch_id
+from sync.protocol.parquet import encode_batch
 
 NAME = "ingest_batches"
 RECORDS_PER_BATCH = 10_000

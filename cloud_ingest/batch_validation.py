@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sync.protocol import STREAM_SCHEMAS, BatchIdParts, WireFormatError, decode_batch
+from sync.protocol import BatchIdParts, WireFormatError
+from sync.protocol.parquet import STREAM_SCHEMAS, decode_batch
 
 __all__ = ["ValidBatch", "validate_batch"]
 

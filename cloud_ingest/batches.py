@@ -41,12 +41,12 @@ from cloud_ingest.principal import require_device
 from sync.protocol import (
     BATCH_CONTENT_TYPE,
     NO_OVERLAP_HEADER,
-    STREAM_SCHEMAS,
     BatchAck,
     BatchIdParts,
     WireFormatError,
     parse_batch_id,
 )
+from sync.protocol.parquet import STREAM_SCHEMAS
 
 __all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
 

@@ -41,7 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from sync.outbox import OutboxRecord
-from sync.protocol import STREAM_SCHEMAS, Stream
+from sync.protocol import Stream
+from sync.protocol.parquet import STREAM_SCHEMAS
 
 __all__ = ["records_table"]
 

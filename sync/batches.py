@@ -11,7 +11,7 @@ Pure (no I/O): the engine reads records from the outbox and hands them here.
   range is rebuilt from the same records with the same encoder, so the cloud
   sees the same id with the same digest and answers "duplicate".
 * Each outbox payload is a compact JSON object with the stream schema's
-  columns (sync/protocol.py).  ``seq`` always comes from the outbox record;
+  columns (sync/protocol/parquet.py).  ``seq`` always comes from the outbox record;
   ``device_id`` / ``site_id`` are filled in when the producer left them out.
 * The table is built by ``pyarrow.json`` in C++ (sync/batch_columns.py) when
   that gives exactly the row path's table, else row by row in Python.
@@ -29,7 +29,8 @@ from typing import Any
 from sync.batch_columns import records_table
 from sync.errors import PermanentSyncError
 from sync.outbox import BatchBoundary, OutboxRecord
-from sync.protocol import Stream, WireFormatError, encode_batch, encode_table, make_batch_id
+from sync.protocol import Stream, WireFormatError, make_batch_id
+from sync.protocol.parquet import encode_batch, encode_table
 
 __all__ = ["BadRecord", "BatchLimits", "EncodedBatch", "cut_batch", "encode_records"]
 

@@ -18,7 +18,8 @@ from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.middleware import IngestAppRunner
 from cloud_ingest.provisioning import add_device, add_operator
 from cloud_ingest.settings import IngestSettings
-from sync.protocol import Stream, encode_batch, make_batch_id
+from sync.protocol import Stream, make_batch_id
+from sync.protocol.parquet import encode_batch
 
 
 class IngestTestServer(TestServer):

@@ -21,7 +21,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from cloud_ingest import middleware
 from cloud_ingest.settings import IngestSettings
-from sync.protocol import GENERIC_SCHEMA, NO_OVERLAP_HEADER, Stream, encode_batch, make_batch_id
+from sync.protocol import NO_OVERLAP_HEADER, Stream, make_batch_id
+from sync.protocol.parquet import GENERIC_SCHEMA, encode_batch
 from tests.cloud_ingest.conftest import (
     PARQUET,
     Ingest,

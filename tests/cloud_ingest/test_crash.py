@@ -22,7 +22,8 @@ from types import TracebackType
 import pyarrow.parquet as pq
 
 from cloud_ingest.lake import TEMP_PREFIX
-from sync.protocol import Stream, encode_batch, make_batch_id
+from sync.protocol import Stream, make_batch_id
+from sync.protocol.parquet import encode_batch
 from tests.cloud_ingest.conftest import event_records
 
 YARDLINK = str(Path(sys.executable).parent / "yardlink")

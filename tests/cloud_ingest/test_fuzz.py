@@ -14,7 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.protocol import Stream, encode_batch, make_batch_id
+from sync.protocol import Stream, make_batch_id
+from sync.protocol.parquet import encode_batch
 from tests.cloud_ingest.conftest import Ingest, event_records
 
 _VALID_BATCH = encode_batch(Stream.EVENTS, event_records("gate-01", "yard-a", range(1, 6)))

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sync.batch_columns import records_table
 from sync.batches import BadRecord, _encode_rows, encode_records
 from sync.outbox import OutboxRecord
-from sync.protocol import Stream, encode_table
+from sync.protocol import Stream
+from sync.protocol.parquet import encode_table
 
 NOW = 1_800_000_000.0
 DEVICE, SITE = "gate-01", "yard-a"

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from sync.batches import BadRecord, BatchLimits, _loads, cut_batch, encode_records
 from sync.errors import RecordRejected
 from sync.outbox import BlobRef, OutboxRecord
-from sync.protocol import Stream, WireFormatError, decode_batch, make_batch_id, parse_batch_id
+from sync.protocol import Stream, WireFormatError, make_batch_id, parse_batch_id
+from sync.protocol.parquet import decode_batch
 
 NOW = 1_800_000_000.0
 

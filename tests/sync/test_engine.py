@@ -16,7 +16,8 @@ from sync.link import LinkState
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.metadata_delivery import FIRST_BATCHES_MAX_RECORDS
 from sync.outbox import Outbox, OutboxClass
-from sync.protocol import Stream, encode_batch, make_batch_id
+from sync.protocol import Stream, make_batch_id
+from sync.protocol.parquet import encode_batch
 from tests.sync.engine_harness import (
     OUTBOX,
     append_events,

@@ -1,8 +1,10 @@
 """Wire protocol v1 between the appliance and the cloud ingest service.
 
-This module is the contract: both sides import it (``cloud_ingest`` may import
-nothing else of ``sync``).  It holds names, identifiers, the Parquet schema of
-each metadata stream, and the JSON bodies of the handshake, as pydantic models.
+This package is the contract: both sides import it (``cloud_ingest`` may import
+nothing else of ``sync``).  It holds names, identifiers and the JSON bodies of
+the handshake, as pydantic models; ``sync.protocol.parquet`` holds the Parquet
+schema of each metadata stream and the batch codec (kept apart so that the
+outbox and whatever else does not build batches never loads pyarrow).
 docs/PROTOCOL.md explains it for people.
 
 Streams
@@ -21,13 +23,10 @@ Sequence numbers
 
 from __future__ import annotations
 
-import io
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
@@ -35,12 +34,10 @@ __all__ = [
     "BATCH_ID_RE",
     "DEVICE_ID_RE",
     "HELD_RANGES_MAX",
-    "LATER_COLUMNS",
     "METADATA_STREAMS",
     "NO_OVERLAP_HEADER",
     "RAW_STREAMS",
     "SHA256_RE",
-    "STREAM_SCHEMAS",
     "TUS_VERSION",
     "BatchAck",
     "BatchIdParts",
@@ -56,9 +53,6 @@ __all__ = [
     "SyncResponse",
     "UploadMetadata",
     "WireFormatError",
-    "decode_batch",
-    "encode_batch",
-    "encode_table",
     "make_batch_id",
     "parse_batch_id",
 ]
@@ -151,126 +145,6 @@ def parse_batch_id(batch_id: str) -> BatchIdParts:
     return BatchIdParts(
         device_id=match["device"], stream=Stream(match["stream"]), first_seq=first, last_seq=last
     )
-
-
-# --------------------------------------------------------------------------- Parquet schemas
-
-# Columns every metadata record carries (DESIGN.md: device, site, seq, event
-# time, model name and version).
-_COMMON_FIELDS: Final = [
-    pa.field("device_id", pa.string(), nullable=False),
-    pa.field("site_id", pa.string(), nullable=False),
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("model_name", pa.string()),
-    pa.field("model_version", pa.string()),
-]
-
-RESULT_TYPE: Final = pa.struct(
-    [
-        pa.field("kind", pa.string()),  # container_code | plate | text | face
-        pa.field("value", pa.string()),  # container code in clear, plate as HMAC token
-        pa.field("confidence", pa.float32()),
-        pa.field("valid", pa.bool_()),  # ISO 6346 check digit ok (container codes)
-        pa.field("box", pa.list_(pa.int32())),  # x0, y0, x1, y1 in frame pixels
-    ]
-)
-
-EVENTS_SCHEMA: Final = pa.schema(
-    [
-        *_COMMON_FIELDS,
-        pa.field("camera_id", pa.string()),
-        pa.field("task", pa.string()),
-        pa.field("latency_ms", pa.float32()),
-        pa.field("sla_violated", pa.bool_()),
-        pa.field("results", pa.list_(RESULT_TYPE)),
-        pa.field("raw_sha256", pa.string()),  # set when a frame is kept on site
-        # X-Frame-Metadata as compact JSON (only the site's allowed keys); added after
-        # protocol 1 shipped, so a batch without the column is read as all-null
-        pa.field("frame_metadata", pa.string()),
-    ]
-)
-
-# critical and telemetry: a kind plus a JSON body (aggregates change shape often).
-GENERIC_SCHEMA: Final = pa.schema(
-    [*_COMMON_FIELDS, pa.field("kind", pa.string()), pa.field("body", pa.string())]
-)
-
-# Nullable columns added to a schema after protocol 1 shipped: a batch without one
-# (cut by an older device) is read with the column all null, not refused.
-LATER_COLUMNS: Final[dict[Stream, tuple[str, ...]]] = {Stream.EVENTS: ("frame_metadata",)}
-
-STREAM_SCHEMAS: Final[dict[Stream, pa.Schema]] = {
-    Stream.CRITICAL: GENERIC_SCHEMA,
-    Stream.EVENTS: EVENTS_SCHEMA,
-    Stream.TELEMETRY: GENERIC_SCHEMA,
-}
-
-
-def encode_batch(stream: Stream, records: list[dict[str, Any]]) -> bytes:
-    """Encode metadata records (dicts with the stream's columns) as Parquet + zstd.
-
-    ``event_time`` may be a float (seconds since the epoch, UTC) or a datetime.
-    """
-    schema = STREAM_SCHEMAS.get(stream)
-    if schema is None:
-        raise WireFormatError(f"stream {stream} has no batch schema")
-    if not records:
-        raise WireFormatError("a batch holds at least one record")
-    try:
-        columns = {name: [record.get(name) for record in records] for name in schema.names}
-        if "event_time" in columns:
-            columns["event_time"] = [
-                int(v * 1_000_000) if isinstance(v, int | float) else v
-                for v in columns["event_time"]
-            ]
-        table = pa.Table.from_pydict(columns, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-        raise WireFormatError(f"records do not fit the {stream} schema: {exc}") from exc
-    return encode_table(table)
-
-
-def encode_table(table: pa.Table) -> bytes:
-    """A batch body from a table that already has its stream's schema (Parquet + zstd)."""
-    sink = io.BytesIO()
-    try:
-        pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
-    except pa.ArrowInvalid as exc:  # e.g. a null in a non-nullable column
-        raise WireFormatError(f"records do not fit the batch schema: {exc}") from exc
-    return sink.getvalue()
-
-
-def decode_batch(stream: Stream, body: bytes) -> pa.Table:
-    """Parse and validate a batch body; raises WireFormatError with the reason."""
-    schema = STREAM_SCHEMAS.get(stream)
-    if schema is None:
-        raise WireFormatError(f"stream {stream} has no batch schema")
-    try:
-        table = pq.read_table(io.BytesIO(body))
-        names = table.schema.names  # a damaged file may hold names that are not UTF-8
-    except (pa.ArrowInvalid, pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-        raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
-    for name in LATER_COLUMNS.get(stream, ()):
-        if name not in names:  # from a device older than the column: all null
-            table = table.append_column(
-                schema.field(name), pa.nulls(table.num_rows, schema.field(name).type)
-            )
-            names = table.schema.names
-    missing = [n for n in schema.names if n not in names]
-    if missing:
-        raise WireFormatError(f"batch lacks columns {missing} of the {stream} schema")
-    try:
-        table = table.select(schema.names).cast(schema)
-    except (
-        pa.ArrowInvalid,
-        pa.ArrowTypeError,
-        pa.ArrowNotImplementedError,
-        UnicodeDecodeError,
-    ) as exc:
-        raise WireFormatError(f"batch columns do not match the {stream} schema: {exc}") from exc
-    if table.num_rows == 0:
-        raise WireFormatError("batch holds no records")
-    return table
 
 
 # --------------------------------------------------------------------------- JSON bodies
