@@ -5,7 +5,8 @@ records are checked and encoded on the event loop, queued in the
 ``GroupCommitQueue``, and committed a group at a time: seqs are assigned at commit
 time under the write lock, the WriteBatch (records, the classes' new totals, and
 the seq ceiling when a new block is reserved) is applied on the event loop, and
-its fsync runs on the writer thread, so the event loop never waits on the disk.
+its fsync runs on the writer thread, so the event loop does not wait on the disk
+(except for fsyncs shorter than the hop itself: ``_outbox_fsync_placement``).
 A failed write is counted and marks the database for a reopen (or, when it is
 corrupted, for quarantine at the next start).
 
@@ -22,12 +23,13 @@ import asyncio
 import math
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, NoReturn
 
 from sync._outbox_capacity import CapacityMixin
 from sync._outbox_eviction import NEVER_EVICTED, ClassUsage
+from sync._outbox_fsync_placement import FsyncPlacement
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
     KEY_SIZE,
@@ -56,6 +58,13 @@ SEQ_BLOCK: Final = 1 << 16  # seqs reserved on disk ahead of use; a crash skips 
 _RECORD_OVERHEAD: Final = KEY_SIZE + VALUE_HEADER  # bytes a record counts beyond its payload
 _METADATA_CLASSES: Final = frozenset(Stream).difference(RAW_STREAMS)
 _FREE_CHECK_INTERVAL_S: Final = 0.25
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    """Seconds ``fn()`` took (run on the writer thread, so the hop is not counted)."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def _valid_expiry(stream: Stream, expires_at: object) -> bool:
@@ -87,6 +96,7 @@ class AppendMixin(CapacityMixin):
     _written_since_free_check: int
     _free_margin: int
     _next_free_check: float
+    _fsync_placement: FsyncPlacement
 
     async def append(
         self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
@@ -219,7 +229,7 @@ class AppendMixin(CapacityMixin):
                 # fsynced on the writer thread, where flush_wal releases the GIL.
                 self._store.write_records(runs, counts, reserve)
                 if sync:
-                    await self._writer.run(self._store.sync_wal)
+                    await self._sync_group()
                 if reserve is not None:
                     await self._writer.run(self._record_floor, reserve)
             except SyncError as exc:
@@ -237,6 +247,18 @@ class AppendMixin(CapacityMixin):
             first_seq += len(item.values)
         if time.monotonic() - self._last_maintenance >= self._settings.maintenance_interval_s:
             await self.run_maintenance()
+
+    async def _sync_group(self) -> None:
+        """fsync the group just written: in place while this disk's fsyncs are short
+        (cheaper than the thread hop), else on the writer thread (``FsyncPlacement``)."""
+        placement = self._fsync_placement
+        if placement.in_place_next(background_work=self._store.background_work()):
+            started = time.perf_counter()
+            self._store.sync_wal()  # releases the GIL, but the loop waits here
+            placement.record(time.perf_counter() - started, in_place=True)
+        else:
+            seconds = await self._writer.run(_timed, self._store.sync_wal)
+            placement.record(seconds, in_place=False)
 
     def _check_free_space(self, records: int, nbytes: int) -> None:
         """Refuse the group when the filesystem is below ``min_free_disk_bytes``.

@@ -120,6 +120,8 @@ class OutboxStats:
     rejections: dict[str, int]
     next_seq: int
     quarantined: list[str]
+    # where group fsyncs ran, "in_place" or "on_thread" (sync/_outbox_fsync_placement.py)
+    fsyncs: dict[str, int] = field(default_factory=dict)
 
 
 def encode_key(seq: int) -> bytes:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sync._outbox_capacity import EvictionListener, TelemetryCoalescer
 from sync._outbox_eviction import effective_ttl
+from sync._outbox_fsync_placement import FsyncPlacement
 from sync._outbox_history import HistoryMixin
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
@@ -109,6 +110,7 @@ class Outbox(HistoryMixin):
         self._evictions: Counter[str] = Counter()
         self._rejections: Counter[str] = Counter()
         self._writer = WriterThread()
+        self._fsync_placement = FsyncPlacement(settings.fsync_in_place_below_ms / 1000)
         self._lock = asyncio.Lock()
         self._queue = GroupCommitQueue(self._commit_group, settings.group_commit_max_records)
         self._room = asyncio.Event()
@@ -319,6 +321,10 @@ class Outbox(HistoryMixin):
             rejections=dict(self._rejections),
             next_seq=self._next_seq,
             quarantined=list(self._quarantined),
+            fsyncs={
+                "in_place": self._fsync_placement.in_place,
+                "on_thread": self._fsync_placement.on_thread,
+            },
         )
 
     @property

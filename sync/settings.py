@@ -48,6 +48,15 @@ class OutboxSettings(_Section):
         description="time to live per class in seconds (None: forever)",
     )
     group_commit_max_records: int = Field(default=4096, ge=1)
+    fsync_in_place_below_ms: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description=(
+            "run a group's fsync on the event loop while each of the last 16 took less than"
+            " this (a hop to the writer thread costs ~0.1 ms); 0: always on the writer thread"
+        ),
+    )
     min_free_disk_bytes: int = Field(
         default=64 << 20,
         ge=0,
