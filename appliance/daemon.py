@@ -29,6 +29,7 @@ from appliance.config import SiteConfig
 from appliance.errors import BadFrame, error_summary
 from appliance.inference.tasks import InferenceTask, build_tasks
 from appliance.metrics import DaemonMetrics
+from appliance.outbox_report import outbox_status
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -61,7 +62,10 @@ class Daemon:
         data_dir = Path(config.site.data_dir)
         self.data_dir = data_dir
         self.camera_ids = {camera.id for camera in config.sources.cameras}
-        self.metrics = DaemonMetrics(lambda: self.queues.total_depth())
+        self.metrics = DaemonMetrics(
+            lambda: self.queues.total_depth(),
+            lambda: None if self.outbox is None else self.outbox.stats(),
+        )
         self.registry = self.metrics.registry
         self.queues = CameraQueues(config.sources.queue_bound, on_drop=self._on_drop)
         self.tasks: dict[str, InferenceTask] = {}
@@ -404,16 +408,7 @@ class Daemon:
         for name, entry in tasks.items():
             entry["rate_per_s"] = round(self.telemetry.results[name] / uptime, 3)
             entry["last_error"] = self.telemetry.task_last_error.get(name)
-        outbox: dict[str, Any] = {}
-        if self.outbox is not None:
-            stats = self.outbox.stats()
-            outbox = {
-                "disk_bytes": stats.disk_bytes,
-                "classes": {
-                    str(k): {"records": v.records, "bytes": v.bytes}
-                    for k, v in stats.per_class.items()
-                },
-            }
+        outbox = {} if self.outbox is None else outbox_status(self.outbox.stats())
         disk = shutil.disk_usage(self.data_dir)
         return {
             "device_id": self.config.site.device_id,

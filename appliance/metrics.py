@@ -6,14 +6,20 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from appliance.outbox_report import OutboxCollector
+from sync.outbox import OutboxStats
+
 __all__ = ["DaemonMetrics"]
 
 _LATENCY_BUCKETS_MS = (10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 
 
 class DaemonMetrics:
-    def __init__(self, queue_depth: Callable[[], float]) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], float], outbox_stats: Callable[[], OutboxStats | None]
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(OutboxCollector(outbox_stats))
         self.frames = Counter(
             "yardlink_frames", "frames accepted", ["camera"], registry=self.registry
         )

@@ -153,6 +153,7 @@ async def test_status_metrics_and_events_report_a_pushed_frame(
     async with http.get(f"{base_url(daemon)}/metrics", headers=AUTH) as resp:
         text = await resp.text()
     assert 'yardlink_frames_total{camera="gate-out"} 1.0' in text
+    assert 'yardlink_outbox_records{class="events"} 2.0' in text
 
 
 async def test_frame_metadata_rides_with_every_event_of_the_frame(tmp_path: Path) -> None:
