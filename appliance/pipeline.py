@@ -10,6 +10,15 @@ original is indexed with the boxes to hide in it, so the cloud can ask for it
 later and get a copy redacted on demand.  Only then is the frame done (the
 spool moves its file after that).
 
+A spool frame's ``events`` records are stored all at once instead, in one atomic
+``append_many`` once every task is done: its file is read again when the outbox
+refuses the frame, so the frame's records must be all stored or none, or the
+re-read would store again those that were (duplicates in the cloud).  Its
+records' latency is then the slowest task's.  What comes after the ``events``
+records (the ``raw_sampled`` copy, another class, so not in the same atomic call;
+the kept original's index) never fails a frame whose records are stored: it is
+logged, and the frame is done.
+
 A task that raises on a frame costs that task's record only (the others go on):
 it is counted (``task_errors``; the last one is kept for ``/v1/status``) and
 logged with the task, the camera and the error, at most once per task and
@@ -40,6 +49,7 @@ from appliance.sampling import SamplingPolicy
 from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.frames import Frame
 from appliance.telemetry import Telemetry
+from sync.errors import SyncError
 from sync.outbox import Outbox, OutboxClass
 
 __all__ = ["FrameProcessor"]
@@ -156,7 +166,9 @@ class FrameProcessor:
         Each task's record is appended as soon as that task is done (group
         commit batches them), so a fast task's latency is not the slow one's.
         When an append is refused (``OutboxFull``, ``OutboxDiskFull``...), the first
-        such error is raised once every task's append has ended.
+        such error is raised once every task's append has ended.  A spool frame's
+        records are appended together, in one atomic call, once every task is done:
+        refused, none of them is stored (its file is read again).
         """
         self._telemetry.frames[frame.camera_id] += 1
         # the tasks first: they are the latency; the original's encrypted copy runs beside
@@ -164,20 +176,12 @@ class FrameProcessor:
         raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
         done: list[tuple[TaskResult, int]] = []  # durable so far, in completion order
         try:
-            # every task's append ends (stored or refused) before the frame counts as done:
-            # a spool file must not be read again, nor the outbox closed, under a late one
-            outcomes = await asyncio.gather(
-                *(
-                    self._task_to_outbox(name, run, frame, raw_stored, done)
-                    for name, run in runs.items()
-                ),
-                return_exceptions=True,
-            )
+            if frame.spool_path is None:
+                await self._append_each_when_done(runs, frame, raw_stored, done)
+            else:  # read again when refused: all of its records stored, or none
+                await self._append_all_at_once(runs, frame, raw_stored, done)
         finally:
             await raw_stored
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
         seqs = [seq for _, seq in done]
         redaction = self._redaction(done)
         if redaction is None or not redaction.complete:
@@ -186,8 +190,52 @@ class FrameProcessor:
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
         ]
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
-            await self._store_blurred(frame, redaction.boxes, min(seqs))
+            await self._store_sample(frame, redaction.boxes, min(seqs))
         return seqs
+
+    async def _append_each_when_done(
+        self,
+        runs: dict[str, asyncio.Future[TaskResult]],
+        frame: Frame,
+        raw_stored: asyncio.Task[str | None],
+        done: list[tuple[TaskResult, int]],
+    ) -> None:
+        """Each task's record appended as soon as that task is done (a pushed frame)."""
+        # every task's append ends (stored or refused) before the frame counts as done:
+        # the outbox must not be closed under a late one
+        outcomes = await asyncio.gather(
+            *(
+                self._task_to_outbox(name, run, frame, raw_stored, done)
+                for name, run in runs.items()
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _append_all_at_once(
+        self,
+        runs: dict[str, asyncio.Future[TaskResult]],
+        frame: Frame,
+        raw_stored: asyncio.Task[str | None],
+        done: list[tuple[TaskResult, int]],
+    ) -> None:
+        """Every task's record in one atomic append once all are done (a spool frame):
+        when the outbox refuses one, none is stored and the file can be read again."""
+        ran = await asyncio.gather(
+            *(self._run_task(name, run, frame) for name, run in runs.items())
+        )
+        results = [result for result in ran if result is not None]
+        if not results:
+            return
+        raw_sha256 = await asyncio.shield(raw_stored)
+        records = [self._record(result, frame, raw_sha256) for result in results]
+        seqs = await self._outbox.append_many(OutboxClass.EVENTS, list(map(_encoded, records)))
+        for result, record, seq in zip(results, records, seqs, strict=True):
+            self._count_durable(result, record, seq, frame)
+            done.append((result, seq))
+        await self._keep(frame, raw_sha256, done)
 
     def _redaction(self, done: list[tuple[TaskResult, int]]) -> Redaction | None:
         return redaction_of((result for result, _ in done), self._tasks)
@@ -223,8 +271,16 @@ class FrameProcessor:
         if result is None:
             return
         raw_sha256 = await asyncio.shield(raw_stored)
+        record = self._record(result, frame, raw_sha256)
+        seq = await self._outbox.append(OutboxClass.EVENTS, _encoded(record))
+        self._count_durable(result, record, seq, frame)
+        done.append((result, seq))
+        await self._keep(frame, raw_sha256, done)
+
+    def _record(self, result: TaskResult, frame: Frame, raw_sha256: str | None) -> dict[str, Any]:
+        """The task's ``events`` record (its ``seq`` is the outbox's to give)."""
         submitted_ms = (time.monotonic() - frame.received_at) * 1000.0
-        record = {
+        return {
             "device_id": self._device_id,
             "site_id": self._site_id,
             "seq": 0,
@@ -239,8 +295,11 @@ class FrameProcessor:
             "raw_sha256": raw_sha256,
             "frame_metadata": encode_frame_metadata(frame.metadata),
         }
-        payload = json.dumps(record, separators=(",", ":")).encode()
-        seq = await self._outbox.append(OutboxClass.EVENTS, payload)
+
+    def _count_durable(
+        self, result: TaskResult, record: dict[str, Any], seq: int, frame: Frame
+    ) -> None:
+        """The record is durable: its latency ends now; telemetry and ``/v1/events``."""
         durable_ms = (time.monotonic() - frame.received_at) * 1000.0
         by_kind: dict[str, list[float]] = {}
         for detection in result.detections:
@@ -249,8 +308,6 @@ class FrameProcessor:
         self._publish(
             {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
         )
-        done.append((result, seq))
-        await self._keep(frame, raw_sha256, done)
 
     async def _keep(
         self, frame: Frame, original_sha256: str | None, done: list[tuple[TaskResult, int]]
@@ -260,7 +317,10 @@ class FrameProcessor:
 
         Done right after each append, not once every task is done: a crash while a slow
         task still runs must not leave a durable record whose frame cannot be requested
-        (such a row is ``complete=False``: its plates are found again on request).
+        (such a row is ``complete=False``: its plates are found again on request).  A
+        spool frame's records are durable together, so its original is indexed once.
+        A failure to index is logged, not raised: the records are durable, and a spool
+        file read again would store them twice.
         """
         redaction = self._redaction(done)
         if original_sha256 is None or redaction is None:
@@ -274,7 +334,27 @@ class FrameProcessor:
             redaction.boxes,
             redaction.complete,
         )
-        await asyncio.to_thread(self._raw.keep, kept)
+        try:
+            await asyncio.to_thread(self._raw.keep, kept)
+        except OSError as exc:  # the records are durable: the frame is done all the same
+            _log.error(
+                "kept original not indexed (a raw request for it is answered unavailable): %s",
+                exc,
+                extra={"camera": frame.camera_id, "seqs": list(seqs)},
+            )
+
+    async def _store_sample(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
+        """Store the sampled copy; a failure costs the sample only, never the frame: its
+        ``events`` records are durable already (a spool file read again would store them
+        again)."""
+        try:
+            await self._store_blurred(frame, boxes, seq)
+        except (ApplianceError, SyncError, OSError) as exc:
+            _log.error(
+                "sampled frame not stored: %s",
+                error_summary(exc),
+                extra={"camera": frame.camera_id, "seq": seq, "reason": type(exc).__name__},
+            )
 
     async def _store_blurred(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
         entry = await asyncio.to_thread(
@@ -292,6 +372,10 @@ class _ReducedInput(Protocol):
     def jpeg_reduction(self, width: int, height: int) -> int: ...
 
     def run(self, image_bgr: np.ndarray[Any, Any], *, reduced_by: int = 1) -> TaskResult: ...
+
+
+def _encoded(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def _run(task: InferenceTask, frame: Frame) -> TaskResult:

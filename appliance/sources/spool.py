@@ -8,9 +8,10 @@ also goes to ``failed/`` with its reason, without being read, so one odd entry
 never stops the others being read.  Files in flight are remembered so a
 file is never read twice while the daemon runs; after a restart every file
 still in the spool is simply read again (its records never reached the
-outbox), so nothing is lost.  A file is read only when its camera's queue has
-room (``room``), so a backlog is read oldest first as inference catches up,
-never decoded, dropped from the full queue and read again at every scan.
+outbox), so nothing is lost, except a stored file ``processed/`` refused
+(below).  A file is read only when its camera's queue has room (``room``), so
+a backlog is read oldest first as inference catches up, never decoded,
+dropped from the full queue and read again at every scan.
 
 A frame whose results could not be stored (the outbox full or the disk full)
 stays in the spool (``retry_later``), and the spool then reads nothing for a
@@ -18,6 +19,18 @@ while: 1 s, doubled at each failure up to 60 s, back to the start once a frame
 is stored (``finish``).  The outbox is one for all cameras, so the wait is the
 whole spool's: re-reading at every scan re-ran the models on every waiting
 file for nothing.  The clock is injected.
+
+Each frame's records are stored once, which the pipeline and this watcher
+share: a spool frame's ``events`` records go to the outbox in one atomic call
+(``FrameProcessor``), so a refused frame stored none and reading it again
+stores each once; and a stored frame's file that ``processed/`` does not take
+(its directory a file, another filesystem, no permission) is not read again:
+a crash-safe note (``StoredNotMoved``) says it was stored, also across a
+restart, and the move is tried again at each scan.  One window is left: a crash
+after the outbox committed a frame's records and before its file was moved
+(a thread hop and a rename; longer for a sampled frame, whose blurred copy is
+stored in between) reads the file again after the restart.  Closing it needs
+the outbox itself to remember which file a record came from.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from pathlib import Path
 
 from appliance.errors import BadFrame
 from appliance.sources.frames import Frame, Reduction, decode_frame
+from appliance.sources.spool_stored import StoredNotMoved, file_identity
 from sync.backoff import doubling_delay
 
 __all__ = ["SpoolWatcher"]
@@ -76,6 +90,7 @@ class SpoolWatcher:
         self.failed_dir = root / "failed"
         for directory in (root, self.processed_dir, self.failed_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._stored_not_moved = StoredNotMoved(root)  # never read again, moved when it can
 
     def pending(self) -> list[tuple[str, Path]]:
         """Files waiting, oldest first, not already in flight."""
@@ -87,6 +102,8 @@ class SpoolWatcher:
             except OSError:  # no such camera directory (yet), or it went away
                 continue
             for path in entries:
+                if path in self._stored_not_moved:
+                    continue  # stored already: only its move is left
                 if path.suffix.lower() in _SUFFIXES and str(path) not in self._in_flight:
                     try:
                         mtime = path.lstat().st_mtime
@@ -117,6 +134,8 @@ class SpoolWatcher:
     async def scan_once(self) -> int:
         """Submit every new file; returns how many were submitted."""
         submitted = 0
+        if len(self._stored_not_moved):
+            await asyncio.to_thread(self._move_stored)
         if self._clock() < self._hold_until:
             return 0  # the outbox refused the last frame: wait before reading again
         for camera, path in self.pending():
@@ -158,12 +177,55 @@ class SpoolWatcher:
         except FileNotFoundError:
             current = None  # removed meanwhile: nothing to move
         if current is not None and current == self._in_flight.get(frame.spool_path):
-            self._move(path, self.processed_dir / frame.camera_id, None)
+            try:
+                self._move(path, self.processed_dir / frame.camera_id, None)
+            except OSError as exc:
+                self._remember_stored(path, exc)
         self._in_flight.pop(frame.spool_path, None)  # only now: a scan must not read it again
         # the outbox takes records again (plain assignments: safe from the worker thread
         # ``finish`` runs in; a race with ``retry_later`` costs at most one step of wait)
         self._failures = 0
         self._hold_until = 0.0
+
+    def _remember_stored(self, path: Path, move_error: OSError) -> None:
+        """The file's records are stored but it could not be moved: never read it again."""
+        try:
+            self._stored_not_moved.remember(path, file_identity(path.stat()))
+        except OSError as exc:
+            _log.error(
+                "spool: cannot move the stored frame %s to processed/ (%s), nor note that it"
+                " was stored (%s): it is not read again until the daemon restarts, then it is"
+                " (its records stored twice)",
+                path,
+                move_error,
+                exc,
+                extra={"file": str(path)},
+            )
+            return
+        _log.error(
+            "spool: cannot move the stored frame %s to processed/: %s; it is not read again"
+            " (noted in stored/), the move is tried again at each scan",
+            path,
+            move_error,
+            extra={"file": str(path)},
+        )
+
+    def _move_stored(self) -> None:
+        """Try again to move the files stored but not moved (synchronous; worker thread)."""
+        for path, identity in self._stored_not_moved.files():
+            try:
+                current = file_identity(path.stat())
+            except FileNotFoundError:
+                current = None
+            if current != identity:  # removed, or a new frame under the same name
+                self._stored_not_moved.drop(path)
+                continue
+            try:
+                self._move(path, self.processed_dir / path.parent.name, None)
+            except OSError:
+                continue  # logged when it first failed; tried again at the next scan
+            _log.info("spool: stored frame %s moved to processed/ at last", path)
+            self._stored_not_moved.drop(path)
 
     def retry_later(self, frame: Frame, error: str) -> float:
         """The frame's results could not be stored: its file stays in the spool, to be
@@ -186,6 +248,7 @@ class SpoolWatcher:
         wait = max(0.0, self._hold_until - self._clock())
         return {
             "in_flight": len(self._in_flight),
+            "stored_not_moved": len(self._stored_not_moved),
             "retry_in_s": round(wait, 1) if wait else None,
             "failures_in_a_row": self._failures,
             "last_error": self._last_error,

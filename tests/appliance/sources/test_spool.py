@@ -184,6 +184,7 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
     watcher.finish(submitted[-2])  # stored: the outbox takes records again
     assert watcher.status() == {
         "in_flight": 1,
+        "stored_not_moved": 0,
         "retry_in_s": None,
         "failures_in_a_row": 0,
         "last_error": "OutboxDiskFull: disk full",
@@ -191,3 +192,36 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
     assert watcher.retry_later(submitted[-1], "OutboxFull: at its cap") == 1.0
     assert [p.name for p in (spool / "processed" / "gate-in").iterdir()] == names[:1]
     assert [p.name for p in (spool / "gate-in").iterdir()] == names[1:]
+
+
+async def test_a_stored_file_processed_refuses_is_noted_not_read_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The note is written when the move fails, so a watcher started after a kill -9 (the
+    first one never told anything more) does not read the file again; a new frame written
+    under the same name is read."""
+    spool = tmp_path / "spool"
+    (name,) = _drop(spool, "gate-in", 0, 1)
+    path = spool / "gate-in" / name
+    (spool / "processed").mkdir()
+    (spool / "processed" / "gate-in").write_text("a file where the directory goes")
+    submitted: list[Frame] = []
+
+    async def submit(frame: Frame) -> None:
+        submitted.append(frame)
+
+    crashed = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    assert await crashed.scan_once() == 1
+    crashed.finish(submitted[0])  # stored; the move fails, and is not raised
+    assert await crashed.scan_once() == 0
+    assert crashed.status()["stored_not_moved"] == 1
+    restarted = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    assert await restarted.scan_once() == 0 and path.exists()
+    newer = SyntheticYardCamera(6).frame(1).encode()
+    path.write_bytes(newer)  # the camera writes a new frame under the same name
+    os.utime(path, ns=(1, 1))
+    assert await restarted.scan_once() == 1 and submitted[-1].encoded == newer
+    assert not list((spool / "stored").rglob("*.json"))  # the stale note went
+    (spool / "processed" / "gate-in").unlink()
+    restarted.finish(submitted[-1])
+    assert (spool / "processed" / "gate-in" / name).read_bytes() == newer
