@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import SiteConfig, load_config, parse_config
+from appliance.config import SiteConfig, SourcesSettings, load_config, parse_config
 from appliance.errors import ConfigError
 from sync.settings import Durability
 from tests.appliance.daemon_harness import REPO
@@ -31,6 +31,13 @@ def test_the_shipped_example_is_valid() -> None:
     assert config.site.device_id == "gate-01"
     assert config.outbox.durability is Durability.SYNC
     assert config.outbox.max_bytes == 8 << 30
+
+
+def test_the_shipped_example_shows_every_spool_setting() -> None:
+    """An operator starting from the example sees each spool knob (commented or set)."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    spool_fields = [name for name in SourcesSettings.model_fields if name.startswith("spool_")]
+    assert spool_fields and [name for name in spool_fields if f"{name} =" not in text] == []
 
 
 def test_defaults_fill_everything_but_identity() -> None:
