@@ -68,7 +68,7 @@ def _bare_db(path: Path) -> Any:
     from sync._outbox_store import db_options
     from sync.settings import OutboxSettings
 
-    return Rdict(str(path), db_options(OutboxSettings().memory_budget_bytes))
+    return Rdict(str(path), db_options(OutboxSettings().memory_budget_bytes, path))
 
 
 def _bare_batches(db: Any, payloads: list[bytes], first_key: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import mmap
 import os
 import struct
 from collections import deque
@@ -120,7 +121,29 @@ _MEMTABLES_PER_WAL_BUDGET: Final = 8  # max_total_wal_size / write_buffer_size
 _RECYCLED_WALS: Final = _MEMTABLES_PER_WAL_BUDGET * 3 // 2  # WALs live at a forced flush
 
 
-def _options(memory_budget: int, cache: Cache) -> Options:
+def direct_io_works(directory: Path) -> bool:
+    """Whether ``O_DIRECT`` writes work on the filesystem of ``directory`` (ext4, xfs and
+    f2fs: yes; some tmpfs and FUSE mounts: no).  Probed with one aligned 4 KiB write,
+    because RocksDB would only find out at its first flush, and fail it."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    probe = directory / f".direct-io-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | flag, 0o600)
+        try:
+            with mmap.mmap(-1, 4096) as aligned:  # page-aligned, as O_DIRECT wants
+                os.write(fd, aligned)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
+def _options(memory_budget: int, cache: Cache, *, direct_io: bool = False) -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
@@ -149,16 +172,27 @@ def _options(memory_budget: int, cache: Cache) -> Options:
     opts.set_max_total_wal_size(memory_budget)
     opts.set_max_background_jobs(2)
     opts.set_compression_type(DBCompressionType.lz4())
+    # Flushes and compactions write their SST files around the page cache: then the
+    # WAL fsync of a group no longer waits behind the writeback of a whole memtable
+    # (docs/OUTBOX.md, "Flushes around the page cache"). Reads still use the cache.
+    opts.set_use_direct_io_for_flush_and_compaction(direct_io)
     table = BlockBasedOptions()
     table.set_block_cache(cache)
     opts.set_block_based_table_factory(table)
     return opts
 
 
-def db_options(memory_budget: int) -> Options:
-    """The RocksDB options of an outbox database (also used by the benchmark's bare
-    anchor, so that its "physical limit" has the same WAL and memtable settings)."""
-    return _options(memory_budget, Cache(memory_budget // 4))
+def db_options(memory_budget: int, path: Path) -> Options:
+    """The RocksDB options of an outbox database at ``path`` (also used by the
+    benchmark's bare anchor, so that its "physical limit" has the same WAL, memtable
+    and I/O settings)."""
+    return _options(memory_budget, Cache(memory_budget // 4), direct_io=_direct_io_at(path))
+
+
+def _direct_io_at(path: Path) -> bool:
+    """``direct_io_works`` for the database at ``path`` (probed in its parent while the
+    database directory does not exist yet)."""
+    return direct_io_works(path if path.is_dir() else path.parent)
 
 
 class OutboxStore:
@@ -172,7 +206,7 @@ class OutboxStore:
             names += [n for n in Rdict.list_cf(str(path)) if n not in names and n != "default"]
         self._db: Rdict | None = Rdict(
             str(path),
-            _options(memory_budget, cache),
+            _options(memory_budget, cache, direct_io=_direct_io_at(path)),
             column_families={n: _options(memory_budget, cache) for n in names},
         )
         self._cfs = {s: self._db.get_column_family(s.value) for s in Stream}
