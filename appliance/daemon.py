@@ -45,7 +45,7 @@ from appliance.supervisor import Supervisor
 from appliance.sync_routes import add_sync_routes
 from appliance.telemetry import Telemetry
 from sync.engine import SyncEngine
-from sync.errors import SyncError
+from sync.errors import RecordRejected, SyncError
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
 
@@ -282,7 +282,10 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the consumer
-            self._not_stored(frame, exc)
+            if self.spool is not None and frame.spool_path and isinstance(exc, RecordRejected):
+                await self._refused_for_good(self.spool, frame, exc)
+            else:
+                self._not_stored(frame, exc)
             return
         if self.spool is not None and frame.spool_path is not None:
             try:
@@ -294,9 +297,49 @@ class Daemon:
                 )
                 self.spool.forget(frame)
 
+    async def _refused_for_good(
+        self, spool: SpoolWatcher, frame: Frame, exc: RecordRejected
+    ) -> None:
+        """The outbox refused the frame's records for good (one over ``max_record_bytes``,
+        say): reading the file again makes the same records, so a spool frame's file goes
+        to ``failed/`` with a ``.why`` note, counted per camera and reason
+        (``spool.refused``) and logged once, and the spool does not wait: the other files
+        go on.  Only ``RecordRejected`` says so: another permanent error (the outbox
+        closed at shutdown) says nothing about the frame, whose file is read again.
+
+        A file ``failed/`` does not take is handled as a refusal for now (``_not_stored``).
+        """
+        camera, reason, summary = frame.camera_id, type(exc).__name__, error_summary(exc)
+        why = f"the outbox refused this frame's records for good: {summary}"
+        try:
+            moved = await asyncio.to_thread(spool.fail, frame, why)
+        except OSError as move_error:
+            _log.error(
+                "spool frame refused for good (%s), but its file cannot be moved to failed/: %s",
+                summary,
+                move_error,
+                extra={"camera": camera, "reason": reason, "file": frame.spool_path},
+            )
+            self._not_stored(frame, exc)  # stays, read again after the spool's wait
+            return
+        self.telemetry.spool_refused[(camera, reason)] += 1
+        where = (
+            f"its file moved to {moved.relative_to(spool.root)} (see its .why note)"
+            if moved is not None
+            else "its file was replaced or removed since it was read"
+        )
+        _log.error(
+            "spool frame from %s refused for good by the outbox: %s; %s",
+            camera,
+            summary,
+            where,
+            extra={"camera": camera, "reason": reason, "file": frame.spool_path},
+        )
+
     def _not_stored(self, frame: Frame, exc: Exception) -> None:
         """The frame's results could not be (all) stored: an outbox full after the bounded
-        wait (``OutboxFull``), a full disk (``OutboxDiskFull``), or another failure.
+        wait (``OutboxFull``), a full disk (``OutboxDiskFull``), or another failure (for a
+        spool frame not one refused for good: ``_refused_for_good``).
 
         A spool frame's file stays in the spool and the spool waits before reading again
         (``SpoolWatcher.retry_later``).  A queued frame (HTTP push, answered 202, or
@@ -418,11 +461,16 @@ class Daemon:
             "frames": snapshot["frames"],
             "bad_frames": snapshot["bad_frames"],
             "raw_store_errors": snapshot["raw_store_errors"],  # originals not kept, per camera
+            "sample_store_errors": snapshot["sample_store_errors"],  # samples not stored
             # queued frames lost because the outbox refused their results: camera -> reason -> n
             "frames_not_stored": snapshot["frames_not_stored"],
             "spool": None
             if self.spool is None
-            else {**self.spool.status(), "retries": snapshot["spool_retries"]},
+            else {
+                **self.spool.status(),
+                "retries": snapshot["spool_retries"],  # camera -> reason -> refusals for now
+                "refused": snapshot["spool_refused"],  # ... for good: files moved to failed/
+            },
             "dropped_frames": dict(self.queues.dropped),
             "queue_depths": self.queues.depths(),
             "outbox": outbox,

@@ -17,7 +17,7 @@ re-read would store again those that were (duplicates in the cloud).  Its
 records' latency is then the slowest task's.  What comes after the ``events``
 records (the ``raw_sampled`` copy, another class, so not in the same atomic call;
 the kept original's index) never fails a frame whose records are stored: it is
-logged, and the frame is done.
+logged (a sample not stored also counted per camera), and the frame is done.
 
 A task that raises on a frame costs that task's record only (the others go on):
 it is counted (``task_errors``; the last one is kept for ``/v1/status``) and
@@ -346,10 +346,11 @@ class FrameProcessor:
     async def _store_sample(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
         """Store the sampled copy; a failure costs the sample only, never the frame: its
         ``events`` records are durable already (a spool file read again would store them
-        again)."""
+        again).  It is logged and counted per camera (``sample_store_errors``)."""
         try:
             await self._store_blurred(frame, boxes, seq)
         except (ApplianceError, SyncError, OSError) as exc:
+            self._telemetry.sample_store_errors[frame.camera_id] += 1
             _log.error(
                 "sampled frame not stored: %s",
                 error_summary(exc),

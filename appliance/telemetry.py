@@ -32,10 +32,13 @@ class Telemetry:
         self.task_errors: Counter[str] = Counter()
         self.task_last_error: dict[str, str] = {}  # per task, for /v1/status only (stays local)
         self.raw_store_errors: Counter[str] = Counter()  # per camera: original not kept
+        self.sample_store_errors: Counter[str] = Counter()  # per camera: sampled copy not stored
         # (camera, reason): a queued frame (HTTP push, synthetic) whose results could not
         # be stored, so it is lost; and a spool frame that could not, left for a retry
         self.frames_not_stored: Counter[tuple[str, str]] = Counter()
         self.spool_retries: Counter[tuple[str, str]] = Counter()
+        # (camera, reason): a spool frame the outbox refused for good, its file in failed/
+        self.spool_refused: Counter[tuple[str, str]] = Counter()
         self.confidence_hist: dict[str, list[int]] = {}
 
     def record_result(
@@ -82,8 +85,10 @@ class Telemetry:
             "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
             "bad_frames": dict(self.bad_frames),
             "raw_store_errors": dict(self.raw_store_errors),
+            "sample_store_errors": dict(self.sample_store_errors),
             "frames_not_stored": _by_camera(self.frames_not_stored),
             "spool_retries": _by_camera(self.spool_retries),
+            "spool_refused": _by_camera(self.spool_refused),
         }
 
     def record(self, device_id: str, site_id: str, extra: Mapping[str, object]) -> bytes:

@@ -18,7 +18,14 @@ stays in the spool (``retry_later``), and the spool then reads nothing for a
 while: 1 s, doubled at each failure up to 60 s, back to the start once a frame
 is stored (``finish``).  The outbox is one for all cameras, so the wait is the
 whole spool's: re-reading at every scan re-ran the models on every waiting
-file for nothing.  The clock is injected.
+file for nothing.  The clock is injected.  A frame whose records the outbox
+refuses for good (``RecordRejected``: reading it again makes the same records)
+goes to ``failed/`` with a ``.why`` note instead (``fail``), and the spool does
+not wait: the other files go on.
+
+Every move (to ``processed/`` or ``failed/``) fsyncs the destination directory,
+then the source (``durable_rename``), so that a power cut after the move does
+not bring the file back to be read again.
 
 Each frame's records are stored once, which the pipeline and this watcher
 share: a spool frame's ``events`` records go to the outbox in one atomic call
@@ -44,9 +51,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from appliance.errors import BadFrame
+from appliance.sources.durable_rename import make_directory_durably, rename_durably
 from appliance.sources.frames import Frame, Reduction, decode_frame
 from appliance.sources.spool_stored import StoredNotMoved, file_identity
 from sync.backoff import doubling_delay
+from sync.durable_file import replace_durably
 
 __all__ = ["SpoolWatcher"]
 
@@ -171,12 +180,8 @@ class SpoolWatcher:
         unless the file was replaced since it was read (then the new one is read next)."""
         if frame.spool_path is None:
             return
-        path = Path(frame.spool_path)
-        try:
-            current: tuple[int, int, int, int] | None = _identity(path.stat())
-        except FileNotFoundError:
-            current = None  # removed meanwhile: nothing to move
-        if current is not None and current == self._in_flight.get(frame.spool_path):
+        path = self._as_read(frame)
+        if path is not None:
             try:
                 self._move(path, self.processed_dir / frame.camera_id, None)
             except OSError as exc:
@@ -186,6 +191,33 @@ class SpoolWatcher:
         # ``finish`` runs in; a race with ``retry_later`` costs at most one step of wait)
         self._failures = 0
         self._hold_until = 0.0
+
+    def fail(self, frame: Frame, why: str) -> Path | None:
+        """The outbox refused the frame's records for good (reading the file again makes
+        the same ones): move its file to ``failed/<camera>/`` with a ``.why`` note, the
+        way an entry that cannot be a frame goes (synchronous).  Returns where it went,
+        or None when the file was replaced or removed since it was read (a new frame,
+        read as usual).  ``OSError`` when the move fails: the file stays where it is."""
+        if frame.spool_path is None:
+            return None
+        try:
+            path = self._as_read(frame)
+            if path is None:
+                return None
+            self._move(path, self.failed_dir / frame.camera_id, why)
+            return self.failed_dir / frame.camera_id / path.name
+        finally:
+            self._in_flight.pop(frame.spool_path, None)
+
+    def _as_read(self, frame: Frame) -> Path | None:
+        """The frame's file when it is still the one read (not removed, not written anew)."""
+        assert frame.spool_path is not None
+        path = Path(frame.spool_path)
+        try:
+            current = _identity(path.stat())
+        except FileNotFoundError:
+            return None  # removed meanwhile: nothing to move
+        return path if current == self._in_flight.get(frame.spool_path) else None
 
     def _remember_stored(self, path: Path, move_error: OSError) -> None:
         """The file's records are stored but it could not be moved: never read it again."""
@@ -261,11 +293,13 @@ class SpoolWatcher:
 
     @staticmethod
     def _move(path: Path, directory: Path, why: str | None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        """Move ``path`` into ``directory`` (with a ``.why`` note when it failed) so that
+        after a power cut it stays moved: the note and both directories fsync'd."""
+        make_directory_durably(directory)
         target = directory / path.name
         if why is not None:
-            target.with_name(target.name + ".why").write_text(why + "\n", encoding="utf-8")
-        os.replace(path, target)
+            replace_durably(target.with_name(target.name + ".why"), (why + "\n").encode())
+        rename_durably(path, target)
 
     async def run(self) -> None:
         while True:

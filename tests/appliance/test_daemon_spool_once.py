@@ -1,6 +1,7 @@
 """A spool frame's records reach the outbox once, whatever happens between the first read
-of its file and the file's move to processed/: one of its records refused by the outbox,
-or processed/ refusing the file (also across a restart)."""
+of its file and the file's move to processed/: processed/ refusing the file (also across a
+restart), or its sampled copy not stored (counted per camera).  A frame the outbox refuses
+(for good or for now): tests/appliance/test_daemon_spool_refused.py."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 
 from appliance.config import SiteConfig
 from appliance.daemon import Daemon
-from appliance.inference.results import Detection, TaskResult
+from appliance.inference.results import TaskResult
 from appliance.sources.synthetic import SyntheticYardCamera
-from tests.appliance.daemon_harness import read_events, site_config, wait_for
+from tests.appliance.daemon_harness import TOKEN, base_url, read_events, site_config, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class QuickTask:
@@ -32,17 +36,6 @@ class QuickTask:
     def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
         self.runs += 1
         return TaskResult(self.name, self.model_name, "1", [], 1.0)
-
-
-class BulkyOnceTask(QuickTask):
-    """Its first result is larger than the outbox takes in one record (RecordRejected)."""
-
-    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
-        result = super().run(image_bgr)
-        if self.runs > 1:
-            return result
-        bulky = [Detection("container_code", "X" * 100, 0.9, True, (0, 0, 1, 1))] * 100
-        return TaskResult(self.name, self.model_name, "1", bulky, 1.0)
 
 
 def _use_tasks(monkeypatch: pytest.MonkeyPatch, *tasks: QuickTask) -> None:
@@ -78,26 +71,6 @@ def _drop_one(spool: Path) -> Path:
     path = spool / "gate-in" / "frame-0001.jpg"
     path.write_bytes(SyntheticYardCamera(5).frame(0).encode())
     return path
-
-
-async def test_a_frame_with_one_record_refused_is_stored_once_when_read_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    quick, bulky = QuickTask("gate_ocr"), BulkyOnceTask("container_ocr")
-    _use_tasks(monkeypatch, quick, bulky)
-    spool = tmp_path / "spool"
-    _drop_one(spool)
-    config = _spool_config(tmp_path, spool, {"max_record_bytes": 4096})
-    processed = spool / "processed" / "gate-in" / "frame-0001.jpg"
-    daemon = Daemon(config)
-    await daemon.start()
-    try:
-        await wait_for(processed.exists, timeout=30)  # refused once, then stored
-    finally:
-        await daemon.stop()
-    assert bulky.runs == 2 and quick.runs == 2  # read twice: once refused, once stored
-    events = await read_events(Path(config.outbox.path))
-    assert Counter(e["task"] for e in events) == {"gate_ocr": 1, "container_ocr": 1}
 
 
 async def test_a_stored_frame_processed_refuses_is_not_read_again_even_after_a_restart(
@@ -162,3 +135,35 @@ async def test_a_frame_whose_sample_cannot_be_stored_is_done_its_records_stored_
     events = await read_events(Path(config.outbox.path))
     assert Counter(e["task"] for e in events) == {"gate_ocr": 1, "face_anonymize": 1}
     assert [r for r in caplog.records if "sampled frame not stored" in r.getMessage()]
+
+
+async def test_a_sample_that_cannot_be_stored_is_counted_per_camera_for_the_technician(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quick, faces = QuickTask("gate_ocr"), QuickTask("face_anonymize")
+    _use_tasks(monkeypatch, quick, faces)
+    spool = tmp_path / "spool"
+    _drop_one(spool)
+    keys = tmp_path / "var" / "blob-keys"
+    keys.mkdir(parents=True)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    (keys / f"{today}.key").write_bytes(b"cut")  # damaged: the blurred copy cannot be stored
+    config = _spool_config(
+        tmp_path, spool, sampling={"every_n_frames": 1}, privacy={"keep_raw_frames": False}
+    )
+    processed = spool / "processed" / "gate-in" / "frame-0001.jpg"
+    daemon = Daemon(config)
+    await daemon.start()
+    try:
+        await wait_for(processed.exists, timeout=30)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp,
+        ):
+            status = await resp.json()
+        telemetry = daemon.telemetry.snapshot()  # the body of the next telemetry record
+    finally:
+        await daemon.stop()
+    assert status["sample_store_errors"] == {"gate-in": 1}
+    assert telemetry["sample_store_errors"] == {"gate-in": 1}
+    assert status["raw_store_errors"] == {}  # not the original: keep_raw_frames is off

@@ -1,0 +1,45 @@
+"""Moving a spool file so that after a power cut it stays moved.
+
+A rename changes two directories; until each is fsync'd, a power cut may bring
+the old entry back (the file read again: its records stored twice) or lose the
+new one.  ``rename_durably`` fsyncs the destination first, then the source: at
+every moment the file is in at least one of the two.  A directory the move
+creates has its own entry fsync'd in its parent.  (Writing a small file whole
+is ``sync.durable_file.replace_durably``.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["fsync_directory", "make_directory_durably", "rename_durably"]
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (``OSError`` when it cannot)."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def make_directory_durably(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each new one's entry fsync'd in its
+    parent.  ``OSError`` (``FileExistsError`` when a file has its name) when it cannot."""
+    if directory.is_dir():
+        return
+    make_directory_durably(directory.parent)
+    directory.mkdir(exist_ok=True)
+    fsync_directory(directory.parent)
+
+
+def rename_durably(source: Path, target: Path) -> None:
+    """``os.replace(source, target)`` (same filesystem), then fsync the target's directory,
+    then the source's.  ``OSError`` when the rename fails (nothing moved) or a directory
+    cannot be synced (moved, but maybe not for good)."""
+    os.replace(source, target)
+    fsync_directory(target.parent)
+    if source.parent != target.parent:
+        fsync_directory(source.parent)
