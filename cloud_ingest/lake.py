@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cloud_ingest.blobs import fsync_dir
 from sync.protocol import PARQUET_COMPRESSION, Stream
 
 __all__ = ["TEMP_PREFIX", "lake_partition", "read_batch", "remove_partial_files", "write_batch"]
@@ -125,12 +126,4 @@ def _atomic_write(target: Path, payload: bytes) -> None:
         raise
     os.close(fd)
     os.replace(temp, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)

@@ -1,7 +1,8 @@
 """Replacing a small file so that after a crash it is whole or as it was.
 
 One helper for every small file that must survive a power cut: the sync
-engine's state file, the outbox's seq floor, and the appliance's blobs and keys.
+engine's state file, the outbox's seq floor, and the appliance's blobs and keys;
+and the directory fsync that makes a rename or a new entry durable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["replace_durably"]
+__all__ = ["fsync_directory", "replace_durably"]
 
 
 def replace_durably(path: Path, data: bytes) -> None:
@@ -33,8 +34,14 @@ def replace_durably(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` durable (a rename or create in it survives a
+    power cut once this returns).  ``OSError`` when it cannot."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(directory)
+        os.fsync(descriptor)
     finally:
-        os.close(directory)
+        os.close(descriptor)

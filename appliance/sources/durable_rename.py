@@ -13,16 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sync.durable_file import fsync_directory
+
 __all__ = ["fsync_directory", "make_directory_durably", "rename_durably"]
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make the entries of ``directory`` durable (``OSError`` when it cannot)."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def make_directory_durably(directory: Path) -> None:
