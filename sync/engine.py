@@ -49,7 +49,7 @@ from sync.protocol import METADATA_STREAMS, DepthInfo, LinkStats, Stream, SyncRe
 from sync.raw_delivery import RawDelivery, upload_metadata
 from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
-from sync.uploader import ChunkSizer, TusUploader
+from sync.uploader import BlobCopyDamaged, ChunkSizer, TusUploader
 
 __all__ = ["SyncEngine"]
 
@@ -439,6 +439,9 @@ class SyncEngine:
         try:
             metadata = upload_metadata(stream, ref, self.outbox.seq_now)
             outcome = await self.uploader.upload(path, metadata)
+        except BlobCopyDamaged as exc:  # damaged twice: nothing good to send, settle it
+            await self.raw.give_up(record, ref, str(exc))
+            return
         except PermanentUploadError as exc:
             cause = exc.__cause__
             if isinstance(cause, CloudRejected) and cause.status in (401, 403):

@@ -10,6 +10,12 @@ Rules (the engine owns one :class:`RawDelivery`):
 * ``Outbox.ack`` deletes a whole prefix, so a delivered record is acked only
   when no skipped record of the same stream lies below it; otherwise it waits
   and the next start re-walks it (the cloud then answers "held" in one HEAD).
+* A blob whose copy on the device is damaged (it no longer hashes to its
+  sha256, so the cloud refuses every upload of it) is *given up*: counted,
+  logged once, and settled like a delivered one, so it does not hold the raw
+  stream; a raw request waiting only for it is reported as unknown.  The
+  event's metadata goes as usual.  Every skip and every give-up is counted per
+  stream and logged with its reason: no raw frame goes silently.
 * Raw requests from the handshake are resolved through the ``BlobSource`` and
   queued as ``raw_requested`` refs carrying ``request_id`` in their meta.
 """
@@ -17,8 +23,10 @@ Rules (the engine owns one :class:`RawDelivery`):
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sync.engine_state import EngineStateFile
 from sync.errors import RecordRejected
@@ -59,6 +67,7 @@ class RawDelivery:
         self.state = state
         self.blob_source = blob_source
         self._cursors = {s: _Cursor() for s in RAW_STREAMS}
+        self.given_up: Counter[Stream] = Counter()  # damaged copies settled unsent
 
     def next_record(self, stream: Stream) -> OutboxRecord | None:
         found = self.outbox.read(stream, self._cursors[stream].after_seq, max_records=1)
@@ -91,19 +100,47 @@ class RawDelivery:
 
     async def delivered(self, record: OutboxRecord, ref: BlobRef) -> None:
         """The blob of ``record`` is in the cloud: ack what can be acked, settle its request."""
+        await self._settle(record)
+        self._count_down_request(ref, report_as="delivered")
+
+    async def give_up(self, record: OutboxRecord, ref: BlobRef, reason: str) -> None:
+        """The blob of ``record`` can never be sent (the device's copy is damaged):
+        count it, log it, and settle it like a delivered one so it holds nothing up."""
+        self.given_up[record.stream] += 1
+        log.error(
+            "raw %s seq %d given up, its blob will not be uploaded (the event's metadata "
+            "still is): %s",
+            record.stream,
+            record.seq,
+            reason,
+        )
+        await self._settle(record)
+        self._count_down_request(ref, report_as="unknown")
+
+    async def _settle(self, record: OutboxRecord) -> None:
         cursor = self._cursors[record.stream]
         cursor.after_seq = record.seq
         if not cursor.skipped:
             await self.outbox.ack(record.stream, record.seq)
+
+    def _count_down_request(
+        self, ref: BlobRef, *, report_as: Literal["delivered", "unknown"]
+    ) -> None:
+        """One blob of ``ref``'s raw request is settled; the last one reports the request.
+
+        A request whose last blob was given up is reported unknown (the cloud marks it
+        unavailable, unless an upload of another of its blobs already delivered it)."""
         request_id = ref.meta.get("request_id")
         left = self.state.state.raw_requests.get(request_id or "")
-        if request_id and left is not None:
-            if left <= 1:
-                del self.state.state.raw_requests[request_id]
-                self.state.state.delivered.append(request_id)
-            else:
-                self.state.state.raw_requests[request_id] = left - 1
-            self.state.save()
+        if not request_id or left is None:
+            return
+        if left <= 1:
+            del self.state.state.raw_requests[request_id]
+            state = self.state.state
+            (state.delivered if report_as == "delivered" else state.unknown).append(request_id)
+        else:
+            self.state.state.raw_requests[request_id] = left - 1
+        self.state.save()
 
     async def queue_requests(self, requests: list[RawRequest]) -> int:
         """Resolve new raw requests into ``raw_requested`` refs; returns how many were queued."""

@@ -14,9 +14,18 @@ the server created it, and each call first asks the server for the offset
   ``chunk_target_s`` seconds per chunk, within ``chunk_min/max_bytes``, so a
   cut costs at most one chunk and a fast link is not slowed by round trips.
 
-Errors: :class:`~sync.errors.RetryableUploadError` (cut, timeout, 5xx, 423,
-upload expired on the server) and :class:`~sync.errors.PermanentUploadError`
-(403, 413, the server refusing the finished blob).
+Errors: :class:`~sync.errors.RetryableUploadError` (cut, timeout, 5xx, 423, and
+the refusals a new upload fixes: 404/410 upload gone, 409 offset conflict, 460
+checksum, 410 whole-upload sha256 mismatch) and
+:class:`~sync.errors.PermanentUploadError` (400, 403, 413, 415: the same blob
+will be refused again).
+
+A damaged copy on the device: after a 410 whole-upload sha256 mismatch the
+copy that was sent is hashed.  If it does not hash to its sha256, the error is
+still retryable (the blob source may hand out a fresh, sound copy: a bad read),
+but the next call hashes its copy *before* sending anything, and a copy damaged
+again is :class:`BlobCopyDamaged`: there is nothing good to send, so the blob is
+never uploaded again and again into the same 410.
 """
 
 from __future__ import annotations
@@ -38,13 +47,30 @@ from sync.errors import PermanentUploadError, RetryableUploadError
 from sync.link import LinkMonitor
 from sync.protocol import TUS_VERSION, UploadMetadata
 
-__all__ = ["ChunkSizer", "TusUploader", "UploadOutcome", "UploadProgress", "encode_metadata"]
+__all__ = [
+    "BlobCopyDamaged",
+    "ChunkSizer",
+    "TusUploader",
+    "UploadOutcome",
+    "UploadProgress",
+    "encode_metadata",
+]
 
 log = logging.getLogger("yardlink.sync")
 
 UPLOADS_PATH: Final = "/v1/uploads/"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
 _CHECKSUM_RETRIES: Final = 3
+# Refusals that say "this upload is gone or out of step", not "this blob is unwelcome":
+# 404/410 upload expired or deleted, 409 offset conflict, 460 checksum of the body.
+_FIXED_BY_A_NEW_UPLOAD: Final = frozenset({404, 409, 410, 460})
+WHOLE_SHA256_MISMATCH: Final = "upload_sha256_mismatch"  # 410: the whole does not hash right
+
+
+class BlobCopyDamaged(PermanentUploadError):
+    """The device's copy of a blob no longer hashes to the sha256 it is stored under,
+    checked twice (after the cloud's 410, then again before a new upload): every
+    upload of it would be refused, so do not send it again."""
 
 
 def encode_metadata(meta: UploadMetadata) -> str:
@@ -127,10 +153,13 @@ class TusUploader:
         self._clock = clock
         self.current: UploadProgress | None = None
         self.chunk_in_flight = 0  # size of the chunk being (or last) sent
+        self._copies_found_damaged: set[str] = set()  # sha256s: hash the next copy first
 
     async def upload(self, path: Path, meta: UploadMetadata) -> UploadOutcome:
         """Upload the file at ``path`` (its sha256 is ``meta.sha256``) or resume it."""
         sha = meta.sha256
+        if sha in self._copies_found_damaged:
+            await self._check_copy_again(path, sha)
         length = (await asyncio.to_thread(path.stat)).st_size
         sent_before = self.client.bytes_out
         try:
@@ -155,7 +184,7 @@ class TusUploader:
         except CloudUnavailable as exc:
             raise RetryableUploadError(f"upload of {sha[:12]} interrupted: {exc}") from exc
         except CloudRejected as exc:
-            raise PermanentUploadError(f"upload of {sha[:12]} refused: {exc}") from exc
+            raise await self._refusal(path, sha, exc) from exc
         finally:
             self.current = None
         self.state.forget_upload(sha)
@@ -165,6 +194,41 @@ class TusUploader:
         rate = self.sizer.rate_Bps
         self.current = UploadProgress(
             sha, upload_path, offset, length, rate and rate * 8, self.chunk_in_flight
+        )
+
+    async def _check_copy_again(self, path: Path, sha: str) -> None:
+        """The last copy of ``sha`` was damaged: send this one only if it is sound."""
+        actual = await asyncio.to_thread(_file_sha256, path)
+        if actual != sha:
+            raise BlobCopyDamaged(
+                f"the device's copy of blob {sha[:12]} is damaged (its bytes hash to "
+                f"{actual[:12]}), again after the cloud refused it as not matching its sha256"
+            )
+        self._copies_found_damaged.discard(sha)
+
+    async def _refusal(
+        self, path: Path, sha: str, refused: CloudRejected
+    ) -> PermanentUploadError | RetryableUploadError:
+        """What a 4xx on this upload means: try a new upload, or stop sending this blob."""
+        if refused.status in _FIXED_BY_A_NEW_UPLOAD:
+            self.state.forget_upload(sha)
+            if refused.error == WHOLE_SHA256_MISMATCH:
+                return await self._whole_mismatch(path, sha, refused)
+            return RetryableUploadError(f"upload of {sha[:12]} must restart: {refused}")
+        return PermanentUploadError(f"upload of {sha[:12]} refused: {refused}")
+
+    async def _whole_mismatch(
+        self, path: Path, sha: str, refused: CloudRejected
+    ) -> RetryableUploadError:
+        """The cloud says the whole upload does not hash to ``sha``: was our copy sound?"""
+        actual = await asyncio.to_thread(_file_sha256, path)
+        if actual == sha:  # damaged on the way: a new upload will do
+            return RetryableUploadError(f"upload of {sha[:12]} must restart: {refused}")
+        self._copies_found_damaged.add(sha)
+        return RetryableUploadError(
+            f"the device's copy of blob {sha[:12]} is damaged (its bytes hash to "
+            f"{actual[:12]}; {refused.status} {refused.error}); the next copy is checked "
+            "before it is sent"
         )
 
     async def _offset(self, upload_path: str, sha: str, length: int) -> int | None:
@@ -238,10 +302,7 @@ class TusUploader:
                     if server_offset is None:
                         raise RetryableUploadError(f"upload of {sha[:12]} vanished") from exc
                     return server_offset
-                if exc.status in (404, 410, 460):
-                    self.state.forget_upload(sha)
-                    raise RetryableUploadError(f"upload of {sha[:12]} must restart: {exc}") from exc
-                raise
+                raise  # upload() decides: a new upload, or stop
             self._measured(len(chunk), self._clock() - started)
             new_offset = self._claimed_offset(
                 answer.headers, "PATCH", sha, at_most=offset + len(chunk)
@@ -289,6 +350,11 @@ def _offset_header(headers: Mapping[str, str], what: str) -> int:
     if offset < 0:
         raise RetryableUploadError(f"{what} answer with negative Upload-Offset {offset}")
     return offset
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _read_chunk(path: Path, offset: int, size: int) -> bytes:
