@@ -45,7 +45,7 @@ from sync.metadata_delivery import MetadataDelivery, SentBatch
 from sync.outbox import BlobRef, Outbox, OutboxRecord
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
-from sync.protocol import METADATA_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
+from sync.protocol import METADATA_STREAMS, RAW_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
 from sync.raw_delivery import RawDelivery, upload_metadata
 from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
@@ -186,6 +186,8 @@ class SyncEngine:
                 sent_today_bytes=sent_today[s],
                 budget_left_bytes=self.scheduler.budget_left(s, now),
                 stalled=self.meta.stalled.get(s),
+                skipped_records=self.raw.skipped(s) if s in RAW_STREAMS else 0,
+                given_up_records=self.raw.given_up[s],
             )
             for s in Stream
         }

@@ -23,6 +23,10 @@ class ClassProgress(_Frozen):
     sent_today_bytes: int  # this UTC day, for daily budgets (survives restarts)
     budget_left_bytes: int | None  # None: no daily budget
     stalled: str | None = None  # why this stream is held (409 conflict, bad record)
+    # raw classes: records passed over until the next start (a refused upload, an
+    # unreadable blob ref), and records settled unsent for good (a damaged copy)
+    skipped_records: int = 0
+    given_up_records: int = 0
 
 
 class CurrentUpload(_Frozen):

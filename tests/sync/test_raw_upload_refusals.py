@@ -290,6 +290,9 @@ async def test_engine_gives_up_a_damaged_copy_once_and_the_stream_goes_on(
             await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED))
             await asyncio.sleep(0.3)  # time enough to send it again, were it retried
             assert engine.raw.given_up[Stream.RAW_SAMPLED] == 1
+            progress = engine.progress().classes  # what /v1/sync and /v1/status show
+            assert progress[Stream.RAW_SAMPLED].given_up_records == 1
+            assert progress[Stream.RAW_SAMPLED].skipped_records == 0
         assert stored_blob(cloud.settings.data_dir, sound.sha256) is not None
         assert stored_blob(cloud.settings.data_dir, damaged.sha256) is None
         assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
@@ -355,3 +358,26 @@ async def test_engine_sends_a_sound_copy_after_a_damaged_one(
         assert blobs.copies == 2
         stored = stored_blob(cloud.settings.data_dir, ref.sha256)
         assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256
+
+
+async def test_a_raw_record_whose_blob_is_gone_is_skipped_and_shown_in_progress(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """A blob removed from the store under its record: passed over (kept in the outbox
+    for the next start), counted where the technician looks, and the stream goes on."""
+    blobs = BlobDir(tmp_path / "blobs")
+    gone = blobs.add(os.urandom(1000))
+    (blobs.root / gone.sha256).unlink()
+    present = blobs.add(os.urandom(1000))
+    for ref in (gone, present):
+        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    async with (
+        running_ingest(tmp_path / "cloud") as cloud,
+        engine_for(tmp_path, outbox, cloud.url, cloud.token, blobs) as (engine, _),
+    ):
+        await wait_for(lambda: stored_blob(cloud.settings.data_dir, present.sha256) is not None)
+        progress = engine.progress().classes[Stream.RAW_SAMPLED]
+        assert (progress.skipped_records, progress.given_up_records) == (1, 0)
+        assert engine.progress().classes[Stream.EVENTS].skipped_records == 0
+    kept = [BlobRef.from_bytes(r.payload).sha256 for r in outbox.read(OutboxClass.RAW_SAMPLED)]
+    assert kept == [gone.sha256, present.sha256]  # acks wait for the skipped record below
