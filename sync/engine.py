@@ -438,21 +438,27 @@ class SyncEngine:
     ) -> None:
         """Upload the file the blob source opened for ``ref``; ack its record once held."""
         before = self.client.bytes_out
+        passed_over = False  # given up or skipped: its byte count is not needed any more
         try:
             metadata = upload_metadata(stream, ref, self.outbox.seq_now)
             outcome = await self.uploader.upload(path, metadata)
         except BlobCopyDamaged as exc:  # damaged twice: nothing good to send, settle it
+            passed_over = True
             await self.raw.give_up(record, ref, str(exc))
             return
         except PermanentUploadError as exc:
             cause = exc.__cause__
             if isinstance(cause, CloudRejected) and cause.status in (401, 403):
                 raise cause from exc  # our credentials, not this blob: back off, keep it
+            passed_over = True
             self.raw.skip(record, str(exc))
             return
         finally:
-            spent = self.client.bytes_out - before
-            self._blob_bytes[ref.sha256] = self._blob_bytes.get(ref.sha256, 0) + spent
+            if passed_over:
+                self._blob_bytes.pop(ref.sha256, None)
+            else:  # sent, or to be tried again: count what this attempt put on the wire
+                spent = self.client.bytes_out - before
+                self._blob_bytes[ref.sha256] = self._blob_bytes.get(ref.sha256, 0) + spent
         self.link.succeeded(self._clock())
         total = self._blob_bytes.pop(ref.sha256, 0)
         if not outcome.skipped:
