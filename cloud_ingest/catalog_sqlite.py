@@ -120,8 +120,14 @@ class SqliteCatalog:
 
     async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
-            if not await self._one("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)):
+            row = await self._one(
+                "SELECT revoked_at FROM devices WHERE device_id = ?", (device_id,)
+            )
+            if not row:
                 raise NotFound(f"no device {device_id!r}")
+            # a repeated revoke changes nothing but is still an operator's act: audited,
+            # and marked, so the log does not read as if the device was revoked twice
+            detail = {} if row[0] is None else {"already_revoked": True}
             await db.execute(
                 "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ?",
                 (now, device_id),
@@ -131,7 +137,7 @@ class SqliteCatalog:
                 " WHERE role = 'device' AND subject = ?",
                 (now, device_id),
             )
-            await _insert_audit(db, now, actor, "device.revoke", device_id, {})
+            await _insert_audit(db, now, actor, "device.revoke", device_id, detail)
 
     async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:

@@ -108,3 +108,16 @@ async def test_a_failed_change_writes_no_audit_event(ingest: Ingest) -> None:
         assert added.status == 500
     assert await ingest.app[CATALOG].get_device("gate-02") is None
     assert await _audit(ingest, operator) == [("test", "operator.add", "alice")]
+
+
+async def test_a_repeated_revoke_is_audited_as_one_that_changed_nothing(ingest: Ingest) -> None:
+    operator = await ingest.operator("alice")
+    await ingest.device("gate-01")
+    for _ in range(2):
+        revoked = await ingest.client.post(
+            "/v1/admin/devices/gate-01/revoke", headers=bearer(operator)
+        )
+        assert revoked.status == 200
+    answer = await ingest.client.get("/v1/admin/audit", headers=bearer(operator))
+    events = [e for e in (await answer.json())["events"] if e["action"] == "device.revoke"]
+    assert [e["detail"] for e in events] == [{}, {"already_revoked": True}]
