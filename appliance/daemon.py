@@ -136,6 +136,7 @@ class Daemon:
                 Path(sources.spool_dir),
                 self.camera_ids,
                 self.queue_frame,
+                receipts=self.outbox,
                 max_bytes=config.local_api.max_frame_bytes,
                 poll_s=sources.spool_poll_s,
                 reduction=self.processor.jpeg_reduction,
@@ -277,8 +278,13 @@ class Daemon:
                 self._in_flight -= 1
 
     async def _process(self, frame: Frame) -> None:
+        spool = self.spool if frame.spool_path is not None else None
         try:
-            await self.processor.process(frame)
+            # a spool frame's records carry its file's receipt: read again after a crash,
+            # the file is known stored and only moved
+            await self.processor.process(
+                frame, receipt=None if spool is None else spool.receipt_of(frame)
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the consumer
@@ -287,15 +293,16 @@ class Daemon:
             else:
                 self._not_stored(frame, exc)
             return
-        if self.spool is not None and frame.spool_path is not None:
+        if spool is not None:
             try:
-                await asyncio.to_thread(self.spool.finish, frame)
-            except Exception:  # noqa: BLE001 - the records are durable; the file is read again
+                await spool.finish(frame)
+            except Exception:  # noqa: BLE001 - the records are durable, with the file's receipt
                 _log.exception(
-                    "spool: cannot move a stored frame's file to processed/",
+                    "spool: cannot move a stored frame's file to processed/ (its receipt in the"
+                    " outbox keeps it from being stored again)",
                     extra={"camera": frame.camera_id, "file": frame.spool_path},
                 )
-                self.spool.forget(frame)
+                spool.forget(frame)
 
     async def _refused_for_good(
         self, spool: SpoolWatcher, frame: Frame, exc: RecordRejected

@@ -13,7 +13,9 @@ spool moves its file after that).
 A spool frame's ``events`` records are stored all at once instead, in one atomic
 ``append_many`` once every task is done: its file is read again when the outbox
 refuses the frame, so the frame's records must be all stored or none, or the
-re-read would store again those that were (duplicates in the cloud).  Its
+re-read would store again those that were (duplicates in the cloud).  The call
+carries the file's receipt (``appliance.sources.spool_stored``), stored with the
+records, so a file read again after a crash is known stored and not run again.  Its
 records' latency is then the slowest task's.  What comes after the ``events``
 records (the ``raw_sampled`` copy, another class, so not in the same atomic call;
 the kept original's index) never fails a frame whose records are stored: it is
@@ -160,7 +162,7 @@ class FrameProcessor:
             "box": [int(x), int(y), int(x + w), int(y + h)],
         }
 
-    async def process(self, frame: Frame) -> list[int]:
+    async def process(self, frame: Frame, *, receipt: bytes | None = None) -> list[int]:
         """Run every task on ``frame``; returns the events seqs once they are durable.
 
         Each task's record is appended as soon as that task is done (group
@@ -168,7 +170,8 @@ class FrameProcessor:
         When an append is refused (``OutboxFull``, ``OutboxDiskFull``...), the first
         such error is raised once every task's append has ended.  A spool frame's
         records are appended together, in one atomic call, once every task is done:
-        refused, none of them is stored (its file is read again).
+        refused, none of them is stored (its file is read again); ``receipt`` (the
+        spool file's) is stored with them.
         """
         self._telemetry.frames[frame.camera_id] += 1
         # the tasks first: they are the latency; the original's encrypted copy runs beside
@@ -179,7 +182,7 @@ class FrameProcessor:
             if frame.spool_path is None:
                 await self._append_each_when_done(runs, frame, raw_stored, done)
             else:  # read again when refused: all of its records stored, or none
-                await self._append_all_at_once(runs, frame, raw_stored, done)
+                await self._append_all_at_once(runs, frame, raw_stored, done, receipt)
         finally:
             await raw_stored
         seqs = [seq for _, seq in done]
@@ -220,9 +223,11 @@ class FrameProcessor:
         frame: Frame,
         raw_stored: asyncio.Task[str | None],
         done: list[tuple[TaskResult, int]],
+        receipt: bytes | None,
     ) -> None:
         """Every task's record in one atomic append once all are done (a spool frame):
-        when the outbox refuses one, none is stored and the file can be read again."""
+        when the outbox refuses one, none is stored and the file can be read again;
+        stored, so is the file's ``receipt``."""
         ran = await asyncio.gather(
             *(self._run_task(name, run, frame) for name, run in runs.items())
         )
@@ -231,7 +236,9 @@ class FrameProcessor:
             return
         raw_sha256 = await asyncio.shield(raw_stored)
         records = [self._record(result, frame, raw_sha256) for result in results]
-        seqs = await self._outbox.append_many(OutboxClass.EVENTS, list(map(_encoded, records)))
+        seqs = await self._outbox.append_many(
+            OutboxClass.EVENTS, list(map(_encoded, records)), receipt=receipt
+        )
         for result, record, seq in zip(results, records, seqs, strict=True):
             self._count_durable(result, record, seq, frame)
             done.append((result, seq))

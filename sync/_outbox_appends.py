@@ -7,8 +7,12 @@ time under the write lock, the WriteBatch (records, the classes' new totals, and
 the seq ceiling when a new block is reserved) is applied on the event loop, and
 its fsync runs on the writer thread, so the event loop does not wait on the disk
 (except for fsyncs shorter than the hop itself: ``_outbox_fsync_placement``).
-A failed write is counted and marks the database for a reopen (or, when it is
-corrupted, for quarantine at the next start).
+An ``append_many`` may carry a receipt (an opaque key of the caller's): it is
+written in the group's WriteBatch with the append's first seq, so the records and
+their receipt are durable together or not at all.  Appends without one pay a
+single check per group (``_pending_receipts`` is empty).  A failed write is
+counted and marks the database for a reopen (or, when it is corrupted, for
+quarantine at the next start).
 
 Why the write is not on the writer thread too: rocksdict holds the GIL for the
 whole of ``Rdict.write`` (fsync included when ``WriteOptions.sync`` is set), so a
@@ -36,6 +40,7 @@ from sync._outbox_records import (
     VALUE_HEADER,
     BlobRef,
     OutboxClass,
+    check_receipt,
     encode_header,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
@@ -97,6 +102,7 @@ class AppendMixin(CapacityMixin):
     _free_margin: int
     _next_free_check: float
     _fsync_placement: FsyncPlacement
+    _pending_receipts: dict[asyncio.Future[int], bytes]  # queued appends' receipts
 
     async def append(
         self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
@@ -122,10 +128,22 @@ class AppendMixin(CapacityMixin):
         self._queue.submit(PendingAppend(stream, [value], nbytes, future))
         return await future
 
-    async def append_many(self, stream: OutboxClass, payloads: Sequence[bytes]) -> list[int]:
-        """Store several records atomically (one WriteBatch), seqs in the given order."""
+    async def append_many(
+        self,
+        stream: OutboxClass,
+        payloads: Sequence[bytes],
+        *,
+        receipt: bytes | str | None = None,
+    ) -> list[int]:
+        """Store several records atomically (one WriteBatch), seqs in the given order.
+
+        With a ``receipt`` (bytes or str, 1 to ``MAX_RECEIPT_BYTES``; else
+        RecordRejected), the records and the receipt (``receipt(key)``: their first
+        seq) are durable together or not at all; it needs at least one payload.
+        """
         self._check_metadata_class(stream)
         self._check_open()  # also when there is nothing to store
+        key = None if receipt is None else check_receipt(receipt)
         if type(payloads) is list:  # only read before the first await (no copy)
             data = payloads
         else:  # an iterator is taken once (the type check below must not use it up)
@@ -140,8 +158,10 @@ class AppendMixin(CapacityMixin):
             data = [self._as_bytes(p) for p in data]
         count = len(data)
         if not count:
+            if key is not None:
+                self._reject("bad_receipt", "a receipt names the first of its records: none given")
             return []
-        first = await self._submit(stream, data, None)
+        first = await self._submit(stream, data, None, key)
         return list(range(first, first + count))
 
     async def append_blob_ref(
@@ -164,8 +184,15 @@ class AppendMixin(CapacityMixin):
         self._rejections[reason] += 1
         raise RecordRejected(message)
 
-    async def _submit(self, stream: Stream, data: list[bytes], expires_at: float | None) -> int:
-        """Queue ``data`` (non-empty) for the next group commit; returns the first seq."""
+    async def _submit(
+        self,
+        stream: Stream,
+        data: list[bytes],
+        expires_at: float | None,
+        receipt: bytes | None = None,
+    ) -> int:
+        """Queue ``data`` (non-empty) for the next group commit; returns the first seq.
+        ``receipt`` (checked) is written with the records."""
         self._check_open()
         if expires_at is not None and not _valid_expiry(stream, expires_at):
             self._reject("wrong_type", f"expires_at not allowed here: {expires_at!r}")
@@ -182,8 +209,21 @@ class AppendMixin(CapacityMixin):
             await self._make_room(nbytes)
             self._check_open()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if receipt is not None:
+            self._pending_receipts[future] = receipt
         self._queue.submit(PendingAppend(stream, values, nbytes, future))
         return await future
+
+    def _receipts_of(self, group: list[PendingAppend], first_seq: int) -> list[tuple[bytes, int]]:
+        """The receipts of the group's appends, each with its append's first seq."""
+        pending = self._pending_receipts
+        receipts = []
+        for item in group:
+            key = pending.pop(item.future, None)
+            if key is not None:
+                receipts.append((key, first_seq))
+            first_seq += len(item.values)
+        return receipts
 
     def _as_bytes(self, payload: object) -> bytes:
         if type(payload) is bytes:
@@ -213,6 +253,8 @@ class AppendMixin(CapacityMixin):
                 group_bytes += item.nbytes
             for stream, _, values in runs:
                 added[stream][0] += len(values)
+            # the one check a group without receipts pays
+            receipts = self._receipts_of(group, first_seq) if self._pending_receipts else ()
             records = seq - first_seq
             self._ensure_writable(records)
             self._check_free_space(records, group_bytes)
@@ -227,7 +269,7 @@ class AppendMixin(CapacityMixin):
             try:
                 # Written here (rocksdict holds the GIL in write() on any thread), then
                 # fsynced on the writer thread, where flush_wal releases the GIL.
-                self._store.write_records(runs, counts, reserve)
+                self._store.write_records(runs, counts, reserve, receipts)
                 if sync:
                     await self._sync_group()
                 if reserve is not None:

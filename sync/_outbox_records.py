@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER",
     "KEY_SIZE",
+    "MAX_RECEIPT_BYTES",
     "VALUE_HEADER",
     "BatchBoundary",
     "BlobRef",
@@ -30,6 +31,7 @@ __all__ = [
     "OutboxClass",
     "OutboxRecord",
     "OutboxStats",
+    "check_receipt",
     "decode_key",
     "decode_record",
     "decode_value",
@@ -49,6 +51,8 @@ FORMAT_VERSION: Final = 1
 KEY_SIZE: Final = _KEY.size
 VALUE_HEADER: Final = HEADER.size
 MAX_SEQ: Final = (1 << 63) - 1
+MAX_RECEIPT_BYTES: Final = 512
+"""The longest receipt key (a spool file's camera, name and identity fit in it)."""
 
 
 class OutboxRecord(NamedTuple):
@@ -160,6 +164,25 @@ def decode_record(stream: Stream, key: bytes, value: bytes) -> tuple[OutboxRecor
     """
     created_at, expires_at, payload = decode_value(value)
     return OutboxRecord(stream, decode_key(key), payload, created_at), expires_at
+
+
+def check_receipt(key: object) -> bytes:
+    """A receipt key as stored: ``bytes`` as given, a ``str`` in utf-8, 1 to
+    ``MAX_RECEIPT_BYTES`` bytes.  Anything else is ``RecordRejected`` (do not retry)."""
+    if isinstance(key, str):
+        try:
+            key = key.encode()
+        except UnicodeEncodeError as exc:
+            raise RecordRejected(f"receipt key is not valid unicode: {key!r}") from exc
+    elif isinstance(key, bytes | bytearray | memoryview):
+        key = bytes(key)
+    else:
+        raise RecordRejected(f"receipt key must be bytes or str, not {type(key).__name__}")
+    if not 0 < len(key) <= MAX_RECEIPT_BYTES:
+        raise RecordRejected(
+            f"receipt key must be 1 to {MAX_RECEIPT_BYTES} bytes, not {len(key)}: {key[:40]!r}"
+        )
+    return key
 
 
 def record_size(payload_len: int) -> int:

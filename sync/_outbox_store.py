@@ -9,10 +9,12 @@ keys:
 * ``seq/reserved``        - 8 bytes: every seq ever handed out is below it;
 * ``ack/<class>``         - 8 bytes: acknowledged watermark of the class;
 * ``count/<class>``       - 16 bytes: live records and bytes of the class;
-* ``pin/<class>/<first>`` - 8 bytes last seq + batch id (utf-8).
+* ``pin/<class>/<first>`` - 8 bytes last seq + batch id (utf-8);
+* ``receipt/<key>``       - 8 bytes: the first seq of the append that carried
+  the receipt ``<key>`` (an opaque caller's key, e.g. a spool file's identity).
 
-Counters and watermarks are written in the same WriteBatch as the records they
-describe, so after any crash they agree with the data.
+Counters, watermarks and receipts are written in the same WriteBatch as the
+records they describe, so after any crash they agree with the data.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ META_CF: Final = "meta"
 _U64: Final = struct.Struct(">Q")
 _COUNT: Final = struct.Struct(">QQ")
 _RESERVED_KEY: Final = b"seq/reserved"
+_RECEIPT_PREFIX: Final = b"receipt/"
 _UNSYNCED: Final = WriteOptions()  # sync=False: durability comes from sync_wal()
 
 
@@ -350,10 +353,12 @@ class OutboxStore:
         runs: Sequence[tuple[Stream, int, Sequence[bytes]]],
         counts: dict[Stream, ClassUsage],
         reserved_until: int | None,
+        receipts: Sequence[tuple[bytes, int]] = (),
     ) -> None:
-        """Put runs of encoded values (class, first seq, values) and the classes' new
-        totals in one WriteBatch; seqs within a run are consecutive.  Not fsynced:
-        durable after the next ``sync_wal``."""
+        """Put runs of encoded values (class, first seq, values), the classes' new
+        totals and the appends' receipts (key, first seq) in one WriteBatch; seqs
+        within a run are consecutive.  Not fsynced: durable after the next
+        ``sync_wal``."""
         batch = WriteBatch(raw_mode=True)
         put, keys_of = batch.put, _U64.pack
         for stream, first_seq, values in runs:
@@ -367,6 +372,8 @@ class OutboxStore:
             )
         if reserved_until is not None:
             batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+        for key, first_seq in receipts:
+            batch.put(_RECEIPT_PREFIX + key, _U64.pack(first_seq), self._meta_handle)
         self.commit(batch, sync=False)
 
     def reserve_seqs(self, reserved_until: int) -> None:
@@ -385,6 +392,37 @@ class OutboxStore:
             batch.put(encode_key(decode_key(key) + shift), value, handle)
             batch.delete(key, handle)
         self.commit(batch, sync=True)
+
+    def receipt(self, key: bytes) -> int | None:
+        """The first seq stored with receipt ``key``, or None."""
+        try:
+            raw = self._meta.get(_RECEIPT_PREFIX + key)
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
+        return None if raw is None else int(_U64.unpack(raw)[0])
+
+    def receipts(self, prefix: bytes) -> dict[bytes, int]:
+        """Every receipt whose key starts with ``prefix``: key -> first seq."""
+        start = _RECEIPT_PREFIX + prefix
+        found: dict[bytes, int] = {}
+        try:
+            it = self._meta.iter()
+            it.seek(start)
+            while it.valid():
+                key: bytes = it.key()
+                if not key.startswith(start):
+                    break
+                found[key[len(_RECEIPT_PREFIX) :]] = _U64.unpack(it.value())[0]
+                it.next()
+            it.status()
+        except Exception as exc:
+            raise classify_storage_error(exc) from exc
+        return found
+
+    def drop_receipt(self, key: bytes, sync: bool) -> None:
+        batch = WriteBatch(raw_mode=True)
+        batch.delete(_RECEIPT_PREFIX + key, self._meta_handle)
+        self.commit(batch, sync)
 
     def put_pin(self, pin: BatchBoundary) -> None:
         batch = WriteBatch(raw_mode=True)

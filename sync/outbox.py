@@ -16,7 +16,9 @@ WriteBatch is fsynced (survives power loss); ``relaxed`` - once it is in the
 write-ahead log (survives a process crash, not a power cut).  Concurrent
 appends share one WriteBatch and one fsync (group commit, ``_outbox_writer``;
 the append surface is ``_outbox_appends``).  Capacity, eviction and TTL follow
-``_outbox_eviction``; docs/OUTBOX.md has the rest.
+``_outbox_eviction``.  An ``append_many`` may carry a receipt, stored with its
+records in the same WriteBatch (``receipt``, ``drop_receipt``), so a producer
+can ask after a crash whether its append was stored; docs/OUTBOX.md has the rest.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sync._outbox_fsync_placement import FsyncPlacement
 from sync._outbox_history import HistoryMixin
 from sync._outbox_reader import Walked
 from sync._outbox_records import (
+    MAX_RECEIPT_BYTES,
     MAX_SEQ,
     BatchBoundary,
     BlobRef,
@@ -41,6 +44,7 @@ from sync._outbox_records import (
     OutboxClass,
     OutboxRecord,
     OutboxStats,
+    check_receipt,
 )
 from sync._outbox_recovery import mark_corrupt, open_or_quarantine
 from sync._outbox_writer import GroupCommitQueue, WriterThread
@@ -49,6 +53,7 @@ from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
 
 __all__ = [
+    "MAX_RECEIPT_BYTES",
     "BatchBoundary",
     "BlobRef",
     "ClassStats",
@@ -113,6 +118,7 @@ class Outbox(HistoryMixin):
         self._fsync_placement = FsyncPlacement(settings.fsync_in_place_below_ms / 1000)
         self._lock = asyncio.Lock()
         self._queue = GroupCommitQueue(self._commit_group, settings.group_commit_max_records)
+        self._pending_receipts = {}
         self._room = asyncio.Event()
         self._closed = False
         self._broken = False
@@ -298,6 +304,41 @@ class Outbox(HistoryMixin):
         watermark = self._watermarks[stream]
         pins = self._pins[stream].values()
         return sorted((p for p in pins if p.last_seq > watermark), key=lambda p: p.first_seq)
+
+    # ------------------------------------------------------------------ receipts
+
+    def receipt(self, key: bytes | str) -> int | None:
+        """The first seq of the committed ``append_many`` that carried receipt ``key``,
+        or None (never stored, not durable yet, or dropped).  It outlives its records'
+        ack or eviction: the caller drops it (``drop_receipt``) once it is of no use.
+        A bad key is RecordRejected; a storage failure OutboxStorageError (retry)."""
+        self._check_open()
+        first_seq = self._store.receipt(check_receipt(key))
+        if first_seq is None or first_seq > self._committed_seq:
+            return None  # in a group whose fsync has not returned: not stored yet
+        return first_seq
+
+    def receipts(self, prefix: bytes | str = b"") -> dict[bytes, int]:
+        """Every committed receipt whose key starts with ``prefix``: key -> first seq
+        (a producer looks for the ones it forgot to drop, e.g. before a crash)."""
+        self._check_open()
+        start = b"" if not prefix else check_receipt(prefix)
+        held = self._store.receipts(start)
+        return {key: seq for key, seq in held.items() if seq <= self._committed_seq}
+
+    async def drop_receipt(self, key: bytes | str) -> None:
+        """Forget receipt ``key`` (no-op when not held), durable per the durability mode.
+        Runs on the writer thread under the write lock, like the other meta writes."""
+        self._check_open()
+        raw = check_receipt(key)
+        sync = self._settings.durability is Durability.SYNC
+        async with self._lock:
+            self._ensure_writable(0)
+            try:
+                await self._writer.run(self._store.drop_receipt, raw, sync)
+            except SyncError as exc:
+                self._storage_failed(exc, 0)
+                raise
 
     # ------------------------------------------------------------------ status and lifecycle
 

@@ -7,11 +7,11 @@ FIFO named ``*.jpg``, a file over the size limit, one that cannot be read)
 also goes to ``failed/`` with its reason, without being read, so one odd entry
 never stops the others being read.  Files in flight are remembered so a
 file is never read twice while the daemon runs; after a restart every file
-still in the spool is simply read again (its records never reached the
-outbox), so nothing is lost, except a stored file ``processed/`` refused
-(below).  A file is read only when its camera's queue has room (``room``), so
-a backlog is read oldest first as inference catches up, never decoded,
-dropped from the full queue and read again at every scan.
+still in the spool is read again, so nothing is lost, but the models run only
+on those whose records are not in the outbox (receipts, below).  A file is read
+only when its camera's queue has room (``room``), so a backlog is read oldest
+first as inference catches up, never decoded, dropped from the full queue and
+read again at every scan.
 
 A frame whose results could not be stored (the outbox full or the disk full)
 stays in the spool (``retry_later``), and the spool then reads nothing for a
@@ -27,17 +27,18 @@ Every move (to ``processed/`` or ``failed/``) fsyncs the destination directory,
 then the source (``durable_rename``), so that a power cut after the move does
 not bring the file back to be read again.
 
-Each frame's records are stored once, which the pipeline and this watcher
-share: a spool frame's ``events`` records go to the outbox in one atomic call
-(``FrameProcessor``), so a refused frame stored none and reading it again
-stores each once; and a stored frame's file that ``processed/`` does not take
-(its directory a file, another filesystem, no permission) is not read again:
-a crash-safe note (``StoredNotMoved``) says it was stored, also across a
-restart, and the move is tried again at each scan.  One window is left: a crash
-after the outbox committed a frame's records and before its file was moved
-(a thread hop and a rename; longer for a sampled frame, whose blurred copy is
-stored in between) reads the file again after the restart.  Closing it needs
-the outbox itself to remember which file a record came from.
+Each frame's records are stored exactly once, which the pipeline, this watcher
+and the outbox share: a spool frame's ``events`` records go to the outbox in one
+atomic call (``FrameProcessor``), so a refused frame stored none and reading it
+again stores each once; and that call carries the file's receipt
+(``spool_stored``), written in the same WriteBatch as the records.  Before a file
+is decoded the outbox is asked for its receipt: held, the frame was stored (a crash
+came between the commit and the move, or ``processed/`` refused the file), so
+the file is only moved, never run through the models again.  A stored file that
+``processed/`` does not take (its directory a file, another filesystem, no
+permission) stays where it is, is not read again, and its move is tried again at
+each scan.  Receipts are dropped once their file is moved; those a crash left
+behind (the file moved, the receipt not yet dropped) at the next start.
 """
 
 from __future__ import annotations
@@ -53,9 +54,17 @@ from pathlib import Path
 from appliance.errors import BadFrame
 from appliance.sources.durable_rename import make_directory_durably, rename_durably
 from appliance.sources.frames import Frame, Reduction, decode_frame
-from appliance.sources.spool_stored import StoredNotMoved, file_identity
+from appliance.sources.spool_stored import (
+    RECEIPT_PREFIX,
+    FileIdentity,
+    SpoolReceipts,
+    file_identity,
+    spool_receipt,
+    stale_receipts,
+)
 from sync.backoff import doubling_delay
 from sync.durable_file import replace_durably
+from sync.errors import SyncError
 
 __all__ = ["SpoolWatcher"]
 
@@ -71,6 +80,7 @@ class SpoolWatcher:
         cameras: set[str],
         submit: Callable[[Frame], Awaitable[None]],
         *,
+        receipts: SpoolReceipts,
         max_bytes: int,
         poll_s: float = 0.5,
         reduction: Reduction | None = None,
@@ -82,6 +92,7 @@ class SpoolWatcher:
         self.root = root
         self._cameras = cameras
         self._submit = submit
+        self._receipts = receipts  # the outbox: which files' records are stored
         self._max_bytes = max_bytes
         self._poll_s = poll_s
         self._reduction = reduction
@@ -99,7 +110,9 @@ class SpoolWatcher:
         self.failed_dir = root / "failed"
         for directory in (root, self.processed_dir, self.failed_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._stored_not_moved = StoredNotMoved(root)  # never read again, moved when it can
+        # stored files processed/ refused: never read again, moved when it takes them
+        self._stored_not_moved: dict[Path, tuple[FileIdentity, bytes]] = {}
+        self._stale_receipts_dropped = False  # once per start, at the first scan
 
     def pending(self) -> list[tuple[str, Path]]:
         """Files waiting, oldest first, not already in flight."""
@@ -143,8 +156,11 @@ class SpoolWatcher:
     async def scan_once(self) -> int:
         """Submit every new file; returns how many were submitted."""
         submitted = 0
-        if len(self._stored_not_moved):
-            await asyncio.to_thread(self._move_stored)
+        if not self._stale_receipts_dropped:
+            await self._drop_stale_receipts()
+            self._stale_receipts_dropped = True
+        if self._stored_not_moved:
+            await self._move_stored()
         if self._clock() < self._hold_until:
             return 0  # the outbox refused the last frame: wait before reading again
         for camera, path in self.pending():
@@ -152,6 +168,9 @@ class SpoolWatcher:
                 continue  # left for a later scan: a file waits in the spool, not in memory
             try:
                 data, identity = await asyncio.to_thread(self._read, path)
+                if self._receipts.receipt(_receipt(path, identity)) is not None:
+                    await self._move_stored_file(path, identity)  # stored before a crash
+                    continue
                 frame = await asyncio.to_thread(
                     decode_frame,
                     camera,
@@ -175,22 +194,34 @@ class SpoolWatcher:
             submitted += 1
         return submitted
 
-    def finish(self, frame: Frame) -> None:
-        """The frame's records are durable: move its file to processed/ (synchronous),
-        unless the file was replaced since it was read (then the new one is read next)."""
+    def receipt_of(self, frame: Frame) -> bytes | None:
+        """The receipt to store a spool frame's records with (its file as read); None
+        for a frame that is not (or no longer) a spool file in flight."""
+        if frame.spool_path is None:
+            return None
+        identity = self._in_flight.get(frame.spool_path)
+        return None if identity is None else _receipt(Path(frame.spool_path), identity)
+
+    async def finish(self, frame: Frame) -> None:
+        """The frame's records are durable: move its file to processed/, then drop its
+        receipt; unless the file was replaced since it was read (the new one is read
+        next; the receipt of the old one goes).  A file processed/ refuses stays, is not
+        read again, and is moved at a later scan."""
         if frame.spool_path is None:
             return
-        path = self._as_read(frame)
-        if path is not None:
-            try:
-                self._move(path, self.processed_dir / frame.camera_id, None)
-            except OSError as exc:
-                self._remember_stored(path, exc)
-        self._in_flight.pop(frame.spool_path, None)  # only now: a scan must not read it again
-        # the outbox takes records again (plain assignments: safe from the worker thread
-        # ``finish`` runs in; a race with ``retry_later`` costs at most one step of wait)
-        self._failures = 0
-        self._hold_until = 0.0
+        identity = self._in_flight.get(frame.spool_path)
+        try:
+            path = await asyncio.to_thread(self._as_read, frame)
+            if path is not None and identity is not None:
+                await self._move_stored_file(path, identity)
+            elif identity is not None:
+                await self._drop_receipt(_receipt(Path(frame.spool_path), identity))
+        finally:
+            self._in_flight.pop(frame.spool_path, None)  # only now: no scan reads it again
+            # the outbox takes records again (a race with ``retry_later`` costs at most
+            # one step of wait)
+            self._failures = 0
+            self._hold_until = 0.0
 
     def fail(self, frame: Frame, why: str) -> Path | None:
         """The outbox refused the frame's records for good (reading the file again makes
@@ -219,45 +250,62 @@ class SpoolWatcher:
             return None  # removed meanwhile: nothing to move
         return path if current == self._in_flight.get(frame.spool_path) else None
 
-    def _remember_stored(self, path: Path, move_error: OSError) -> None:
-        """The file's records are stored but it could not be moved: never read it again."""
+    async def _move_stored_file(self, path: Path, identity: tuple[int, int, int, int]) -> None:
+        """Move a file whose records are stored to processed/ and drop its receipt; when
+        processed/ refuses it, it stays, is not read again, and is tried at each scan."""
+        key = _receipt(path, identity)
         try:
-            self._stored_not_moved.remember(path, file_identity(path.stat()))
+            await asyncio.to_thread(self._move, path, self.processed_dir / path.parent.name, None)
         except OSError as exc:
-            _log.error(
-                "spool: cannot move the stored frame %s to processed/ (%s), nor note that it"
-                " was stored (%s): it is not read again until the daemon restarts, then it is"
-                " (its records stored twice)",
-                path,
-                move_error,
-                exc,
-                extra={"file": str(path)},
-            )
+            if path not in self._stored_not_moved:  # logged once, not at every scan
+                _log.error(
+                    "spool: cannot move the stored frame %s to processed/: %s; it is not read"
+                    " again (the outbox holds its receipt), the move is tried again at each"
+                    " scan",
+                    path,
+                    exc,
+                    extra={"file": str(path)},
+                )
+            self._stored_not_moved[path] = (_lasting_identity(identity), key)
             return
-        _log.error(
-            "spool: cannot move the stored frame %s to processed/: %s; it is not read again"
-            " (noted in stored/), the move is tried again at each scan",
-            path,
-            move_error,
-            extra={"file": str(path)},
-        )
+        if self._stored_not_moved.pop(path, None) is not None:
+            _log.info("spool: stored frame %s moved to processed/ at last", path)
+        await self._drop_receipt(key)
 
-    def _move_stored(self) -> None:
-        """Try again to move the files stored but not moved (synchronous; worker thread)."""
-        for path, identity in self._stored_not_moved.files():
+    async def _move_stored(self) -> None:
+        """Try again to move the files stored but not moved."""
+        for path, (identity, key) in list(self._stored_not_moved.items()):
             try:
-                current = file_identity(path.stat())
+                current = await asyncio.to_thread(path.stat)
             except FileNotFoundError:
                 current = None
-            if current != identity:  # removed, or a new frame under the same name
-                self._stored_not_moved.drop(path)
+            if current is None or file_identity(current) != identity:
+                self._stored_not_moved.pop(path, None)  # removed, or a new frame there
+                await self._drop_receipt(key)
                 continue
-            try:
-                self._move(path, self.processed_dir / path.parent.name, None)
-            except OSError:
-                continue  # logged when it first failed; tried again at the next scan
-            _log.info("spool: stored frame %s moved to processed/ at last", path)
-            self._stored_not_moved.drop(path)
+            await self._move_stored_file(path, _identity(current))
+
+    async def _drop_receipt(self, key: bytes) -> None:
+        """The file of ``key`` is moved or gone: its receipt goes (durably).  When the
+        outbox cannot, it goes at the next start (``_drop_stale_receipts``)."""
+        try:
+            if self._receipts.receipt(key) is None:
+                return  # none stored (every task failed on the frame): no write
+            await self._receipts.drop_receipt(key)
+        except SyncError as exc:
+            _log.warning("spool: receipt of a moved file not dropped (at the next start): %s", exc)
+
+    async def _drop_stale_receipts(self) -> None:
+        """Drop the receipts whose file is no longer in the spool as it was read: a crash
+        came after its move and before its receipt was dropped."""
+        held = self._receipts.receipts(RECEIPT_PREFIX)
+        if not held:
+            return
+        stale = await asyncio.to_thread(stale_receipts, self.root, list(held))
+        for key in stale:
+            await self._receipts.drop_receipt(key)
+        if stale:
+            _log.info("spool: %d receipts of files moved before a restart dropped", len(stale))
 
     def retry_later(self, frame: Frame, error: str) -> float:
         """The frame's results could not be stored: its file stays in the spool, to be
@@ -309,3 +357,12 @@ class SpoolWatcher:
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _lasting_identity(identity: tuple[int, int, int, int]) -> FileIdentity:
+    """The identity across restarts (``spool_stored``) of an identity as read."""
+    return identity[1:]
+
+
+def _receipt(path: Path, identity: tuple[int, int, int, int]) -> bytes:
+    return spool_receipt(path.parent.name, path.name, _lasting_identity(identity))

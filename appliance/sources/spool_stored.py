@@ -1,81 +1,98 @@
-"""Spool files whose records are in the outbox but that ``processed/`` did not take.
+"""Which spool files are stored: the outbox's receipts, keyed by the file's identity.
 
-Such a file must not be read again, or its records would be stored twice (and
-the cloud would get its events twice).  It stays where the camera left it, and
-a note ``<spool>/stored/<camera>/<name>.json`` says that the file with this
-identity (inode, size, modification time) was stored; the note is written
-crash-safe (``replace_durably``) before anyone is told, so it survives a
-``kill -9`` or a power cut, and a restart does not read the file again either.
-A file the camera writes again under the same name has another identity: it is
-a new frame, read as usual.  The note goes once the file is moved (or gone).
+A spool frame's ``events`` records are appended with a receipt naming its file as
+read: camera, name, inode, size and modification time (``spool_receipt``).  The
+outbox writes the receipt in the same WriteBatch as the records, so after any
+crash (``kill -9``, power cut) the receipt is there exactly when the records are.
+Before running the models on a file the spool asks the outbox for its receipt:
+held, the frame was stored, only its move to ``processed/`` is left.  A file the
+camera writes again under the same name has another identity: a new frame, read as
+usual.  The receipt is dropped once the file is moved (or gone); one left by a crash
+between the move and the drop is dropped at the next start (``stale_receipts``).
+
+The identity leaves out the device number, which may change across reboots.  What it
+cannot tell apart: a new file under the same name that got the old one's inode,
+size and nanosecond mtime (it would be taken for stored and moved unread).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Final, Protocol
 
-from sync.durable_file import replace_durably
+__all__ = [
+    "RECEIPT_PREFIX",
+    "FileIdentity",
+    "SpoolReceipts",
+    "file_identity",
+    "parse_spool_receipt",
+    "spool_receipt",
+    "stale_receipts",
+]
 
-__all__ = ["FileIdentity", "StoredNotMoved", "file_identity"]
-
-_log = logging.getLogger(__name__)
+RECEIPT_PREFIX: Final = b"spool/"
 
 FileIdentity = tuple[int, int, int]
 """``(inode, size, mtime_ns)``: the same across restarts (a device number may not be)."""
+
+
+class SpoolReceipts(Protocol):
+    """What the spool needs of the outbox (``sync.outbox.Outbox``): its receipts."""
+
+    def receipt(self, key: bytes) -> int | None: ...
+
+    def receipts(self, prefix: bytes) -> dict[bytes, int]: ...
+
+    async def drop_receipt(self, key: bytes) -> None: ...
 
 
 def file_identity(info: os.stat_result) -> FileIdentity:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-class StoredNotMoved:
-    """The notes under ``<spool>/stored/``, loaded at start, kept in memory as well."""
+def spool_receipt(camera: str, name: str, identity: FileIdentity) -> bytes:
+    """``spool/<camera>/<name>\\0<inode>:<size>:<mtime_ns>`` (a name never holds a NUL;
+    ``os.fsencode`` keeps a name that is not utf-8 as its bytes)."""
+    ino, size, mtime_ns = identity
+    return b"%s%s/%s\0%d:%d:%d" % (
+        RECEIPT_PREFIX,
+        camera.encode(),
+        os.fsencode(name),
+        ino,
+        size,
+        mtime_ns,
+    )
 
-    def __init__(self, spool_root: Path) -> None:
-        self._spool_root = spool_root
-        self.notes_dir = spool_root / "stored"
-        self._files: dict[Path, FileIdentity] = {}
-        self._load()
 
-    def __contains__(self, path: Path) -> bool:
-        return path in self._files
+def parse_spool_receipt(key: bytes) -> tuple[str, str, FileIdentity] | None:
+    """``(camera, name, identity)`` of a key ``spool_receipt`` made; None for another."""
+    if not key.startswith(RECEIPT_PREFIX):
+        return None
+    where, _, identity = key[len(RECEIPT_PREFIX) :].rpartition(b"\0")
+    camera, _, name = where.partition(b"/")
+    try:
+        ino, size, mtime_ns = (int(part) for part in identity.split(b":"))
+        return camera.decode(), os.fsdecode(name), (ino, size, mtime_ns)
+    except ValueError:
+        return None
 
-    def __len__(self) -> int:
-        return len(self._files)
 
-    def files(self) -> list[tuple[Path, FileIdentity]]:
-        return list(self._files.items())
-
-    def remember(self, path: Path, identity: FileIdentity) -> None:
-        """Note that ``path`` (as it is now) was stored.  Held in memory even when the note
-        cannot be written (``OSError`` raised: then only until the daemon stops)."""
-        self._files[path] = identity
-        body = json.dumps({"identity": list(identity)}).encode()
-        replace_durably(self._note(path), body)
-
-    def drop(self, path: Path) -> None:
-        """The file was moved, removed, or replaced by a new frame: its note goes."""
-        self._files.pop(path, None)
+def stale_receipts(root: Path, keys: Iterable[bytes]) -> list[bytes]:
+    """The receipts among ``keys`` whose file is no longer in the spool as it was read
+    (moved, removed or written anew): left by a crash after the move (blocking: stats)."""
+    stale = []
+    for key in keys:
+        parsed = parse_spool_receipt(key)
+        if parsed is None:
+            stale.append(key)  # under the spool's prefix but not one of its keys
+            continue
+        camera, name, identity = parsed
         try:
-            self._note(path).unlink(missing_ok=True)
-        except OSError as exc:  # harmless: a note whose file has another identity is ignored
-            _log.warning("spool: cannot remove the note %s: %s", self._note(path), exc)
-
-    def _note(self, path: Path) -> Path:
-        return self.notes_dir / path.parent.name / (path.name + ".json")
-
-    def _load(self) -> None:
-        for note in sorted(self.notes_dir.glob("*/*.json")):
-            try:
-                identity = json.loads(note.read_bytes())["identity"]
-                ino, size, mtime_ns = (int(part) for part in identity)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                # written crash-safe, so only a hand-edited note can get here: the file
-                # would be read again (its records stored twice), so say so
-                _log.error("spool: note %s unreadable, ignored: %s", note, exc)
-                continue
-            path = self._spool_root / note.parent.name / note.name.removesuffix(".json")
-            self._files[path] = (ino, size, mtime_ns)
+            current = file_identity((root / camera / name).stat())
+        except OSError:
+            current = None
+        if current != identity:
+            stale.append(key)
+    return stale

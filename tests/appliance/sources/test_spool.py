@@ -10,7 +10,10 @@ from appliance.daemon import Daemon
 from appliance.sources.frames import Frame
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
+from sync.outbox import Outbox, OutboxClass
+from sync.settings import OutboxSettings
 from tests.appliance.daemon_harness import read_events, site_config, wait_for
+from tests.appliance.sources.memory_receipts import MemoryReceipts
 
 
 def _drop(spool: Path, camera: str, start: int, count: int) -> list[str]:
@@ -77,7 +80,7 @@ async def test_an_odd_entry_is_refused_and_never_stalls_the_spool(tmp_path: Path
     async def submit(frame: Frame) -> None:
         submitted.append(frame)
 
-    watcher = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, receipts=MemoryReceipts(), max_bytes=4 << 20)
     assert await asyncio.wait_for(watcher.scan_once(), 10) == 2
     assert sorted(Path(f.spool_path or "").name for f in submitted) == good
     failed = spool / "failed" / "gate-in"
@@ -131,15 +134,15 @@ async def test_a_file_overwritten_while_in_flight_is_read_again_not_moved(tmp_pa
     async def submit(frame: Frame) -> None:
         submitted.append(frame)
 
-    watcher = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, receipts=MemoryReceipts(), max_bytes=4 << 20)
     assert await watcher.scan_once() == 1
     newer = SyntheticYardCamera(5).frame(1).encode()
     (spool / "gate-in" / "snapshot.tmp").write_bytes(newer)
     os.replace(spool / "gate-in" / "snapshot.tmp", path)  # the camera's next frame
-    watcher.finish(submitted[0])  # the first frame's records are durable
+    await watcher.finish(submitted[0])  # the first frame's records are durable
     assert path.read_bytes() == newer  # still waiting in the spool
     assert await watcher.scan_once() == 1 and submitted[1].encoded == newer
-    watcher.finish(submitted[1])
+    await watcher.finish(submitted[1])
     assert (spool / "processed" / "gate-in" / "snapshot.jpg").read_bytes() == newer
     assert not path.exists()
 
@@ -161,6 +164,7 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
         spool,
         {"gate-in"},
         submit,
+        receipts=MemoryReceipts(),
         max_bytes=4 << 20,
         retry_initial_s=1.0,
         retry_max_s=60.0,
@@ -181,7 +185,7 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
     assert sorted(p.name for p in (spool / "gate-in").iterdir()) == names  # nothing dropped
     assert watcher.status()["failures_in_a_row"] == 8
     assert await watcher.scan_once() == 2
-    watcher.finish(submitted[-2])  # stored: the outbox takes records again
+    await watcher.finish(submitted[-2])  # stored: the outbox takes records again
     assert watcher.status() == {
         "in_flight": 1,
         "stored_not_moved": 0,
@@ -194,12 +198,13 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
     assert [p.name for p in (spool / "gate-in").iterdir()] == names[1:]
 
 
-async def test_a_stored_file_processed_refuses_is_noted_not_read_after_a_crash(
+async def test_a_stored_file_processed_refuses_is_not_read_again_also_after_a_crash(
     tmp_path: Path,
 ) -> None:
-    """The note is written when the move fails, so a watcher started after a kill -9 (the
-    first one never told anything more) does not read the file again; a new frame written
-    under the same name is read."""
+    """The frame's records went to the outbox with its file's receipt: a watcher started
+    after a kill -9 (the first one never told anything more) does not read the file again
+    (the receipt says it was stored) and moves it once processed/ takes it; a new frame
+    written under the same name is read, and the old receipt goes."""
     spool = tmp_path / "spool"
     (name,) = _drop(spool, "gate-in", 0, 1)
     path = spool / "gate-in" / name
@@ -210,18 +215,51 @@ async def test_a_stored_file_processed_refuses_is_noted_not_read_after_a_crash(
     async def submit(frame: Frame) -> None:
         submitted.append(frame)
 
-    crashed = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
-    assert await crashed.scan_once() == 1
-    crashed.finish(submitted[0])  # stored; the move fails, and is not raised
-    assert await crashed.scan_once() == 0
-    assert crashed.status()["stored_not_moved"] == 1
-    restarted = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
-    assert await restarted.scan_once() == 0 and path.exists()
-    newer = SyntheticYardCamera(6).frame(1).encode()
-    path.write_bytes(newer)  # the camera writes a new frame under the same name
-    os.utime(path, ns=(1, 1))
-    assert await restarted.scan_once() == 1 and submitted[-1].encoded == newer
-    assert not list((spool / "stored").rglob("*.json"))  # the stale note went
+    outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
+    try:
+        crashed = SpoolWatcher(spool, {"gate-in"}, submit, receipts=outbox, max_bytes=4 << 20)
+        assert await crashed.scan_once() == 1
+        receipt = crashed.receipt_of(submitted[0])
+        (seq,) = await outbox.append_many(OutboxClass.EVENTS, [b"{}"], receipt=receipt)
+        await crashed.finish(submitted[0])  # stored; the move fails, and is not raised
+        assert await crashed.scan_once() == 0
+        assert crashed.status()["stored_not_moved"] == 1
+        assert receipt is not None and outbox.receipt(receipt) == seq  # kept: not moved
+        restarted = SpoolWatcher(spool, {"gate-in"}, submit, receipts=outbox, max_bytes=4 << 20)
+        assert await restarted.scan_once() == 0 and path.exists()
+        assert restarted.status()["stored_not_moved"] == 1 and outbox.receipts() != {}
+        newer = SyntheticYardCamera(6).frame(1).encode()
+        path.write_bytes(newer)  # the camera writes a new frame under the same name
+        os.utime(path, ns=(1, 1))
+        assert await restarted.scan_once() == 1 and submitted[-1].encoded == newer
+        assert outbox.receipts() == {}  # the old file's receipt went with it
+        (spool / "processed" / "gate-in").unlink()
+        await restarted.finish(submitted[-1])
+        assert (spool / "processed" / "gate-in" / name).read_bytes() == newer
+        assert len(submitted) == 2 and not list((spool / "gate-in").iterdir())
+    finally:
+        await outbox.close()
+
+
+async def test_a_stored_file_is_moved_at_the_next_scan_once_processed_takes_it(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    (name,) = _drop(spool, "gate-in", 0, 1)
+    (spool / "processed").mkdir()
+    (spool / "processed" / "gate-in").write_text("a file where the directory goes")
+    submitted: list[Frame] = []
+
+    async def submit(frame: Frame) -> None:
+        submitted.append(frame)
+
+    receipts = MemoryReceipts()
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, receipts=receipts, max_bytes=4 << 20)
+    assert await watcher.scan_once() == 1
+    receipts.store(watcher.receipt_of(submitted[0]))
+    await watcher.finish(submitted[0])
+    assert await watcher.scan_once() == 0 and receipts.held
     (spool / "processed" / "gate-in").unlink()
-    restarted.finish(submitted[-1])
-    assert (spool / "processed" / "gate-in" / name).read_bytes() == newer
+    assert await watcher.scan_once() == 0
+    assert (spool / "processed" / "gate-in" / name).exists()
+    assert receipts.held == {} and watcher.status()["stored_not_moved"] == 0

@@ -18,6 +18,7 @@ import pytest
 from appliance.sources.frames import Frame
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
+from tests.appliance.sources.memory_receipts import MemoryReceipts
 
 
 class FsyncRecorder:
@@ -45,7 +46,7 @@ async def _read_all(spool: Path) -> tuple[SpoolWatcher, list[Frame]]:
     async def submit(frame: Frame) -> None:
         submitted.append(frame)
 
-    watcher = SpoolWatcher(spool, {"gate-in"}, submit, max_bytes=4 << 20)
+    watcher = SpoolWatcher(spool, {"gate-in"}, submit, receipts=MemoryReceipts(), max_bytes=4 << 20)
     await watcher.scan_once()
     return watcher, submitted
 
@@ -59,7 +60,7 @@ async def test_a_stored_frame_moved_to_processed_is_fsynced_in_both_directories(
     (camera / "frame-0001.jpg").write_bytes(SyntheticYardCamera(5).frame(0).encode())
     watcher, submitted = await _read_all(spool)
     recorder = FsyncRecorder(monkeypatch)
-    watcher.finish(submitted[0])
+    await watcher.finish(submitted[0])
     processed = spool / "processed" / "gate-in"
     assert (processed / "frame-0001.jpg").exists()
     synced_at_destination = recorder.entries_when_synced(processed)
