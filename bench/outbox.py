@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             "ms",
             anchor="the same 0.5 ms ticker on an idle event loop (p99 lateness)",
             anchor_value=lag_idle,
-            goal="info: the fsync runs off the event loop (the write itself holds the GIL)",
+            goal="info: short fsyncs run in place, the rest off the loop; the write holds the GIL",
             command=command,
         ),
         row(
