@@ -48,6 +48,7 @@ import logging
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class SpoolWatcher:
             directory.mkdir(parents=True, exist_ok=True)
         # stored files processed/ refused: never read again, moved when it takes them
         self._stored_not_moved: dict[Path, tuple[FileIdentity, bytes]] = {}
+        self.bad_files: Counter[str] = Counter()  # per camera: moved to failed/ unread
         self._stale_receipts_dropped = False  # once per start, at the first scan
 
     def pending(self) -> list[tuple[str, Path]]:
@@ -185,6 +187,9 @@ class SpoolWatcher:
                     await asyncio.to_thread(self._move, path, self.failed_dir / camera, str(exc))
                 except OSError as move_error:  # left in place: tried again next scan
                     _log.error("spool: cannot move %s to failed/: %s (%s)", path, move_error, exc)
+                else:
+                    self.bad_files[camera] += 1
+                    _log.warning("spool: %s is not a frame, moved to failed/: %s", path, exc)
                 continue
             except FileNotFoundError:
                 continue
@@ -329,6 +334,7 @@ class SpoolWatcher:
         return {
             "in_flight": len(self._in_flight),
             "stored_not_moved": len(self._stored_not_moved),
+            "bad_files": dict(self.bad_files),  # per camera: not frames, in failed/ unread
             "retry_in_s": round(wait, 1) if wait else None,
             "failures_in_a_row": self._failures,
             "last_error": self._last_error,

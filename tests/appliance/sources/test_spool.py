@@ -91,6 +91,7 @@ async def test_an_odd_entry_is_refused_and_never_stalls_the_spool(tmp_path: Path
     assert "frame too large" in reasons["huge.jpg.why"]
     assert sorted(p.name for p in camera.iterdir()) == good  # only the in-flight files stay
     assert await watcher.scan_once() == 0  # nothing read twice, nothing raised
+    assert watcher.status()["bad_files"] == {"gate-in": 4}  # what the technician sees
 
 
 async def test_a_backlog_is_read_as_the_queue_has_room_not_dropped_and_read_again(
@@ -189,6 +190,7 @@ async def test_a_frame_not_stored_stays_and_the_spool_waits_longer_each_time(
     assert watcher.status() == {
         "in_flight": 1,
         "stored_not_moved": 0,
+        "bad_files": {},
         "retry_in_s": None,
         "failures_in_a_row": 0,
         "last_error": "OutboxDiskFull: disk full",
