@@ -11,22 +11,24 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from appliance.config import SiteConfig
-from appliance.daemon import Daemon
-from appliance.inference.results import TaskResult
-from appliance.sources.synthetic import SyntheticYardCamera
 from sync.outbox import Outbox
-from tests.appliance.daemon_harness import REPO, read_events, site_config, wait_for
+from tests.appliance.daemon_harness import REPO, wait_for
+from tests.appliance.spool_harness import (
+    FRAME,
+    QuickTask,
+    drop_frame,
+    running,
+    spool_config,
+    stored_tasks,
+    use_tasks,
+)
 
 TASKS = ("gate_ocr", "face_anonymize")
-FRAME = "frame-0001.jpg"
 
 CHILD = r"""
 import asyncio, os, signal, sys
@@ -60,40 +62,16 @@ asyncio.run(main())
 """
 
 
-class QuickTask:
-    """No model: an empty result, counting its runs."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.model_name = f"fake-{name}"
-        self.model_version = "1"
-        self.runs = 0
-
-    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
-        self.runs += 1
-        return TaskResult(self.name, self.model_name, "1", [], 1.0)
-
-
 def quick_tasks() -> dict[str, QuickTask]:
     return {name: QuickTask(name) for name in TASKS}
 
 
 def crash_config(tmp_path: Path) -> SiteConfig:
-    return site_config(
-        tmp_path,
-        outbox={"path": str(tmp_path / "var" / "outbox"), "min_free_disk_bytes": 0},
-        sources={
-            "cameras": [{"id": "gate-in"}],
-            "spool_dir": str(tmp_path / "spool"),
-            "spool_poll_s": 0.01,
-        },
-    )
+    return spool_config(tmp_path, tmp_path / "spool", retry_s=None)
 
 
 async def _run_child_until_killed(tmp_path: Path, moment: str) -> None:
-    camera = tmp_path / "spool" / "gate-in"
-    camera.mkdir(parents=True)
-    (camera / FRAME).write_bytes(SyntheticYardCamera(5).frame(0).encode())
+    drop_frame(tmp_path / "spool")
     child = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", CHILD, str(tmp_path), moment],
@@ -111,17 +89,13 @@ async def _restart_and_settle(
 ) -> dict[str, QuickTask]:
     """A fresh daemon on the same data, until the file is moved and no receipt is left."""
     tasks = quick_tasks()
-    monkeypatch.setattr("appliance.daemon.build_tasks", lambda *args: (tasks, {}))
-    daemon = Daemon(crash_config(tmp_path))
-    await daemon.start()
-    try:
+    use_tasks(monkeypatch, *tasks.values())
+    async with running(crash_config(tmp_path)) as daemon:
         outbox = daemon.outbox
         assert outbox is not None
         await wait_for(lambda: (tmp_path / "spool" / "processed" / "gate-in" / FRAME).exists())
         await wait_for(lambda: outbox.receipts() == {})
         await asyncio.sleep(0.3)  # thirty more scans: nothing read again
-    finally:
-        await daemon.stop()
     return tasks
 
 
@@ -139,11 +113,11 @@ async def test_killed_between_the_commit_and_the_move_the_frame_is_stored_once(
     await _run_child_until_killed(tmp_path, "before_move")
     outbox_path = tmp_path / "var" / "outbox"
     assert (tmp_path / "spool" / "gate-in" / FRAME).exists()  # the crash window
-    assert Counter(e["task"] for e in await read_events(outbox_path)) == dict.fromkeys(TASKS, 1)
+    assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert len(await _receipts(outbox_path)) == 1
     tasks = await _restart_and_settle(tmp_path, monkeypatch)
     assert [task.runs for task in tasks.values()] == [0, 0]  # known stored: only moved
-    assert Counter(e["task"] for e in await read_events(outbox_path)) == dict.fromkeys(TASKS, 1)
+    assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert not list((tmp_path / "spool" / "gate-in").iterdir())
     assert await _receipts(outbox_path) == {}
 
@@ -157,5 +131,5 @@ async def test_killed_between_the_move_and_the_receipts_drop_the_receipt_goes_at
     assert len(await _receipts(outbox_path)) == 1  # its file is gone from the spool
     tasks = await _restart_and_settle(tmp_path, monkeypatch)
     assert [task.runs for task in tasks.values()] == [0, 0]
-    assert Counter(e["task"] for e in await read_events(outbox_path)) == dict.fromkeys(TASKS, 1)
+    assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert await _receipts(outbox_path) == {}

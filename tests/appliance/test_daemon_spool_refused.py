@@ -6,40 +6,29 @@ keeps the file for a retry after the wait, and the frame is then stored once."""
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import cv2
 import numpy as np
 import pytest
 
-from appliance.config import SiteConfig
-from appliance.daemon import Daemon
 from appliance.inference.results import Detection, TaskResult
-from appliance.sources.synthetic import SyntheticYardCamera
 from sync.errors import OutboxFull
 from sync.outbox import Outbox, OutboxClass
 from sync.settings import OutboxSettings
-from tests.appliance.daemon_harness import TOKEN, base_url, read_events, site_config, wait_for
+from tests.appliance.daemon_harness import wait_for
+from tests.appliance.spool_harness import (
+    QuickTask,
+    drop_frame,
+    fetch_status,
+    running,
+    spool_config,
+    stored_tasks,
+    use_tasks,
+)
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 _MAX_RECORD_BYTES = 4096
-
-
-class QuickTask:
-    """No model: an empty result, counting its runs."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.model_name = f"fake-{name}"
-        self.model_version = "1"
-        self.runs = 0
-
-    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
-        self.runs += 1
-        return TaskResult(self.name, self.model_name, "1", [], 1.0)
 
 
 class BulkyOnBlackTask(QuickTask):
@@ -54,72 +43,30 @@ class BulkyOnBlackTask(QuickTask):
         return TaskResult(self.name, self.model_name, "1", bulky, 1.0)
 
 
-def _use_tasks(monkeypatch: pytest.MonkeyPatch, *tasks: QuickTask) -> None:
-    def build_tasks(*args: object) -> tuple[dict[str, Any], dict[str, str]]:
-        return {task.name: task for task in tasks}, {}
-
-    monkeypatch.setattr("appliance.daemon.build_tasks", build_tasks)
-
-
-def _spool_config(
-    tmp_path: Path, spool: Path, outbox: dict[str, Any], retry_s: float
-) -> SiteConfig:
-    return site_config(
-        tmp_path,
-        outbox={
-            "path": str(tmp_path / "var" / "outbox"),
-            "min_free_disk_bytes": 0,
-            **outbox,
-        },
-        sources={
-            "cameras": [{"id": "gate-in"}],
-            "spool_dir": str(spool),
-            "spool_poll_s": 0.01,
-            "spool_retry_initial_s": retry_s,
-            "spool_retry_max_s": retry_s,
-        },
-    )
-
-
 def _black_jpeg() -> bytes:
     ok, encoded = cv2.imencode(".jpg", np.zeros((480, 640, 3), np.uint8))
     assert ok
     return bytes(encoded)
 
 
-def _drop(spool: Path, name: str, data: bytes) -> Path:
-    (spool / "gate-in").mkdir(parents=True, exist_ok=True)
-    path = spool / "gate-in" / name
-    path.write_bytes(data)
-    return path
-
-
 async def test_a_frame_refused_for_good_goes_to_failed_and_does_not_hold_back_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     quick, bulky = QuickTask("gate_ocr"), BulkyOnBlackTask("container_ocr")
-    _use_tasks(monkeypatch, quick, bulky)
+    use_tasks(monkeypatch, quick, bulky)
     spool = tmp_path / "spool"
-    refused = _drop(spool, "frame-0001.jpg", _black_jpeg())
+    refused = drop_frame(spool, data=_black_jpeg())
     # a retry wait that outlasts the test: a file held back behind the refused one times out
-    config = _spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
+    config = spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
     failed = spool / "failed" / "gate-in" / refused.name
     processed = spool / "processed" / "gate-in" / "frame-0002.jpg"
-    daemon = Daemon(config)
-    await daemon.start()
-    try:
+    async with running(config) as daemon:
         with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
             await wait_for(failed.exists, timeout=30)
-            _drop(spool, "frame-0002.jpg", SyntheticYardCamera(5).frame(0).encode())
+            drop_frame(spool, "frame-0002.jpg")
             await wait_for(processed.exists, timeout=10)
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp,
-            ):
-                status = await resp.json()
+            status = await fetch_status(daemon)
             telemetry = daemon.telemetry.snapshot()
-    finally:
-        await daemon.stop()
     assert not refused.exists()
     assert bulky.runs == 2 and quick.runs == 2  # the refused frame's models ran once
     why = failed.with_name(failed.name + ".why").read_text()
@@ -134,8 +81,7 @@ async def test_a_frame_refused_for_good_goes_to_failed_and_does_not_hold_back_th
     assert getattr(lines[0], "camera", None) == "gate-in"
     assert "failed/" in lines[0].getMessage()
     # none of the refused frame's records is stored (one atomic call), the next frame's are
-    events = await read_events(Path(config.outbox.path))
-    assert Counter(e["task"] for e in events) == {"gate_ocr": 1, "container_ocr": 1}
+    assert await stored_tasks(Path(config.outbox.path)) == {"gate_ocr": 1, "container_ocr": 1}
 
 
 async def _fill_to_the_cap(path: Path) -> int:
@@ -160,49 +106,40 @@ async def test_a_frame_refused_by_a_full_outbox_stays_and_is_stored_once_when_th
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     quick, other = QuickTask("gate_ocr"), QuickTask("container_ocr")
-    _use_tasks(monkeypatch, quick, other)
+    use_tasks(monkeypatch, quick, other)
     spool = tmp_path / "spool"
-    waiting = _drop(spool, "frame-0001.jpg", SyntheticYardCamera(5).frame(0).encode())
+    waiting = drop_frame(spool)
     outbox = {"max_bytes": 1 << 20, "backpressure_wait_s": 0}
-    config = _spool_config(tmp_path, spool, outbox, 0.05)
+    config = spool_config(tmp_path, spool, outbox, 0.05)
     filler_seq = await _fill_to_the_cap(Path(config.outbox.path))
     processed = spool / "processed" / "gate-in" / waiting.name
-    daemon = Daemon(config)
-    await daemon.start()
-    try:
+    async with running(config) as daemon:
         await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
         assert waiting.exists() and not list((spool / "failed").rglob("*.jpg"))
         assert daemon.outbox is not None
         await daemon.outbox.ack(OutboxClass.EVENTS, filler_seq)  # the cloud took the filler
         await wait_for(processed.exists, timeout=30)
         status = daemon.status()
-    finally:
-        await daemon.stop()
     assert quick.runs >= 2 and other.runs == quick.runs  # refused at least once
     assert status["spool"]["refused"] == {}
     assert set(status["spool"]["retries"]["gate-in"]) == {"OutboxFull"}
-    events = await read_events(Path(config.outbox.path))
-    assert Counter(e["task"] for e in events) == {"gate_ocr": 1, "container_ocr": 1}
+    assert await stored_tasks(Path(config.outbox.path)) == {"gate_ocr": 1, "container_ocr": 1}
 
 
 async def test_a_frame_refused_for_good_that_failed_does_not_take_waits_like_any_refusal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     bulky = BulkyOnBlackTask("container_ocr")
-    _use_tasks(monkeypatch, bulky)
+    use_tasks(monkeypatch, bulky)
     spool = tmp_path / "spool"
-    refused = _drop(spool, "frame-0001.jpg", _black_jpeg())
+    refused = drop_frame(spool, data=_black_jpeg())
     (spool / "failed").mkdir()
     (spool / "failed" / "gate-in").write_text("not a directory")  # the move fails
-    config = _spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
-    daemon = Daemon(config)
-    await daemon.start()
-    try:
+    config = spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
+    async with running(config) as daemon:
         with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
             await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
         status = daemon.status()
-    finally:
-        await daemon.stop()
     assert refused.exists() and bulky.runs == 1  # stays, not read again before the wait
     assert status["spool"]["retries"] == {"gate-in": {"RecordRejected": 1}}
     assert status["spool"]["refused"] == {}

@@ -17,8 +17,8 @@ import pytest
 
 from appliance.sources.frames import Frame
 from appliance.sources.spool import SpoolWatcher
-from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.sources.memory_receipts import MemoryReceipts
+from tests.appliance.spool_harness import drop_frame
 
 
 class FsyncRecorder:
@@ -39,6 +39,12 @@ class FsyncRecorder:
     def entries_when_synced(self, directory: Path) -> list[set[str]]:
         return [entries for path, entries in self.directories if path == directory]
 
+    def entries_when_last_synced(self, directory: Path) -> set[str]:
+        """The directory's entries at its last fsync (it must have been fsync'd)."""
+        synced = self.entries_when_synced(directory)
+        assert synced, f"{directory} never fsync'd"
+        return synced[-1]
+
 
 async def _read_all(spool: Path) -> tuple[SpoolWatcher, list[Frame]]:
     submitted: list[Frame] = []
@@ -55,18 +61,14 @@ async def test_a_stored_frame_moved_to_processed_is_fsynced_in_both_directories(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = tmp_path / "spool"
-    camera = spool / "gate-in"
-    camera.mkdir(parents=True)
-    (camera / "frame-0001.jpg").write_bytes(SyntheticYardCamera(5).frame(0).encode())
+    camera = drop_frame(spool, "frame-0001.jpg").parent
     watcher, submitted = await _read_all(spool)
     recorder = FsyncRecorder(monkeypatch)
     await watcher.finish(submitted[0])
     processed = spool / "processed" / "gate-in"
     assert (processed / "frame-0001.jpg").exists()
-    synced_at_destination = recorder.entries_when_synced(processed)
-    assert synced_at_destination and "frame-0001.jpg" in synced_at_destination[-1]
-    synced_at_source = recorder.entries_when_synced(camera)
-    assert synced_at_source and "frame-0001.jpg" not in synced_at_source[-1]
+    assert "frame-0001.jpg" in recorder.entries_when_last_synced(processed)
+    assert "frame-0001.jpg" not in recorder.entries_when_last_synced(camera)
     # processed/gate-in was created by the move: its own entry in processed/ is synced too
     assert recorder.entries_when_synced(spool / "processed")
     order = [path for path, _ in recorder.directories]
@@ -77,16 +79,11 @@ async def test_a_file_moved_to_failed_is_fsynced_with_its_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = tmp_path / "spool"
-    camera = spool / "gate-in"
-    camera.mkdir(parents=True)
-    (camera / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    camera = drop_frame(spool, "broken.jpg", b"\xff\xd8\xff not really").parent
     recorder = FsyncRecorder(monkeypatch)
     watcher, submitted = await _read_all(spool)
     assert not submitted
     failed = spool / "failed" / "gate-in"
     assert (failed / "broken.jpg").exists()
-    synced_at_destination = recorder.entries_when_synced(failed)
-    assert synced_at_destination
-    assert {"broken.jpg", "broken.jpg.why"} <= synced_at_destination[-1]
-    synced_at_source = recorder.entries_when_synced(camera)
-    assert synced_at_source and "broken.jpg" not in synced_at_source[-1]
+    assert {"broken.jpg", "broken.jpg.why"} <= recorder.entries_when_last_synced(failed)
+    assert "broken.jpg" not in recorder.entries_when_last_synced(camera)
