@@ -26,6 +26,7 @@ from aiohttp import web
 
 from appliance.api import ApiRunner, build_app
 from appliance.config import SiteConfig
+from appliance.counter_metrics import CountersCollector, CounterSource
 from appliance.errors import BadFrame, error_summary
 from appliance.inference.tasks import InferenceTask, build_tasks
 from appliance.metrics import DaemonMetrics
@@ -80,6 +81,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.spool: SpoolWatcher | None = None
         self.sync_engine: SyncEngine | None = None
+        self.registry.register(CountersCollector(self._failure_counters()))
         self.api_url = ""  # http://host:port or unix:/path, set once the API listens
         self.started_at = time.time()
 
@@ -449,6 +451,36 @@ class Daemon:
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
+
+    def _failure_counters(self) -> list[CounterSource]:
+        """What ``/v1/status`` counts of the spool and the pipeline, also on ``/metrics``
+        (read at each scrape: ``start`` replaces the telemetry)."""
+        return [
+            CounterSource(
+                "yardlink_spool_refused",
+                "spool frames the outbox refused for good (moved to failed/)",
+                ("camera", "reason"),
+                lambda: self.telemetry.spool_refused,
+            ),
+            CounterSource(
+                "yardlink_spool_retries",
+                "spool frames the outbox refused for now (read again after a wait)",
+                ("camera", "reason"),
+                lambda: self.telemetry.spool_retries,
+            ),
+            CounterSource(
+                "yardlink_spool_bad_files",
+                "spool entries that are not frames (moved to failed/ unread)",
+                ("camera",),
+                lambda: {} if self.spool is None else self.spool.bad_files,
+            ),
+            CounterSource(
+                "yardlink_sample_store_errors",
+                "sampled blurred copies that could not be stored",
+                ("camera",),
+                lambda: self.telemetry.sample_store_errors,
+            ),
+        ]
 
     def status(self) -> dict[str, Any]:
         uptime = max(1e-6, time.time() - self.started_at)

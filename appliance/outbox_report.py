@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from appliance.counter_metrics import counter_family
 from sync.outbox import OutboxStats
 
 __all__ = ["OutboxCollector", "outbox_status"]
@@ -69,18 +70,15 @@ class OutboxCollector(Collector):
         yield GaugeMetricFamily(
             "yardlink_outbox_disk_bytes", "size of the outbox database on disk", stats.disk_bytes
         )
-        yield _by_label("yardlink_outbox_evictions", "records evicted", "reason", stats.evictions)
-        yield _by_label("yardlink_outbox_rejections", "records refused", "reason", stats.rejections)
-        yield _by_label(
+        yield counter_family(
+            "yardlink_outbox_evictions", "records evicted", ("reason",), stats.evictions
+        )
+        yield counter_family(
+            "yardlink_outbox_rejections", "records refused", ("reason",), stats.rejections
+        )
+        yield counter_family(
             "yardlink_outbox_fsyncs",
             "group fsyncs, by where they ran (in_place: event loop; on_thread: writer)",
-            "placement",
+            ("placement",),
             stats.fsyncs,
         )
-
-
-def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=[label])
-    for value, count in sorted(counts.items()):
-        family.add_metric([value], count)
-    return family

@@ -12,6 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from appliance.inference.results import Detection, TaskResult
 from sync.errors import OutboxFull
@@ -67,7 +68,9 @@ async def test_a_frame_refused_for_good_goes_to_failed_and_does_not_hold_back_th
             await wait_for(processed.exists, timeout=10)
             status = await fetch_status(daemon)
             telemetry = daemon.telemetry.snapshot()
+            metrics = generate_latest(daemon.registry).decode()
     assert not refused.exists()
+    assert 'yardlink_spool_refused_total{camera="gate-in",reason="RecordRejected"} 1.0' in metrics
     assert bulky.runs == 2 and quick.runs == 2  # the refused frame's models ran once
     why = failed.with_name(failed.name + ".why").read_text()
     assert "RecordRejected" in why and f"exceeds {_MAX_RECORD_BYTES}" in why
