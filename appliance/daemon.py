@@ -290,8 +290,8 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the consumer
-            if self.spool is not None and frame.spool_path and isinstance(exc, RecordRejected):
-                await self._refused_for_good(self.spool, frame, exc)
+            if spool is not None and isinstance(exc, RecordRejected):
+                await self._refused_for_good(spool, frame, exc)
             else:
                 self._not_stored(frame, exc)
             return
@@ -303,8 +303,7 @@ class Daemon:
                     "spool: cannot move a stored frame's file to processed/ (its receipt in the"
                     " outbox keeps it from being stored again)",
                     extra={"camera": frame.camera_id, "file": frame.spool_path},
-                )
-                spool.forget(frame)
+                )  # ``finish`` took the file out of flight whatever happened
 
     async def _refused_for_good(
         self, spool: SpoolWatcher, frame: Frame, exc: RecordRejected

@@ -232,13 +232,26 @@ class FrameProcessor:
             *(self._run_task(name, run, frame) for name, run in runs.items())
         )
         results = [result for result in ran if result is not None]
-        if not results:
-            return
+        if results:
+            await self._store_results(results, frame, raw_stored, done, receipt)
+
+    async def _store_results(
+        self,
+        results: list[TaskResult],
+        frame: Frame,
+        raw_stored: asyncio.Task[str | None],
+        done: list[tuple[TaskResult, int]],
+        receipt: bytes | None = None,
+    ) -> None:
+        """Append the results' ``events`` records in one atomic call (with ``receipt``),
+        count them durable, and index the kept original with what is durable so far."""
         raw_sha256 = await asyncio.shield(raw_stored)
         records = [self._record(result, frame, raw_sha256) for result in results]
-        seqs = await self._outbox.append_many(
-            OutboxClass.EVENTS, list(map(_encoded, records)), receipt=receipt
-        )
+        payloads = list(map(_encoded, records))
+        if len(payloads) == 1 and receipt is None:  # a pushed frame's task: the outbox's
+            seqs = [await self._outbox.append(OutboxClass.EVENTS, payloads[0])]  # fast path
+        else:
+            seqs = await self._outbox.append_many(OutboxClass.EVENTS, payloads, receipt=receipt)
         for result, record, seq in zip(results, records, seqs, strict=True):
             self._count_durable(result, record, seq, frame)
             done.append((result, seq))
@@ -275,14 +288,8 @@ class FrameProcessor:
         done: list[tuple[TaskResult, int]],
     ) -> None:
         result = await self._run_task(name, run, frame)
-        if result is None:
-            return
-        raw_sha256 = await asyncio.shield(raw_stored)
-        record = self._record(result, frame, raw_sha256)
-        seq = await self._outbox.append(OutboxClass.EVENTS, _encoded(record))
-        self._count_durable(result, record, seq, frame)
-        done.append((result, seq))
-        await self._keep(frame, raw_sha256, done)
+        if result is not None:
+            await self._store_results([result], frame, raw_stored, done)
 
     def _record(self, result: TaskResult, frame: Frame, raw_sha256: str | None) -> dict[str, Any]:
         """The task's ``events`` record (its ``seq`` is the outbox's to give)."""

@@ -9,10 +9,9 @@ its fsync runs on the writer thread, so the event loop does not wait on the disk
 (except for fsyncs shorter than the hop itself: ``_outbox_fsync_placement``).
 An ``append_many`` may carry a receipt (an opaque key of the caller's): it is
 written in the group's WriteBatch with the append's first seq, so the records and
-their receipt are durable together or not at all.  Appends without one pay a
-single check per group (``_pending_receipts`` is empty).  A failed write is
-counted and marks the database for a reopen (or, when it is corrupted, for
-quarantine at the next start).
+their receipt are durable together or not at all (it rides in the append's
+``PendingAppend``).  A failed write is counted and marks the database for a
+reopen (or, when it is corrupted, for quarantine at the next start).
 
 Why the write is not on the writer thread too: rocksdict holds the GIL for the
 whole of ``Rdict.write`` (fsync included when ``WriteOptions.sync`` is set), so a
@@ -102,7 +101,6 @@ class AppendMixin(CapacityMixin):
     _free_margin: int
     _next_free_check: float
     _fsync_placement: FsyncPlacement
-    _pending_receipts: dict[asyncio.Future[int], bytes]  # queued appends' receipts
 
     async def append(
         self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
@@ -209,21 +207,8 @@ class AppendMixin(CapacityMixin):
             await self._make_room(nbytes)
             self._check_open()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if receipt is not None:
-            self._pending_receipts[future] = receipt
-        self._queue.submit(PendingAppend(stream, values, nbytes, future))
+        self._queue.submit(PendingAppend(stream, values, nbytes, future, receipt))
         return await future
-
-    def _receipts_of(self, group: list[PendingAppend], first_seq: int) -> list[tuple[bytes, int]]:
-        """The receipts of the group's appends, each with its append's first seq."""
-        pending = self._pending_receipts
-        receipts = []
-        for item in group:
-            key = pending.pop(item.future, None)
-            if key is not None:
-                receipts.append((key, first_seq))
-            first_seq += len(item.values)
-        return receipts
 
     def _as_bytes(self, payload: object) -> bytes:
         if type(payload) is bytes:
@@ -242,7 +227,10 @@ class AppendMixin(CapacityMixin):
             run_values: list[bytes] = []
             total = [0, 0]
             group_bytes = 0
+            receipts: list[tuple[bytes, int]] = []  # (key, its append's first seq)
             for item in group:
+                if item.receipt is not None:
+                    receipts.append((item.receipt, seq))
                 if item.stream is not run_stream:
                     run_stream, run_values = item.stream, []
                     runs.append((run_stream, seq, run_values))
@@ -253,8 +241,6 @@ class AppendMixin(CapacityMixin):
                 group_bytes += item.nbytes
             for stream, _, values in runs:
                 added[stream][0] += len(values)
-            # the one check a group without receipts pays
-            receipts = self._receipts_of(group, first_seq) if self._pending_receipts else ()
             records = seq - first_seq
             self._ensure_writable(records)
             self._check_free_space(records, group_bytes)

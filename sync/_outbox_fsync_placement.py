@@ -45,7 +45,6 @@ class FsyncPlacement:
             raise ValueError(f"limit_s must be >= 0, not {limit_s}")
         self.limit_s = limit_s
         self._recent: deque[float] = deque(maxlen=WINDOW)
-        self._slow_in_window = 0  # how many of ``_recent`` took ``limit_s`` or more
         self.in_place = 0  # fsyncs run on the event loop (for stats)
         self.on_thread = 0  # fsyncs run on the writer thread
 
@@ -56,17 +55,12 @@ class FsyncPlacement:
             not background_work
             and self.limit_s > 0
             and len(self._recent) == WINDOW
-            and self._slow_in_window == 0
+            and max(self._recent) < self.limit_s  # 16 floats: well under a microsecond
         )
 
     def record(self, seconds: float, *, in_place: bool) -> None:
         """One fsync took ``seconds`` (where it ran is counted for stats)."""
-        recent = self._recent
-        if len(recent) == WINDOW and recent[0] >= self.limit_s:
-            self._slow_in_window -= 1  # the oldest, about to drop out, was slow
-        recent.append(seconds)
-        if seconds >= self.limit_s:
-            self._slow_in_window += 1
+        self._recent.append(seconds)
         if in_place:
             self.in_place += 1
         else:

@@ -273,16 +273,21 @@ class OutboxStore:
 
     def _load_pins(self, stream: Stream) -> Iterator[BatchBoundary]:
         prefix = _pin_prefix(stream)
+        for key, value in self._meta_under(prefix):
+            last = _U64.unpack_from(value)[0]
+            yield BatchBoundary(stream, decode_key(key[len(prefix) :]), last, value[8:].decode())
+
+    def _meta_under(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The ``meta`` entries whose key starts with ``prefix``, in key order."""
         it = self._meta.iter()
         it.seek(prefix)
         while it.valid():
             key: bytes = it.key()
             if not key.startswith(prefix):
                 break
-            value: bytes = it.value()
-            last = _U64.unpack_from(value)[0]
-            yield BatchBoundary(stream, decode_key(key[len(prefix) :]), last, value[8:].decode())
+            yield key, it.value()
             it.next()
+        it.status()  # raises when the walk stopped on an error, not at the end
 
     def disk_bytes(self) -> int:
         total = 0
@@ -403,21 +408,14 @@ class OutboxStore:
 
     def receipts(self, prefix: bytes) -> dict[bytes, int]:
         """Every receipt whose key starts with ``prefix``: key -> first seq."""
-        start = _RECEIPT_PREFIX + prefix
-        found: dict[bytes, int] = {}
+        skip = len(_RECEIPT_PREFIX)
         try:
-            it = self._meta.iter()
-            it.seek(start)
-            while it.valid():
-                key: bytes = it.key()
-                if not key.startswith(start):
-                    break
-                found[key[len(_RECEIPT_PREFIX) :]] = _U64.unpack(it.value())[0]
-                it.next()
-            it.status()
+            return {
+                key[skip:]: _U64.unpack(value)[0]
+                for key, value in self._meta_under(_RECEIPT_PREFIX + prefix)
+            }
         except Exception as exc:
             raise classify_storage_error(exc) from exc
-        return found
 
     def drop_receipt(self, key: bytes, sync: bool) -> None:
         batch = WriteBatch(raw_mode=True)

@@ -102,12 +102,14 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
 @dataclass(slots=True)
 class PendingAppend:
     """Encoded values waiting for a seq and a commit; the future gets the first seq
-    (the values get consecutive seqs from it)."""
+    (the values get consecutive seqs from it).  ``receipt``: a key written in the same
+    WriteBatch with that first seq (``Outbox.receipt``)."""
 
     stream: Stream
     values: list[bytes]
     nbytes: int
     future: asyncio.Future[int] = field(repr=False)
+    receipt: bytes | None = None
 
 
 class GroupCommitQueue:

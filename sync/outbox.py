@@ -118,7 +118,6 @@ class Outbox(HistoryMixin):
         self._fsync_placement = FsyncPlacement(settings.fsync_in_place_below_ms / 1000)
         self._lock = asyncio.Lock()
         self._queue = GroupCommitQueue(self._commit_group, settings.group_commit_max_records)
-        self._pending_receipts = {}
         self._room = asyncio.Event()
         self._closed = False
         self._broken = False

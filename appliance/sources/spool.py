@@ -104,9 +104,9 @@ class SpoolWatcher:
         self._failures = 0  # failures to store in a row, each after a wait ended
         self._hold_until = 0.0  # (clock) nothing is read before this
         self._last_error: str | None = None
-        # path -> identity (device, inode, size, mtime) of the file as read: a camera that
-        # writes one name again must not have its new frame moved to processed/ unread
-        self._in_flight: dict[str, tuple[int, int, int, int]] = {}
+        # path -> identity (inode, size, mtime) of the file as read: a camera that writes
+        # one name again must not have its new frame moved to processed/ unread
+        self._in_flight: dict[str, FileIdentity] = {}
         self.processed_dir = root / "processed"
         self.failed_dir = root / "failed"
         for directory in (root, self.processed_dir, self.failed_dir):
@@ -136,7 +136,7 @@ class SpoolWatcher:
                     found.append((mtime, camera, path))
         return [(camera, path) for _, camera, path in sorted(found)]
 
-    def _read(self, path: Path) -> tuple[bytes, tuple[int, int, int, int]]:
+    def _read(self, path: Path) -> tuple[bytes, FileIdentity]:
         """The file's bytes; ``BadFrame`` when the entry cannot be a frame (it is not read)."""
         try:
             info = path.stat()
@@ -149,7 +149,7 @@ class SpoolWatcher:
         if info.st_size > self._max_bytes:
             raise BadFrame(f"frame too large: {info.st_size} bytes, limit {self._max_bytes}")
         try:
-            return path.read_bytes(), _identity(info)
+            return path.read_bytes(), file_identity(info)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -250,12 +250,12 @@ class SpoolWatcher:
         assert frame.spool_path is not None
         path = Path(frame.spool_path)
         try:
-            current = _identity(path.stat())
+            current = file_identity(path.stat())
         except FileNotFoundError:
             return None  # removed meanwhile: nothing to move
         return path if current == self._in_flight.get(frame.spool_path) else None
 
-    async def _move_stored_file(self, path: Path, identity: tuple[int, int, int, int]) -> None:
+    async def _move_stored_file(self, path: Path, identity: FileIdentity) -> None:
         """Move a file whose records are stored to processed/ and drop its receipt; when
         processed/ refuses it, it stays, is not read again, and is tried at each scan."""
         key = _receipt(path, identity)
@@ -271,7 +271,7 @@ class SpoolWatcher:
                     exc,
                     extra={"file": str(path)},
                 )
-            self._stored_not_moved[path] = (_lasting_identity(identity), key)
+            self._stored_not_moved[path] = (identity, key)
             return
         if self._stored_not_moved.pop(path, None) is not None:
             _log.info("spool: stored frame %s moved to processed/ at last", path)
@@ -288,7 +288,7 @@ class SpoolWatcher:
                 self._stored_not_moved.pop(path, None)  # removed, or a new frame there
                 await self._drop_receipt(key)
                 continue
-            await self._move_stored_file(path, _identity(current))
+            await self._move_stored_file(path, identity)
 
     async def _drop_receipt(self, key: bytes) -> None:
         """The file of ``key`` is moved or gone: its receipt goes (durably).  When the
@@ -361,14 +361,5 @@ class SpoolWatcher:
             await asyncio.sleep(self._poll_s)
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-def _lasting_identity(identity: tuple[int, int, int, int]) -> FileIdentity:
-    """The identity across restarts (``spool_stored``) of an identity as read."""
-    return identity[1:]
-
-
-def _receipt(path: Path, identity: tuple[int, int, int, int]) -> bytes:
-    return spool_receipt(path.parent.name, path.name, _lasting_identity(identity))
+def _receipt(path: Path, identity: FileIdentity) -> bytes:
+    return spool_receipt(path.parent.name, path.name, identity)

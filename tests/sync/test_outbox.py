@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
 from sync.errors import OutboxClosed, OutboxFull, RecordRejected
 from sync.outbox import BatchBoundary, BlobRef, Outbox, OutboxClass, OutboxRecord
 from sync.settings import Durability, OutboxSettings
+from tests.sync.conftest import OpenOutbox
 
 SHA = "ab" * 32
 
@@ -24,26 +23,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-OpenOutbox = Callable[..., Outbox]
-
-
-@pytest.fixture
-async def open_outbox(tmp_path: Path) -> AsyncIterator[OpenOutbox]:
-    opened: list[Outbox] = []
-
-    def _open(settings: OutboxSettings | None = None, **kwargs: object) -> Outbox:
-        base = {"min_free_disk_bytes": 0}
-        if settings is not None:
-            base |= settings.model_dump(exclude_unset=True)
-        outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(**base), **kwargs)  # type: ignore[arg-type]
-        opened.append(outbox)
-        return outbox
-
-    yield _open
-    for outbox in opened:
-        await outbox.close()
 
 
 def payloads(records: list[OutboxRecord]) -> list[bytes]:

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sync.errors import OutboxClosed, PermanentSyncError, RecordRejected
 from sync.outbox import BatchBoundary, BlobRef, Outbox, OutboxClass
-from sync.settings import OutboxSettings
 
 SHA = "ab" * 32
 E = OutboxClass.EVENTS
-
-
-@pytest.fixture
-async def open_outbox(tmp_path: Path) -> AsyncIterator[Callable[..., Outbox]]:
-    opened: list[Outbox] = []
-
-    def _open(**kwargs: object) -> Outbox:
-        outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0), **kwargs)  # type: ignore[arg-type]
-        opened.append(outbox)
-        return outbox
-
-    yield _open
-    for outbox in opened:
-        await outbox.close()
 
 
 @pytest.mark.parametrize(

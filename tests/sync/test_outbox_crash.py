@@ -12,24 +12,22 @@ memtables), so recovery has to stop at the stale records a reused file still hol
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 from sync.outbox import Outbox, OutboxClass, OutboxRecord
+from tests.sync.crash_child import kill_while_promising
 
 ROUNDS = 20
 RECYCLED_ROUNDS = 8
 REUSED_WAL = b"reusing log"  # RocksDB's LOG line when a WAL file is recycled
 PAD = b"|"  # payload = promise text, then optional padding after this byte
-REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import asyncio, sys
 from sync.outbox import Outbox, OutboxClass
+from tests.sync.crash_child import kill_while_promising
 from sync.settings import Durability, OutboxSettings
 
 STREAMS = [OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY]
@@ -83,40 +81,14 @@ def _run_and_kill(
     # relaxed mode too: kill -9 loses no page cache, so it must keep its promises as well
     durability = "sync" if round_no % 4 else "relaxed"
     args = [str(path), str(round_no), durability, str(pad), str(budget)]
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        text=True,
+    return kill_while_promising(
+        CHILD,
+        args,
+        rng,
+        delay_s=(0.01, 0.3),
+        not_promises=frozenset({"open\n"}),
+        before_kill=(lambda child: _wait_for_recycled_wal(path, child)) if pad else None,
     )
-    assert child.stdout is not None
-    lines: list[str] = []
-    started = threading.Event()  # the first append was acknowledged
-
-    def collect() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.endswith("\n") and line != "open\n":  # a cut line is not a promise
-                lines.append(line)
-                started.set()
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(60), child.stderr.read() if child.poll() is not None else "no start"
-        if pad:
-            _wait_for_recycled_wal(path, child)
-        time.sleep(rng.uniform(0.01, 0.3))
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        reader.join(10)
-        assert child.stderr is not None
-        child.stderr.close()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-    return lines
 
 
 def _wait_for_recycled_wal(path: Path, child: subprocess.Popen[str]) -> None:

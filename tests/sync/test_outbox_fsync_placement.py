@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sync._outbox_fsync_placement import WINDOW, FsyncPlacement
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import OutboxClass
 from sync.settings import OutboxSettings
+from tests.sync.conftest import OpenOutbox
 
 LIMIT_S = 0.001
+LIMIT_10_MS = OutboxSettings(fsync_in_place_below_ms=10.0)
 
 
 def fast_history(placement: FsyncPlacement, count: int = WINDOW) -> None:
@@ -68,25 +68,12 @@ def test_in_place_exactly_when_the_last_window_was_all_short(durations: list[flo
 # --------------------------------------------------------------------------- on a real disk
 
 
-@pytest.fixture
-async def open_outbox(tmp_path: Path) -> AsyncIterator[Callable[[float], Outbox]]:
-    opened: list[Outbox] = []
-
-    def _open(limit_ms: float) -> Outbox:
-        settings = OutboxSettings(min_free_disk_bytes=0, fsync_in_place_below_ms=limit_ms)
-        outbox = Outbox.open(tmp_path / "outbox", settings)
-        opened.append(outbox)
-        return outbox
-
-    yield _open
-    for outbox in opened:
-        await outbox.close()
-
-
 async def test_short_fsyncs_run_in_place_and_the_records_survive_a_reopen(
-    open_outbox: Callable[[float], Outbox],
+    open_outbox: OpenOutbox,
 ) -> None:
-    outbox = open_outbox(10.0)  # this disk's fsyncs are far below 10 ms
+    outbox = open_outbox(
+        OutboxSettings(fsync_in_place_below_ms=10.0)
+    )  # this disk's fsyncs are far below 10 ms
     outbox._store.background_work = lambda: False  # type: ignore[method-assign]
     seqs = [await outbox.append(OutboxClass.EVENTS, b"r%d" % i) for i in range(3 * WINDOW)]
     fsyncs = outbox.stats().fsyncs
@@ -94,32 +81,32 @@ async def test_short_fsyncs_run_in_place_and_the_records_survive_a_reopen(
     assert fsyncs["on_thread"] >= WINDOW  # the first window earns the disk its trust
     assert fsyncs["in_place"] >= 1  # (fewer than 2 * WINDOW if one took over 10 ms)
     await outbox.close()
-    reopened = open_outbox(10.0)
+    reopened = open_outbox(LIMIT_10_MS)
     records = reopened.read(OutboxClass.EVENTS, max_records=10 * WINDOW)
     assert [(r.seq, r.payload) for r in records] == [(s, b"r%d" % i) for i, s in enumerate(seqs)]
 
 
 async def test_no_fsync_in_place_while_rocksdb_works_in_the_background_or_when_disabled(
-    open_outbox: Callable[[float], Outbox],
+    open_outbox: OpenOutbox,
 ) -> None:
-    busy = open_outbox(10.0)
+    busy = open_outbox(LIMIT_10_MS)
     busy._store.background_work = lambda: True  # type: ignore[method-assign]
     for i in range(3 * WINDOW):
         await busy.append(OutboxClass.EVENTS, b"%d" % i)
     assert busy.stats().fsyncs == {"in_place": 0, "on_thread": 3 * WINDOW}
     await busy.close()
-    disabled = open_outbox(0.0)
+    disabled = open_outbox(OutboxSettings(fsync_in_place_below_ms=0.0))
     for i in range(3 * WINDOW):
         await disabled.append(OutboxClass.EVENTS, b"%d" % i)
     assert disabled.stats().fsyncs == {"in_place": 0, "on_thread": 3 * WINDOW}
 
 
 async def test_after_one_slow_fsync_the_event_loop_runs_during_the_next_ones(
-    open_outbox: Callable[[float], Outbox],
+    open_outbox: OpenOutbox,
 ) -> None:
     """A disk that turns slow stalls the loop once, then its fsyncs go to the thread:
     the loop keeps serving (a read that does not see the group yet) while the disk works."""
-    outbox = open_outbox(10.0)
+    outbox = open_outbox(LIMIT_10_MS)
     store = outbox._store
     store.background_work = lambda: False  # type: ignore[method-assign]
     for i in range(10 * WINDOW):  # until the disk has earned in-place fsyncs

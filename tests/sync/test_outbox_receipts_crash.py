@@ -11,22 +11,18 @@ The database is kept across rounds.
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
 from sync.outbox import Outbox, OutboxClass
+from tests.sync.crash_child import kill_while_promising
 
 ROUNDS = 8
-REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import asyncio, sys
 from sync.outbox import Outbox, OutboxClass
+from tests.sync.crash_child import kill_while_promising
 from sync.settings import Durability, OutboxSettings
 
 async def main(path, round_no, durability):
@@ -58,37 +54,8 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 
 def _run_and_kill(path: Path, round_no: int, rng: random.Random) -> list[str]:
     durability = "sync" if round_no % 3 else "relaxed"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(round_no), durability],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        text=True,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    lines: list[str] = []
-    started = threading.Event()
-
-    def collect() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.endswith("\n"):  # a cut line is not a promise
-                lines.append(line)
-                started.set()
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(60), child.stderr.read() if child.poll() is not None else "no start"
-        time.sleep(rng.uniform(0.02, 0.3))
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        reader.join(10)
-        child.stderr.close()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-    return lines
+    args = [str(path), str(round_no), durability]
+    return kill_while_promising(CHILD, args, rng, delay_s=(0.02, 0.3))
 
 
 def _stored_appends(outbox: Outbox) -> tuple[dict[str, list[int]], dict[str, int]]:
