@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from appliance.errors import BadFrame, BadFrameMetadata
 from appliance.sources.frame_metadata import MetadataValue, parse_frame_metadata
-from sync.json_error_runner import JsonErrorRunner
+from sync.shared.json_error_runner import JsonErrorRunner
 
 __all__ = ["ApiBackend", "ApiRunner", "build_app"]
 

@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 
 from cloud_ingest.errors import BadRequest, ChecksumMismatch
+from sync.shared.durable_file import fsync_directory
 
-__all__ = ["BlobStore", "file_sha256", "fsync_dir", "is_sha256"]
+__all__ = ["BlobStore", "file_sha256", "is_sha256"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _READ_SIZE = 1 << 20
@@ -31,14 +32,6 @@ def file_sha256(path: Path) -> str:
         while piece := f.read(_READ_SIZE):
             digest.update(piece)
     return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -75,5 +68,5 @@ class BlobStore:
         with src.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(src, target)
-        fsync_dir(target.parent)
+        fsync_directory(target.parent)
         return True

@@ -9,9 +9,11 @@ fall on one date (the usual case) is stored as the bytes the device sent; a
 batch that spans midnight is split into one file per date, each named after
 the batch.
 
-Files appear atomically: each is written to a hidden temp file (``.``-prefix,
-ignored by DuckDB, Spark and pyarrow) in its final directory, fsynced, renamed
-into place and the directory fsynced (CONVENTIONS.md 7).  Leftover temp files
+Files appear atomically (``sync.shared.durable_file.replace_durably``): each is
+written to a temp file ``.<batch_id>.parquet.<random>.tmp`` in its final
+directory (hidden from Spark and pyarrow, and matched by no ``*.parquet`` glob,
+so DuckDB's ``read_parquet('lake/**/*.parquet')`` never sees half a file),
+fsynced, renamed into place and the directory fsynced.  Leftover temp files
 from a crash are removed by :func:`remove_partial_files` at start.
 """
 
@@ -19,20 +21,18 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cloud_ingest.blobs import fsync_dir
 from sync.protocol import PARQUET_COMPRESSION, Stream
+from sync.shared.durable_file import TEMP_SUFFIX, replace_durably
 
-__all__ = ["TEMP_PREFIX", "lake_partition", "read_batch", "remove_partial_files", "write_batch"]
+__all__ = ["is_temp_file", "lake_partition", "read_batch", "remove_partial_files", "write_batch"]
 
-TEMP_PREFIX = ".tmp-"
+_LEGACY_TEMP_PREFIX = ".tmp-"  # temp files of versions before the shared writer
 
 
 def lake_partition(stream: Stream, site_id: str, day: dt.date) -> Path:
@@ -65,7 +65,7 @@ def write_batch(
             payload = body if body_is_canonical else _encode(table)
         else:
             payload = _encode(table.filter(_on_day(table, day)))
-        _atomic_write(lake_root / relative, payload)
+        replace_durably(lake_root / relative, payload)
         written.append(relative.as_posix())
     return written
 
@@ -84,11 +84,18 @@ def remove_partial_files(lake_root: Path) -> int:
     removed = 0
     if not lake_root.exists():
         return 0
-    for path in lake_root.rglob(f"{TEMP_PREFIX}*"):
-        if path.is_file():
+    for path in lake_root.rglob(".*"):
+        if is_temp_file(path.name) and path.is_file():
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def is_temp_file(name: str) -> bool:
+    """A lake temp file (being written, or left by a crash), never a batch file."""
+    return name.startswith(_LEGACY_TEMP_PREFIX) or (
+        name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    )
 
 
 def _days(table: pa.Table) -> list[dt.date]:
@@ -109,21 +116,3 @@ def _encode(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
     return sink.getvalue()
-
-
-def _atomic_write(target: Path, payload: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temp, target)
-    fsync_dir(target.parent)

@@ -9,7 +9,7 @@ JSON (``sync.protocol.ErrorBody``):
 * anything else -> logged with its traceback, answered 500 without one;
 * a request aiohttp cannot even parse (bad request line, bad header bytes)
   never reaches a middleware: :class:`IngestAppRunner` (a
-  ``sync.json_error_runner.JsonErrorRunner``) answers it with JSON as well.
+  ``sync.shared.json_error_runner.JsonErrorRunner``) answers it with JSON as well.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from aiohttp import web
 
 from cloud_ingest.app_keys import METRICS
 from cloud_ingest.errors import IngestError
-from sync.json_error_runner import JsonErrorRunner
 from sync.protocol import API_PREFIX, TUS_VERSION
+from sync.shared.json_error_runner import JsonErrorRunner
 
 __all__ = ["IngestAppRunner", "error_body", "error_middleware", "metrics_middleware"]
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
-from sync.durable_file import replace_durably
+from sync.shared.durable_file import replace_durably
 
 __all__ = ["SeqFloor", "floor_path", "read_seq_floor", "write_seq_floor"]
 

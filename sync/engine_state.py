@@ -10,7 +10,7 @@ What lives here (everything else is in the outbox):
 * ``conflicts``: batches the cloud answered 409 for (held, never acked);
 * ``sent_today``: bytes per class in the current UTC day (daily budgets).
 
-Writes go through ``sync.durable_file.replace_durably`` (CONVENTIONS 7), so the
+Writes go through ``sync.shared.durable_file.replace_durably`` (CONVENTIONS 7), so the
 file is always either old or new.  A write that fails (a full disk) raises
 :class:`StateFileError` and keeps the old file; a file that cannot be read (not
 JSON, not UTF-8, not this schema) is moved aside to ``*.corrupt`` and the engine
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sync.durable_file import replace_durably
 from sync.errors import RetryableSyncError
 from sync.protocol import Stream
+from sync.shared.durable_file import replace_durably
 
 __all__ = ["ConflictRecord", "EngineState", "EngineStateFile", "StateFileError"]
 

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync.durable_file import replace_durably
+from sync.shared.durable_file import replace_durably
 
 __all__ = ["MODEL_FILES", "ModelFile", "ModelFileError", "fetch_all", "model_path", "verify"]
 

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.errors import ApplianceError
-from sync.durable_file import replace_durably
+from sync.shared.durable_file import replace_durably
 
 __all__ = [
     "BlobCorrupt",

@@ -5,7 +5,7 @@ the old entry back (the file read again: its records stored twice) or lose the
 new one.  ``rename_durably`` fsyncs the destination first, then the source: at
 every moment the file is in at least one of the two.  A directory the move
 creates has its own entry fsync'd in its parent.  (Writing a small file whole
-is ``sync.durable_file.replace_durably``.)
+is ``sync.shared.durable_file.replace_durably``.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sync.durable_file import fsync_directory
+from sync.shared.durable_file import fsync_directory
 
 __all__ = ["fsync_directory", "make_directory_durably", "rename_durably"]
 

@@ -64,8 +64,8 @@ from appliance.sources.spool_stored import (
     stale_receipts,
 )
 from sync.backoff import doubling_delay
-from sync.durable_file import replace_durably
 from sync.errors import SyncError
+from sync.shared.durable_file import replace_durably
 
 __all__ = ["SpoolWatcher"]
 

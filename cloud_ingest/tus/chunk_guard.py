@@ -35,8 +35,8 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from cloud_ingest.blobs import fsync_dir
 from cloud_ingest.tus.pending import CLEARED, PendingChunk, cut_back_to, decode_record
+from sync.shared.durable_file import fsync_directory
 
 __all__ = ["VERIFIED_ATTR", "ChunkGuard", "MarkerGuard", "XattrGuard", "choose_guard"]
 
@@ -102,7 +102,7 @@ class MarkerGuard:
         finally:
             os.close(fd)
         if new:
-            fsync_dir(self.root)
+            fsync_directory(self.root)
 
     def keep(self, f: BinaryIO, offset: int, *, checksummed: bool) -> None:
         del f, offset, checksummed
@@ -132,7 +132,7 @@ class MarkerGuard:
                         f.truncate(cut)
                         os.fsync(f.fileno())
             marker.unlink(missing_ok=True)
-            fsync_dir(self.root)
+            fsync_directory(self.root)
 
     def forget(self, upload_id: str) -> None:
         self.path(upload_id).unlink(missing_ok=True)

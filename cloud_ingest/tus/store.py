@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import time
@@ -20,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from cloud_ingest.blobs import fsync_dir
 from cloud_ingest.tus.chunk_guard import ChunkGuard, choose_guard
 from cloud_ingest.tus.core import UploadInfo
 from cloud_ingest.tus.digests import RunningDigests
+from sync.shared.durable_file import replace_durably
 
 __all__ = ["UploadStore"]
 
@@ -96,14 +95,7 @@ class UploadStore:
 
     def save(self, info: UploadInfo) -> None:
         """Write the info atomically (temp, fsync, os.replace, fsync dir)."""
-        path = self._info_path(info.upload_id)
-        tmp = path.with_suffix(".info.tmp")
-        with tmp.open("w") as f:
-            json.dump(info.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(self.root)
+        replace_durably(self._info_path(info.upload_id), json.dumps(info.to_json()).encode())
         self._infos[info.upload_id] = info
 
     def extend_expiry(self, info: UploadInfo) -> UploadInfo:

@@ -21,7 +21,7 @@ from types import TracebackType
 
 import pyarrow.parquet as pq
 
-from cloud_ingest.lake import TEMP_PREFIX
+from cloud_ingest.lake import is_temp_file
 from sync.protocol import Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
 from tests.cloud_ingest.conftest import event_records
@@ -175,7 +175,7 @@ def test_sigkill_during_batch_puts_leaves_no_partial_file(tmp_path: Path) -> Non
 
     with IngestProcess(data_dir) as server:
         lake = data_dir / "lake"
-        assert not [p for p in lake.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+        assert not [p for p in lake.rglob("*") if is_temp_file(p.name)]
         for batch_id in acknowledged:  # every acknowledged batch survived
             assert list(lake.rglob(f"{batch_id}.parquet")), batch_id
         statuses = {batch_id: _put(server.url, token, batch_id, body) for batch_id, body in batches}

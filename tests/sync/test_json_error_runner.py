@@ -7,7 +7,7 @@ import json
 import pytest
 from aiohttp import web
 
-from sync.json_error_runner import JsonErrorRunner
+from sync.shared.json_error_runner import JsonErrorRunner
 from tests.raw_http import raw_exchange
 
 

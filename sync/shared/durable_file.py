@@ -12,18 +12,23 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_directory", "replace_durably"]
+__all__ = ["TEMP_SUFFIX", "fsync_directory", "replace_durably"]
+
+TEMP_SUFFIX = ".tmp"  # of the temp file beside the target until its rename
 
 
 def replace_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``: a temp file of its own in the same directory (two
     writers never share one), fsync, rename over ``path``, fsync the directory.
 
+    The temp file is ``.<name>.<random>.tmp``: hidden (Spark and pyarrow skip
+    ``.``-names) and never matched by a ``*.<suffix>`` glob of the real files.
+
     Raises ``OSError`` (a full disk included: a short write is an error) with the
     temp file removed and ``path`` untouched; callers turn it into their typed error.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600; buffered: writes it all
             handle.write(data)
