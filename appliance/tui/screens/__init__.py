@@ -1,0 +1,1 @@
+"""Screens of the TUI: the dashboard, live events, help, and the action dialogs."""
