@@ -36,6 +36,7 @@ __all__ = ["CompletedUpload", "add_tus_routes"]
 log = logging.getLogger("yardlink.ingest.tus")
 UPLOADS = "/v1/uploads"
 OCTET = "application/offset+octet-stream"
+HEAD_SETTLE_S = 5.0  # longest a HEAD waits for a PATCH in flight on the same upload
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ class _TusHandlers:
 
     async def head(self, request: web.Request) -> web.Response:
         info, _ = self._find(request, operator_ok=True)
+        await self._settle(info.upload_id)
+        info = require_found(self.store.get(info.upload_id), info.upload_id, self.store.clock())
         info = await self._renotify_if_needed(info)
         headers = self._base_headers(info)
         headers["Upload-Offset"] = str(self.store.offset(info))
@@ -191,6 +194,21 @@ class _TusHandlers:
             raise BadRequest("blob id must be 64 lowercase hex digits")
         held = await asyncio.to_thread(self.blobs.has, sha256)
         return web.Response(status=200 if held else 404, headers={"Cache-Control": "no-store"})
+
+    async def _settle(self, upload_id: str) -> None:
+        """Wait (briefly) for a PATCH still writing this upload, so HEAD reports the
+        offset that request leaves, not one it is about to move: a client resuming
+        after a cut sends HEAD while the server may not have seen the cut yet."""
+        lock = self.store.lock(upload_id)
+        if not lock.locked():
+            return
+        try:
+            async with asyncio.timeout(HEAD_SETTLE_S), lock:
+                pass
+        except TimeoutError:
+            raise Locked(
+                "another request is writing this upload", headers={"Retry-After": "1"}
+            ) from None
 
     # ---------------------------------------------------------------- writing
     async def _write(
