@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from sync.protocol import DEVICE_ID_RE
+from sync.shared.config_section import ConfigSection, take_secret_files
 
 __all__ = [
     "CameraSettings",
@@ -17,11 +18,7 @@ __all__ = [
 ]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraSettings(_Section):
+class CameraSettings(ConfigSection):
     """One camera: frames pushed over the local API or dropped into the spool name it by id."""
 
     id: str = Field(pattern=DEVICE_ID_RE.pattern, description="camera id used by pushers")
@@ -31,7 +28,7 @@ class CameraSettings(_Section):
     synthetic_seed: int = 0
 
 
-class SourcesSettings(_Section):
+class SourcesSettings(ConfigSection):
     cameras: list[CameraSettings] = Field(default_factory=list)
     spool_dir: str | None = Field(
         default=None, description="watched directory: <spool>/<camera_id>/*.jpg; None = off"
@@ -56,11 +53,14 @@ class SourcesSettings(_Section):
         return self
 
 
-class PrivacySettings(_Section):
+class PrivacySettings(ConfigSection):
     plate_key_file: str | None = Field(
         default=None, description="file holding the per-site plate HMAC key (created if missing)"
     )
-    plate_secret: str | None = Field(
+    plate_secret_file: str | None = Field(
+        default=None, description="file holding the plate HMAC key as text, mode 0600"
+    )
+    plate_secret: SecretStr | None = Field(
         default=None, min_length=16, description="plate HMAC key given inline (overrides file)"
     )
     blob_keys_dir: str | None = Field(
@@ -69,12 +69,17 @@ class PrivacySettings(_Section):
     retention_days: int = Field(default=7, ge=1, le=365, description="raw frames kept on site")
     keep_raw_frames: bool = Field(default=True, description="store every original, encrypted")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_file(cls, data: Any) -> Any:
+        return take_secret_files(data, ["plate_secret"])
 
-class TelemetrySettings(_Section):
+
+class TelemetrySettings(ConfigSection):
     interval_s: float = Field(default=60.0, gt=0, le=3600, description="telemetry record period")
 
 
-class SamplingSettings(_Section):
+class SamplingSettings(ConfigSection):
     every_n_frames: int = Field(default=1000, ge=0, description="0 disables periodic sampling")
     max_per_hour: int = Field(default=60, ge=0)
     low_confidence_below: float = Field(default=0.5, ge=0, le=1)

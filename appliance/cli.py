@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 import uvloop
 
 from appliance.config import load_config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ConfigError
+from appliance.local_auth import make_token
 
 __all__ = ["register"]
 
@@ -19,17 +22,40 @@ class StartupError(ApplianceError):
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
-    if args.json:
+    if args.json:  # secrets are SecretStr: dumped as "**********", never in clear
         print(json.dumps(config.model_dump(mode="json"), indent=2))
     else:
         print(f"{args.file}: ok (device {config.site.device_id} at site {config.site.site_id})")
     return 0
 
 
+def _gen_token(args: argparse.Namespace) -> int:
+    """Print a fresh technician token, or write it to a new file readable by its owner only."""
+    token = make_token()
+    if args.file is None:
+        print(token)
+        return 0
+    try:  # O_EXCL: never overwrite a token in use; 0600 from the first byte
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(
+            f"{args.file}: already exists; to rotate the token remove it first"
+            " (then restart the appliance and give technicians the new one)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{args.file}: cannot create: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    print(f"wrote a new technician token to {args.file} (mode 0600)", file=sys.stderr)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)  # a bad config is refused before anything loads
     from appliance.daemon import run_daemon  # heavy imports (models, aiohttp) only when running
 
-    config = load_config(args.config)
     try:
         uvloop.run(run_daemon(config))  # the daemon's loop; docs/ARCHITECTURE.md says why
     except OSError as exc:  # an unusable data_dir, a port in use, ...: the site must fix it
@@ -46,6 +72,11 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("file", help="path to site.toml")
     check.add_argument("--json", action="store_true", help="print the effective config as JSON")
     check.set_defaults(handler=_check_config)
+    gen = commands.add_parser(
+        "gen-token", help="make a technician token (256 random bits) for [local_api]"
+    )
+    gen.add_argument("--file", help="write it to this new file (mode 0600) instead of printing it")
+    gen.set_defaults(handler=_gen_token)
     run = commands.add_parser(
         "run", help="run the appliance daemon until SIGTERM/SIGINT (then drain and stop)"
     )

@@ -16,9 +16,17 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from appliance._config_sections import (
     CameraSettings,
@@ -29,8 +37,10 @@ from appliance._config_sections import (
 )
 from appliance.errors import ConfigError
 from appliance.inference.settings import InferenceSettings
+from appliance.local_auth import MAKE_TOKEN_HINT, is_loopback_host, token_problem
 from sync.protocol import DEVICE_ID_RE
 from sync.settings import OutboxSettings, SyncSettings
+from sync.shared.config_section import ConfigSection, take_secret_files
 
 __all__ = [
     "CONFIG_VERSION",
@@ -52,11 +62,7 @@ CONFIG_VERSION = 1
 ENV_PREFIX = "YARDLINK_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SiteIdentity(_Section):
+class SiteIdentity(ConfigSection):
     device_id: str = Field(pattern=DEVICE_ID_RE.pattern, description="this appliance's id")
     site_id: str = Field(pattern=DEVICE_ID_RE.pattern, description="the yard it serves")
     data_dir: str = Field(default="var", description="root of local state (outbox, blobs)")
@@ -65,12 +71,15 @@ class SiteIdentity(_Section):
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
-class LocalApiSettings(_Section):
+class LocalApiSettings(ConfigSection):
     host: str = Field(default="127.0.0.1", description="bind address; keep it local")
     port: int = Field(default=8477, ge=0, le=65535)
     unix_socket: str | None = None
-    technician_token: str | None = Field(
-        default=None, min_length=16, description="bearer token for the local API and the TUI"
+    technician_token_file: str | None = Field(
+        default=None, description="file holding the technician token, mode 0600"
+    )
+    technician_token: SecretStr | None = Field(
+        default=None, description="bearer token for the local API and the TUI (prefer the file)"
     )
     max_frame_bytes: int = Field(default=16 << 20, ge=1024)
     frame_metadata_keys: tuple[MetadataKey, ...] = Field(
@@ -80,8 +89,36 @@ class LocalApiSettings(_Section):
         " any other key is refused (400). List only keys that never hold PII",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_file(cls, data: Any) -> Any:
+        return take_secret_files(data, ["technician_token"])
 
-class SiteConfig(_Section):
+    @field_validator("technician_token")
+    @classmethod
+    def _fit_token(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if token is not None and (problem := token_problem(token.get_secret_value())):
+            file = info.data.get("technician_token_file")
+            where = f"the token in {file}" if file else "this token"
+            raise ValueError(f"{where} is {problem}; {MAKE_TOKEN_HINT}")
+        return token
+
+    @model_validator(mode="after")
+    def _guarded_beyond_loopback(self) -> Self:
+        if (
+            self.technician_token is None
+            and self.unix_socket is None
+            and not is_loopback_host(self.host)
+        ):
+            raise ValueError(
+                f"host {self.host!r} lets other machines reach the local API, and no"
+                f" technician_token is set, so anyone on that network could push frames and"
+                f' read the status; bind host = "127.0.0.1" or {MAKE_TOKEN_HINT}'
+            )
+        return self
+
+
+class SiteConfig(ConfigSection):
     """Root of ``site.toml``."""
 
     version: Literal[1] = Field(description="schema version of this file")
@@ -104,13 +141,23 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+# Settings whose value is a secret: never echoed in an error, shown masked by check-config.
+SECRET_SETTINGS = frozenset({"technician_token", "token", "plate_secret"})
+
+
+def env_override_paths(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Every ``YARDLINK_A__B`` variable as its settings path ``("a", "b")`` -> its name."""
+    paths: dict[tuple[str, ...], str] = {}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            paths[tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))] = name
+    return paths
+
+
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     """Return a copy of ``data`` with every ``YARDLINK_A__B=v`` set at ``a.b``."""
     merged: dict[str, Any] = _deep_copy(data)
-    for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+    for path, name in env_override_paths(environ).items():
         node = merged
         for part in path[:-1]:
             child = node.get(part)
@@ -118,7 +165,7 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
                 child = {}
                 node[part] = child
             node = child
-        node[path[-1]] = _parse_env_value(raw)
+        node[path[-1]] = _parse_env_value(environ[name])
     return merged
 
 
@@ -126,31 +173,51 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _env_source(loc: tuple[str, ...], overrides: Mapping[tuple[str, ...], str]) -> str:
+    """`` (from YARDLINK_X__Y)`` when an environment variable set this setting or its part."""
+    names = [name for path, name in overrides.items() if loc[: len(path)] == path]
+    names += [name for path, name in overrides.items() if path[: len(loc)] == loc and loc]
+    return f" (from {', '.join(sorted(set(names)))})" if names else ""
+
+
+def _format_errors(
+    exc: ValidationError, source: str, overrides: Mapping[tuple[str, ...], str]
+) -> str:
     lines = [f"{source}: {exc.error_count()} problem(s)"]
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
+        loc = tuple(str(part) for part in error["loc"])
+        path = ".".join(loc) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling)"
         elif error["type"] == "missing":
             message = "required setting is missing"
         shown = ""
-        if error["type"] not in ("missing", "extra_forbidden") and "input" in error:
+        secret = bool(loc) and loc[-1] in SECRET_SETTINGS
+        if (
+            error["type"] not in ("missing", "extra_forbidden")
+            and "input" in error
+            and not secret
+            and not isinstance(error["input"], dict)  # a section: may hold secrets
+        ):
             shown = f" (got {error['input']!r})"
-        lines.append(f"  {path}: {message}{shown}")
+        lines.append(f"  {path}: {message}{shown}{_env_source(loc, overrides)}")
     return "\n".join(lines)
 
 
 def parse_config(
     data: dict[str, Any], *, source: str = "config", environ: Mapping[str, str] | None = None
 ) -> SiteConfig:
-    """Validate a parsed TOML document (with env overrides); ConfigError lists every problem."""
-    merged = apply_env_overrides(data, os.environ if environ is None else environ)
+    """Validate a parsed TOML document (with env overrides); ConfigError lists every problem.
+
+    A problem with a setting that an environment variable set names that variable.
+    """
+    environ = os.environ if environ is None else environ
+    merged = apply_env_overrides(data, environ)
     try:
         return SiteConfig.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, env_override_paths(environ))) from None
 
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> SiteConfig:

@@ -74,7 +74,7 @@ from yardlink.localstack import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE, SITE, CAMERA = "gate-01", "yard-e2e", "gate-in"
-TECHNICIAN = "technician-token-end-to-end"
+TECHNICIAN = "technician-token-end-to-end-Vb81qZr3"  # 32+ characters, as the config asks
 TASKS = {"gate_ocr", "face_anonymize"}
 FAULTS = ("appliance", "ingest", "cut-up", "cut-chunk", "cut-down", "flap", "throttle", "raw")
 RATES = (4e6, 8e6)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.local_auth import make_token
 from appliance.sources.frame_metadata import MetadataValue, encode_frame_metadata
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import LinkConditions, LinkEmulator
@@ -37,7 +38,7 @@ from yardlink.localstack import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE, SITE, CAMERA = "gate-01", "depot-north", "gate-in"
-TECHNICIAN_TOKEN = "demo-technician-token"
+TECHNICIAN_TOKEN = make_token()  # fresh per run: the appliance refuses placeholders
 LINK = LinkConditions(rtt_s=0.150, rate_bps=2_000_000)
 FLAP = (4.0, 8.0)  # offline s, online s
 FRAMES_PER_S = 2.0

@@ -14,6 +14,8 @@ import re
 import secrets
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from appliance.errors import ConfigError
 from appliance.privacy.blobstore import BlobWriteFailed, write_atomically
 
@@ -40,10 +42,10 @@ class PlateTokenizer:
         return TOKEN_PREFIX + digest[:32]
 
 
-def load_plate_key(secret: str | None, key_file: Path) -> bytes:
+def load_plate_key(secret: SecretStr | None, key_file: Path) -> bytes:
     """The site key: the inline secret if given, else ``key_file`` (created, 0600, if missing)."""
     if secret is not None:
-        return secret.encode()
+        return secret.get_secret_value().encode()
     try:
         key = key_file.read_bytes()
     except FileNotFoundError:

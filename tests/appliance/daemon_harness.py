@@ -14,7 +14,7 @@ from appliance.daemon import Daemon
 from sync.outbox import Outbox, OutboxClass
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "technician-token-for-tests"
+TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"  # 32+ characters, as the config asks
 
 
 def site_config(tmp_path: Path, **sections: dict[str, Any]) -> SiteConfig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -12,18 +10,9 @@ import pytest
 from appliance.config import SiteConfig, SourcesSettings, load_config, parse_config
 from appliance.errors import ConfigError
 from sync.settings import Durability
-from tests.appliance.daemon_harness import REPO
-
-EXAMPLE = REPO / "examples" / "site.toml"
-MINIMAL = {"version": 1, "site": {"device_id": "gate-01", "site_id": "depot-north"}}
-
-
-def _problems(data: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(data, source="site.toml", environ=environ or {})
-    header, *lines = str(caught.value).splitlines()
-    assert header == f"site.toml: {len(lines)} problem(s)"
-    return [line.strip() for line in lines]
+from tests.appliance.config_harness import EXAMPLE, MINIMAL
+from tests.appliance.config_harness import check_config as _check_config
+from tests.appliance.config_harness import config_problems as _problems
 
 
 def test_the_shipped_example_is_valid() -> None:
@@ -117,8 +106,13 @@ def test_a_bad_environment_override_is_reported_at_its_path() -> None:
     problems = _problems(dict(MINIMAL), {"YARDLINK_OUTBOX__MAX_BYTES": "lots"})
     assert len(problems) == 1 and problems[0].startswith("outbox.max_bytes:")
     assert "'lots'" in problems[0]
+    assert problems[0].endswith("(from YARDLINK_OUTBOX__MAX_BYTES)")  # the variable is named
     problems = _problems(dict(MINIMAL), {"YARDLINK_OUTBOX__MAX_BYTEZ": "1"})
-    assert problems == ["outbox.max_bytez: unknown setting (check the spelling)"]
+    assert problems == [
+        "outbox.max_bytez: unknown setting (check the spelling) (from YARDLINK_OUTBOX__MAX_BYTEZ)"
+    ]
+    problems = _problems(dict(MINIMAL, outbox={"max_bytes": "lots"}))
+    assert "(from " not in problems[0]  # set in the file: no variable to name
 
 
 def test_not_toml_is_one_clear_error(tmp_path: Path) -> None:
@@ -126,18 +120,6 @@ def test_not_toml_is_one_clear_error(tmp_path: Path) -> None:
     path.write_text("version = 1\n[site\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path, environ={})
-
-
-def _check_config(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "YARDLINK_LOCAL_API__PORT": "9001"}
-    return subprocess.run(
-        [sys.executable, "-m", "yardlink.cli", "appliance", "check-config", str(path), *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env,
-    )
 
 
 def test_check_config_prints_ok_or_every_problem(tmp_path: Path) -> None:
