@@ -11,6 +11,8 @@ import uvloop
 
 from appliance.config import load_config
 from appliance.errors import ApplianceError, ConfigError
+from appliance.field_commands import add_field_commands
+from appliance.tui.cli import register as register_tui
 from appliance.local_auth import make_token
 
 __all__ = ["register"]
@@ -82,3 +84,5 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     run.add_argument("--config", required=True, help="path to site.toml")
     run.set_defaults(handler=_run)
+    add_field_commands(commands)  # status, check, support-bundle
+    register_tui(groups)  # yardlink tui: a top-level command of the appliance's technician
