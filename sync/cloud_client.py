@@ -30,7 +30,13 @@ import aiohttp
 from multidict import CIMultiDict
 from pydantic import BaseModel, ValidationError
 
-from sync.errors import PermanentSyncError, ProtocolError, RetryableSyncError
+from sync.errors import (
+    BatchConflict,
+    BatchOverlap,
+    CloudRejected,
+    CloudUnavailable,
+    ProtocolError,
+)
 from sync.protocol import (
     BATCH_CONTENT_TYPE,
     NO_OVERLAP_HEADER,
@@ -53,31 +59,6 @@ log = logging.getLogger("yardlink.sync")
 
 PIECE_BYTES: Final = 16 << 10
 M = TypeVar("M", bound=BaseModel)
-
-
-class CloudUnavailable(RetryableSyncError):
-    """The service could not be reached or failed on its side (retry after a backoff)."""
-
-
-class CloudRejected(PermanentSyncError):
-    """The service refused the request (4xx); sending it unchanged will not help."""
-
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(f"HTTP {status} {error}: {detail}")
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
-class BatchConflict(CloudRejected):
-    """409 on ``PUT /v1/batches/{id}``: the cloud holds this id with a different digest."""
-
-
-class BatchOverlap(CloudRejected):
-    """412 on ``PUT /v1/batches/{id}``: the cloud holds some of these seqs under another id.
-
-    Nothing was stored; the handshake's watermark says what the cloud holds.
-    """
 
 
 @dataclass(frozen=True, slots=True)

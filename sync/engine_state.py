@@ -26,20 +26,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sync.errors import RetryableSyncError
+from sync.errors import StateFileError
 from sync.protocol import Stream
 from sync.shared.durable_file import replace_durably
 
 __all__ = ["ConflictRecord", "EngineState", "EngineStateFile", "StateFileError"]
 
 log = logging.getLogger("yardlink.sync")
-
-
-class StateFileError(RetryableSyncError):
-    """The state file could not be written (full disk, I/O error); the previous one is kept.
-
-    Retry once space is freed: the state in memory is still current.
-    """
 
 
 class ConflictRecord(BaseModel):

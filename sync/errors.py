@@ -8,6 +8,11 @@ must change first.  ``user_facing`` errors are printed as one line by the CLI.
 from __future__ import annotations
 
 __all__ = [
+    "BatchConflict",
+    "BatchOverlap",
+    "BlobCopyDamaged",
+    "CloudRejected",
+    "CloudUnavailable",
     "OutboxClosed",
     "OutboxCorrupted",
     "OutboxDiskFull",
@@ -19,6 +24,7 @@ __all__ = [
     "RecordRejected",
     "RetryableSyncError",
     "RetryableUploadError",
+    "StateFileError",
     "SyncError",
 ]
 
@@ -83,3 +89,39 @@ class RetryableUploadError(RetryableSyncError):
 
 class PermanentUploadError(PermanentSyncError):
     """An upload cannot succeed as is (403, 413, checksum of the whole file wrong)."""
+
+
+class BlobCopyDamaged(PermanentUploadError):
+    """The device's copy of a blob no longer hashes to the sha256 it is stored under,
+    checked twice (after the cloud's 410, then again before a new upload): every
+    upload of it would be refused, so do not send it again."""
+
+
+class StateFileError(RetryableSyncError):
+    """The sync state file could not be written (full disk, I/O error); the previous
+    one is kept.  Retry once space is freed: the state in memory is still current."""
+
+
+class CloudUnavailable(RetryableSyncError):
+    """The service could not be reached or failed on its side (retry after a backoff)."""
+
+
+class CloudRejected(PermanentSyncError):
+    """The service refused the request (4xx); sending it unchanged will not help."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"HTTP {status} {error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class BatchConflict(CloudRejected):
+    """409 on ``PUT /v1/batches/{id}``: the cloud holds this id with a different digest."""
+
+
+class BatchOverlap(CloudRejected):
+    """412 on ``PUT /v1/batches/{id}``: the cloud holds some of these seqs under another id.
+
+    Nothing was stored; the handshake's watermark says what the cloud holds.
+    """

@@ -41,11 +41,25 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from sync.cloud_client import CloudClient, CloudRejected, CloudUnavailable
 from sync.engine_state import EngineStateFile
-from sync.errors import PermanentUploadError, RetryableUploadError
+from sync.errors import (
+    BlobCopyDamaged,
+    CloudRejected,
+    CloudUnavailable,
+    PermanentUploadError,
+    RetryableUploadError,
+)
 from sync.link import LinkMonitor
 from sync.protocol import TUS_VERSION, UploadMetadata
+from sync.transport import CloudTransport
+from sync.upload_state import (
+    PatchRefusal,
+    Refusal,
+    TusUploadState,
+    creation_with_upload,
+    damaged_again,
+    upload_gone,
+)
 
 __all__ = [
     "BlobCopyDamaged",
@@ -60,17 +74,6 @@ log = logging.getLogger("yardlink.sync")
 
 UPLOADS_PATH: Final = "/v1/uploads/"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
-_CHECKSUM_RETRIES: Final = 3
-# Refusals that say "this upload is gone or out of step", not "this blob is unwelcome":
-# 404/410 upload expired or deleted, 409 offset conflict, 460 checksum of the body.
-_FIXED_BY_A_NEW_UPLOAD: Final = frozenset({404, 409, 410, 460})
-WHOLE_SHA256_MISMATCH: Final = "upload_sha256_mismatch"  # 410: the whole does not hash right
-
-
-class BlobCopyDamaged(PermanentUploadError):
-    """The device's copy of a blob no longer hashes to the sha256 it is stored under,
-    checked twice (after the cloud's 410, then again before a new upload): every
-    upload of it would be refused, so do not send it again."""
 
 
 def encode_metadata(meta: UploadMetadata) -> str:
@@ -135,11 +138,15 @@ class UploadOutcome:
 
 
 class TusUploader:
-    """Uploads blobs over ``client``; remembers upload paths in ``state``."""
+    """Uploads blobs over ``client``; remembers upload paths in ``state``.
+
+    The decisions are :class:`~sync.upload_state.TusUploadState`'s; this class
+    sends the requests, reads the file and keeps the state file in step.
+    """
 
     def __init__(
         self,
-        client: CloudClient,
+        client: CloudTransport,
         state: EngineStateFile,
         sizer: ChunkSizer,
         *,
@@ -162,98 +169,110 @@ class TusUploader:
             await self._check_copy_again(path, sha)
         length = (await asyncio.to_thread(path.stat)).st_size
         sent_before = self.client.bytes_out
+        upload = TusUploadState(sha, length, self.state.upload_path(sha))
         try:
-            upload_path = self.state.upload_path(sha)
-            offset = None if upload_path is None else await self._offset(upload_path, sha, length)
-            if upload_path is None or offset is None:
+            if upload.upload_path is not None:
+                await self._resume(upload)
+            if upload.upload_path is None:
                 if await self.client.blob_held(sha):
                     self.state.forget_upload(sha)
                     return UploadOutcome(sha, True, 0, 0)
-                upload_path, offset = await self._create(path, length, meta)
-            start = offset
-            self._progress(sha, upload_path, offset, length)
-            while offset < length:
+                await self._create(path, upload, meta)
+            self._progress(upload)
+            while not upload.done:
                 size = self.sizer.next_size()
-                chunk = await asyncio.to_thread(_read_chunk, path, offset, size)
+                chunk = await asyncio.to_thread(_read_chunk, path, upload.offset, size)
                 if not chunk:
                     raise PermanentUploadError(f"{path} shrank below {length} bytes")
                 self.chunk_in_flight = len(chunk)
-                self._progress(sha, upload_path, offset, length)
-                offset = await self._patch(upload_path, sha, offset, chunk, length)
-                self._progress(sha, upload_path, offset, length)
+                self._progress(upload)
+                await self._patch(upload, chunk)
+                self._progress(upload)
         except CloudUnavailable as exc:
             raise RetryableUploadError(f"upload of {sha[:12]} interrupted: {exc}") from exc
         except CloudRejected as exc:
-            raise await self._refusal(path, sha, exc) from exc
+            raise await self._refusal(path, upload, exc) from exc
         finally:
             self.current = None
+            self._forget_if_told(upload)
         self.state.forget_upload(sha)
-        return UploadOutcome(sha, False, self.client.bytes_out - sent_before, start)
+        return UploadOutcome(sha, False, self.client.bytes_out - sent_before, upload.started_at)
 
-    def _progress(self, sha: str, upload_path: str | None, offset: int, length: int) -> None:
+    def _forget_if_told(self, upload: TusUploadState) -> None:
+        if upload.forget:
+            upload.forget = False
+            self.state.forget_upload(upload.sha256)
+
+    def _progress(self, upload: TusUploadState) -> None:
         rate = self.sizer.rate_Bps
         self.current = UploadProgress(
-            sha, upload_path, offset, length, rate and rate * 8, self.chunk_in_flight
+            upload.sha256,
+            upload.upload_path,
+            upload.offset,
+            upload.length,
+            rate and rate * 8,
+            self.chunk_in_flight,
         )
 
     async def _check_copy_again(self, path: Path, sha: str) -> None:
         """The last copy of ``sha`` was damaged: send this one only if it is sound."""
-        actual = await asyncio.to_thread(_file_sha256, path)
-        if actual != sha:
-            raise BlobCopyDamaged(
-                f"the device's copy of blob {sha[:12]} is damaged (its bytes hash to "
-                f"{actual[:12]}), again after the cloud refused it as not matching its sha256"
-            )
+        damaged = damaged_again(sha, await asyncio.to_thread(_file_sha256, path))
+        if damaged is not None:
+            raise damaged
         self._copies_found_damaged.discard(sha)
 
     async def _refusal(
-        self, path: Path, sha: str, refused: CloudRejected
+        self, path: Path, upload: TusUploadState, refused: CloudRejected
     ) -> PermanentUploadError | RetryableUploadError:
         """What a 4xx on this upload means: try a new upload, or stop sending this blob."""
-        if refused.status in _FIXED_BY_A_NEW_UPLOAD:
-            self.state.forget_upload(sha)
-            if refused.error == WHOLE_SHA256_MISMATCH:
-                return await self._whole_mismatch(path, sha, refused)
+        sha = upload.sha256
+        verdict = upload.refused(refused.status, refused.error)
+        self._forget_if_told(upload)
+        if verdict is Refusal.STOP:
+            return PermanentUploadError(f"upload of {sha[:12]} refused: {refused}")
+        if verdict is Refusal.RESTART:
             return RetryableUploadError(f"upload of {sha[:12]} must restart: {refused}")
-        return PermanentUploadError(f"upload of {sha[:12]} refused: {refused}")
-
-    async def _whole_mismatch(
-        self, path: Path, sha: str, refused: CloudRejected
-    ) -> RetryableUploadError:
-        """The cloud says the whole upload does not hash to ``sha``: was our copy sound?"""
         actual = await asyncio.to_thread(_file_sha256, path)
-        if actual == sha:  # damaged on the way: a new upload will do
-            return RetryableUploadError(f"upload of {sha[:12]} must restart: {refused}")
-        self._copies_found_damaged.add(sha)
-        return RetryableUploadError(
-            f"the device's copy of blob {sha[:12]} is damaged (its bytes hash to "
-            f"{actual[:12]}; {refused.status} {refused.error}); the next copy is checked "
-            "before it is sent"
-        )
+        damaged, error = upload.copy_checked(actual, refused)
+        if damaged:
+            self._copies_found_damaged.add(sha)
+        return error
 
-    async def _offset(self, upload_path: str, sha: str, length: int) -> int | None:
-        """The server's offset of a known upload; None when it is gone (expired, removed)."""
+    async def _head(self, upload: TusUploadState) -> Mapping[str, str] | None:
+        """The HEAD answer of the upload; None when it is gone (expired, removed)."""
+        assert upload.upload_path is not None
         try:
             answer = await self.client.request(
-                "HEAD", upload_path, headers={"Tus-Resumable": TUS_VERSION}, ok=(200, 204)
+                "HEAD", upload.upload_path, headers={"Tus-Resumable": TUS_VERSION}, ok=(200, 204)
             )
         except CloudRejected as exc:
-            if exc.status in (404, 410):
-                log.info("upload %s of %s is gone on the server; starting over", upload_path, sha)
-                self.state.forget_upload(sha)
+            if upload_gone(exc.status):
+                log.info(
+                    "upload %s of %s is gone on the server; starting over",
+                    upload.upload_path,
+                    upload.sha256,
+                )
+                self.state.forget_upload(upload.sha256)
                 return None
             raise
-        return self._claimed_offset(answer.headers, "HEAD", sha, at_most=length)
+        return answer.headers
 
-    async def _create(self, path: Path, length: int, meta: UploadMetadata) -> tuple[str, int]:
+    async def _resume(self, upload: TusUploadState) -> None:
+        headers = await self._head(upload)
+        if headers is None:
+            upload.gone()
+            upload.forget = False  # _head forgot it already
+            return
+        upload.resumed(headers)
+
+    async def _create(self, path: Path, upload: TusUploadState, meta: UploadMetadata) -> None:
         headers = {
             "Tus-Resumable": TUS_VERSION,
-            "Upload-Length": str(length),
+            "Upload-Length": str(upload.length),
             "Upload-Metadata": encode_metadata(meta),
         }
         body = None
-        first = self.sizer.next_size()
-        if 0 < length <= first:  # creation-with-upload: the whole blob in one round trip
+        if creation_with_upload(upload.length, self.sizer.next_size()):
             body = await asyncio.to_thread(path.read_bytes)
             headers["Content-Type"] = OFFSET_CONTENT_TYPE
             headers["Upload-Checksum"] = checksum_header(body)
@@ -266,90 +285,60 @@ class TusUploader:
             raise CloudRejected(201, "no_location", "tus creation answered without Location")
         upload_path = urlsplit(location).path or location
         self.state.remember_upload(meta.sha256, upload_path)
-        offset = 0
+        upload.created(upload_path, answer.headers, 0 if body is None else len(body))
         if body is not None:
-            offset = 0
-            if "Upload-Offset" in answer.headers:
-                offset = self._claimed_offset(answer.headers, "POST", meta.sha256, len(body))
             self._measured(len(body), self._clock() - started)
-        return upload_path, offset
 
-    async def _patch(
-        self, upload_path: str, sha: str, offset: int, chunk: bytes, length: int
-    ) -> int:
+    async def _patch(self, upload: TusUploadState, chunk: bytes) -> None:
+        assert upload.upload_path is not None
         headers = {
             "Tus-Resumable": TUS_VERSION,
-            "Upload-Offset": str(offset),
+            "Upload-Offset": str(upload.offset),
             "Content-Type": OFFSET_CONTENT_TYPE,
             "Upload-Checksum": checksum_header(chunk),
         }
-        for attempt in range(_CHECKSUM_RETRIES):
+        while True:
             started = self._clock()
             sent_before = self.client.bytes_out
             try:
                 answer = await self.client.request(
-                    "PATCH", upload_path, headers=headers, body=chunk, ok=(204, 200)
+                    "PATCH", upload.upload_path, headers=headers, body=chunk, ok=(204, 200)
                 )
             except CloudUnavailable:
                 self._measured(self.client.bytes_out - sent_before, self._clock() - started)
                 raise
             except CloudRejected as exc:
-                if exc.status == 460 and attempt + 1 < _CHECKSUM_RETRIES:
-                    log.warning("checksum mismatch on %s at %d; resending chunk", sha[:12], offset)
+                step = upload.patch_refused(exc.status)
+                if step is PatchRefusal.RESEND:
+                    log.warning(
+                        "checksum mismatch on %s at %d; resending chunk",
+                        upload.sha256[:12],
+                        upload.offset,
+                    )
                     continue
-                if exc.status == 409:  # our offset is stale: ask the server and go on
-                    server_offset = await self._offset(upload_path, sha, length)
-                    if server_offset is None:
-                        raise RetryableUploadError(f"upload of {sha[:12]} vanished") from exc
-                    return server_offset
+                if step is PatchRefusal.ASK_OFFSET:  # our offset is stale: ask the server
+                    server = await self._head(upload)
+                    if server is None:  # _head forgot it already
+                        upload.gone()
+                        upload.forget = False
+                        raise RetryableUploadError(
+                            f"upload of {upload.sha256[:12]} vanished"
+                        ) from exc
+                    upload.offset_asked(server)
+                    return
                 raise  # upload() decides: a new upload, or stop
             self._measured(len(chunk), self._clock() - started)
-            new_offset = self._claimed_offset(
-                answer.headers, "PATCH", sha, at_most=offset + len(chunk)
-            )
-            if new_offset <= offset:  # resending at once would loop at link speed
-                raise RetryableUploadError(
-                    f"PATCH of {len(chunk)} bytes of {sha[:12]} at {offset} made no progress "
-                    f"(server Upload-Offset {new_offset}); resuming after a backoff"
-                )
-            if new_offset != offset + len(chunk):
+            at = upload.offset
+            if upload.patch_answered(len(chunk), answer.headers):
                 log.warning(
-                    "server offset %d after PATCH of %d bytes at %d", new_offset, len(chunk), offset
+                    "server offset %d after PATCH of %d bytes at %d", upload.offset, len(chunk), at
                 )
-            return new_offset
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _claimed_offset(self, headers: Mapping[str, str], what: str, sha: str, at_most: int) -> int:
-        """The answer's Upload-Offset, which may not count bytes we never sent.
-
-        A server (or a proxy) claiming more would have us call a blob delivered
-        that the cloud does not hold; the upload is forgotten, so the retry
-        starts a new one.
-        """
-        offset = _offset_header(headers, what)
-        if offset > at_most:
-            self.state.forget_upload(sha)
-            raise RetryableUploadError(
-                f"{what} answer for {sha[:12]} claims Upload-Offset {offset}, but at most "
-                f"{at_most} bytes were sent; starting a new upload"
-            )
-        return offset
+            return
 
     def _measured(self, nbytes: int, seconds: float) -> None:
         self.sizer.observe(nbytes, seconds)
         if self.link is not None:
             self.link.observe_throughput(nbytes, seconds)
-
-
-def _offset_header(headers: Mapping[str, str], what: str) -> int:
-    value = headers.get("Upload-Offset")
-    try:
-        offset = int(str(value))
-    except ValueError as exc:
-        raise RetryableUploadError(f"{what} answer without a valid Upload-Offset") from exc
-    if offset < 0:
-        raise RetryableUploadError(f"{what} answer with negative Upload-Offset {offset}")
-    return offset
 
 
 def _file_sha256(path: Path) -> str:
