@@ -16,7 +16,9 @@ appends so young batches are noticed without polling delay).
 Bad input from the cloud never stops the loop and never drops records:
 
 * malformed handshake answer, 5xx, refused or cut connections: logged, the
-  link monitor backs off, the same work is retried;
+  link monitor backs off, the same work is retried (an error that is not
+  ``retryable`` - a malformed answer, a 4xx - waits at least
+  ``sync.link.PERMANENT_WAIT_S``: it will not pass by itself at link speed);
 * 409 on a batch (the id is held with another digest): logged at ERROR, the
   stream is held at that batch - records kept, not acked, also not by the
   handshake's watermark (the conflict is persisted in the state file) - and
@@ -37,35 +39,33 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sync.batches import BatchLimits
-from sync.cloud_client import CloudClient, CloudRejected, CloudUnavailable
-from sync.engine_state import EngineStateFile, StateFileError
-from sync.errors import PermanentUploadError, ProtocolError, RetryableUploadError, SyncError
+from sync.engine_state import EngineStateFile
+from sync.errors import SyncError
 from sync.link import LinkMonitor
 from sync.metadata_delivery import MetadataDelivery, SentBatch
-from sync.outbox import BlobRef, Outbox, OutboxRecord
+from sync.outbox import Outbox
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
 from sync.protocol import METADATA_STREAMS, RAW_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
-from sync.raw_delivery import RawDelivery, upload_metadata
+from sync.raw_delivery import RawDelivery
+from sync.raw_uploads import RawUploads
 from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
-from sync.uploader import BlobCopyDamaged, ChunkSizer, TusUploader
+from sync.transport import TransportFactory, connect_cloud
+from sync.uploader import ChunkSizer, TusUploader
 
 __all__ = ["SyncEngine"]
 
 log = logging.getLogger("yardlink.sync")
 
-_TRANSIENT = (
-    CloudUnavailable,
-    RetryableUploadError,
-    ProtocolError,
-    CloudRejected,
-    StateFileError,
-)
-
 
 class SyncEngine:
-    """Create, ``await start()``, ``await close()``.  ``settings.cloud_url`` must be set."""
+    """Create, ``await start()``, ``await close()``.
+
+    ``transport`` builds what talks to the cloud from the settings and the
+    engine's bandwidth bucket (default: HTTP to ``settings.cloud_url``, which
+    must then be set with ``settings.token``).
+    """
 
     def __init__(
         self,
@@ -79,21 +79,15 @@ class SyncEngine:
         models: ModelInventory | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        transport: TransportFactory = connect_cloud,
     ) -> None:
-        if settings.cloud_url is None or settings.token is None:
-            raise ValueError("the sync engine needs settings.cloud_url and settings.token")
+        self.bucket = TokenBucket(settings.bandwidth_cap_bps)
+        self.client = transport(settings, self.bucket)
         self.outbox, self.settings = outbox, settings
         self.device_id, self.site_id = device_id, site_id
         self._models = models
         self._clock = clock
         self.state = EngineStateFile(state_path)
-        self.bucket = TokenBucket(settings.bandwidth_cap_bps)
-        self.client = CloudClient(
-            str(settings.cloud_url),
-            settings.token,
-            bucket=self.bucket,
-            request_timeout_s=settings.link.request_timeout_s,
-        )
         self.link = LinkMonitor(settings.link, rng=rng)
         self.scheduler = Scheduler(
             SchedulerPolicy(
@@ -109,6 +103,7 @@ class SyncEngine:
         )
         self.uploader = TusUploader(self.client, self.state, sizer, link=self.link)
         self.raw = RawDelivery(outbox, self.state, blob_source)
+        self.raw_uploads = RawUploads(outbox, self.raw, self.uploader, self.client)
         self.limits = BatchLimits(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_age_s
         )
@@ -125,8 +120,6 @@ class SyncEngine:
         )
         self._sent_bytes = dict.fromkeys(Stream, 0)
         self._sent_records = dict.fromkeys(Stream, 0)
-        self._resent_bytes = 0
-        self._blob_bytes: dict[str, int] = {}  # body bytes sent per blob, all attempts
         self._last_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle and controls
@@ -213,7 +206,7 @@ class SyncEngine:
             last_error=self._last_error,
             last_handshake_at=self._last_handshake,
             unknown_raw_requests=len(self.state.state.unknown),
-            resent_bytes=self._resent_bytes,
+            resent_bytes=self.raw_uploads.resent_bytes,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -224,13 +217,13 @@ class SyncEngine:
                 await self._step()
             except asyncio.CancelledError:
                 raise
-            except _TRANSIENT as exc:
+            except SyncError as exc:  # typed: its retryable flag sets the wait
                 self._failed(exc)
-                await self._sleep(max(self.link.backoff_s(), 0.01))
+                await self._sleep(self.link.retry_after_s(retryable=exc.retryable))
             except Exception as exc:  # noqa: BLE001 - supervised loop: log, back off, go on
                 log.exception("sync step failed unexpectedly; backing off")
                 self._failed(exc)
-                await self._sleep(max(self.link.backoff_s(), 1.0))
+                await self._sleep(self.link.retry_after_s(retryable=False))
 
     async def _step(self) -> None:
         self._wake.clear()  # controls used from here on end the next sleep
@@ -417,51 +410,6 @@ class SyncEngine:
     # ------------------------------------------------------------------ raw blobs
 
     async def _send_raw(self, stream: Stream) -> None:
-        record = self.raw.next_record(stream)
-        if record is None:
-            return
-        ref = self.raw.parse(record)
-        if ref is None:
-            return
-        try:
-            path = await self.raw.blob_source.open_for_upload(ref)
-        except FileNotFoundError as exc:
-            self.raw.skip(record, f"blob {ref.sha256[:12]} is gone from the blob store: {exc}")
-            return
-        try:
-            await self._upload_opened(stream, record, ref, path)
-        finally:
-            await self.raw.blob_source.release_upload(path)
-
-    async def _upload_opened(
-        self, stream: Stream, record: OutboxRecord, ref: BlobRef, path: Path
-    ) -> None:
-        """Upload the file the blob source opened for ``ref``; ack its record once held."""
-        before = self.client.bytes_out
-        passed_over = False  # given up or skipped: its byte count is not needed any more
-        try:
-            metadata = upload_metadata(stream, ref, self.outbox.seq_now)
-            outcome = await self.uploader.upload(path, metadata)
-        except BlobCopyDamaged as exc:  # damaged twice: nothing good to send, settle it
-            passed_over = True
-            await self.raw.give_up(record, ref, str(exc))
-            return
-        except PermanentUploadError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, CloudRejected) and cause.status in (401, 403):
-                raise cause from exc  # our credentials, not this blob: back off, keep it
-            passed_over = True
-            self.raw.skip(record, str(exc))
-            return
-        finally:
-            if passed_over:
-                self._blob_bytes.pop(ref.sha256, None)
-            else:  # sent, or to be tried again: count what this attempt put on the wire
-                spent = self.client.bytes_out - before
-                self._blob_bytes[ref.sha256] = self._blob_bytes.get(ref.sha256, 0) + spent
-        self.link.succeeded(self._clock())
-        total = self._blob_bytes.pop(ref.sha256, 0)
-        if not outcome.skipped:
-            self._resent_bytes += max(0, total - ref.size)
-        await self.raw.delivered(record, ref)
-        self._sent(stream, outcome.bytes_sent, 1)
+        sent = await self.raw_uploads.send_next(stream, lambda: self.link.succeeded(self._clock()))
+        if sent is not None:
+            self._sent(stream, sent.bytes_sent, 1)

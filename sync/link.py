@@ -24,7 +24,10 @@ from enum import StrEnum
 from sync.backoff import doubling_delay
 from sync.settings import LinkSettings
 
-__all__ = ["LinkMonitor", "LinkSnapshot", "LinkState"]
+__all__ = ["PERMANENT_WAIT_S", "RETRYABLE_WAIT_S", "LinkMonitor", "LinkSnapshot", "LinkState"]
+
+RETRYABLE_WAIT_S = 0.01  # least wait after a retryable failure (no busy loop)
+PERMANENT_WAIT_S = 1.0  # least wait after a failure that will not pass by itself
 
 
 class LinkState(StrEnum):
@@ -134,6 +137,16 @@ class LinkMonitor:
             self._failures, self.settings.backoff_initial_s, self.settings.backoff_max_s
         )
         return self._rng.uniform(0, ceiling)
+
+    def retry_after_s(self, *, retryable: bool) -> float:
+        """The wait after a failed step: the jittered backoff, at least a token wait.
+
+        A failure that is not ``retryable`` (a 4xx, a malformed answer, a bug) will
+        not pass by itself, so it waits at least ``PERMANENT_WAIT_S``: the step is
+        still tried again (records are never dropped), just not at link speed.
+        """
+        floor = RETRYABLE_WAIT_S if retryable else PERMANENT_WAIT_S
+        return max(self.backoff_s(), floor)
 
     def _smooth(self, old: float | None, sample: float) -> float:
         return sample if old is None else (1 - self._alpha) * old + self._alpha * sample

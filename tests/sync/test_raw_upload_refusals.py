@@ -290,7 +290,7 @@ async def test_engine_gives_up_a_damaged_copy_once_and_the_stream_goes_on(
             await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED))
             await asyncio.sleep(0.3)  # time enough to send it again, were it retried
             assert engine.raw.given_up[Stream.RAW_SAMPLED] == 1
-            assert damaged.sha256 not in engine._blob_bytes  # no byte count kept for it
+            assert damaged.sha256 not in engine.raw_uploads.blob_bytes  # no byte count kept for it
             progress = engine.progress().classes  # what /v1/sync and /v1/status show
             assert progress[Stream.RAW_SAMPLED].given_up_records == 1
             assert progress[Stream.RAW_SAMPLED].skipped_records == 0
