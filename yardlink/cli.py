@@ -25,7 +25,9 @@ __all__ = ["main"]
 # Modules that provide a command group: ``register(subparsers) -> None``.
 _GROUP_MODULES: tuple[str, ...] = (
     "appliance.cli",
+    "appliance.updates.cli",
     "cloud_ingest.cli",
+    "image_build.cli",
 )
 
 

@@ -25,7 +25,14 @@ from sync.shared._signing_errors import (
     UnsafeArchive,
 )
 
-__all__ = ["ArtifactDigest", "FileDigest", "extract_archive", "safe_member_path", "verify_file"]
+__all__ = [
+    "ArtifactDigest",
+    "FileDigest",
+    "digest_archive",
+    "extract_archive",
+    "safe_member_path",
+    "verify_file",
+]
 
 _CHUNK = 1 << 20
 MAX_MEMBERS = 10_000  # a release holds a few model files and golden cases
@@ -152,6 +159,36 @@ def extract_archive(
     if missing:
         raise SizeMismatch(f"signed files missing from the archive: {', '.join(missing)}")
     return written
+
+
+def digest_archive(archive: Path) -> dict[str, FileDigest]:
+    """Size and sha256 of every regular file of a tar, refusing what ``extract_archive``
+    refuses; what a signer lists in a manifest."""
+    files: dict[str, FileDigest] = {}
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            for index, member in enumerate(tar):
+                if index >= MAX_MEMBERS:
+                    raise UnsafeArchive(f"more than {MAX_MEMBERS} members")
+                key = safe_member_path(member.name).as_posix()
+                refusal = _member_kind_refusal(member)
+                if refusal is not None:
+                    raise UnsafeArchive(f"member {member.name!r} is {refusal}")
+                if member.isdir():
+                    continue
+                if key in files:
+                    raise UnsafeArchive(f"member {key!r} appears twice")
+                source = tar.extractfile(member)
+                if source is None:
+                    raise UnsafeArchive(f"member {key!r} has no content")
+                digest = hashlib.sha256()
+                with source:
+                    while chunk := source.read(_CHUNK):
+                        digest.update(chunk)
+                files[key] = FileDigest(size=member.size, sha256=digest.hexdigest())
+    except tarfile.TarError as exc:
+        raise UnsafeArchive(f"not a readable tar archive: {exc}") from exc
+    return files
 
 
 def _copy_checked(

@@ -80,6 +80,15 @@ class Keyring:
             raise BadEnvelope("revoked must list key ids")
         return cls(version=version, keys=keys, revoked=frozenset(revoked), issued_at=issued_at)
 
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> Keyring:
+        """The root of trust as shipped (in the image): a keyring signed by one of its
+        own keys.  Trusted because of where it came from; the signature only shows
+        that it is whole and that its author held a key it lists."""
+        keyring = cls.from_document(envelope.signed)
+        verify_signature(envelope, keyring)
+        return keyring
+
     def rotated(self, envelope: Envelope) -> Keyring:
         """The next keyring, if ``envelope`` is signed by a key trusted now AND by a key
         of the new ring, has a higher version and keeps every revocation (a revoked

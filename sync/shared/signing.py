@@ -26,6 +26,7 @@ from __future__ import annotations
 from sync.shared._artifact import (
     ArtifactDigest,
     FileDigest,
+    digest_archive,
     extract_archive,
     safe_member_path,
     verify_file,
@@ -93,6 +94,7 @@ __all__ = [
     "WrongDeviceClass",
     "WrongType",
     "canonical_json",
+    "digest_archive",
     "extract_archive",
     "key_id",
     "safe_member_path",
