@@ -20,12 +20,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from pathlib import Path
 
 import pyarrow as pa
 from aiohttp import hdrs, web
 
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
-from cloud_ingest.batch_validation import validate_batch
+from cloud_ingest.batch_validation import (
+    ValidBatch,
+    check_decoded_size,
+    parse_canonical_batch_id,
+    validate_batch,
+)
 from cloud_ingest.catalog import BatchRecord
 from cloud_ingest.errors import (
     BadRequest,
@@ -44,7 +50,6 @@ from sync.protocol import (
     BatchAck,
     BatchIdParts,
     WireFormatError,
-    parse_batch_id,
 )
 from sync.protocol.parquet import STREAM_SCHEMAS
 
@@ -65,10 +70,7 @@ async def put_batch(request: web.Request) -> web.Response:
     app = request.app
     catalog, metrics = app[CATALOG], app[METRICS]
     raw_id = request.match_info["batch_id"]
-    try:
-        parts = parse_batch_id(raw_id)
-    except WireFormatError as exc:
-        raise BadRequest(str(exc)) from exc
+    parts = parse_canonical_batch_id(raw_id)
     if parts.device_id != principal.device_id:
         raise Forbidden(f"batch {raw_id!r} belongs to another device")
     if principal.site_id is None:
@@ -98,7 +100,9 @@ async def put_batch(request: web.Request) -> web.Response:
                         " nothing stored (handshake, then send what is above the watermark)"
                     )
             try:
-                valid = await asyncio.to_thread(validate_batch, parts, principal.site_id, body)
+                valid = await asyncio.to_thread(
+                    _check_and_validate, parts, principal.site_id, body, app
+                )
             except WireFormatError as exc:
                 metrics.batches.labels(parts.stream.value, "rejected").inc()
                 raise BadRequest(str(exc)) from exc
@@ -125,7 +129,11 @@ async def put_batch(request: web.Request) -> web.Response:
                 lake_paths=tuple(paths),
                 received_at=app[CLOCK](),
             )
-            stored = await catalog.record_batch(record)
+            try:
+                stored = await catalog.record_batch(record)
+            except BaseException:  # never a lake file without its catalog row
+                await asyncio.to_thread(_remove_lake_files, app[SETTINGS].lake_dir, paths)
+                raise
             duplicate = stored is not record
         else:
             stored, duplicate = existing, True
@@ -150,6 +158,19 @@ async def put_batch(request: web.Request) -> web.Response:
         acked=await catalog.watermarks(parts.device_id),
     )
     return web.json_response(ack.model_dump(mode="json"), status=200 if duplicate else 201)
+
+
+def _check_and_validate(
+    parts: BatchIdParts, site_id: str, body: bytes, app: web.Application
+) -> ValidBatch:
+    check_decoded_size(body, app[SETTINGS].max_decoded_batch_bytes)
+    return validate_batch(parts, site_id, body)
+
+
+def _remove_lake_files(lake_dir: Path, paths: list[str]) -> None:
+    for relative in paths:
+        (lake_dir / relative).unlink(missing_ok=True)
+    log.warning("batch files %s removed: their catalog row could not be written", paths)
 
 
 async def _same_rows(

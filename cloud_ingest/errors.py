@@ -7,7 +7,10 @@ JSON bodies.  Nothing else may reach the client as a 500 with a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "BadBatchId",
+    "BadContentEncoding",
     "BadRequest",
+    "BatchTooLargeDecoded",
     "ChecksumMismatch",
     "Conflict",
     "Forbidden",
@@ -41,6 +44,19 @@ class BadRequest(IngestError):
     status, error = 400, "bad_request"
 
 
+class BadBatchId(BadRequest):
+    """A batch id that is not the one canonical ``DEVICE.STREAM.FIRST-LAST`` of its
+    records (leading zeros, a seq beyond a signed 64-bit integer)."""
+
+    error = "bad_batch_id"
+
+
+class BadContentEncoding(BadRequest):
+    """A body whose ``Content-Encoding`` (gzip, deflate, br) does not decode."""
+
+    error = "bad_content_encoding"
+
+
 class Unauthorized(IngestError):
     status, error = 401, "unauthorized"
 
@@ -67,6 +83,13 @@ class PreconditionFailed(IngestError):
 
 class PayloadTooLarge(IngestError):
     status, error = 413, "payload_too_large"
+
+
+class BatchTooLargeDecoded(PayloadTooLarge):
+    """A batch body within the byte limit that would decode to more than
+    ``max_decoded_batch_bytes`` (a compression or dictionary bomb): split it."""
+
+    error = "batch_too_large_decoded"
 
 
 class UnsupportedMediaType(IngestError):

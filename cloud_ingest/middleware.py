@@ -21,9 +21,11 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from cloud_ingest.app_keys import METRICS
-from cloud_ingest.errors import IngestError
+from cloud_ingest.errors import BadContentEncoding, BadRequest, IngestError
 from sync.protocol import API_PREFIX, TUS_VERSION
 from sync.shared.json_error_runner import JsonErrorRunner
 
@@ -75,6 +77,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name, value in exc.headers.items():
             if name.lower() not in {"content-type", "content-length"}:
                 response.headers[name] = value
+        return _with_protocol_headers(request, response)
+    except RequestPayloadError as exc:
+        # A body aiohttp could not decode: a broken gzip/deflate stream (the cause is a
+        # ContentEncodingError) or broken chunked framing. The client's fault: 400, one line.
+        bad_encoding = isinstance(exc.__cause__, ContentEncodingError)
+        error = BadContentEncoding if bad_encoding else BadRequest
+        what = "Content-Encoding" if bad_encoding else "body framing"
+        log.info("bad request body on %s %s: %s", request.method, request.path, what)
+        response = error_body(400, error.error, f"the request body does not decode ({what})")
+        response.force_close()  # the rest of the stream cannot be trusted
         return _with_protocol_headers(request, response)
     except ConnectionError as exc:
         # The client went away mid-request (a cut link, a cancelled PUT): routine for

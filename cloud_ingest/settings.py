@@ -34,6 +34,11 @@ class IngestSettings(_Section):
     max_batch_bytes: int = Field(
         default=64 << 20, ge=1024, description="largest metadata batch body accepted (413 above)"
     )
+    max_decoded_batch_bytes: int = Field(
+        default=256 << 20,
+        ge=1024,
+        description="largest size a batch may decode to (413 above): bounds a compression bomb",
+    )
     max_upload_bytes: int = Field(
         default=8 << 30, ge=1, description="largest tus upload (Tus-Max-Size)"
     )

@@ -99,6 +99,8 @@ BATCH_ID_RE: Final = re.compile(
 )
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_RE.pattern)]
+# Seqs, counts and byte sizes: signed 64-bit on every side (Parquet int64, SQLite INTEGER)
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 Sha256Hex = Annotated[str, StringConstraints(pattern=SHA256_RE.pattern)]
 
 
@@ -162,8 +164,8 @@ class ErrorBody(_Body):
 
 
 class DepthInfo(_Body):
-    records: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    records: Count
+    bytes: Count
     oldest_age_s: float = Field(default=0.0, ge=0)
 
 
@@ -177,7 +179,7 @@ class ModelInfo(_Body):
 class LinkStats(_Body):
     bandwidth_bps: float | None = Field(default=None, ge=0)
     rtt_ms: float | None = Field(default=None, ge=0)
-    failures: int = Field(default=0, ge=0)
+    failures: Count = 0
     online_s: float | None = Field(default=None, ge=0)
 
 
@@ -187,7 +189,7 @@ class SyncRequest(_Body):
     protocol: int = PROTOCOL_VERSION
     device_id: DeviceId
     site_id: DeviceId
-    watermarks: dict[Stream, int] = Field(default_factory=dict)  # highest locally acked seq
+    watermarks: dict[Stream, Count] = Field(default_factory=dict)  # highest locally acked seq
     outbox: dict[Stream, DepthInfo] = Field(default_factory=dict)
     models: list[ModelInfo] = Field(default_factory=list, max_length=256)
     link: LinkStats = Field(default_factory=LinkStats)
