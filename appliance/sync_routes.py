@@ -36,10 +36,21 @@ from appliance.audit import AuditTrail
 from appliance.errors import error_summary
 from sync.engine import SyncEngine
 from sync.errors import SyncError
+from sync.outbox import Outbox
 
-__all__ = ["TemporaryCap", "add_sync_routes", "add_technician_routes"]
+__all__ = ["AUDIT_TRAIL", "TemporaryCap", "add_sync_routes", "add_technician_routes", "audit_trail"]
 
 _MAX_CAP_FOR_S = 7 * 86400.0
+AUDIT_TRAIL = web.AppKey("audit_trail", AuditTrail)  # one per app: /v1/audit shows them all
+
+
+def audit_trail(
+    app: web.Application, outbox: Outbox, *, device_id: str, site_id: str
+) -> AuditTrail:
+    """The app's audit trail (made at the first call, shared by every route module)."""
+    if AUDIT_TRAIL not in app:
+        app[AUDIT_TRAIL] = AuditTrail(outbox, device_id=device_id, site_id=site_id)
+    return app[AUDIT_TRAIL]
 
 
 class TemporaryCap:
@@ -76,7 +87,7 @@ def _refused(exc: Exception) -> web.Response:
     return web.json_response(
         {
             "error": "audit_refused",
-            "message": f"the action was not done: its audit record could not be stored"
+            "detail": f"the action was not done: its audit record could not be stored"
             f" ({error_summary(exc)})",
         },
         status=503,
@@ -92,10 +103,8 @@ async def _audited(audit: AuditTrail, action: str, detail: dict[str, Any]) -> we
     return None
 
 
-def add_sync_routes(
-    app: web.Application, engine: SyncEngine, audit: AuditTrail | None = None
-) -> TemporaryCap:
-    trail = audit or AuditTrail(engine.outbox, device_id=engine.device_id, site_id=engine.site_id)
+def add_sync_routes(app: web.Application, engine: SyncEngine) -> TemporaryCap:
+    trail = audit_trail(app, engine.outbox, device_id=engine.device_id, site_id=engine.site_id)
     cap = TemporaryCap(engine)
 
     def progress() -> web.Response:
@@ -121,7 +130,7 @@ def add_sync_routes(
     async def bandwidth(request: web.Request) -> web.Response:
         problem = _bandwidth_problem(await request.read())
         if isinstance(problem, str):
-            return web.json_response({"error": "bad_request", "message": problem}, status=400)
+            return web.json_response({"error": "bad_request", "detail": problem}, status=400)
         refused = await _audited(
             trail, "sync.bandwidth_cap", {"bps": problem.bps, "for_s": problem.for_s}
         )
@@ -139,9 +148,15 @@ def add_sync_routes(
 
 
 def add_technician_routes(
-    app: web.Application, *, audit: AuditTrail, bundle: Callable[[], Awaitable[bytes]]
+    app: web.Application,
+    outbox: Outbox,
+    *,
+    device_id: str,
+    site_id: str,
+    bundle: Callable[[AuditTrail], Awaitable[bytes]],
 ) -> None:
-    """``GET /v1/audit`` and ``POST /v1/support-bundle`` (built by ``bundle``)."""
+    """``GET /v1/audit`` and ``POST /v1/support-bundle`` (``bundle(audit)`` builds it)."""
+    audit = audit_trail(app, outbox, device_id=device_id, site_id=site_id)
 
     async def get_audit(request: web.Request) -> web.Response:
         return web.json_response({"records": audit.recent()})
@@ -150,7 +165,7 @@ def add_technician_routes(
         refused = await _audited(audit, "support_bundle.export", {})
         if refused is not None:
             return refused
-        body = await bundle()
+        body = await bundle(audit)
         name = f"yardlink-support-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar.gz"
         return web.Response(
             body=body,

@@ -19,6 +19,7 @@ from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 
 from appliance.errors import ApplianceError
 from appliance.tui.client import ApplianceClient, ApplianceUnreachable
@@ -74,6 +75,7 @@ class YardlinkTui(App[None]):
         self.last_action: str | None = None  # what the last action answered (tests read it)
         self._retry = asyncio.Event()
         self.dashboard = DashboardScreen()
+        self._dashboard_ready = False
 
     def on_mount(self) -> None:
         self.push_screen(self.dashboard)
@@ -82,6 +84,7 @@ class YardlinkTui(App[None]):
             self.run_worker(self._follow_events(), name="events", exclusive=False)
 
     def on_dashboard_screen_ready(self, message: DashboardScreen.Ready) -> None:
+        self._dashboard_ready = True  # its widgets exist from now on
         self._render()
 
     async def on_unmount(self) -> None:
@@ -135,15 +138,18 @@ class YardlinkTui(App[None]):
         return f"{view.device_id or '?'} at {self.client.url}  up {uptime}{paused}  ? help"
 
     def _render(self) -> None:
-        if not self.dashboard.is_mounted:
+        if not self._dashboard_ready:
             return
-        self.dashboard.show(
-            self.view,
-            unreachable=self.unreachable,
-            banner=self._banner(),
-            versions=self.model_versions,
-            now=self.clock(),
-        )
+        try:
+            self.dashboard.show(
+                self.view,
+                unreachable=self.unreachable,
+                banner=self._banner(),
+                versions=self.model_versions,
+                now=self.clock(),
+            )
+        except NoMatches:  # the dashboard is being torn down (the app is closing)
+            pass
 
     # ------------------------------------------------------------------ actions
 

@@ -149,5 +149,6 @@ def _refused(status: int, data: bytes) -> ApplianceRefused:
     except ValueError:
         body = None
     if isinstance(body, dict):
-        return ApplianceRefused(status, str(body.get("error")), str(body.get("message")))
+        message = body.get("message", body.get("detail"))  # the API's two error shapes
+        return ApplianceRefused(status, str(body.get("error")), str(message))
     return ApplianceRefused(status, "http_error", data[:200].decode("utf-8", "replace"))
