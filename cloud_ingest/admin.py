@@ -3,6 +3,8 @@
 ``GET  /v1/admin/devices``                    every device with its watermarks and last handshake
 ``POST /v1/admin/devices``                    register a device; the answer holds its token, once
 ``POST /v1/admin/devices/{device_id}/revoke`` refuse the device's tokens from now on
+``POST /v1/admin/devices/{device_id}/rotate`` a new token, shown once; the old one is refused
+``POST /v1/admin/operators/{name}/revoke``    refuse an operator's tokens from now on
 ``GET  /v1/admin/audit?after=&limit=``        audit events in order
 """
 
@@ -10,11 +12,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cloud_ingest.api_models import AuditEventView, AuditList, DeviceCreate, DeviceList, DeviceView
+from cloud_ingest.api_models import (
+    AuditEventView,
+    AuditList,
+    DeviceCreate,
+    DeviceView,
+    OperatorRevoked,
+)
 from cloud_ingest.app_keys import CATALOG, CLOCK
 from cloud_ingest.json_bodies import read_model
 from cloud_ingest.principal import require_operator
-from cloud_ingest.provisioning import add_device, revoke_device
+from cloud_ingest.provisioning import add_device, revoke_device, revoke_operator, rotate_device
+from cloud_ingest.provisioning import list_devices as list_all_devices
 from cloud_ingest.query_params import int_param
 
 __all__ = ["add_admin_routes"]
@@ -24,17 +33,35 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/devices", list_devices)
     app.router.add_post("/v1/admin/devices", create_device)
     app.router.add_post("/v1/admin/devices/{device_id}/revoke", revoke)
+    app.router.add_post("/v1/admin/devices/{device_id}/rotate", rotate)
+    app.router.add_post("/v1/admin/operators/{name}/revoke", revoke_an_operator)
     app.router.add_get("/v1/admin/audit", list_audit)
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    require_operator(request)
-    catalog = request.app[CATALOG]
-    views = [
-        DeviceView.of(device, await catalog.watermarks(device.device_id))
-        for device in await catalog.list_devices()
-    ]
-    return web.json_response(DeviceList(devices=views).model_dump(mode="json"))
+    operator = require_operator(request)
+    devices = await list_all_devices(
+        request.app[CATALOG], actor=operator.name, now=request.app[CLOCK]()
+    )
+    return web.json_response(devices.model_dump(mode="json"))
+
+
+async def rotate(request: web.Request) -> web.Response:
+    operator = require_operator(request)
+    created = await rotate_device(
+        request.app[CATALOG],
+        request.match_info["device_id"],
+        actor=operator.name,
+        now=request.app[CLOCK](),
+    )
+    return web.json_response(created.model_dump(mode="json"))
+
+
+async def revoke_an_operator(request: web.Request) -> web.Response:
+    operator = require_operator(request)
+    name = request.match_info["name"]
+    await revoke_operator(request.app[CATALOG], name, actor=operator.name, now=request.app[CLOCK]())
+    return web.json_response(OperatorRevoked(name=name, revoked=True).model_dump(mode="json"))
 
 
 async def create_device(request: web.Request) -> web.Response:

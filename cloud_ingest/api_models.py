@@ -17,6 +17,7 @@ __all__ = [
     "DeviceList",
     "DeviceView",
     "OperatorCreated",
+    "OperatorRevoked",
     "RawRequestCreate",
     "RawRequestList",
     "RawRequestView",
@@ -106,6 +107,11 @@ class OperatorCreated(_Body):
 
     name: str
     token: str
+
+
+class OperatorRevoked(_Body):
+    name: str
+    revoked: bool
 
 
 class DeviceView(_Body):

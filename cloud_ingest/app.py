@@ -20,7 +20,7 @@ from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
 from cloud_ingest.auth import auth_middleware
 from cloud_ingest.batches import add_batch_routes
 from cloud_ingest.blobs import BlobStore
-from cloud_ingest.catalog_sqlite import SqliteCatalog
+from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
 from cloud_ingest.completions import make_on_complete
 from cloud_ingest.handshake import add_handshake_routes
 from cloud_ingest.lake import remove_partial_files
@@ -76,8 +76,13 @@ def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float]
 
 async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.lake_dir.mkdir(exist_ok=True)
+    for directory in (
+        settings.data_dir,
+        settings.lake_dir,
+        settings.blobs_dir,
+        settings.uploads_dir,
+    ):
+        await asyncio.to_thread(make_private_dir, directory)
     removed = await asyncio.to_thread(remove_partial_files, settings.lake_dir)
     if removed:
         log.warning("removed %d partial lake files left by a crash", removed)

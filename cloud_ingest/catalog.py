@@ -125,6 +125,24 @@ class Catalog(Protocol):
         Conflict, writing nothing, if it exists."""
         ...
 
+    async def revoke_operator(self, name: str, now: float, *, actor: str) -> None:
+        """Revoke an operator and its credentials, audited ``operator.revoke`` by ``actor``;
+        NotFound, writing nothing, if unknown."""
+        ...
+
+    async def rotate_device_token(
+        self, device_id: str, token_hash: str, now: float, *, actor: str
+    ) -> None:
+        """Revoke the device's live credentials and give it ``token_hash`` instead, audited
+        ``device.rotate`` by ``actor``; NotFound if unknown, Conflict if revoked."""
+        ...
+
+    async def record_audit(
+        self, now: float, actor: str, action: str, subject: str, detail: dict[str, Any]
+    ) -> None:
+        """An audit event for an operator's read (a listing), in a transaction of its own."""
+        ...
+
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         """The principal of a live credential, or None (unknown or revoked)."""
         ...
@@ -201,6 +219,10 @@ class Catalog(Protocol):
         ...
 
     async def has_blob(self, sha256: str) -> bool: ...
+
+    async def device_uploaded_blob(self, device_id: str, sha256: str) -> bool:
+        """Whether ``device_id`` itself completed an upload of blob ``sha256``."""
+        ...
 
     # audit: events are written only by the changes above, in their transaction
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -59,7 +60,8 @@ class SqliteCatalog:
         cls, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL"
     ) -> SqliteCatalog:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
+            _make_private_file(path)  # SQLite gives -wal and -shm the mode of the database
             db = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise CatalogUnavailable(f"cannot open catalog {path}: {exc}") from exc
@@ -150,6 +152,52 @@ class SqliteCatalog:
                 (token_hash, name, now),
             )
             await _insert_audit(db, now, actor, "operator.add", name, {})
+
+    async def revoke_operator(self, name: str, now: float, *, actor: str) -> None:
+        async with self._transaction() as db:
+            row = await self._one("SELECT revoked_at FROM operators WHERE name = ?", (name,))
+            if not row:
+                raise NotFound(f"no operator {name!r}")
+            detail = {} if row[0] is None else {"already_revoked": True}
+            await db.execute(
+                "UPDATE operators SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ?",
+                (now, name),
+            )
+            await db.execute(
+                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?)"
+                " WHERE role = 'operator' AND subject = ?",
+                (now, name),
+            )
+            await _insert_audit(db, now, actor, "operator.revoke", name, detail)
+
+    async def rotate_device_token(
+        self, device_id: str, token_hash: str, now: float, *, actor: str
+    ) -> None:
+        async with self._transaction() as db:
+            row = await self._one(
+                "SELECT revoked_at FROM devices WHERE device_id = ?", (device_id,)
+            )
+            if not row:
+                raise NotFound(f"no device {device_id!r}")
+            if row[0] is not None:
+                raise Conflict(f"device {device_id!r} is revoked; register it again instead")
+            await db.execute(
+                "UPDATE credentials SET revoked_at = ?"
+                " WHERE role = 'device' AND subject = ? AND revoked_at IS NULL",
+                (now, device_id),
+            )
+            await db.execute(
+                "INSERT INTO credentials (token_hash, role, subject, created_at)"
+                " VALUES (?, 'device', ?, ?)",
+                (token_hash, device_id, now),
+            )
+            await _insert_audit(db, now, actor, "device.rotate", device_id, {})
+
+    async def record_audit(
+        self, now: float, actor: str, action: str, subject: str, detail: dict[str, Any]
+    ) -> None:
+        async with self._transaction() as db:
+            await _insert_audit(db, now, actor, action, subject, detail)
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         row = await self._one(
@@ -396,6 +444,13 @@ class SqliteCatalog:
     async def has_blob(self, sha256: str) -> bool:
         return await self._one("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)) is not None
 
+    async def device_uploaded_blob(self, device_id: str, sha256: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM uploads WHERE device_id = ? AND sha256 = ? LIMIT 1",
+            (device_id, sha256),
+        )
+        return row is not None
+
     # ------------------------------------------------------------- audit
 
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]:
@@ -405,6 +460,20 @@ class SqliteCatalog:
             (after_id, limit),
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) if missing, readable by this user only (0700)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
+def _make_private_file(path: Path) -> None:
+    """The catalog holds token hashes and the audit log: 0600, also when it existed."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
 
 
 async def _insert_audit(  # noqa: PLR0913

@@ -22,9 +22,16 @@ from typing import TypeVar
 import uvloop
 from pydantic import ValidationError
 
-from cloud_ingest.catalog_sqlite import SqliteCatalog
+from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
 from cloud_ingest.errors import BadRequest
-from cloud_ingest.provisioning import add_device, add_operator, revoke_device
+from cloud_ingest.provisioning import (
+    add_device,
+    add_operator,
+    list_devices,
+    revoke_device,
+    revoke_operator,
+    rotate_device,
+)
 from cloud_ingest.settings import IngestSettings, TlsSettings
 
 __all__ = ["register"]
@@ -59,6 +66,17 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     revoke.add_argument("device_id")
     _data_dir(revoke)
     revoke.set_defaults(handler=_device_revoke)
+    rotate = device_commands.add_parser(
+        "rotate", help="a new token for a device (printed once); the old one is refused at once"
+    )
+    rotate.add_argument("device_id")
+    _data_dir(rotate)
+    rotate.add_argument("--json", action="store_true", help="print JSON")
+    rotate.set_defaults(handler=_device_rotate)
+    listing = device_commands.add_parser("list", help="list devices (the read is audited)")
+    _data_dir(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_device_list)
 
     operator = commands.add_parser("operator", help="operator (admin) credentials")
     operator_commands = operator.add_subparsers(dest="operator_command", metavar="COMMAND")
@@ -68,6 +86,10 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _data_dir(op_add)
     op_add.add_argument("--json", action="store_true", help="print JSON")
     op_add.set_defaults(handler=_operator_add)
+    op_revoke = operator_commands.add_parser("revoke", help="revoke an operator's tokens")
+    op_revoke.add_argument("name")
+    _data_dir(op_revoke)
+    op_revoke.set_defaults(handler=_operator_revoke)
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +112,7 @@ def _make_data_dir(data_dir: Path) -> None:
     if data_dir.exists() and not data_dir.is_dir():
         raise BadRequest(f"--data-dir {data_dir} is not a directory")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
     except OSError as exc:
         raise BadRequest(f"--data-dir {data_dir} cannot be created: {exc.strerror}") from exc
 
@@ -149,4 +171,33 @@ def _operator_add(args: argparse.Namespace) -> int:
     else:
         print(f"operator {created.name}")
         print(f"token (shown once): {created.token}")
+    return 0
+
+
+def _operator_revoke(args: argparse.Namespace) -> int:
+    _with_catalog(args, lambda c: revoke_operator(c, args.name, actor=_CLI_ACTOR, now=time.time()))
+    print(f"operator {args.name} revoked")
+    return 0
+
+
+def _device_rotate(args: argparse.Namespace) -> int:
+    created = _with_catalog(
+        args, lambda c: rotate_device(c, args.device_id, actor=_CLI_ACTOR, now=time.time())
+    )
+    if args.json:
+        print(json.dumps(created.model_dump()))
+    else:
+        print(f"device {created.device_id}: new token (shown once): {created.token}")
+        print("the old token is refused from now on")
+    return 0
+
+
+def _device_list(args: argparse.Namespace) -> int:
+    devices = _with_catalog(args, lambda c: list_devices(c, actor=_CLI_ACTOR, now=time.time()))
+    if args.json:
+        print(json.dumps(devices.model_dump(mode="json")))
+        return 0
+    for device in devices.devices:
+        state = "revoked" if device.revoked else "active"
+        print(f"{device.device_id}\t{device.site_id}\t{state}\tacked={dict(device.acked)}")
     return 0

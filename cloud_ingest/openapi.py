@@ -192,6 +192,23 @@ def _paths() -> dict[str, Any]:
                 tag="operator",
             )
         },
+        "/v1/admin/devices/{device_id}/rotate": {
+            "post": _op(
+                "a new token for a device, shown once; the old one is refused at once (operator)",
+                {"200": _json(admin.DeviceCreated, "rotated")}
+                | _errors(("404", "unknown"), ("409", "the device is revoked")),
+                params=[_path_param("device_id")],
+                tag="operator",
+            )
+        },
+        "/v1/admin/operators/{name}/revoke": {
+            "post": _op(
+                "revoke an operator's tokens (operator)",
+                {"200": _json(admin.OperatorRevoked, "revoked")} | _errors(("404", "unknown")),
+                params=[_path_param("name")],
+                tag="operator",
+            )
+        },
         "/v1/admin/audit": {
             "get": _op(
                 "audit log (operator)",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.blobs import BlobStore, is_sha256
 from cloud_ingest.errors import (
     BadRequest,
@@ -188,11 +189,15 @@ class _TusHandlers:
         return web.Response(status=204, headers={"Tus-Resumable": h.TUS_VERSION})
 
     async def head_blob(self, request: web.Request) -> web.Response:
-        principal_of(request)
+        principal = principal_of(request)
         sha256 = request.match_info["sha256"]
         if not is_sha256(sha256):
             raise BadRequest("blob id must be 64 lowercase hex digits")
         held = await asyncio.to_thread(self.blobs.has, sha256)
+        catalog = request.app.get(CATALOG)  # None: the tus layer mounted alone (its tests)
+        if held and catalog is not None and not principal.is_operator and principal.device_id:
+            # a device learns only of its own blobs, never of another site's
+            held = await catalog.device_uploaded_blob(principal.device_id, sha256)
         return web.Response(status=200 if held else 404, headers={"Cache-Control": "no-store"})
 
     async def _settle(self, upload_id: str) -> None:

@@ -142,3 +142,23 @@ def test_device_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
         assert "invalid" in result.stderr and "Traceback" not in result.stderr
     listed = _run("ingest", "device", "add", "gate-01", "--site", "yard-a", "--data-dir", data)
     assert listed.returncode == 0, listed.stderr  # the refused one left nothing behind
+
+
+def test_device_rotate_list_and_operator_revoke(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    first = json.loads(
+        _run(
+            "ingest", "device", "add", "gate-01", "--site", "yard-a", "--data-dir", data, "--json"
+        ).stdout
+    )
+    rotated = _run("ingest", "device", "rotate", "gate-01", "--data-dir", data, "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    second = json.loads(rotated.stdout)
+    assert second["token"] != first["token"] and second["site_id"] == "yard-a"
+    listed = _run("ingest", "device", "list", "--data-dir", data, "--json")
+    assert [d["device_id"] for d in json.loads(listed.stdout)["devices"]] == ["gate-01"]
+    _run("ingest", "operator", "add", "alice", "--data-dir", data)
+    assert _run("ingest", "operator", "revoke", "alice", "--data-dir", data).returncode == 0
+    missing = _run("ingest", "operator", "revoke", "bob", "--data-dir", data)
+    assert missing.returncode != 0 and "bob" in missing.stderr
+    assert "Traceback" not in missing.stderr
