@@ -1,0 +1,292 @@
+"""The OTA agent: verify, stage, validate, switch, commit or roll back one release.
+
+Blocking work (hashing, extraction, model loading, golden runs) runs in worker
+threads; every step's state is durable before its effect, so a power cut at
+any point leaves a slot that loads and a ``state.json`` that says which
+(``slot_state.py``).  Every refusal, failure and change is audited into the
+outbox ``critical`` class through ``AuditSink`` (``appliance.audit.AuditTrail``).
+
+``on_step`` is told each step as it completes (``verified``, ``stage``,
+``staged``, ``validated``, ``switch``, ``commit``, ``rollback``): progress for
+the status page, and the hook the crash tests kill the process at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.errors import ApplianceError
+from appliance.inference.results import InferenceTask
+from appliance.inference.settings import InferenceSettings
+from appliance.updates.contents import ReleaseContents, load_contents
+from appliance.updates.errors import ReleaseError, ReleaseValidationFailed
+from appliance.updates.release_tasks import (
+    GoldenReport,
+    close_task,
+    load_release_task,
+    sla_ms,
+    validate_golden,
+)
+from appliance.updates.settings import UpdateSettings
+from appliance.updates.slot_state import SlotInfo, SlotName, SlotStatus, TaskSlots, UpdateState
+from appliance.updates.slot_store import SlotStore
+from sync.protocol.releases import ReleaseManifest, verify_manifest
+from sync.shared.signing import Envelope, Keyring, VerificationError, extract_archive, verify_file
+
+__all__ = ["AGENT", "AuditSink", "Candidate", "UpdateAgent"]
+
+AGENT = "ota-agent"  # the actor of audit records the agent writes on its own
+
+
+class AuditSink(Protocol):
+    async def record(self, action: str, detail: Mapping[str, Any] | None = None) -> int: ...
+
+
+@dataclass
+class Candidate:
+    """A release staged and validated in ``slot``, loaded and ready to switch to."""
+
+    manifest: ReleaseManifest
+    slot: SlotName
+    task: InferenceTask
+    report: GoldenReport
+
+
+class UpdateAgent:
+    def __init__(
+        self,
+        store: SlotStore,
+        keyring: Keyring,
+        *,
+        settings: UpdateSettings,
+        inference: InferenceSettings,
+        audit: AuditSink,
+        on_step: Callable[[str], None] = lambda step: None,
+    ) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.settings = settings
+        self.inference = inference
+        self._audit = audit
+        self._on_step = on_step
+        self._lock = asyncio.Lock()
+        self.state = UpdateState()
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> list[str]:
+        """Load the state and put it right after a restart: half-staged slots emptied, an
+        uncommitted trial rolled back, a damaged active slot replaced by its fallback."""
+        async with self._lock:
+            state = await asyncio.to_thread(self.store.load_state)
+            notes: list[str] = []
+            for task, slots in state.tasks.items():
+                slots, recovered = slots.recover()
+                notes += [f"{task}: {n}" for n in recovered]
+                while slots.active is not None:
+                    problem = await asyncio.to_thread(self.store.usable, task, slots.active)
+                    if problem is None:
+                        break
+                    notes.append(f"{task}: slot {slots.active} damaged ({problem}), fell back")
+                    slots = slots.unusable_active(f"damaged on disk: {problem}")
+                for slot, info in slots.slots.items():
+                    if info.status is SlotStatus.EMPTY:
+                        await asyncio.to_thread(self.store.wipe, task, slot)
+                state = state.with_task(task, slots)
+            await asyncio.to_thread(self.store.save_state, state)
+            self.state = state
+        for note in notes:
+            await self._audit.record("model.recovered", {"actor": AGENT, "note": note})
+        return notes
+
+    def serving(self, task: str) -> tuple[SlotName | None, SlotInfo | None]:
+        """The slot whose release serves ``task`` (None: the pinned models)."""
+        slots = self.state.task(task)
+        return slots.active, slots.active_info()
+
+    async def load_serving(self, task: str) -> InferenceTask | None:
+        """Load the serving release of ``task``; None when the pinned models serve."""
+        slot, _ = self.serving(task)
+        if slot is None:
+            return None
+        directory = self.store.slot_dir(task, slot)
+        contents = await asyncio.to_thread(load_contents, directory)
+        return await asyncio.to_thread(load_release_task, contents, directory, self.inference)
+
+    # ------------------------------------------------------------------ install
+
+    async def install(self, archive: Path, manifest_bytes: bytes) -> Candidate:
+        """Verify ``archive`` against ``manifest_bytes``, stage it into the inactive slot
+        and validate it with the real runtime.  Refusals are audited and re-raised."""
+        async with self._lock:
+            try:
+                return await self._install(archive, manifest_bytes)
+            except VerificationError as exc:
+                await self._audit.record(
+                    "model.refused", {"actor": AGENT, "check": exc.check, "reason": str(exc)}
+                )
+                raise
+
+    async def _install(self, archive: Path, manifest_bytes: bytes) -> Candidate:
+        claimed = Envelope.parse(manifest_bytes).signed  # only to find the active counter
+        task_name, name = str(claimed.get("task")), str(claimed.get("name"))
+        slots = self.state.task(task_name)
+        floor = await asyncio.to_thread(self.store.load_floor, self.keyring.issued_at)
+        verified = verify_manifest(
+            manifest_bytes,
+            self.keyring,
+            floor,
+            device_class=self.settings.device_class,
+            active_counter=slots.active_counter(name),
+        )
+        manifest = verified.manifest
+        if f"{manifest.name}@{manifest.counter}" in slots.rejected:
+            reason = f"{manifest.name} {manifest.version} failed on this device before"
+            await self._audit.record(
+                "model.refused", {"actor": AGENT, "check": "failed_before", "reason": reason}
+            )
+            raise ReleaseError(reason)
+        sla_ms(self.inference, manifest.task)  # a task this appliance runs
+        await asyncio.to_thread(verify_file, archive, manifest.artifact.digest())
+        await asyncio.to_thread(self.store.save_floor, verified.advanced_floor(floor))
+        self._on_step("verified")
+
+        slots, slot = slots.begin_staging(
+            name=manifest.name,
+            version=manifest.version,
+            counter=manifest.counter,
+            keyid=verified.keyid,
+        )
+        await self._save(manifest.task, slots)
+        directory = await asyncio.to_thread(self.store.wipe, manifest.task, slot)
+        self._on_step("stage")
+        try:
+            await asyncio.to_thread(extract_archive, archive, directory, manifest.file_digests())
+        except VerificationError:
+            await self._save(manifest.task, slots.fail(slot, "unsafe or altered archive"))
+            raise
+        await asyncio.to_thread(self.store.seal, manifest.task, slot, manifest_bytes)
+        await self._save(manifest.task, slots.mark(slot, SlotStatus.STAGED))
+        self._on_step("staged")
+        return await self._validate(manifest, slot, directory)
+
+    async def _validate(
+        self, manifest: ReleaseManifest, slot: SlotName, directory: Path
+    ) -> Candidate:
+        task_name = manifest.task
+        loaded: InferenceTask | None = None
+        try:
+            contents = await asyncio.to_thread(load_contents, directory)
+            _check_contents(contents, manifest)
+            loaded = await asyncio.to_thread(load_release_task, contents, directory, self.inference)
+            report = await asyncio.to_thread(
+                validate_golden,
+                loaded,
+                contents,
+                directory,
+                sla_ms(self.inference, task_name),
+                latency_runs=self.settings.golden_latency_runs,
+            )
+        except ApplianceError as exc:  # ReleaseError, ModelLoadError, ...
+            if loaded is not None:
+                close_task(loaded)
+            check = exc.check if isinstance(exc, ReleaseValidationFailed) else "load"
+            await self._save(task_name, self.state.task(task_name).fail(slot, str(exc)))
+            await self._audit.record(
+                "model.validation_failed",
+                {"actor": AGENT, **_release(manifest), "check": check, "reason": str(exc)},
+            )
+            raise
+        await self._save(task_name, self.state.task(task_name).mark(slot, SlotStatus.VALIDATED))
+        self._on_step("validated")
+        await self._audit.record(
+            "model.staged",
+            {
+                "actor": AGENT,
+                **_release(manifest),
+                "slot": slot,
+                "golden_cases": report.cases,
+                "worst_median_ms": round(report.worst_median_ms, 1),
+                "budget_ms": report.budget_ms,
+            },
+        )
+        return Candidate(manifest=manifest, slot=slot, task=loaded, report=report)
+
+    # ------------------------------------------------------------------ switch, commit, rollback
+
+    async def switch(self, candidate: Candidate) -> None:
+        """Make the candidate the serving release, on trial (durable before the caller
+        swaps the task in the pipeline)."""
+        async with self._lock:
+            task = candidate.manifest.task
+            await self._save(task, self.state.task(task).switch(candidate.slot))
+            self._on_step("switch")
+        await self._audit.record(
+            "model.switched",
+            {"actor": AGENT, **_release(candidate.manifest), "slot": candidate.slot},
+        )
+
+    async def commit(self, task: str, evidence: Mapping[str, Any] | None = None) -> None:
+        async with self._lock:
+            slots = self.state.task(task)
+            await self._save(task, slots.commit())
+            self._on_step("commit")
+            info = slots.active_info()
+        await self._audit.record(
+            "model.committed", {"actor": AGENT, "task": task, **_info(info), **(evidence or {})}
+        )
+
+    async def rollback(
+        self, task: str, reason: str, *, actor: str = AGENT
+    ) -> tuple[SlotName | None, SlotInfo | None]:
+        """Back to the previous release (or the pinned models); returns what serves now."""
+        async with self._lock:
+            slots = self.state.task(task)
+            if slots.active is None:
+                raise ReleaseError(f"{task}: the pinned models serve; nothing to roll back")
+            left = slots.active_info()
+            slots = slots.rollback(reason)
+            await self._save(task, slots)
+            self._on_step("rollback")
+        await self._audit.record(
+            "model.rolled_back",
+            {
+                "actor": actor,
+                "task": task,
+                **_info(left),
+                "reason": reason,
+                "now_serving": _info(slots.active_info()) or "pinned",
+            },
+        )
+        return slots.active, slots.active_info()
+
+    async def _save(self, task: str, slots: TaskSlots) -> None:
+        state = self.state.with_task(task, slots)
+        await asyncio.to_thread(self.store.save_state, state)
+        self.state = state
+
+
+def _check_contents(contents: ReleaseContents, manifest: ReleaseManifest) -> None:
+    signed = (manifest.name, manifest.version, manifest.task, manifest.runtime)
+    inside = (contents.name, contents.version, contents.task, contents.runtime)
+    if signed != inside:
+        raise ReleaseError(f"release.json says {inside}, the signed manifest {signed}")
+
+
+def _release(manifest: ReleaseManifest) -> dict[str, Any]:
+    return {
+        "task": manifest.task,
+        "name": manifest.name,
+        "version": manifest.version,
+        "counter": manifest.counter,
+    }
+
+
+def _info(info: SlotInfo | None) -> dict[str, Any]:
+    if info is None:
+        return {}
+    return {"name": info.name, "version": info.version, "counter": info.counter}

@@ -1,0 +1,59 @@
+"""An OTA agent over a real slot store, a real outbox (audit into ``critical``) and the
+session's real release; used by the agent tests and the crash child."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.audit import AuditTrail
+from appliance.inference.settings import GateOcrSettings, InferenceSettings
+from appliance.updates.agent import UpdateAgent
+from appliance.updates.settings import UpdateSettings
+from appliance.updates.slot_store import SlotStore
+from sync.outbox import Outbox, OutboxClass
+from sync.settings import OutboxSettings
+from sync.shared.signing import Keyring
+
+DEVICE_CLASS = "x86-cpu"
+# The machine running the tests is shared and slow; the budget check itself is
+# tested with a budget no model can meet.
+GENEROUS = InferenceSettings(gate_ocr=GateOcrSettings(sla_p99_ms=30_000))
+
+
+def open_outbox(root: Path) -> Outbox:
+    return Outbox.open(root / "outbox", OutboxSettings(min_free_disk_bytes=0))
+
+
+def make_agent(
+    root: Path,
+    keyring: Keyring,
+    outbox: Outbox,
+    *,
+    inference: InferenceSettings = GENEROUS,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> UpdateAgent:
+    return UpdateAgent(
+        SlotStore(root / "updates"),
+        keyring,
+        settings=UpdateSettings(device_class=DEVICE_CLASS, golden_latency_runs=1),
+        inference=inference,
+        audit=AuditTrail(outbox, device_id="gate-01", site_id="depot-test"),
+        on_step=on_step,
+    )
+
+
+def audit_bodies(outbox: Outbox) -> list[dict[str, Any]]:
+    """Every audit record's body in the outbox ``critical`` class, in order."""
+    records = outbox.read(OutboxClass.CRITICAL, max_records=10_000)
+    return [json.loads(json.loads(r.payload)["body"]) for r in records]
+
+
+def keyring_to_json(keyring: Keyring) -> str:
+    return json.dumps(keyring.signed_document())
+
+
+def keyring_from_json(text: str) -> Keyring:
+    return Keyring.from_document(json.loads(text))
