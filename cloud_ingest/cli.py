@@ -49,6 +49,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _data_dir(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="also serve /metrics without a token on 127.0.0.1:PORT"
+    )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate (with --tls-key)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
     serve.set_defaults(handler=_serve)
@@ -123,7 +126,9 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise BadRequest("--tls-cert and --tls-key go together")
     tls = TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key) if args.tls_cert else None
-    settings = _settings(args, host=args.host, port=args.port, tls=tls)
+    settings = _settings(
+        args, host=args.host, port=args.port, tls=tls, metrics_port=args.metrics_port
+    )
     uvloop.run(serve(settings))
     return 0
 

@@ -30,6 +30,12 @@ class IngestSettings(_Section):
     data_dir: Path = Field(description="catalog.db, lake/, blobs/ and uploads/ live here")
     host: str = Field(default="127.0.0.1", description="address to listen on")
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve GET /metrics without a token on 127.0.0.1:PORT (scrape-only)",
+    )
     tls: TlsSettings | None = Field(default=None, description="serve HTTPS when set")
     max_batch_bytes: int = Field(
         default=64 << 20, ge=1024, description="largest metadata batch body accepted (413 above)"
