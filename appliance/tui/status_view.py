@@ -7,6 +7,7 @@ error.  ``read_status`` takes any JSON value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -121,9 +122,14 @@ def _dict(value: object) -> dict[str, Any]:
 
 
 def _num(value: object) -> float | None:
+    """A finite number, else None (JSON may carry Infinity, NaN, or 1e400)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _int(value: object) -> int | None:
