@@ -1,15 +1,21 @@
 """The local API (aiohttp) for cameras and technicians, on localhost or a unix socket.
 
-Every route except none needs ``Authorization: Bearer <technician_token>``
-when a token is configured.  Errors are JSON ``{"error": code, "message": ...}``
-with a 4xx status; a bad request never stops the daemon.
+Every route needs ``Authorization: Bearer <technician_token>`` when a token is
+configured, except those marked public (``mark_public``: ``GET /healthz``).
+Errors are JSON ``{"error": code, "detail": text}`` with a 4xx/5xx status, as the
+cloud's are: a typed ``ApplianceError`` a request caused (``BadFrame``,
+``FrameTooLarge``, ``UnsupportedFrameType``, ``ShuttingDown``...) carries its
+status and code, and one middleware answers with them; a bad request never stops
+the daemon.  The routes themselves live in route modules listed in
+``appliance.api_server.API_ROUTES``; this module holds the app, its middleware and
+the core routes:
 
 * ``POST /v1/frames?camera=<id>`` (or header ``X-Camera-Id``): JPEG/PNG body,
   optional JSON object in ``X-Frame-Metadata`` (flat, only the keys in
   ``[local_api] frame_metadata_keys``; it rides with the frame's events);
   202 with the queue depth.
-* ``GET /v1/status``: per-task rates and latency vs SLA, outbox depth per
-  class, models loaded/failed, disk, dropped frames.
+* ``GET /v1/status``: ``appliance.status.ApplianceStatus``: per-task rates and
+  latency vs SLA, outbox depth per class, models loaded/failed, disk, readiness.
 * ``GET /v1/events``: server-sent events, one per durable task result.
 * ``GET /metrics``: Prometheus text from the daemon's own registry.
 
@@ -21,7 +27,6 @@ same JSON error body instead of aiohttp's plain text.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
@@ -29,18 +34,31 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
-from appliance.errors import BadFrame, BadFrameMetadata
+from appliance.errors import ApplianceError, FrameTooLarge, ShuttingDown
+from appliance.local_auth import AuthVerdict, check_technician
 from appliance.sources.frame_metadata import MetadataValue, parse_frame_metadata
+from appliance.status import ApplianceStatus
 from sync.shared.json_error_runner import JsonErrorRunner
 
-__all__ = ["ApiBackend", "ApiRunner", "build_app"]
+__all__ = [
+    "ApiBackend",
+    "ApiRunner",
+    "add_core_routes",
+    "create_app",
+    "error_response",
+    "mark_public",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_PUBLIC_PATHS = web.AppKey("public_paths", set[str])
+SSE_KEEPALIVE_S = 15.0
+
 
 class ApiBackend(Protocol):
-    """What the API needs from the daemon."""
+    """What the core routes need from the daemon."""
 
     camera_ids: set[str]
     registry: CollectorRegistry
@@ -56,83 +74,97 @@ class ApiBackend(Protocol):
         metadata: dict[str, MetadataValue],
     ) -> int: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status_model(self) -> ApplianceStatus: ...
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]: ...
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None: ...
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+def error_response(status: int, code: str, detail: str) -> web.Response:
+    """The one error body of the local API: ``{"error": code, "detail": text}``."""
+    return web.json_response({"error": code, "detail": detail}, status=status)
 
 
-def build_app(
-    backend: ApiBackend,
-    *,
-    token: str | None,
-    max_frame_bytes: int,
-    frame_metadata_keys: Collection[str],
-) -> web.Application:
-    metadata_keys = frozenset(frame_metadata_keys)
+def mark_public(app: web.Application, path: str) -> None:
+    """Serve ``path`` without the technician token (nothing sensitive behind it)."""
+    app[_PUBLIC_PATHS].add(path)
+
+
+def create_app(*, token: SecretStr | None, max_frame_bytes: int) -> web.Application:
+    """The app with its middleware (token, typed errors as JSON) and no route yet."""
 
     @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None:
-            given = request.headers.get("Authorization", "")
-            if not given.startswith("Bearer "):
-                return _error(
+    async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in request.app[_PUBLIC_PATHS]:
+            verdict = check_technician(request.headers.get("Authorization"), token)
+            if verdict is AuthVerdict.MISSING:
+                response = error_response(
                     401, "unauthorized", "missing bearer token (Authorization: Bearer ...)"
                 )
-            if not hmac.compare_digest(given[7:].encode(), token.encode()):
-                return _error(403, "forbidden", "wrong technician token")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+            if verdict is AuthVerdict.WRONG:
+                return error_response(403, "forbidden", "wrong technician token")
         try:
             return await handler(request)
+        except ApplianceError as exc:
+            if exc.http_status is None:
+                raise  # not an answer to the request: aiohttp logs it and answers 500
+            return error_response(exc.http_status, exc.code, str(exc))
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, "frame_too_large", f"body larger than {max_frame_bytes} bytes")
+            return error_response(
+                413, FrameTooLarge.code, f"body larger than {max_frame_bytes} bytes"
+            )
         except web.HTTPException as exc:
             if exc.status >= 400:
-                return _error(exc.status, "http_error", exc.reason)
+                return error_response(exc.status, "http_error", exc.reason)
             raise
         except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on a plain body
             detail = str(exc).strip().splitlines()[-1].strip()  # not "400, message:"
-            response = _error(400, "bad_body", f"cannot read the request body: {detail}")
+            response = error_response(400, "bad_body", f"cannot read the request body: {detail}")
             response.force_close()  # the rest of the body cannot be read either
             return response
+
+    app = web.Application(middlewares=[auth_and_errors], client_max_size=max_frame_bytes)
+    app[_PUBLIC_PATHS] = set()
+    return app
+
+
+def add_core_routes(
+    app: web.Application,
+    backend: ApiBackend,
+    *,
+    max_frame_bytes: int,
+    frame_metadata_keys: Collection[str],
+) -> None:
+    """Frames in, status, events and metrics out."""
+    metadata_keys = frozenset(frame_metadata_keys)
 
     async def post_frame(request: web.Request) -> web.Response:
         camera = request.query.get("camera") or request.headers.get("X-Camera-Id")
         if not camera:
-            return _error(400, "camera_missing", "name the camera: ?camera=<id> or X-Camera-Id")
+            return error_response(
+                400, "camera_missing", "name the camera: ?camera=<id> or X-Camera-Id"
+            )
         if camera not in backend.camera_ids:
-            return _error(404, "unknown_camera", f"camera {camera!r} is not configured")
+            return error_response(404, "unknown_camera", f"camera {camera!r} is not configured")
         if not backend.accepting:
-            return _error(503, "shutting_down", "the appliance is stopping; retry shortly")
+            raise ShuttingDown("the appliance is stopping; retry shortly")
         if request.content_length is not None and request.content_length > max_frame_bytes:
-            return _error(
-                413,
-                "frame_too_large",
-                f"body of {request.content_length} bytes, limit {max_frame_bytes}",
-            )
+            raise FrameTooLarge(f"body of {request.content_length} bytes, limit {max_frame_bytes}")
         raw_metadata = request.headers.get("X-Frame-Metadata")
-        try:
-            metadata = parse_frame_metadata(raw_metadata, metadata_keys) if raw_metadata else {}
-        except BadFrameMetadata as exc:
-            return _error(400, "bad_metadata", str(exc))
+        metadata = parse_frame_metadata(raw_metadata, metadata_keys) if raw_metadata else {}
         data = await request.read()
-        try:
-            depth = await backend.submit_frame(
-                camera, data, request.headers.get("Content-Type"), metadata
-            )
-        except BadFrame as exc:
-            status = 413 if "too large" in str(exc) else 415 if "content type" in str(exc) else 400
-            return _error(status, "bad_frame", str(exc))
+        depth = await backend.submit_frame(
+            camera, data, request.headers.get("Content-Type"), metadata
+        )
         return web.json_response(
             {"accepted": True, "camera": camera, "queue_depth": depth}, status=202
         )
 
     async def get_status(request: web.Request) -> web.Response:
-        return web.json_response(backend.status())
+        return web.json_response(backend.status_model().model_dump(mode="json"))
 
     async def get_metrics(request: web.Request) -> web.Response:
         body = generate_latest(backend.registry)
@@ -148,7 +180,7 @@ def build_app(
             await response.write(b": connected\n\n")
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15.0)
+                    event = await asyncio.wait_for(queue.get(), timeout=SSE_KEEPALIVE_S)
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
@@ -159,16 +191,14 @@ def build_app(
             backend.unsubscribe(queue)
         return response
 
-    app = web.Application(middlewares=[auth], client_max_size=max_frame_bytes)
     app.router.add_post("/v1/frames", post_frame)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/metrics", get_metrics)
-    return app
 
 
 def _bad_http_request(status: int, detail: str) -> web.Response:
-    return _error(status, "bad_http_request", detail)
+    return error_response(status, "bad_http_request", detail)
 
 
 class ApiRunner(JsonErrorRunner):

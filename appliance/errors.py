@@ -1,4 +1,8 @@
-"""Typed errors of the appliance package.  The class tells the caller whether to retry."""
+"""Typed errors of the appliance package.  The class tells the caller whether to retry.
+
+Errors a local API client caused carry the HTTP status and the ``error`` code the
+API answers with (``{"error": code, "detail": text}``, ``appliance.api``).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,11 @@ __all__ = [
     "BadFrame",
     "BadFrameMetadata",
     "ConfigError",
+    "FrameTooLarge",
     "ModelLoadError",
     "RuntimeUnavailable",
+    "ShuttingDown",
+    "UnsupportedFrameType",
     "error_summary",
 ]
 
@@ -20,6 +27,9 @@ class ApplianceError(Exception):
 
     retryable: bool = False
     user_facing: bool = True
+    # the local API's answer when a request meets it; None: our fault, a plain 500
+    http_status: int | None = None
+    code: str = "appliance_error"
 
 
 class ConfigError(ApplianceError):
@@ -35,11 +45,38 @@ class ModelLoadError(ApplianceError):
 
 
 class BadFrame(ApplianceError):
-    """A frame cannot be decoded or is out of bounds (empty, oversize, wrong type)."""
+    """A frame cannot be decoded or is out of bounds (empty, corrupt, wrong size)."""
+
+    http_status = 400
+    code = "bad_frame"
+
+
+class FrameTooLarge(BadFrame):
+    """A frame's body is over ``[local_api] max_frame_bytes``."""
+
+    http_status = 413
+    code = "frame_too_large"
+
+
+class UnsupportedFrameType(BadFrame):
+    """A frame's declared content type is not JPEG or PNG, or does not match its bytes."""
+
+    http_status = 415
+    code = "unsupported_frame_type"
 
 
 class BadFrameMetadata(BadFrame):
     """``X-Frame-Metadata`` is malformed or names a key the site does not let leave."""
+
+    code = "bad_metadata"
+
+
+class ShuttingDown(ApplianceError):
+    """The appliance is stopping and takes no new frame; try again once it is back."""
+
+    retryable = True
+    http_status = 503
+    code = "shutting_down"
 
 
 def error_summary(exc: BaseException) -> str:

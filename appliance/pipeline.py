@@ -41,11 +41,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from appliance.errors import ApplianceError, error_summary
-from appliance.inference.tasks import Detection, InferenceTask, TaskResult
+from appliance.inference.tasks import TASKS, Detection, InferenceTask, TaskResult
 from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import KeptFrame, RawFrames
-from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, redaction_of
+from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, RedactionPolicy
 from appliance.privacy.tokens import PlateTokenizer
 from appliance.sampling import SamplingPolicy
 from appliance.sources.frame_metadata import encode_frame_metadata
@@ -77,6 +77,7 @@ class FrameProcessor:
         keep_raw_frames: bool,
         publish: Callable[[dict[str, Any]], None] = lambda event: None,
         task_error_log: LogThrottle | None = None,
+        redaction: RedactionPolicy | None = None,  # default: the registered tasks'
     ) -> None:
         self._device_id = device_id
         self._site_id = site_id
@@ -90,6 +91,7 @@ class FrameProcessor:
         self._keep_raw = keep_raw_frames
         self._publish = publish
         self._task_error_log = task_error_log or LogThrottle(TASK_ERROR_LOG_INTERVAL_S)
+        self._redaction_policy = redaction or TASKS.redaction_policy()
         self._workers = {name: ThreadPoolExecutor(1, f"task-{name}") for name in tasks}
 
     def close(self) -> None:
@@ -258,7 +260,7 @@ class FrameProcessor:
         await self._keep(frame, raw_sha256, done)
 
     def _redaction(self, done: list[tuple[TaskResult, int]]) -> Redaction | None:
-        return redaction_of((result for result, _ in done), self._tasks)
+        return self._redaction_policy.redaction_of((r for r, _ in done), self._tasks)
 
     async def _store_raw(self, frame: Frame) -> str | None:
         """The kept original's sha256, or None when it is not kept.  A blob store that

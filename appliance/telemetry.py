@@ -2,7 +2,8 @@
 
 Latency is per task, from frame receipt to the result durable in the outbox,
 kept in a bounded window; p50/p95/p99 are computed on demand and compared
-with the task's p99 SLA.  ``snapshot()`` is the body of a telemetry record.
+with the task's p99 SLA.  ``counters()`` is the typed ``TelemetrySnapshot``
+(``appliance.status``); ``snapshot()`` its JSON, the body of a telemetry record.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import json
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+
+from appliance.status import LatencyPercentiles, TaskCounters, TelemetrySnapshot
 
 __all__ = ["Telemetry"]
 
@@ -58,38 +62,45 @@ class Telemetry:
         return violated
 
     def latency(self, task: str) -> dict[str, float | None]:
+        """p50/p95/p99 of the task's window, ms (None: no result yet)."""
+        return self.percentiles(task).model_dump()
+
+    def percentiles(self, task: str) -> LatencyPercentiles:
         window = self._latency.get(task)
         if not window:
-            return {"p50": None, "p95": None, "p99": None}
+            return LatencyPercentiles(p50=None, p95=None, p99=None)
         p50, p95, p99 = np.percentile(np.fromiter(window, dtype=float), [50, 95, 99])
-        return {
-            "p50": round(float(p50), 2),
-            "p95": round(float(p95), 2),
-            "p99": round(float(p99), 2),
-        }
+        return LatencyPercentiles(
+            p50=round(float(p50), 2), p95=round(float(p95), 2), p99=round(float(p99), 2)
+        )
 
-    def snapshot(self) -> dict[str, object]:
-        tasks = {}
-        for task in sorted(set(self.slas_ms) | set(self._latency)):
-            tasks[task] = {
-                "results": self.results[task],
-                "latency_ms": self.latency(task),
-                "sla_p99_ms": self.slas_ms.get(task),
-                "sla_violations": self.violations[task],
-                "errors": self.task_errors[task],
-            }
-        return {
-            "frames": dict(self.frames),
-            "tasks": tasks,
-            "class_counts": dict(self.class_counts),
-            "confidence_hist": {k: list(v) for k, v in self.confidence_hist.items()},
-            "bad_frames": dict(self.bad_frames),
-            "raw_store_errors": dict(self.raw_store_errors),
-            "sample_store_errors": dict(self.sample_store_errors),
-            "frames_not_stored": _by_camera(self.frames_not_stored),
-            "spool_retries": _by_camera(self.spool_retries),
-            "spool_refused": _by_camera(self.spool_refused),
-        }
+    def counters(self) -> TelemetrySnapshot:
+        """The counters now, typed (``/v1/status`` and the TUI read them)."""
+        return TelemetrySnapshot(
+            frames=dict(self.frames),
+            tasks={
+                task: TaskCounters(
+                    results=self.results[task],
+                    latency_ms=self.percentiles(task),
+                    sla_p99_ms=self.slas_ms.get(task),
+                    sla_violations=self.violations[task],
+                    errors=self.task_errors[task],
+                )
+                for task in sorted(set(self.slas_ms) | set(self._latency))
+            },
+            class_counts=dict(self.class_counts),
+            confidence_hist={k: list(v) for k, v in self.confidence_hist.items()},
+            bad_frames=dict(self.bad_frames),
+            raw_store_errors=dict(self.raw_store_errors),
+            sample_store_errors=dict(self.sample_store_errors),
+            frames_not_stored=_by_camera(self.frames_not_stored),
+            spool_retries=_by_camera(self.spool_retries),
+            spool_refused=_by_camera(self.spool_refused),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON values: the body of a telemetry record."""
+        return self.counters().model_dump(mode="json")
 
     def record(self, device_id: str, site_id: str, extra: Mapping[str, object]) -> bytes:
         """A ``telemetry`` outbox record (GENERIC_SCHEMA columns; the outbox assigns the seq)."""

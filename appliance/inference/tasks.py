@@ -1,4 +1,4 @@
-"""The interface the daemon uses: build the enabled tasks, then ``task.run(frame)``.
+"""The product's inference tasks, registered as plugins, and how the daemon loads them.
 
     tasks, errors = await asyncio.to_thread(build_tasks, settings.inference, models_dir)
     result = await asyncio.to_thread(tasks["gate_ocr"].run, frame_bgr)
@@ -7,26 +7,25 @@ Loading takes about a second (sha256 of each file, session creation, warm-up),
 so do it off the event loop.  ``run`` is safe to call from several worker
 threads (ONNX Runtime sessions are thread-safe; LiteRT calls are serialised).
 
-``build_tasks`` never raises for a task that cannot be loaded: a missing
-runtime library (``RuntimeUnavailable``), a missing or mismatching model file,
-or a model the runtime rejects (``ModelLoadError``) puts the task's name and a
-one-line reason into ``errors`` and leaves it out of ``tasks``; the daemon
-reports that in its status and keeps running the others.
+A new task registers here (or in its own module imported here) with
+``register_task``; see ``appliance.inference.task_registry``.  ``build_tasks``
+never raises for a task that cannot be loaded: it is reported with its reason
+and the daemon keeps running the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from appliance.errors import ModelLoadError, RuntimeUnavailable
 from appliance.inference.face_anonymize import FACE_MODEL, blur_faces, load_face_anonymize
 from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, load_gate_ocr
-from appliance.inference.model_files import ModelFileError, model_path
+from appliance.inference.model_files import model_path
 from appliance.inference.results import Detection, InferenceTask, TaskResult
 from appliance.inference.settings import InferenceSettings
+from appliance.inference.task_registry import TASKS, LoadedTasks, TaskPlugin, register_task
 
 __all__ = [
+    "TASKS",
     "Detection",
     "InferenceTask",
     "TaskResult",
@@ -34,37 +33,31 @@ __all__ = [
     "build_tasks",
 ]
 
+register_task(
+    TaskPlugin(
+        name="gate_ocr",
+        settings=lambda inference: inference.gate_ocr,
+        load=lambda settings, models_dir: load_gate_ocr(
+            settings, model_path(DET_MODEL, models_dir), model_path(REC_MODEL, models_dir)
+        ),
+        model_files=(DET_MODEL, REC_MODEL),
+        hides=frozenset({"plate", "text"}),  # container codes stay visible
+    )
+)
+register_task(
+    TaskPlugin(
+        name="face_anonymize",
+        settings=lambda inference: inference.face_anonymize,
+        load=lambda settings, models_dir: load_face_anonymize(
+            settings, model_path(FACE_MODEL, models_dir)
+        ),
+        model_files=(FACE_MODEL,),
+        hides=frozenset({"face"}),
+        gates_release=True,  # a frame whose faces are unknown never leaves
+    )
+)
 
-def _load_one(loader: Callable[[], InferenceTask]) -> InferenceTask | str:
-    try:
-        return loader()
-    except RuntimeUnavailable as exc:
-        return f"runtime unavailable, task skipped: {exc}"
-    except ModelFileError as exc:
-        return f"model file rejected: {exc}"
-    except ModelLoadError as exc:
-        return f"model failed to load: {exc}"
 
-
-def build_tasks(
-    config: InferenceSettings, models_dir: Path
-) -> tuple[dict[str, InferenceTask], dict[str, str]]:
-    """Load every enabled task: ``({name: task}, {name: why it is not loaded})``."""
-    loaders: dict[str, Callable[[], InferenceTask]] = {}
-    if config.gate_ocr.enabled:
-        loaders["gate_ocr"] = lambda: load_gate_ocr(
-            config.gate_ocr, model_path(DET_MODEL, models_dir), model_path(REC_MODEL, models_dir)
-        )
-    if config.face_anonymize.enabled:
-        loaders["face_anonymize"] = lambda: load_face_anonymize(
-            config.face_anonymize, model_path(FACE_MODEL, models_dir)
-        )
-    tasks: dict[str, InferenceTask] = {}
-    errors: dict[str, str] = {}
-    for name, loader in loaders.items():
-        outcome = _load_one(loader)
-        if isinstance(outcome, str):
-            errors[name] = outcome
-        else:
-            tasks[name] = outcome
-    return tasks, errors
+def build_tasks(config: InferenceSettings, models_dir: Path) -> LoadedTasks:
+    """Load every enabled task of the product: ``({name: task}, {name: why not})``."""
+    return TASKS.load(config, models_dir)

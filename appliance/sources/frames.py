@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.errors import BadFrame
+from appliance.errors import BadFrame, FrameTooLarge, UnsupportedFrameType
 from appliance.sources.frame_metadata import MetadataValue
 
 __all__ = [
@@ -113,15 +113,17 @@ def decode_frame(
     if not data:
         raise BadFrame("empty frame: the body has zero bytes")
     if len(data) > max_bytes:
-        raise BadFrame(f"frame too large: {len(data)} bytes, limit {max_bytes}")
+        raise FrameTooLarge(f"frame too large: {len(data)} bytes, limit {max_bytes}")
     declared = (content_type or "").split(";")[0].strip().lower() or None
     if declared is not None and declared not in ACCEPTED_CONTENT_TYPES:
-        raise BadFrame(f"unsupported content type {declared!r}: send image/jpeg or image/png")
+        raise UnsupportedFrameType(
+            f"unsupported content type {declared!r}: send image/jpeg or image/png"
+        )
     sniffed = sniff_content_type(data)
     if sniffed is None:
         raise BadFrame("not a JPEG or PNG image (unrecognised leading bytes)")
     if declared is not None and declared != sniffed:
-        raise BadFrame(f"content type says {declared} but the bytes are {sniffed}")
+        raise UnsupportedFrameType(f"content type says {declared} but the bytes are {sniffed}")
     size = jpeg_size(data) if sniffed == "image/jpeg" else None
     if size is not None and (size[0] * size[1] > _MAX_PIXELS or min(size) < 16):
         raise BadFrame(f"image size {size[0]}x{size[1]} is out of bounds")

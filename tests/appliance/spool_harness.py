@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import pytest
 
+from appliance.builder import TaskLoader
 from appliance.config import SiteConfig
 from appliance.daemon import Daemon
 from appliance.inference.results import TaskResult
@@ -36,13 +36,13 @@ class QuickTask:
         return TaskResult(self.name, self.model_name, "1", [], 1.0)
 
 
-def use_tasks(monkeypatch: pytest.MonkeyPatch, *tasks: QuickTask) -> None:
-    """The daemon runs these tasks instead of building the real models."""
+def fixed_tasks(*tasks: QuickTask) -> TaskLoader:
+    """A task loader that gives the daemon these tasks instead of the real models."""
 
-    def build_tasks(*args: object) -> tuple[dict[str, Any], dict[str, str]]:
+    def load(*args: object) -> tuple[dict[str, Any], dict[str, str]]:
         return {task.name: task for task in tasks}, {}
 
-    monkeypatch.setattr("appliance.daemon.build_tasks", build_tasks)
+    return load
 
 
 def spool_config(
@@ -96,9 +96,10 @@ async def fetch_status(daemon: Daemon) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def running(config: SiteConfig) -> AsyncIterator[Daemon]:
-    """A started daemon, stopped when the block ends (also on a failure)."""
-    daemon = Daemon(config)
+async def running(config: SiteConfig, *tasks: QuickTask) -> AsyncIterator[Daemon]:
+    """A started daemon running ``tasks`` (no model), stopped when the block ends (also
+    on a failure)."""
+    daemon = Daemon(config, task_loader=fixed_tasks(*tasks))
     await daemon.start()
     try:
         yield daemon

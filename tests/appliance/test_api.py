@@ -99,7 +99,7 @@ async def test_bad_frames_get_a_clear_4xx_and_the_daemon_keeps_running(
     async with http.post(url, data=payload, headers={**AUTH, **headers}) as resp:
         assert resp.status == status
         answer = await resp.json()
-        assert message in answer["message"]
+        assert message in answer["detail"]
     async with http.post(
         f"{base_url(daemon)}/v1/frames?camera=gate-in",
         data=_jpeg(),
@@ -122,7 +122,7 @@ async def test_missing_or_wrong_token_is_refused(
     ):
         async with http.request(method, base_url(daemon) + path, headers=headers, data=b"") as resp:
             assert resp.status == status
-            assert "token" in (await resp.json())["message"]
+            assert "token" in (await resp.json())["detail"]
 
 
 async def test_status_metrics_and_events_report_a_pushed_frame(
@@ -222,6 +222,6 @@ async def test_unparseable_requests_get_a_json_4xx(
     assert 400 <= status < 500, head[:300]
     assert b"application/json" in head, head[:300]
     error = json.loads(body)
-    assert set(error) == {"error", "message"} and error["message"], error
+    assert set(error) == {"error", "detail"} and error["detail"], error
     async with http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp:
         assert resp.status == 200

@@ -163,8 +163,8 @@ async def test_no_input_makes_the_api_fail(
     assert response.status < 500, (response.status, payload[:300])
     if response.status >= 400 and method != "HEAD":
         error = json.loads(payload, parse_constant=_no_constant)
-        assert set(error) == {"error", "message"}, error
-        assert "Traceback" not in error["message"]
+        assert set(error) == {"error", "detail"}, error
+        assert "Traceback" not in error["detail"]
     elif 200 <= response.status < 300 and method != "HEAD" and path != "/metrics":
         json.loads(payload, parse_constant=_no_constant)  # answers are strict JSON
 

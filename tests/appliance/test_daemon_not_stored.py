@@ -14,6 +14,7 @@ import aiohttp
 import numpy as np
 import pytest
 
+from appliance.config import SiteConfig
 from appliance.daemon import Daemon
 from appliance.inference.results import TaskResult
 from appliance.sources.synthetic import SyntheticYardCamera
@@ -40,14 +41,13 @@ class CountingTask:
 
 
 @pytest.fixture
-def task(monkeypatch: pytest.MonkeyPatch) -> CountingTask:
-    counting = CountingTask()
+def task() -> CountingTask:
+    return CountingTask()
 
-    def build_tasks(*args: object) -> tuple[dict[str, Any], dict[str, str]]:
-        return {"gate_ocr": counting}, {}
 
-    monkeypatch.setattr("appliance.daemon.build_tasks", build_tasks)
-    return counting
+def _daemon(config: SiteConfig, task: CountingTask) -> Daemon:
+    """A daemon whose only task is ``task`` (no model loaded)."""
+    return Daemon(config, task_loader=lambda *args: ({"gate_ocr": task}, {}))
 
 
 async def _fill_to_the_cap(path: Path) -> None:
@@ -93,10 +93,10 @@ async def test_a_pushed_frame_the_outbox_refuses_is_counted_per_camera_and_logge
     config = site_config(tmp_path, outbox=outbox_section(tmp_path))
     if reason == "OutboxFull":
         await _fill_to_the_cap(Path(config.outbox.path))
-    daemon = Daemon(config)
+    daemon = _daemon(config, task)
     await daemon.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
+        with caplog.at_level(logging.WARNING, logger="appliance.intake"):
             async with aiohttp.ClientSession() as http:
                 async with http.post(
                     f"{base_url(daemon)}/v1/frames?camera=gate-in",
@@ -142,7 +142,7 @@ async def test_a_spool_file_the_outbox_refuses_stays_and_is_not_read_again_at_ev
             "spool_retry_max_s": 3600,
         },
     )
-    daemon = Daemon(config)
+    daemon = _daemon(config, task)
     await daemon.start()
     try:
         assert daemon.spool is not None
@@ -155,7 +155,7 @@ async def test_a_spool_file_the_outbox_refuses_stays_and_is_not_read_again_at_ev
             return await scan_once()
 
         daemon.spool.scan_once = counted_scan  # type: ignore[method-assign]
-        with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
+        with caplog.at_level(logging.WARNING, logger="appliance.intake"):
             await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
             after_failure = scans
             await wait_for(lambda: scans >= after_failure + 10)  # ten more scans

@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from appliance.config import SiteConfig
 from sync.outbox import Outbox
 from tests.appliance.daemon_harness import REPO, wait_for
@@ -25,7 +23,6 @@ from tests.appliance.spool_harness import (
     running,
     spool_config,
     stored_tasks,
-    use_tasks,
 )
 
 TASKS = ("gate_ocr", "face_anonymize")
@@ -50,10 +47,11 @@ def rename_then_maybe_die(source, target):
     real_rename(source, target)
 
 spool_module.rename_durably = rename_then_maybe_die
-appliance.daemon.build_tasks = lambda *args: (quick_tasks(), {})
 
 async def main():
-    daemon = appliance.daemon.Daemon(crash_config(tmp))
+    daemon = appliance.daemon.Daemon(
+        crash_config(tmp), task_loader=lambda *args: (quick_tasks(), {})
+    )
     await daemon.start()
     await asyncio.sleep(90)  # killed long before
     print("not killed", flush=True)
@@ -84,13 +82,10 @@ async def _run_child_until_killed(tmp_path: Path, moment: str) -> None:
     assert child.stdout == "killed\n"
 
 
-async def _restart_and_settle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, QuickTask]:
+async def _restart_and_settle(tmp_path: Path) -> dict[str, QuickTask]:
     """A fresh daemon on the same data, until the file is moved and no receipt is left."""
     tasks = quick_tasks()
-    use_tasks(monkeypatch, *tasks.values())
-    async with running(crash_config(tmp_path)) as daemon:
+    async with running(crash_config(tmp_path), *tasks.values()) as daemon:
         outbox = daemon.outbox
         assert outbox is not None
         await wait_for(lambda: (tmp_path / "spool" / "processed" / "gate-in" / FRAME).exists())
@@ -108,14 +103,14 @@ async def _receipts(outbox_path: Path) -> dict[bytes, int]:
 
 
 async def test_killed_between_the_commit_and_the_move_the_frame_is_stored_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     await _run_child_until_killed(tmp_path, "before_move")
     outbox_path = tmp_path / "var" / "outbox"
     assert (tmp_path / "spool" / "gate-in" / FRAME).exists()  # the crash window
     assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert len(await _receipts(outbox_path)) == 1
-    tasks = await _restart_and_settle(tmp_path, monkeypatch)
+    tasks = await _restart_and_settle(tmp_path)
     assert [task.runs for task in tasks.values()] == [0, 0]  # known stored: only moved
     assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert not list((tmp_path / "spool" / "gate-in").iterdir())
@@ -123,13 +118,13 @@ async def test_killed_between_the_commit_and_the_move_the_frame_is_stored_once(
 
 
 async def test_killed_between_the_move_and_the_receipts_drop_the_receipt_goes_at_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     await _run_child_until_killed(tmp_path, "after_move")
     outbox_path = tmp_path / "var" / "outbox"
     assert (tmp_path / "spool" / "processed" / "gate-in" / FRAME).exists()
     assert len(await _receipts(outbox_path)) == 1  # its file is gone from the spool
-    tasks = await _restart_and_settle(tmp_path, monkeypatch)
+    tasks = await _restart_and_settle(tmp_path)
     assert [task.runs for task in tasks.values()] == [0, 0]
     assert await stored_tasks(outbox_path) == dict.fromkeys(TASKS, 1)
     assert await _receipts(outbox_path) == {}

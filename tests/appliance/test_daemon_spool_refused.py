@@ -26,7 +26,6 @@ from tests.appliance.spool_harness import (
     running,
     spool_config,
     stored_tasks,
-    use_tasks,
 )
 
 _MAX_RECORD_BYTES = 4096
@@ -51,18 +50,17 @@ def _black_jpeg() -> bytes:
 
 
 async def test_a_frame_refused_for_good_goes_to_failed_and_does_not_hold_back_the_others(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     quick, bulky = QuickTask("gate_ocr"), BulkyOnBlackTask("container_ocr")
-    use_tasks(monkeypatch, quick, bulky)
     spool = tmp_path / "spool"
     refused = drop_frame(spool, data=_black_jpeg())
     # a retry wait that outlasts the test: a file held back behind the refused one times out
     config = spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
     failed = spool / "failed" / "gate-in" / refused.name
     processed = spool / "processed" / "gate-in" / "frame-0002.jpg"
-    async with running(config) as daemon:
-        with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
+    async with running(config, quick, bulky) as daemon:
+        with caplog.at_level(logging.WARNING, logger="appliance.intake"):
             await wait_for(failed.exists, timeout=30)
             drop_frame(spool, "frame-0002.jpg")
             await wait_for(processed.exists, timeout=10)
@@ -106,17 +104,16 @@ async def _fill_to_the_cap(path: Path) -> int:
 
 
 async def test_a_frame_refused_by_a_full_outbox_stays_and_is_stored_once_when_there_is_room(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     quick, other = QuickTask("gate_ocr"), QuickTask("container_ocr")
-    use_tasks(monkeypatch, quick, other)
     spool = tmp_path / "spool"
     waiting = drop_frame(spool)
     outbox = {"max_bytes": 1 << 20, "backpressure_wait_s": 0}
     config = spool_config(tmp_path, spool, outbox, 0.05)
     filler_seq = await _fill_to_the_cap(Path(config.outbox.path))
     processed = spool / "processed" / "gate-in" / waiting.name
-    async with running(config) as daemon:
+    async with running(config, quick, other) as daemon:
         await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
         assert waiting.exists() and not list((spool / "failed").rglob("*.jpg"))
         assert daemon.outbox is not None
@@ -130,17 +127,16 @@ async def test_a_frame_refused_by_a_full_outbox_stays_and_is_stored_once_when_th
 
 
 async def test_a_frame_refused_for_good_that_failed_does_not_take_waits_like_any_refusal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     bulky = BulkyOnBlackTask("container_ocr")
-    use_tasks(monkeypatch, bulky)
     spool = tmp_path / "spool"
     refused = drop_frame(spool, data=_black_jpeg())
     (spool / "failed").mkdir()
     (spool / "failed" / "gate-in").write_text("not a directory")  # the move fails
     config = spool_config(tmp_path, spool, {"max_record_bytes": _MAX_RECORD_BYTES}, 3600)
-    async with running(config) as daemon:
-        with caplog.at_level(logging.WARNING, logger="appliance.daemon"):
+    async with running(config, bulky) as daemon:
+        with caplog.at_level(logging.WARNING, logger="appliance.intake"):
             await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
         status = daemon.status()
     assert refused.exists() and bulky.runs == 1  # stays, not read again before the wait

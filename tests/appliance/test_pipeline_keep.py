@@ -14,6 +14,7 @@ import numpy as np
 
 from appliance._config_sections import SamplingSettings
 from appliance.inference.results import Detection, TaskResult
+from appliance.inference.tasks import TASKS
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -77,7 +78,10 @@ async def test_kept_frame_indexed_before_the_slow_task_is_done(tmp_path: Path) -
                     blobs,
                     tmp_path / "raw-index.jsonl",
                     tmp_path / "u2",
-                    detect=PiiDetector({"face_anonymize": FakeTask("face_anonymize")}).boxes,
+                    detect=PiiDetector(
+                        {"face_anonymize": FakeTask("face_anonymize")},
+                        TASKS.redaction_policy(),
+                    ).boxes,
                 )
                 request = RawRequest(request_id="r", seq=published[0]["seq"])
                 if refs := await after_crash.resolve_raw_request(request):
