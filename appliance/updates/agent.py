@@ -6,9 +6,12 @@ any point leaves a slot that loads and a ``state.json`` that says which
 (``slot_state.py``).  Every refusal, failure and change is audited into the
 outbox ``critical`` class through ``AuditSink`` (``appliance.audit.AuditTrail``).
 
-``on_step`` is told each step as it completes (``verified``, ``stage``,
-``staged``, ``validated``, ``switch``, ``commit``, ``rollback``): progress for
-the status page, and the hook the crash tests kill the process at.
+``on_step`` is told each step as it completes (``verified``, ``stage`` once the
+first file is written (from a worker thread), ``staged``, ``validated``,
+``switch``, ``commit``, ``rollback``): progress for the status page, and the
+hook the crash tests kill the process at.  Switch, commit and rollback are
+audited before their state is saved: after a crash between the two, the
+restart's ``model.recovered`` record says what really happened.
 """
 
 from __future__ import annotations
@@ -163,9 +166,17 @@ class UpdateAgent:
         )
         await self._save(manifest.task, slots)
         directory = await asyncio.to_thread(self.store.wipe, manifest.task, slot)
-        self._on_step("stage")
+        written: list[str] = []
+
+        def progress(path: str) -> None:  # worker thread: "stage" once a file is on disk
+            written.append(path)
+            if len(written) == 1:
+                self._on_step("stage")
+
         try:
-            await asyncio.to_thread(extract_archive, archive, directory, manifest.file_digests())
+            await asyncio.to_thread(
+                extract_archive, archive, directory, manifest.file_digests(), on_file=progress
+            )
         except VerificationError:
             await self._save(manifest.task, slots.fail(slot, "unsafe or altered archive"))
             raise
@@ -223,22 +234,24 @@ class UpdateAgent:
         swaps the task in the pipeline)."""
         async with self._lock:
             task = candidate.manifest.task
-            await self._save(task, self.state.task(task).switch(candidate.slot))
+            switched = self.state.task(task).switch(candidate.slot)
+            await self._audit.record(
+                "model.switched",
+                {"actor": AGENT, **_release(candidate.manifest), "slot": candidate.slot},
+            )
+            await self._save(task, switched)
             self._on_step("switch")
-        await self._audit.record(
-            "model.switched",
-            {"actor": AGENT, **_release(candidate.manifest), "slot": candidate.slot},
-        )
 
     async def commit(self, task: str, evidence: Mapping[str, Any] | None = None) -> None:
         async with self._lock:
             slots = self.state.task(task)
-            await self._save(task, slots.commit())
+            committed = slots.commit()
+            await self._audit.record(
+                "model.committed",
+                {"actor": AGENT, "task": task, **_info(slots.active_info()), **(evidence or {})},
+            )
+            await self._save(task, committed)
             self._on_step("commit")
-            info = slots.active_info()
-        await self._audit.record(
-            "model.committed", {"actor": AGENT, "task": task, **_info(info), **(evidence or {})}
-        )
 
     async def rollback(
         self, task: str, reason: str, *, actor: str = AGENT
@@ -250,18 +263,18 @@ class UpdateAgent:
                 raise ReleaseError(f"{task}: the pinned models serve; nothing to roll back")
             left = slots.active_info()
             slots = slots.rollback(reason)
+            await self._audit.record(
+                "model.rolled_back",
+                {
+                    "actor": actor,
+                    "task": task,
+                    **_info(left),
+                    "reason": reason,
+                    "now_serving": _info(slots.active_info()) or "pinned",
+                },
+            )
             await self._save(task, slots)
             self._on_step("rollback")
-        await self._audit.record(
-            "model.rolled_back",
-            {
-                "actor": actor,
-                "task": task,
-                **_info(left),
-                "reason": reason,
-                "now_serving": _info(slots.active_info()) or "pinned",
-            },
-        )
         return slots.active, slots.active_info()
 
     async def _save(self, task: str, slots: TaskSlots) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -122,14 +122,19 @@ def _member_kind_refusal(member: tarfile.TarInfo) -> str | None:
 
 
 def extract_archive(
-    archive: Path, target: Path, files: Mapping[str, FileDigest]
+    archive: Path,
+    target: Path,
+    files: Mapping[str, FileDigest],
+    *,
+    on_file: Callable[[str], None] | None = None,
 ) -> list[PurePosixPath]:
     """Extract the regular files of an uncompressed tar into ``target``.
 
     Every member is checked before anything of it is written; every file must
     be in ``files`` (the signed list) with its size and sha256, and every listed
     file must be present.  Files are written 0644, never with the archive's
-    owner or mode.  Returns the relative paths written.
+    owner or mode.  ``on_file`` is told each path once it is written (progress).
+    Returns the relative paths written.
     """
     written: list[PurePosixPath] = []
     seen: set[str] = set()
@@ -153,6 +158,8 @@ def extract_archive(
                 seen.add(key)
                 _copy_checked(tar, member, target / key, declared, key)
                 written.append(relative)
+                if on_file is not None:
+                    on_file(key)
     except tarfile.TarError as exc:
         raise UnsafeArchive(f"not a readable tar archive: {exc}") from exc
     missing = sorted(set(files) - seen)
