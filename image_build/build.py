@@ -186,15 +186,20 @@ def build_from_checkout(
     rollback: bool = False,
     site_config: Path | None = None,
     ca_bundle: Path | None = None,
+    wheelhouse_dir: Path | None = None,
 ) -> BuiltBundle:
-    """Build the bundle of ``commit`` of a git checkout (the work tree is not read)."""
+    """Build the bundle of ``commit`` of a git checkout (the work tree is not read).
+
+    ``wheelhouse_dir`` replaces the downloaded dependency wheels (tests use a few)."""
     epoch = source_date_epoch if source_date_epoch is not None else _epoch(checkout, commit)
     with tempfile.TemporaryDirectory(prefix="yardlink-build-") as tmp:
         tree = Path(tmp) / "src"
         tree.mkdir()
         export_commit(checkout, commit, tree)
         wheel = build_project_wheel(tree, Path(tmp) / "dist", source_date_epoch=epoch)
-        house = wheelhouse(platform, runtime_requirements(tree / "pyproject.toml"))
+        house = wheelhouse_dir or wheelhouse(
+            platform, runtime_requirements(tree / "pyproject.toml")
+        )
         request = BuildRequest(
             project_wheel=wheel,
             wheelhouse=house,

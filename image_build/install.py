@@ -121,18 +121,27 @@ def settle(layout: Layout, state: ImageState) -> ImageState:
 
 def install(bundle: Path, options: InstallOptions, service: ServiceManager | None) -> InstallResult:
     layout = Layout(options.root)
+    keyring = _trusted_keyring(layout, options)
+    before = ImageState.load(layout.state_file)
+    manifest = verify_bundle(
+        bundle,
+        keyring,
+        platform=options.platform,
+        floor=before.floor,
+        active_counter=before.counter,
+    )  # pass 1: nothing is written (not even a lock file) before this returns
+    _check_python(options.python, manifest.python)
+    identity = _identity(layout, options)
     with _install_lock(layout):
         state = settle(layout, ImageState.load(layout.state_file))
-        keyring = _trusted_keyring(layout, options)
-        manifest = verify_bundle(
-            bundle,
-            keyring,
-            platform=options.platform,
-            floor=state.floor,
-            active_counter=state.counter,
-        )  # pass 1: nothing written before this returns
-        _check_python(options.python, manifest.python)
-        identity = _identity(layout, options)
+        if (state.counter, state.floor) != (before.counter, before.floor):
+            manifest = verify_bundle(  # another install ran meanwhile: check against it
+                bundle,
+                keyring,
+                platform=options.platform,
+                floor=state.floor,
+                active_counter=state.counter,
+            )
         state = replace(state, floor=state.floor.advanced(manifest.header))
         state.save(layout.state_file)  # the floor is stored before the bundle is used
         previous = layout.current_slot()
