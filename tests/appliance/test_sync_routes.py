@@ -142,8 +142,8 @@ async def test_bad_bandwidth_bodies_get_a_clear_400_and_change_nothing(
                     answer = await resp.read()
                     assert resp.status == 400, (body[:40], resp.status, answer[:200])
                     error = json.loads(answer)
-                    assert error["error"] == "bad_request" and "bps" in error["message"]
-                    assert "bits per second" in error["message"]  # the unit is named
+                    assert error["error"] == "bad_request" and "bps" in error["detail"]
+                    assert "bits per second" in error["detail"]  # the unit is named
             for path in ("/v1/sync", "/v1/status"):  # strict JSON: no Infinity or NaN
                 async with http.get(base_url(daemon) + path, headers=AUTH) as resp:
                     assert resp.status == 200
