@@ -47,6 +47,7 @@ from appliance.sources.spool import SpoolWatcher
 from appliance.status import ApplianceStatus
 from appliance.status_report import failure_counters, status_of
 from appliance.supervisor import Supervisor
+from appliance.systemd import SystemdNotifier, readiness_listener
 from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
@@ -318,9 +319,13 @@ async def run_daemon(config: SiteConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    notifier = SystemdNotifier()  # READY=1 / STATUS / WATCHDOG=1 under systemd, else no-op
+    daemon.readiness.on_change(readiness_listener(notifier))
+    watchdog = asyncio.create_task(notifier.watchdog_loop(), name="systemd-watchdog")
     try:
         await daemon.start()
     except BaseException:
+        watchdog.cancel()
         await daemon.stop()  # close what start opened (the outbox first of all)
         raise
     line: dict[str, Any] = {"ready": daemon.readiness.ready, "api": daemon.api_url}
@@ -329,3 +334,5 @@ async def run_daemon(config: SiteConfig) -> None:
     print(json.dumps(line), flush=True)
     await stop.wait()
     await daemon.stop()
+    watchdog.cancel()
+    await asyncio.gather(watchdog, return_exceptions=True)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-__all__ = ["SystemdNotifier"]
+from appliance.readiness import STOPPING, ReadinessState
+
+__all__ = ["SystemdNotifier", "readiness_listener"]
 
 
 class SystemdNotifier:
@@ -73,3 +75,17 @@ def _watchdog_interval_s(env: Mapping[str, str]) -> float | None:
     if pid and pid != str(os.getpid()):
         return None  # the watchdog is meant for another process
     return int(usec) / 2e6
+
+
+def readiness_listener(notifier: SystemdNotifier) -> Callable[[ReadinessState], None]:
+    """Tell systemd each readiness change: READY=1, STOPPING=1, or STATUS with the reason."""
+
+    def tell(state: ReadinessState) -> None:
+        if state.ready:
+            notifier.ready("ready: required models loaded, outbox open")
+        elif state.reason == STOPPING:
+            notifier.stopping()
+        else:
+            notifier.status(f"not ready: {state.reason}")
+
+    return tell
