@@ -24,7 +24,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from cloud_ingest.app_keys import METRICS
+from cloud_ingest.app_keys import METRICS, SETTINGS
+from cloud_ingest.connection_guard import ConnectionGuard, GuardedRequestHandler
 from cloud_ingest.errors import BadContentEncoding, BadRequest, IngestError
 from sync.protocol import API_PREFIX, TUS_VERSION
 from sync.shared.json_error_runner import JsonErrorRunner
@@ -134,7 +135,20 @@ def _bad_http_request(status: int, detail: str) -> web.Response:
 
 
 class IngestAppRunner(JsonErrorRunner):
-    """``web.AppRunner`` whose connections answer even unparseable requests with JSON."""
+    """``web.AppRunner`` whose connections answer even unparseable requests with JSON and
+    keep to the connection limits of the app's settings (``connection_guard.py``)."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(app, error_body=_bad_http_request, **kwargs)
+        settings = app[SETTINGS]
+        guard = ConnectionGuard(
+            header_timeout_s=settings.header_timeout_s,
+            body_stall_timeout_s=settings.body_stall_timeout_s,
+            max_connections_per_address=settings.max_connections_per_address,
+        )
+        super().__init__(
+            app,
+            error_body=_bad_http_request,
+            handler_class=GuardedRequestHandler,
+            guard=guard,
+            **kwargs,
+        )

@@ -51,6 +51,18 @@ class IngestSettings(_Section):
     max_json_bytes: int = Field(
         default=4 << 20, ge=1024, description="largest JSON body (handshake, admin)"
     )
+    header_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a request head must be complete this long after the connection opened "
+        "or the previous answer (also the idle keep-alive time)",
+    )
+    body_stall_timeout_s: float = Field(
+        default=30.0, gt=0, description="a body that brings no byte for this long is cut"
+    )
+    max_connections_per_address: int = Field(
+        default=128, ge=1, description="open connections per client address (503 above)"
+    )
     upload_expiry_s: float = Field(
         default=7 * 86400.0, gt=0, description="an unfinished tus upload is removed after this"
     )

@@ -1,8 +1,10 @@
 """What reaches the service before any token: malformed requests, and the metrics port.
 
-Issue 22 items 7 and 11: a flood of malformed requests (bad Content-Length,
-oversized headers) gives a few warning lines, never aiohttp.server tracebacks;
-Prometheus scrapes a loopback-only port without holding an operator token.
+Issue 22 items 6, 7 and 11: half-sent heads and stalled bodies are cut after a
+timeout and one address holds a bounded number of connections; a flood of
+malformed requests (bad Content-Length, oversized headers) gives a few warning
+lines, never aiohttp.server tracebacks; Prometheus scrapes a loopback-only port
+without holding an operator token.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from cloud_ingest.server import serve
 from cloud_ingest.settings import IngestSettings
 from sync.shared import json_error_runner
 from sync.shared.json_error_runner import ClientFaultLog
-from tests.cloud_ingest.conftest import Ingest
+from tests.cloud_ingest.conftest import Ingest, running_ingest
 
 BAD_REQUESTS = [
     b"POST /v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
@@ -94,3 +97,76 @@ async def test_metrics_port_scrapes_without_a_token_on_loopback_only(tmp_path: P
     finally:
         stop.set()
         await server
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the server sends before closing, or TimeoutError if it keeps the socket open."""
+    return await asyncio.wait_for(reader.read(), seconds)
+
+
+async def test_half_sent_heads_are_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    settings = IngestSettings(
+        data_dir=tmp_path / "data", sweep_interval_s=3600, header_timeout_s=0.5
+    )
+    async with running_ingest(settings) as ingest:
+        port = ingest.client.port
+        assert port is not None
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(50)]
+        for _, writer in held:
+            writer.write(b"POST /v1/sync HTTP/1.1\r\nHost: x\r\nContent-Le")
+            await writer.drain()
+        started = time.monotonic()
+        for reader, writer in held:
+            await _closed_within(reader, 5.0)  # EOF: the server closed it
+            writer.close()
+        assert time.monotonic() - started < 5.0
+        assert (await ingest.client.get("/healthz")).status == 200
+
+
+async def test_a_stalled_body_is_cut_and_nothing_is_stored(tmp_path: Path) -> None:
+    settings = IngestSettings(
+        data_dir=tmp_path / "data", sweep_interval_s=3600, body_stall_timeout_s=0.5
+    )
+    async with running_ingest(settings) as ingest:
+        token = await ingest.device()
+        port = ingest.client.port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"PUT /v1/batches/gate-01.events.1-10 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Type: application/vnd.apache.parquet\r\nContent-Length: 1000\r\n\r\n"
+            + b"P"
+            * 10
+        )
+        await writer.drain()
+        started = time.monotonic()
+        await _closed_within(reader, 5.0)
+        assert time.monotonic() - started < 5.0
+        writer.close()
+        assert not [p for p in settings.lake_dir.rglob("*") if p.is_file()]
+
+
+async def test_connections_per_address_are_capped(tmp_path: Path) -> None:
+    settings = IngestSettings(
+        data_dir=tmp_path / "data", sweep_interval_s=3600, max_connections_per_address=4
+    )
+    async with running_ingest(settings) as ingest:
+        port = ingest.client.port
+        assert port is not None
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await _closed_within(reader, 5.0)
+        assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
+        writer.close()
+        for _, held_writer in held:
+            held_writer.close()
+            await held_writer.wait_closed()
+        for _ in range(50):  # the server sees the closes, and admits again
+            await asyncio.sleep(0.02)
+            if (await _send_raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+                b"HTTP/1.1 200"
+            ):
+                break
+        else:
+            pytest.fail("the address was not admitted again after its connections closed")
