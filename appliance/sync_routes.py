@@ -23,22 +23,34 @@ An action whose audit record the outbox refuses is not done: 503 ``audit_refused
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from appliance.audit import AuditTrail
 from appliance.errors import error_summary
+from appliance.support_bundle import bundle_for_daemon
 from sync.engine import SyncEngine
 from sync.errors import SyncError
 from sync.outbox import Outbox
 
-__all__ = ["AUDIT_TRAIL", "TemporaryCap", "add_sync_routes", "add_technician_routes", "audit_trail"]
+if TYPE_CHECKING:
+    from appliance.daemon import Daemon
+
+__all__ = [
+    "AUDIT_TRAIL",
+    "TemporaryCap",
+    "add_daemon_technician_routes",
+    "add_sync_routes",
+    "add_technician_routes",
+    "audit_trail",
+]
 
 _MAX_CAP_FOR_S = 7 * 86400.0
 AUDIT_TRAIL = web.AppKey("audit_trail", AuditTrail)  # one per app: /v1/audit shows them all
@@ -177,6 +189,20 @@ def add_technician_routes(
 
     app.router.add_get("/v1/audit", get_audit)
     app.router.add_post("/v1/support-bundle", support_bundle)
+
+
+def add_daemon_technician_routes(app: web.Application, daemon: Daemon) -> None:
+    """The ``API_ROUTES`` entry (appliance.api_server): the daemon's audit and bundle."""
+    if daemon.outbox is None:
+        return
+    site = daemon.config.site
+    add_technician_routes(
+        app,
+        daemon.outbox,
+        device_id=site.device_id,
+        site_id=site.site_id,
+        bundle=functools.partial(bundle_for_daemon, daemon.config, daemon.status),
+    )
 
 
 _BANDWIDTH_SHAPE = 'send {"bps": <bits per second> or null, "for_s": <seconds> (optional)}'

@@ -63,4 +63,5 @@ def bar(fraction: float | None, width: int = 10) -> str:
     filled = round(fraction * width)
     if fraction > 0 and filled == 0:
         filled = 1  # something is there: show one cell
-    return "[" + "#" * filled + "." * (width - filled) + f"] {fraction * 100:3.0f}%"
+    percent = "<1%" if 0 < fraction < 0.01 else f"{fraction * 100:3.0f}%"
+    return "[" + "#" * filled + "." * (width - filled) + f"] {percent:>4}"
