@@ -38,6 +38,7 @@ from appliance._config_sections import (
 from appliance.errors import ConfigError
 from appliance.inference.settings import InferenceSettings
 from appliance.local_auth import MAKE_TOKEN_HINT, is_loopback_host, token_problem
+from appliance.updates.settings import UpdateSettings
 from sync.protocol import DEVICE_ID_RE
 from sync.settings import OutboxSettings, SyncSettings
 from sync.shared.config_section import ConfigSection, take_secret_files
@@ -131,6 +132,7 @@ class SiteConfig(ConfigSection):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)  # model OTA (docs/OTA.md)
     models_dir: str = Field(default="models", description="where the pinned model files are")
 
 

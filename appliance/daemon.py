@@ -48,6 +48,8 @@ from appliance.status import ApplianceStatus
 from appliance.status_report import failure_counters, status_of
 from appliance.supervisor import Supervisor
 from appliance.systemd import SystemdNotifier, readiness_listener
+from appliance.updates.service import ModelUpdates
+from appliance.updates.wiring import start_model_updates
 from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
@@ -103,6 +105,7 @@ class Daemon:
         self.intake: FrameIntake | None = None
         self.spool: SpoolWatcher | None = None
         self.sync_engine: SyncEngine | None = None
+        self.updates: ModelUpdates | None = None  # model OTA, when [updates] has a keyring
         self._api = ApiServer()
         self.started_at = time.time()
 
@@ -126,6 +129,13 @@ class Daemon:
             raw_frames=self._raw_frames,
             telemetry=self.telemetry,
             publish=self.events.publish,
+        )
+        self.updates = await start_model_updates(  # serving releases in place before any frame
+            self.config,
+            outbox=self.outbox,
+            processor=self._processor,
+            tasks=self.tasks,
+            registry=build.task_registry,
         )
         self.intake = FrameIntake(
             self._processor,
@@ -187,6 +197,8 @@ class Daemon:
             self.intake.accepting = False
         await self._api.stop()
         await self.supervisor.stop()
+        if self.updates is not None:
+            await self.updates.close()
         if self.intake is not None:
             await self.intake.drain()
         if self._processor is not None:

@@ -54,7 +54,10 @@ from appliance.telemetry import Telemetry
 from sync.errors import SyncError
 from sync.outbox import Outbox, OutboxClass
 
-__all__ = ["FrameProcessor"]
+__all__ = ["FrameProcessor", "ResultTap"]
+
+# (task name, frame, result or None, error or None), on the event loop after each run
+ResultTap = Callable[[str, Frame, TaskResult | None, BaseException | None], None]
 
 _log = logging.getLogger(__name__)
 
@@ -93,10 +96,35 @@ class FrameProcessor:
         self._task_error_log = task_error_log or LogThrottle(TASK_ERROR_LOG_INTERVAL_S)
         self._redaction_policy = redaction or TASKS.redaction_policy()
         self._workers = {name: ThreadPoolExecutor(1, f"task-{name}") for name in tasks}
+        self._result_taps: list[ResultTap] = []  # model updates' shadow window listens here
 
     def close(self) -> None:
         for pool in self._workers.values():
             pool.shutdown(wait=True)
+
+    def swap_task(self, name: str, task: InferenceTask) -> InferenceTask:
+        """Serve task ``name`` with ``task`` from the next frame on; returns the old one.
+
+        Called on the event loop, so it falls between two frames: a frame's runs are
+        all submitted at once with the task objects of that moment, so frames already
+        started finish on the old model, none is dropped, none sees a half-loaded one.
+        """
+        old = self._tasks[name]
+        self._tasks[name] = task
+        return old
+
+    def add_result_tap(self, tap: ResultTap) -> None:
+        """``tap(name, frame, result, error)`` is called on the loop after each task run."""
+        self._result_taps.append(tap)
+
+    def remove_result_tap(self, tap: ResultTap) -> None:
+        if tap in self._result_taps:
+            self._result_taps.remove(tap)
+
+    @staticmethod
+    def run_on_frame(task: InferenceTask, frame: Frame) -> TaskResult:
+        """Run ``task`` on ``frame`` exactly as the pipeline does (blocking)."""
+        return _run(task, frame)
 
     def jpeg_reduction(self, width: int, height: int) -> int:
         """How many times smaller a ``width`` x ``height`` JPEG may be decoded for every
@@ -118,10 +146,15 @@ class FrameProcessor:
         self, name: str, run: asyncio.Future[TaskResult], frame: Frame
     ) -> TaskResult | None:
         try:
-            return await run
+            result = await run
         except Exception as exc:  # noqa: BLE001 - one task failing must not stop the others
             self._task_failed(name, frame, exc)
+            for tap in self._result_taps:
+                tap(name, frame, None, exc)
             return None
+        for tap in self._result_taps:
+            tap(name, frame, result, None)
+        return result
 
     def _task_failed(self, name: str, frame: Frame, exc: Exception) -> None:
         """Count it; log it unless this task already logged within the interval."""

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from appliance.updates.errors import ReleaseError
 from appliance.updates.package import build_release, sign_release, verify_release
+from appliance.updates.wiring import load_keyring
 from sync.protocol.releases import RolloutPlan
 from sync.shared.durable_file import replace_durably
 from sync.shared.signing import Envelope, Keyring, PublicKey, SigningKey, VerificationError
 
-__all__ = ["load_keyring", "register"]
+__all__ = ["register"]
 
 _DAY_S = 86_400
 
@@ -37,15 +38,6 @@ def _plain_errors(
             raise ReleaseError(f"{exc.filename or 'file'}: {exc.strerror or exc}") from None
 
     return run
-
-
-def load_keyring(path: Path) -> Keyring:
-    """A keyring file as shipped (signed by one of its own keys)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ReleaseError(f"cannot read keyring {path}: {exc.strerror}") from exc
-    return Keyring.from_envelope(Envelope.parse(data))
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 from appliance.errors import ApplianceError
 
-__all__ = ["ReleaseError", "ReleaseValidationFailed", "SlotStateError"]
+__all__ = ["NothingToRollBack", "ReleaseError", "ReleaseValidationFailed", "SlotStateError"]
 
 
 class ReleaseError(ApplianceError):
     """A release cannot be built or used as given (bad model directory, bad release.json)."""
+
+    http_status = 422
+    code = "release_refused"
 
 
 class ReleaseValidationFailed(ReleaseError):
     """The staged model did not reproduce its golden outputs or missed its latency budget.
 
     ``check`` is ``golden`` or ``latency`` (for the audit record and the cloud's report)."""
+
+    code = "validation_failed"
 
     def __init__(self, message: str, *, check: str) -> None:
         super().__init__(message)
@@ -24,3 +29,10 @@ class ReleaseValidationFailed(ReleaseError):
 
 class SlotStateError(ApplianceError):
     """The slot state file is unreadable; the agent falls back to the pinned models."""
+
+
+class NothingToRollBack(ReleaseError):
+    """The pinned models serve this task (or it is unknown here): no rollback target."""
+
+    http_status = 409
+    code = "nothing_to_roll_back"

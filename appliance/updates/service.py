@@ -1,0 +1,162 @@
+"""Model updates inside the running appliance: the agent joined to the frame pipeline.
+
+``ModelUpdates.start`` (at daemon start, before any frame) puts each task's
+serving release in place of the pinned model.  ``install`` verifies, stages
+and validates a release (``UpdateAgent``), then ``activate`` switches the
+pipeline to it between two frames, runs the shadow window against the old
+model, and commits, or swaps the old model back and rolls back.  A technician
+may roll back (``rollback``) at any time, also during a shadow window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ApplianceError
+from appliance.inference.results import InferenceTask
+from appliance.inference.settings import InferenceSettings
+from appliance.pipeline import FrameProcessor
+from appliance.updates.agent import AGENT, Candidate, UpdateAgent
+from appliance.updates.errors import NothingToRollBack
+from appliance.updates.release_tasks import close_task, sla_ms
+from appliance.updates.settings import UpdateSettings
+from appliance.updates.shadow import ShadowRun, ShadowVerdict, ShadowWindow
+
+__all__ = ["ModelUpdates"]
+
+_log = logging.getLogger(__name__)
+
+PinnedLoader = Callable[[str], InferenceTask]  # blocking: the task from models_dir
+
+
+class ModelUpdates:
+    def __init__(
+        self,
+        agent: UpdateAgent,
+        processor: FrameProcessor,
+        tasks: dict[str, InferenceTask],
+        *,
+        settings: UpdateSettings,
+        inference: InferenceSettings,
+        load_pinned: PinnedLoader,
+    ) -> None:
+        self.agent = agent
+        self._processor = processor
+        self._tasks = tasks  # the pipeline's own dict: what serves now
+        self._settings = settings
+        self._inference = inference
+        self._load_pinned = load_pinned
+        self._shadows: dict[str, ShadowRun] = {}
+        self._abort: dict[str, tuple[str, str]] = {}  # task -> (actor, reason) during a shadow
+        self._activation = asyncio.Lock()
+        self.last_verdicts: dict[str, dict[str, Any]] = {}
+
+    async def start(self) -> list[str]:
+        """Recover the slots, then serve each task's release (before any frame)."""
+        notes = await self.agent.start()
+        for name in list(self.agent.state.tasks):
+            if name not in self._tasks or self.agent.serving(name)[0] is None:
+                continue
+            try:
+                release = await self.agent.load_serving(name)
+            except ApplianceError as exc:
+                _log.error("release of %s not loaded, pinned model serves: %s", name, exc)
+                continue
+            if release is not None:
+                close_task(self._processor.swap_task(name, release))
+        return notes
+
+    async def install(self, archive: Path, manifest: bytes) -> ShadowVerdict:
+        """Verify, stage, validate, switch, shadow, then commit or roll back."""
+        candidate = await self.agent.install(archive, manifest)
+        return await self.activate(candidate)
+
+    async def activate(self, candidate: Candidate) -> ShadowVerdict:
+        name = candidate.manifest.task
+        if name not in self._tasks:
+            close_task(candidate.task)
+            raise NothingToRollBack(f"task {name} is not running on this appliance")
+        async with self._activation:
+            await self.agent.switch(candidate)  # durable first: a crash now rolls back
+            old = self._processor.swap_task(name, candidate.task)
+            window = ShadowWindow(self._settings, sla_ms(self._inference, name), time.monotonic())
+            run = ShadowRun(name, old, window, self._processor.run_on_frame)
+            self._shadows[name] = run
+            self._processor.add_result_tap(run.tap)
+            try:
+                verdict = await run.verdict()
+            finally:
+                self._processor.remove_result_tap(run.tap)
+                self._shadows.pop(name, None)
+                await run.close()
+            self.last_verdicts[name] = {
+                "commit": verdict.commit,
+                "reason": verdict.reason,
+                **verdict.evidence,
+            }
+            actor, reason = self._abort.pop(name, (AGENT, verdict.reason))
+            if verdict.commit:
+                await self.agent.commit(name, {"shadow": verdict.evidence})
+                await asyncio.to_thread(close_task, old)
+            else:
+                self._processor.swap_task(name, old)
+                await self.agent.rollback(name, reason, actor=actor)
+                await asyncio.to_thread(close_task, candidate.task)
+            return verdict
+
+    async def rollback(
+        self, name: str, reason: str, *, actor: str = "technician"
+    ) -> dict[str, Any]:
+        """Roll ``name`` back one release (ending a shadow window if one runs)."""
+        run = self._shadows.get(name)
+        if run is not None and not run.done.done():
+            self._abort[name] = (actor, reason)
+            run.done.set_result(ShadowVerdict(False, reason, run.window.evidence()))
+            async with self._activation:  # activate() swaps back and records it
+                pass
+            return self._report_of(name)
+        if name not in self._tasks or self.agent.serving(name)[0] is None:
+            raise NothingToRollBack(f"{name}: the pinned model serves; nothing to roll back")
+        slot, _ = await self.agent.rollback(name, reason, actor=actor)
+        if slot is None:
+            task = await asyncio.to_thread(self._load_pinned, name)
+        else:
+            loaded = await self.agent.load_serving(name)
+            task = (
+                loaded if loaded is not None else await asyncio.to_thread(self._load_pinned, name)
+            )
+        await asyncio.to_thread(close_task, self._processor.swap_task(name, task))
+        return self._report_of(name)
+
+    def _report_of(self, name: str) -> dict[str, Any]:
+        report: dict[str, Any] = self.report()[name]
+        return report
+
+    def report(self) -> dict[str, Any]:
+        """Per running task: what serves, both slots, and a shadow window in progress."""
+        out: dict[str, Any] = {}
+        for name, task in self._tasks.items():
+            slots = self.agent.state.task(name)
+            run = self._shadows.get(name)
+            out[name] = {
+                "serving": slots.active or "pinned",
+                "model_version": task.model_version,
+                "on_trial": slots.on_trial(),
+                "previous": slots.previous or ("pinned" if slots.active else None),
+                "slots": {s: i.model_dump(mode="json") for s, i in slots.slots.items()},
+                "shadow": None if run is None else run.window.evidence(),
+                "last_verdict": self.last_verdicts.get(name),
+            }
+        return out
+
+    async def close(self) -> None:
+        """End shadow windows without a verdict: the release stays on trial, and the next
+        start rolls it back (it was never committed)."""
+        for run in list(self._shadows.values()):
+            if not run.done.done():
+                run.done.cancel()

@@ -1,0 +1,115 @@
+"""A release switched into the running daemon while frames keep coming: zero frames
+dropped, each record names the model version that really ran, a shadow window
+against the old model, commit; then a technician rolls back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from appliance.daemon import Daemon
+from appliance.sources.synthetic import SyntheticYardCamera
+from sync.outbox import OutboxClass
+from sync.shared.signing import Envelope
+from tests.appliance.daemon_harness import TOKEN, read_events, site_config, wait_for
+from tests.appliance.updates.conftest import DEVICE_CLASS, NEW_VERSION, ReleaseKit
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"}
+
+
+def updates_config(tmp_path: Path, kit: ReleaseKit, **shadow: Any) -> Any:
+    keyring = tmp_path / "keyring.json"
+    keyring.write_bytes(Envelope.sign(kit.keyring.signed_document(), [kit.key]).to_bytes())
+    return site_config(
+        tmp_path,
+        inference={"face_anonymize": {"enabled": False}, "gate_ocr": {"sla_p99_ms": 30_000}},
+        updates={
+            "keyring_file": str(keyring),
+            "device_class": DEVICE_CLASS,
+            "golden_latency_runs": 1,
+            "shadow_frames": 3,
+            "shadow_min_frames": 1,
+            **shadow,
+        },
+    )
+
+
+class Pusher:
+    """Pushes synthetic gate frames one after another, keeping the queue short (a full
+    queue drops frames by design; that is not what this test is about)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.accepted = 0
+        self.stop = asyncio.Event()
+        self.camera = SyntheticYardCamera(seed=5)
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not self.stop.is_set():
+                url = f"{self.daemon.api_url}/v1/frames?camera=gate-in"
+                data = self.camera.frame(self.accepted % 20).encode()
+                async with session.post(url, data=data, headers=HEADERS) as response:
+                    assert response.status == 202, await response.text()
+                    depth = (await response.json())["queue_depth"]
+                self.accepted += 1
+                while depth > 1 and not self.stop.is_set():
+                    await asyncio.sleep(0.05)
+                    depth = self.daemon.queues.total_depth()
+
+    def processed(self) -> int:
+        return int(sum(self.daemon.telemetry.frames.values()))
+
+
+async def test_switch_shadow_commit_then_technician_rollback(
+    release_kit: ReleaseKit, tmp_path: Path
+):
+    daemon = Daemon(updates_config(tmp_path, release_kit))
+    await daemon.start()
+    try:
+        assert daemon.updates is not None
+        pinned = daemon.tasks["gate_ocr"].model_version
+        pusher = Pusher(daemon)
+        pushing = asyncio.create_task(pusher.run())
+        await wait_for(lambda: pusher.accepted >= 2)
+        verdict = await daemon.updates.install(
+            release_kit.build.archive, release_kit.sign(counter=2)
+        )
+        assert verdict.commit, verdict.reason
+        assert verdict.evidence["frames"] >= 3 and verdict.evidence["agreement"] == 1.0
+        assert daemon.tasks["gate_ocr"].model_version == NEW_VERSION
+        after_commit = pusher.accepted
+        await wait_for(lambda: pusher.accepted >= after_commit + 2)
+        report = await daemon.updates.rollback("gate_ocr", "technician test", actor="technician")
+        assert report["serving"] == "pinned" and report["model_version"] == pinned
+        after_rollback = pusher.accepted
+        await wait_for(lambda: pusher.accepted >= after_rollback + 2)
+        pusher.stop.set()
+        await pushing
+        await wait_for(lambda: pusher.processed() == pusher.accepted)
+        assert daemon.outbox is not None
+        records = daemon.outbox.read(OutboxClass.CRITICAL)
+        audit = [json.loads(json.loads(r.payload)["body"]) for r in records]
+    finally:
+        await daemon.stop()
+
+    events = sorted(
+        (e for e in await read_events(tmp_path / "var" / "outbox") if e["task"] == "gate_ocr"),
+        key=lambda e: e["seq"],
+    )
+    # Zero frames dropped: one record per accepted frame, none lost over two switches.
+    assert len(events) == pusher.accepted
+    assert sum(daemon.queues.dropped.values()) == 0
+    versions = [e["model_version"] for e in events]
+    # pinned -> release -> pinned, each frame wholly on one model (no interleaving).
+    runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+    assert runs == [pinned, NEW_VERSION, pinned], runs
+    assert versions.count(NEW_VERSION) >= 3
+    actions = [b["action"] for b in audit]
+    assert actions == ["model.staged", "model.switched", "model.committed", "model.rolled_back"]
+    assert audit[2]["detail"]["shadow"]["frames"] >= 3
+    assert audit[3]["detail"]["actor"] == "technician"
