@@ -65,7 +65,7 @@ def _bare_db(path: Path) -> Any:
     """A bare rocksdict database with the outbox's options (WAL recycling, memtables)."""
     from rocksdict import Rdict
 
-    from sync._outbox_store import db_options
+    from sync.outbox import db_options
     from sync.settings import OutboxSettings
 
     return Rdict(str(path), db_options(OutboxSettings().memory_budget_bytes, path))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sync._outbox_recovery import mark_corrupt
-from sync._outbox_seq_floor import floor_path
 from sync.outbox import Outbox
+from sync.outbox.recovery import mark_corrupt
+from sync.outbox.seq_floor import floor_path
 from sync.protocol import Stream
 from tests.sync.engine_harness import OUTBOX, append_events, drained, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, RunningIngest, lake_seqs, running_ingest

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sync._outbox_store import direct_io_works
 from sync.outbox import Outbox, OutboxClass
+from sync.outbox.options import direct_io_works
 from sync.settings import OutboxSettings
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync._outbox_eviction import (
+from sync.outbox.eviction import (
     ClassUsage,
     EvictionAction,
     effective_ttl,

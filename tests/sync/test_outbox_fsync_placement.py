@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync._outbox_fsync_placement import WINDOW, FsyncPlacement
 from sync.outbox import OutboxClass
+from sync.outbox.fsync_placement import WINDOW, FsyncPlacement
 from sync.settings import OutboxSettings
 from tests.sync.conftest import OpenOutbox
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import sync._outbox_history as history
-from sync._outbox_recovery import mark_corrupt
-from sync._outbox_seq_floor import floor_path
+import sync.outbox.history as history
 from sync.errors import OutboxStorageError, RecordRejected
 from sync.outbox import Outbox, OutboxClass
+from sync.outbox.recovery import mark_corrupt
+from sync.outbox.seq_floor import floor_path
 from sync.settings import OutboxSettings
 
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)

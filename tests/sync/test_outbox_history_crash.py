@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from sync._outbox_seq_floor import floor_path
 from sync.outbox import Outbox, OutboxClass
+from sync.outbox.seq_floor import floor_path
 from sync.settings import OutboxSettings
 
 ROUNDS = 8
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import asyncio, sys
-import sync._outbox_history as history
+import sync.outbox.history as history
 from sync.outbox import Outbox
 from sync.settings import OutboxSettings
 

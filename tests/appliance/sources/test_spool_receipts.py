@@ -17,7 +17,7 @@ from appliance.sources.spool_stored import (
     spool_receipt,
 )
 from appliance.sources.synthetic import SyntheticYardCamera
-from sync._outbox_records import MAX_RECEIPT_BYTES, check_receipt
+from sync.outbox import MAX_RECEIPT_BYTES, check_receipt
 from tests.appliance.sources.memory_receipts import MemoryReceipts
 
 

@@ -3,18 +3,17 @@ are short, otherwise on the writer thread.
 
 Handing the fsync to the writer thread keeps the event loop free while the disk
 works, but the hop has a price of its own: two cross-thread wake-ups (the writer
-thread woken by the job, the loop woken by the result), ~90 us per group on the
-2-core VM of docs/OUTBOX.md, next to an fsync of ~125 us there (a recycled-WAL
-``fdatasync`` on a fast disk). Waiting out so short an fsync in place stalls
-the loop for less than the hop would cost, and less than the group's
-``Rdict.write`` already holds it (rocksdict keeps the GIL there).
+thread woken by the job, the loop woken by the result), comparable to a
+recycled-WAL ``fdatasync`` on a fast disk (figures in docs/OUTBOX.md). Waiting
+out so short an fsync in place stalls the loop for less than the hop would
+cost, and less than the group's ``Rdict.write`` already holds it (rocksdict
+keeps the GIL there).
 
 So the fsync runs in place only when
 
 * RocksDB has no flush or compaction running or pending: its SST writes and their
   fsyncs contend with the WAL's, and nearly every slow WAL fsync falls in such a
-  window (on the VM: ~2 ms, once per 8 MB memtable, always while the memtable
-  was being flushed; measured 2026-11-29, docs/OUTBOX.md), and
+  window (once per memtable, while it is being flushed; docs/OUTBOX.md), and
 * each of the last ``WINDOW`` fsyncs, in place or on the thread, took less than
   ``limit_s``: one slower fsync (a busy disk, an SD card, writeback of other files)
   sends the next ``WINDOW`` groups to the thread, where they are still timed, and

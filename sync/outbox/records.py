@@ -5,7 +5,15 @@ Key layout (one RocksDB column family per class, named after ``Stream.value``)::
     key   = seq as 8 bytes big-endian          (so byte order == seq order)
     value = b"\\x01" | created_at f64 BE | expires_at f64 BE (NaN: none) | payload
 
-Raw classes hold a ``BlobRef`` (JSON) as payload, never the raw bytes.
+Raw classes hold a ``BlobRef`` (JSON) as payload, never the raw bytes.  The
+``meta`` column family holds, under these keys:
+
+* ``seq/reserved``        - 8 bytes: every seq ever handed out is below it;
+* ``ack/<class>``         - 8 bytes: acknowledged watermark of the class;
+* ``count/<class>``       - 16 bytes: live records and bytes of the class;
+* ``pin/<class>/<first>`` - 8 bytes last seq + batch id (utf-8);
+* ``receipt/<key>``       - 8 bytes: the first seq of the append that carried
+  the receipt ``<key>`` (an opaque caller's key, e.g. a spool file's identity).
 """
 
 from __future__ import annotations
@@ -17,27 +25,39 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from sync.errors import RecordRejected
+from sync.outbox.eviction import ClassUsage
 from sync.protocol import SHA256_RE, Stream
 
 __all__ = [
+    "COUNT",
     "FORMAT_VERSION",
     "HEADER",
     "KEY_SIZE",
     "MAX_RECEIPT_BYTES",
+    "META_CF",
+    "RECEIPT_PREFIX",
+    "RESERVED_KEY",
+    "U64",
     "VALUE_HEADER",
     "BatchBoundary",
     "BlobRef",
     "ClassStats",
+    "LoadedState",
     "OutboxClass",
     "OutboxRecord",
     "OutboxStats",
+    "Removal",
+    "ack_key",
     "check_receipt",
+    "count_key",
     "decode_key",
     "decode_record",
     "decode_value",
     "encode_header",
     "encode_key",
     "encode_value",
+    "pin_key",
+    "pin_prefix",
     "record_size",
 ]
 
@@ -59,7 +79,7 @@ class OutboxRecord(NamedTuple):
     """One stored record: its class, device-monotonic seq, payload and wall-clock birth.
 
     A NamedTuple, not a frozen dataclass: reads build one per record, and a tuple
-    is built several times faster (the drain benchmark reads ~10^5 records/s).
+    is built several times faster (a drain reads records by the thousand).
     """
 
     stream: OutboxClass
@@ -124,7 +144,7 @@ class OutboxStats:
     rejections: dict[str, int]
     next_seq: int
     quarantined: list[str]
-    # where group fsyncs ran, "in_place" or "on_thread" (sync/_outbox_fsync_placement.py)
+    # where group fsyncs ran, "in_place" or "on_thread" (sync/outbox/fsync_placement.py)
     fsyncs: dict[str, int] = field(default_factory=dict)
 
 
@@ -188,3 +208,48 @@ def check_receipt(key: object) -> bytes:
 def record_size(payload_len: int) -> int:
     """Bytes a record accounts for against the size cap (key + header + payload)."""
     return KEY_SIZE + VALUE_HEADER + payload_len
+
+
+# ---------------------------------------------------------------------- meta keys
+
+META_CF: Final = "meta"
+U64: Final = struct.Struct(">Q")
+COUNT: Final = struct.Struct(">QQ")
+RESERVED_KEY: Final = b"seq/reserved"
+RECEIPT_PREFIX: Final = b"receipt/"
+
+
+def ack_key(stream: Stream) -> bytes:
+    return b"ack/" + stream.value.encode()
+
+
+def count_key(stream: Stream) -> bytes:
+    return b"count/" + stream.value.encode()
+
+
+def pin_prefix(stream: Stream) -> bytes:
+    return b"pin/" + stream.value.encode() + b"/"
+
+
+def pin_key(stream: Stream, first_seq: int) -> bytes:
+    return pin_prefix(stream) + encode_key(first_seq)
+
+
+@dataclass(slots=True)
+class LoadedState:
+    """What the outbox needs in memory, read back from disk at open."""
+
+    reserved_until: int
+    max_seq: int
+    watermarks: dict[Stream, int]
+    usage: dict[Stream, ClassUsage]
+    pins: list[BatchBoundary]
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """Records removed from one class by an ack or an eviction pass."""
+
+    records: list[OutboxRecord]
+    count: int
+    bytes: int

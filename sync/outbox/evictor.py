@@ -11,15 +11,16 @@ from collections.abc import Callable, Sequence
 
 from rocksdict import WriteBatch
 
-from sync._outbox_eviction import ClassUsage, is_expired
-from sync._outbox_records import (
+from sync.outbox.eviction import ClassUsage, is_expired
+from sync.outbox.records import (
     MAX_SEQ,
     OutboxRecord,
+    Removal,
     decode_record,
     encode_key,
     encode_value,
 )
-from sync._outbox_store import OutboxStore, Removal
+from sync.outbox.store import OutboxStore
 from sync.protocol import Stream
 
 __all__ = ["coalesce_oldest", "delete_records", "drop_expired", "drop_oldest"]

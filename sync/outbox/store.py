@@ -3,16 +3,7 @@
 Mutating methods run one at a time under the outbox's write lock: a group's
 ``write_records`` on the event loop, then ``sync_wal``, acks and eviction on the
 writer thread; reads may run on the event loop (RocksDB is thread-safe).  Column
-families: one per class (``Stream.value``) plus ``meta``, which holds, under these
-keys:
-
-* ``seq/reserved``        - 8 bytes: every seq ever handed out is below it;
-* ``ack/<class>``         - 8 bytes: acknowledged watermark of the class;
-* ``count/<class>``       - 16 bytes: live records and bytes of the class;
-* ``pin/<class>/<first>`` - 8 bytes last seq + batch id (utf-8);
-* ``receipt/<key>``       - 8 bytes: the first seq of the append that carried
-  the receipt ``<key>`` (an opaque caller's key, e.g. a spool file's identity).
-
+families: one per class (``Stream.value``) plus ``meta`` (key layout in ``records``).
 Counters, watermarks and receipts are written in the same WriteBatch as the
 records they describe, so after any crash they agree with the data.
 """
@@ -21,73 +12,43 @@ from __future__ import annotations
 
 import gc
 import logging
-import mmap
 import os
-import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from rocksdict import (
-    BlockBasedOptions,
-    Cache,
-    ColumnFamily,
-    DBCompressionType,
-    DBRecoveryMode,
-    Options,
-    Rdict,
-    WriteBatch,
-    WriteOptions,
-)
+from rocksdict import Cache, ColumnFamily, Rdict, WriteBatch, WriteOptions
 
-from sync._outbox_eviction import ClassUsage
-from sync._outbox_reader import ReadResult, Walked, read_bulk, read_each
-from sync._outbox_records import (
+from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError, SyncError
+from sync.outbox.eviction import ClassUsage
+from sync.outbox.options import direct_io_at, outbox_options
+from sync.outbox.reader import ReadResult, Walked, read_bulk, read_each
+from sync.outbox.records import (
+    COUNT,
     MAX_SEQ,
+    META_CF,
+    RECEIPT_PREFIX,
+    RESERVED_KEY,
+    U64,
     BatchBoundary,
-    OutboxRecord,
+    LoadedState,
+    Removal,
+    ack_key,
+    count_key,
     decode_key,
     decode_value,
     encode_key,
+    pin_key,
+    pin_prefix,
 )
-from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError, SyncError
 from sync.protocol import Stream
 
-__all__ = [
-    "META_CF",
-    "LoadedState",
-    "OutboxStore",
-    "Removal",
-    "classify_storage_error",
-    "db_options",
-]
+__all__ = ["LoadedState", "OutboxStore", "Removal", "classify_storage_error"]
 
 log = logging.getLogger(__name__)
 
-META_CF: Final = "meta"
-_U64: Final = struct.Struct(">Q")
-_COUNT: Final = struct.Struct(">QQ")
-_RESERVED_KEY: Final = b"seq/reserved"
-_RECEIPT_PREFIX: Final = b"receipt/"
 _UNSYNCED: Final = WriteOptions()  # sync=False: durability comes from sync_wal()
-
-
-def _ack_key(stream: Stream) -> bytes:
-    return b"ack/" + stream.value.encode()
-
-
-def _count_key(stream: Stream) -> bytes:
-    return b"count/" + stream.value.encode()
-
-
-def _pin_prefix(stream: Stream) -> bytes:
-    return b"pin/" + stream.value.encode() + b"/"
-
-
-def _pin_key(stream: Stream, first_seq: int) -> bytes:
-    return _pin_prefix(stream) + encode_key(first_seq)
 
 
 def classify_storage_error(exc: BaseException) -> SyncError:
@@ -98,104 +59,6 @@ def classify_storage_error(exc: BaseException) -> SyncError:
     if message.startswith("Corruption") or "Corruption:" in message:
         return OutboxCorrupted(f"outbox database corrupted: {message}")
     return OutboxStorageError(f"outbox storage error: {message}")
-
-
-@dataclass(slots=True)
-class LoadedState:
-    """What the outbox needs in memory, read back from disk at open."""
-
-    reserved_until: int
-    max_seq: int
-    watermarks: dict[Stream, int]
-    usage: dict[Stream, ClassUsage]
-    pins: list[BatchBoundary]
-
-
-@dataclass(frozen=True, slots=True)
-class Removal:
-    """Records removed from one class by an ack or an eviction pass."""
-
-    records: list[OutboxRecord]
-    count: int
-    bytes: int
-
-
-_MEMTABLES_PER_WAL_BUDGET: Final = 8  # max_total_wal_size / write_buffer_size
-_RECYCLED_WALS: Final = _MEMTABLES_PER_WAL_BUDGET * 3 // 2  # WALs live at a forced flush
-
-
-def direct_io_works(directory: Path) -> bool:
-    """Whether ``O_DIRECT`` writes work on the filesystem of ``directory`` (ext4, xfs and
-    f2fs: yes; some tmpfs and FUSE mounts: no).  Probed with one aligned 4 KiB write,
-    because RocksDB would only find out at its first flush, and fail it."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return False
-    probe = directory / f".direct-io-probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | flag, 0o600)
-        try:
-            with mmap.mmap(-1, 4096) as aligned:  # page-aligned, as O_DIRECT wants
-                os.write(fd, aligned)
-        finally:
-            os.close(fd)
-    except OSError:
-        return False
-    finally:
-        probe.unlink(missing_ok=True)
-    return True
-
-
-def _options(memory_budget: int, cache: Cache, *, direct_io: bool = False) -> Options:
-    opts = Options(raw_mode=True)
-    opts.create_if_missing(True)
-    opts.create_missing_column_families(True)
-    opts.set_paranoid_checks(True)
-    opts.set_max_open_files(-1)  # open (and check) every table file at start
-    opts.set_keep_log_file_num(2)
-    opts.set_max_log_file_size(1 << 20)
-    opts.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
-    # Reuse obsolete WAL files instead of creating new ones: overwriting blocks that
-    # are already allocated lets each synced write's fdatasync skip the file-size /
-    # extent metadata (a journal commit on ext4), as SQLite does by reusing its WAL.
-    # Recycled records carry their log number, so recovery stops at stale tails;
-    # RocksDB >= 9.1 keeps recycling on under point-in-time recovery (the bundled
-    # 9.8 does; it prints ``Options.recycle_log_file_num`` in the LOG). Enough files
-    # are kept for every WAL still live when ``max_total_wal_size`` forces a flush.
-    opts.set_recycle_log_file_num(_RECYCLED_WALS)
-    # Every group also updates the class counters in ``meta``. Without atomic flush a
-    # WAL file stays live until that small column family is flushed too (forced only
-    # at ``max_total_wal_size``), so fewer files are free to recycle: 0.15 ms more per
-    # synced batch of 256 in an A/B on this VM (docs/OUTBOX.md). Flushing all column
-    # families together frees each WAL as soon as its memtables are flushed.
-    opts.set_atomic_flush(True)
-    opts.set_write_buffer_size(memory_budget // _MEMTABLES_PER_WAL_BUDGET)
-    opts.set_max_write_buffer_number(2)
-    opts.set_db_write_buffer_size(memory_budget // 2)
-    opts.set_max_total_wal_size(memory_budget)
-    opts.set_max_background_jobs(2)
-    opts.set_compression_type(DBCompressionType.lz4())
-    # Flushes and compactions write their SST files around the page cache: then the
-    # WAL fsync of a group no longer waits behind the writeback of a whole memtable
-    # (docs/OUTBOX.md, "Flushes around the page cache"). Reads still use the cache.
-    opts.set_use_direct_io_for_flush_and_compaction(direct_io)
-    table = BlockBasedOptions()
-    table.set_block_cache(cache)
-    opts.set_block_based_table_factory(table)
-    return opts
-
-
-def db_options(memory_budget: int, path: Path) -> Options:
-    """The RocksDB options of an outbox database at ``path`` (also used by the
-    benchmark's bare anchor, so that its "physical limit" has the same WAL, memtable
-    and I/O settings)."""
-    return _options(memory_budget, Cache(memory_budget // 4), direct_io=_direct_io_at(path))
-
-
-def _direct_io_at(path: Path) -> bool:
-    """``direct_io_works`` for the database at ``path`` (probed in its parent while the
-    database directory does not exist yet)."""
-    return direct_io_works(path if path.is_dir() else path.parent)
 
 
 class OutboxStore:
@@ -209,8 +72,8 @@ class OutboxStore:
             names += [n for n in Rdict.list_cf(str(path)) if n not in names and n != "default"]
         self._db: Rdict | None = Rdict(
             str(path),
-            _options(memory_budget, cache, direct_io=_direct_io_at(path)),
-            column_families={n: _options(memory_budget, cache) for n in names},
+            outbox_options(memory_budget, cache, direct_io=direct_io_at(path)),
+            column_families={n: outbox_options(memory_budget, cache) for n in names},
         )
         self._cfs = {s: self._db.get_column_family(s.value) for s in Stream}
         self._handles = {s: self._db.get_column_family_handle(s.value) for s in Stream}
@@ -237,16 +100,16 @@ class OutboxStore:
     def load_state(self) -> LoadedState:
         """Read counters, watermarks, pins and the highest seq; ValueError on garbage."""
         meta = self._meta
-        raw_reserved = meta.get(_RESERVED_KEY)
-        reserved = _U64.unpack(raw_reserved)[0] if raw_reserved is not None else 1
+        raw_reserved = meta.get(RESERVED_KEY)
+        reserved = U64.unpack(raw_reserved)[0] if raw_reserved is not None else 1
         watermarks: dict[Stream, int] = {}
         usage: dict[Stream, ClassUsage] = {}
         max_seq = 0
         for stream in Stream:
-            raw_ack = meta.get(_ack_key(stream))
-            watermarks[stream] = _U64.unpack(raw_ack)[0] if raw_ack is not None else 0
-            raw_count = meta.get(_count_key(stream))
-            records, nbytes = _COUNT.unpack(raw_count) if raw_count is not None else (0, 0)
+            raw_ack = meta.get(ack_key(stream))
+            watermarks[stream] = U64.unpack(raw_ack)[0] if raw_ack is not None else 0
+            raw_count = meta.get(count_key(stream))
+            records, nbytes = COUNT.unpack(raw_count) if raw_count is not None else (0, 0)
             usage[stream] = ClassUsage(records, nbytes)
             for seq, value in (self._first(stream), self._last(stream)):
                 if seq is not None and value is not None:
@@ -272,9 +135,9 @@ class OutboxStore:
         return decode_key(it.key()), it.value()
 
     def _load_pins(self, stream: Stream) -> Iterator[BatchBoundary]:
-        prefix = _pin_prefix(stream)
+        prefix = pin_prefix(stream)
         for key, value in self._meta_under(prefix):
-            last = _U64.unpack_from(value)[0]
+            last = U64.unpack_from(value)[0]
             yield BatchBoundary(stream, decode_key(key[len(prefix) :]), last, value[8:].decode())
 
     def _meta_under(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -314,9 +177,9 @@ class OutboxStore:
         """Apply ``batch``; with ``sync``, return once it is fsynced (``sync_wal``).
 
         The write itself goes to the WAL in the page cache (``write`` holds the GIL
-        in rocksdict: a 270 ms write froze every other thread for 268 ms), the fsync
-        is ``flush_wal(True)``, which releases it: other threads, the event loop
-        among them, run while the disk works.
+        in rocksdict for its whole length, docs/OUTBOX.md), the fsync is
+        ``flush_wal(True)``, which releases it: other threads, the event loop among
+        them, run while the disk works.
         """
         try:
             self._db_checked().write(batch, _UNSYNCED)
@@ -343,7 +206,7 @@ class OutboxStore:
 
     def background_work(self) -> bool:
         """True while RocksDB flushes or compacts, or has a memtable waiting to be
-        flushed (about 0.6 us: three in-memory properties).  With atomic flush every
+        flushed (three in-memory properties: cheap).  With atomic flush every
         column family's memtable is switched together, so ``meta`` (written by every
         group) stands for all of them."""
         db = self._db_checked()
@@ -365,25 +228,23 @@ class OutboxStore:
         within a run are consecutive.  Not fsynced: durable after the next
         ``sync_wal``."""
         batch = WriteBatch(raw_mode=True)
-        put, keys_of = batch.put, _U64.pack
+        put, keys_of = batch.put, U64.pack
         for stream, first_seq, values in runs:
             batch.set_default_column_family(self._handles[stream])
             # a C-level loop: no Python bytecode per record
             deque(map(put, map(keys_of, range(first_seq, first_seq + len(values))), values), 0)
         batch.set_default_column_family(None)
         for stream, usage in counts.items():
-            batch.put(
-                _count_key(stream), _COUNT.pack(usage.records, usage.bytes), self._meta_handle
-            )
+            batch.put(count_key(stream), COUNT.pack(usage.records, usage.bytes), self._meta_handle)
         if reserved_until is not None:
-            batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+            batch.put(RESERVED_KEY, U64.pack(reserved_until), self._meta_handle)
         for key, first_seq in receipts:
-            batch.put(_RECEIPT_PREFIX + key, _U64.pack(first_seq), self._meta_handle)
+            batch.put(RECEIPT_PREFIX + key, U64.pack(first_seq), self._meta_handle)
         self.commit(batch, sync=False)
 
     def reserve_seqs(self, reserved_until: int) -> None:
         batch = WriteBatch(raw_mode=True)
-        batch.put(_RESERVED_KEY, _U64.pack(reserved_until), self._meta_handle)
+        batch.put(RESERVED_KEY, U64.pack(reserved_until), self._meta_handle)
         self.commit(batch, sync=True)
 
     def move_records(
@@ -401,31 +262,31 @@ class OutboxStore:
     def receipt(self, key: bytes) -> int | None:
         """The first seq stored with receipt ``key``, or None."""
         try:
-            raw = self._meta.get(_RECEIPT_PREFIX + key)
+            raw = self._meta.get(RECEIPT_PREFIX + key)
         except Exception as exc:
             raise classify_storage_error(exc) from exc
-        return None if raw is None else int(_U64.unpack(raw)[0])
+        return None if raw is None else int(U64.unpack(raw)[0])
 
     def receipts(self, prefix: bytes) -> dict[bytes, int]:
         """Every receipt whose key starts with ``prefix``: key -> first seq."""
-        skip = len(_RECEIPT_PREFIX)
+        skip = len(RECEIPT_PREFIX)
         try:
             return {
-                key[skip:]: _U64.unpack(value)[0]
-                for key, value in self._meta_under(_RECEIPT_PREFIX + prefix)
+                key[skip:]: U64.unpack(value)[0]
+                for key, value in self._meta_under(RECEIPT_PREFIX + prefix)
             }
         except Exception as exc:
             raise classify_storage_error(exc) from exc
 
     def drop_receipt(self, key: bytes, sync: bool) -> None:
         batch = WriteBatch(raw_mode=True)
-        batch.delete(_RECEIPT_PREFIX + key, self._meta_handle)
+        batch.delete(RECEIPT_PREFIX + key, self._meta_handle)
         self.commit(batch, sync)
 
     def put_pin(self, pin: BatchBoundary) -> None:
         batch = WriteBatch(raw_mode=True)
-        value = _U64.pack(pin.last_seq) + pin.batch_id.encode()
-        batch.put(_pin_key(pin.stream, pin.first_seq), value, self._meta_handle)
+        value = U64.pack(pin.last_seq) + pin.batch_id.encode()
+        batch.put(pin_key(pin.stream, pin.first_seq), value, self._meta_handle)
         self.commit(batch, sync=True)
 
     def ack(
@@ -453,10 +314,10 @@ class OutboxStore:
             nbytes += len(key) + len(value)
         batch = WriteBatch(raw_mode=True)
         batch.delete_range(encode_key(watermark + 1), encode_key(up_to + 1), self._handles[stream])
-        batch.put(_ack_key(stream), _U64.pack(up_to), self._meta_handle)
+        batch.put(ack_key(stream), U64.pack(up_to), self._meta_handle)
         self.put_count(batch, stream, current, count, nbytes)
         for pin in drop_pins:
-            batch.delete(_pin_key(pin.stream, pin.first_seq), self._meta_handle)
+            batch.delete(pin_key(pin.stream, pin.first_seq), self._meta_handle)
         self.commit(batch, sync)
         return Removal([], count, nbytes)
 
@@ -464,7 +325,7 @@ class OutboxStore:
         self, batch: WriteBatch, stream: Stream, current: ClassUsage, count: int, nbytes: int
     ) -> None:
         left = ClassUsage(max(0, current.records - count), max(0, current.bytes - nbytes))
-        batch.put(_count_key(stream), _COUNT.pack(left.records, left.bytes), self._meta_handle)
+        batch.put(count_key(stream), COUNT.pack(left.records, left.bytes), self._meta_handle)
 
     # ------------------------------------------------------------------ reads
 
@@ -512,7 +373,7 @@ class OutboxStore:
     ) -> ReadResult:
         """Records after ``after_seq`` in seq order; at least one if any (even if large).
 
-        Also says what was walked, see ``_outbox_reader``.
+        Also says what was walked, see ``reader``.
         """
         cf = self._family(stream)
         try:

@@ -8,9 +8,9 @@ every producer that arrived while the previous one ran.
 
 The fsync of a group, and the longer RocksDB jobs (acks, eviction, expiry), run
 on ``WriterThread``, one dedicated thread, in submission order, so the event loop
-does not wait on the disk (short group fsyncs excepted, ``_outbox_fsync_placement``;
+does not wait on the disk (short group fsyncs excepted, ``fsync_placement``;
 rocksdict releases the GIL in ``flush_wal``; see
-``_outbox_appends`` for why a group's write itself stays on the event loop).
+``appends`` for why a group's write itself stays on the event loop).
 """
 
 from __future__ import annotations

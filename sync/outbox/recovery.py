@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 from typing import Final
 
-from sync._outbox_store import LoadedState, OutboxStore, classify_storage_error
 from sync.errors import (
     OutboxCorrupted,
     OutboxDiskFull,
     OutboxStorageError,
     PermanentSyncError,
 )
+from sync.outbox.records import LoadedState
+from sync.outbox.store import OutboxStore, classify_storage_error
 
 __all__ = ["corrupt_marker", "mark_corrupt", "open_or_quarantine"]
 
@@ -127,7 +128,7 @@ def open_or_quarantine(
         try:
             store, state = _open(path, memory_budget)
             return store, state, []
-        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+        except Exception as exc:  # rocksdict raises plain Exception
             message = str(exc) or type(exc).__name__
             if _transient(message):
                 error = classify_storage_error(exc)
