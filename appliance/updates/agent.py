@@ -37,8 +37,16 @@ from appliance.updates.release_tasks import (
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.slot_state import SlotInfo, SlotName, SlotStatus, TaskSlots, UpdateState
 from appliance.updates.slot_store import SlotStore
-from sync.protocol.releases import ReleaseManifest, verify_manifest
-from sync.shared.signing import Envelope, Keyring, VerificationError, extract_archive, verify_file
+from sync.protocol import ModelOutcome
+from sync.protocol.releases import ReleaseManifest, VerifiedRelease, verify_manifest
+from sync.shared.signing import (
+    Envelope,
+    Keyring,
+    TimeFloor,
+    VerificationError,
+    extract_archive,
+    verify_file,
+)
 
 __all__ = ["AGENT", "AuditSink", "Candidate", "UpdateAgent"]
 
@@ -126,33 +134,71 @@ class UpdateAgent:
         """Verify ``archive`` against ``manifest_bytes``, stage it into the inactive slot
         and validate it with the real runtime.  Refusals are audited and re-raised."""
         async with self._lock:
+            verified, floor = await self._verified(manifest_bytes)
             try:
-                return await self._install(archive, manifest_bytes)
+                return await self._install(archive, manifest_bytes, verified, floor)
             except VerificationError as exc:
-                await self._audit.record(
-                    "model.refused", {"actor": AGENT, "check": exc.check, "reason": str(exc)}
-                )
+                await self._refused(manifest_bytes, exc.check, str(exc))
                 raise
 
-    async def _install(self, archive: Path, manifest_bytes: bytes) -> Candidate:
-        claimed = Envelope.parse(manifest_bytes).signed  # only to find the active counter
-        task_name, name = str(claimed.get("task")), str(claimed.get("name"))
-        slots = self.state.task(task_name)
-        floor = await asyncio.to_thread(self.store.load_floor, self.keyring.issued_at)
-        verified = verify_manifest(
-            manifest_bytes,
-            self.keyring,
-            floor,
-            device_class=self.settings.device_class,
-            active_counter=slots.active_counter(name),
-        )
+    async def precheck(self, manifest_bytes: bytes) -> VerifiedRelease:
+        """Every manifest check, before anything is downloaded (refusals audited)."""
+        async with self._lock:
+            return (await self._verified(manifest_bytes))[0]
+
+    async def _verified(self, manifest_bytes: bytes) -> tuple[VerifiedRelease, TimeFloor]:
+        try:
+            claimed = Envelope.parse(manifest_bytes).signed  # only to find the active counter
+            slots = self.state.task(str(claimed.get("task")))
+            floor = await asyncio.to_thread(self.store.load_floor, self.keyring.issued_at)
+            verified = verify_manifest(
+                manifest_bytes,
+                self.keyring,
+                floor,
+                device_class=self.settings.device_class,
+                active_counter=slots.active_counter(str(claimed.get("name"))),
+            )
+        except VerificationError as exc:
+            await self._refused(manifest_bytes, exc.check, str(exc))
+            raise
         manifest = verified.manifest
         if f"{manifest.name}@{manifest.counter}" in slots.rejected:
             reason = f"{manifest.name} {manifest.version} failed on this device before"
-            await self._audit.record(
-                "model.refused", {"actor": AGENT, "check": "failed_before", "reason": reason}
-            )
+            await self._refused(manifest_bytes, "failed_before", reason)
             raise ReleaseError(reason)
+        return verified, floor
+
+    async def _refused(self, manifest_bytes: bytes, check: str, reason: str) -> None:
+        """Audit a refusal; report it for the task the manifest claims, when it is one of
+        this appliance's (the claim is unverified: it only labels the report)."""
+        await self._audit.record(
+            "model.refused", {"actor": AGENT, "check": check, "reason": reason}
+        )
+        try:
+            claimed = Envelope.parse(manifest_bytes).signed
+            outcome = ModelOutcome(
+                name=str(claimed.get("name"))[:128],
+                version=str(claimed.get("version"))[:64],
+                counter=max(0, int(claimed.get("counter", 0))),
+                result="refused",
+                check=check[:64],
+                reason=reason[:500],
+            )
+        except (VerificationError, ValueError, TypeError):
+            return
+        task = str(claimed.get("task"))
+        if task in self.state.tasks or task in type(self.inference).model_fields:
+            await self._save(task, self.state.task(task).with_outcome(outcome))
+
+    async def _install(
+        self,
+        archive: Path,
+        manifest_bytes: bytes,
+        verified: VerifiedRelease,
+        floor: TimeFloor,
+    ) -> Candidate:
+        manifest = verified.manifest
+        slots = self.state.task(manifest.task)
         sla_ms(self.inference, manifest.task)  # a task this appliance runs
         await asyncio.to_thread(verify_file, archive, manifest.artifact.digest())
         await asyncio.to_thread(self.store.save_floor, verified.advanced_floor(floor))
@@ -206,7 +252,9 @@ class UpdateAgent:
             if loaded is not None:
                 close_task(loaded)
             check = exc.check if isinstance(exc, ReleaseValidationFailed) else "load"
-            await self._save(task_name, self.state.task(task_name).fail(slot, str(exc)))
+            failed = self.state.task(task_name).fail(slot, str(exc))
+            outcome = _outcome(manifest, "validation_failed", check=check, reason=str(exc))
+            await self._save(task_name, failed.with_outcome(outcome))
             await self._audit.record(
                 "model.validation_failed",
                 {"actor": AGENT, **_release(manifest), "check": check, "reason": str(exc)},
@@ -235,6 +283,7 @@ class UpdateAgent:
         async with self._lock:
             task = candidate.manifest.task
             switched = self.state.task(task).switch(candidate.slot)
+            switched = switched.with_outcome(_outcome(candidate.manifest, "activated"))
             await self._audit.record(
                 "model.switched",
                 {"actor": AGENT, **_release(candidate.manifest), "slot": candidate.slot},
@@ -246,6 +295,9 @@ class UpdateAgent:
         async with self._lock:
             slots = self.state.task(task)
             committed = slots.commit()
+            info = slots.active_info()
+            if info is not None:
+                committed = committed.with_outcome(_slot_outcome(info, "committed"))
             await self._audit.record(
                 "model.committed",
                 {"actor": AGENT, "task": task, **_info(slots.active_info()), **(evidence or {})},
@@ -263,6 +315,8 @@ class UpdateAgent:
                 raise ReleaseError(f"{task}: the pinned models serve; nothing to roll back")
             left = slots.active_info()
             slots = slots.rollback(reason)
+            if left is not None:
+                slots = slots.with_outcome(_slot_outcome(left, "rolled_back", reason=reason))
             await self._audit.record(
                 "model.rolled_back",
                 {
@@ -288,6 +342,29 @@ def _check_contents(contents: ReleaseContents, manifest: ReleaseManifest) -> Non
     inside = (contents.name, contents.version, contents.task, contents.runtime)
     if signed != inside:
         raise ReleaseError(f"release.json says {inside}, the signed manifest {signed}")
+
+
+def _outcome(
+    manifest: ReleaseManifest, result: Any, *, check: str | None = None, reason: str | None = None
+) -> ModelOutcome:
+    return ModelOutcome(
+        name=manifest.name,
+        version=manifest.version,
+        counter=manifest.counter,
+        result=result,
+        check=check,
+        reason=None if reason is None else reason[:500],
+    )
+
+
+def _slot_outcome(info: SlotInfo, result: Any, *, reason: str | None = None) -> ModelOutcome:
+    return ModelOutcome(
+        name=info.name or "?",
+        version=info.version or "?",
+        counter=info.counter or 0,
+        result=result,
+        reason=None if reason is None else reason[:500],
+    )
 
 
 def _release(manifest: ReleaseManifest) -> dict[str, Any]:

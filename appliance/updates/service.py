@@ -22,10 +22,12 @@ from appliance.inference.results import InferenceTask
 from appliance.inference.settings import InferenceSettings
 from appliance.pipeline import FrameProcessor
 from appliance.updates.agent import AGENT, Candidate, UpdateAgent
+from appliance.updates.download import Fetcher, download_artifact, fetch_manifest
 from appliance.updates.errors import NothingToRollBack
 from appliance.updates.release_tasks import close_task, sla_ms
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.shadow import ShadowRun, ShadowVerdict, ShadowWindow
+from sync.protocol import ModelAssignment, ModelInfo
 
 __all__ = ["ModelUpdates"]
 
@@ -136,6 +138,59 @@ class ModelUpdates:
     def _report_of(self, name: str) -> dict[str, Any]:
         report: dict[str, Any] = self.report()[name]
         return report
+
+    async def apply(self, assignment: ModelAssignment, fetcher: Fetcher) -> str:
+        """Act on one assignment from the cloud's handshake; returns what was done."""
+        if assignment.action == "rollback":
+            for name in list(self._tasks):
+                _, info = self.agent.serving(name)
+                if info is not None and (info.name, info.counter) == (
+                    assignment.name,
+                    assignment.counter,
+                ):
+                    await self.rollback(name, "the cloud aborted the rollout", actor="cloud")
+                    return f"rolled back {name}"
+            return "not running it"
+        for name in self._tasks:
+            _, info = self.agent.serving(name)
+            if info is not None and (info.name, info.version) == (
+                assignment.name,
+                assignment.version,
+            ):
+                return "already serving"
+        manifest = await fetch_manifest(fetcher, assignment.manifest_url)
+        verified = await self.agent.precheck(manifest)  # nothing is downloaded for a refusal
+        release = verified.manifest
+        archive = self.agent.store.downloads / f"{release.name}-{release.counter}.tar"
+        await download_artifact(
+            fetcher,
+            f"/v1/models/{release.name}/{release.version}/artifact",
+            archive,
+            release.artifact.digest(),
+        )
+        try:
+            verdict = await self.install(archive, manifest)
+        finally:
+            await asyncio.to_thread(archive.unlink, missing_ok=True)
+        return "committed" if verdict.commit else f"rolled back: {verdict.reason}"
+
+    def inventory(self) -> list[ModelInfo]:
+        """What each task runs, for the handshake's ``models`` (with the last outcome)."""
+        models = []
+        for name, task in self._tasks.items():
+            slots = self.agent.state.task(name)
+            info = slots.active_info()
+            models.append(
+                ModelInfo(
+                    name=task.model_name,
+                    version=task.model_version,
+                    task=name,
+                    release=None if info is None else info.name,
+                    counter=None if info is None else info.counter,
+                    outcome=slots.last_outcome,
+                )
+            )
+        return models
 
     def report(self) -> dict[str, Any]:
         """Per running task: what serves, both slots, and a shadow window in progress."""

@@ -21,6 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sync.protocol import ModelOutcome
+
 __all__ = [
     "SLOTS",
     "SlotInfo",
@@ -69,6 +71,10 @@ class TaskSlots(_Strict):
         default_factory=lambda: {slot: SlotInfo() for slot in SLOTS}
     )
     rejected: list[str] = Field(default_factory=list)  # "name@counter", never retried
+    last_outcome: ModelOutcome | None = None  # reported to the cloud in each handshake
+
+    def with_outcome(self, outcome: ModelOutcome) -> TaskSlots:
+        return self.model_copy(update={"last_outcome": outcome})
 
     # ------------------------------------------------------------------ queries
 

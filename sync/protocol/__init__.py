@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -46,6 +46,7 @@ __all__ = [
     "LinkStats",
     "ModelAssignment",
     "ModelInfo",
+    "ModelOutcome",
     "RawRequest",
     "SamplingPolicy",
     "Stream",
@@ -169,11 +170,34 @@ class DepthInfo(_Body):
     oldest_age_s: float = Field(default=0.0, ge=0)
 
 
+class ModelOutcome(_Body):
+    """What a device last did with a model release (docs/OTA.md): the cloud's rollout
+    counts these.  Sent in every handshake as state, so none needs an ack."""
+
+    name: str = Field(min_length=1, max_length=128)  # release name
+    version: str = Field(min_length=1, max_length=64)
+    counter: int = Field(ge=0)
+    result: Literal[
+        "activated",  # switched to it, shadow window running
+        "committed",  # passed the shadow window
+        "refused",  # a verification check failed (``check`` names it)
+        "validation_failed",  # golden outputs or latency budget (``check``)
+        "rolled_back",  # shadow regression, technician, or told to by the cloud
+    ]
+    check: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class ModelInfo(_Body):
     name: str = Field(min_length=1, max_length=128)
     version: str = Field(min_length=1, max_length=64)
     runtime: str | None = None
     healthy: bool = True
+    # Model releases (docs/OTA.md); None when the pinned model of the image serves.
+    task: str | None = Field(default=None, max_length=64)
+    release: str | None = Field(default=None, max_length=128)  # the release name serving
+    counter: int | None = Field(default=None, ge=0)
+    outcome: ModelOutcome | None = None  # the latest update outcome for this task
 
 
 class LinkStats(_Body):
@@ -222,9 +246,16 @@ class SamplingPolicy(_Body):
 
 
 class ModelAssignment(_Body):
+    """A release the cloud wants this device to run (docs/OTA.md).  ``install``: fetch
+    ``manifest_url`` and ``/v1/models/{name}/{version}/artifact`` and install it (it is
+    verified on the device; nothing here is trusted).  ``rollback``: if the device runs
+    ``name`` at ``counter``, go back to its previous, already verified release."""
+
     name: str
     version: str
     manifest_url: str
+    counter: int | None = Field(default=None, ge=0)
+    action: Literal["install", "rollback"] = "install"
 
 
 class SyncResponse(_Body):

@@ -43,6 +43,8 @@ async def test_install_switch_commit_and_restart(
     await agent.switch(candidate)
     await agent.commit("gate_ocr", {"shadow_frames": 0})
     assert steps == ["verified", "stage", "staged", "validated", "switch", "commit"]
+    outcome = agent.state.task("gate_ocr").last_outcome
+    assert outcome is not None and (outcome.result, outcome.counter) == ("committed", 2)
     slot, info = agent.serving("gate_ocr")
     assert slot == "a" and info is not None and info.status is SlotStatus.ACTIVE
     # The floor moved to the manifest's signed issue time, durably.
@@ -71,6 +73,8 @@ async def test_a_refusal_is_audited_with_its_check(
         await agent.install(release_kit.build.archive, release_kit.sign())
     (body,) = audit_bodies(outbox)
     assert body["action"] == "model.refused" and body["detail"]["check"] == "device_class"
+    outcome = agent.state.task("gate_ocr").last_outcome  # reported in the next handshake
+    assert outcome is not None and (outcome.result, outcome.check) == ("refused", "device_class")
     assert agent.serving("gate_ocr") == (None, None)
 
 
@@ -121,6 +125,11 @@ async def test_golden_mismatch_fails_validation(
         await agent.install(archive, manifest)
     assert caught.value.check == "golden"
     assert agent.state.task("gate_ocr").slots["a"].status is SlotStatus.FAILED
+    outcome = agent.state.task("gate_ocr").last_outcome
+    assert outcome is not None and (outcome.result, outcome.check) == (
+        "validation_failed",
+        "golden",
+    )
 
 
 async def test_rollback_to_the_fallback_then_the_pinned_models(
