@@ -32,6 +32,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     admin.DeviceCreated,
     admin.DeviceView,
     admin.DeviceList,
+    admin.OperatorRevoked,
     admin.AuditList,
 )
 
