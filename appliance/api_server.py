@@ -17,7 +17,8 @@ from aiohttp import web
 
 from appliance.api import ApiRunner, add_core_routes, create_app
 from appliance.health_routes import add_health_routes
-from appliance.sync_routes import add_sync_routes
+from appliance.openapi import add_openapi_routes
+from appliance.sync_routes import add_daemon_technician_routes, add_sync_routes
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
@@ -48,10 +49,17 @@ def _sync_routes(app: web.Application, daemon: Daemon) -> None:
         add_sync_routes(app, daemon.sync_engine)
 
 
+def _openapi_routes(app: web.Application, daemon: Daemon) -> None:
+    api = daemon.config.local_api
+    add_openapi_routes(app, cameras=daemon.camera_ids, metadata_keys=api.frame_metadata_keys)
+
+
 API_ROUTES: tuple[RouteModule, ...] = (
     _core_routes,  # POST /v1/frames, GET /v1/status, /v1/events, /metrics
     _health_routes,  # GET /healthz (public)
     _sync_routes,  # /v1/sync, /v1/sync/{pause,resume,now,bandwidth}
+    add_daemon_technician_routes,  # GET /v1/audit, POST /v1/support-bundle
+    _openapi_routes,  # GET /v1/openapi.json (the routes above, as mounted)
 )
 
 
