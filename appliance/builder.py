@@ -31,6 +31,7 @@ from appliance.telemetry import Telemetry
 from sync.engine import SyncEngine
 from sync.outbox import Outbox
 from sync.protocol import ModelInfo
+from sync.transport import TransportFactory, connect_cloud
 
 __all__ = ["ApplianceBuilder", "TaskLoader"]
 
@@ -131,7 +132,11 @@ class ApplianceBuilder:
         )
 
     def sync_engine(
-        self, outbox: Outbox, raw_frames: RawFrames, models: Callable[[], list[ModelInfo]]
+        self,
+        outbox: Outbox,
+        raw_frames: RawFrames,
+        models: Callable[[], list[ModelInfo]],
+        transport: TransportFactory = connect_cloud,  # model updates tap assignments off it
     ) -> SyncEngine | None:
         """The sync engine, or None when no cloud is configured (the outbox just fills)."""
         sync = self.config.sync
@@ -145,6 +150,7 @@ class ApplianceBuilder:
             blob_source=raw_frames,
             state_path=self.data_dir / "sync-state.json",
             models=models,
+            transport=transport,
         )
 
     def readiness_problem(

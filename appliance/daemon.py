@@ -49,10 +49,11 @@ from appliance.status_report import failure_counters, status_of
 from appliance.supervisor import Supervisor
 from appliance.systemd import SystemdNotifier, readiness_listener
 from appliance.updates.service import ModelUpdates
-from appliance.updates.wiring import start_model_updates
+from appliance.updates.wiring import assignment_transport, start_model_updates
 from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
+from sync.transport import connect_cloud
 
 __all__ = ["Daemon", "NotStarted", "run_daemon"]
 
@@ -148,7 +149,14 @@ class Daemon:
         self._start_sources(self.intake, self.outbox, self._processor)
         self._supervise(self._telemetry_loop, "telemetry")
         self._supervise(self._retention_loop, "retention")
-        self.sync_engine = build.sync_engine(self.outbox, self._raw_frames, self._model_inventory)
+        transport = (
+            connect_cloud
+            if self.updates is None
+            else assignment_transport(self.updates, self.outbox, self._supervise)
+        )
+        self.sync_engine = build.sync_engine(
+            self.outbox, self._raw_frames, self._model_inventory, transport
+        )
         if self.sync_engine is not None:
             self.events.add_listener(_wake(self.sync_engine))
             await self.sync_engine.start()
@@ -295,9 +303,12 @@ class Daemon:
     # ------------------------------------------------------------------ status
 
     def _model_inventory(self) -> list[ModelInfo]:
-        loaded = [
-            ModelInfo(name=t.model_name, version=t.model_version) for t in self.tasks.values()
-        ]
+        if self.updates is not None:  # with the release serving and the last update outcome
+            loaded = self.updates.inventory()
+        else:
+            loaded = [
+                ModelInfo(name=t.model_name, version=t.model_version) for t in self.tasks.values()
+            ]
         failed = [
             ModelInfo(name=name, version="unloaded", healthy=False) for name in self.model_failures
         ]

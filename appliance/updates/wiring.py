@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from appliance.audit import AuditTrail
@@ -12,13 +14,20 @@ from appliance.inference.results import InferenceTask
 from appliance.inference.task_registry import TaskRegistry
 from appliance.pipeline import FrameProcessor
 from appliance.updates.agent import UpdateAgent
+from appliance.updates.assignments import AssignmentRunner, AssignmentTap
+from appliance.updates.download import HttpFetcher
 from appliance.updates.errors import ReleaseError
 from appliance.updates.service import ModelUpdates
 from appliance.updates.slot_store import SlotStore
-from sync.outbox import Outbox
+from sync.outbox import Outbox, OutboxClass
+from sync.scheduler import TokenBucket
+from sync.settings import SyncSettings
 from sync.shared.signing import Envelope, Keyring, VerificationError
+from sync.transport import CloudTransport, TransportFactory, connect_cloud
 
-__all__ = ["load_keyring", "start_model_updates"]
+__all__ = ["assignment_transport", "load_keyring", "start_model_updates"]
+
+METADATA_FIRST_RECORDS = 1_000  # a download waits while more metadata than this is pending
 
 _log = logging.getLogger(__name__)
 
@@ -75,3 +84,39 @@ async def start_model_updates(
     )
     await updates.start()
     return updates
+
+
+def assignment_transport(
+    updates: ModelUpdates,
+    outbox: Outbox,
+    supervise: Callable[[Callable[[], Awaitable[None]], str], None],
+) -> TransportFactory:
+    """The sync engine's transport with the cloud's model assignments tapped off: they
+    go to an ``AssignmentRunner`` (supervised) that downloads with the engine's own
+    bandwidth bucket, pausing while the metadata backlog is large."""
+
+    async def metadata_first() -> None:
+        while _metadata_backlog(outbox) > METADATA_FIRST_RECORDS:
+            await asyncio.sleep(1.0)
+
+    def factory(settings: SyncSettings, bucket: TokenBucket) -> CloudTransport:
+        inner = connect_cloud(settings, bucket)
+        assert settings.cloud_url is not None and settings.token is not None  # connect_cloud
+        fetcher = HttpFetcher(
+            str(settings.cloud_url),
+            settings.token.get_secret_value(),
+            bucket=bucket,
+            gate=metadata_first,
+        )
+        runner = AssignmentRunner(updates, fetcher)
+        supervise(runner.run, "model-assignments")
+        return AssignmentTap(inner, runner.offer)
+
+    return factory
+
+
+def _metadata_backlog(outbox: Outbox) -> int:
+    per_class = outbox.stats().per_class
+    return sum(
+        per_class[s].records for s in (OutboxClass.CRITICAL, OutboxClass.EVENTS) if s in per_class
+    )
