@@ -19,6 +19,7 @@ from appliance.api import ApiRunner, add_core_routes, create_app
 from appliance.health_routes import add_health_routes
 from appliance.openapi import add_openapi_routes
 from appliance.sync_routes import add_daemon_technician_routes, add_sync_routes
+from appliance.updates.routes import add_model_routes
 
 if TYPE_CHECKING:
     from appliance.daemon import Daemon
@@ -49,6 +50,11 @@ def _sync_routes(app: web.Application, daemon: Daemon) -> None:
         add_sync_routes(app, daemon.sync_engine)
 
 
+def _model_routes(app: web.Application, daemon: Daemon) -> None:
+    if daemon.updates is not None:  # only when [updates] names a release keyring
+        add_model_routes(app, daemon.updates)
+
+
 def _openapi_routes(app: web.Application, daemon: Daemon) -> None:
     api = daemon.config.local_api
     add_openapi_routes(app, cameras=daemon.camera_ids, metadata_keys=api.frame_metadata_keys)
@@ -59,6 +65,7 @@ API_ROUTES: tuple[RouteModule, ...] = (
     _health_routes,  # GET /healthz (public)
     _sync_routes,  # /v1/sync, /v1/sync/{pause,resume,now,bandwidth}
     add_daemon_technician_routes,  # GET /v1/audit, POST /v1/support-bundle
+    _model_routes,  # GET /v1/models, POST /v1/models/install, /v1/models/{task}/rollback
     _openapi_routes,  # GET /v1/openapi.json (the routes above, as mounted)
 )
 

@@ -8,9 +8,11 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
+
 from appliance.daemon import Daemon
 from sync.outbox import OutboxClass
-from tests.appliance.daemon_harness import read_events, wait_for
+from tests.appliance.daemon_harness import TOKEN, read_events, wait_for
 from tests.appliance.updates.conftest import NEW_VERSION, ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
 
@@ -34,7 +36,17 @@ async def test_switch_shadow_commit_then_technician_rollback(
         assert daemon.tasks["gate_ocr"].model_version == NEW_VERSION
         after_commit = pusher.accepted
         await wait_for(lambda: pusher.accepted >= after_commit + 2)
-        report = await daemon.updates.rollback("gate_ocr", "technician test", actor="technician")
+        # The technician rolls back through the local API (token required).
+        url = f"{daemon.api_url}/v1/models/gate_ocr/rollback"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json={"reason": "technician test"}) as response:
+                assert response.status == 401
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.post(
+                url, json={"reason": "technician test"}, headers=headers
+            ) as response:
+                assert response.status == 200, await response.text()
+                report = await response.json()
         assert report["serving"] == "pinned" and report["model_version"] == pinned
         after_rollback = pusher.accepted
         await wait_for(lambda: pusher.accepted >= after_rollback + 2)
