@@ -9,23 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from sync.protocol import SamplingPolicy
+from sync.shared.config_section import ConfigSection
 
 __all__ = ["IngestSettings", "TlsSettings"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TlsSettings(_Section):
+class TlsSettings(ConfigSection):
     cert_file: Path = Field(description="PEM certificate chain")
     key_file: Path = Field(description="PEM private key")
 
 
-class IngestSettings(_Section):
+class IngestSettings(ConfigSection):
     version: Literal[1] = 1
     data_dir: Path = Field(description="catalog.db, lake/, blobs/ and uploads/ live here")
     host: str = Field(default="127.0.0.1", description="address to listen on")

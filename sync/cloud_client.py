@@ -28,7 +28,7 @@ from typing import Final, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from sync.errors import (
     BatchConflict,
@@ -74,7 +74,7 @@ class CloudClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | SecretStr,
         *,
         bucket: TokenBucket | None = None,
         request_timeout_s: float = 30.0,
@@ -83,6 +83,8 @@ class CloudClient:
         self.base_url = base_url.rstrip("/")
         self.bucket = bucket or TokenBucket(None)
         self.bytes_out = 0  # request body bytes handed to the socket, all requests
+        if isinstance(token, SecretStr):  # as the settings hold it: never printed
+            token = token.get_secret_value()
         self._headers = {"Authorization": f"Bearer {token}"}
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=request_timeout_s

@@ -8,16 +8,14 @@ on its own.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from sync.protocol import Stream
+from sync.shared.config_section import ConfigSection, take_secret_files
 
 __all__ = ["Durability", "LinkSettings", "OutboxSettings", "SyncSettings"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Durability(StrEnum):
@@ -25,7 +23,7 @@ class Durability(StrEnum):
     RELAXED = "relaxed"  # written to the WAL, not fsynced: survives a process crash only
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(ConfigSection):
     path: str = Field(default="var/outbox", description="RocksDB directory of the outbox")
     durability: Durability = Durability.SYNC
     max_bytes: int = Field(
@@ -72,19 +70,24 @@ class OutboxSettings(_Section):
     )
 
 
-class LinkSettings(_Section):
+class LinkSettings(ConfigSection):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     probe_interval_s: float = Field(default=10.0, gt=0)
 
 
-class SyncSettings(_Section):
+class SyncSettings(ConfigSection):
     enabled: bool = True
     cloud_url: HttpUrl | None = Field(
         default=None, description="base URL of the ingest service; None keeps everything local"
     )
-    token: str | None = Field(default=None, description="device token issued by the cloud")
+    token_file: str | None = Field(
+        default=None, description="file holding the device token, mode 0600"
+    )
+    token: SecretStr | None = Field(
+        default=None, description="device token issued by the cloud (prefer token_file)"
+    )
     ca_file: str | None = None
     batch_max_records: int = Field(default=10_000, ge=1)
     batch_max_bytes: int = Field(default=4 << 20, ge=1024)
@@ -106,3 +109,8 @@ class SyncSettings(_Section):
     aging_share: float = Field(default=0.1, gt=0, le=1)
     handshake_interval_s: float = Field(default=30.0, gt=0)
     link: LinkSettings = Field(default_factory=LinkSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_file(cls, data: Any) -> Any:
+        return take_secret_files(data, ["token"])

@@ -13,6 +13,7 @@ from tests.appliance.config_harness import EXAMPLE, MINIMAL, check_config, confi
 
 TECHNICIAN = "Xk3Jq9-VfT2pLx_8ZmB4wYc7RdN1sHe6G"
 PLATE = "plate-key-Qm7Zt2Lw9Rk4Vx8c"
+DEVICE = "dev-token-Hq4Zr8Wm2Kx7Lp9Tn3Vb"
 
 
 def _secret_file(tmp_path: Path, name: str, content: str, mode: int = 0o600) -> Path:
@@ -26,12 +27,17 @@ def _secret_file(tmp_path: Path, name: str, content: str, mode: int = 0o600) -> 
 def test_secrets_are_read_from_owner_only_files(tmp_path: Path, mode: int) -> None:
     technician = _secret_file(tmp_path, "technician.token", TECHNICIAN, mode)
     plate = _secret_file(tmp_path, "plate.secret", PLATE, mode)
+    device = _secret_file(tmp_path, "sync.token", DEVICE, mode)
     data = dict(
         MINIMAL,
         local_api={"host": "0.0.0.0", "technician_token_file": str(technician)},
         privacy={"plate_secret_file": str(plate)},
+        sync={"cloud_url": "https://ingest.example.net", "token_file": str(device)},
     )
     config = parse_config(data, environ={})
+    assert config.sync.token is not None
+    assert config.sync.token.get_secret_value() == DEVICE
+    assert DEVICE not in repr(config) and DEVICE not in str(config.model_dump())
     assert config.local_api.technician_token is not None
     assert config.local_api.technician_token.get_secret_value() == TECHNICIAN  # newline gone
     assert config.privacy.plate_secret is not None
@@ -102,16 +108,19 @@ def test_check_config_json_masks_every_secret(tmp_path: Path) -> None:
     site.write_text(
         EXAMPLE.read_text(encoding="utf-8")
         .replace("[local_api]\n", f'[local_api]\ntechnician_token_file = "{technician}"\n')
-        .replace("[privacy]\n", f'[privacy]\nplate_secret = "{PLATE}"\n'),
+        .replace("[privacy]\n", f'[privacy]\nplate_secret = "{PLATE}"\n')
+        .replace("[sync]\n", f'[sync]\ntoken = "{DEVICE}"\n'),
         encoding="utf-8",
     )
     result = check_config(site, "--json")
     assert result.returncode == 0, result.stderr
     assert TECHNICIAN not in result.stdout and PLATE not in result.stdout
+    assert DEVICE not in result.stdout
     shown = json.loads(result.stdout)
     assert shown["local_api"]["technician_token"] == "**********"
     assert shown["local_api"]["technician_token_file"] == str(technician)  # where it came from
     assert shown["privacy"]["plate_secret"] == "**********"
+    assert shown["sync"]["token"] == "**********"
     text = check_config(site)
     assert text.returncode == 0 and TECHNICIAN not in text.stdout + text.stderr
 
@@ -130,3 +139,12 @@ def test_a_loose_file_stops_check_config_with_one_line(tmp_path: Path) -> None:
     assert f"chmod 600 {technician}" in result.stderr
     assert TECHNICIAN not in result.stderr
     assert os.stat(technician).st_mode & 0o777 == 0o644  # we say so; we never chmod for you
+
+
+def test_the_sync_token_file_is_checked_like_the_others(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "sync.token", DEVICE, 0o640)
+    [problem] = config_problems(dict(MINIMAL, sync={"token_file": str(path)}))
+    assert problem == (
+        f"sync: token_file: {path}: mode 0640 lets other users read or change the secret;"
+        f" run: chmod 600 {path}"
+    )
