@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from appliance._config_sections import SamplingSettings
+from appliance.config import SamplingSettings
 
 __all__ = ["SamplingPolicy"]
 

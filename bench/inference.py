@@ -209,7 +209,7 @@ class _Appliance:
     recorded_ms: dict[str, float] = field(default_factory=dict)
 
     def open(self) -> None:
-        from appliance._config_sections import SamplingSettings
+        from appliance.config import SamplingSettings
         from appliance.pipeline import FrameProcessor
         from appliance.privacy.blobstore import BlobStore
         from appliance.privacy.raw_frames import RawFrames

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance._config_sections import SamplingSettings
+from appliance.config import SamplingSettings
 from appliance.inference.results import Detection, TaskResult
 from appliance.inference.tasks import TASKS
 from appliance.pipeline import FrameProcessor

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from appliance._config_sections import SamplingSettings
+from appliance.config import SamplingSettings
 from appliance.sampling import SamplingPolicy
 
 
