@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["outbox", "ingest", "inference", "sync"]
+BENCHMARKS = ["outbox", "ingest", "inference", "sync", "image"]
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from sync.shared.signing import Envelope, Keyring, TimeFloor, VerificationError
 __all__ = ["InstallOptions", "InstallResult", "install", "settle", "verify_bundle"]
 
 _UNIT_PREFIX = "@PREFIX@"
+SERVICE_USER = "yardlink"  # the unit's User=
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ def install(bundle: Path, options: InstallOptions, service: ServiceManager | Non
     )  # pass 1: nothing is written (not even a lock file) before this returns
     _check_python(options.python, manifest.python)
     identity = _identity(layout, options)
+    _service_user(layout)  # refuse now, not after filling a slot
     with _install_lock(layout):
         state = settle(layout, ImageState.load(layout.state_file))
         if (state.counter, state.floor) != (before.counter, before.floor):
@@ -286,6 +289,7 @@ def _install_config(
     )
     if not layout.site_config.is_file() or layout.site_config.read_bytes() != rendered:
         replace_durably(layout.site_config, rendered)  # 0600: it holds the token
+    _give_to_service_user(layout, layout.site_config)
     bundled_keys = Envelope.parse((slot_dir / "keys" / "keyring.json").read_bytes())
     trusted = _trusted_keyring(layout, options)
     if not layout.keyring_file.is_file():
@@ -301,6 +305,26 @@ def _install_config(
     if not layout.data_dir.exists():
         layout.data_dir.mkdir(parents=True, mode=0o700)
         fsync_directory(layout.data_dir.parent)
+
+
+def _service_user(layout: Layout) -> pwd.struct_passwd | None:
+    """On a gateway (root ``/``, run as root) the service's user, who alone may read
+    ``site.toml``; None elsewhere (tests, a directory: files stay the caller's)."""
+    if layout.root != Path("/") or os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise InstallError(
+            f"no user {SERVICE_USER!r} on this gateway: create it first"
+            f" (adduser --system --group --home /var/lib/yardlink {SERVICE_USER})"
+        ) from None
+
+
+def _give_to_service_user(layout: Layout, path: Path) -> None:
+    user = _service_user(layout)
+    if user is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 def _write_unit(layout: Layout, slot: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -136,3 +137,20 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
         key = str(path.relative_to(root))
         snapshot[key] = b"<dir>" if path.is_dir() else path.read_bytes()
     return snapshot
+
+
+@pytest.fixture(scope="session")
+def default_slim(
+    tmp_path_factory: pytest.TempPathFactory, slim_bundle: BundleFactory
+) -> BuiltBundle:
+    """One slim bundle (counter 100) for the tests that only read or damage it."""
+    return slim_bundle(tmp_path_factory.mktemp("default-slim"))
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path, default_slim: BuiltBundle) -> Path:
+    """A private copy of the default slim bundle, free to damage."""
+    copy = tmp_path / "out" / default_slim.path.name
+    copy.parent.mkdir()
+    shutil.copyfile(default_slim.path, copy)
+    return copy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from image_build.build import build_from_checkout
+from image_build.build import BuiltBundle, build_from_checkout
 from image_build.install import verify_bundle
 from image_build.manifest import MANIFEST_MEMBER
 from image_build.platforms import Platform
@@ -14,7 +14,6 @@ from tests.image_build.conftest import (
     CHECKOUT,
     EPOCH,
     SLIM_PREFIXES,
-    BundleFactory,
     read_members,
 )
 
@@ -50,9 +49,9 @@ def test_two_builds_of_one_commit_are_byte_identical(
 
 
 def test_a_bundle_holds_every_file_once_with_normalised_headers(
-    tmp_path: Path, slim_bundle: BundleFactory, keyring: Keyring
+    default_slim: BuiltBundle, keyring: Keyring
 ) -> None:
-    built = slim_bundle(tmp_path)
+    built = default_slim
     members = read_members(built.path)
     names = [info.name for info, _ in members]
     assert names[0] == MANIFEST_MEMBER
@@ -77,9 +76,9 @@ def test_a_bundle_holds_every_file_once_with_normalised_headers(
 
 
 def test_the_unit_and_site_template_are_what_systemd_and_the_appliance_need(
-    tmp_path: Path, slim_bundle: BundleFactory
+    default_slim: BuiltBundle,
 ) -> None:
-    contents = {info.name: data for info, data in read_members(slim_bundle(tmp_path).path)}
+    contents = {info.name: data for info, data in read_members(default_slim.path)}
     unit = contents["systemd/yardlink.service"].decode()
     for line in (
         "Type=notify",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from image_build.build import BuiltBundle
 from image_build.errors import BundleRefused
 from image_build.install import InstallOptions, install, verify_bundle
 from image_build.layout import ImageState, Layout
@@ -23,8 +24,8 @@ from tests.image_build.conftest import (
 
 
 @pytest.fixture
-def trust_file(tmp_path: Path, slim_bundle: BundleFactory) -> Path:
-    members = dict((i.name, d) for i, d in read_members(slim_bundle(tmp_path / "trust").path))
+def trust_file(tmp_path: Path, default_slim: BuiltBundle) -> Path:
+    members = dict((i.name, d) for i, d in read_members(default_slim.path))
     path = tmp_path / "keyring.json"
     path.write_bytes(members["keys/keyring.json"])
     return path
@@ -57,9 +58,9 @@ def _flip(data: bytes, at: int | None = None) -> bytes:
     ],
 )
 def test_one_flipped_byte_in_any_file_is_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path, member_prefix: str, check: str
+    tmp_path: Path, bundle_copy: Path, trust_file: Path, member_prefix: str, check: str
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     members = read_members(bundle)
     index = next(i for i, (info, _) in enumerate(members) if info.name.startswith(member_prefix))
     info, data = members[index]
@@ -71,9 +72,9 @@ def test_one_flipped_byte_in_any_file_is_refused(
 
 
 def test_a_changed_signed_field_is_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path
+    tmp_path: Path, bundle_copy: Path, trust_file: Path
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     members = read_members(bundle)
     info, data = members[0]
     tampered = data.replace(b'"counter":100', b'"counter":900')
@@ -86,9 +87,9 @@ def test_a_changed_signed_field_is_refused(
 
 
 def test_a_flipped_signature_is_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path
+    tmp_path: Path, bundle_copy: Path, trust_file: Path
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     members = read_members(bundle)
     info, data = members[0]
     envelope = json.loads(data)
@@ -112,9 +113,9 @@ def test_a_bundle_signed_by_another_key_is_refused(
 
 
 def test_a_file_added_to_the_bundle_is_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path
+    tmp_path: Path, bundle_copy: Path, trust_file: Path
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     members = read_members(bundle)
     info, _ = members[-1]
     extra = type(info)("models/extra.onnx")
@@ -127,9 +128,9 @@ def test_a_file_added_to_the_bundle_is_refused(
 
 @pytest.mark.parametrize("keep", [0.5, 0.99, -1])
 def test_a_truncated_bundle_is_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path, keep: float
+    tmp_path: Path, bundle_copy: Path, trust_file: Path, keep: float
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     data = bundle.read_bytes()
     cut = len(data) - 1 if keep == -1 else int(len(data) * keep)
     bundle.write_bytes(data[:cut])
@@ -139,9 +140,9 @@ def test_a_truncated_bundle_is_refused(
 
 
 def test_bytes_after_the_bundle_are_refused(
-    tmp_path: Path, slim_bundle: BundleFactory, trust_file: Path
+    tmp_path: Path, bundle_copy: Path, trust_file: Path
 ) -> None:
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     bundle.write_bytes(bundle.read_bytes() + b"\0" * 16)
     root = tmp_path / "root"
     root.mkdir()
@@ -191,10 +192,10 @@ def test_an_expired_bundle_is_refused_whatever_the_local_clock(
     _install_refused(stale, root, trust_file, "expired")
 
 
-def test_a_root_that_trusts_no_key_is_refused(tmp_path: Path, slim_bundle: BundleFactory) -> None:
+def test_a_root_that_trusts_no_key_is_refused(tmp_path: Path, bundle_copy: Path) -> None:
     from image_build.errors import InstallError
 
-    bundle = slim_bundle(tmp_path / "out").path
+    bundle = bundle_copy
     root = tmp_path / "root"
     root.mkdir()
     options = InstallOptions(root=root, platform=Platform.X86_64, device_id="gate-01")
