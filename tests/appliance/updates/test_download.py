@@ -20,6 +20,7 @@ from appliance.updates.download import (
     download_artifact,
     fetch_manifest,
 )
+from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.scheduler import TokenBucket
 from sync.shared.signing import ArtifactTooLong, FileDigest, HashMismatch
 
@@ -166,3 +167,23 @@ async def test_bad_token_and_paced_manifest(cloud: tuple[Cloud, str], artifact, 
         await fetch_manifest(
             HttpFetcher(base, TOKEN, bucket=bucket), "/v1/models/gate-ocr/v2/manifest"
         )
+
+
+async def test_a_link_cut_mid_download_resumes_through_the_link_emulator(
+    cloud: tuple[Cloud, str], artifact, tmp_path: Path
+):
+    state, base = cloud
+    host, port = base.removeprefix("http://").split(":")
+    async with LinkEmulator((host, int(port)), LinkConditions(rtt_s=0.02)) as link:
+        fetcher = HttpFetcher(link.url, TOKEN, read_timeout_s=5)
+        link.cut_after(1_000_000, Direction.DOWN)  # the yard link drops 1 MB into the body
+        with pytest.raises(DownloadError):
+            await download_artifact(fetcher, URL, tmp_path / "got.tar", artifact[1])
+        kept = (tmp_path / "got.tar.part").stat().st_size
+        assert 0 < kept < SIZE
+        out = await download_artifact(fetcher, URL, tmp_path / "got.tar", artifact[1])
+        assert out.read_bytes() == artifact[0].read_bytes()
+        assert state.ranges == [None, f"bytes={kept}-"]
+        assert link.stats.cuts == 1
+        # Over both connections, the link carried the artifact about once, not twice.
+        assert link.stats.bytes[Direction.DOWN] < SIZE + 1_100_000
