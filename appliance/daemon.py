@@ -57,7 +57,7 @@ from sync.transport import connect_cloud
 
 __all__ = ["Daemon", "NotStarted", "run_daemon"]
 
-_log = logging.getLogger("appliance.daemon")
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETENTION_SWEEP_S = 3600.0  # how often expired days of kept frames are shredded

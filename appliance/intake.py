@@ -26,7 +26,7 @@ from sync.errors import RecordRejected, SyncError
 
 __all__ = ["FrameIntake"]
 
-_log = logging.getLogger("appliance.intake")
+_log = logging.getLogger(__name__)
 
 CONSUMERS = 2  # frames run through the pipeline side by side
 DRAIN_TIMEOUT_S = 30.0  # at stop: how long queued and in-flight frames may take

@@ -26,7 +26,7 @@ from sync.backoff import doubling_delay
 
 __all__ = ["RestartBackoff", "Supervisor"]
 
-_log = logging.getLogger("appliance.supervisor")
+_log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

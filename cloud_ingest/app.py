@@ -33,7 +33,7 @@ from cloud_ingest.tus import UploadStore, add_tus_routes, sweep_expired
 
 __all__ = ["build_app"]
 
-log = logging.getLogger("yardlink.ingest")
+log = logging.getLogger(__name__)
 
 
 def build_app(

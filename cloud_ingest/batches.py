@@ -56,7 +56,7 @@ from sync.protocol.parquet import STREAM_SCHEMAS
 __all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
 
 ACCEPTED_CONTENT_TYPES = frozenset({BATCH_CONTENT_TYPE, "application/octet-stream"})
-log = logging.getLogger("yardlink.ingest")
+log = logging.getLogger(__name__)
 _LOCKS: web.AppKey[KeyedLocks] = web.AppKey("yardlink.batch_locks", KeyedLocks)
 
 

@@ -32,7 +32,7 @@ from sync.shared.json_error_runner import JsonErrorRunner
 
 __all__ = ["IngestAppRunner", "error_body", "error_middleware", "metrics_middleware"]
 
-log = logging.getLogger("yardlink.ingest")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TUS_PREFIX = f"{API_PREFIX}/uploads"

@@ -25,7 +25,7 @@ __all__ = ["METRICS_HOST", "ServeError", "serve"]
 
 METRICS_HOST = "127.0.0.1"  # the scrape-only listener never leaves the host
 
-log = logging.getLogger("yardlink.ingest")
+log = logging.getLogger(__name__)
 
 
 class ServeError(IngestError):

@@ -55,7 +55,7 @@ __all__ = [
     "HttpAnswer",
 ]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 PIECE_BYTES: Final = 16 << 10
 M = TypeVar("M", bound=BaseModel)

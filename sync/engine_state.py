@@ -32,7 +32,7 @@ from sync.shared.durable_file import replace_durably
 
 __all__ = ["ConflictRecord", "EngineState", "EngineStateFile", "StateFileError"]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 
 class ConflictRecord(BaseModel):

@@ -70,7 +70,7 @@ __all__ = [
     "encode_metadata",
 ]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 UPLOADS_PATH: Final = "/v1/uploads/"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"

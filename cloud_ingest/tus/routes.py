@@ -34,7 +34,7 @@ from cloud_ingest.tus.store import UploadStore
 
 __all__ = ["CompletedUpload", "add_tus_routes"]
 
-log = logging.getLogger("yardlink.ingest.tus")
+log = logging.getLogger(__name__)
 UPLOADS = "/v1/uploads"
 OCTET = "application/offset+octet-stream"
 HEAD_SETTLE_S = 5.0  # longest a HEAD waits for a PATCH in flight on the same upload

@@ -39,7 +39,7 @@ from sync.protocol import Stream
 
 __all__ = ["SeqHistory"]
 
-log = logging.getLogger("yardlink.outbox")
+log = logging.getLogger(__name__)
 
 _MOVE_CHUNK: Final = 10_000  # records per synced WriteBatch while renumbering
 

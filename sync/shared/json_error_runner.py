@@ -37,7 +37,7 @@ ErrorBody = Callable[[int, str], web.Response]
 
 _MAX_DETAIL = 200
 _WARNINGS_PER_MINUTE = 10
-_log = logging.getLogger("yardlink.http")
+_log = logging.getLogger(__name__)
 
 
 class ClientFaultLog:

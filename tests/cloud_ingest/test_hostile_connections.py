@@ -53,7 +53,7 @@ async def test_malformed_requests_are_a_few_warning_lines_not_tracebacks(
             assert b'"error"' in answer
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    warnings = [r for r in caplog.records if r.name == "yardlink.http"]
+    warnings = [r for r in caplog.records if r.name == "sync.shared.json_error_runner"]
     assert 1 <= len(warnings) <= 10
     assert all("\n" not in r.getMessage() for r in warnings)
     assert (await ingest.client.get("/healthz")).status == 200  # still answering
