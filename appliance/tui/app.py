@@ -22,10 +22,16 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 
 from appliance.errors import ApplianceError
-from appliance.tui.client import ApplianceClient, ApplianceUnreachable
+from appliance.tui.client import ApplianceClient, ApplianceRefused, ApplianceUnreachable
 from appliance.tui.formatting import duration
 from appliance.tui.screens.dashboard import DashboardScreen
-from appliance.tui.screens.dialogs import CapRequest, CapScreen, ConfirmScreen
+from appliance.tui.screens.dialogs import (
+    CapRequest,
+    CapScreen,
+    ConfirmScreen,
+    RollbackRequest,
+    RollbackScreen,
+)
 from appliance.tui.screens.events import EventsScreen
 from appliance.tui.screens.help import HelpScreen
 from appliance.tui.status_view import StatusView, read_status
@@ -33,6 +39,7 @@ from appliance.tui.status_view import StatusView, read_status
 __all__ = ["YardlinkTui"]
 
 _EVENTS_KEPT = 200
+_MODELS_EVERY = 5  # polls between two reads of /v1/models (model updates change slowly)
 _MAX_RETRY_S = 5.0  # the banner's retry period grows to this while the appliance is down
 
 
@@ -45,6 +52,7 @@ class YardlinkTui(App[None]):
         Binding("s", "sync_now", "sync now"),
         Binding("p", "pause_resume", "pause/resume"),
         Binding("b", "bandwidth", "cap"),
+        Binding("m", "rollback", "rollback"),
         Binding("x", "support_bundle", "bundle"),
         Binding("e", "events", "events"),
         Binding("r", "retry", "retry"),
@@ -72,6 +80,7 @@ class YardlinkTui(App[None]):
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=_EVENTS_KEPT)
         self.model_versions: dict[str, str] = {}  # task -> version, from the events seen
         self.sync_extra: dict[str, Any] = {}  # from the last action's answer (cap end)
+        self.models_report: Any = None  # the last /v1/models body (None: updates are off)
         self.last_action: str | None = None  # what the last action answered (tests read it)
         self._retry = asyncio.Event()
         self.dashboard = DashboardScreen()
@@ -97,7 +106,11 @@ class YardlinkTui(App[None]):
         while True:
             try:
                 status = await self.client.status()
-                self.view = read_status(status, sync_extra=self.sync_extra)
+                if self.polls % _MODELS_EVERY == 0:
+                    self.models_report = await self._models()
+                self.view = read_status(
+                    status, sync_extra=self.sync_extra, models=self.models_report
+                )
                 self.unreachable = None
                 self.polls += 1
                 failures = 0
@@ -111,6 +124,12 @@ class YardlinkTui(App[None]):
                 await asyncio.wait_for(self._retry.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    async def _models(self) -> Any:
+        try:
+            return await self.client.models()
+        except ApplianceRefused:
+            return None  # model updates are off on this appliance (404)
 
     async def _follow_events(self) -> None:
         while True:
@@ -222,6 +241,22 @@ class YardlinkTui(App[None]):
             self._confirmed(question, act)
 
         self.push_screen(CapScreen(), typed)
+
+    def action_rollback(self) -> None:
+        tasks = [row.task for row in self.view.model_rows] or list(self.view.models_loaded)
+
+        def typed(request: RollbackRequest | None) -> None:
+            if request is None:
+                return
+
+            async def act() -> str:
+                await self.client.rollback_model(request.task, request.reason)
+                self._retry.set()
+                return f"model of {request.task} rolled back"
+
+            self._confirmed(f"Roll the model of {request.task} back one release?", act)
+
+        self.push_screen(RollbackScreen(tasks), typed)
 
     def action_support_bundle(self) -> None:
         async def act() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -117,6 +118,15 @@ class ApplianceClient:
         if for_s is not None:
             body["for_s"] = for_s
         return await self._json("PUT", "/v1/sync/bandwidth", body)
+
+    async def models(self) -> Any:
+        """``GET /v1/models`` (404 when model updates are off: ApplianceRefused)."""
+        return await self._json("GET", "/v1/models")
+
+    async def rollback_model(self, task: str, reason: str) -> Any:
+        return await self._json(
+            "POST", f"/v1/models/{quote(task, safe='')}/rollback", {"reason": reason}
+        )
 
     async def support_bundle(self) -> bytes:
         return await self._call("POST", "/v1/support-bundle")

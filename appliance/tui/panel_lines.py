@@ -120,6 +120,13 @@ def inference_lines(view: StatusView) -> list[str]:
 
 
 def model_lines(view: StatusView, seen_versions: dict[str, str] | None = None) -> list[str]:
+    if view.model_rows:
+        return [
+            f"{'!' if row.rolled_back else ' '} {row.task[:14]:<14} {(row.version or '?')[:19]:<19}"
+            f" {row.serving or '?'}{' TRIAL' if row.on_trial else ''}"
+            f"{' ROLLED BACK' if row.rolled_back else ''}"
+            for row in view.model_rows
+        ] + [f"! {name[:14]:<14} FAILED" for name in view.models_failed]
     versions = {**(seen_versions or {}), **view.model_versions}
     lines = [
         f"  {name[:14]:<14} {versions.get(name, 'loaded')[:19]}" for name in view.models_loaded

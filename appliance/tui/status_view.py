@@ -17,10 +17,12 @@ __all__ = [
     "CLASSES",
     "Alert",
     "ClassRow",
+    "ModelRow",
     "Severity",
     "StatusView",
     "TaskRow",
     "UploadRow",
+    "read_models",
     "read_status",
 ]
 
@@ -87,6 +89,17 @@ class UploadRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One task's model from ``GET /v1/models`` (present when model updates are on)."""
+
+    task: str
+    version: str | None
+    serving: str | None  # slot a / b, or pinned
+    on_trial: bool
+    rolled_back: str | None  # the reason of the last verdict when it rolled back
+
+
+@dataclass(frozen=True, slots=True)
 class StatusView:
     device_id: str | None = None
     uptime_s: float | None = None
@@ -112,6 +125,7 @@ class StatusView:
     models_loaded: tuple[str, ...] = ()
     models_failed: Mapping[str, str] = field(default_factory=dict)
     model_versions: Mapping[str, str] = field(default_factory=dict)  # task -> version
+    model_rows: tuple[ModelRow, ...] = ()  # from /v1/models when updates are on
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
     alerts: tuple[Alert, ...] = ()
@@ -196,13 +210,37 @@ def _counts(raw: object) -> dict[str, int]:
     return {str(k): n for k, v in _dict(raw).items() if (n := _int(v)) is not None}
 
 
-def read_status(raw: object, *, sync_extra: Mapping[str, Any] | None = None) -> StatusView:
-    """The dashboard's view of a ``/v1/status`` body (any JSON value is accepted)."""
+def read_models(raw: object) -> tuple[ModelRow, ...]:
+    """The rows of a ``GET /v1/models`` body (any JSON value is accepted)."""
+    rows = []
+    for task, entry in sorted(_dict(raw).items()):
+        entry = _dict(entry)
+        verdict = _dict(entry.get("last_verdict"))
+        rolled_back = None
+        if verdict.get("commit") is False:
+            rolled_back = _str(verdict.get("reason")) or "no reason given"
+        rows.append(
+            ModelRow(
+                task=str(task),
+                version=_str(entry.get("model_version")),
+                serving=_str(entry.get("serving")),
+                on_trial=entry.get("on_trial") is True,
+                rolled_back=rolled_back,
+            )
+        )
+    return tuple(rows)
+
+
+def read_status(
+    raw: object, *, sync_extra: Mapping[str, Any] | None = None, models: object = None
+) -> StatusView:
+    """The dashboard's view of a ``/v1/status`` body (any JSON value is accepted), with
+    ``models`` the last ``/v1/models`` body (None: model updates are off)."""
     status = _dict(raw)
     sync = _dict(status.get("sync"))
     outbox = _dict(status.get("outbox"))
     disk = _dict(status.get("disk"))
-    models = _dict(status.get("models"))
+    loaded = _dict(status.get("models"))
     classes = _classes(outbox, sync)
     rate = _num(sync.get("bandwidth_bps"))
     upload = _upload(sync.get("upload"))
@@ -216,7 +254,7 @@ def read_status(raw: object, *, sync_extra: Mapping[str, Any] | None = None) -> 
     if capacity is None and disk_free is not None and outbox_bytes is not None:
         capacity = outbox_bytes + disk_free  # what the outbox could still grow to
     versions = {
-        str(k): str(v) for k, v in _dict(models.get("versions")).items() if isinstance(v, str)
+        str(k): str(v) for k, v in _dict(loaded.get("versions")).items() if isinstance(v, str)
     }
     view = StatusView(
         device_id=_str(status.get("device_id")),
@@ -242,11 +280,12 @@ def read_status(raw: object, *, sync_extra: Mapping[str, Any] | None = None) -> 
         drain_s=drain,
         upload=upload,
         tasks=_tasks(_dict(status.get("tasks"))),
-        models_loaded=tuple(str(m) for m in models.get("loaded") or () if isinstance(m, str))
-        if isinstance(models.get("loaded"), list)
+        models_loaded=tuple(str(m) for m in loaded.get("loaded") or () if isinstance(m, str))
+        if isinstance(loaded.get("loaded"), list)
         else (),
-        models_failed={str(k): str(v) for k, v in _dict(models.get("failed")).items()},
+        models_failed={str(k): str(v) for k, v in _dict(loaded.get("failed")).items()},
         model_versions=versions,
+        model_rows=read_models(models),
         disk_free_bytes=disk_free,
         disk_total_bytes=disk_total,
     )
@@ -316,6 +355,17 @@ def _alerts(view: StatusView, status: dict[str, Any], sync: dict[str, Any]) -> l
                 " taken from this clock",
             )
         )
+    for row in view.model_rows:
+        if row.rolled_back is not None:
+            alerts.append(
+                Alert(
+                    "update_rolled_back",
+                    Severity.WARN,
+                    f"model update of {row.task} rolled back: {row.rolled_back}",
+                    "the previous model version runs; export a support bundle and tell the"
+                    " data team which version failed",
+                )
+            )
     for name, update in _dict(status.get("updates")).items():
         state = _str(_dict(update).get("state"))
         if state in ("rolled_back", "failed"):
@@ -337,6 +387,27 @@ def _alerts(view: StatusView, status: dict[str, Any], sync: dict[str, Any]) -> l
                 "run `yardlink appliance check --config FILE` (models present, sha256)",
             )
         )
+    readiness = _dict(status.get("readiness"))
+    if readiness.get("ready") is False:
+        alerts.append(
+            Alert(
+                "not_ready",
+                Severity.FAIL,
+                f"appliance not ready: {_str(readiness.get('reason')) or 'no reason given'}",
+                "run `yardlink appliance check --config FILE`; the reason names what is missing",
+            )
+        )
+    for name, raw_task in sorted(_dict(status.get("supervised")).items()):
+        supervised = _dict(raw_task)
+        if supervised.get("state") == "backing_off":
+            alerts.append(
+                Alert(
+                    "task_failing",
+                    Severity.WARN,
+                    f"background task {name} failing: {_str(supervised.get('last_error')) or '?'}",
+                    "it restarts by itself; fix what the error names (permissions, a path)",
+                )
+            )
     if view.link == "offline":
         alerts.append(
             Alert(

@@ -10,7 +10,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-__all__ = ["CapRequest", "CapScreen", "ConfirmScreen", "parse_cap"]
+__all__ = [
+    "CapRequest",
+    "CapScreen",
+    "ConfirmScreen",
+    "RollbackRequest",
+    "RollbackScreen",
+    "parse_cap",
+]
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -87,6 +94,58 @@ class CapScreen(ModalScreen[CapRequest | None]):
             self.query_one("#cap-problem", Label).update(f"! {parsed}")
             return
         self.dismiss(parsed)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "set":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackRequest:
+    task: str
+    reason: str
+
+
+class RollbackScreen(ModalScreen[RollbackRequest | None]):
+    """Which task's model to roll back one release, and why (for the audit)."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, tasks: list[str]) -> None:
+        super().__init__()
+        self.tasks = tasks
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(
+                f"Roll back a model one release. Tasks: {', '.join(self.tasks) or 'none'}",
+                classes="question",
+            )
+            yield Input(value=self.tasks[0] if self.tasks else "", id="task")
+            yield Input(placeholder="reason (for the audit)", id="reason")
+            yield Label("", id="rollback-problem")
+            with Horizontal(classes="buttons"):
+                yield Button("Roll back (enter)", id="set", variant="warning")
+                yield Button("Cancel (esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#task", Input).focus()
+
+    def _submit(self) -> None:
+        task = self.query_one("#task", Input).value.strip()
+        if task not in self.tasks:
+            self.query_one("#rollback-problem", Label).update(f"! not a task here: {task!r}")
+            return
+        reason = self.query_one("#reason", Input).value.strip() or "technician request"
+        self.dismiss(RollbackRequest(task, reason[:500]))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self._submit()

@@ -49,14 +49,14 @@ class EventsScreen(Screen[None]):
     BINDINGS = [Binding("escape,e", "app.pop_screen", "dashboard")]
 
     def compose(self) -> ComposeResult:
-        yield Static("Live events (newest first; plates shown as tokens)", id="events-title")
+        yield Static("Live events (newest at the bottom; plates as tokens)", id="events-title")
         yield DataTable(id="events", zebra_stripes=True, cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("time", "camera", "task", "model", "ms", "results")
-        for event in reversed(self.app_events()):
+        for event in self.app_events():  # oldest first, as they come
             self.add_event(event)
 
     def app_events(self) -> list[dict[str, Any]]:
@@ -68,3 +68,4 @@ class EventsScreen(Screen[None]):
         table.add_row(*event_row(event))
         if table.row_count > _KEEP:
             table.remove_row(next(iter(table.rows)))
+        table.scroll_end(animate=False)

@@ -18,6 +18,7 @@ HELP_TEXT = """\
 | `s` | sync now (handshake, send what waits, skip the backoff) |
 | `p` | pause / resume uploads (metered link, site visit) |
 | `b` | set a temporary bandwidth cap (bits/s and minutes; empty lifts it) |
+| `m` | roll a task's model back one release (when model updates are on) |
 | `x` | export a support bundle (a .tar.gz in the current directory) |
 | `e` | live events (plates shown as tokens) |
 | `r` | retry now (after the banner says unreachable) |
@@ -37,7 +38,9 @@ Every action asks for a confirmation and is audited on the appliance.
   the outbox's room on disk; evicted and refused records.
 * **Inference**: per task frames/s, p50 and p99 against the SLA; `OVER` and `!`
   mark a broken SLA.
-* **Models**: the model version each task runs; FAILED when a model did not load.
+* **Models**: the model version each task runs, its slot (a, b or pinned), TRIAL
+  while a new release is on trial, ROLLED BACK after a failed one; FAILED when a
+  model did not load.
 
 See docs/OPERATIONS.md, "For technicians", for each alert.
 """

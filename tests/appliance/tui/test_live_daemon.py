@@ -185,3 +185,58 @@ async def test_banner_while_the_daemon_is_down_then_recovery(tmp_path: Path) -> 
     finally:
         if restarted is not None:
             await restarted.stop()
+
+
+async def test_real_models_dashboard_and_live_events_show_tokens_not_plates(
+    tmp_path: Path,
+) -> None:
+    from textual.widgets import DataTable
+
+    from appliance.privacy.tokens import TOKEN_PREFIX
+    from appliance.sources.frames import decode_frame
+    from appliance.sources.synthetic import SyntheticYardCamera
+    from appliance.tui.screens.events import EventsScreen
+
+    daemon = Daemon(daemon_config(tmp_path, None, models=True))
+    await daemon.start()
+    frames = SyntheticYardCamera(5).frames(4)
+    plates = [t.value for f in frames for t in f.truths if t.kind == "plate"]
+    assert plates  # the camera draws plates: the test can see one leak
+    app = YardlinkTui(ApplianceClient(daemon.api_url, TOKEN), poll_s=0.2)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.polls >= 1)
+            await pilot.press("e")
+            assert isinstance(app.screen, EventsScreen)
+            for frame in frames:
+                data = frame.encode()
+                await daemon.queue_frame(decode_frame("gate-in", data, None, max_bytes=1 << 24))
+            table = app.screen.query_one(DataTable)
+            await until(pilot, lambda: table.row_count == 2 * len(frames), timeout=90)
+            cells = [str(cell) for key in table.rows for cell in table.get_row(key)]
+            shown = " ".join(cells)
+            plate_values = [
+                part.split("=", 1)[1] for part in shown.split() if part.startswith("plate=")
+            ]
+            assert plate_values, "no plate read: the leak check would prove nothing"
+            assert all(value.startswith(TOKEN_PREFIX) for value in plate_values)
+            for plate in plates:
+                assert plate not in shown and plate.replace(" ", "") not in shown
+            await pilot.press("escape")
+            await sleep(pilot, 0.6)  # one more poll after the last result
+            async with ApplianceClient(daemon.api_url, TOKEN) as client:
+                status = await client.status()
+            await sleep(pilot, 0.6)
+            rows = {line[2:14].strip(): line for line in _panel(app, "inference")[1:]}
+            for task, entry in status["tasks"].items():
+                latency, sla = entry["latency_ms"], entry["sla_p99_ms"]
+                line = rows.get(task[:12])
+                assert line is not None, (task, rows)
+                assert f"{latency['p50']:.0f}" in line.split()
+                assert f"{latency['p99']:.0f}/{sla:.0f}" in line
+                assert line.startswith("!") == (latency["p99"] > sla)
+            models = _panel(app, "models")
+            for event in app.recent_events:
+                assert any(str(event["model_version"])[:19] in line for line in models)
+    finally:
+        await daemon.stop()

@@ -85,6 +85,12 @@ def test_each_alert_has_its_trigger() -> None:
         "model_not_loaded"
     ]
     assert _codes(changed(["sync", "link"], "offline")) == ["link_offline"]
+    assert _codes(changed(["readiness"], {"ready": False, "reason": "gate_ocr missing"})) == [
+        "not_ready"
+    ]
+    assert _codes(changed(["readiness"], {"ready": True, "reason": None})) == []
+    failing = {"spool": {"state": "backing_off", "last_error": "PermissionError: spool"}}
+    assert _codes(changed(["supervised"], failing)) == ["task_failing"]
     full = changed(["disk", "free_bytes"], base["disk"]["total_bytes"] // 50)
     assert [(a.code, a.severity) for a in read_status(full).alerts] == [
         ("disk_full", Severity.FAIL)
@@ -136,3 +142,27 @@ def test_any_field_of_the_real_shape_may_be_missing_or_of_another_type(data: st.
             break
         node = node[key]
     _all_lines(json.loads(json.dumps(status, allow_nan=True)))
+
+
+def test_model_updates_report_shows_slots_and_a_rolled_back_release() -> None:
+    models = {
+        "gate_ocr": {
+            "serving": "b",
+            "model_version": "1.5.0+det.aaaa",
+            "on_trial": True,
+            "last_verdict": None,
+        },
+        "face_anonymize": {
+            "serving": "pinned",
+            "model_version": "0.10.21+bbff11ce",
+            "on_trial": False,
+            "last_verdict": {"commit": False, "reason": "p99 over the SLA in shadow"},
+        },
+    }
+    view = read_status(recorded_status(), models=models)
+    lines = panel_lines.model_lines(view)
+    assert lines[0].startswith("! face_anonymize") and "pinned ROLLED BACK" in lines[0]
+    assert lines[1].startswith("  gate_ocr") and lines[1].endswith("b TRIAL")
+    rolled = [a for a in view.alerts if a.code == "update_rolled_back"]
+    assert len(rolled) == 1 and "p99 over the SLA in shadow" in rolled[0].message
+    assert read_status(recorded_status(), models=["not", "a", "report"]).model_rows == ()
