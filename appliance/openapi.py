@@ -15,12 +15,23 @@ from functools import cache
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from appliance.api_models import (
+    AuditList,
+    BandwidthCap,
+    ErrorBody,
+    FrameAccepted,
+    Health,
+    InstallRequest,
+    InstallVerdict,
+    RefusedRelease,
+    RollbackRequest,
+    SyncView,
+)
 from appliance.sources.frame_metadata import MAX_STRING_CHARS
 from appliance.status import ApplianceStatus
-from sync.progress import SyncProgress
 from sync.protocol import DEVICE_ID_RE
 
 __all__ = [
@@ -34,54 +45,6 @@ __all__ = [
 OPENAPI_PATH = "/v1/openapi.json"
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ErrorBody(_Body):
-    """Every 4xx/5xx answer of the local API."""
-
-    error: str = Field(description="stable machine-readable code")
-    detail: str = Field(description="what went wrong and what to do, for people")
-
-
-class FrameAccepted(_Body):
-    accepted: bool
-    camera: str
-    queue_depth: int = Field(ge=0, description="frames queued for this camera")
-
-
-class Health(_Body):
-    status: str = Field(description="ok | unavailable")
-    ready: bool
-    reason: str | None = Field(default=None, description="why not ready")
-
-
-class SyncView(SyncProgress):
-    """``GET /v1/sync`` and the sync actions: the engine's progress."""
-
-    bandwidth_cap_until: float | None = Field(description="end of a temporary cap, epoch s")
-
-
-class BandwidthCap(_Body):
-    bps: float | None = Field(ge=1, description="bits per second; null: the configured cap")
-    for_s: float | None = Field(
-        default=None, ge=1, le=7 * 86400, description="temporary cap, seconds"
-    )
-
-
-class AuditRecord(BaseModel):
-    seq: int
-    at: float
-    action: str
-    actor: str
-    detail: dict[str, Any]
-
-
-class AuditList(_Body):
-    records: list[AuditRecord]
-
-
 _MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
     FrameAccepted,
@@ -90,7 +53,12 @@ _MODELS: tuple[type[BaseModel], ...] = (
     SyncView,
     BandwidthCap,
     AuditList,
+    RefusedRelease,
+    InstallRequest,
+    RollbackRequest,
+    InstallVerdict,
 )
+_REQUEST_MODELS = (BandwidthCap, InstallRequest, RollbackRequest)
 
 _AUTH_ERRORS = {
     "401": "no bearer token (Authorization: Bearer <technician token>)",
@@ -283,6 +251,45 @@ def _paths(
                 tag="sync",
             )
         },
+    } | _model_paths()
+
+
+def _model_paths() -> dict[str, dict[str, Any]]:
+    """Model updates (docs/OTA.md); mounted when ``[updates] keyring_file`` is set."""
+    per_task = {"type": "object", "additionalProperties": {"type": "object"}}
+    report = {
+        "description": "per task: serving slot, slots, shadow window, last verdict",
+        "content": {"application/json": {"schema": per_task}},
+    }
+    task = {"name": "task", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/models": {
+            "get": _op("model slots per task", {"200": report} | _errors(), tag="models")
+        },
+        "/v1/models/install": {
+            "post": _op(
+                "install a release from files on the appliance; answers with the verdict",
+                {
+                    "200": _json(InstallVerdict, "committed, or rolled back with the reason"),
+                    "422": _json(RefusedRelease, "refused before use"),
+                }
+                | _errors(("400", "not {archive, manifest}, or a file cannot be read")),
+                body=_json(InstallRequest, "")["content"],
+                tag="models",
+            )
+        },
+        "/v1/models/{task}/rollback": {
+            "post": _op(
+                "back one release (ends a shadow window)",
+                {"200": report}
+                | _errors(
+                    ("400", "reason is not a string of at most 500 characters"),
+                    ("409", "nothing_to_roll_back: the pinned model serves"),
+                ),
+                params=[task],
+                tag="models",
+            )
+        },
     }
 
 
@@ -291,7 +298,10 @@ def _full_document(
     cameras: tuple[str, ...] | None = None, metadata_keys: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
     _, schemas = models_json_schema(
-        [(model, "validation" if model is BandwidthCap else "serialization") for model in _MODELS],
+        [
+            (model, "validation" if model in _REQUEST_MODELS else "serialization")
+            for model in _MODELS
+        ],
         ref_template="#/components/schemas/{model}",
     )
     return {

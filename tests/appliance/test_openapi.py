@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import schemathesis
+from aiohttp import web
 
 from appliance.api import create_app
 from appliance.api_server import API_ROUTES
@@ -15,6 +17,8 @@ from appliance.openapi import (
     mounted_operations,
     openapi_document,
 )
+from appliance.updates.routes import add_model_routes
+from appliance.updates.service import ModelUpdates
 from tests.appliance.daemon_harness import site_config
 
 NO_MODELS = {"gate_ocr": {"enabled": False}, "face_anonymize": {"enabled": False}}
@@ -34,6 +38,15 @@ async def test_every_route_the_daemon_mounts_is_documented(tmp_path: Path) -> No
     assert ("GET", OPENAPI_PATH) in mounted and ("GET", "/v1/sync") in mounted
     undocumented = mounted - documented_operations()
     assert undocumented == set(), "add these routes to appliance/openapi.py _paths()"
+
+
+def test_the_model_update_routes_are_documented() -> None:
+    """Mounted only with ``[updates] keyring_file``; registering them runs no handler."""
+    app = web.Application()
+    add_model_routes(app, cast(ModelUpdates, None))
+    mounted = mounted_operations(app)
+    assert ("POST", "/v1/models/{task}/rollback") in mounted
+    assert mounted - documented_operations() == set()
 
 
 def test_the_document_loads_and_filters_to_what_is_mounted() -> None:
