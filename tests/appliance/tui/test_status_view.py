@@ -121,13 +121,13 @@ def test_numbers_out_of_range_show_as_unknown() -> None:
     _all_lines(status)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(JSON)
 def test_any_json_renders_without_error(value: Any) -> None:
     _all_lines(value)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_any_field_of_the_real_shape_may_be_missing_or_of_another_type(data: st.DataObject) -> None:
     status = recorded_status()
