@@ -28,6 +28,8 @@ from appliance.tui.status_view import read_status
 
 __all__ = ["add_connection_arguments", "add_field_commands", "connection"]
 
+DEFAULT_CONFIG = "/etc/yardlink/site.toml"  # where the image installs it
+
 
 class FieldCommandError(ApplianceError):
     """A file the command needs cannot be read or written (token file, bundle)."""
@@ -153,6 +155,6 @@ def add_field_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     bundle = commands.add_parser(
         "support-bundle", help="write a .tar.gz for support (logs, status, redacted config)"
     )
-    bundle.add_argument("--config", required=True, help="path to site.toml")
+    bundle.add_argument("--config", default=DEFAULT_CONFIG, help=f"site.toml ({DEFAULT_CONFIG})")
     bundle.add_argument("--out", required=True, help="FILE.tar.gz to write")
     bundle.set_defaults(handler=_support_bundle)
