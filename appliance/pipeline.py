@@ -7,8 +7,8 @@ task is done (its latency ends when ``append`` returns); a sampled frame is
 redacted (faces, plates and free text blurred: ``appliance.privacy.redaction``),
 stored encrypted and its ``BlobRef`` appended to ``raw_sampled``; every kept
 original is indexed with the boxes to hide in it, so the cloud can ask for it
-later and get a copy redacted on demand.  Only then is the frame done (the
-spool moves its file after that).
+later and get a copy redacted on demand (``appliance.frame_keeping``).  Only then
+is the frame done (the spool moves its file after that).
 
 A spool frame's ``events`` records are stored all at once instead, in one atomic
 ``append_many`` once every task is done: its file is read again when the outbox
@@ -40,18 +40,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from appliance.errors import ApplianceError, error_summary
+from appliance.errors import error_summary
+from appliance.frame_keeping import FrameKeeper
 from appliance.inference.tasks import TASKS, Detection, InferenceTask, TaskResult
 from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
-from appliance.privacy.raw_frames import KeptFrame, RawFrames
-from appliance.privacy.redaction import TEXT_PII_KINDS, Box, Redaction, RedactionPolicy
+from appliance.privacy.raw_frames import RawFrames
+from appliance.privacy.redaction import TEXT_PII_KINDS, Redaction, RedactionPolicy
 from appliance.privacy.tokens import PlateTokenizer
 from appliance.sampling import SamplingPolicy
 from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.frames import Frame
 from appliance.telemetry import Telemetry
-from sync.errors import SyncError
 from sync.outbox import Outbox, OutboxClass
 
 __all__ = ["FrameProcessor", "ResultTap"]
@@ -87,11 +87,15 @@ class FrameProcessor:
         self._tasks = tasks
         self._outbox = outbox
         self._tokenizer = tokenizer
-        self._blobs = blobs
-        self._raw = raw_frames
+        self._keeper = FrameKeeper(
+            blobs=blobs,
+            raw_frames=raw_frames,
+            outbox=outbox,
+            telemetry=telemetry,
+            keep_originals=keep_raw_frames,
+        )
         self._sampling = sampling
         self._telemetry = telemetry
-        self._keep_raw = keep_raw_frames
         self._publish = publish
         self._task_error_log = task_error_log or LogThrottle(TASK_ERROR_LOG_INTERVAL_S)
         self._redaction_policy = redaction or TASKS.redaction_policy()
@@ -211,7 +215,9 @@ class FrameProcessor:
         self._telemetry.frames[frame.camera_id] += 1
         # the tasks first: they are the latency; the original's encrypted copy runs beside
         runs = {name: self._start_task(name, frame) for name in self._tasks}
-        raw_stored: asyncio.Task[str | None] = asyncio.create_task(self._store_raw(frame))
+        raw_stored: asyncio.Task[str | None] = asyncio.create_task(
+            self._keeper.store_original(frame)
+        )
         done: list[tuple[TaskResult, int]] = []  # durable so far, in completion order
         try:
             if frame.spool_path is None:
@@ -228,7 +234,7 @@ class FrameProcessor:
             float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
         ]
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
-            await self._store_sample(frame, redaction.boxes, min(seqs))
+            await self._keeper.store_sample(frame, redaction.boxes, min(seqs))
         return seqs
 
     async def _append_each_when_done(
@@ -290,29 +296,11 @@ class FrameProcessor:
         for result, record, seq in zip(results, records, seqs, strict=True):
             self._count_durable(result, record, seq, frame)
             done.append((result, seq))
-        await self._keep(frame, raw_sha256, done)
+        seqs_so_far = tuple(seq for _, seq in done)  # a spool frame's: all at once
+        await self._keeper.index_original(frame, raw_sha256, self._redaction(done), seqs_so_far)
 
     def _redaction(self, done: list[tuple[TaskResult, int]]) -> Redaction | None:
         return self._redaction_policy.redaction_of((r for r, _ in done), self._tasks)
-
-    async def _store_raw(self, frame: Frame) -> str | None:
-        """The kept original's sha256, or None when it is not kept.  A blob store that
-        cannot take it (full disk, damaged day key) costs the original, never the frame's
-        events records: it is logged and counted (``raw_store_errors``), the records go
-        on without ``raw_sha256``."""
-        if not self._keep_raw:
-            return None
-        try:
-            stored = await asyncio.to_thread(self._blobs.put, frame.encoded, frame.event_time)
-        except ApplianceError as exc:
-            self._telemetry.raw_store_errors[frame.camera_id] += 1
-            _log.error(
-                "original frame not kept: %s",
-                exc,
-                extra={"camera": frame.camera_id, "retryable": exc.retryable},
-            )
-            return None
-        return stored.sha256
 
     async def _task_to_outbox(
         self,
@@ -357,62 +345,6 @@ class FrameProcessor:
         self._publish(
             {**record, "seq": seq, "latency_ms": round(durable_ms, 2), "sla_violated": violated}
         )
-
-    async def _keep(
-        self, frame: Frame, original_sha256: str | None, done: list[tuple[TaskResult, int]]
-    ) -> None:
-        """Index the kept original for every events record durable so far, once its faces
-        are known, so the cloud can ask for it later (redacted on demand).
-
-        Done right after each append, not once every task is done: a crash while a slow
-        task still runs must not leave a durable record whose frame cannot be requested
-        (such a row is ``complete=False``: its plates are found again on request).  A
-        spool frame's records are durable together, so its original is indexed once.
-        A failure to index is logged, not raised: the records are durable, and a spool
-        file read again would store them twice.
-        """
-        redaction = self._redaction(done)
-        if original_sha256 is None or redaction is None:
-            return  # not kept, or faces unknown: it never leaves unblurred
-        seqs = tuple(seq for _, seq in done)
-        kept = KeptFrame(
-            seqs,
-            original_sha256,
-            frame.event_time,
-            frame.camera_id,
-            redaction.boxes,
-            redaction.complete,
-        )
-        try:
-            await asyncio.to_thread(self._raw.keep, kept)
-        except OSError as exc:  # the records are durable: the frame is done all the same
-            _log.error(
-                "kept original not indexed (a raw request for it is answered unavailable): %s",
-                exc,
-                extra={"camera": frame.camera_id, "seqs": list(seqs)},
-            )
-
-    async def _store_sample(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
-        """Store the sampled copy; a failure costs the sample only, never the frame: its
-        ``events`` records are durable already (a spool file read again would store them
-        again).  It is logged and counted per camera (``sample_store_errors``)."""
-        try:
-            await self._store_blurred(frame, boxes, seq)
-        except (ApplianceError, SyncError, OSError) as exc:
-            self._telemetry.sample_store_errors[frame.camera_id] += 1
-            _log.error(
-                "sampled frame not stored: %s",
-                error_summary(exc),
-                extra={"camera": frame.camera_id, "seq": seq, "reason": type(exc).__name__},
-            )
-
-    async def _store_blurred(self, frame: Frame, boxes: tuple[Box, ...], seq: int) -> None:
-        entry = await asyncio.to_thread(
-            lambda: self._raw.store_blurred(  # image_bgr may decode the full frame: off the loop
-                frame.image_bgr, boxes, seq, frame.event_time, frame.camera_id
-            )
-        )
-        await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())
 
 
 @runtime_checkable
