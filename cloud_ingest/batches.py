@@ -183,6 +183,8 @@ async def _same_rows(
     """
 
     def compare() -> bool:
+        # a bomb under a held id is refused (413) before it is decoded, as a new one is
+        check_decoded_size(body, app[SETTINGS].max_decoded_batch_bytes)
         try:
             valid = validate_batch(parts, stored.site_id, body)
             held = read_batch(
