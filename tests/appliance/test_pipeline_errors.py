@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance._config_sections import SamplingSettings
+from appliance.config import SamplingSettings
 from appliance.inference.results import TaskResult
 from appliance.log_throttle import LogThrottle
 from appliance.pipeline import FrameProcessor
@@ -28,6 +28,7 @@ from appliance.telemetry import Telemetry
 from sync.errors import OutboxDiskFull
 from sync.outbox import Outbox
 from sync.settings import OutboxSettings
+from tests.support.clock import FakeClock
 
 
 class BrokenTask:
@@ -39,14 +40,6 @@ class BrokenTask:
 
     def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
         raise self.error
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -96,7 +89,7 @@ def _processor(
 async def test_a_task_failing_on_every_frame_is_logged_once_per_interval_with_a_count(
     tmp_path: Path, outbox: Outbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     telemetry = Telemetry({})
     processor = _processor(tmp_path, outbox, telemetry, clock)
     try:
@@ -127,7 +120,7 @@ async def test_a_task_failing_on_every_frame_is_logged_once_per_interval_with_a_
 
 
 def test_the_throttle_lets_one_line_through_per_key_and_interval() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     throttle = LogThrottle(10.0, clock)
     assert throttle.admit("a") == 0
     assert throttle.admit("a") is None

@@ -17,7 +17,7 @@ import pytest
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.credentials import hash_token
 from cloud_ingest.provisioning import add_operator
-from tests.cloud_ingest.conftest import Ingest, bearer
+from tests.support.ingest import Ingest, bearer
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import pytest
 
 from cloud_ingest.auth import bearer_token
 from cloud_ingest.errors import Unauthorized
-from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch
+from tests.support.ingest import PARQUET, Ingest, bearer, events_batch
 
 
 async def _error(response: object) -> dict[str, str]:

@@ -23,7 +23,7 @@ from cloud_ingest import middleware
 from cloud_ingest.settings import IngestSettings
 from sync.protocol import NO_OVERLAP_HEADER, Stream, make_batch_id
 from sync.protocol.parquet import GENERIC_SCHEMA, encode_batch
-from tests.cloud_ingest.conftest import (
+from tests.support.ingest import (
     PARQUET,
     Ingest,
     bearer,

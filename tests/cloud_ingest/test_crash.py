@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from cloud_ingest.lake import is_temp_file
 from sync.protocol import Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
-from tests.cloud_ingest.conftest import event_records
+from tests.support.ingest import event_records
 
 YARDLINK = str(Path(sys.executable).parent / "yardlink")
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sync.protocol import Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
-from tests.cloud_ingest.conftest import Ingest, event_records
+from tests.support.ingest import Ingest, event_records
 
 _VALID_BATCH = encode_batch(Stream.EVENTS, event_records("gate-01", "yard-a", range(1, 6)))
 _VALID_ID = make_batch_id("gate-01", Stream.EVENTS, 1, 5)

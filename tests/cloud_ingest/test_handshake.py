@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sync.protocol import Stream, SyncResponse
-from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch
+from tests.support.ingest import PARQUET, Ingest, bearer, events_batch
 
 
 def _sync_body(**extra: Any) -> dict[str, Any]:

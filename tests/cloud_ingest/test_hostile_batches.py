@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sync.protocol.parquet import EVENTS_SCHEMA, GENERIC_SCHEMA
-from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, event_records, events_batch
+from tests.support.ingest import PARQUET, Ingest, bearer, event_records, events_batch
 
 
 def _lake_files(ingest: Ingest) -> list[Path]:

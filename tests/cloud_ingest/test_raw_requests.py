@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.completions import make_on_complete
 from cloud_ingest.settings import IngestSettings
-from tests.cloud_ingest.conftest import Ingest, bearer, running_ingest
+from tests.support.ingest import Ingest, bearer, running_ingest
 
 
 @dataclass(frozen=True)

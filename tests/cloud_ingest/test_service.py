@@ -8,8 +8,8 @@ from aiohttp import web
 
 from cloud_ingest.openapi import openapi_document
 from cloud_ingest.settings import IngestSettings
-from tests.cloud_ingest.conftest import PARQUET, Ingest, bearer, events_batch, running_ingest
 from tests.raw_http import raw_exchange
+from tests.support.ingest import PARQUET, Ingest, bearer, events_batch, running_ingest
 
 
 async def _raw_http(ingest: Ingest, payload: bytes) -> tuple[int, bytes]:

@@ -16,7 +16,7 @@ from sync.engine_state import EngineStateFile
 from sync.errors import RetryableUploadError
 from sync.protocol import Stream, UploadMetadata
 from sync.uploader import ChunkSizer, TusUploader
-from tests.cloud_ingest.conftest import running_ingest
+from tests.support.ingest import running_ingest
 
 CHUNK = 64 << 10
 

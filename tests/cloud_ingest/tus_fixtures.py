@@ -19,6 +19,7 @@ from cloud_ingest.middleware import error_middleware
 from cloud_ingest.principal import PRINCIPAL, Principal
 from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
 from cloud_ingest.tus.chunk_guard import ChunkGuard, MarkerGuard, XattrGuard
+from tests.support.clock import FakeClock
 
 TOKENS = {
     "tok-a": Principal(role="device", name="dev-a", device_id="dev-a", site_id="s"),
@@ -37,14 +38,6 @@ async def bearer_auth(
     if token in TOKENS:
         request[PRINCIPAL] = TOKENS[token]
     return await handler(request)
-
-
-@dataclass
-class FakeClock:
-    now: float = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

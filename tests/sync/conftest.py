@@ -1,16 +1,25 @@
-"""Fixtures shared by the outbox tests."""
+"""Fixtures shared by the sync tests: ``open_outbox`` (outbox tests), ``outbox`` (engine tests)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sync.outbox import Outbox
 from sync.settings import OutboxSettings
+from tests.support.outbox import OUTBOX, OpenOutbox
 
-OpenOutbox = Callable[..., Outbox]
+__all__ = ["OpenOutbox"]  # kept importable from here for older imports
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    """An outbox at ``tmp_path/outbox`` with the engine tests' settings."""
+    box = Outbox.open(tmp_path / "outbox", OUTBOX)
+    yield box
+    await box.close()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The engine under test: settings for fast tests, an outbox fixture, and waiting helpers."""
+"""The engine under test: settings for fast tests and waiting helpers (the ``outbox``
+fixture is in tests/sync/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
-
 from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream
-from sync.settings import LinkSettings, OutboxSettings, SyncSettings
+from sync.settings import LinkSettings, SyncSettings
+from tests.support.outbox import OUTBOX
 from tests.sync.ingest_server import DEVICE, SITE, BlobDir, event_payload
 
-OUTBOX = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
+__all__ = ["OUTBOX", "append_events", "drained", "engine_for", "sync_settings", "wait_for"]
 
 
 def sync_settings(url: str, token: str, **overrides: object) -> SyncSettings:
@@ -32,13 +32,6 @@ def sync_settings(url: str, token: str, **overrides: object) -> SyncSettings:
     }
     values.update(overrides)
     return SyncSettings.model_validate(values)
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox.open(tmp_path / "outbox", OUTBOX)
-    yield box
-    await box.close()
 
 
 @asynccontextmanager

@@ -23,12 +23,9 @@ from tests.sync.engine_harness import (
     append_events,
     drained,
     engine_for,
-    outbox,
     wait_for,
 )
 from tests.sync.ingest_server import DEVICE, SITE, lake_seqs, running_ingest
-
-__all__ = ["outbox"]  # the fixture, imported for pytest
 
 
 async def test_delivers_every_event_exactly_once(tmp_path: Path, outbox: Outbox) -> None:
@@ -162,7 +159,7 @@ async def test_conflict_holds_the_stream_and_keeps_records(
 ) -> None:
     """409: the cloud holds our next batch id with other bytes (put there after our
     handshake, so the watermark did not cover it yet)."""
-    caplog.set_level(logging.ERROR, "yardlink.sync")
+    caplog.set_level(logging.ERROR, "sync")
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
             await wait_for(lambda: engine.progress().last_handshake_at is not None)
@@ -213,7 +210,7 @@ async def test_bad_cloud_answers_do_not_stop_the_engine(
         return response
 
     seqs = await append_events(outbox, 150)
-    caplog.set_level(logging.WARNING, "yardlink.sync")
+    caplog.set_level(logging.WARNING, "sync")
     async with running_ingest(tmp_path / "cloud", middlewares=[misbehave]) as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
             await wait_for(drained(outbox, Stream.EVENTS))

@@ -14,11 +14,9 @@ import pytest
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import Stream
-from tests.sync.engine_harness import append_events, drained, engine_for, outbox, wait_for
+from tests.sync.engine_harness import append_events, drained, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
 from tests.sync.tus_servers import stored_blob
-
-__all__ = ["outbox"]  # the fixture, imported for pytest
 
 
 async def test_events_backlog_goes_before_any_raw_byte(tmp_path: Path, outbox: Outbox) -> None:
@@ -68,7 +66,7 @@ async def test_missing_blob_is_kept_not_dropped(
     later = blobs.add(os.urandom(50_000), seq=2)
     await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, gone)
     await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, later)
-    caplog.set_level(logging.ERROR, "yardlink.sync")
+    caplog.set_level(logging.ERROR, "sync")
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
             await wait_for(lambda: engine.progress().classes[Stream.RAW_SAMPLED].sent_records == 1)

@@ -10,19 +10,10 @@ import pytest
 from sync.errors import OutboxClosed, OutboxFull, RecordRejected
 from sync.outbox import BatchBoundary, BlobRef, Outbox, OutboxClass, OutboxRecord
 from sync.settings import Durability, OutboxSettings
-from tests.sync.conftest import OpenOutbox
+from tests.support.clock import FakeClock
+from tests.support.outbox import OpenOutbox
 
 SHA = "ab" * 32
-
-
-class FakeClock:
-    """Wall clock under the test's control (TTL and ages)."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def payloads(records: list[OutboxRecord]) -> list[bytes]:

@@ -10,17 +10,10 @@ import pytest
 from sync.errors import OutboxCorrupted
 from sync.outbox import BlobRef, Outbox, OutboxClass, OutboxRecord
 from sync.settings import OutboxSettings
+from tests.support.clock import FakeClock
 
 NOW = 1_800_000_000.0
 RECORD_OVERHEAD = 8 + 17  # key + value header
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -21,12 +21,10 @@ from sync.errors import PermanentUploadError, RetryableUploadError
 from sync.outbox import BlobRef, Outbox, OutboxClass
 from sync.protocol import Stream, UploadMetadata
 from sync.uploader import BlobCopyDamaged
-from tests.sync.engine_harness import append_events, drained, engine_for, outbox, wait_for
+from tests.sync.engine_harness import append_events, drained, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
 from tests.sync.test_uploader import CHUNK, uploader_for
 from tests.sync.tus_servers import serve_on_loopback, stored_blob
-
-__all__ = ["outbox"]  # the fixture, imported for pytest
 
 MARKER = b"<<flip-me-on-the-wire>>"
 
@@ -276,7 +274,7 @@ async def test_engine_gives_up_a_damaged_copy_once_and_the_stream_goes_on(
     sound = blobs.add(os.urandom(size), seq=2)
     for ref in (damaged, sound):
         await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
-    caplog.set_level(logging.ERROR, "yardlink.sync")
+    caplog.set_level(logging.ERROR, "sync")
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
             tmp_path,
