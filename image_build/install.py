@@ -262,16 +262,21 @@ def _make_venv(slot_dir: Path, manifest: BundleManifest, python: Path) -> None:
     steps = [
         [str(python), "-m", "venv", "--without-pip", str(venv)],
         [
-            str(venv / "bin" / "python"), f"{pip_wheels[-1]}/pip", "install", "--quiet",
-            "--no-index", "--find-links", str(wheels), "--only-binary=:all:",
+            str(venv / "bin" / "python"), "-I", f"{pip_wheels[-1]}/pip", "install", "--quiet",
+            "--isolated", "--no-index", "--find-links", str(wheels), "--only-binary=:all:",
             "--no-cache-dir", "--disable-pip-version-check", manifest.requirement,
         ],
     ]  # fmt: skip
+    # the caller's PYTHONPATH or pip settings must not decide what goes in (a checkout on
+    # PYTHONPATH made pip skip yardlink as "already installed"): -I, --isolated, clean env
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
     for step in steps:
-        result = subprocess.run(step, capture_output=True, text=True, check=False)
+        result = subprocess.run(step, capture_output=True, text=True, env=env, check=False)
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-5:])
             raise InstallError(f"filling the slot's venv failed ({step[2]}): {tail}")
+    if not (venv / "bin" / "yardlink").is_file():
+        raise InstallError(f"the slot's venv has no yardlink command after pip ({venv})")
 
 
 def _install_config(
@@ -335,6 +340,15 @@ def _write_unit(layout: Layout, slot: str) -> None:
         os.chmod(layout.unit_file, 0o644)
 
 
+def _try_start(service: ServiceManager, deadline_s: float) -> tuple[bool, str]:
+    """A start that raises (an executable missing, systemctl absent) is an unhealthy
+    start: the switch must still go back, not leave a stopped service on a bad slot."""
+    try:
+        return service.start_and_wait(deadline_s)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, f"cannot start it: {exc}"
+
+
 def _switch(
     layout: Layout,
     slot: str,
@@ -361,7 +375,7 @@ def _switch(
     service.stop()
     _write_unit(layout, slot)
     layout.switch_to(slot)
-    healthy, why = service.start_and_wait(options.health_deadline_s)
+    healthy, why = _try_start(service, options.health_deadline_s)
     if healthy:
         confirmed.save(layout.state_file)
         return InstallResult(slot, previous, manifest.version, manifest.header.counter, True)
@@ -371,7 +385,7 @@ def _switch(
         raise InstallError(f"the new slot {slot} is not healthy ({why}) and no slot to go back to")
     _write_unit(layout, previous)
     layout.switch_to(previous)
-    back, why_back = service.start_and_wait(options.health_deadline_s)
+    back, why_back = _try_start(service, options.health_deadline_s)
     state.save(layout.state_file)  # trial over: the previous release and counter stay
     again = "serves again" if back else f"did not come back either ({why_back})"
     raise InstallReverted(
