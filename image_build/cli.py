@@ -121,6 +121,38 @@ def _settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _disk(args: argparse.Namespace) -> int:
+    from image_build.disk import build_disk
+
+    disk = build_disk(
+        Path(args.bundle),
+        Path(args.out),
+        trust=Path(args.trust),
+        platform=Platform.parse(args.platform),
+        identity=Path(args.identity) if args.identity else None,
+        mirror=args.mirror,
+    )
+    print(
+        json.dumps(
+            {
+                "image": str(disk.image),
+                "kernel": str(disk.kernel),
+                "initrd": str(disk.initrd),
+                "cmdline": disk.cmdline,
+            }
+        )
+    )
+    return 0
+
+
+def _firstboot(args: argparse.Namespace) -> int:
+    from image_build.firstboot import apply_identity_file
+
+    applied = apply_identity_file(Path(args.root), Path(args.identity_file))
+    print("identity applied" if applied else f"no {args.identity_file}: nothing to do")
+    return 0
+
+
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = groups.add_parser("image", help="the signed appliance bundle: build, verify, install")
     commands = group.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -166,6 +198,20 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="how to start the new slot: systemctl, a checked child process, or not at all",
     )
     inst.set_defaults(handler=_install)
+
+    disk = commands.add_parser("disk", help="a bootable raw disk image with the bundle in slot A")
+    disk.add_argument("bundle")
+    disk.add_argument("--out", required=True, help="disk.img to write")
+    disk.add_argument("--trust", required=True, help="keyring.json the bundle is signed for")
+    disk.add_argument("--platform", default=Platform.X86_64.value, choices=list(Platform))
+    disk.add_argument("--identity", help="yardlink-identity.json to put on the boot partition")
+    disk.add_argument("--mirror", help="Debian mirror URL (default: mmdebstrap's)")
+    disk.set_defaults(handler=_disk)
+
+    firstboot = commands.add_parser("firstboot", help="apply the boot partition's identity file")
+    firstboot.add_argument("--root", default="/")
+    firstboot.add_argument("--identity-file", required=True)
+    firstboot.set_defaults(handler=_firstboot)
 
     settle_cmd = commands.add_parser("settle", help="revert a switch a killed install left open")
     settle_cmd.add_argument("--root", default="/")
