@@ -238,7 +238,7 @@ async def test_generated_batches_never_fail_the_service(
 
 
 @pytest.mark.slow
-@_run(1500)
+@_run(1000)
 @given(examples=st.lists(batches(), min_size=1, max_size=3))
 async def test_generated_batches_never_fail_the_service_slow(
     batch_ingest: tuple[Ingest, str], examples: list[tuple[str, bytes]]
