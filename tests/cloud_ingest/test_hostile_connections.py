@@ -22,7 +22,7 @@ from cloud_ingest.server import serve
 from cloud_ingest.settings import IngestSettings
 from sync.shared import json_error_runner
 from sync.shared.json_error_runner import ClientFaultLog
-from tests.cloud_ingest.conftest import Ingest, running_ingest
+from tests.support.ingest import Ingest, running_ingest
 
 BAD_REQUESTS = [
     b"POST /v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
