@@ -36,6 +36,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from sync.batches import BatchLimits
@@ -56,7 +57,7 @@ from sync.uploader import ChunkSizer, TusUploader
 
 __all__ = ["SyncEngine"]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 
 class SyncEngine:
@@ -193,20 +194,13 @@ class SyncEngine:
             consecutive_failures=link.consecutive_failures,
             bandwidth_cap_bps=self.bucket.rate_bps,
             classes=classes,
-            upload=None
-            if current is None
-            else CurrentUpload(
-                sha256=current.sha256,
-                upload_path=current.upload_path,
-                offset=current.offset,
-                length=current.length,
-                rate_bps=current.rate_bps,
-                chunk_bytes=current.chunk_bytes,
-            ),
+            upload=None if current is None else CurrentUpload(**asdict(current)),
             last_error=self._last_error,
             last_handshake_at=self._last_handshake,
             unknown_raw_requests=len(self.state.state.unknown),
             resent_bytes=self.raw_uploads.resent_bytes,
+            background_failures=self.meta.quiet_failures,
+            raw_request_failures=self.raw.resolve_failures,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -288,20 +282,7 @@ class SyncEngine:
         self, stream: Stream, handshake: asyncio.Task[None] | None
     ) -> list[SentBatch]:
         try:
-            if handshake is None:
-                return await self.meta.send(stream, lambda: self._still_first(stream))
-            send = asyncio.create_task(
-                self.meta.send(stream, lambda: self._still_first(stream), handshake=handshake)
-            )
-            try:
-                await asyncio.wait({handshake, send}, return_when=asyncio.FIRST_EXCEPTION)
-                if handshake.done():
-                    handshake.result()  # a failed handshake fails the step, as before
-                return await send
-            finally:
-                if not send.done():
-                    send.cancel()
-                    await asyncio.gather(send, return_exceptions=True)
+            return await self.meta.send_beside(stream, lambda: self._still_first(stream), handshake)
         finally:
             if self.meta.handshake_wanted:  # a 412: the cloud holds seqs we did not know of
                 self.meta.handshake_wanted = False

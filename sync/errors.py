@@ -13,6 +13,7 @@ __all__ = [
     "BlobCopyDamaged",
     "CloudRejected",
     "CloudUnavailable",
+    "MissingCloudSettings",
     "OutboxClosed",
     "OutboxCorrupted",
     "OutboxDiskFull",
@@ -125,3 +126,7 @@ class BatchOverlap(CloudRejected):
 
     Nothing was stored; the handshake's watermark says what the cloud holds.
     """
+
+
+class MissingCloudSettings(PermanentSyncError, ValueError):
+    """The settings name no cloud to talk to (``cloud_url`` or ``token`` unset)."""

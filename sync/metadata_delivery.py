@@ -44,14 +44,14 @@ from sync.delivery_window import (
     put_verdict,
 )
 from sync.engine_state import ConflictRecord, EngineStateFile
-from sync.errors import BatchConflict, CloudRejected
+from sync.errors import CloudRejected
 from sync.outbox import Outbox, OutboxRecord
 from sync.protocol import METADATA_STREAMS, BatchAck, Stream
 from sync.transport import CloudTransport
 
 __all__ = ["FIRST_BATCHES_MAX_RECORDS", "MetadataDelivery", "SentBatch"]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 # PUTs in flight by batch id: the batch and its task
 _InFlight = dict[str, tuple[EncodedBatch, "asyncio.Task[BatchAck]"]]
@@ -190,6 +190,26 @@ class MetadataDelivery:
             if stream not in self.stalled:
                 await self._encode_ahead(stream, 0, 0, flush=True)
 
+    async def send_beside(
+        self,
+        stream: Stream,
+        keep_going: Callable[[], bool],
+        handshake: asyncio.Task[None] | None,
+    ) -> list[SentBatch]:
+        """:meth:`send` while ``handshake`` is on the wire; a failed handshake fails it too."""
+        if handshake is None:
+            return await self.send(stream, keep_going)
+        send = asyncio.create_task(self.send(stream, keep_going, handshake=handshake))
+        try:
+            await asyncio.wait({handshake, send}, return_when=asyncio.FIRST_EXCEPTION)
+            if handshake.done():
+                handshake.result()  # a failed handshake fails the step, as before
+            return await send
+        finally:
+            if not send.done():
+                send.cancel()
+                await asyncio.gather(send, return_exceptions=True)
+
     async def send(
         self,
         stream: Stream,
@@ -284,7 +304,6 @@ class MetadataDelivery:
                 log.warning("sync: %s; handshaking again", exc.detail)
                 await self._settle(plan, inflight)
             elif verdict is PutVerdict.CONFLICT:
-                assert isinstance(exc, BatchConflict)
                 self._conflict(batch, exc)
             else:
                 self.stall(stream, f"batch {batch.batch_id} refused: {exc}")
@@ -330,7 +349,8 @@ class MetadataDelivery:
         self.stalled[stream] = reason
         log.error("sync: holding stream %s, records kept: %s", stream, reason)
 
-    def _conflict(self, batch: EncodedBatch, exc: BatchConflict) -> None:
+    def _conflict(self, batch: EncodedBatch, exc: CloudRejected) -> None:
+        """409 (``BatchConflict``): persist the conflict and hold the stream."""
         b = batch.boundary
         record = ConflictRecord(
             stream=b.stream,

@@ -52,3 +52,7 @@ class SyncProgress(_Frozen):
     last_handshake_at: float | None
     unknown_raw_requests: int
     resent_bytes: int  # upload bytes sent more than once (after cuts)
+    # failures met off the main path, each logged: encoding a batch ahead, PUTs left to
+    # finish after a 412 (their batches are met again when sent)
+    background_failures: int = 0
+    raw_request_failures: int = 0  # cloud raw requests the blob source failed to resolve

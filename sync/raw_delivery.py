@@ -36,7 +36,7 @@ from sync.protocol import RAW_STREAMS, RawRequest, Stream, UploadMetadata
 
 __all__ = ["RawDelivery", "upload_metadata"]
 
-log = logging.getLogger("yardlink.sync")
+log = logging.getLogger(__name__)
 
 
 def upload_metadata(
@@ -68,6 +68,7 @@ class RawDelivery:
         self.blob_source = blob_source
         self._cursors = {s: _Cursor() for s in RAW_STREAMS}
         self.given_up: Counter[Stream] = Counter()  # damaged copies settled unsent
+        self.resolve_failures = 0  # raw requests the blob source failed on (asked again)
 
     def next_record(self, stream: Stream) -> OutboxRecord | None:
         found = self.outbox.read(stream, self._cursors[stream].after_seq, max_records=1)
@@ -153,6 +154,7 @@ class RawDelivery:
             try:
                 refs = await self._resolve(request)
             except Exception:  # noqa: BLE001 - the blob store's failure must not stop sync
+                self.resolve_failures += 1
                 log.exception("resolving raw request %s failed; asked again later", request)
                 continue
             if not refs:

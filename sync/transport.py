@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from sync.cloud_client import CloudClient, HttpAnswer
-from sync.errors import PermanentSyncError
+from sync.errors import MissingCloudSettings
 from sync.protocol import BatchAck, SyncRequest, SyncResponse
 from sync.scheduler import TokenBucket
 from sync.settings import SyncSettings
@@ -59,10 +59,6 @@ class CloudTransport(Protocol):
 
 
 TransportFactory = Callable[[SyncSettings, TokenBucket], CloudTransport]
-
-
-class MissingCloudSettings(PermanentSyncError, ValueError):
-    """The settings name no cloud to talk to (``cloud_url`` or ``token`` unset)."""
 
 
 def connect_cloud(settings: SyncSettings, bucket: TokenBucket) -> CloudTransport:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.link import LinkMonitor, LinkState
+from sync.link import PERMANENT_WAIT_S, RETRYABLE_WAIT_S, LinkMonitor, LinkState
 from sync.settings import LinkSettings
 
 
@@ -72,3 +72,20 @@ def test_flapping_link_alternates_without_getting_stuck() -> None:
         assert link.backoff_s() <= link.settings.backoff_initial_s * 2
         link.succeeded(cycle + 0.5)
         assert link.state is LinkState.ONLINE
+
+
+def test_a_failure_that_will_not_pass_waits_at_least_the_permanent_floor() -> None:
+    link = LinkMonitor(
+        LinkSettings(backoff_initial_s=0.05, backoff_max_s=0.5), rng=random.Random(3)
+    )
+    assert link.retry_after_s(retryable=True) == RETRYABLE_WAIT_S  # no failure yet: no backoff
+    assert link.retry_after_s(retryable=False) == PERMANENT_WAIT_S
+    for _ in range(20):
+        link.failed(0.0, "refused")
+        assert RETRYABLE_WAIT_S <= link.retry_after_s(retryable=True) <= 0.5
+        assert link.retry_after_s(retryable=False) == PERMANENT_WAIT_S  # above any backoff here
+    slow = LinkMonitor(LinkSettings(backoff_initial_s=5, backoff_max_s=60), rng=random.Random(3))
+    for _ in range(5):
+        slow.failed(0.0, "refused")
+    waits = [slow.retry_after_s(retryable=False) for _ in range(50)]
+    assert min(waits) >= PERMANENT_WAIT_S and max(waits) > PERMANENT_WAIT_S  # the backoff, above
