@@ -214,7 +214,7 @@ class SyncEngine:
             except SyncError as exc:  # typed: its retryable flag sets the wait
                 self._failed(exc)
                 await self._sleep(self.link.retry_after_s(retryable=exc.retryable))
-            except Exception as exc:  # noqa: BLE001 - supervised loop: log, back off, go on
+            except Exception as exc:  # supervised loop: log, back off, go on
                 log.exception("sync step failed unexpectedly; backing off")
                 self._failed(exc)
                 await self._sleep(self.link.retry_after_s(retryable=False))

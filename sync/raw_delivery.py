@@ -153,7 +153,7 @@ class RawDelivery:
                 continue
             try:
                 refs = await self._resolve(request)
-            except Exception:  # noqa: BLE001 - the blob store's failure must not stop sync
+            except Exception:  # the blob store's failure must not stop sync
                 self.resolve_failures += 1
                 log.exception("resolving raw request %s failed; asked again later", request)
                 continue

@@ -100,7 +100,7 @@ class ChunkSizer:
         self._last = min_bytes
 
     @property
-    def rate_Bps(self) -> float | None:  # noqa: N802 - bytes (B) per second
+    def rate_Bps(self) -> float | None:  # bytes (B) per second
         return self._rate
 
     def observe(self, nbytes: int, seconds: float) -> None:
