@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 
 __all__ = ["AUDIT_KIND", "AuditTrail"]
 
 AUDIT_KIND = "audit"
 _RECENT = 200  # records kept in memory for /v1/audit and the support bundle
+_RECENT_BY_OUTBOX: weakref.WeakKeyDictionary[Outbox, deque[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class AuditTrail:
@@ -36,12 +41,18 @@ class AuditTrail:
         self._outbox = outbox
         self._device_id, self._site_id = device_id, site_id
         self._clock = clock
-        self._recent: deque[dict[str, Any]] = deque(maxlen=_RECENT)
+        # one memory per outbox: every trail writing to it (the API's, the model agent's)
+        # shows in /v1/audit
+        self._recent = _RECENT_BY_OUTBOX.setdefault(outbox, deque(maxlen=_RECENT))
 
-    async def record(self, action: str, detail: Mapping[str, Any] | None = None) -> int:
-        """Store the action durably (raises the outbox's typed error if refused); its seq."""
+    async def record(
+        self, action: str, detail: Mapping[str, Any] | None = None, *, actor: str = "technician"
+    ) -> int:
+        """Store the action durably (raises the outbox's typed error if refused); its seq.
+        An ``actor`` in ``detail`` (the model agent's) names who acted."""
         now = self._clock()
-        body = {"action": action, "actor": "technician", "detail": dict(detail or {})}
+        detail = dict(detail or {})
+        body = {"action": action, "actor": str(detail.get("actor", actor)), "detail": detail}
         payload = {
             "device_id": self._device_id,
             "site_id": self._site_id,
@@ -53,7 +64,7 @@ class AuditTrail:
             "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
         }
         seq = await self._outbox.append(
-            OutboxClass.CRITICAL, json.dumps(payload, separators=(",", ":")).encode()
+            Stream.CRITICAL, json.dumps(payload, separators=(",", ":")).encode()
         )
         self._recent.append({"seq": seq, "at": now, **body})
         return seq

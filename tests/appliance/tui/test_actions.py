@@ -105,3 +105,35 @@ async def test_rollback_dialog_refuses_a_task_the_appliance_does_not_run(tmp_pat
             assert app.screen is app.dashboard
     finally:
         await daemon.stop()
+
+
+async def test_audit_trails_of_one_outbox_share_their_memory_and_name_the_actor(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from appliance.audit import AuditTrail
+    from sync.outbox import Outbox
+    from sync.protocol import Stream
+
+    outbox = Outbox.open(tmp_path / "outbox")
+    try:
+        api = AuditTrail(outbox, device_id="gate-01", site_id="depot")
+        agent = AuditTrail(outbox, device_id="gate-01", site_id="depot")
+        await api.record("sync.pause")
+        await agent.record("model.rolled_back", {"actor": "update-agent", "task": "gate_ocr"})
+        assert [(r["action"], r["actor"]) for r in api.recent()] == [
+            ("sync.pause", "technician"),
+            ("model.rolled_back", "update-agent"),
+        ]
+        assert api.recent() == agent.recent()
+        stored = [json.loads(r.payload) for r in outbox.read(Stream.CRITICAL, 0)]
+        assert [row["kind"] for row in stored] == ["audit", "audit"]
+        assert json.loads(stored[1]["body"])["detail"]["task"] == "gate_ocr"
+        other = Outbox.open(tmp_path / "other")
+        try:
+            assert AuditTrail(other, device_id="gate-01", site_id="depot").recent() == []
+        finally:
+            await other.close()
+    finally:
+        await outbox.close()

@@ -17,7 +17,6 @@ from appliance.daemon import Daemon
 from appliance.tui.app import YardlinkTui
 from appliance.tui.client import ApplianceClient
 from appliance.tui.widgets import Banner, LinesPanel
-from sync.outbox import OutboxClass
 from sync.protocol import Stream
 from tests.appliance.daemon_harness import TOKEN
 from tests.appliance.tui.tui_harness import daemon_config, sleep, until
@@ -62,7 +61,7 @@ async def test_dashboard_shows_the_status_and_pause_really_holds_uploads(tmp_pat
                 assert "PAUSED" in _panel(app, "link")[0]
                 puts_before = _batch_puts(ingest.requests)
                 for i in range(30):
-                    await outbox.append(OutboxClass.EVENTS, event_payload(i))
+                    await outbox.append(Stream.EVENTS, event_payload(i))
                 engine.notify()
                 await until(
                     pilot,
@@ -109,7 +108,7 @@ async def test_the_cap_set_in_the_tui_really_caps_the_upload_rate(tmp_path: Path
             stored_before = _lake_bytes(cloud_dir)
             payloads = [event_payload(i, plate_token=_noise(i)) for i in range(first, first + 400)]
             started = time.monotonic()
-            await outbox.append_many(OutboxClass.EVENTS, payloads)  # one batch, all at once
+            await outbox.append_many(Stream.EVENTS, payloads)  # one batch, all at once
             engine.sync_now()
             await until(
                 pilot,
