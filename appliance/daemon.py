@@ -137,6 +137,7 @@ class Daemon:
             processor=self._processor,
             tasks=self.tasks,
             registry=build.task_registry,
+            backlog=self.queues.total_depth,  # the shadow window yields to queued frames
         )
         self.intake = FrameIntake(
             self._processor,

@@ -46,6 +46,7 @@ class ModelUpdates:
         settings: UpdateSettings,
         inference: InferenceSettings,
         load_pinned: PinnedLoader,
+        backlog: Callable[[], int] = lambda: 0,
     ) -> None:
         self.agent = agent
         self._processor = processor
@@ -53,6 +54,7 @@ class ModelUpdates:
         self._settings = settings
         self._inference = inference
         self._load_pinned = load_pinned
+        self._backlog = backlog  # frames waiting in the camera queues
         self._shadows: dict[str, ShadowRun] = {}
         self._abort: dict[str, tuple[str, str]] = {}  # task -> (actor, reason) during a shadow
         self._activation = asyncio.Lock()
@@ -87,7 +89,13 @@ class ModelUpdates:
             await self.agent.switch(candidate)  # durable first: a crash now rolls back
             old = self._processor.swap_task(name, candidate.task)
             window = ShadowWindow(self._settings, sla_ms(self._inference, name), time.monotonic())
-            run = ShadowRun(name, old, window, self._processor.run_on_frame)
+            run = ShadowRun(
+                name,
+                old,
+                window,
+                self._processor.run_on_frame,
+                behind=lambda: self._backlog() > self._settings.shadow_max_backlog,
+            )
             self._shadows[name] = run
             self._processor.add_result_tap(run.tap)
             try:

@@ -39,6 +39,12 @@ class UpdateSettings(ConfigSection):
     shadow_min_frames: int = Field(
         default=10, ge=1, description="fewer frames than this when the time is up: roll back"
     )
+    shadow_max_backlog: int = Field(
+        default=1,
+        ge=0,
+        description="the old model skips a frame while more frames than this wait in the"
+        " camera queues (the serving model needs the CPU)",
+    )
     shadow_max_error_rate: float = Field(
         default=0.02, ge=0, le=1, description="share of frames the new model may fail on"
     )

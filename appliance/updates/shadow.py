@@ -4,9 +4,11 @@ live frames, and the two are compared before the release is committed.
 ``ShadowWindow`` is the pure judge (results in, verdict out); ``ShadowRun`` is
 its edge: a pipeline result tap that re-runs each frame on the old model in
 its own thread.  The shadow never queues work: a frame that arrives while the
-old model is still busy with the previous one is not compared (counted as
-``skipped``), so the window costs at most one extra model run at a time and
-never delays a frame's records.
+old model is still busy with the previous one, or while frames wait in the
+camera queues (the pipeline is behind; until ``shadow_max_s``, so a busy camera
+cannot hold a release on trial for ever), is not compared (counted as
+``skipped``): at most one extra model run at a time, and none while the serving
+model needs the CPU.
 
 The window closes after ``shadow_frames`` compared frames, or at
 ``shadow_max_s`` if at least ``shadow_min_frames`` were compared (else it
@@ -140,12 +142,14 @@ class ShadowRun:
         window: ShadowWindow,
         run_on_frame: Callable[[InferenceTask, Frame], TaskResult],
         clock: Callable[[], float] = time.monotonic,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.task_name = task_name
         self.window = window
         self._old = old_task
         self._run_on_frame = run_on_frame
         self._clock = clock
+        self._behind = behind
         self._executor = ThreadPoolExecutor(1, f"shadow-{task_name}")
         self._pending: asyncio.Future[TaskResult] | None = None
         self.done: asyncio.Future[ShadowVerdict] = asyncio.get_running_loop().create_future()
@@ -155,12 +159,17 @@ class ShadowRun:
     ) -> None:
         if name != self.task_name or self.done.done():
             return
-        if self._pending is not None:
+        if self._pending is not None or (self._behind() and not self._overdue()):
             self.window.skipped += 1
             return
         loop = asyncio.get_running_loop()
         self._pending = loop.run_in_executor(self._executor, self._run_on_frame, self._old, frame)
         self._pending.add_done_callback(lambda old: self._compare(result, old))
+
+    def _overdue(self) -> bool:
+        """Past ``shadow_max_s`` the backlog no longer defers comparisons, so a busy
+        camera cannot keep a release on trial for ever."""
+        return self._clock() - self.window.started_at >= self.window.settings.shadow_max_s
 
     def _compare(self, new: TaskResult | None, old: asyncio.Future[TaskResult]) -> None:
         self._pending = None

@@ -48,6 +48,7 @@ async def start_model_updates(
     processor: FrameProcessor,
     tasks: dict[str, InferenceTask],
     registry: TaskRegistry,
+    backlog: Callable[[], int] = lambda: 0,
 ) -> ModelUpdates | None:
     """Recover the slots and put each task's serving release in place; None when
     ``[updates] keyring_file`` is not set, or the keyring cannot be trusted (logged:
@@ -81,6 +82,7 @@ async def start_model_updates(
         settings=settings,
         inference=config.inference,
         load_pinned=load_pinned,
+        backlog=backlog,
     )
     await updates.start()
     return updates

@@ -13,7 +13,8 @@ from appliance.inference.settings import GateOcrSettings, InferenceSettings
 from appliance.updates.agent import UpdateAgent
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.slot_store import SlotStore
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from sync.shared.signing import Keyring
 
@@ -47,7 +48,7 @@ def make_agent(
 
 def audit_bodies(outbox: Outbox) -> list[dict[str, Any]]:
     """Every audit record's body in the outbox ``critical`` class, in order."""
-    records = outbox.read(OutboxClass.CRITICAL, max_records=10_000)
+    records = outbox.read(Stream.CRITICAL, max_records=10_000)
     return [json.loads(json.loads(r.payload)["body"]) for r in records]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from appliance.daemon import Daemon
-from sync.outbox import OutboxClass
+from sync.protocol import Stream
 from tests.appliance.daemon_harness import TOKEN, read_events, wait_for
 from tests.appliance.updates.conftest import NEW_VERSION, ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
@@ -54,7 +54,7 @@ async def test_switch_shadow_commit_then_technician_rollback(
         await pushing
         await wait_for(lambda: pusher.processed() == pusher.accepted)
         assert daemon.outbox is not None
-        records = daemon.outbox.read(OutboxClass.CRITICAL)
+        records = daemon.outbox.read(Stream.CRITICAL)
         audit = [json.loads(json.loads(r.payload)["body"]) for r in records]
     finally:
         await daemon.stop()

@@ -35,8 +35,9 @@ def updates_config(tmp_path: Path, kit: ReleaseKit, **shadow: Any) -> Any:
 
 
 class Pusher:
-    """Pushes synthetic gate frames one after another, keeping the queue short (a full
-    queue drops frames by design; that is not what this test is about)."""
+    """Pushes synthetic gate frames one after another, the next once the queue is empty
+    (a full queue drops frames by design, and a queue that never empties holds the
+    shadow window back until its time limit; neither is what these tests are about)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -53,7 +54,7 @@ class Pusher:
                     assert response.status == 202, await response.text()
                     depth = (await response.json())["queue_depth"]
                 self.accepted += 1
-                while depth > 1 and not self.stop.is_set():
+                while depth > 0 and not self.stop.is_set():
                     await asyncio.sleep(0.05)
                     depth = self.daemon.queues.total_depth()
 
