@@ -188,11 +188,11 @@ def _error_for(method: str, path: str, answer: HttpAnswer) -> CloudUnavailable |
     error, detail = f"http_{answer.status}", answer.body[:200].decode("utf-8", "replace")
     try:
         parsed = json.loads(answer.body)
-        if isinstance(parsed, dict):
-            error = str(parsed.get("error", error))
-            detail = str(parsed.get("detail", detail))
     except ValueError:
-        pass
+        parsed = None  # not JSON (a proxy's page): the status and the raw body say it
+    if isinstance(parsed, dict):
+        error = str(parsed.get("error", error))
+        detail = str(parsed.get("detail", detail))
     if answer.status >= 500 or answer.status in (408, 423, 429):
         return CloudUnavailable(f"{method} {path}: HTTP {answer.status} {error}: {detail}")
     return CloudRejected(answer.status, error, detail)
