@@ -162,7 +162,7 @@ class Daemon:
             self.events.add_listener(_wake(self.sync_engine))
             await self.sync_engine.start()
         await self._api.start(self)
-        self._update_readiness()
+        self.refresh_readiness()
         _log.info(
             "appliance started",
             extra={"tasks": sorted(self.tasks), "cameras": sorted(self.camera_ids)},
@@ -190,7 +190,9 @@ class Daemon:
                     f"synthetic-{camera.id}",
                 )
 
-    def _update_readiness(self) -> None:
+    def refresh_readiness(self) -> None:
+        """Decide readiness again from the loaded tasks and the outbox (at start, and
+        after anything that changes them: a model update that loads a missing task)."""
         problem = self.builder.readiness_problem(
             self.model_failures, outbox_open=self.outbox is not None
         )
