@@ -113,6 +113,7 @@ class SyncEngine:
         self._handshake_due = True
         self._next_handshake = 0.0
         self._last_handshake: float | None = None
+        self._clock_skew_s: float | None = None  # this clock minus the cloud's, last handshake
         self._wake = asyncio.Event()
         self._idle = False
         self._task: asyncio.Task[None] | None = None
@@ -197,6 +198,7 @@ class SyncEngine:
             upload=None if current is None else CurrentUpload(**asdict(current)),
             last_error=self._last_error,
             last_handshake_at=self._last_handshake,
+            clock_skew_s=self._clock_skew_s,
             unknown_raw_requests=len(self.state.state.unknown),
             resent_bytes=self.raw_uploads.resent_bytes,
             background_failures=self.meta.quiet_failures,
@@ -381,6 +383,9 @@ class SyncEngine:
         self._handshake_due = False
         self._last_handshake = self._clock()
         self._next_handshake = self._last_handshake + self.settings.handshake_interval_s
+        if answer.server_time is not None:  # the cloud answered about half an RTT ago
+            rtt_s = time.monotonic() - started
+            self._clock_skew_s = round(self._last_handshake - rtt_s / 2 - answer.server_time, 3)
         self.raw.reported(delivered, unknown)
         await self.meta.delta_ack(answer.acked, answer.held)
         if answer.raw_requests:

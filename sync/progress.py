@@ -50,6 +50,7 @@ class SyncProgress(_Frozen):
     upload: CurrentUpload | None
     last_error: str | None
     last_handshake_at: float | None
+    clock_skew_s: float | None = None  # this clock minus the cloud's at the last handshake
     unknown_raw_requests: int
     resent_bytes: int  # upload bytes sent more than once (after cuts)
     # failures met off the main path, each logged: encoding a batch ahead, PUTs left to

@@ -239,3 +239,24 @@ async def test_real_models_dashboard_and_live_events_show_tokens_not_plates(
                 assert any(str(event["model_version"])[:19] in line for line in models)
     finally:
         await daemon.stop()
+
+
+async def test_a_clock_far_from_the_clouds_is_an_alert(tmp_path: Path) -> None:
+    from cloud_ingest.app_keys import CLOCK
+
+    def cloud_two_minutes_behind(app: object) -> None:
+        app[CLOCK] = lambda: time.time() - 120.0  # type: ignore[index]
+
+    async with running_ingest(tmp_path / "cloud", customize=cloud_two_minutes_behind) as ingest:
+        daemon = Daemon(daemon_config(tmp_path, ingest))
+        await daemon.start()
+        app = YardlinkTui(ApplianceClient(daemon.api_url, TOKEN), poll_s=0.2)
+        try:
+            async with app.run_test(size=(120, 40)) as pilot:
+                await until(pilot, lambda: any(a.code == "clock_skew" for a in app.view.alerts))
+                (alert,) = [a for a in app.view.alerts if a.code == "clock_skew"]
+                skew = float(alert.message.split()[2])
+                assert 119 <= skew <= 121, alert.message
+                assert any("clock" in line for line in _panel(app, "alerts"))
+        finally:
+            await daemon.stop()
