@@ -137,3 +137,35 @@ async def test_audit_trails_of_one_outbox_share_their_memory_and_name_the_actor(
             await other.close()
     finally:
         await outbox.close()
+
+
+async def test_sync_now_from_the_tui_handshakes_at_once(tmp_path: Path) -> None:
+    async with running_ingest(tmp_path / "cloud") as ingest:
+        config = daemon_config(tmp_path, ingest)
+        config = config.model_copy(
+            update={"sync": config.sync.model_copy(update={"handshake_interval_s": 3600.0})}
+        )
+        daemon = Daemon(config)
+        await daemon.start()
+        app = YardlinkTui(ApplianceClient(daemon.api_url, TOKEN), poll_s=0.2)
+
+        def handshakes() -> int:
+            return sum(1 for _, m, p in ingest.requests if (m, p) == ("POST", "/v1/sync"))
+
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: handshakes() == 1, what="the first handshake")
+                await until(pilot, lambda: app.view.last_handshake_at is not None)
+                first = app.view.last_handshake_at
+                await pilot.press("s", "n")  # declined
+                await pilot.pause(1.0)
+                assert handshakes() == 1  # the next one is an hour away
+                await pilot.press("s", "y")
+                await until(pilot, lambda: handshakes() == 2, timeout=10, what="sync now")
+                await until(pilot, lambda: app.view.last_handshake_at != first)
+                assert app.last_action == "sync started"
+                async with ApplianceClient(daemon.api_url, TOKEN) as client:
+                    records = (await client.audit())["records"]
+                assert [r["action"] for r in records] == ["sync.now"]
+        finally:
+            await daemon.stop()
