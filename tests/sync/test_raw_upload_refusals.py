@@ -21,9 +21,9 @@ from sync.errors import PermanentUploadError, RetryableUploadError
 from sync.outbox import BlobRef, Outbox, OutboxClass
 from sync.protocol import Stream, UploadMetadata
 from sync.uploader import BlobCopyDamaged
+from tests.support.uploader import CHUNK, uploader_for
 from tests.sync.engine_harness import append_events, drained, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
-from tests.sync.test_uploader import CHUNK, uploader_for
 from tests.sync.tus_servers import serve_on_loopback, stored_blob
 
 MARKER = b"<<flip-me-on-the-wire>>"

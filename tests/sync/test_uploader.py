@@ -12,15 +12,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from sync.cloud_client import CloudClient
-from sync.engine_state import EngineStateFile
 from sync.errors import RetryableUploadError
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.protocol import Stream, UploadMetadata
-from sync.uploader import ChunkSizer, TusUploader
+from sync.uploader import TusUploader
+from tests.support.uploader import CHUNK, uploader_for
 from tests.sync.tus_servers import TUS_SERVERS, TusTarget, serve_on_loopback, tus_target
-
-CHUNK = 64 << 10
 
 
 @pytest.fixture(params=TUS_SERVERS)
@@ -41,12 +38,6 @@ def blob(tmp_path: Path, size: int, name: str = "blob.bin") -> tuple[Path, Uploa
     path.write_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
     return path, UploadMetadata(sha256=sha, stream=Stream.RAW_SAMPLED, seq=7, filename=f"{sha}.bin")
-
-
-def uploader_for(url: str, token: str, state_path: Path) -> TusUploader:
-    client = CloudClient(url, token, request_timeout_s=5)
-    # Fixed chunk size: min == max, so the tests know where chunks start.
-    return TusUploader(client, EngineStateFile(state_path), ChunkSizer(CHUNK, CHUNK, 1.0))
 
 
 def held(cloud: TusTarget, path: Path, sha: str) -> bool:
