@@ -26,6 +26,7 @@ from cloud_ingest.handshake import add_handshake_routes
 from cloud_ingest.lake import remove_partial_files
 from cloud_ingest.metrics import IngestMetrics
 from cloud_ingest.middleware import error_middleware, metrics_middleware
+from cloud_ingest.models.routes import add_model_routes
 from cloud_ingest.raw_requests import add_raw_request_routes
 from cloud_ingest.service_routes import add_service_routes
 from cloud_ingest.settings import IngestSettings
@@ -53,6 +54,7 @@ def build_app(
     add_batch_routes(app)
     add_raw_request_routes(app)
     add_admin_routes(app)
+    add_model_routes(app)  # after the catalog's context: it opens its tables
     upload_sweep = _add_tus(app, settings)
     app.cleanup_ctx.append(_sweeper_context(upload_sweep))
     return app

@@ -103,6 +103,47 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         ALTER TABLE devices ADD COLUMN last_sync TEXT;
         """,
     ),
+    (
+        3,
+        """
+        -- model releases as published (docs/OTA.md): the signed manifest bytes as given,
+        -- the artifact content-addressed under DATA_DIR/models/artifacts/
+        CREATE TABLE model_releases (
+            name         TEXT NOT NULL,
+            version      TEXT NOT NULL,
+            counter      INTEGER NOT NULL,
+            sha256       TEXT NOT NULL,
+            size         INTEGER NOT NULL,
+            keyid        TEXT NOT NULL,
+            manifest     BLOB NOT NULL,
+            published_by TEXT NOT NULL,
+            published_at REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        -- one rollout per release; state is the pure machine's (cloud_ingest/models/rollout.py)
+        CREATE TABLE model_rollouts (
+            name        TEXT NOT NULL,
+            version     TEXT NOT NULL,
+            state       TEXT NOT NULL,  -- JSON
+            terminal    INTEGER NOT NULL,
+            updated_at  REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        -- the latest outcome each device reported for each release
+        CREATE TABLE model_outcomes (
+            device_id   TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            version     TEXT NOT NULL,
+            counter     INTEGER NOT NULL,
+            result      TEXT NOT NULL,
+            check_name  TEXT,
+            reason      TEXT,
+            reported_at REAL NOT NULL,
+            PRIMARY KEY (device_id, name, version)
+        );
+        CREATE INDEX model_outcomes_release ON model_outcomes (name, version);
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

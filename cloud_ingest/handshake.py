@@ -4,7 +4,8 @@ The device says what it holds (watermarks, outbox depth, models, link stats)
 and which raw requests it delivered or cannot serve; the cloud answers with
 what it already holds (acked watermark per metadata stream), the raw requests
 still pending for the device, the sampling policy and the model assignment
-(empty until OTA rollouts exist).  The device then sends only what is missing.
+(from the rollouts, cloud_ingest/models/rollouts.py; the outcomes the device
+reports are recorded first).  The device then sends only what is missing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
 from cloud_ingest.catalog import RawRequestRecord
 from cloud_ingest.errors import BadRequest, Forbidden
 from cloud_ingest.json_bodies import read_model
+from cloud_ingest.models.routes import MODELS
 from cloud_ingest.principal import require_device
 from sync.protocol import (
     HELD_RANGES_MAX,
@@ -84,7 +86,7 @@ async def post_sync(request: web.Request) -> web.Response:
         acked=await catalog.watermarks(device_id),
         raw_requests=[to_wire(r) for r in pending],
         sampling=app[SETTINGS].sampling,
-        models=[],
+        models=await app[MODELS].rollouts.handshake(device_id, principal.site_id, body.models, now),
         server_time=now,
     )
     app[METRICS].handshakes.inc()

@@ -76,6 +76,11 @@ class IngestSettings(ConfigSection):
         default="FULL",
         description="SQLite synchronous mode: FULL survives power loss, NORMAL only a crash",
     )
+    release_keyring_file: Path | None = Field(
+        default=None,
+        description="trusted model-release public keys (a keyring from 'yardlink models "
+        "keyring'); none: publishing releases is refused",
+    )
     sampling: SamplingPolicy = Field(
         default_factory=SamplingPolicy, description="raw sampling policy sent at each handshake"
     )

@@ -1,0 +1,277 @@
+"""The model tables of the catalog (releases, rollouts, device outcomes) on SQLite.
+
+Its own aiosqlite connection to ``catalog.db`` (WAL: it shares the file with the
+main catalog, whose migrations created the tables).  Every change is written in
+one transaction with its audit event, as the main catalog does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from cloud_ingest.errors import Conflict
+from cloud_ingest.models.rollout import Rollout, RolloutPhase, Transition
+from sync.protocol.releases import RolloutPlan
+
+__all__ = ["DeviceOutcome", "ReleaseRecord", "ReleaseStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    name: str
+    version: str
+    counter: int
+    sha256: str
+    size: int
+    keyid: str
+    manifest: bytes  # the signed envelope exactly as published
+    published_by: str
+    published_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOutcome:
+    device_id: str
+    name: str
+    version: str
+    counter: int
+    result: str
+    check: str | None
+    reason: str | None
+
+
+class ReleaseStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> ReleaseStore:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA busy_timeout = 10000")
+        await db.execute("PRAGMA synchronous = FULL")
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    # ------------------------------------------------------------------ releases
+
+    async def add_release(self, release: ReleaseRecord, detail: dict[str, Any]) -> bool:
+        """Store a release, audited ``model.publish``; False if this exact manifest is held
+        already (a re-publish), Conflict if the name and version hold another one."""
+        async with self._transaction() as db:
+            held = await self._all(
+                "SELECT manifest FROM model_releases WHERE name = ? AND version = ?",
+                (release.name, release.version),
+            )
+            if held:
+                if bytes(held[0][0]) == release.manifest:
+                    return False
+                raise Conflict(
+                    f"{release.name} {release.version} is published with another manifest"
+                )
+            await db.execute(
+                "INSERT INTO model_releases (name, version, counter, sha256, size, keyid,"
+                " manifest, published_by, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    release.name,
+                    release.version,
+                    release.counter,
+                    release.sha256,
+                    release.size,
+                    release.keyid,
+                    release.manifest,
+                    release.published_by,
+                    release.published_at,
+                ),
+            )
+            await _audit(
+                db,
+                release.published_at,
+                release.published_by,
+                "model.publish",
+                f"{release.name}/{release.version}",
+                detail,
+            )
+            return True
+
+    async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
+        rows = await self._all(_RELEASE_SELECT + " WHERE name = ? AND version = ?", (name, version))
+        return _release(rows[0]) if rows else None
+
+    async def list_releases(self) -> list[ReleaseRecord]:
+        return [_release(r) for r in await self._all(_RELEASE_SELECT + " ORDER BY name, counter")]
+
+    async def highest_counter(self, name: str) -> int | None:
+        rows = await self._all("SELECT MAX(counter) FROM model_releases WHERE name = ?", (name,))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    # ------------------------------------------------------------------ rollouts
+
+    async def save_rollout(
+        self, rollout: Rollout, transition: Transition, now: float, *, new: bool = False
+    ) -> None:
+        """Write a rollout's state with the audit event of its transition."""
+        async with self._transaction() as db:
+            if new:
+                active = await self._all(
+                    "SELECT version FROM model_rollouts WHERE name = ? AND terminal = 0",
+                    (rollout.name,),
+                )
+                if active:
+                    raise Conflict(f"{rollout.name} {active[0][0]} is rolling out; abort it first")
+                exists = await self._all(
+                    "SELECT 1 FROM model_rollouts WHERE name = ? AND version = ?",
+                    (rollout.name, rollout.version),
+                )
+                if exists:
+                    raise Conflict(f"{rollout.name} {rollout.version} was rolled out already")
+            await db.execute(
+                "INSERT OR REPLACE INTO model_rollouts (name, version, state, terminal, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (rollout.name, rollout.version, _dump(rollout), int(rollout.terminal), now),
+            )
+            detail = {**transition.detail, "counter": rollout.counter}
+            await _audit(
+                db,
+                now,
+                transition.actor,
+                transition.action,
+                f"{rollout.name}/{rollout.version}",
+                detail,
+            )
+
+    async def get_rollout(self, name: str, version: str) -> Rollout | None:
+        rows = await self._all(
+            "SELECT state FROM model_rollouts WHERE name = ? AND version = ?", (name, version)
+        )
+        return _load(rows[0][0]) if rows else None
+
+    async def list_rollouts(self) -> list[Rollout]:
+        rows = await self._all("SELECT state FROM model_rollouts ORDER BY updated_at")
+        return [_load(r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def record_outcomes(
+        self, outcomes: list[DeviceOutcome], now: float
+    ) -> list[DeviceOutcome]:
+        """Keep each device's latest outcome per release; audit those that changed
+        (``model.outcome`` by the device).  Returns the changed ones."""
+        changed: list[DeviceOutcome] = []
+        async with self._transaction() as db:
+            for o in outcomes:
+                rows = await self._all(
+                    "SELECT counter, result, check_name, reason FROM model_outcomes"
+                    " WHERE device_id = ? AND name = ? AND version = ?",
+                    (o.device_id, o.name, o.version),
+                )
+                if rows and tuple(rows[0]) == (o.counter, o.result, o.check, o.reason):
+                    continue
+                await db.execute(
+                    "INSERT OR REPLACE INTO model_outcomes (device_id, name, version, counter,"
+                    " result, check_name, reason, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (o.device_id, o.name, o.version, o.counter, o.result, o.check, o.reason, now),
+                )
+                detail = {"result": o.result, "counter": o.counter}
+                detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
+                await _audit(db, now, o.device_id, "model.outcome", f"{o.name}/{o.version}", detail)
+                changed.append(o)
+        return changed
+
+    async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]:
+        rows = await self._all(
+            "SELECT device_id, name, version, counter, result, check_name, reason"
+            " FROM model_outcomes WHERE name = ? AND version = ?",
+            (name, version),
+        )
+        return [DeviceOutcome(*r) for r in rows]
+
+    async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]:
+        rows = await self._all(
+            "SELECT device_id, name, version, counter, result, check_name, reason"
+            " FROM model_outcomes WHERE device_id = ?",
+            (device_id,),
+        )
+        return {(r[1], r[2]): DeviceOutcome(*r) for r in rows}
+
+
+_RELEASE_SELECT = (
+    "SELECT name, version, counter, sha256, size, keyid, manifest, published_by, published_at"
+    " FROM model_releases"
+)
+
+
+def _release(row: aiosqlite.Row) -> ReleaseRecord:
+    return ReleaseRecord(
+        row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7], row[8]
+    )
+
+
+def _dump(rollout: Rollout) -> str:
+    return json.dumps(
+        {
+            "name": rollout.name,
+            "version": rollout.version,
+            "counter": rollout.counter,
+            "plan": rollout.plan.model_dump(mode="json"),
+            "phase": rollout.phase.value,
+            "stage_index": rollout.stage_index,
+            "stage_since": rollout.stage_since,
+            "paused": rollout.paused,
+            "reason": rollout.reason,
+        }
+    )
+
+
+def _load(text: str) -> Rollout:
+    raw = json.loads(text)
+    return Rollout(
+        name=raw["name"],
+        version=raw["version"],
+        counter=raw["counter"],
+        plan=RolloutPlan.model_validate(raw["plan"]),
+        phase=RolloutPhase(raw["phase"]),
+        stage_index=raw["stage_index"],
+        stage_since=raw["stage_since"],
+        paused=raw["paused"],
+        reason=raw["reason"],
+    )
+
+
+async def _audit(  # noqa: PLR0913
+    db: aiosqlite.Connection,
+    at: float,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict[str, Any],
+) -> None:
+    await db.execute(
+        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+        (at, actor, action, subject, json.dumps(detail, default=str)),
+    )
