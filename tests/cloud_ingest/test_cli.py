@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.cloud_ingest.test_crash import IngestProcess
+from tests.support.ingest_process import IngestProcess
 
 YARDLINK = str(Path(sys.executable).parent / "yardlink")
 

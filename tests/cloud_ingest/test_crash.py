@@ -8,16 +8,13 @@ import http.client
 import json
 import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 import pyarrow.parquet as pq
 
@@ -25,56 +22,7 @@ from cloud_ingest.lake import is_temp_file
 from sync.protocol import Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
 from tests.support.ingest import event_records
-
-YARDLINK = str(Path(sys.executable).parent / "yardlink")
-
-
-class IngestProcess:
-    """``yardlink ingest serve --port 0`` in a subprocess; the port is read from its log."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def __enter__(self) -> IngestProcess:
-        self.process = subprocess.Popen(
-            [YARDLINK, "ingest", "serve", "--data-dir", str(self.data_dir), "--port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        assert self.process.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                raise RuntimeError("server exited before listening")
-            entry = json.loads(line)
-            if entry.get("msg") == "listening":
-                self.url = entry["url"]
-                break
-        threading.Thread(target=self._drain, daemon=True).start()
-        return self
-
-    def _drain(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        for _ in self.process.stderr:
-            pass
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
-        if self.process.stderr:
-            self.process.stderr.close()
+from tests.support.ingest_process import YARDLINK, IngestProcess
 
 
 def _provision(data_dir: Path) -> str:
