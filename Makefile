@@ -10,6 +10,7 @@ MODELS_STAMP := models/.verified
 all: test
 
 $(STAMP): pyproject.toml
+	command -v fusermount3 >/dev/null || apt-get install -y fuse3  # the power-cut tests mount FUSE
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -1,0 +1,1 @@
+"""A FUSE filesystem that loses what was not fsynced when told to "cut the power"."""
