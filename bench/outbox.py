@@ -181,7 +181,8 @@ async def aiosqlite_queue_append(path: Path, payloads: list[bytes]) -> float:
 
 async def outbox_append_many(path: Path, payloads: list[bytes]) -> float:
     """Records/s of ``append_many`` in batches of 256, one awaiting caller, sync durability."""
-    from sync.outbox import Outbox, OutboxClass
+    from sync.outbox import Outbox
+    from sync.protocol import Stream
     from sync.settings import OutboxSettings
 
     outbox = Outbox.open(path, OutboxSettings())
@@ -189,7 +190,7 @@ async def outbox_append_many(path: Path, payloads: list[bytes]) -> float:
         await _warm_outbox(outbox, payloads)
         start = time.perf_counter()
         for first in range(0, len(payloads), BATCH):
-            await outbox.append_many(OutboxClass.EVENTS, payloads[first : first + BATCH])
+            await outbox.append_many(Stream.EVENTS, payloads[first : first + BATCH])
         return len(payloads) / (time.perf_counter() - start)
     finally:
         await outbox.close()
@@ -217,7 +218,8 @@ async def loop_lag_during_appends(path: Path, payloads: list[bytes]) -> tuple[fl
     """p99 lateness (ms) of a 0.5 ms ticker on the event loop: idle for 0.5 s (the
     anchor), then while one caller runs ``append_many`` x256 with sync durability.
     What other tasks of the appliance (intake, sync) wait while the outbox commits."""
-    from sync.outbox import Outbox, OutboxClass
+    from sync.outbox import Outbox
+    from sync.protocol import Stream
     from sync.settings import OutboxSettings
 
     outbox = Outbox.open(path, OutboxSettings())
@@ -231,7 +233,7 @@ async def loop_lag_during_appends(path: Path, payloads: list[bytes]) -> tuple[fl
         stop = asyncio.Event()
         ticker = asyncio.create_task(_tick_lags(stop))
         for first in range(0, len(payloads), BATCH):
-            await outbox.append_many(OutboxClass.EVENTS, payloads[first : first + BATCH])
+            await outbox.append_many(Stream.EVENTS, payloads[first : first + BATCH])
         stop.set()
         busy = await ticker
     finally:
@@ -241,12 +243,12 @@ async def loop_lag_during_appends(path: Path, payloads: list[bytes]) -> tuple[fl
 
 async def _warm_outbox(outbox: Any, payloads: list[bytes]) -> int:
     """Append ``WARM`` records untimed; returns the last seq."""
-    from sync.outbox import OutboxClass
+    from sync.protocol import Stream
 
     warm = _warm_payloads(payloads)
     last = 0
     for first in range(0, len(warm), BATCH):
-        last = (await outbox.append_many(OutboxClass.EVENTS, warm[first : first + BATCH]))[-1]
+        last = (await outbox.append_many(Stream.EVENTS, warm[first : first + BATCH]))[-1]
     return last
 
 
@@ -254,18 +256,19 @@ async def outbox_concurrent_and_drain(
     path: Path, payloads: list[bytes], chunk: int
 ) -> tuple[float, float]:
     """Records/s of 1,000 concurrent single appends, then of a read + ack drain."""
-    from sync.outbox import Outbox, OutboxClass
+    from sync.outbox import Outbox
+    from sync.protocol import Stream
     from sync.settings import OutboxSettings
 
     outbox = Outbox.open(path, OutboxSettings())
     try:
         # warm, then acknowledged: the drain below reads only the timed records
-        await outbox.ack(OutboxClass.EVENTS, await _warm_outbox(outbox, payloads))
+        await outbox.ack(Stream.EVENTS, await _warm_outbox(outbox, payloads))
         per_producer = max(1, len(payloads) // PRODUCERS)
 
         async def producer(index: int) -> None:
             for i in range(per_producer):
-                await outbox.append(OutboxClass.EVENTS, payloads[(index + i) % len(payloads)])
+                await outbox.append(Stream.EVENTS, payloads[(index + i) % len(payloads)])
 
         start = time.perf_counter()
         await asyncio.gather(*(producer(i) for i in range(PRODUCERS)))
@@ -275,9 +278,9 @@ async def outbox_concurrent_and_drain(
         drained = 0
         start = time.perf_counter()
         after = 0
-        while records := outbox.read(OutboxClass.EVENTS, after, max_records=chunk):
+        while records := outbox.read(Stream.EVENTS, after, max_records=chunk):
             after = records[-1].seq
-            drained += await outbox.ack(OutboxClass.EVENTS, after)
+            drained += await outbox.ack(Stream.EVENTS, after)
         drain_rate = drained / (time.perf_counter() - start)
         assert drained == total, (drained, total)
     finally:
@@ -287,7 +290,8 @@ async def outbox_concurrent_and_drain(
 
 RSS_CHILD = r"""
 import asyncio, json, os, resource, sys, time
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 def rss_mb():
@@ -304,20 +308,20 @@ async def main(path, total):
     pool = [os.urandom(200) for _ in range(4096)]
     start = time.perf_counter()
     for first in range(0, total, 4096):
-        await outbox.append_many(OutboxClass.EVENTS, pool[: min(4096, total - first)])
+        await outbox.append_many(Stream.EVENTS, pool[: min(4096, total - first)])
     fill = time.perf_counter() - start
     await outbox.close()
     outbox = Outbox.open(path, settings)  # recovery with the whole backlog on disk
     stats = outbox.stats()
     after = 0
     for _ in range(100):
-        records = outbox.read(OutboxClass.EVENTS, after, max_records=1000)
+        records = outbox.read(Stream.EVENTS, after, max_records=1000)
         after = records[-1].seq
-        await outbox.ack(OutboxClass.EVENTS, after)
+        await outbox.ack(Stream.EVENTS, after)
     await outbox.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"baseline_mb": baseline, "peak_mb": peak, "fill_s": fill,
-                      "records": stats.per_class[OutboxClass.EVENTS].records,
+                      "records": stats.per_class[Stream.EVENTS].records,
                       "disk_bytes": stats.disk_bytes}))
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))

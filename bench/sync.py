@@ -31,7 +31,8 @@ from pathlib import Path
 from bench._common import Row, command_for, parse_args, row, write_results
 from sync.engine import SyncEngine
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import LinkSettings, OutboxSettings, SyncSettings
 from tests.sync.ingest_server import (
     DEVICE,
@@ -86,11 +87,11 @@ async def backlog_run(
     payloads = [event_payload(i, plate_token=f"tok-{i % 5000:05d}") for i in range(events)]
     try:
         for start in range(0, events, 4096):
-            await outbox.append_many(OutboxClass.EVENTS, payloads[start : start + 4096])
+            await outbox.append_many(Stream.EVENTS, payloads[start : start + 4096])
         blob_size = 2 << 20
         for i in range(max(1, raw_bytes // blob_size)):
             ref = blobs.add(os.urandom(blob_size), seq=i + 1)
-            await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+            await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
         engine = SyncEngine(
             outbox,
             _settings(f"http://127.0.0.1:{emu.port}", cloud.token),
@@ -105,15 +106,15 @@ async def backlog_run(
         while first_raw is None:  # poll: when did events drain, when did raw start?
             progress = engine.progress()
             now = time.monotonic()
-            if events_done is None and progress.classes[OutboxClass.EVENTS].pending_records == 0:
+            if events_done is None and progress.classes[Stream.EVENTS].pending_records == 0:
                 events_done = now
-            raw_sent = progress.classes[OutboxClass.RAW_SAMPLED].sent_bytes
+            raw_sent = progress.classes[Stream.RAW_SAMPLED].sent_bytes
             if progress.upload is not None or raw_sent > 0:
                 first_raw = now  # conservative: the upload began (HEAD/POST), bytes follow
             await asyncio.sleep(0.005)
             if now - started > 600:
                 raise RuntimeError("no raw upload within 600 s")
-        event_wire = engine.progress().classes[OutboxClass.EVENTS].sent_bytes
+        event_wire = engine.progress().classes[Stream.EVENTS].sent_bytes
         # Goodput: blob bytes the server acknowledged, between the first and the last
         # acknowledgement (chunk boundary) seen in a window of goodput_s.
         marks: list[tuple[float, int]] = []
@@ -146,7 +147,7 @@ async def backlog_run(
 def _raw_acked(engine: SyncEngine) -> int:
     """Raw bytes the server confirmed: finished blobs plus the current upload's offset."""
     progress = engine.progress()
-    done = progress.classes[OutboxClass.RAW_SAMPLED].sent_bytes - progress.resent_bytes
+    done = progress.classes[Stream.RAW_SAMPLED].sent_bytes - progress.resent_bytes
     return done + (progress.upload.offset if progress.upload is not None else 0)
 
 
@@ -159,7 +160,7 @@ async def resend_after_cut(work: Path, blob_mb: int) -> tuple[int, int]:
     try:
         async with LinkEmulator(("127.0.0.1", cloud.port), conditions) as emu:
             ref = blobs.add(os.urandom(blob_mb << 20))
-            await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+            await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
             engine = SyncEngine(
                 outbox,
                 _settings(emu.url, cloud.token, chunk_target_s=2.0),
@@ -178,7 +179,7 @@ async def resend_after_cut(work: Path, blob_mb: int) -> tuple[int, int]:
             while not emu.stats.cuts:
                 await asyncio.sleep(0.005)
             chunk = engine.uploader.chunk_in_flight  # the chunk the cut hit
-            while outbox.stats().per_class[OutboxClass.RAW_SAMPLED].records:
+            while outbox.stats().per_class[Stream.RAW_SAMPLED].records:
                 await asyncio.sleep(0.05)
             resent = engine.progress().resent_bytes
             await engine.close()

@@ -61,7 +61,8 @@ import pytest
 from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from yardlink.localstack import (
     ApplianceProcess,
@@ -421,7 +422,7 @@ async def check_yard(yard: Yard, rounds: int) -> None:
     outbox = Outbox.open(yard.site_dir / "outbox", OutboxSettings(min_free_disk_bytes=0))
     try:
         per_class = outbox.stats().per_class
-        for cls in (OutboxClass.EVENTS, OutboxClass.RAW_SAMPLED, OutboxClass.RAW_REQUESTED):
+        for cls in (Stream.EVENTS, Stream.RAW_SAMPLED, Stream.RAW_REQUESTED):
             assert per_class[cls].records == 0, (cls, per_class[cls])
     finally:
         await outbox.close()

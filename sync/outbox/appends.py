@@ -25,7 +25,6 @@ from sync.outbox.records import (
     KEY_SIZE,
     VALUE_HEADER,
     BlobRef,
-    OutboxClass,
     check_receipt,
     encode_header,
 )
@@ -73,7 +72,7 @@ class Appends:
         self._rejections = rejections
 
     async def append(
-        self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
+        self, stream: Stream, payload: bytes, *, expires_at: float | None = None
     ) -> int:
         """Store one metadata record; returns its seq once durable per the settings."""
         # The hot path of many concurrent producers: every check inlined; when one
@@ -99,7 +98,7 @@ class Appends:
 
     async def append_many(
         self,
-        stream: OutboxClass,
+        stream: Stream,
         payloads: Sequence[bytes],
         *,
         receipt: bytes | str | None = None,
@@ -134,7 +133,7 @@ class Appends:
         return list(range(first, first + count))
 
     async def append_blob_ref(
-        self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
+        self, stream: Stream, ref: BlobRef, *, expires_at: float | None = None
     ) -> int:
         """Store a reference to a raw blob (raw classes only; the bytes stay in the blob store)."""
         if type(stream) is not Stream or stream not in RAW_STREAMS:

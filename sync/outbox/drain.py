@@ -14,7 +14,7 @@ from sync.errors import OutboxCorrupted, RecordRejected, SyncError
 from sync.outbox.database import Database
 from sync.outbox.eviction import effective_ttl
 from sync.outbox.ledger import ClassLedger
-from sync.outbox.records import MAX_SEQ, BatchBoundary, OutboxClass, OutboxRecord
+from sync.outbox.records import MAX_SEQ, BatchBoundary, OutboxRecord
 from sync.outbox.recovery import mark_corrupt
 from sync.outbox.seqs import SeqCounter
 from sync.outbox.writer import WriterThread
@@ -60,7 +60,7 @@ class Drain:
 
     def read(
         self,
-        stream: OutboxClass,
+        stream: Stream,
         after_seq: int = 0,
         *,
         max_records: int = 1000,
@@ -99,7 +99,7 @@ class Drain:
             ledger.remember_walk(stream, generation, walked)
         return records
 
-    async def ack(self, stream: OutboxClass, up_to_seq: int) -> int:
+    async def ack(self, stream: Stream, up_to_seq: int) -> int:
         """Delete every record of ``stream`` with seq <= ``up_to_seq``; returns how many.
 
         The watermark is persisted with the delete, so acked records are never
@@ -139,7 +139,7 @@ class Drain:
             ledger.removed(stream, removal, "acked")
         return removal.count
 
-    def acked_watermark(self, stream: OutboxClass) -> int:
+    def acked_watermark(self, stream: Stream) -> int:
         check_class(stream)
         return self._ledger.watermarks[stream]
 
@@ -182,7 +182,7 @@ class Drain:
                 raise
             self._ledger.add_pin(boundary)
 
-    def pinned_batches(self, stream: OutboxClass) -> list[BatchBoundary]:
+    def pinned_batches(self, stream: Stream) -> list[BatchBoundary]:
         """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""
         check_class(stream)
         return self._ledger.pinned(stream)

@@ -3,10 +3,10 @@
 A newcomer's tour::
 
     outbox = Outbox.open("var/outbox")                 # quarantines a damaged DB
-    seq = await outbox.append(OutboxClass.EVENTS, payload)   # durable when it returns
-    records = outbox.read(OutboxClass.EVENTS, after_seq=0)   # in seq order, bounded
+    seq = await outbox.append(Stream.EVENTS, payload)   # durable when it returns
+    records = outbox.read(Stream.EVENTS, after_seq=0)   # in seq order, bounded
     await outbox.pin_batch(BatchBoundary(...))         # before sending a batch
-    await outbox.ack(OutboxClass.EVENTS, records[-1].seq)    # range delete
+    await outbox.ack(Stream.EVENTS, records[-1].seq)    # range delete
     await outbox.close()
 
 ``seq`` is one device-monotonic counter across all classes; it survives
@@ -51,7 +51,6 @@ from sync.outbox.records import (
     BatchBoundary,
     BlobRef,
     ClassStats,
-    OutboxClass,
     OutboxRecord,
     OutboxStats,
 )
@@ -136,14 +135,14 @@ class Outbox:
     # The two hot calls hand back the part's coroutine (no second coroutine frame).
 
     def append(
-        self, stream: OutboxClass, payload: bytes, *, expires_at: float | None = None
+        self, stream: Stream, payload: bytes, *, expires_at: float | None = None
     ) -> Coroutine[Any, Any, int]:
         """Store one metadata record; returns its seq once durable per the settings."""
         return self._appends.append(stream, payload, expires_at=expires_at)
 
     def append_many(
         self,
-        stream: OutboxClass,
+        stream: Stream,
         payloads: Sequence[bytes],
         *,
         receipt: bytes | str | None = None,
@@ -157,7 +156,7 @@ class Outbox:
         return self._appends.append_many(stream, payloads, receipt=receipt)
 
     async def append_blob_ref(
-        self, stream: OutboxClass, ref: BlobRef, *, expires_at: float | None = None
+        self, stream: Stream, ref: BlobRef, *, expires_at: float | None = None
     ) -> int:
         """Store a reference to a raw blob (raw classes only; the bytes stay in the blob store)."""
         return await self._appends.append_blob_ref(stream, ref, expires_at=expires_at)
@@ -166,7 +165,7 @@ class Outbox:
 
     def read(
         self,
-        stream: OutboxClass,
+        stream: Stream,
         after_seq: int = 0,
         *,
         max_records: int = 1000,
@@ -176,19 +175,19 @@ class Outbox:
         (at least one when one exists; ``Drain.read``)."""
         return self._drain.read(stream, after_seq, max_records=max_records, max_bytes=max_bytes)
 
-    async def ack(self, stream: OutboxClass, up_to_seq: int) -> int:
+    async def ack(self, stream: Stream, up_to_seq: int) -> int:
         """Delete every record of ``stream`` with seq <= ``up_to_seq``; returns how many
         (the watermark is persisted with the delete; ``Drain.ack``)."""
         return await self._drain.ack(stream, up_to_seq)
 
-    def acked_watermark(self, stream: OutboxClass) -> int:
+    def acked_watermark(self, stream: Stream) -> int:
         return self._drain.acked_watermark(stream)
 
     async def pin_batch(self, boundary: BatchBoundary) -> None:
         """Persist (fsynced) a batch boundary of committed records before they are sent."""
         await self._drain.pin_batch(boundary)
 
-    def pinned_batches(self, stream: OutboxClass) -> list[BatchBoundary]:
+    def pinned_batches(self, stream: Stream) -> list[BatchBoundary]:
         """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""
         return self._drain.pinned_batches(stream)
 
@@ -244,7 +243,7 @@ class Outbox:
     def stats(self) -> OutboxStats:
         now = self._clock()
         database, ledger = self._database, self._ledger
-        per_class: dict[OutboxClass, ClassStats] = {}
+        per_class: dict[Stream, ClassStats] = {}
         for stream in Stream:
             usage = ledger.usage[stream]
             oldest = None

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 
 from sync.outbox.eviction import ClassUsage
 from sync.outbox.reader import Walked
-from sync.outbox.records import BatchBoundary, LoadedState, OutboxClass, OutboxRecord, Removal
+from sync.outbox.records import BatchBoundary, LoadedState, OutboxRecord, Removal
 from sync.protocol import Stream
 
 __all__ = ["ClassLedger", "EvictionListener"]
 
-EvictionListener = Callable[[OutboxClass, Sequence[OutboxRecord]], None]
+EvictionListener = Callable[[Stream, Sequence[OutboxRecord]], None]
 """Told which records eviction removed (e.g. to free the blobs of raw refs)."""
 
 

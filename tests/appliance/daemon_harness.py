@@ -11,7 +11,8 @@ from typing import Any
 
 from appliance.config import SiteConfig, parse_config
 from appliance.daemon import Daemon
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"  # 32+ characters, as the config asks
@@ -53,7 +54,7 @@ async def read_events(outbox_path: Path) -> list[dict[str, Any]]:
     try:
         records: list[dict[str, Any]] = []
         after = 0
-        while batch := outbox.read(OutboxClass.EVENTS, after):
+        while batch := outbox.read(Stream.EVENTS, after):
             records += [json.loads(r.payload) for r in batch]
             after = batch[-1].seq
         return records

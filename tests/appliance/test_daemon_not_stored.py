@@ -19,7 +19,8 @@ from appliance.daemon import Daemon
 from appliance.inference.results import TaskResult
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.errors import OutboxFull
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.appliance.daemon_harness import TOKEN, base_url, site_config, wait_for
 
@@ -59,7 +60,7 @@ async def _fill_to_the_cap(path: Path) -> None:
         for size in (200_000, 20_000, 2_000, 200, 20):
             while True:
                 try:
-                    await outbox.append(OutboxClass.EVENTS, b"x" * size)
+                    await outbox.append(Stream.EVENTS, b"x" * size)
                 except OutboxFull:
                     break
     finally:

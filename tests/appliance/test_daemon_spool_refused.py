@@ -16,7 +16,8 @@ from prometheus_client import generate_latest
 
 from appliance.inference.results import Detection, TaskResult
 from sync.errors import OutboxFull
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.appliance.daemon_harness import wait_for
 from tests.appliance.spool_harness import (
@@ -95,7 +96,7 @@ async def _fill_to_the_cap(path: Path) -> int:
         for size in (200_000, 20_000, 2_000, 200, 20):
             while True:
                 try:
-                    last = await outbox.append(OutboxClass.EVENTS, b"x" * size)
+                    last = await outbox.append(Stream.EVENTS, b"x" * size)
                 except OutboxFull:
                     break
     finally:
@@ -117,7 +118,7 @@ async def test_a_frame_refused_by_a_full_outbox_stays_and_is_stored_once_when_th
         await wait_for(lambda: bool(daemon.telemetry.spool_retries), timeout=30)
         assert waiting.exists() and not list((spool / "failed").rglob("*.jpg"))
         assert daemon.outbox is not None
-        await daemon.outbox.ack(OutboxClass.EVENTS, filler_seq)  # the cloud took the filler
+        await daemon.outbox.ack(Stream.EVENTS, filler_seq)  # the cloud took the filler
         await wait_for(processed.exists, timeout=30)
         status = daemon.status()
     assert quick.runs >= 2 and other.runs == quick.runs  # refused at least once

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from appliance.outbox_report import OutboxCollector, outbox_status
 from sync.errors import RecordRejected
-from sync.outbox import Outbox, OutboxClass, OutboxStats
+from sync.outbox import Outbox, OutboxStats
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 
@@ -18,9 +19,9 @@ async def test_status_and_metrics_show_depth_age_and_refusals(tmp_path: Path) ->
     settings = OutboxSettings(min_free_disk_bytes=0, max_record_bytes=64)
     outbox = Outbox.open(tmp_path / "outbox", settings, clock=lambda: now[0])
     try:
-        await outbox.append_many(OutboxClass.EVENTS, [b"a" * 10, b"b" * 10])
+        await outbox.append_many(Stream.EVENTS, [b"a" * 10, b"b" * 10])
         with pytest.raises(RecordRejected):
-            await outbox.append(OutboxClass.EVENTS, b"x" * 65)  # over max_record_bytes
+            await outbox.append(Stream.EVENTS, b"x" * 65)  # over max_record_bytes
         now[0] += 90.0
         status = outbox_status(outbox.stats())
         registry = CollectorRegistry()

@@ -14,8 +14,8 @@ from appliance.privacy.blobstore import utc_day
 from appliance.privacy.raw_frames import RawFrames
 from appliance.sources.frames import decode_frame
 from appliance.sources.synthetic import SyntheticYardCamera
-from sync.outbox import Outbox, OutboxClass
-from sync.protocol import RawRequest
+from sync.outbox import Outbox
+from sync.protocol import RawRequest, Stream
 from tests.appliance.daemon_harness import read_events, site_config, wait_for
 
 FRAMES = 10
@@ -96,7 +96,7 @@ async def test_telemetry_records_carry_latency_vs_sla_and_drops(tmp_path: Path) 
 
         def telemetry_with_results() -> bool:
             assert daemon.outbox is not None
-            for record in daemon.outbox.read(OutboxClass.TELEMETRY):
+            for record in daemon.outbox.read(Stream.TELEMETRY):
                 body = json.loads(json.loads(record.payload)["body"])
                 if body["tasks"]["gate_ocr"]["results"] >= 1:
                     return True
@@ -107,7 +107,7 @@ async def test_telemetry_records_carry_latency_vs_sla_and_drops(tmp_path: Path) 
         await daemon.stop()
     outbox = Outbox.open(config.outbox.path)
     try:
-        last = json.loads(outbox.read(OutboxClass.TELEMETRY)[-1].payload)
+        last = json.loads(outbox.read(Stream.TELEMETRY)[-1].payload)
     finally:
         await outbox.close()
     assert last["kind"] == "appliance" and last["device_id"] == "gate-01"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
-from sync.outbox import BlobRef, Outbox, OutboxClass
+from sync.outbox import BlobRef, Outbox
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.sync.ingest_server import (
@@ -85,10 +85,10 @@ async def produce(work: Path, n: int, raw: int) -> tuple[list[int], list[BlobRef
     outbox = Outbox.open(work / "outbox", OutboxSettings(min_free_disk_bytes=0))
     blobs = BlobDir(work / "blobs")
     try:
-        seqs = await outbox.append_many(OutboxClass.EVENTS, [event_payload(i) for i in range(n)])
+        seqs = await outbox.append_many(Stream.EVENTS, [event_payload(i) for i in range(n)])
         refs = [blobs.add(os.urandom(200_000 + i)) for i in range(raw)]
         for ref in refs:
-            await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+            await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
         kept = [blobs.add(os.urandom(150_000 + i), seq=seqs[i]) for i in range(2)]
         return seqs, refs + kept
     finally:

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from sync.errors import OutboxClosed, PermanentSyncError, RecordRejected
-from sync.outbox import BatchBoundary, BlobRef, Outbox, OutboxClass
+from sync.outbox import BatchBoundary, BlobRef, Outbox
+from sync.protocol import Stream
 
 SHA = "ab" * 32
-E = OutboxClass.EVENTS
+E = Stream.EVENTS
 
 
 @pytest.mark.parametrize(
@@ -110,11 +111,11 @@ async def test_a_pin_beyond_the_committed_seq_is_rejected_not_kept_forever(
     open_outbox: Callable[..., Outbox],
 ) -> None:
     outbox = open_outbox()
-    seqs = await outbox.append_many(OutboxClass.TELEMETRY, [b"a", b"b"])
+    seqs = await outbox.append_many(Stream.TELEMETRY, [b"a", b"b"])
     with pytest.raises(RecordRejected):
-        await outbox.pin_batch(BatchBoundary(OutboxClass.TELEMETRY, seqs[0], 2**62, "ahead"))
-    await outbox.ack(OutboxClass.TELEMETRY, seqs[-1])
-    assert outbox.pinned_batches(OutboxClass.TELEMETRY) == []
+        await outbox.pin_batch(BatchBoundary(Stream.TELEMETRY, seqs[0], 2**62, "ahead"))
+    await outbox.ack(Stream.TELEMETRY, seqs[-1])
+    assert outbox.pinned_batches(Stream.TELEMETRY) == []
 
 
 @pytest.mark.parametrize("stream", ["events", None, 3])
@@ -143,8 +144,8 @@ async def test_expires_at_too_large_for_a_float_is_rejected(
 ) -> None:
     outbox = open_outbox()
     with pytest.raises(RecordRejected):
-        await outbox.append(OutboxClass.TELEMETRY, b"x", expires_at=expires_at)
-    assert outbox.read(OutboxClass.TELEMETRY) == []
+        await outbox.append(Stream.TELEMETRY, b"x", expires_at=expires_at)
+    assert outbox.read(Stream.TELEMETRY) == []
     assert outbox.stats().rejections == {"wrong_type": 1}
 
 
@@ -162,19 +163,19 @@ async def test_every_call_that_needs_the_database_after_close_is_outbox_closed(
     open_outbox: Callable[..., Outbox],
 ) -> None:
     outbox = open_outbox()
-    seqs = await outbox.append_many(OutboxClass.TELEMETRY, [b"a", b"b"])
+    seqs = await outbox.append_many(Stream.TELEMETRY, [b"a", b"b"])
     await outbox.close()
     with pytest.raises(OutboxClosed):
         await outbox.run_maintenance()
     with pytest.raises(OutboxClosed):
         await outbox.append_many(E, [])
     with pytest.raises(OutboxClosed):
-        await outbox.ack(OutboxClass.TELEMETRY, seqs[-1])
+        await outbox.ack(Stream.TELEMETRY, seqs[-1])
     with pytest.raises(OutboxClosed):
-        await outbox.pin_batch(BatchBoundary(OutboxClass.TELEMETRY, seqs[0], seqs[1], "b"))
+        await outbox.pin_batch(BatchBoundary(Stream.TELEMETRY, seqs[0], seqs[1], "b"))
     with pytest.raises(OutboxClosed):
-        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, BlobRef(SHA, 1))
-    assert outbox.stats().per_class[OutboxClass.TELEMETRY].records == 2  # stats never fail
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, BlobRef(SHA, 1))
+    assert outbox.stats().per_class[Stream.TELEMETRY].records == 2  # stats never fail
 
 
 async def test_open_refuses_a_path_that_is_a_regular_file_and_leaves_it_alone(

@@ -16,7 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from sync.outbox import Outbox, OutboxClass, OutboxRecord
+from sync.outbox import Outbox, OutboxRecord
+from sync.protocol import Stream
 from tests.sync.crash_child import kill_while_promising
 
 ROUNDS = 20
@@ -26,11 +27,12 @@ PAD = b"|"  # payload = promise text, then optional padding after this byte
 
 CHILD = r"""
 import asyncio, sys
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from tests.sync.crash_child import kill_while_promising
 from sync.settings import Durability, OutboxSettings
 
-STREAMS = [OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY]
+STREAMS = [Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY]
 
 async def main(path, round_no, durability, pad, budget):
     settings = OutboxSettings(
@@ -63,9 +65,9 @@ async def main(path, round_no, durability, pad, budget):
     async def acker():
         while True:
             await asyncio.sleep(0.005)
-            records = outbox.read(OutboxClass.TELEMETRY, max_records=40)
+            records = outbox.read(Stream.TELEMETRY, max_records=40)
             if records:
-                await outbox.ack(OutboxClass.TELEMETRY, records[-1].seq)
+                await outbox.ack(Stream.TELEMETRY, records[-1].seq)
                 out.write(f"K telemetry {records[-1].seq}\n"); out.flush()
 
     await asyncio.gather(*(producer(p) for p in range(24)), acker())
@@ -99,7 +101,7 @@ def _wait_for_recycled_wal(path: Path, child: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
-def _read_all(outbox: Outbox, stream: OutboxClass) -> list[OutboxRecord]:
+def _read_all(outbox: Outbox, stream: Stream) -> list[OutboxRecord]:
     records: list[OutboxRecord] = []
     while batch := outbox.read(stream, records[-1].seq if records else 0, max_records=5000):
         records += batch
@@ -109,10 +111,10 @@ def _read_all(outbox: Outbox, stream: OutboxClass) -> list[OutboxRecord]:
 async def _crash_rounds(path: Path, rounds: int, *, pad: int = 0, budget: int = 64 << 20) -> int:
     """Kill and check ``rounds`` times; returns how many appends were promised."""
     rng = random.Random(20261126)
-    promised: dict[OutboxClass, dict[int, str]] = {
-        OutboxClass.CRITICAL: {},
-        OutboxClass.EVENTS: {},
-        OutboxClass.TELEMETRY: {},
+    promised: dict[Stream, dict[int, str]] = {
+        Stream.CRITICAL: {},
+        Stream.EVENTS: {},
+        Stream.TELEMETRY: {},
     }
     acked_telemetry = 0
     highest_seen = 0
@@ -121,7 +123,7 @@ async def _crash_rounds(path: Path, rounds: int, *, pad: int = 0, budget: int = 
         round_seqs = []
         for line in lines:
             kind, stream_name, seq_text, *rest = line.split()
-            stream, seq = OutboxClass(stream_name), int(seq_text)
+            stream, seq = Stream(stream_name), int(seq_text)
             if kind == "A":
                 assert seq not in promised[stream], "a seq was handed out twice"
                 promised[stream][seq] = rest[0]
@@ -134,7 +136,7 @@ async def _crash_rounds(path: Path, rounds: int, *, pad: int = 0, budget: int = 
         outbox = Outbox.open(path)
         try:
             assert outbox.stats().quarantined == []
-            assert outbox.acked_watermark(OutboxClass.TELEMETRY) >= acked_telemetry
+            assert outbox.acked_watermark(Stream.TELEMETRY) >= acked_telemetry
             for stream, expected in promised.items():
                 records = _read_all(outbox, stream)
                 seqs = [r.seq for r in records]

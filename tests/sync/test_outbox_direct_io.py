@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.outbox.options import direct_io_works
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 
@@ -27,7 +28,7 @@ async def test_on_a_filesystem_with_o_direct_flushes_bypass_the_page_cache(
     assert direct_io_works(tmp_path)  # ext4 / tmpfs on the test machines
     outbox = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
     try:
-        await outbox.append(OutboxClass.EVENTS, b"x")
+        await outbox.append(Stream.EVENTS, b"x")
     finally:
         await outbox.close()
     assert direct_io_option(tmp_path / "outbox") == "1"
@@ -52,7 +53,7 @@ async def test_without_o_direct_the_outbox_opens_buffered_and_works(
     outbox = Outbox.open(tmp_path / "outbox", settings)
     try:
         # more than a memtable (1 MB of the 8 MB budget): at least one flush runs
-        seqs = await outbox.append_many(OutboxClass.EVENTS, [os.urandom(1000)] * 3000)
+        seqs = await outbox.append_many(Stream.EVENTS, [os.urandom(1000)] * 3000)
     finally:
         await outbox.close()
     monkeypatch.undo()
@@ -60,7 +61,7 @@ async def test_without_o_direct_the_outbox_opens_buffered_and_works(
     assert list((tmp_path / "outbox").glob("*.sst"))  # flushed, buffered
     reopened = Outbox.open(tmp_path / "outbox", settings)
     try:
-        assert len(reopened.read(OutboxClass.EVENTS, max_records=5000)) == len(seqs)
+        assert len(reopened.read(Stream.EVENTS, max_records=5000)) == len(seqs)
     finally:
         await reopened.close()
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.outbox import OutboxClass
 from sync.outbox.fsync_placement import WINDOW, FsyncPlacement
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.sync.conftest import OpenOutbox
 
@@ -75,14 +75,14 @@ async def test_short_fsyncs_run_in_place_and_the_records_survive_a_reopen(
         OutboxSettings(fsync_in_place_below_ms=10.0)
     )  # this disk's fsyncs are far below 10 ms
     outbox._store.background_work = lambda: False  # type: ignore[method-assign]
-    seqs = [await outbox.append(OutboxClass.EVENTS, b"r%d" % i) for i in range(3 * WINDOW)]
+    seqs = [await outbox.append(Stream.EVENTS, b"r%d" % i) for i in range(3 * WINDOW)]
     fsyncs = outbox.stats().fsyncs
     assert fsyncs["on_thread"] + fsyncs["in_place"] == 3 * WINDOW
     assert fsyncs["on_thread"] >= WINDOW  # the first window earns the disk its trust
     assert fsyncs["in_place"] >= 1  # (fewer than 2 * WINDOW if one took over 10 ms)
     await outbox.close()
     reopened = open_outbox(LIMIT_10_MS)
-    records = reopened.read(OutboxClass.EVENTS, max_records=10 * WINDOW)
+    records = reopened.read(Stream.EVENTS, max_records=10 * WINDOW)
     assert [(r.seq, r.payload) for r in records] == [(s, b"r%d" % i) for i, s in enumerate(seqs)]
 
 
@@ -92,12 +92,12 @@ async def test_no_fsync_in_place_while_rocksdb_works_in_the_background_or_when_d
     busy = open_outbox(LIMIT_10_MS)
     busy._store.background_work = lambda: True  # type: ignore[method-assign]
     for i in range(3 * WINDOW):
-        await busy.append(OutboxClass.EVENTS, b"%d" % i)
+        await busy.append(Stream.EVENTS, b"%d" % i)
     assert busy.stats().fsyncs == {"in_place": 0, "on_thread": 3 * WINDOW}
     await busy.close()
     disabled = open_outbox(OutboxSettings(fsync_in_place_below_ms=0.0))
     for i in range(3 * WINDOW):
-        await disabled.append(OutboxClass.EVENTS, b"%d" % i)
+        await disabled.append(Stream.EVENTS, b"%d" % i)
     assert disabled.stats().fsyncs == {"in_place": 0, "on_thread": 3 * WINDOW}
 
 
@@ -112,7 +112,7 @@ async def test_after_one_slow_fsync_the_event_loop_runs_during_the_next_ones(
     for i in range(10 * WINDOW):  # until the disk has earned in-place fsyncs
         if outbox._fsync_placement.in_place_next(background_work=False):
             break
-        await outbox.append(OutboxClass.EVENTS, b"%d" % i)
+        await outbox.append(Stream.EVENTS, b"%d" % i)
     assert outbox._fsync_placement.in_place_next(background_work=False)
     real_sync = store.sync_wal
     disk_done = threading.Event()
@@ -127,12 +127,12 @@ async def test_after_one_slow_fsync_the_event_loop_runs_during_the_next_ones(
         real_sync()
 
     store.sync_wal = slow_disk  # type: ignore[method-assign]
-    await outbox.append(OutboxClass.EVENTS, b"slow")
-    pending = asyncio.create_task(outbox.append(OutboxClass.EVENTS, b"on the thread"))
+    await outbox.append(Stream.EVENTS, b"slow")
+    pending = asyncio.create_task(outbox.append(Stream.EVENTS, b"on the thread"))
     await asyncio.sleep(0.1)
     assert not pending.done()
-    assert outbox.read(OutboxClass.EVENTS, max_records=100)[-1].payload == b"slow"
+    assert outbox.read(Stream.EVENTS, max_records=100)[-1].payload == b"slow"
     disk_done.set()
     await pending
     assert calls == [threading.main_thread().name, "outbox-writer"]
-    assert outbox.read(OutboxClass.EVENTS, max_records=100)[-1].payload == b"on the thread"
+    assert outbox.read(Stream.EVENTS, max_records=100)[-1].payload == b"on the thread"

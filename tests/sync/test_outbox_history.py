@@ -14,9 +14,10 @@ import pytest
 
 import sync.outbox.history as history
 from sync.errors import OutboxStorageError, RecordRejected
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.outbox.recovery import mark_corrupt
 from sync.outbox.seq_floor import floor_path
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
@@ -31,18 +32,18 @@ async def _opened(path: Path) -> AsyncIterator[Outbox]:
         await outbox.close()
 
 
-def _contents(outbox: Outbox) -> dict[OutboxClass, list[tuple[int, bytes]]]:
+def _contents(outbox: Outbox) -> dict[Stream, list[tuple[int, bytes]]]:
     return {
         stream: [(r.seq, r.payload) for r in outbox.read(stream, max_records=100_000)]
-        for stream in (OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY)
+        for stream in (Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY)
     }
 
 
 async def _fill(outbox: Outbox, rounds: int = 5) -> None:
     for i in range(rounds):  # classes interleaved: seqs of one class have gaps
-        await outbox.append_many(OutboxClass.EVENTS, [b"e%d-%d" % (i, j) for j in range(9)])
-        await outbox.append(OutboxClass.CRITICAL, b"c%d" % i)
-        await outbox.append_many(OutboxClass.TELEMETRY, [b"t%d-%d" % (i, j) for j in range(3)])
+        await outbox.append_many(Stream.EVENTS, [b"e%d-%d" % (i, j) for j in range(9)])
+        await outbox.append(Stream.CRITICAL, b"c%d" % i)
+        await outbox.append_many(Stream.TELEMETRY, [b"t%d-%d" % (i, j) for j in range(3)])
 
 
 async def _synced_and_closed(path: Path) -> int:
@@ -100,8 +101,8 @@ async def test_a_lost_database_does_not_reset_the_seqs(
     last = await _synced_and_closed(path)
     lose(path)
     async with _opened(path) as fresh:
-        assert fresh.read(OutboxClass.EVENTS) == []
-        assert await fresh.append(OutboxClass.EVENTS, b"after") > last
+        assert fresh.read(Stream.EVENTS) == []
+        assert await fresh.append(Stream.EVENTS, b"after") > last
         assert await fresh.confirm_history(last) == 0  # the floor file kept the history
 
 
@@ -113,7 +114,7 @@ async def test_a_lost_disk_with_no_records_yet_continues_above_the_cloud(
         assert outbox.history_unconfirmed
         assert await outbox.confirm_history(250_000) == 0  # nothing to renumber
         assert not outbox.history_unconfirmed
-        assert await outbox.append(OutboxClass.EVENTS, b"first") > 250_000
+        assert await outbox.append(Stream.EVENTS, b"first") > 250_000
 
 
 async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in_order(
@@ -136,7 +137,7 @@ async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in
             assert len(shifts) == 1  # one shift for every record: gaps and order kept
         assert {s: (c.records, c.bytes) for s, c in outbox.stats().per_class.items()} == usage
         newest = max(seq for records in after.values() for seq, _ in records)
-        later = await outbox.append(OutboxClass.EVENTS, b"later")
+        later = await outbox.append(Stream.EVENTS, b"later")
         assert later > newest
         final = _contents(outbox)
         for stream, records in before.items():  # seqs kept elsewhere can be translated
@@ -145,7 +146,7 @@ async def test_records_of_a_new_outbox_the_cloud_holds_seqs_of_are_renumbered_in
         assert outbox.seq_now(later) == later == outbox.seq_then(later)
     async with _opened(path) as reopened:
         assert _contents(reopened) == final
-        old, new = before[OutboxClass.CRITICAL][0][0], after[OutboxClass.CRITICAL][0][0]
+        old, new = before[Stream.CRITICAL][0][0], after[Stream.CRITICAL][0][0]
         assert reopened.seq_now(old) == new and reopened.seq_then(new) == old  # kept on disk
 
 
@@ -176,17 +177,17 @@ async def test_a_renumbering_cut_short_resumes_with_the_same_shift(
     async with _opened(path) as reopened:
         half = _contents(reopened)
         assert sum(map(len, half.values())) == sum(map(len, before.values()))  # none lost
-        early = await reopened.append(OutboxClass.EVENTS, b"appended before the handshake")
+        early = await reopened.append(Stream.EVENTS, b"appended before the handshake")
         await reopened.confirm_history(40)
         after = _contents(reopened)
         for stream, records in before.items():
             payloads = [p for _, p in after[stream]]
             expected = [p for _, p in records]
-            if stream is OutboxClass.EVENTS:
+            if stream is Stream.EVENTS:
                 expected.append(b"appended before the handshake")
             assert payloads == expected  # order kept across the interruption
             assert all(seq > 40 for seq, _ in after[stream])
-        assert after[OutboxClass.EVENTS][-1][0] == early  # above the renumbered ones
+        assert after[Stream.EVENTS][-1][0] == early  # above the renumbered ones
 
 
 async def test_a_restored_database_continues_above_what_the_cloud_holds(
@@ -203,7 +204,7 @@ async def test_a_restored_database_continues_above_what_the_cloud_holds(
     async with _opened(path) as restored:
         assert await restored.confirm_history(900_000) == 0
         assert _contents(restored) == held
-        assert await restored.append(OutboxClass.EVENTS, b"new") > 900_000
+        assert await restored.append(Stream.EVENTS, b"new") > 900_000
 
 
 async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Path) -> None:
@@ -221,21 +222,21 @@ async def test_a_restored_data_dir_renumbers_what_it_recorded_since(tmp_path: Pa
     shutil.copy2(floor_path(path), floor_path(backup))
     lost = Outbox.open(path, SMALL)  # the timeline the restore throws away
     await lost.confirm_history(0)
-    await lost.append_many(OutboxClass.EVENTS, [b"lost-%d" % i for i in range(20)])
+    await lost.append_many(Stream.EVENTS, [b"lost-%d" % i for i in range(20)])
     sent = lost.stats().next_seq - 1  # ... and the cloud got all of it
     await lost.close()
     shutil.rmtree(path)
     shutil.copytree(backup, path)
     shutil.copy2(floor_path(backup), floor_path(path))
     async with _opened(path) as restored:
-        reused = await restored.append_many(OutboxClass.EVENTS, [b"new-0", b"new-1"])
+        reused = await restored.append_many(Stream.EVENTS, [b"new-0", b"new-1"])
         assert min(reused) <= sent  # the restored counter hands out seqs the cloud holds
         assert await restored.confirm_history(sent) == 2
         held = _contents(restored)
-        assert held[OutboxClass.CRITICAL] == backed_up[OutboxClass.CRITICAL]
-        assert held[OutboxClass.EVENTS][:-2] == backed_up[OutboxClass.EVENTS]
-        assert [p for _, p in held[OutboxClass.EVENTS][-2:]] == [b"new-0", b"new-1"]
-        assert all(seq > sent for seq, _ in held[OutboxClass.EVENTS][-2:])
+        assert held[Stream.CRITICAL] == backed_up[Stream.CRITICAL]
+        assert held[Stream.EVENTS][:-2] == backed_up[Stream.EVENTS]
+        assert [p for _, p in held[Stream.EVENTS][-2:]] == [b"new-0", b"new-1"]
+        assert all(seq > sent for seq, _ in held[Stream.EVENTS][-2:])
 
 
 @pytest.mark.parametrize(
@@ -255,15 +256,15 @@ async def test_a_damaged_floor_file_is_logged_not_a_crash(
     path = tmp_path / "outbox"
     outbox = Outbox.open(path, SMALL)
     await outbox.confirm_history(0)
-    seq = await outbox.append(OutboxClass.EVENTS, b"kept")
+    seq = await outbox.append(Stream.EVENTS, b"kept")
     await outbox.close()
     floor_path(path).write_bytes(content)
     with caplog.at_level(logging.ERROR):
         reopened = Outbox.open(path, SMALL)
     try:
         assert "seq floor" in caplog.text
-        assert [r.seq for r in reopened.read(OutboxClass.EVENTS)] == [seq]
-        assert await reopened.append(OutboxClass.EVENTS, b"next") > seq
+        assert [r.seq for r in reopened.read(Stream.EVENTS)] == [seq]
+        assert await reopened.append(Stream.EVENTS, b"next") > seq
         json.loads(floor_path(path).read_text())  # rewritten whole
     finally:
         await reopened.close()

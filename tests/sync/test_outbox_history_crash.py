@@ -18,13 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.outbox.seq_floor import floor_path
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 ROUNDS = 8
 CLOUD_MAX = 5_000  # the cloud holds seqs up to here: inside the new outbox's range
-STREAMS = (OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY)
+STREAMS = (Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY)
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,10 +53,10 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
-async def _template(path: Path) -> dict[OutboxClass, list[bytes]]:
+async def _template(path: Path) -> dict[Stream, list[bytes]]:
     """A new outbox holding 9,000 records in three interleaved classes."""
     outbox = Outbox.open(path, SMALL)
-    expected: dict[OutboxClass, list[bytes]] = {s: [] for s in STREAMS}
+    expected: dict[Stream, list[bytes]] = {s: [] for s in STREAMS}
     for i in range(300):
         for n, stream in enumerate(STREAMS):
             payloads = [b"%s-%d-%d" % (stream.value.encode(), i, j) for j in range(n + 9)]
@@ -102,7 +103,7 @@ def _kill_after_chunks(path: Path, chunks: int, delay_s: float) -> int:
     return seen
 
 
-def _payloads(outbox: Outbox, stream: OutboxClass) -> list[tuple[int, bytes]]:
+def _payloads(outbox: Outbox, stream: Stream) -> list[tuple[int, bytes]]:
     return [(r.seq, r.payload) for r in outbox.read(stream, max_records=100_000)]
 
 

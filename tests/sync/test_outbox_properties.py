@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from sync.errors import OutboxFull
-from sync.outbox import BlobRef, Outbox, OutboxClass, OutboxRecord
+from sync.outbox import BlobRef, Outbox, OutboxRecord
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
-KEPT = (OutboxClass.CRITICAL, OutboxClass.EVENTS)
-METADATA = (OutboxClass.CRITICAL, OutboxClass.EVENTS, OutboxClass.TELEMETRY)
-RAW = (OutboxClass.RAW_REQUESTED, OutboxClass.RAW_SAMPLED)
+KEPT = (Stream.CRITICAL, Stream.EVENTS)
+METADATA = (Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY)
+RAW = (Stream.RAW_REQUESTED, Stream.RAW_SAMPLED)
 RECORD_OVERHEAD = 8 + 17  # key + value header, counted against the cap with the payload
 SETTINGS = OutboxSettings(
     max_bytes=1 << 20,
@@ -33,9 +34,9 @@ SETTINGS = OutboxSettings(
     min_free_disk_bytes=0,
     memory_budget_bytes=8 << 20,
     ttl_s={
-        OutboxClass.TELEMETRY: 3600.0,
-        OutboxClass.RAW_REQUESTED: None,
-        OutboxClass.RAW_SAMPLED: 600.0,
+        Stream.TELEMETRY: 3600.0,
+        Stream.RAW_REQUESTED: None,
+        Stream.RAW_SAMPLED: 600.0,
     },
 )
 
@@ -48,10 +49,10 @@ class OutboxMachine(RuleBasedStateMachine):
         self.now = 1_800_000_000.0
         self.outbox = self._open()
         # Unacknowledged records the outbox has confirmed, per class.
-        self.model: dict[OutboxClass, dict[int, bytes]] = {s: {} for s in OutboxClass}
+        self.model: dict[Stream, dict[int, bytes]] = {s: {} for s in Stream}
         # Every confirmed seq not yet acked, evicted or not (bounds what an ack removes).
-        self.unacked: dict[OutboxClass, set[int]] = {s: set() for s in OutboxClass}
-        self.watermark: dict[OutboxClass, int] = dict.fromkeys(OutboxClass, 0)
+        self.unacked: dict[Stream, set[int]] = {s: set() for s in Stream}
+        self.watermark: dict[Stream, int] = dict.fromkeys(Stream, 0)
         self.highest_seq = 0
         self.counter = 0
 
@@ -62,7 +63,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.counter += 1
         return self.counter.to_bytes(4, "big") + b"p" * size
 
-    def _confirmed(self, stream: OutboxClass, seqs: list[int], payloads: list[bytes]) -> None:
+    def _confirmed(self, stream: Stream, seqs: list[int], payloads: list[bytes]) -> None:
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert seqs[0] > self.highest_seq, "seqs only grow, across reopens too"
         self.highest_seq = seqs[-1]
@@ -72,14 +73,14 @@ class OutboxMachine(RuleBasedStateMachine):
     def _full(self) -> None:
         """OutboxFull is legitimate only when nothing evictable is left."""
         per_class = self.outbox.stats().per_class
-        assert per_class[OutboxClass.RAW_SAMPLED].records == 0
-        assert per_class[OutboxClass.TELEMETRY].records == 0
+        assert per_class[Stream.RAW_SAMPLED].records == 0
+        assert per_class[Stream.TELEMETRY].records == 0
 
     @rule(
         stream=st.sampled_from(METADATA),
         sizes=st.lists(st.sampled_from([0, 200, 20_000, 60_000]), min_size=1, max_size=4),
     )
-    def append(self, stream: OutboxClass, sizes: list[int]) -> None:
+    def append(self, stream: Stream, sizes: list[int]) -> None:
         payloads = [self._payload(size) for size in sizes]
         try:
             if len(payloads) == 1:
@@ -92,12 +93,12 @@ class OutboxMachine(RuleBasedStateMachine):
         self._confirmed(stream, seqs, payloads)
 
     @rule(stream=st.sampled_from(METADATA), count=st.integers(4, 12))
-    def burst(self, stream: OutboxClass, count: int) -> None:
+    def burst(self, stream: Stream, count: int) -> None:
         """Large appends, so that the 1 MiB cap, eviction and backpressure come into play."""
         self.append(stream, [60_000] * count)
 
     @rule(stream=st.sampled_from(RAW), ttl=st.none() | st.floats(1, 5000))
-    def append_ref(self, stream: OutboxClass, ttl: float | None) -> None:
+    def append_ref(self, stream: Stream, ttl: float | None) -> None:
         self.counter += 1
         ref = BlobRef(f"{self.counter:064x}", self.counter, {"n": str(self.counter)})
         expires_at = None if ttl is None else self.now + ttl
@@ -109,7 +110,7 @@ class OutboxMachine(RuleBasedStateMachine):
             return
         self._confirmed(stream, [seq], [ref.to_bytes()])
 
-    def _read_all(self, stream: OutboxClass, max_records: int) -> list[OutboxRecord]:
+    def _read_all(self, stream: Stream, max_records: int) -> list[OutboxRecord]:
         records: list[OutboxRecord] = []
         while batch := self.outbox.read(
             stream, records[-1].seq if records else 0, max_records=max_records
@@ -117,8 +118,8 @@ class OutboxMachine(RuleBasedStateMachine):
             records += batch
         return records
 
-    @rule(stream=st.sampled_from(list(OutboxClass)), max_records=st.integers(1, 50))
-    def read(self, stream: OutboxClass, max_records: int) -> None:
+    @rule(stream=st.sampled_from(list(Stream)), max_records=st.integers(1, 50))
+    def read(self, stream: Stream, max_records: int) -> None:
         records = self._read_all(stream, max_records)
         seqs = [r.seq for r in records]
         assert seqs == sorted(set(seqs)), "order within a class"
@@ -131,8 +132,8 @@ class OutboxMachine(RuleBasedStateMachine):
         else:  # eviction and TTL may have removed some: forget those
             self.model[stream] = stored
 
-    @rule(stream=st.sampled_from(list(OutboxClass)), data=st.data())
-    def ack(self, stream: OutboxClass, data: st.DataObject) -> None:
+    @rule(stream=st.sampled_from(list(Stream)), data=st.data())
+    def ack(self, stream: Stream, data: st.DataObject) -> None:
         known = sorted(self.model[stream])
         up_to = data.draw(st.sampled_from(known) if known else st.integers(0, self.highest_seq))
         removed = self.loop.run_until_complete(self.outbox.ack(stream, up_to))

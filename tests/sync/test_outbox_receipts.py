@@ -10,10 +10,11 @@ from collections.abc import Callable
 import pytest
 
 from sync.errors import OutboxClosed, OutboxStorageError, RecordRejected
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
 
-E = OutboxClass.EVENTS
+E = Stream.EVENTS
 
 
 async def test_records_and_their_receipt_are_stored_together_and_survive_a_reopen(

@@ -14,14 +14,16 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from tests.sync.crash_child import kill_while_promising
 
 ROUNDS = 8
 
 CHILD = r"""
 import asyncio, sys
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from tests.sync.crash_child import kill_while_promising
 from sync.settings import Durability, OutboxSettings
 
@@ -39,7 +41,7 @@ async def main(path, round_no, durability):
             count = 1 + i % 4
             payloads = [f"{key}#{count}".encode()] * count
             receipt = None if i % 3 == 0 else key
-            seqs = await outbox.append_many(OutboxClass.EVENTS, payloads, receipt=receipt)
+            seqs = await outbox.append_many(Stream.EVENTS, payloads, receipt=receipt)
             out.write(f"A {key} {seqs[0]} {count}\n"); out.flush()
             if receipt is not None and i % 5 == 0:
                 await outbox.drop_receipt(key)
@@ -64,7 +66,7 @@ def _stored_appends(outbox: Outbox) -> tuple[dict[str, list[int]], dict[str, int
     stored: dict[str, list[int]] = defaultdict(list)
     counts: dict[str, int] = {}
     after = 0
-    while batch := outbox.read(OutboxClass.EVENTS, after, max_records=5000):
+    while batch := outbox.read(Stream.EVENTS, after, max_records=5000):
         for record in batch:
             key, _, count = record.payload.decode().partition("#")
             stored[key].append(record.seq)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sync.errors import OutboxCorrupted, OutboxDiskFull, OutboxStorageError
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
@@ -23,9 +24,7 @@ async def _filled(path: Path, records: int = 3000, size: int = 1000) -> list[int
     outbox = Outbox.open(path, SMALL)
     seqs: list[int] = []
     for _ in range(0, records, 500):
-        seqs += await outbox.append_many(
-            OutboxClass.EVENTS, [os.urandom(size) for _i in range(500)]
-        )
+        seqs += await outbox.append_many(Stream.EVENTS, [os.urandom(size) for _i in range(500)])
     await outbox.close()
     return seqs
 
@@ -43,15 +42,15 @@ async def _assert_quarantined_and_fresh(path: Path) -> None:
         [moved] = _quarantine_dirs(path)
         assert stats.quarantined == [str(moved)]
         assert any(moved.iterdir()), "the damaged files are kept for inspection"
-        assert outbox.read(OutboxClass.EVENTS) == []
-        seq = await outbox.append(OutboxClass.CRITICAL, b"after quarantine")
-        assert [r.seq for r in outbox.read(OutboxClass.CRITICAL)] == [seq]
+        assert outbox.read(Stream.EVENTS) == []
+        seq = await outbox.append(Stream.CRITICAL, b"after quarantine")
+        assert [r.seq for r in outbox.read(Stream.CRITICAL)] == [seq]
     finally:
         await outbox.close()
     reopened = Outbox.open(path, SMALL)  # the fresh database is healthy: no second quarantine
     try:
         assert reopened.stats().quarantined == []
-        assert len(reopened.read(OutboxClass.CRITICAL)) == 1
+        assert len(reopened.read(Stream.CRITICAL)) == 1
     finally:
         await reopened.close()
 
@@ -107,7 +106,7 @@ async def test_corruption_found_while_reading_quarantines_at_next_start(tmp_path
     try:
         with pytest.raises(OutboxCorrupted):
             after = 0
-            while records := outbox.read(OutboxClass.EVENTS, after, max_records=500):
+            while records := outbox.read(Stream.EVENTS, after, max_records=500):
                 after = records[-1].seq
     finally:
         await outbox.close()
@@ -119,11 +118,11 @@ async def test_database_in_use_is_not_quarantined(tmp_path: Path) -> None:
     path = tmp_path / "outbox"
     outbox = Outbox.open(path, SMALL)
     try:
-        seq = await outbox.append(OutboxClass.EVENTS, b"held")
+        seq = await outbox.append(Stream.EVENTS, b"held")
         with pytest.raises(OutboxStorageError):
             Outbox.open(path, SMALL)
         assert _quarantine_dirs(path) == []
-        assert [r.seq for r in outbox.read(OutboxClass.EVENTS)] == [seq]
+        assert [r.seq for r in outbox.read(Stream.EVENTS)] == [seq]
     finally:
         await outbox.close()
 
@@ -135,10 +134,10 @@ async def test_free_space_guard_refuses_appends_without_losing_records(tmp_path:
     outbox = Outbox.open(path, OutboxSettings(min_free_disk_bytes=huge))
     try:
         with pytest.raises(OutboxDiskFull) as caught:
-            await outbox.append(OutboxClass.CRITICAL, b"no room")
+            await outbox.append(Stream.CRITICAL, b"no room")
         assert caught.value.retryable
         assert outbox.stats().rejections == {"disk_full": 1}
-        assert len(outbox.read(OutboxClass.EVENTS, max_records=1000)) == len(seqs)
+        assert len(outbox.read(Stream.EVENTS, max_records=1000)) == len(seqs)
     finally:
         await outbox.close()
 
@@ -183,29 +182,27 @@ async def test_full_disk_gives_typed_error_and_keeps_every_record(
         with pytest.raises(OutboxDiskFull) as caught:
             for i in range(100_000):
                 batch = [i.to_bytes(4, "big") + os.urandom(200) for _ in range(64)]
-                acknowledged += await outbox.append_many(OutboxClass.EVENTS, batch)
+                acknowledged += await outbox.append_many(Stream.EVENTS, batch)
         assert caught.value.retryable
         assert len(acknowledged) > 1000
         assert outbox.stats().rejections["disk_full"] >= 64
         if mounted:  # the failed table file was removed: take what it had used as well
             _fill_remaining(root / "ballast-rest")
         with pytest.raises(OutboxDiskFull):  # still full: refused again, nothing breaks
-            await outbox.append(OutboxClass.CRITICAL, b"still no room")
+            await outbox.append(Stream.CRITICAL, b"still no room")
         if mounted:
             ballast.unlink()  # the operator frees space: the same outbox recovers
             (root / "ballast-rest").unlink()
-            later = await outbox.append(OutboxClass.CRITICAL, b"after space was freed")
+            later = await outbox.append(Stream.CRITICAL, b"after space was freed")
             assert later > acknowledged[-1]
-            assert [r.payload for r in outbox.read(OutboxClass.CRITICAL)] == [
-                b"after space was freed"
-            ]
+            assert [r.payload for r in outbox.read(Stream.CRITICAL)] == [b"after space was freed"]
     finally:
         await outbox.close()
     outbox = Outbox.open(path, SMALL)
     try:
         assert outbox.stats().quarantined == []
         seen: list[int] = []
-        while records := outbox.read(OutboxClass.EVENTS, seen[-1] if seen else 0):
+        while records := outbox.read(Stream.EVENTS, seen[-1] if seen else 0):
             seen += [r.seq for r in records]
         assert seen == acknowledged, "every acknowledged record, in order, exactly once"
     finally:

@@ -10,7 +10,8 @@ from appliance.daemon import Daemon
 from appliance.sources.frames import Frame
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.appliance.daemon_harness import read_events, site_config, wait_for
 from tests.appliance.sources.memory_receipts import MemoryReceipts
@@ -222,7 +223,7 @@ async def test_a_stored_file_processed_refuses_is_not_read_again_also_after_a_cr
         crashed = SpoolWatcher(spool, {"gate-in"}, submit, receipts=outbox, max_bytes=4 << 20)
         assert await crashed.scan_once() == 1
         receipt = crashed.receipt_of(submitted[0])
-        (seq,) = await outbox.append_many(OutboxClass.EVENTS, [b"{}"], receipt=receipt)
+        (seq,) = await outbox.append_many(Stream.EVENTS, [b"{}"], receipt=receipt)
         await crashed.finish(submitted[0])  # stored; the move fails, and is not raised
         assert await crashed.scan_once() == 0
         assert crashed.status()["stored_not_moved"] == 1
