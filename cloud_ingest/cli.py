@@ -4,6 +4,7 @@
     yardlink ingest device add DEVICE_ID --site SITE --data-dir DIR [--json]
     yardlink ingest device revoke DEVICE_ID --data-dir DIR
     yardlink ingest operator add NAME --data-dir DIR [--json]
+    yardlink ingest models publish|rollout ...   (cloud_ingest/models/cli.py)
 
 Credential commands open the catalog directly (SQLite in WAL mode), so they
 work while the server runs; a revocation takes effect on its next request.
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
 from cloud_ingest.errors import BadRequest
+from cloud_ingest.models.cli import register_models
 from cloud_ingest.provisioning import (
     add_device,
     add_operator,
@@ -54,6 +56,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate (with --tls-key)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key (with --tls-cert)")
+    serve.add_argument(
+        "--release-keyring", type=Path, help="trusted model-release keyring (enables publishing)"
+    )
     serve.set_defaults(handler=_serve)
 
     device = commands.add_parser("device", help="device credentials")
@@ -94,6 +99,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _data_dir(op_revoke)
     op_revoke.set_defaults(handler=_operator_revoke)
 
+    register_models(commands, _data_dir)
+
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the service's data directory")
@@ -127,7 +134,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise BadRequest("--tls-cert and --tls-key go together")
     tls = TlsSettings(cert_file=args.tls_cert, key_file=args.tls_key) if args.tls_cert else None
     settings = _settings(
-        args, host=args.host, port=args.port, tls=tls, metrics_port=args.metrics_port
+        args,
+        host=args.host,
+        port=args.port,
+        tls=tls,
+        metrics_port=args.metrics_port,
+        release_keyring_file=args.release_keyring,
     )
     uvloop.run(serve(settings))
     return 0
