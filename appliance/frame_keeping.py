@@ -20,7 +20,8 @@ from appliance.privacy.redaction import Box, Redaction
 from appliance.sources.frames import Frame
 from appliance.telemetry import Telemetry
 from sync.errors import SyncError
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 
 __all__ = ["FrameKeeper"]
 
@@ -106,7 +107,7 @@ class FrameKeeper:
                     frame.image_bgr, boxes, seq, frame.event_time, frame.camera_id
                 )
             )
-            await self._outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, entry.ref())
+            await self._outbox.append_blob_ref(Stream.RAW_SAMPLED, entry.ref())
         except (ApplianceError, SyncError, OSError) as exc:
             self._telemetry.sample_store_errors[frame.camera_id] += 1
             _log.error(

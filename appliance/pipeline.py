@@ -52,7 +52,8 @@ from appliance.sampling import SamplingPolicy
 from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.frames import Frame
 from appliance.telemetry import Telemetry
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 
 __all__ = ["FrameProcessor", "ResultTap"]
 
@@ -290,9 +291,9 @@ class FrameProcessor:
         records = [self._record(result, frame, raw_sha256) for result in results]
         payloads = list(map(_encoded, records))
         if len(payloads) == 1 and receipt is None:  # a pushed frame's task: the outbox's
-            seqs = [await self._outbox.append(OutboxClass.EVENTS, payloads[0])]  # fast path
+            seqs = [await self._outbox.append(Stream.EVENTS, payloads[0])]  # fast path
         else:
-            seqs = await self._outbox.append_many(OutboxClass.EVENTS, payloads, receipt=receipt)
+            seqs = await self._outbox.append_many(Stream.EVENTS, payloads, receipt=receipt)
         for result, record, seq in zip(results, records, seqs, strict=True):
             self._count_durable(result, record, seq, frame)
             done.append((result, seq))

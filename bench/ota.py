@@ -34,8 +34,8 @@ from appliance.updates.download import HttpFetcher
 from appliance.updates.package import build_release, sign_release
 from bench._common import Row, command_for, parse_args, row, write_results
 from sync.linkemu import LinkConditions, LinkEmulator
-from sync.outbox import Outbox, OutboxClass
-from sync.protocol import ModelAssignment
+from sync.outbox import Outbox
+from sync.protocol import ModelAssignment, Stream
 from sync.shared.signing import Envelope, Keyring, SigningKey
 
 NAME = "ota"
@@ -186,7 +186,7 @@ async def _measure(quick: bool, command: str) -> list[Row]:
         outbox = Outbox.open(work / "var" / "outbox")
         try:
             records, after = [], 0
-            while batch := outbox.read(OutboxClass.EVENTS, after):
+            while batch := outbox.read(Stream.EVENTS, after):
                 records += [json.loads(r.payload) for r in batch]
                 after = batch[-1].seq
         finally:

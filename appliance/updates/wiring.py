@@ -19,7 +19,8 @@ from appliance.updates.download import HttpFetcher
 from appliance.updates.errors import ReleaseError
 from appliance.updates.service import ModelUpdates
 from appliance.updates.slot_store import SlotStore
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
+from sync.protocol import Stream
 from sync.scheduler import TokenBucket
 from sync.settings import SyncSettings
 from sync.shared.signing import Envelope, Keyring, VerificationError
@@ -119,6 +120,4 @@ def assignment_transport(
 
 def _metadata_backlog(outbox: Outbox) -> int:
     per_class = outbox.stats().per_class
-    return sum(
-        per_class[s].records for s in (OutboxClass.CRITICAL, OutboxClass.EVENTS) if s in per_class
-    )
+    return sum(per_class[s].records for s in (Stream.CRITICAL, Stream.EVENTS) if s in per_class)

@@ -43,7 +43,6 @@ __all__ = [
     "BlobRef",
     "ClassStats",
     "LoadedState",
-    "OutboxClass",
     "OutboxRecord",
     "OutboxStats",
     "Removal",
@@ -60,9 +59,6 @@ __all__ = [
     "pin_prefix",
     "record_size",
 ]
-
-OutboxClass = Stream
-"""The outbox classes are the protocol's streams (column families, priority order)."""
 
 _KEY: Final = struct.Struct(">Q")
 HEADER: Final = struct.Struct(">Bdd")
@@ -82,7 +78,7 @@ class OutboxRecord(NamedTuple):
     is built several times faster (a drain reads records by the thousand).
     """
 
-    stream: OutboxClass
+    stream: Stream
     seq: int
     payload: bytes
     created_at: float
@@ -123,7 +119,7 @@ class BlobRef:
 class BatchBoundary:
     """A seq range handed to the sync side under a batch id; persisted before sending."""
 
-    stream: OutboxClass
+    stream: Stream
     first_seq: int
     last_seq: int
     batch_id: str
@@ -138,7 +134,7 @@ class ClassStats:
 
 @dataclass(frozen=True, slots=True)
 class OutboxStats:
-    per_class: dict[OutboxClass, ClassStats]
+    per_class: dict[Stream, ClassStats]
     disk_bytes: int
     evictions: dict[str, int]
     rejections: dict[str, int]

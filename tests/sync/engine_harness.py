@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sync.engine import SyncEngine
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.protocol import Stream
 from sync.settings import LinkSettings, SyncSettings
 from tests.support.outbox import OUTBOX
@@ -74,5 +74,5 @@ def drained(outbox: Outbox, *streams: Stream) -> Callable[[], bool]:
 
 async def append_events(outbox: Outbox, n: int, start: int = 0) -> list[int]:
     return await outbox.append_many(
-        OutboxClass.EVENTS, [event_payload(i) for i in range(start, start + n)]
+        Stream.EVENTS, [event_payload(i) for i in range(start, start + n)]
     )

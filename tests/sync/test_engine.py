@@ -15,7 +15,7 @@ from sync.batches import encode_records
 from sync.link import LinkState
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.metadata_delivery import FIRST_BATCHES_MAX_RECORDS
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.protocol import Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
 from tests.sync.engine_harness import (
@@ -30,7 +30,7 @@ from tests.sync.ingest_server import DEVICE, SITE, lake_seqs, running_ingest
 
 async def test_delivers_every_event_exactly_once(tmp_path: Path, outbox: Outbox) -> None:
     seqs = await append_events(outbox, 550)
-    telemetry = await outbox.append(OutboxClass.TELEMETRY, b'{"kind":"fps","body":"{}"}')
+    telemetry = await outbox.append(Stream.TELEMETRY, b'{"kind":"fps","body":"{}"}')
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
             await wait_for(drained(outbox, Stream.EVENTS, Stream.TELEMETRY))
@@ -121,7 +121,7 @@ async def test_a_refused_first_batch_is_not_overtaken_by_a_stored_second(
     await outbox.confirm_history(0)  # it synced before: its seqs are its own
     seqs = await append_events(outbox, 10_000)
     async with running_ingest(tmp_path / "cloud") as cloud:
-        records = outbox.read(OutboxClass.EVENTS, max_records=100)
+        records = outbox.read(Stream.EVENTS, max_records=100)
         batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
         assert await cloud.put_batch(batch.batch_id, batch.body) == 201
         conditions = LinkConditions(rtt_s=0.1, rate_bps=1e6)
@@ -138,7 +138,7 @@ async def test_delta_sync_acks_what_the_cloud_holds(tmp_path: Path, outbox: Outb
     seqs = await append_events(outbox, 200)
     async with running_ingest(tmp_path / "cloud") as cloud:
         # The cloud already got the first 120 (e.g. before a crash lost the local ack).
-        records = outbox.read(OutboxClass.EVENTS, max_records=120)
+        records = outbox.read(Stream.EVENTS, max_records=120)
         batch = encode_records(Stream.EVENTS, records, device_id=DEVICE, site_id=SITE)
         assert await cloud.put_batch(batch.batch_id, batch.body) == 201
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token):
@@ -175,7 +175,7 @@ async def test_conflict_holds_the_stream_and_keeps_records(
             batch_id = make_batch_id(DEVICE, Stream.EVENTS, first, last)
             assert await cloud.put_batch(batch_id, other) == 201
             assert await append_events(outbox, 50) == list(range(first, last + 1))
-            telemetry = await outbox.append(OutboxClass.TELEMETRY, b'{"kind":"fps","body":"{}"}')
+            telemetry = await outbox.append(Stream.TELEMETRY, b'{"kind":"fps","body":"{}"}')
             await wait_for(drained(outbox, Stream.TELEMETRY))
             await wait_for(lambda: engine.progress().classes[Stream.EVENTS].stalled is not None)
             engine.sync_now()  # the handshake's watermark must not ack the held range either
@@ -183,7 +183,7 @@ async def test_conflict_holds_the_stream_and_keeps_records(
             await asyncio.sleep(0.2)
             assert engine.running
             assert outbox.stats().per_class[Stream.EVENTS].records == 50
-            assert outbox.acked_watermark(OutboxClass.EVENTS) < first
+            assert outbox.acked_watermark(Stream.EVENTS) < first
         assert lake_seqs(cloud.settings.data_dir, Stream.TELEMETRY) == [telemetry]
     assert "409 conflict" in caplog.text and batch_id in caplog.text
 
@@ -294,7 +294,7 @@ async def test_delta_sync_does_not_ack_across_a_batch_the_cloud_never_got(
     before = Outbox.open(tmp_path / "outbox", OUTBOX)
     await before.confirm_history(0)  # it synced before: its seqs are its own
     seqs = await append_events(before, 200)
-    records = before.read(OutboxClass.EVENTS, max_records=200)[100:]
+    records = before.read(Stream.EVENTS, max_records=200)[100:]
     await before.close()
     outbox = Outbox.open(tmp_path / "outbox", OUTBOX)  # the restored copy starts
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.outbox import BlobRef, Outbox, OutboxClass
+from sync.outbox import BlobRef, Outbox
 from sync.protocol import RawRequest, Stream
 from tests.sync.engine_harness import append_events, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, running_ingest
@@ -28,7 +28,7 @@ async def test_a_batch_that_cannot_be_encoded_ahead_is_counted(
     holds the stream, the record kept."""
     caplog.set_level(logging.INFO)
     await append_events(outbox, 200)  # two full batches (batch_max_records=100)
-    await outbox.append(OutboxClass.EVENTS, b'{"latency_ms":"slow"}')
+    await outbox.append(Stream.EVENTS, b'{"latency_ms":"slow"}')
     async with (
         running_ingest(tmp_path / "cloud") as cloud,
         engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
-from sync.outbox import Outbox, OutboxClass
+from sync.outbox import Outbox
 from sync.protocol import Stream
 from tests.sync.engine_harness import append_events, drained, engine_for, wait_for
 from tests.sync.ingest_server import BlobDir, lake_seqs, running_ingest
@@ -24,7 +24,7 @@ async def test_events_backlog_goes_before_any_raw_byte(tmp_path: Path, outbox: O
     blobs = BlobDir(tmp_path / "blobs")  # same directory engine_for serves from
     refs = [blobs.add(os.urandom(150_000), seq=i) for i in range(3)]
     for ref in refs:
-        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with running_ingest(tmp_path / "cloud") as cloud:
         emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.02, rate_bps=8e6))
         async with emu, engine_for(tmp_path, outbox, emu.url, cloud.token):
@@ -64,8 +64,8 @@ async def test_missing_blob_is_kept_not_dropped(
     gone = blobs.add(b"evicted frame", seq=1)
     (blobs.root / gone.sha256).unlink()
     later = blobs.add(os.urandom(50_000), seq=2)
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, gone)
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, later)
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, gone)
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, later)
     caplog.set_level(logging.ERROR, "sync")
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(tmp_path, outbox, cloud.url, cloud.token) as (engine, _):
@@ -82,7 +82,7 @@ async def test_young_partial_batch_still_goes_before_raw(tmp_path: Path, outbox:
     """Events too few and too young for a batch of their own are flushed before raw goes."""
     seqs = await append_events(outbox, 50)
     blobs = BlobDir(tmp_path / "blobs")
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, blobs.add(os.urandom(40_000)))
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, blobs.add(os.urandom(40_000)))
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
             tmp_path, outbox, cloud.url, cloud.token, blobs, batch_max_age_s=60.0
@@ -100,7 +100,7 @@ async def test_daily_budget_and_bandwidth_cap(tmp_path: Path, outbox: Outbox) ->
     blobs = BlobDir(tmp_path / "blobs")
     refs = [blobs.add(os.urandom(60_000)) for _ in range(3)]
     for ref in refs:
-        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
             tmp_path,
@@ -132,7 +132,7 @@ async def test_every_file_opened_for_upload_is_released_even_after_cuts(
     must give each one back (delivered or cut), or a flapping link fills the disk."""
     blobs = BlobDir(tmp_path / "blobs")
     ref = blobs.add(os.urandom(600_000), seq=5)
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with running_ingest(tmp_path / "cloud") as cloud:
         emu = LinkEmulator(("127.0.0.1", cloud.port), LinkConditions(rtt_s=0.01))
         async with (

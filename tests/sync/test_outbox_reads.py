@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from sync.errors import OutboxCorrupted
-from sync.outbox import BlobRef, Outbox, OutboxClass, OutboxRecord
+from sync.outbox import BlobRef, Outbox, OutboxRecord
+from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from tests.support.clock import FakeClock
 
@@ -22,7 +23,7 @@ async def opened(tmp_path: Path) -> AsyncIterator[Callable[..., Outbox]]:
 
     def _open(
         clock: Callable[[], float] | None = None,
-        ttl_s: dict[OutboxClass, float | None] | None = None,
+        ttl_s: dict[Stream, float | None] | None = None,
     ) -> Outbox:
         settings = OutboxSettings(min_free_disk_bytes=0)
         if ttl_s:
@@ -36,14 +37,14 @@ async def opened(tmp_path: Path) -> AsyncIterator[Callable[..., Outbox]]:
         await outbox.close()
 
 
-def _put_raw(outbox: Outbox, stream: OutboxClass, seq: int, value: bytes) -> None:
+def _put_raw(outbox: Outbox, stream: Stream, seq: int, value: bytes) -> None:
     """Overwrite a stored value behind the outbox's back (a damaged record)."""
     outbox._store._cfs[stream][seq.to_bytes(8, "big")] = value  # noqa: SLF001
 
 
 @pytest.mark.parametrize(
     ("stream", "ttl"),
-    [(OutboxClass.EVENTS, None), (OutboxClass.TELEMETRY, 3600.0)],
+    [(Stream.EVENTS, None), (Stream.TELEMETRY, 3600.0)],
     ids=["bulk-path", "one-at-a-time-path"],
 )
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def _put_raw(outbox: Outbox, stream: OutboxClass, seq: int, value: bytes) -> Non
     ids=["short", "unknown-version"],
 )
 async def test_a_bad_value_is_outbox_corrupted_naming_its_seq(
-    opened: Callable[..., Outbox], stream: OutboxClass, ttl: float | None, value: bytes, says: str
+    opened: Callable[..., Outbox], stream: Stream, ttl: float | None, value: bytes, says: str
 ) -> None:
     outbox = opened(clock=FakeClock(), ttl_s={stream: ttl} if ttl else None)
     seqs = await outbox.append_many(stream, [b"a", b"b", b"c"])
@@ -71,25 +72,25 @@ async def test_acks_after_chained_reads_count_exactly_what_they_remove(
 ) -> None:
     outbox = opened()
     sizes = [(i * 37) % 300 for i in range(60)]
-    seqs = await outbox.append_many(OutboxClass.EVENTS, [b"x" * n for n in sizes])
+    seqs = await outbox.append_many(Stream.EVENTS, [b"x" * n for n in sizes])
     after, read = 0, list[OutboxRecord]()
     while len(read) < 30:  # chained reads: each continues where the last one ended
-        batch = outbox.read(OutboxClass.EVENTS, after, max_records=7)
+        batch = outbox.read(Stream.EVENTS, after, max_records=7)
         read += batch
         after = batch[-1].seq
     assert [r.seq for r in read] == seqs[: len(read)]
 
     def check(left: int) -> None:
-        usage = outbox.stats().per_class[OutboxClass.EVENTS]
+        usage = outbox.stats().per_class[Stream.EVENTS]
         assert (usage.records, usage.bytes) == (len(sizes) - left, _stored_bytes(sizes[left:]))
 
-    assert await outbox.ack(OutboxClass.EVENTS, seqs[9]) == 10  # inside what was read
+    assert await outbox.ack(Stream.EVENTS, seqs[9]) == 10  # inside what was read
     check(10)
-    outbox.read(OutboxClass.EVENTS, max_records=5)
-    assert await outbox.ack(OutboxClass.EVENTS, seqs[39]) == 30  # beyond it
+    outbox.read(Stream.EVENTS, max_records=5)
+    assert await outbox.ack(Stream.EVENTS, seqs[39]) == 30  # beyond it
     check(40)
-    outbox.read(OutboxClass.EVENTS, max_records=20)  # exactly the rest
-    assert await outbox.ack(OutboxClass.EVENTS, seqs[-1]) == 20
+    outbox.read(Stream.EVENTS, max_records=20)  # exactly the rest
+    assert await outbox.ack(Stream.EVENTS, seqs[-1]) == 20
     check(60)
 
 
@@ -97,14 +98,14 @@ async def test_a_read_skips_records_past_their_deadline_and_the_ack_counts_them(
     opened: Callable[..., Outbox],
 ) -> None:
     clock = FakeClock()
-    outbox = opened(clock=clock, ttl_s={OutboxClass.RAW_REQUESTED: None})
+    outbox = opened(clock=clock, ttl_s={Stream.RAW_REQUESTED: None})
     refs = [BlobRef(f"{i:064x}", i) for i in range(4)]
-    soon = await outbox.append_blob_ref(OutboxClass.RAW_REQUESTED, refs[0], expires_at=NOW + 10)
-    kept = [await outbox.append_blob_ref(OutboxClass.RAW_REQUESTED, r) for r in refs[1:]]
+    soon = await outbox.append_blob_ref(Stream.RAW_REQUESTED, refs[0], expires_at=NOW + 10)
+    kept = [await outbox.append_blob_ref(Stream.RAW_REQUESTED, r) for r in refs[1:]]
     clock.now += 60
-    records = outbox.read(OutboxClass.RAW_REQUESTED)
+    records = outbox.read(Stream.RAW_REQUESTED)
     assert [r.seq for r in records] == kept
-    assert await outbox.ack(OutboxClass.RAW_REQUESTED, kept[-1]) == 4  # the expired one too
-    usage = outbox.stats().per_class[OutboxClass.RAW_REQUESTED]
+    assert await outbox.ack(Stream.RAW_REQUESTED, kept[-1]) == 4  # the expired one too
+    usage = outbox.stats().per_class[Stream.RAW_REQUESTED]
     assert (usage.records, usage.bytes) == (0, 0)
     assert soon < kept[0]

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from sync.errors import PermanentUploadError, RetryableUploadError
-from sync.outbox import BlobRef, Outbox, OutboxClass
+from sync.outbox import BlobRef, Outbox
 from sync.protocol import Stream, UploadMetadata
 from sync.uploader import BlobCopyDamaged
 from tests.support.uploader import CHUNK, uploader_for
@@ -248,7 +248,7 @@ async def test_engine_delivers_a_small_frame_whose_body_was_damaged_in_transit(
     and acked (it used to be skipped until the next restart, holding the stream)."""
     blobs = BlobDir(tmp_path / "blobs")
     ref = blobs.add(MARKER + os.urandom(10_000), seq=1)
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with (
         running_ingest(tmp_path / "cloud") as cloud,
         wire_flipping_one_body(cloud.port) as url,
@@ -273,7 +273,7 @@ async def test_engine_gives_up_a_damaged_copy_once_and_the_stream_goes_on(
     stored.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # bit rot on the device
     sound = blobs.add(os.urandom(size), seq=2)
     for ref in (damaged, sound):
-        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     caplog.set_level(logging.ERROR, "sync")
     async with running_ingest(tmp_path / "cloud") as cloud:
         async with engine_for(
@@ -347,7 +347,7 @@ async def test_engine_sends_a_sound_copy_after_a_damaged_one(
     """A damaged copy is not the blob: the next attempt's sound copy is delivered."""
     blobs = FirstCopyDamaged(tmp_path / "blobs")
     ref = blobs.add(os.urandom(200_000), seq=1)
-    await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+    await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with (
         running_ingest(tmp_path / "cloud") as cloud,
         engine_for(tmp_path, outbox, cloud.url, cloud.token, blobs) as (engine, _),
@@ -369,7 +369,7 @@ async def test_a_raw_record_whose_blob_is_gone_is_skipped_and_shown_in_progress(
     (blobs.root / gone.sha256).unlink()
     present = blobs.add(os.urandom(1000))
     for ref in (gone, present):
-        await outbox.append_blob_ref(OutboxClass.RAW_SAMPLED, ref)
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
     async with (
         running_ingest(tmp_path / "cloud") as cloud,
         engine_for(tmp_path, outbox, cloud.url, cloud.token, blobs) as (engine, _),
@@ -378,5 +378,5 @@ async def test_a_raw_record_whose_blob_is_gone_is_skipped_and_shown_in_progress(
         progress = engine.progress().classes[Stream.RAW_SAMPLED]
         assert (progress.skipped_records, progress.given_up_records) == (1, 0)
         assert engine.progress().classes[Stream.EVENTS].skipped_records == 0
-    kept = [BlobRef.from_bytes(r.payload).sha256 for r in outbox.read(OutboxClass.RAW_SAMPLED)]
+    kept = [BlobRef.from_bytes(r.payload).sha256 for r in outbox.read(Stream.RAW_SAMPLED)]
     assert kept == [gone.sha256, present.sha256]  # acks wait for the skipped record below
