@@ -53,6 +53,7 @@ from appliance.updates.wiring import assignment_transport, start_model_updates
 from sync.engine import SyncEngine
 from sync.outbox import Outbox, OutboxClass
 from sync.protocol import ModelInfo
+from sync.shared.durable_file import make_directory_durably
 from sync.transport import connect_cloud
 
 __all__ = ["Daemon", "NotStarted", "run_daemon"]
@@ -114,7 +115,7 @@ class Daemon:
 
     async def start(self) -> None:
         build = self.builder
-        await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(make_directory_durably, self.data_dir)
         tokenizer = build.plate_tokenizer()
         self._blobs = build.blob_store()
         self.tasks, self.model_failures = await build.load_tasks()

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.errors import ApplianceError
-from sync.shared.durable_file import replace_durably
+from sync.shared.durable_file import make_directory_durably, replace_durably
 
 __all__ = [
     "BlobCorrupt",
@@ -88,8 +88,8 @@ class BlobStore:
     def __init__(self, root: Path, keys_dir: Path) -> None:
         self.root = root
         self.keys_dir = keys_dir
-        root.mkdir(parents=True, exist_ok=True)
-        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_directory_durably(root)
+        make_directory_durably(keys_dir, mode=0o700)
         self._keys: dict[str, bytes] = {}
         self._key_lock = threading.Lock()  # one key per day, even with concurrent writers
 

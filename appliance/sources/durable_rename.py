@@ -13,19 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sync.shared.durable_file import fsync_directory
+from sync.shared.durable_file import fsync_directory, make_directory_durably
 
 __all__ = ["fsync_directory", "make_directory_durably", "rename_durably"]
-
-
-def make_directory_durably(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each new one's entry fsync'd in its
-    parent.  ``OSError`` (``FileExistsError`` when a file has its name) when it cannot."""
-    if directory.is_dir():
-        return
-    make_directory_durably(directory.parent)
-    directory.mkdir(exist_ok=True)
-    fsync_directory(directory.parent)
 
 
 def rename_durably(source: Path, target: Path) -> None:

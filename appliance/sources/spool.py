@@ -110,7 +110,7 @@ class SpoolWatcher:
         self.processed_dir = root / "processed"
         self.failed_dir = root / "failed"
         for directory in (root, self.processed_dir, self.failed_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directory_durably(directory)  # a later move into it relies on its entry
         # stored files processed/ refused: never read again, moved when it takes them
         self._stored_not_moved: dict[Path, tuple[FileIdentity, bytes]] = {}
         self.bad_files: Counter[str] = Counter()  # per camera: moved to failed/ unread

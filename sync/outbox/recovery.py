@@ -26,6 +26,7 @@ from sync.errors import (
 )
 from sync.outbox.records import LoadedState
 from sync.outbox.store import OutboxStore, classify_storage_error
+from sync.shared.durable_file import make_directory_durably
 
 __all__ = ["corrupt_marker", "mark_corrupt", "open_or_quarantine"]
 
@@ -121,7 +122,7 @@ def open_or_quarantine(
     path: Path, memory_budget: int, now: float
 ) -> tuple[OutboxStore, LoadedState, list[str]]:
     """Open the database at ``path``; quarantine it and start fresh if it is damaged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directory_durably(path.parent)
     _refuse_foreign(path)
     reason = _why_unopenable(path)
     if reason is None:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "fsync_directory", "replace_durably"]
+__all__ = ["TEMP_SUFFIX", "fsync_directory", "make_directory_durably", "replace_durably"]
 
 TEMP_SUFFIX = ".tmp"  # of the temp file beside the target until its rename
 
@@ -27,7 +27,7 @@ def replace_durably(path: Path, data: bytes) -> None:
     Raises ``OSError`` (a full disk included: a short write is an error) with the
     temp file removed and ``path`` untouched; callers turn it into their typed error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directory_durably(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600; buffered: writes it all
@@ -40,6 +40,17 @@ def replace_durably(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_directory(path.parent)
+
+
+def make_directory_durably(directory: Path, mode: int = 0o777) -> None:
+    """Create ``directory`` and its missing parents, each new one's entry fsync'd in its
+    parent (a directory made by a plain mkdir may vanish at a power cut with all it
+    holds).  ``OSError`` (``FileExistsError`` when a file has its name) when it cannot."""
+    if directory.is_dir():
+        return
+    make_directory_durably(directory.parent)
+    directory.mkdir(mode=mode, exist_ok=True)
+    fsync_directory(directory.parent)
 
 
 def fsync_directory(directory: Path) -> None:

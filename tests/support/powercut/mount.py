@@ -18,10 +18,15 @@ from types import TracebackType
 
 from tests.support.powercut.lazyfs import CONTROL
 
-__all__ = ["PowercutDisk", "fuse_available"]
+__all__ = ["PowercutDisk", "cut_lost_bytes", "fuse_available"]
 
 _MOUNT_TIMEOUT_S = 20.0
 _REPO = Path(__file__).resolve().parents[3]
+
+
+def cut_lost_bytes(report: str) -> int:
+    """The bytes a cut's report says it threw away."""
+    return int(report.split("bytes=")[1].split()[0])
 
 
 def fuse_available() -> str | None:
