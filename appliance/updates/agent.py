@@ -93,6 +93,7 @@ class UpdateAgent:
         """Load the state and put it right after a restart: half-staged slots emptied, an
         uncommitted trial rolled back, a damaged active slot replaced by its fallback."""
         async with self._lock:
+            self.keyring = await asyncio.to_thread(self.store.trusted_keyring, self.keyring)
             state = await asyncio.to_thread(self.store.load_state)
             notes: list[str] = []
             for task, slots in state.tasks.items():
@@ -113,6 +114,31 @@ class UpdateAgent:
         for note in notes:
             await self._audit.record("model.recovered", {"actor": AGENT, "note": note})
         return notes
+
+    async def rotate_keyring(self, envelope_bytes: bytes, *, actor: str) -> Keyring:
+        """Trust a new keyring: signed by a key trusted now and one of the new ring, a
+        higher version, every revocation kept (``Keyring.rotated``); kept durably."""
+        async with self._lock:
+            try:
+                new = self.keyring.rotated(Envelope.parse(envelope_bytes))
+            except VerificationError as exc:
+                await self._audit.record(
+                    "model.keyring_refused",
+                    {"actor": actor, "check": exc.check, "reason": str(exc)},
+                )
+                raise
+            await asyncio.to_thread(self.store.save_keyring, envelope_bytes)
+            self.keyring = new
+        await self._audit.record(
+            "model.keyring_rotated",
+            {
+                "actor": actor,
+                "version": new.version,
+                "keys": sorted(new.keys),
+                "revoked": sorted(new.revoked),
+            },
+        )
+        return new
 
     def serving(self, task: str) -> tuple[SlotName | None, SlotInfo | None]:
         """The slot whose release serves ``task`` (None: the pinned models)."""

@@ -5,6 +5,9 @@
 * ``POST /v1/models/{task}/rollback`` (JSON ``{"reason": "..."}``, optional):
   back one release (ends a shadow window if one runs); 409 when the pinned
   model serves.
+* ``POST /v1/models/keyring`` (body: a signed keyring, ``yardlink models keyring
+  --base``): trust it if signed by a key trusted now and one of the new ring, with
+  a higher version and every revocation kept; 422 with ``check`` otherwise.
 * ``POST /v1/models/install`` (JSON ``{"archive": path, "manifest": path}``, files
   on the appliance, e.g. from a USB stick): verify, stage, validate, switch,
   shadow, commit or roll back; answers once the verdict is in.
@@ -78,6 +81,22 @@ def add_model_routes(app: web.Application, updates: ModelUpdates) -> None:
             {"committed": verdict.commit, "reason": verdict.reason, **verdict.evidence}
         )
 
+    async def rotate_keyring(request: web.Request) -> web.Response:
+        try:
+            keyring = await updates.agent.rotate_keyring(await request.read(), actor="technician")
+        except VerificationError as exc:
+            return web.json_response(
+                {"error": "refused", "check": exc.check, "detail": str(exc)}, status=422
+            )
+        return web.json_response(
+            {
+                "version": keyring.version,
+                "keys": sorted(keyring.keys),
+                "revoked": sorted(keyring.revoked),
+            }
+        )
+
     app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/models/keyring", rotate_keyring)
     app.router.add_post("/v1/models/install", install)
     app.router.add_post("/v1/models/{task}/rollback", rollback)

@@ -19,6 +19,7 @@ from sync.shared.durable_file import fsync_directory, replace_durably
 from sync.shared.signing import (
     BadEnvelope,
     Envelope,
+    Keyring,
     TimeFloor,
     VerificationError,
     verify_file,
@@ -36,6 +37,7 @@ class SlotStore:
         self.state_path = root / "state.json"
         self.floor_path = root / "floor.json"
         self.downloads = root / "downloads"
+        self.keyring_path = root / "keyring.json"  # a rotated keyring, once one was applied
 
     # ------------------------------------------------------------------ state
 
@@ -75,6 +77,23 @@ class SlotStore:
 
     def save_floor(self, floor: TimeFloor) -> None:
         replace_durably(self.floor_path, json.dumps(floor.to_json(), sort_keys=True).encode())
+
+    def trusted_keyring(self, shipped: Keyring) -> Keyring:
+        """The shipped keyring, or the rotated one kept here when its version is higher
+        (it was checked against the keyring it replaced when it was applied)."""
+        try:
+            stored = Keyring.from_envelope(Envelope.parse(self.keyring_path.read_bytes()))
+        except FileNotFoundError:
+            return shipped
+        except (OSError, VerificationError) as exc:
+            _log.error(
+                "rotated keyring %s unusable, using the shipped one: %s", self.keyring_path, exc
+            )
+            return shipped
+        return stored if stored.version > shipped.version else shipped
+
+    def save_keyring(self, envelope: bytes) -> None:
+        replace_durably(self.keyring_path, envelope)
 
     # ------------------------------------------------------------------ slots
 

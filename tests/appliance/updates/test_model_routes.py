@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from appliance.daemon import Daemon
+from sync.shared.signing import Envelope, KeyRevoked, Keyring, SigningKey
 from tests.appliance.daemon_harness import TOKEN
 from tests.appliance.updates.conftest import ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import updates_config
@@ -58,3 +59,38 @@ async def test_routes(daemon: Daemon, release_kit: ReleaseKit, tmp_path: Path):
             assert response.status == 422
             body = await response.json()
             assert (body["error"], body["check"]) == ("refused", "device_class")
+
+
+async def test_keyring_rotation_over_the_api_persists(
+    daemon: Daemon, release_kit: ReleaseKit, tmp_path: Path
+):
+    assert daemon.updates is not None
+    old_key, new_key = release_kit.key, SigningKey.generate()
+    nxt = Keyring(
+        version=2,
+        keys={new_key.public.keyid: new_key.public},
+        revoked=frozenset({old_key.public.keyid}),
+        issued_at=release_kit.issued_at,
+    )
+    url = f"{daemon.api_url}/v1/models/keyring"
+    async with aiohttp.ClientSession() as session:
+        only_new = Envelope.sign(nxt.signed_document(), [new_key]).to_bytes()
+        async with session.post(url, headers=AUTH, data=only_new) as response:
+            assert response.status == 422
+            assert (await response.json())["check"] == "untrusted_key"
+        both = Envelope.sign(nxt.signed_document(), [old_key, new_key]).to_bytes()
+        async with session.post(url, headers=AUTH, data=both) as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["revoked"] == [old_key.public.keyid]
+    # Releases signed by the revoked key are refused from now on, and after a restart.
+    with pytest.raises(KeyRevoked):
+        await daemon.updates.agent.precheck(release_kit.sign(counter=3))
+    await daemon.stop()
+    again = Daemon(daemon.config)
+    await again.start()
+    try:
+        assert again.updates is not None and again.updates.agent.keyring.version == 2
+        with pytest.raises(KeyRevoked):
+            await again.updates.agent.precheck(release_kit.sign(counter=3))
+    finally:
+        await again.stop()
