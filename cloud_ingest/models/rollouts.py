@@ -172,10 +172,13 @@ class RolloutService:
         if reports:
             await self._store.record_outcomes(reports, now)
         async with self._lock:
-            rollouts = [await self._settle(r, now) for r in await self._store.list_rollouts()]
+            rollouts = [  # a complete or aborted rollout no longer changes: not tallied
+                r if r.terminal else (await self._settle(r, now)).rollout
+                for r in await self._store.list_rollouts()
+            ]
         running = {m.release: m.counter for m in models if m.release is not None}
         reported = await self._store.device_outcomes(device_id)
-        return _assignments([s.rollout for s in rollouts], device_id, site_id, running, reported)
+        return _assignments(rollouts, device_id, site_id, running, reported)
 
     # ------------------------------------------------------------------ inside
 
