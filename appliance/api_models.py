@@ -25,6 +25,7 @@ __all__ = [
     "RefusedRelease",
     "RollbackRequest",
     "SyncView",
+    "TrustedKeyring",
 ]
 
 
@@ -43,6 +44,13 @@ class FrameAccepted(_Body):
     accepted: bool
     camera: str
     queue_depth: int = Field(ge=0, description="frames queued for this camera")
+
+
+class FrameStored(_Body):
+    accepted: bool
+    camera: str
+    id: str = Field(description="the frame's spool file name: durable once answered")
+    stored: str = Field(description="where the frame is durable: spool")
 
 
 class Health(_Body):
@@ -96,3 +104,11 @@ class RollbackRequest(BaseModel):
 class InstallVerdict(BaseModel):
     committed: bool
     reason: str
+
+
+class TrustedKeyring(BaseModel):
+    """``POST /v1/models/keyring``: the release keyring now trusted."""
+
+    version: int
+    keys: list[str]
+    revoked: list[str]

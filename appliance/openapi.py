@@ -23,12 +23,14 @@ from appliance.api_models import (
     BandwidthCap,
     ErrorBody,
     FrameAccepted,
+    FrameStored,
     Health,
     InstallRequest,
     InstallVerdict,
     RefusedRelease,
     RollbackRequest,
     SyncView,
+    TrustedKeyring,
 )
 from appliance.sources.frame_metadata import MAX_STRING_CHARS
 from appliance.status import ApplianceStatus
@@ -48,6 +50,7 @@ OPENAPI_PATH = "/v1/openapi.json"
 _MODELS: tuple[type[BaseModel], ...] = (
     ErrorBody,
     FrameAccepted,
+    FrameStored,
     Health,
     ApplianceStatus,
     SyncView,
@@ -57,6 +60,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     InstallRequest,
     RollbackRequest,
     InstallVerdict,
+    TrustedKeyring,
 )
 _REQUEST_MODELS = (BandwidthCap, InstallRequest, RollbackRequest)
 
@@ -136,13 +140,17 @@ def _frames(cameras: tuple[str, ...] | None, metadata_keys: tuple[str, ...] | No
     return {
         "post": _op(
             "push one frame (JPEG or PNG) for a configured camera",
-            {"202": _json(FrameAccepted, "queued for inference")}
+            {
+                "201": _json(FrameStored, "written to the spool and fsync'd (push_mode durable)"),
+                "202": _json(FrameAccepted, "queued in memory (push_mode queued)"),
+            }
             | _errors(
                 ("400", "no camera named, bad X-Frame-Metadata, an empty or corrupt image"),
                 ("404", "camera not configured"),
                 ("413", "body over [local_api] max_frame_bytes"),
                 ("415", "not image/jpeg or image/png, or bytes of another type"),
                 ("503", "shutting_down: the appliance is stopping; retry shortly"),
+                ("507", "not_stored: the spool could not take the frame; push it again"),
             ),
             body={"image/jpeg": image, "image/png": image},
             params=[
@@ -265,6 +273,18 @@ def _model_paths() -> dict[str, dict[str, Any]]:
     return {
         "/v1/models": {
             "get": _op("model slots per task", {"200": report} | _errors(), tag="models")
+        },
+        "/v1/models/keyring": {
+            "post": _op(
+                "trust a new signed release keyring (yardlink models keyring --base)",
+                {
+                    "200": _json(TrustedKeyring, "the keyring now trusted"),
+                    "422": _json(RefusedRelease, "refused: the check says which"),
+                }
+                | _errors(),
+                body={"application/json": {"schema": {"type": "object"}}},
+                tag="models",
+            )
         },
         "/v1/models/install": {
             "post": _op(
