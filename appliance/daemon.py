@@ -51,8 +51,8 @@ from appliance.systemd import SystemdNotifier, readiness_listener
 from appliance.updates.service import ModelUpdates
 from appliance.updates.wiring import assignment_transport, start_model_updates
 from sync.engine import SyncEngine
-from sync.outbox import Outbox, OutboxClass
-from sync.protocol import ModelInfo
+from sync.outbox import Outbox
+from sync.protocol import ModelInfo, Stream
 from sync.shared.durable_file import make_directory_durably
 from sync.transport import connect_cloud
 
@@ -295,7 +295,7 @@ class Daemon:
                 "queue_depths": self.queues.depths(),
             }
             payload = self.telemetry.record(config.site.device_id, config.site.site_id, extra)
-            await self.outbox.append(OutboxClass.TELEMETRY, payload)
+            await self.outbox.append(Stream.TELEMETRY, payload)
 
     async def _retention_loop(self) -> None:
         while True:
