@@ -65,7 +65,7 @@ async def _serve(archive: Path, manifest: bytes) -> web.AppRunner:
     return runner
 
 
-def _config(work: Path, keyring: Path, shadow_frames: int) -> Any:
+def _config(work: Path, keyring: Path, shadow_frames: int, shadow_max_s: float) -> Any:
     return parse_config(
         {
             "version": 1,
@@ -85,6 +85,7 @@ def _config(work: Path, keyring: Path, shadow_frames: int) -> Any:
                 "keyring_file": str(keyring),
                 "shadow_frames": shadow_frames,
                 "shadow_min_frames": shadow_frames,
+                "shadow_max_s": shadow_max_s,  # then frames are compared in spite of a backlog
             },
         },
         environ={},
@@ -134,7 +135,7 @@ async def _measure(quick: bool, command: str) -> list[Row]:
         host, port = cloud.addresses[0][:2]
         link = LinkEmulator((host, port), LinkConditions(rtt_s=0.150, rate_bps=rate_bps))
         await link.start()
-        daemon = Daemon(_config(work, keyring, shadow_frames))
+        daemon = Daemon(_config(work, keyring, shadow_frames, 60.0 if quick else 300.0))
         await daemon.start()
         latencies: list[tuple[float, float]] = []
         daemon.events.add_listener(
@@ -163,7 +164,10 @@ async def _measure(quick: bool, command: str) -> list[Row]:
                 ]
             )
             switched = None
+            give_up = started + (600.0 if quick else 1800.0)
             while f"gate-ocr@{VERSION}" not in runner.results:
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"no verdict in time; report: {daemon.updates.report()}")
                 if switched is None and daemon.updates.report()["gate_ocr"]["on_trial"]:
                     switched = time.monotonic()
                 await asyncio.sleep(0.05)
