@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import stat
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -58,4 +59,10 @@ def load_plate_key(secret: SecretStr | None, key_file: Path) -> bytes:
         raise ConfigError(f"{key_file}: cannot read the plate key: {exc}") from None
     if len(key) < 16:
         raise ConfigError(f"{key_file}: plate key shorter than 16 bytes")
+    mode = stat.S_IMODE(key_file.stat().st_mode)
+    if mode & 0o077:  # anyone who reads it can reverse the plate tokens of this site
+        raise ConfigError(
+            f"{key_file}: mode {mode:04o} lets other users read the plate key;"
+            f" run: chmod 600 {key_file}"
+        )
     return key

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from appliance.config import parse_config
+from appliance.errors import ConfigError
+from appliance.privacy.tokens import load_plate_key
 from tests.appliance.config_harness import EXAMPLE, MINIMAL, check_config, config_problems
 
 TECHNICIAN = "Xk3Jq9-VfT2pLx_8ZmB4wYc7RdN1sHe6G"
@@ -148,3 +151,13 @@ def test_the_sync_token_file_is_checked_like_the_others(tmp_path: Path) -> None:
         f"sync: token_file: {path}: mode 0640 lets other users read or change the secret;"
         f" run: chmod 600 {path}"
     )
+
+
+def test_a_plate_key_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "plate.key"
+    made = load_plate_key(None, key_file)  # created 0600 when missing
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_plate_key(None, key_file) == made
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"mode 0644 .* run: chmod 600 {key_file}"):
+        load_plate_key(None, key_file)
