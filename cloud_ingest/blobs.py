@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from cloud_ingest.errors import BadRequest, ChecksumMismatch
-from sync.shared.durable_file import fsync_directory
+from sync.shared.durable_file import fsync_directory, make_directory_durably
 
 __all__ = ["BlobStore", "file_sha256", "is_sha256"]
 
@@ -64,7 +64,7 @@ class BlobStore:
         if target.is_file():
             src.unlink(missing_ok=True)
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_directory_durably(target.parent)
         with src.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(src, target)

@@ -32,6 +32,7 @@ from cloud_ingest.catalog_schema import MIGRATIONS, SCHEMA_VERSION
 from cloud_ingest.errors import Conflict, IngestError, NotFound
 from cloud_ingest.principal import Principal
 from sync.protocol import Stream
+from sync.shared.durable_file import make_directory_durably
 
 __all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog"]
 
@@ -464,7 +465,7 @@ class SqliteCatalog:
 
 def make_private_dir(directory: Path) -> None:
     """Create ``directory`` (and parents) if missing, readable by this user only (0700)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory_durably(directory, mode=0o700)  # its entry survives a power cut
     directory.chmod(0o700)
 
 

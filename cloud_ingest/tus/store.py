@@ -22,7 +22,7 @@ from pathlib import Path
 from cloud_ingest.tus.chunk_guard import ChunkGuard, choose_guard
 from cloud_ingest.tus.core import UploadInfo
 from cloud_ingest.tus.digests import RunningDigests
-from sync.shared.durable_file import replace_durably
+from sync.shared.durable_file import make_directory_durably, replace_durably
 
 __all__ = ["UploadStore"]
 
@@ -54,7 +54,7 @@ class UploadStore:
         self._infos: dict[str, UploadInfo] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.digests = RunningDigests()
-        root.mkdir(parents=True, exist_ok=True)
+        make_directory_durably(root)
         self.guard = guard or choose_guard(root)
         self.guard.recover_all()
 

@@ -18,7 +18,7 @@ import pytest
 
 from sync.outbox import Outbox, OutboxRecord
 from sync.protocol import Stream
-from tests.support.powercut.mount import PowercutDisk, cut_lost_bytes
+from tests.support.powercut.mount import PowercutDisk, cut_lost
 from tests.sync.crash_child import kill_while_promising
 
 FAST_CUTS = 3
@@ -120,7 +120,7 @@ async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
     promises = _Promises()
     path = disk.mountpoint / "outbox"
     acknowledged = 0
-    lost_bytes = 0
+    lost = 0
     for round_no in range(cuts):
         lines = kill_while_promising(
             CHILD,
@@ -130,10 +130,10 @@ async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
             not_promises=frozenset({"open\n"}),
         )
         acknowledged += promises.take(lines)
-        lost_bytes += cut_lost_bytes(disk.cut())
+        lost += cut_lost(disk.cut())
         disk.mount()
         await promises.check(path)
-    assert lost_bytes > 0, "no cut lost anything: the test would prove nothing"
+    assert lost > 0, "no cut lost anything: the test would prove nothing"
     return acknowledged
 
 

@@ -28,7 +28,7 @@ from appliance.config import SiteConfig
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.daemon_harness import REPO, read_events, wait_for
 from tests.appliance.spool_harness import QuickTask, running, spool_config
-from tests.support.powercut.mount import PowercutDisk, cut_lost_bytes
+from tests.support.powercut.mount import PowercutDisk, cut_lost
 
 TASKS = ("gate_ocr", "face_anonymize")
 FRAMES_PER_ROUND = 4
@@ -115,14 +115,14 @@ async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
     camera = SyntheticYardCamera(seed)
     root = disk.mountpoint
     dropped: list[str] = []
-    lost_bytes = 0
+    lost = 0
     for round_no in range(cuts):
         for i in range(FRAMES_PER_ROUND):
             frame = camera.frame(round_no * FRAMES_PER_ROUND + i).encode()
             _drop_durably(root, f"frame-{round_no:04d}-{i}.jpg", frame)
             dropped.append(hashlib.sha256(frame).hexdigest())
         await asyncio.to_thread(_kill_after, root, rng)
-        lost_bytes += cut_lost_bytes(disk.cut())
+        lost += cut_lost(disk.cut())
         disk.mount()
         await _settle(root)
         stored = Counter(
@@ -132,7 +132,7 @@ async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
         assert stored == expected, f"round {round_no}: frames lost or stored twice"
         processed = sorted(p.name for p in (root / "spool" / "processed" / "gate-in").iterdir())
         assert len(processed) == len(dropped) == len(set(processed))
-    assert lost_bytes > 0, "no cut lost anything: the test would prove nothing"
+    assert lost > 0, "no cut lost anything: the test would prove nothing"
     return len(dropped)
 
 

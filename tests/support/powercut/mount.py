@@ -18,15 +18,16 @@ from types import TracebackType
 
 from tests.support.powercut.lazyfs import CONTROL
 
-__all__ = ["PowercutDisk", "cut_lost_bytes", "fuse_available"]
+__all__ = ["PowercutDisk", "cut_lost", "fuse_available"]
 
 _MOUNT_TIMEOUT_S = 20.0
 _REPO = Path(__file__).resolve().parents[3]
 
 
-def cut_lost_bytes(report: str) -> int:
-    """The bytes a cut's report says it threw away."""
-    return int(report.split("bytes=")[1].split()[0])
+def cut_lost(report: str) -> int:
+    """What a cut's report says it threw away: bytes of file data plus directory entries."""
+    fields = dict(item.split("=") for item in report.split())
+    return int(fields["bytes"]) + int(fields["entries"])
 
 
 def fuse_available() -> str | None:
