@@ -29,9 +29,11 @@ __all__ = [
     "Coverage",
     "DeliveryLedger",
     "HandshakePhase",
+    "Pending",
     "PutVerdict",
     "SendWindow",
     "batch_limits",
+    "batch_ready",
     "coverage",
     "next_pinned",
     "put_verdict",
@@ -93,6 +95,28 @@ def batch_limits(limits: BatchLimits, index: int) -> BatchLimits:
         return limits
     first = FIRST_BATCHES_MAX_RECORDS[index]
     return replace(limits, max_records=min(first, limits.max_records))
+
+
+class Pending(Protocol):
+    """What a stream holds (``sync.outbox``'s per-class stats are one)."""
+
+    @property
+    def records(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def oldest_age_s(self) -> float: ...
+
+
+def batch_ready(pending: Pending, limits: BatchLimits, *, flush: bool) -> bool:
+    """Whether a metadata stream's pending records make a batch to send now: on a
+    flush (``sync_now``, or a pinned batch waiting), or once full or old enough."""
+    return (
+        flush
+        or pending.records >= limits.max_records
+        or pending.bytes >= limits.max_bytes
+        or pending.oldest_age_s >= limits.max_age_s
+    )
 
 
 def next_pinned(pins: Sequence[R], after: int) -> R | None:

@@ -40,6 +40,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sync.batches import BatchLimits
+from sync.delivery_window import batch_ready
 from sync.engine_state import EngineStateFile
 from sync.errors import SyncError
 from sync.link import LinkMonitor
@@ -299,11 +300,8 @@ class SyncEngine:
         for stream in Stream:
             item = stats[stream]
             if stream.is_metadata:
-                ready = self._flush or bool(self.outbox.pinned_batches(stream))
-                ready = ready or item.records >= self.limits.max_records
-                ready = ready or item.bytes >= self.limits.max_bytes
-                ready = ready or item.oldest_age_s >= self.limits.max_age_s
-                if item.records and not ready:
+                flush = self._flush or bool(self.outbox.pinned_batches(stream))
+                if item.records and not batch_ready(item, self.limits, flush=flush):
                     wait_s = min(wait_s, self.limits.max_age_s - item.oldest_age_s)
                     if stream not in self.meta.stalled:
                         unready.append(stream)

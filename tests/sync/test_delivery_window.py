@@ -16,6 +16,7 @@ from sync.delivery_window import (
     PutVerdict,
     SendWindow,
     batch_limits,
+    batch_ready,
     coverage,
     next_pinned,
     put_verdict,
@@ -77,6 +78,21 @@ def test_the_first_batches_are_smaller() -> None:
     assert plan.flush  # full for a first batch
     plan.opened(Pin(2_501, 5_000), records=2_500, payload_bytes=1)
     assert not plan.flush  # half of the second batch's limit
+
+
+@dataclass(frozen=True)
+class Held:
+    records: int = 0
+    bytes: int = 0
+    oldest_age_s: float = 0.0
+
+
+def test_a_young_partial_batch_waits_unless_flushed() -> None:
+    assert not batch_ready(Held(99, 1000, 0.5), LIMITS, flush=False)
+    assert batch_ready(Held(99, 1000, 0.5), LIMITS, flush=True)  # sync_now, or a pin waits
+    assert batch_ready(Held(100, 1000, 0.5), LIMITS, flush=False)  # full by records
+    assert batch_ready(Held(1, 1 << 20, 0.5), LIMITS, flush=False)  # full by bytes
+    assert batch_ready(Held(1, 10, 1.0), LIMITS, flush=False)  # old enough
 
 
 def test_a_bad_record_holds_the_stream_only_with_nothing_in_flight() -> None:
