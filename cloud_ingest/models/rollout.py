@@ -80,12 +80,21 @@ class Rollout:
     stage_since: float  # when the current phase or stage was entered
     paused: bool = False
     reason: str = ""  # why it was aborted
+    rollback: bool = False  # a signed rollback: offered also to devices above its counter
 
     @classmethod
-    def start(
-        cls, name: str, version: str, counter: int, plan: RolloutPlan, now: float, actor: str
+    def start(  # noqa: PLR0913
+        cls,
+        name: str,
+        version: str,
+        counter: int,
+        plan: RolloutPlan,
+        now: float,
+        actor: str,
+        *,
+        rollback: bool = False,
     ) -> tuple[Rollout, Transition]:
-        rollout = cls(name, version, counter, plan, RolloutPhase.CANARY, -1, now)
+        rollout = cls(name, version, counter, plan, RolloutPhase.CANARY, -1, now, rollback=rollback)
         if not plan.canary_sites:  # no canary group: the first stage is the canary
             rollout = replace(rollout, phase=RolloutPhase.STAGED, stage_index=0)
         return rollout, Transition("rollout.start", actor, rollout.summary())

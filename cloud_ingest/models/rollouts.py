@@ -9,7 +9,8 @@ device carries the instruction to go back), then answers the device's
 assignments:
 
 - a running (not paused) or complete rollout that covers the device, which does
-  not run that release and has not reported on it yet: ``install``;
+  not run that release or a higher counter (unless the release is a signed
+  rollback) and has not reported on it yet: ``install``;
 - an aborted rollout whose release the device runs: ``rollback``.
 """
 
@@ -117,9 +118,17 @@ class RolloutService:
         release = await self._store.get_release(name, version)
         if release is None:
             raise NotFound(f"no published release {name} {version}")
-        plan = ReleaseManifest.model_validate(json.loads(release.manifest)["signed"]).rollout
+        manifest = ReleaseManifest.model_validate(json.loads(release.manifest)["signed"])
         async with self._lock:
-            rollout, transition = Rollout.start(name, version, release.counter, plan, now, actor)
+            rollout, transition = Rollout.start(
+                name,
+                version,
+                release.counter,
+                manifest.rollout,
+                now,
+                actor,
+                rollback=manifest.rollback,
+            )
             await self._store.save_rollout(rollout, transition, now, new=True)
             return await self._settle(rollout, now)
 
@@ -230,7 +239,9 @@ def _assignments(
             continue
         if name in answer or rollout.paused or (rollout.name, rollout.version) in reported:
             continue
-        if current is not None and current >= rollout.counter:
+        if current == rollout.counter or (
+            current is not None and current > rollout.counter and not rollout.rollback
+        ):
             continue
         if rollout.covers(device_id, site_id):
             answer[name] = _assignment(rollout, "install")

@@ -244,6 +244,7 @@ def _dump(rollout: Rollout) -> str:
             "stage_since": rollout.stage_since,
             "paused": rollout.paused,
             "reason": rollout.reason,
+            "rollback": rollout.rollback,
         }
     )
 
@@ -260,6 +261,7 @@ def _load(text: str) -> Rollout:
         stage_since=raw["stage_since"],
         paused=raw["paused"],
         reason=raw["reason"],
+        rollback=raw.get("rollback", False),
     )
 
 

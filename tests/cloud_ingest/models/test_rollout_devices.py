@@ -233,3 +233,30 @@ async def test_operator_pause_resume_abort_over_the_admin_api(service: Ingest, k
         ("rollout.resume", "alice"),
         ("rollout.abort", "alice"),
     ]
+
+
+async def test_a_signed_rollback_is_offered_to_devices_above_its_counter(
+    service: Ingest, kit: Kit
+) -> None:
+    operator = await service.operator()
+    token = await service.device("wh-nyc-01-gw0", CANARY)
+    device = SimDevice("wh-nyc-01-gw0", CANARY, token)  # the only device: it carries the stages
+    await start(service, kit, operator)
+    artifact = kit.build.archive.read_bytes()
+    rollback = kit.resign(version="rollback-rc", counter=1, rollback=True)
+    assert (await publish(service, operator, rollback, artifact)).status == 201
+    rollback_url = "/v1/admin/models/gate-ocr/rollback-rc/rollout"
+    start_rollback = {"json": {"action": "start"}, "headers": bearer(operator)}
+    for _ in range(4):
+        await device.handshake(service)
+        service.clock.now += 61
+        if (await status(service, kit, operator))["phase"] != "complete":
+            # one running rollout per name
+            assert (await service.client.post(rollback_url, **start_rollback)).status == 409
+    assert (await status(service, kit, operator))["phase"] == "complete"
+    assert device.counter == kit.manifest.counter  # runs counter 2, committed
+    assert (await service.client.post(rollback_url, **start_rollback)).status == 200
+    answer = await device.handshake(service)
+    assert [(m.action, m.version, m.counter) for m in answer.models] == [
+        ("install", "rollback-rc", 1)
+    ]
