@@ -11,8 +11,6 @@ from sync.outbox import Outbox
 from sync.settings import OutboxSettings
 from tests.support.outbox import OUTBOX, OpenOutbox
 
-__all__ = ["OpenOutbox"]  # kept importable from here for older imports
-
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sync.outbox.fsync_placement import WINDOW, FsyncPlacement
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
-from tests.sync.conftest import OpenOutbox
+from tests.support.outbox import OpenOutbox
 
 LIMIT_S = 0.001
 LIMIT_10_MS = OutboxSettings(fsync_in_place_below_ms=10.0)
