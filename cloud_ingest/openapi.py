@@ -221,6 +221,7 @@ def _paths() -> dict[str, Any]:
                 tag="operator",
             )
         },
+        **_model_release_paths(),
         "/v1/blobs/{sha256}": {
             "head": _op(
                 "is this blob held? 200 yes, 404 no",
@@ -276,6 +277,95 @@ def _paths() -> dict[str, Any]:
                 {"204": {"description": "removed"}},
                 tag="tus",
                 params=[_path_param("upload_id")],
+            ),
+        },
+    }
+
+
+def _model_release_paths() -> dict[str, Any]:
+    """Model releases and rollouts (cloud_ingest/models/routes.py, docs/OTA.md)."""
+    release = [_path_param("name"), _path_param("version")]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    rollout_view = {"application/json": {"schema": {"type": "object"}}}
+    command = {
+        "type": "object",
+        "properties": {
+            "action": {"enum": ["start", "pause", "resume", "abort"]},
+            "reason": {"type": "string", "maxLength": 500},
+        },
+        "required": ["action"],
+        "additionalProperties": False,
+    }
+    return {
+        "/v1/models/{name}/{version}/manifest": {
+            "get": _op(
+                "the signed release manifest, byte for byte as published",
+                {"200": {"description": "envelope", "content": rollout_view}}
+                | _errors(("404", "no such release")),
+                params=release,
+                tag="device",
+            )
+        },
+        "/v1/models/{name}/{version}/artifact": {
+            "get": _op(
+                "the release tar; Range: bytes=N- answers 206 with Content-Range",
+                {
+                    "200": {"description": "whole", "content": {"application/x-tar": binary}},
+                    "206": {"description": "from N", "content": {"application/x-tar": binary}},
+                    "416": {"description": "range starts at or past the end"},
+                }
+                | _errors(("404", "no such release")),
+                params=release,
+                tag="device",
+            )
+        },
+        "/v1/admin/models": {
+            "post": _op(
+                "publish a signed release: multipart parts manifest then artifact (operator)",
+                {
+                    "201": {"description": "published", "content": rollout_view},
+                    "200": {"description": "this manifest was published", "content": rollout_view},
+                }
+                | _errors(
+                    ("409", "counter_not_above or conflict"),
+                    ("413", "artifact longer than signed, or manifest over 1 MiB"),
+                    ("422", "release_refused: the detail names the failed check"),
+                ),
+                body={
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "manifest": binary["schema"],
+                                "artifact": binary["schema"],
+                            },
+                            "required": ["manifest", "artifact"],
+                        }
+                    }
+                },
+                tag="operator",
+            ),
+            "get": _op(
+                "releases and rollouts (operator)",
+                {"200": {"description": "releases, rollouts", "content": rollout_view}} | _errors(),
+                tag="operator",
+            ),
+        },
+        "/v1/admin/models/{name}/{version}/rollout": {
+            "post": _op(
+                "start, pause, resume or abort a rollout (operator)",
+                {"200": {"description": "the rollout", "content": rollout_view}}
+                | _errors(("404", "no such release or rollout"), ("409", "not in this state")),
+                body={"application/json": {"schema": command}},
+                params=release,
+                tag="operator",
+            ),
+            "get": _op(
+                "a rollout's state and tally (operator)",
+                {"200": {"description": "the rollout", "content": rollout_view}}
+                | _errors(("404", "no such rollout")),
+                params=release,
+                tag="operator",
             ),
         },
     }

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
@@ -43,6 +44,9 @@ class ModelsRoom:
         self.registry = registry
         self.rollouts = rollouts
 
+
+# what aiohttp's multipart reader raises on a broken body (bad boundary, bad part headers)
+_BROKEN_MULTIPART = (ValueError, AssertionError, HttpProcessingError)
 
 MODELS: web.AppKey[ModelsRoom] = web.AppKey("yardlink.models", ModelsRoom)
 
@@ -102,29 +106,39 @@ async def publish(request: web.Request) -> web.Response:
     operator = require_operator(request)
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("publish is multipart/form-data with parts 'manifest' then 'artifact'")
-    reader = await request.multipart()
-    manifest_part = await reader.next()
-    if not isinstance(manifest_part, BodyPartReader) or manifest_part.name != "manifest":
+    try:
+        reader = await request.multipart()
+        manifest = await _manifest_part(await reader.next())
+        artifact_part = await reader.next()
+    except _BROKEN_MULTIPART as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    if not isinstance(artifact_part, BodyPartReader) or artifact_part.name != "artifact":
+        raise BadRequest("the second part must be 'artifact'")
+
+    async def artifact_chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await artifact_part.read_chunk(1 << 20):
+                yield chunk
+        except _BROKEN_MULTIPART as exc:
+            raise BadRequest(f"malformed multipart body: {exc}") from exc
+
+    result = await request.app[MODELS].registry.publish(
+        manifest, artifact_chunks(), actor=operator.name, now=request.app[CLOCK]()
+    )
+    return web.json_response(_release_view(result.release), status=201 if result.created else 200)
+
+
+async def _manifest_part(part: object) -> bytes:
+    if not isinstance(part, BodyPartReader) or part.name != "manifest":
         raise BadRequest("the first part must be 'manifest'")
     manifest = bytearray()
-    while chunk := await manifest_part.read_chunk():
+    while chunk := await part.read_chunk():
         manifest += chunk
         if len(manifest) > MAX_ENVELOPE_BYTES:
             raise ReleaseRefused(
                 "envelope", f"manifest exceeds {MAX_ENVELOPE_BYTES} bytes", status=413
             )
-    artifact_part = await reader.next()
-    if not isinstance(artifact_part, BodyPartReader) or artifact_part.name != "artifact":
-        raise BadRequest("the second part must be 'artifact'")
-
-    async def artifact_chunks() -> AsyncIterator[bytes]:
-        while chunk := await artifact_part.read_chunk(1 << 20):
-            yield chunk
-
-    result = await request.app[MODELS].registry.publish(
-        bytes(manifest), artifact_chunks(), actor=operator.name, now=request.app[CLOCK]()
-    )
-    return web.json_response(_release_view(result.release), status=201 if result.created else 200)
+    return bytes(manifest)
 
 
 async def list_models(request: web.Request) -> web.Response:
