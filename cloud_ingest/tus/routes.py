@@ -314,7 +314,25 @@ class _TusHandlers:
             and self.blobs.has(sha256)
         )
 
+    def _written_not_finished(self, info: UploadInfo) -> bool:
+        """Every byte is durable but the finish never ran (a crash or power cut between
+        the last chunk's fsync and ``_finish``): a client resuming sees the whole offset
+        and stops, so the server must finish the upload itself."""
+        return (
+            not info.completed
+            and info.length is not None
+            and self.store.data_path(info.upload_id).exists()
+            and self.store.offset(info) == info.length
+        )
+
     async def _renotify_if_needed(self, info: UploadInfo) -> UploadInfo:
+        if self._written_not_finished(info):
+            lock = self.store.lock(info.upload_id)
+            if not lock.locked():
+                async with lock:
+                    current = self.store.get(info.upload_id)
+                    if current is not None and self._written_not_finished(current):
+                        return await self._finish(current)
         if self._adopted_before_crash(info):
             info = replace(info, completed=True)
             await asyncio.to_thread(self.store.save, info)

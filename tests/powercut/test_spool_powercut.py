@@ -27,7 +27,7 @@ import pytest
 from appliance.config import SiteConfig
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.daemon_harness import REPO, read_events, wait_for
-from tests.appliance.spool_harness import QuickTask, running, spool_config
+from tests.appliance.spool_harness import QuickTask, fetch_status, running, spool_config
 from tests.support.powercut.mount import PowercutDisk, cut_lost
 
 TASKS = ("gate_ocr", "face_anonymize")
@@ -106,8 +106,16 @@ async def _settle(root: Path) -> None:
     async with running(_config(root), *tasks) as daemon:
         outbox = daemon.outbox
         assert outbox is not None
-        await wait_for(lambda: not list((root / "spool" / "gate-in").iterdir()))
-        await wait_for(lambda: outbox.receipts() == {})
+        try:
+            await wait_for(lambda: not list((root / "spool" / "gate-in").iterdir()))
+            await wait_for(lambda: outbox.receipts() == {})
+        except TimeoutError:
+            status = await fetch_status(daemon)
+            left = sorted(p.name for p in (root / "spool").rglob("*"))
+            raise AssertionError(
+                f"the spool did not settle: {left}, receipts {outbox.receipts()}, "
+                f"spool {status.get('spool')}, supervised {status.get('supervised')}"
+            ) from None
 
 
 async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
