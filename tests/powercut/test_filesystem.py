@@ -172,3 +172,13 @@ def test_posix_locks_work(disk: PowercutDisk) -> None:
     """RocksDB locks its LOCK file; the kernel handles it on the mount."""
     with (disk.mountpoint / "LOCK").open("wb") as f:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_inode_numbers_survive_a_remount(disk: PowercutDisk) -> None:
+    """As on a disk: the spool's receipts name a file by its inode."""
+    mnt = disk.mountpoint
+    _write(mnt / "f", b"1", sync=True)
+    _fsync_dir(mnt)
+    before = (mnt / "f").stat().st_ino
+    mnt = _after_cut(disk)
+    assert (mnt / "f").stat().st_ino == before == (disk.state_dir / "tree" / "f").stat().st_ino

@@ -32,7 +32,16 @@ __all__ = ["CONTROL", "LazyFS"]
 
 CONTROL = "/.powercut"
 _CONTROL_FH = 2**31 - 1
-_STAT_KEYS = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks", "st_blksize")
+_STAT_KEYS = (
+    "st_ino",
+    "st_mode",
+    "st_nlink",
+    "st_uid",
+    "st_gid",
+    "st_size",
+    "st_blocks",
+    "st_blksize",
+)
 _FALLOC_PLAIN = 0
 _NOT_PASSED = os.O_DIRECT | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_TRUNC
 
@@ -242,6 +251,7 @@ def main() -> None:
         raw_fi=True,
         foreground=True,
         nothreads=True,
+        use_ino=True,  # the backing inode numbers: stable across a remount, as on a disk
         fsname="powercut",
     )
 
