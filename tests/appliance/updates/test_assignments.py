@@ -16,8 +16,8 @@ from appliance.updates.assignments import AssignmentRunner
 from appliance.updates.download import HttpFetcher
 from sync.protocol import ModelAssignment
 from tests.appliance.daemon_harness import wait_for
-from tests.appliance.updates.conftest import NEW_VERSION, ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
+from tests.support.releases import NEW_VERSION, ReleaseKit
 
 DEVICE_TOKEN = "device-token-for-assignment-tests"
 
@@ -48,6 +48,7 @@ async def model_cloud(release_kit: ReleaseKit) -> AsyncIterator[tuple[str, list[
     await runner.cleanup()
 
 
+@pytest.mark.slow  # a second full install with a shadow window; the switch test is the fast one
 async def test_assignment_installs_reports_and_rolls_back(
     release_kit: ReleaseKit, tmp_path: Path, model_cloud: tuple[str, list[str]]
 ):
