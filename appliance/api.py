@@ -13,7 +13,9 @@ the core routes:
 * ``POST /v1/frames?camera=<id>`` (or header ``X-Camera-Id``): JPEG/PNG body,
   optional JSON object in ``X-Frame-Metadata`` (flat, only the keys in
   ``[local_api] frame_metadata_keys``; it rides with the frame's events);
-  202 with the queue depth.
+  201 with ``id`` (its spool file name) once the frame is written to the spool and
+  fsync'd (``push_mode = "durable"``, the default), or 202 with the queue depth when
+  the site chose ``push_mode = "queued"`` (in memory only: a kill loses it).
 * ``GET /v1/status``: ``appliance.status.ApplianceStatus``: per-task rates and
   latency vs SLA, outbox depth per class, models loaded/failed, disk, readiness.
 * ``GET /v1/events``: server-sent events, one per durable task result.
@@ -39,6 +41,7 @@ from pydantic import SecretStr
 from appliance.errors import ApplianceError, FrameTooLarge, ShuttingDown
 from appliance.local_auth import AuthVerdict, check_technician
 from appliance.sources.frame_metadata import MetadataValue, parse_frame_metadata
+from appliance.sources.push_spool import PushAnswer
 from appliance.status import ApplianceStatus
 from sync.shared.json_error_runner import JsonErrorRunner
 
@@ -72,7 +75,7 @@ class ApiBackend(Protocol):
         data: bytes,
         content_type: str | None,
         metadata: dict[str, MetadataValue],
-    ) -> int: ...
+    ) -> PushAnswer: ...
 
     def status_model(self) -> ApplianceStatus: ...
 
@@ -156,12 +159,10 @@ def add_core_routes(
         raw_metadata = request.headers.get("X-Frame-Metadata")
         metadata = parse_frame_metadata(raw_metadata, metadata_keys) if raw_metadata else {}
         data = await request.read()
-        depth = await backend.submit_frame(
+        answer = await backend.submit_frame(
             camera, data, request.headers.get("Content-Type"), metadata
         )
-        return web.json_response(
-            {"accepted": True, "camera": camera, "queue_depth": depth}, status=202
-        )
+        return web.json_response(answer.body, status=answer.status)
 
     async def get_status(request: web.Request) -> web.Response:
         return web.json_response(backend.status_model().model_dump(mode="json"))

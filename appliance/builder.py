@@ -107,6 +107,15 @@ class ApplianceBuilder:
             redaction=self.task_registry.redaction_policy(),
         )
 
+    def spool_root(self) -> Path | None:
+        """Where the spool is: ``[sources] spool_dir``, else ``<data_dir>/spool`` when
+        pushed frames are written there before their answer (``push_mode = "durable"``)."""
+        if self.config.sources.spool_dir is not None:
+            return Path(self.config.sources.spool_dir)
+        if self.config.local_api.push_mode == "durable":
+            return self.data_dir / "spool"
+        return None
+
     def spool_watcher(
         self,
         queue_frame: Callable[[Frame], Awaitable[None]],
@@ -114,12 +123,14 @@ class ApplianceBuilder:
         processor: FrameProcessor,
         room: Callable[[str], int],
     ) -> SpoolWatcher | None:
-        """The spool directory's watcher, or None when no spool is configured."""
+        """The spool directory's watcher, or None when there is no spool: none configured
+        and frames pushed over the local API are only queued (``push_mode = "queued"``)."""
         sources = self.config.sources
-        if sources.spool_dir is None:
+        root = self.spool_root()
+        if root is None:
             return None
         return SpoolWatcher(
-            Path(sources.spool_dir),
+            root,
             {camera.id for camera in sources.cameras},
             queue_frame,
             receipts=outbox,

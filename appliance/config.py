@@ -83,6 +83,12 @@ class LocalApiSettings(ConfigSection):
         default=None, description="bearer token for the local API and the TUI (prefer the file)"
     )
     max_frame_bytes: int = Field(default=16 << 20, ge=1024)
+    push_mode: Literal["durable", "queued"] = Field(
+        default="durable",
+        description="POST /v1/frames: durable = written to the spool (fsync'd) before the"
+        " 201, lost by no crash; queued = held in memory and answered 202, faster, and lost"
+        " if the appliance is killed before it is processed (docs/OPERATIONS.md)",
+    )
     frame_metadata_keys: tuple[MetadataKey, ...] = Field(
         default=("lane", "direction", "transaction_id"),
         max_length=32,

@@ -42,6 +42,7 @@ from appliance.privacy.raw_frames import RawFrames
 from appliance.readiness import Readiness
 from appliance.sources.frame_metadata import MetadataValue
 from appliance.sources.frames import Frame
+from appliance.sources.push_spool import PushAnswer
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
 from appliance.status import ApplianceStatus
@@ -146,6 +147,7 @@ class Daemon:
             telemetry=self.telemetry,
             metrics=self.metrics,
             max_frame_bytes=self.config.local_api.max_frame_bytes,
+            push_mode=self.config.local_api.push_mode,
         )
         self.intake.start()
         self._start_sources(self.intake, self.outbox, self._processor)
@@ -266,8 +268,8 @@ class Daemon:
         data: bytes,
         content_type: str | None,
         metadata: dict[str, MetadataValue],
-    ) -> int:
-        """Local API entry: decode (off the loop), queue; returns the camera's queue depth."""
+    ) -> PushAnswer:
+        """Local API entry: decode (off the loop), then spool (201) or queue (202)."""
         return await _started(self.intake, "frame intake").submit_frame(
             camera_id, data, content_type, metadata
         )

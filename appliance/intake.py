@@ -5,6 +5,12 @@ the camera queues, run by the consumers through the pipeline into the outbox.
 a spool frame's file stays (read again after a wait) or goes to ``failed/`` when
 the outbox refused it for good; a queued frame (HTTP push, answered 202, or
 synthetic) is lost, counted per camera and reason and logged once.
+
+A frame pushed over the local API is answered one of two ways (``[local_api]
+push_mode``): ``durable`` (the default) writes it to the spool, fsync'd, before the
+201 that carries its spool file name, and the spool processes it exactly once from
+there (``appliance.sources.push_spool``); ``queued`` puts it in the camera's queue
+and answers 202 at once, faster, lost if the appliance is killed before it is stored.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
 from appliance.sources.frame_metadata import MetadataValue
 from appliance.sources.frames import Frame, decode_frame
+from appliance.sources.push_spool import PushAnswer, PushNotStored, write_pushed_frame
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
@@ -43,8 +50,10 @@ class FrameIntake:
         telemetry: Telemetry,
         metrics: DaemonMetrics,
         max_frame_bytes: int,
+        push_mode: str = "durable",
     ) -> None:
         self._processor = processor
+        self._durable_push = push_mode == "durable"
         self._queues = queues
         self._telemetry = telemetry
         self._metrics = metrics
@@ -84,8 +93,9 @@ class FrameIntake:
         data: bytes,
         content_type: str | None,
         metadata: dict[str, MetadataValue],
-    ) -> int:
-        """Local API entry: decode (off the loop), queue; returns the camera's queue depth."""
+    ) -> PushAnswer:
+        """Local API entry: decode (off the loop) to refuse a bad frame at once; then write
+        it to the spool before answering 201 (durable) or queue it and answer 202."""
         if not self.accepting:
             raise ShuttingDown("the appliance is shutting down; retry shortly")
         try:
@@ -102,8 +112,22 @@ class FrameIntake:
             self._metrics.bad.labels(type(exc).__name__).inc()
             self._telemetry.bad_frames[camera_id] += 1
             raise
-        await self.queue_frame(frame)
-        return self._queues.depths().get(camera_id, 0)
+        if not self._durable_push:
+            await self.queue_frame(frame)
+            depth = self._queues.depths().get(camera_id, 0)
+            return PushAnswer(202, {"accepted": True, "camera": camera_id, "queue_depth": depth})
+        spool = self.spool
+        if spool is None:  # the builder makes a spool whenever pushes are durable
+            raise PushNotStored("no spool to write the frame to; retry shortly")
+        kind = "png" if frame.content_type == "image/png" else "jpg"
+        name = await asyncio.to_thread(
+            write_pushed_frame, spool.root, camera_id, data, kind, frame.metadata
+        )
+        self._metrics.frames.labels(camera_id).inc()
+        spool.wake()
+        return PushAnswer(
+            201, {"accepted": True, "camera": camera_id, "id": name, "stored": "spool"}
+        )
 
     async def synthetic_camera(self, camera_id: str, seed: int, fps: float) -> None:
         """A demo camera: synthetic yard frames at ``fps``, queued as a camera's would be."""

@@ -55,6 +55,7 @@ from pathlib import Path
 from appliance.errors import BadFrame
 from appliance.sources.durable_rename import make_directory_durably, rename_durably
 from appliance.sources.frames import Frame, Reduction, decode_frame
+from appliance.sources.push_spool import move_metadata_beside, read_pushed_metadata
 from appliance.sources.spool_stored import (
     RECEIPT_PREFIX,
     FileIdentity,
@@ -115,6 +116,7 @@ class SpoolWatcher:
         self._stored_not_moved: dict[Path, tuple[FileIdentity, bytes]] = {}
         self.bad_files: Counter[str] = Counter()  # per camera: moved to failed/ unread
         self._stale_receipts_dropped = False  # once per start, at the first scan
+        self._wake = asyncio.Event()  # a pushed frame was written: scan now, not at the poll
 
     def pending(self) -> list[tuple[str, Path]]:
         """Files waiting, oldest first, not already in flight."""
@@ -179,6 +181,7 @@ class SpoolWatcher:
                     data,
                     None,
                     max_bytes=self._max_bytes,
+                    metadata=await asyncio.to_thread(read_pushed_metadata, path),
                     source="spool",
                     reduction=self._reduction,
                 )
@@ -353,12 +356,22 @@ class SpoolWatcher:
         target = directory / path.name
         if why is not None:
             replace_durably(target.with_name(target.name + ".why"), (why + "\n").encode())
+        move_metadata_beside(path, directory)  # made durable by the frame's rename below
         rename_durably(path, target)
+
+    def wake(self) -> None:
+        """A frame was just written to the spool (a durable push): scan without waiting
+        for the poll."""
+        self._wake.set()
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()
             await self.scan_once()
-            await asyncio.sleep(self._poll_s)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            except TimeoutError:
+                pass
 
 
 def _receipt(path: Path, identity: FileIdentity) -> bytes:

@@ -105,7 +105,7 @@ async def test_bad_frames_get_a_clear_4xx_and_the_daemon_keeps_running(
         data=_jpeg(),
         headers={**AUTH, "Content-Type": "image/jpeg"},
     ) as resp:
-        assert resp.status == 202
+        assert resp.status == 201
     await wait_for(lambda: sum(daemon.telemetry.results.values()) == len(daemon.tasks))
 
 
@@ -136,7 +136,7 @@ async def test_status_metrics_and_events_report_a_pushed_frame(
             data=_jpeg(),
             headers={**AUTH, "X-Camera-Id": "gate-out", "Content-Type": "image/jpeg"},
         ) as resp:
-            assert resp.status == 202
+            assert resp.status == 201
         seen = set()
         async for line in events.content:
             if line.startswith(b"data: "):
@@ -171,7 +171,7 @@ async def test_frame_metadata_rides_with_every_event_of_the_frame(tmp_path: Path
                 async with http.post(
                     f"{base_url(running)}/v1/frames?camera=gate-in", data=_jpeg(), headers=headers
                 ) as resp:
-                    assert resp.status == 202
+                    assert resp.status == 201
             expected = 2 * len(running.tasks)
             await wait_for(lambda: sum(running.telemetry.results.values()) == expected)
     finally:

@@ -28,6 +28,7 @@ data_dir = "{var}"
 path = "{var / "outbox"}"
 [local_api]
 port = 0
+push_mode = "queued"
 technician_token = "{TOKEN}"
 [sources]
 queue_bound = 64

@@ -91,7 +91,8 @@ async def test_a_pushed_frame_the_outbox_refuses_is_counted_per_camera_and_logge
     outbox_section: Callable[[Path], dict[str, Any]],
     reason: str,
 ) -> None:
-    config = site_config(tmp_path, outbox=outbox_section(tmp_path))
+    queued = {"port": 0, "technician_token": TOKEN, "push_mode": "queued"}  # answered 202
+    config = site_config(tmp_path, outbox=outbox_section(tmp_path), local_api=queued)
     if reason == "OutboxFull":
         await _fill_to_the_cap(Path(config.outbox.path))
     daemon = _daemon(config, task)

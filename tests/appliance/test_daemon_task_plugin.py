@@ -94,7 +94,7 @@ async def test_a_registered_task_runs_on_every_frame_through_the_daemon(tmp_path
                     data=jpeg,
                     headers={**AUTH, "Content-Type": "image/jpeg"},
                 ) as resp:
-                    assert resp.status == 202
+                    assert resp.status == 201
             await wait_for(lambda: sum(daemon.telemetry.results.values()) == 4)
             async with http.get(f"{base_url(daemon)}/v1/status", headers=AUTH) as resp:
                 status = await resp.json()

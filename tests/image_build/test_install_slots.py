@@ -144,7 +144,7 @@ def _push_frame(layout: Layout) -> None:
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
-        assert answer.status == 202
+        assert answer.status == 201
 
 
 def _wait_records(layout: Layout, at_least: int, timeout_s: float = 60.0) -> int:
