@@ -4,48 +4,12 @@ string), built once per session with the real runtime, and the keys that sign it
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from appliance.updates.package import Build, build_release, sign_release
-from sync.protocol.releases import RolloutPlan
+from appliance.updates.package import build_release
 from sync.shared.signing import Keyring, SigningKey
-
-REPO = Path(__file__).resolve().parents[3]
-MODELS_DIR = REPO / "models"
-DEVICE_CLASS = "x86-cpu"
-NEW_VERSION = "2026-12-07-rc1"
-
-
-@dataclass(frozen=True)
-class ReleaseKit:
-    build: Build
-    key: SigningKey
-    keyring: Keyring
-    issued_at: int
-
-    def sign(
-        self,
-        *,
-        counter: int = 2,
-        issued_at: int | None = None,
-        expires_in_s: int = 30 * 86_400,
-        rollback: bool = False,
-        key: SigningKey | None = None,
-    ) -> bytes:
-        """Signed manifest bytes of the session's release."""
-        _, data = sign_release(
-            self.build.archive,
-            [key or self.key],
-            counter=counter,
-            issued_at=self.issued_at if issued_at is None else issued_at,
-            expires_in_s=expires_in_s,
-            rollout=RolloutPlan(canary_sites=["wh-nyc-01"]),
-            rollback=rollback,
-        )
-        return data
+from tests.support.releases import DEVICE_CLASS, MODELS_DIR, NEW_VERSION, ReleaseKit
 
 
 @pytest.fixture(scope="session")

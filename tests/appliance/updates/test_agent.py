@@ -19,7 +19,7 @@ from appliance.updates.slot_state import SlotStatus
 from sync.outbox import Outbox
 from sync.shared.signing import CounterNotAbove, WrongDeviceClass
 from tests.appliance.updates.agent_harness import audit_bodies, make_agent, open_outbox
-from tests.appliance.updates.conftest import NEW_VERSION, ReleaseKit
+from tests.support.releases import NEW_VERSION, ReleaseKit
 
 
 @pytest.fixture

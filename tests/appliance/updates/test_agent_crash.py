@@ -18,7 +18,7 @@ from tests.appliance.updates.agent_harness import (
     make_agent,
     open_outbox,
 )
-from tests.appliance.updates.conftest import REPO, ReleaseKit
+from tests.support.releases import REPO, ReleaseKit
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 from appliance.daemon import Daemon
 from sync.shared.signing import Envelope, KeyRevoked, Keyring, SigningKey
 from tests.appliance.daemon_harness import TOKEN
-from tests.appliance.updates.conftest import ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import updates_config
+from tests.support.releases import ReleaseKit
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

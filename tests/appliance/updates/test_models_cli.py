@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sync.shared.signing import Envelope
-from tests.appliance.updates.conftest import DEVICE_CLASS, MODELS_DIR, ReleaseKit
+from tests.support.releases import DEVICE_CLASS, MODELS_DIR, ReleaseKit
 from yardlink.cli import main
 
 

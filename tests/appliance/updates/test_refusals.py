@@ -37,7 +37,7 @@ from sync.shared.signing import (
     VerificationError,
     WrongDeviceClass,
 )
-from tests.appliance.updates.conftest import DEVICE_CLASS, NEW_VERSION, ReleaseKit
+from tests.support.releases import DEVICE_CLASS, NEW_VERSION, ReleaseKit
 
 
 def _verify(kit: ReleaseKit, manifest: bytes, archive: Path | None = None, **kw: object):

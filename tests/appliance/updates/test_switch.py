@@ -13,8 +13,8 @@ import aiohttp
 from appliance.daemon import Daemon
 from sync.protocol import Stream
 from tests.appliance.daemon_harness import TOKEN, read_events, wait_for
-from tests.appliance.updates.conftest import NEW_VERSION, ReleaseKit
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
+from tests.support.releases import NEW_VERSION, ReleaseKit
 
 
 async def test_switch_shadow_commit_then_technician_rollback(

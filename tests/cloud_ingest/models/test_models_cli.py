@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cloud_ingest.models.conftest import Kit
+from tests.support.model_registry import Kit
 
 YARDLINK = str(Path(sys.executable).parent / "yardlink")
 

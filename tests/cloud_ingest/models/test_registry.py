@@ -13,8 +13,8 @@ from appliance.updates.download import HttpFetcher
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.settings import IngestSettings
 from sync.shared.signing import Envelope, SigningKey
-from tests.cloud_ingest.models.conftest import Kit, publish
 from tests.support.ingest import Ingest, bearer, running_ingest
+from tests.support.model_registry import Kit, publish
 
 
 async def test_publish_then_serve_manifest_and_artifact(service: Ingest, kit: Kit) -> None:

@@ -11,8 +11,8 @@ from typing import Any, Literal
 from cloud_ingest.app_keys import CATALOG
 from sync.protocol import ModelInfo, ModelOutcome, SyncRequest, SyncResponse
 from sync.shared.signing import Envelope
-from tests.cloud_ingest.models.conftest import Kit, publish
 from tests.support.ingest import Ingest, bearer
+from tests.support.model_registry import Kit, publish
 
 CANARY = "wh-nyc-01"
 Verdict = Literal["commit", "fail", "activate"]
