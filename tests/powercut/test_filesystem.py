@@ -182,3 +182,4 @@ def test_inode_numbers_survive_a_remount(disk: PowercutDisk) -> None:
     before = (mnt / "f").stat().st_ino
     mnt = _after_cut(disk)
     assert (mnt / "f").stat().st_ino == before == (disk.state_dir / "tree" / "f").stat().st_ino
+    assert [(e.name, e.inode()) for e in os.scandir(mnt)] == [("f", before)]

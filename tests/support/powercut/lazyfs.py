@@ -80,8 +80,14 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]
         attrs.update(st_atime=st.st_atime_ns, st_mtime=st.st_mtime_ns, st_ctime=st.st_ctime_ns)
         return attrs
 
-    def readdir(self, path: str, fh: int) -> list[str]:
-        return [".", "..", *os.listdir(self._real(path))]
+    def readdir(self, path: str, fh: int) -> list[str | tuple[str, dict[str, int], int]]:
+        """Names with their backing inode (an entry with inode 0 is skipped by readdir(3))."""
+        entries: list[str | tuple[str, dict[str, int], int]] = [".", ".."]
+        with os.scandir(self._real(path)) as found:
+            for entry in found:
+                st = entry.stat(follow_symlinks=False)
+                entries.append((entry.name, {"st_ino": st.st_ino, "st_mode": st.st_mode}, 0))
+        return entries
 
     def readlink(self, path: str) -> str:
         return os.readlink(self._real(path))
