@@ -10,7 +10,7 @@ from image_build.install import verify_bundle
 from image_build.manifest import MANIFEST_MEMBER
 from image_build.platforms import Platform
 from sync.shared.signing import Envelope, Keyring, SigningKey
-from tests.image_build.conftest import (
+from tests.image_build.bundle_kit import (
     CHECKOUT,
     EPOCH,
     SLIM_PREFIXES,

@@ -19,7 +19,7 @@ import pytest
 from image_build.build import BuiltBundle
 from image_build.disk import build_disk
 from sync.shared.signing import Keyring, SigningKey
-from tests.image_build.conftest import bundle_factory, read_members
+from tests.image_build.bundle_kit import bundle_factory, read_members
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

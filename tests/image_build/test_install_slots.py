@@ -27,7 +27,7 @@ from image_build.platforms import Platform
 from image_build.service import ProcessService, UnitCommand, healthz_ok
 from image_build.source import build_project_wheel, copy_tree
 from sync.shared.signing import Keyring, SigningKey
-from tests.image_build.conftest import CHECKOUT, EPOCH, bundle_factory, read_members
+from tests.image_build.bundle_kit import CHECKOUT, EPOCH, bundle_factory, read_members
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -14,7 +14,7 @@ from image_build.install import InstallOptions, install, verify_bundle
 from image_build.layout import ImageState, Layout
 from image_build.platforms import Platform
 from sync.shared.signing import Keyring, SigningKey, TimeFloor
-from tests.image_build.conftest import (
+from tests.image_build.bundle_kit import (
     EPOCH,
     BundleFactory,
     read_members,
