@@ -165,18 +165,21 @@ class RolloutService:
         self, device_id: str, site_id: str, models: list[ModelInfo], now: float
     ) -> list[ModelAssignment]:
         """Record what the device reports, advance the rollouts, answer its assignments."""
+        known = {(r.name, r.version): r.counter for r in await self._store.list_rollouts()}
         reports = [
             DeviceOutcome(
                 device_id,
-                m.outcome.name,
-                m.outcome.version,
-                m.outcome.counter,
-                m.outcome.result,
-                m.outcome.check,
-                m.outcome.reason,
+                o.name,
+                o.version,
+                o.counter,
+                o.result,
+                o.check,
+                o.reason,
             )
-            for m in models
-            if m.outcome is not None
+            for o in (m.outcome for m in models)
+            # only outcomes of releases being rolled out count (and are kept): any other
+            # report, or one naming the wrong counter, is a device's own business
+            if o is not None and known.get((o.name, o.version)) == o.counter
         ]
         if reports:
             await self._store.record_outcomes(reports, now)

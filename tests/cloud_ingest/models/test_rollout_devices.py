@@ -260,3 +260,33 @@ async def test_a_signed_rollback_is_offered_to_devices_above_its_counter(
     assert [(m.action, m.version, m.counter) for m in answer.models] == [
         ("install", "rollback-rc", 1)
     ]
+
+
+async def test_odd_outcomes_are_ignored_or_kept_safely(service: Ingest, kit: Kit) -> None:
+    """Found by schemathesis: a counter beyond SQLite's integers was a 500.  Reports on
+    releases not rolled out, or naming another counter, are ignored."""
+    operator = await service.operator()
+    (device, *_) = await fleet(service)
+    await start(service, kit, operator)
+    version = kit.manifest.version
+    odd = [
+        {"name": "gate-ocr", "version": version, "counter": 2**70, "result": "refused"},
+        {"name": "\ud8fe\udf08", "version": "x", "counter": 1, "result": "refused"},
+        {
+            "name": "gate-ocr",
+            "version": version,
+            "counter": 2,
+            "result": "rolled_back",
+            "reason": "bad \ud8fe\udf08",
+        },
+    ]
+    for outcome in odd:
+        body = {
+            "device_id": device.device_id,
+            "site_id": device.site_id,
+            "models": [{"name": "rec", "version": "v", "outcome": outcome}],
+        }
+        response = await service.client.post("/v1/sync", json=body, headers=bearer(device.token))
+        assert response.status == 200, await response.text()
+    state = await status(service, kit, operator)
+    assert (state["reporting"], state["failed"]) == (1, 1)  # only the last one counted
