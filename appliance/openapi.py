@@ -262,6 +262,18 @@ def _paths(
     } | _model_paths()
 
 
+# A signed document (sync.shared.signing.Envelope): the keyring and its signatures.
+_ENVELOPE = {
+    "type": "object",
+    "properties": {
+        "signed": {"type": "object"},
+        "signatures": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["signed", "signatures"],
+    "additionalProperties": False,
+}
+
+
 def _model_paths() -> dict[str, dict[str, Any]]:
     """Model updates (docs/OTA.md); mounted when ``[updates] keyring_file`` is set."""
     per_task = {"type": "object", "additionalProperties": {"type": "object"}}
@@ -282,7 +294,7 @@ def _model_paths() -> dict[str, dict[str, Any]]:
                     "422": _json(RefusedRelease, "refused: the check says which"),
                 }
                 | _errors(),
-                body={"application/json": {"schema": {"type": "object"}}},
+                body={"application/json": {"schema": _ENVELOPE}},
                 tag="models",
             )
         },

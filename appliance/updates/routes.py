@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,14 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _encodable(path: str) -> bool:
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate from JSON: no file system name
+        return False
+    return True
+
+
 def add_model_routes(app: web.Application, updates: ModelUpdates) -> None:
     async def list_models(request: web.Request) -> web.Response:
         return web.json_response(updates.report())
@@ -65,6 +74,9 @@ def add_model_routes(app: web.Application, updates: ModelUpdates) -> None:
         archive, manifest = body.get("archive"), body.get("manifest")
         if not isinstance(archive, str) or not isinstance(manifest, str):
             raise BadModelRequest('body is {"archive": path, "manifest": path}')
+        for path in (archive, manifest):  # else open() raises ValueError: a 500
+            if "\x00" in path or not _encodable(path):
+                raise BadModelRequest(f"{path!r} cannot be a file name here")
         try:
             manifest_bytes = await asyncio.to_thread(Path(manifest).read_bytes)
         except OSError as exc:
