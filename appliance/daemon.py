@@ -93,6 +93,7 @@ class Daemon:
         self.metrics = DaemonMetrics(
             lambda: self.queues.total_depth(),
             lambda: None if self.outbox is None else self.outbox.stats(),
+            lambda: None if self.sync_engine is None else self.sync_engine.progress(),
         )
         self.registry = self.metrics.registry
         self.telemetry = self.builder.telemetry()
@@ -283,7 +284,7 @@ class Daemon:
     def _observe_latency(self, event: Event) -> None:
         latency = event.get("latency_ms")
         if isinstance(latency, float | int):
-            self.metrics.latency.labels(str(event.get("task"))).observe(float(latency))
+            self.metrics.latency.labels(str(event.get("task"))).observe(float(latency) / 1000)
 
     # ------------------------------------------------------------------ loops
 

@@ -1,25 +1,50 @@
-"""Prometheus metrics of the daemon, on its own registry (served at ``GET /metrics``)."""
+"""Prometheus metrics of the daemon, on its own registry (served at ``GET /metrics``).
+
+Durations are in seconds (``_seconds``), as Prometheus expects; the outbox's and the
+sync engine's state are read at each scrape (``appliance.outbox_report``,
+``appliance.sync_metrics``); ``yardlink_build_info`` says which build answers.
+"""
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from appliance.outbox_report import OutboxCollector
+from appliance.sync_metrics import SyncCollector
 from sync.outbox import OutboxStats
+from sync.progress import SyncProgress
 
-__all__ = ["DaemonMetrics"]
+__all__ = ["DaemonMetrics", "build_version"]
 
-_LATENCY_BUCKETS_MS = (10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
+
+def build_version() -> str:
+    """The installed yardlink distribution's version ("unknown" when run from a bare tree)."""
+    try:
+        return metadata.version("yardlink")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 
 
 class DaemonMetrics:
     def __init__(
-        self, queue_depth: Callable[[], float], outbox_stats: Callable[[], OutboxStats | None]
+        self,
+        queue_depth: Callable[[], float],
+        outbox_stats: Callable[[], OutboxStats | None],
+        sync_progress: Callable[[], SyncProgress | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(OutboxCollector(outbox_stats))
+        self.registry.register(SyncCollector(sync_progress))
+        Info("yardlink_build", "the build answering", registry=self.registry).info(
+            {"version": build_version(), "python": platform.python_version()}
+        )
         self.frames = Counter(
             "yardlink_frames", "frames accepted", ["camera"], registry=self.registry
         )
@@ -39,11 +64,11 @@ class DaemonMetrics:
             "yardlink_bad_frames", "frames refused", ["reason"], registry=self.registry
         )
         self.latency = Histogram(
-            "yardlink_task_latency_ms",
-            "frame receipt to result durable in the outbox, ms",
+            "yardlink_task_latency_seconds",
+            "frame receipt to result durable in the outbox",
             ["task"],
             registry=self.registry,
-            buckets=_LATENCY_BUCKETS_MS,
+            buckets=_LATENCY_BUCKETS_S,
         )
         self.queue_depth = Gauge("yardlink_queue_depth", "frames queued", registry=self.registry)
         self.queue_depth.set_function(queue_depth)

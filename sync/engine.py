@@ -123,6 +123,7 @@ class SyncEngine:
         )
         self._sent_bytes = dict.fromkeys(Stream, 0)
         self._sent_records = dict.fromkeys(Stream, 0)
+        self._last_sent_at: dict[Stream, float | None] = dict.fromkeys(Stream)
         self._last_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle and controls
@@ -184,6 +185,7 @@ class SyncEngine:
                 stalled=self.meta.stalled.get(s),
                 skipped_records=self.raw.skipped(s) if s in RAW_STREAMS else 0,
                 given_up_records=self.raw.given_up[s],
+                last_sent_at=self._last_sent_at[s],
             )
             for s in Stream
         }
@@ -347,6 +349,7 @@ class SyncEngine:
         self.scheduler.record_sent(stream, nbytes, now)
         self._sent_bytes[stream] += nbytes
         self._sent_records[stream] += records
+        self._last_sent_at[stream] = now
         if self.settings.daily_budget_bytes:
             self.state.state.day = utc_day(now)
             self.state.state.sent_today = self.scheduler.sent_today(now)

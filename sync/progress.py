@@ -27,6 +27,7 @@ class ClassProgress(_Frozen):
     # unreadable blob ref), and records settled unsent for good (a damaged copy)
     skipped_records: int = 0
     given_up_records: int = 0
+    last_sent_at: float | None = None  # epoch seconds of the last delivery, this run
 
 
 class CurrentUpload(_Frozen):
