@@ -3,7 +3,7 @@
 * tus PATCH throughput over loopback, every chunk with ``Upload-Checksum:
   sha256``, 1 MiB and 8 MiB chunks, 16 concurrent uploads; anchor in the same
   run: the reference Node.js ``@tus/server`` + ``@tus/file-store`` under the
-  identical load (reported as missing when node/npm are not available); each
+  identical load (the benchmark stops, exit 2, when node/npm cannot run it); each
   server runs 3 times (1 with --quick), the order reversed every other round,
   and the medians are compared.  Note the anchor does less work: @tus/server
   2.x ignores ``Upload-Checksum`` and the file store does not fsync, while ours
@@ -28,6 +28,7 @@ import hashlib
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,7 +41,12 @@ import psutil
 from yarl import URL
 
 from bench._common import Row, command_for, parse_args, row, write_results
-from bench.tus_servers import start_node_server, start_our_server
+from bench.tus_servers import (
+    AnchorUnavailable,
+    node_anchor_problem,
+    start_node_server,
+    start_our_server,
+)
 
 NAME = "ingest"
 CONCURRENCY = 16
@@ -133,17 +139,14 @@ class _PeakRss:
 
 
 def _run_against(
-    start: Callable[[Path], tuple[subprocess.Popen[bytes], int] | None],
+    start: Callable[[Path], tuple[subprocess.Popen[bytes], int]],
     chunk: bytes,
     chunks_per_upload: int,
     uploads: int,
-) -> tuple[float, int, int] | None:
+) -> tuple[float, int, int]:
     """(MB/s, baseline RSS, peak RSS) of one load against a fresh server."""
     with tempfile.TemporaryDirectory(prefix="bench-tus-") as tmp:
-        started = start(Path(tmp))
-        if started is None:
-            return None
-        proc, port = started
+        proc, port = start(Path(tmp))
         try:
             with _PeakRss(proc.pid) as rss:
                 rate = asyncio.run(_load(port, chunk, chunks_per_upload, uploads))
@@ -152,7 +155,7 @@ def _run_against(
             _stop(proc)
 
 
-_Starter = Callable[[Path], tuple[subprocess.Popen[bytes], int] | None]
+_Starter = Callable[[Path], tuple[subprocess.Popen[bytes], int]]
 
 
 def _interleaved(
@@ -160,7 +163,7 @@ def _interleaved(
     chunk: bytes,
     count: int,
     repeats: int,
-) -> dict[str, float | None]:
+) -> dict[str, float]:
     """Median MB/s per server over ``repeats`` rounds, the order reversed every other round.
 
     The machine is shared, so a single run of each server in a fixed order
@@ -171,10 +174,8 @@ def _interleaved(
     names = list(starters)
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            result = _run_against(starters[name], chunk, count, CONCURRENCY)
-            if result is not None:
-                rates[name].append(result[0])
-    return {name: statistics.median(r) if r else None for name, r in rates.items()}
+            rates[name].append(_run_against(starters[name], chunk, count, CONCURRENCY)[0])
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def measure_tus_throughput(quick: bool) -> list[Row]:
@@ -191,7 +192,6 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
         count = per_upload // len(chunk)
         rates = _interleaved(starters, chunk, count, repeats)
         ours, node, node_fsync = rates["ours"], rates["node"], rates["node_fsync"]
-        assert ours is not None
         metric = (
             f"tus PATCH throughput, sha256 checksums, {chunk_mib} MiB chunks, "
             f"{CONCURRENCY} concurrent uploads"
@@ -203,9 +203,9 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
                 "MB/s",
                 goal=f">= 1.0x the reference node server (median of {repeats} interleaved runs)",
                 command=command_for(NAME, quick),
-                anchor=_ANCHOR if node else "missing: node/npm unavailable",
-                anchor_value=round(node, 4) if node else None,
-                met=(ours >= node) if node else None,
+                anchor=_ANCHOR,
+                anchor_value=round(node, 4),
+                met=ours >= node,
             )
         )
         rows.append(
@@ -215,8 +215,8 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
                 "MB/s",
                 goal="info: the anchor fsyncing each PATCH before its 204, as ours does",
                 command=command_for(NAME, quick),
-                anchor=f"{_ANCHOR}, fsync per PATCH" if node_fsync else "missing",
-                anchor_value=round(node_fsync, 4) if node_fsync else None,
+                anchor=f"{_ANCHOR}, fsync per PATCH",
+                anchor_value=round(node_fsync, 4),
             )
         )
     return rows
@@ -227,7 +227,6 @@ def measure_tus_memory(quick: bool) -> list[Row]:
     count = (256 if quick else 2048) * MiB // len(chunk)
     ours = _run_against(start_our_server, chunk, count, 1)
     node = _run_against(start_node_server, chunk, count, 1)
-    assert ours is not None
     _, baseline, peak = ours
     size = f"{count * len(chunk) // MiB} MiB upload in 8 MiB chunks"
     return [
@@ -237,8 +236,8 @@ def measure_tus_memory(quick: bool) -> list[Row]:
             "MiB",
             goal="grows < 2 chunks over the idle server",
             command=command_for(NAME, quick),
-            anchor=_ANCHOR if node else "missing: node/npm unavailable",
-            anchor_value=round(node[2] / MiB, 4) if node else None,
+            anchor=_ANCHOR,
+            anchor_value=round(node[2] / MiB, 4),
             met=(peak - baseline) < 2 * len(chunk),
         ),
         row(
@@ -247,8 +246,8 @@ def measure_tus_memory(quick: bool) -> list[Row]:
             "MiB",
             goal="< 16 MiB (two chunks)",
             command=command_for(NAME, quick),
-            anchor=_ANCHOR if node else "missing: node/npm unavailable",
-            anchor_value=round((node[2] - node[1]) / MiB, 4) if node else None,
+            anchor=_ANCHOR,
+            anchor_value=round((node[2] - node[1]) / MiB, 4),
             met=(peak - baseline) < 2 * len(chunk),
         ),
     ]
@@ -270,10 +269,18 @@ MEASUREMENTS: list[Callable[[bool], list[Row]]] = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 2, writing no results, when the anchor cannot run (checked before any load)."""
     args = parse_args(NAME, argv)
     rows: list[Row] = []
-    for measure in MEASUREMENTS:
-        rows.extend(measure(args.quick))
+    try:
+        problem = node_anchor_problem()
+        if problem is not None:
+            raise AnchorUnavailable(problem)
+        for measure in MEASUREMENTS:
+            rows.extend(measure(args.quick))
+    except AnchorUnavailable as exc:
+        print(f"bench.{NAME}: the anchor cannot run, no results written: {exc}", file=sys.stderr)
+        return 2
     write_results(NAME, rows, args.out)
     return 0
 

@@ -9,6 +9,10 @@
   anchor) its file store fsyncs the data file after each PATCH's write, before
   the 204, as ours does.  Neither variant checks ``Upload-Checksum``
   (@tus/server 2.x has no checksum extension).
+
+An anchor that cannot run (node or npm missing, node too old, the npm install
+failing, the server exiting) raises ``AnchorUnavailable``: the benchmark stops
+with that reason rather than writing rows without their anchor.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from cloud_ingest.blobs import BlobStore
 from cloud_ingest.middleware import error_middleware
 from cloud_ingest.principal import PRINCIPAL, Principal
 from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
-from yardlink.localstack import free_port, wait_port
+from yardlink.localstack import StackError, free_port, wait_port
 
-__all__ = ["start_node_server", "start_our_server"]
+__all__ = ["AnchorUnavailable", "node_anchor_problem", "start_node_server", "start_our_server"]
 
 NODE_DIR = Path.home() / ".cache" / "yardlink" / "bench-node"
-NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")  # run on node >= 20.19
+NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")
+NODE_MIN_VERSION = (20, 19)  # what those packages run on
 _NODE_SERVER = """
 import http from "node:http";
 import { Server } from "@tus/server";
@@ -59,16 +64,49 @@ def start_our_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
+class AnchorUnavailable(RuntimeError):
+    """The reference server cannot run here; the message says why and what to install."""
+
+
+def _node_version(node: str) -> tuple[int, ...] | None:
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    try:
+        return tuple(int(part) for part in done.stdout.strip().lstrip("v").split(".")[:2])
+    except ValueError:
+        return None
+
+
+def node_anchor_problem() -> str | None:
+    """Why the node anchor cannot run here (None: node and npm are there and new enough)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing = " and ".join(n for n, p in (("node", node), ("npm", npm)) if p is None)
+        return (
+            f"{missing} not found on PATH: the @tus/server anchor needs Node.js >= "
+            f"{'.'.join(map(str, NODE_MIN_VERSION))} with npm (Debian: apt-get install nodejs npm)"
+        )
+    version = _node_version(node)
+    if version is None or version < NODE_MIN_VERSION:
+        shown = "unknown" if version is None else ".".join(map(str, version))
+        return (
+            f"node {shown} at {node} is older than the "
+            f"{'.'.join(map(str, NODE_MIN_VERSION))} that {' and '.join(NODE_PACKAGES)} need"
+        )
+    return None
+
+
 def start_node_server(
     data_dir: Path, *, fsync: bool = False
-) -> tuple[subprocess.Popen[bytes], int] | None:
-    """The reference server, or None when node/npm are missing or install fails.
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The reference server (``AnchorUnavailable`` when it cannot run).
 
     ``fsync``: the informational variant that fsyncs each PATCH's data before the 204.
     """
+    problem = node_anchor_problem()
+    if problem is not None:
+        raise AnchorUnavailable(problem)
     node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        return None
+    assert node is not None and npm is not None  # checked just above
     if not (NODE_DIR / "node_modules" / "@tus" / "file-store").is_dir():
         NODE_DIR.mkdir(parents=True, exist_ok=True)
         (NODE_DIR / "package.json").write_text('{"name": "yardlink-bench-node", "private": true}')
@@ -77,16 +115,26 @@ def start_node_server(
             cwd=NODE_DIR,
             check=False,
             capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
-            return None
+            tail = done.stderr.strip().splitlines()[-3:]
+            raise AnchorUnavailable(
+                f"npm install of {' '.join(NODE_PACKAGES)} in {NODE_DIR} failed "
+                f"(exit {done.returncode}): {' / '.join(tail)}"
+            )
     script = NODE_DIR / "server.mjs"
     script.write_text(_NODE_SERVER)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     mode = "fsync" if fsync else "plain"
     proc = subprocess.Popen([node, str(script), str(data_dir), str(port), mode], cwd=NODE_DIR)
-    wait_port(port, proc)
+    try:
+        wait_port(port, proc)
+    except StackError as exc:
+        proc.kill()
+        proc.wait()
+        raise AnchorUnavailable(f"the @tus/server anchor did not start: {exc}") from exc
     return proc, port
 
 
