@@ -123,8 +123,7 @@ class FrameIntake:
         name = await asyncio.to_thread(
             write_pushed_frame, spool.root, camera_id, data, kind, frame.metadata
         )
-        self._metrics.frames.labels(camera_id).inc()
-        spool.wake()
+        spool.wake()  # counted in ``frames`` when the spool queues it, as a dropped file is
         return PushAnswer(
             201, {"accepted": True, "camera": camera_id, "id": name, "stored": "spool"}
         )
