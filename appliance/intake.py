@@ -24,7 +24,12 @@ from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
 from appliance.sources.frame_metadata import MetadataValue
 from appliance.sources.frames import Frame, decode_frame
-from appliance.sources.push_spool import PushAnswer, PushNotStored, write_pushed_frame
+from appliance.sources.push_spool import (
+    PUSHED_PREFIX,
+    PushAnswer,
+    PushNotStored,
+    write_pushed_frame,
+)
 from appliance.sources.queues import CameraQueues
 from appliance.sources.spool import SpoolWatcher
 from appliance.sources.synthetic import SyntheticYardCamera
@@ -70,16 +75,29 @@ class FrameIntake:
         ]
 
     async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-        """Stop accepting; let queued and in-flight frames into the outbox (up to
-        ``timeout_s``), then stop the consumers."""
+        """Stop accepting; let queued and in-flight frames into the outbox, and the frames
+        pushed durably (answered 201) that are still in the spool, up to ``timeout_s``;
+        then stop the consumers.  (The spool watcher is stopped by now: the spool is read
+        here.  A pushed frame left when time runs out is read at the next start.)"""
         self.accepting = False
         deadline = time.monotonic() + timeout_s
-        while (self._queues.total_depth() or self._in_flight) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            pushed = self._pushed_waiting()
+            if not (pushed or self._queues.total_depth() or self._in_flight):
+                break
+            if pushed and self.spool is not None:
+                await self.spool.scan_once()
             await asyncio.sleep(0.05)
         for task in self._consumers:
             task.cancel()
         await asyncio.gather(*self._consumers, return_exceptions=True)
         self._consumers = []
+
+    def _pushed_waiting(self) -> int:
+        """Frames pushed durably, still in the spool and not yet read."""
+        if self.spool is None or not self._durable_push:
+            return 0
+        return sum(path.name.startswith(PUSHED_PREFIX) for _, path in self.spool.pending())
 
     # ------------------------------------------------------------------ entries
 

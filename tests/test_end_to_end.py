@@ -58,6 +58,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from appliance.privacy.masking_check import covered_fraction
+from appliance.privacy.masking_eval import load_models
+from appliance.privacy.redaction import Box
 from appliance.sources.frame_metadata import encode_frame_metadata
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import Direction, LinkConditions, LinkEmulator
@@ -90,6 +93,8 @@ class Pushed:
     by_sha: dict[str, int] = field(default_factory=dict)  # sha256 of the JPEG -> frame index
     accepted: list[tuple[float, str]] = field(default_factory=list)  # (sent at, sha256)
     refused: int = 0
+    # sha256 -> each real face's box and the spread of its pixels in the frame as pushed
+    faces: dict[str, list[tuple[Box, float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,15 +184,18 @@ def gate_metadata(index: int) -> dict[str, Any]:
 async def push_frames(yard: Yard, camera: SyntheticYardCamera, stop: asyncio.Event) -> None:
     """Push frame 0, 1, 2, ... at the pace the appliance drains its queue."""
 
-    def render(index: int) -> tuple[bytes, set[str]]:
+    def render(index: int) -> tuple[bytes, set[str], list[tuple[Box, float]]]:
         frame = camera.frame(index)
-        return frame.encode(), {t.value for t in frame.truths if t.kind == "plate"}
+        plates = {t.value for t in frame.truths if t.kind == "plate"}
+        faces = [(t.box, face_detail(frame.image_bgr, t.box)) for t in frame.faces]
+        return frame.encode(), plates, faces
 
     index = 0
     while not stop.is_set():
-        jpeg, plates = await asyncio.to_thread(render, index)
+        jpeg, plates, faces = await asyncio.to_thread(render, index)
         sha = hashlib.sha256(jpeg).hexdigest()
         yard.pushed.plates |= plates
+        yard.pushed.faces[sha] = faces
         yard.pushed.by_sha[sha] = index
         index += 1
         sent_at = time.monotonic()
@@ -200,8 +208,10 @@ async def push_frames(yard: Yard, camera: SyntheticYardCamera, stop: asyncio.Eve
             await asyncio.sleep(0.2)
             continue
         yard.pushed.accepted.append((sent_at, sha))
-        if answer["queue_depth"] >= 2:
+        if answer.get("queue_depth", 0) >= 2:  # queued (202); durable (201): paced below
             await asyncio.sleep(0.4)
+        elif "id" in answer:
+            await asyncio.sleep(0.1)
 
 
 async def follow_events(yard: Yard, stop: asyncio.Event) -> None:
@@ -477,6 +487,14 @@ async def check_yard(yard: Yard, rounds: int) -> None:
     assert len(tokens) >= 10 and not set(tokens) & pushed.plates
     assert find_in_clear(cloud_dir, pushed.plates) == []
     assert find_in_clear(yard.ingest.log_path.parent, pushed.plates) == []
+
+    # Faces and plates in pixels: the frames had real faces; every blob the cloud holds is
+    # looked at again by the independent check (not the pass that decided what to blur).
+    pixels = pixel_privacy(blobs, index, frame_of, pushed)
+    assert pixels["faces_in_blobs"] >= 1, pixels
+    assert pixels["faces_blurred"] == pixels["faces_in_blobs"], pixels
+    assert pixels["independent_faces_found"] == [], pixels
+    assert pixels["independent_plates_read"] == [], pixels
     summary = {
         "events_N": len(rows),
         "frames_in_lake": len(frames),
@@ -492,8 +510,51 @@ async def check_yard(yard: Yard, rounds: int) -> None:
         "cuts_fired": dict(yard.cuts_fired),
         "link": {"cuts": yard.emu.stats.cuts, "refused": yard.emu.stats.refused},
         "plate_tokens": len(tokens),
+        "faces_in_blobs": pixels["faces_in_blobs"],
+        "faces_blurred": pixels["faces_blurred"],
+        "independent_check_found": len(pixels["independent_faces_found"])
+        + len(pixels["independent_plates_read"]),
     }
     print("end-to-end:", json.dumps(summary))
+
+
+def face_detail(image: np.ndarray, box: Box) -> float:
+    """The spread of a face box's pixels (blurring it takes most of that away)."""
+    x, y, w, h = box
+    return float(image[y : y + h, x : x + w].astype(float).std())
+
+
+def pixel_privacy(
+    blobs: dict[str, Path], index: dict[int, str], frame_of: dict[int, str], pushed: Pushed
+) -> dict[str, Any]:
+    """Every blob: its frame's real faces blurred (covered by what was blurred: the pixels
+    there lost their detail), and the independent check finds no face, reads no plate."""
+    seq_of_blob = {sha: seq for seq, sha in index.items()}
+    models = load_models(REPO / "models")
+    faces_in, blurred, found, read = 0, 0, [], []
+    try:
+        for name, path in sorted(blobs.items()):
+            image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            original_sha = frame_of.get(seq_of_blob[name])
+            faces = pushed.faces.get(original_sha, []) if original_sha else []
+            for box, before in faces:
+                faces_in += 1
+                blurred += face_detail(image, box) < before / 2
+            hits = models.check.faces_found(image)
+            found += [
+                f"{name}: face at {box}"
+                for box, _ in faces
+                if any(covered_fraction(box, [hit], margin=0.0) > 0.3 for hit in hits)
+            ]
+            read += [f"{name}: {p}" for p in models.check.plates_read(image, pushed.plates)]
+    finally:
+        models.close()
+    return {
+        "faces_in_blobs": faces_in,
+        "faces_blurred": blurred,
+        "independent_faces_found": found,
+        "independent_plates_read": read,
+    }
 
 
 def test_the_plate_scanner_finds_plates(tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ from appliance.inference.text_recognition import (
     recognition_batch,
 )
 
-__all__ = ["DET_MODEL", "REC_MODEL", "GateOcrTask", "load_gate_ocr"]
+__all__ = ["DET_MODEL", "REC_MODEL", "UNREAD_TEXT", "GateOcrTask", "load_gate_ocr"]
+
+UNREAD_TEXT = "unread_text"  # a detected text box the recognizer could not read: hidden
 
 DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
@@ -215,6 +217,13 @@ class GateOcrTask:
                 detections.append(
                     Detection(found.kind, found.value, confidence, found.valid, _union_box(pieces))
                 )
+        # mask on detection, not on recognition: text the recognizer cannot read is hidden
+        readable = {id(r.box) for r in read}
+        detections += [
+            Detection(UNREAD_TEXT, "", box.score, None, box.bounds)
+            for box in boxes
+            if id(box) not in readable
+        ]
         elapsed = (time.perf_counter() - started) * 1000.0
         return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
 

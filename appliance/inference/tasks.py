@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from appliance.inference.face_anonymize import FACE_MODEL, blur_faces, load_face_anonymize
-from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, load_gate_ocr
+from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, UNREAD_TEXT, load_gate_ocr
 from appliance.inference.model_files import model_path
 from appliance.inference.results import Detection, InferenceTask, TaskResult
 from appliance.inference.settings import InferenceSettings
@@ -41,7 +41,7 @@ register_task(
             settings, model_path(DET_MODEL, models_dir), model_path(REC_MODEL, models_dir)
         ),
         model_files=(DET_MODEL, REC_MODEL),
-        hides=frozenset({"plate", "text"}),  # container codes stay visible
+        hides=frozenset({"plate", "text", UNREAD_TEXT}),  # container codes stay visible
     )
 )
 register_task(

@@ -83,8 +83,12 @@ class KeptFrame:
 
 
 def blurred_jpeg(image_bgr: np.ndarray[Any, Any], boxes: Sequence[Box]) -> bytes:
-    """The frame with every box (faces, plates, text) blurred, as the JPEG that may leave."""
-    ok, encoded = cv2.imencode(".jpg", blur_faces(image_bgr, boxes), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    """The frame with every box (faces, plates, text) blurred, as the JPEG that may leave.
+
+    Gaussian, not pixelated: BlazeFace still scored a pixelated face as a face (up to
+    0.55, docs/INFERENCE.md), a Gaussian-blurred one at most 0.41."""
+    blurred = blur_faces(image_bgr, boxes, method="gaussian")
+    ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding of the blurred frame failed")
     return encoded.tobytes()
@@ -207,7 +211,11 @@ class RawFrames:
             return None
         boxes: tuple[Box, ...] | None = kept.boxes
         if not kept.complete:  # indexed before every PII task ran: find the boxes again
-            boxes = self._detect(image) if self._detect is not None else None
+            try:
+                boxes = self._detect(image) if self._detect is not None else None
+            except Exception as exc:  # noqa: BLE001 - a task failed: the frame cannot be checked
+                _log.warning("kept frame of seq %d not sent: a PII task failed on it: %s", seq, exc)
+                return None
         if boxes is None:
             _log.warning("kept frame of seq %d not sent: what to redact in it is unknown", seq)
             return None

@@ -27,6 +27,7 @@ from sync.shared.durable_file import make_directory_durably, replace_durably
 
 __all__ = [
     "METADATA_SUFFIX",
+    "PUSHED_PREFIX",
     "PushAnswer",
     "PushNotStored",
     "move_metadata_beside",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 METADATA_SUFFIX = ".meta.json"
-_PUSH_PREFIX = "push-"
+PUSHED_PREFIX = "push-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class PushNotStored(ApplianceError):
 def pushed_name(kind: str) -> str:
     """A new spool file name for a pushed frame: time-ordered, unique per appliance."""
     suffix = ".png" if kind == "png" else ".jpg"
-    return f"{_PUSH_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}{suffix}"
+    return f"{PUSHED_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}{suffix}"
 
 
 def write_pushed_frame(

@@ -8,6 +8,12 @@ usually, a truck with a UK-style number plate (``AB12 CDE``).  Frames vary in
 blur, rotation, sensor noise and lighting; ``difficulty="clean"`` turns the
 variation down to what a well-placed gate camera sees on a good day.
 
+Frames show real faces too (``faces=True``, the default): a driver in the cab
+window above the plate, and often a person at the gate, cut from photographs
+that ship in scikit-image (``appliance.sources.synthetic_faces``), at known boxes
+(``SyntheticFrame.faces``), drawn from a random stream of their own so that the
+rest of a frame is the same with or without them.
+
 Everything is drawn with OpenCV from a seed: ``SyntheticYardCamera(seed=7)
 .frame(42)`` is the same image on every machine and every run, so tests can
 measure accuracy against ``SyntheticFrame.truths`` and demos can replay.
@@ -25,6 +31,7 @@ import cv2
 import numpy as np
 
 from appliance.inference import iso6346
+from appliance.sources.synthetic_faces import FACE_SIZE_RANGE, face_photo
 
 __all__ = ["FrameConditions", "GroundTruth", "SyntheticFrame", "SyntheticYardCamera"]
 
@@ -39,8 +46,8 @@ _PLATE_LETTERS = "ABCDEFGHJKLMNOPRSTUVWXYZ"  # UK plates never use I, Q (and Z o
 class GroundTruth:
     """What is really in the frame: kind, canonical value, validity and box (x, y, w, h)."""
 
-    kind: Literal["container_code", "plate"]
-    value: str  # 11-character container code, or "AB12 CDE"
+    kind: Literal["container_code", "plate", "face"]
+    value: str  # 11-character container code, "AB12 CDE", or a face's photograph
     valid: bool  # check digit correct (plates: always True)
     box: tuple[int, int, int, int]
 
@@ -62,8 +69,9 @@ class SyntheticFrame:
 
     index: int
     image_bgr: Image
-    truths: tuple[GroundTruth, ...]
+    truths: tuple[GroundTruth, ...]  # container codes and plates
     conditions: FrameConditions
+    faces: tuple[GroundTruth, ...] = ()  # real faces pasted in: must be blurred before upload
 
     def encode(self, ext: Literal[".jpg", ".png"] = ".jpg", quality: int = 90) -> bytes:
         """The frame as JPEG or PNG bytes, as a camera would push it."""
@@ -119,11 +127,14 @@ class SyntheticYardCamera:
         plate_probability: float = 0.8,
         stacked_fraction: float = 0.2,
         difficulty: Literal["clean", "varied"] = "varied",
+        faces: bool = True,
+        gate_person_probability: float = 0.5,
     ) -> None:
         for option, value in (
             ("invalid_fraction", invalid_fraction),
             ("plate_probability", plate_probability),
             ("stacked_fraction", stacked_fraction),
+            ("gate_person_probability", gate_person_probability),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{option} must be within [0, 1], got {value}")
@@ -134,6 +145,8 @@ class SyntheticYardCamera:
         self.plate_probability = plate_probability
         self.stacked_fraction = stacked_fraction
         self.difficulty = difficulty
+        self.faces = faces
+        self.gate_person_probability = gate_person_probability
 
     def __iter__(self) -> Iterator[SyntheticFrame]:
         index = 0
@@ -159,11 +172,41 @@ class SyntheticYardCamera:
         rng = random.Random(f"{self.seed}:{index}")
         image = _background(rng, self.height, self.width)
         truths = [self._draw_container(rng, image)]
+        cab: tuple[int, int, int, int] | None = None
         if rng.random() < self.plate_probability:
-            truths.append(self._draw_plate(rng, image))
+            plate, cab = self._draw_plate(rng, image)
+            truths.append(plate)
+        faces = self._draw_faces(random.Random(f"{self.seed}:{index}:faces"), image, cab)
         conditions = self._conditions(rng)
-        image, truths = self._apply(rng, image, truths, conditions)
-        return SyntheticFrame(index, image, tuple(truths), conditions)
+        image, moved = self._apply(rng, image, truths + faces, conditions)
+        kept = tuple(moved[: len(truths)])
+        return SyntheticFrame(index, image, kept, conditions, tuple(moved[len(truths) :]))
+
+    def _draw_faces(
+        self, rng: random.Random, image: Image, cab: tuple[int, int, int, int] | None
+    ) -> list[GroundTruth]:
+        """The driver in the cab window (when there is a truck) and maybe a person at the
+        gate, right of the truck and below the container."""
+        if not self.faces:
+            return []
+        w, h = self.width, self.height
+        low, high = (round(side * w / 1280) for side in FACE_SIZE_RANGE)
+        spots = []
+        if cab is not None:
+            cab_x, cab_y, cab_w, _ = cab
+            size = rng.randint(low, high)
+            spots.append((cab_x + int(cab_w * rng.uniform(0.08, 0.6)), cab_y + 8, size))
+        if rng.random() < self.gate_person_probability:
+            size = rng.randint(low, min(high, int(w * 0.065)))
+            spots.append(
+                (int(w * rng.uniform(0.87, 0.925)), int(h * rng.uniform(0.62, 0.74)), size)
+            )
+        faces = []
+        for x, y, size in spots:
+            name, photo = face_photo(rng, size)
+            image[y : y + size, x : x + size] = photo
+            faces.append(GroundTruth("face", name, True, (x, y, size, size)))
+        return faces
 
     def _draw_container(self, rng: random.Random, image: Image) -> GroundTruth:
         w, h = self.width, self.height
@@ -203,7 +246,10 @@ class SyntheticYardCamera:
         box = (left, top, right - left, bottom - top)
         return GroundTruth("container_code", code, valid, box)
 
-    def _draw_plate(self, rng: random.Random, image: Image) -> GroundTruth:
+    def _draw_plate(
+        self, rng: random.Random, image: Image
+    ) -> tuple[GroundTruth, tuple[int, int, int, int]]:
+        """The truck's cab with its plate: the plate's truth and the cab's box."""
         w, h = self.width, self.height
         cab_x = int(w * rng.uniform(0.15, 0.55))
         cab_w, cab_h = int(w * 0.3), int(h * 0.3)
@@ -221,7 +267,8 @@ class SyntheticYardCamera:
         cv2.putText(
             image, plate, (px + 12, py + th + 10), font, scale, (10, 10, 10), thickness, cv2.LINE_AA
         )
-        return GroundTruth("plate", plate, True, (px, py, tw + 24, th + base + 20))
+        truth = GroundTruth("plate", plate, True, (px, py, tw + 24, th + base + 20))
+        return truth, (cab_x, cab_y, cab_w, cab_h)
 
     def _apply(
         self,

@@ -1,0 +1,133 @@
+"""Checking that what leaves the site shows no face and no readable plate.
+
+Two measures, both over frames whose truth is known (the synthetic yard camera's
+plates and pasted faces):
+
+* **masked**: the boxes the tasks found (the ones ``blurred_jpeg`` blurs, grown by
+  its margin) cover a truth's box (``covered_fraction`` >= ``MASKED_COVERAGE``);
+* **independent**: a second look at the blurred JPEG, not the pass that decided
+  what to blur: the face detector at a lower score threshold, and a reader made of
+  the text detector at lower thresholds on a larger image plus the recognizer with
+  no confidence floor, whose every read is searched for each plate string (one
+  character wrong still counts as read).  Nothing may be found.
+
+The tasks are passed in (``FaceAnonymizeTask``, ``GateOcrTask``), so this module
+loads no model and names no file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.inference.results import TaskResult
+from appliance.inference.text_detection import TextBox, crop_text
+from appliance.inference.text_recognition import RecognizedText
+from appliance.privacy.redaction import Box
+
+__all__ = [
+    "INDEPENDENT_FACE_MIN_SCORE",
+    "MASKED_COVERAGE",
+    "IndependentCheck",
+    "MaskingTally",
+    "covered_fraction",
+    "plate_read_in",
+]
+
+Image = np.ndarray[Any, Any]
+
+MASKED_COVERAGE = 0.9  # of a truth's box under the blurred boxes for it to count as masked
+BLUR_MARGIN = 0.25  # blur_faces' default: each box grows by this on every side
+INDEPENDENT_FACE_MIN_SCORE = 0.45  # the release pass uses 0.5
+_NOT_ALNUM = re.compile(r"[^0-9A-Z]")
+
+
+class FaceFinder(Protocol):
+    def run(self, image_bgr: Image) -> TaskResult: ...
+
+
+class TextReader(Protocol):
+    def detect(self, image_bgr: Image) -> list[TextBox]: ...
+
+    def recognize(self, crops: list[Image]) -> list[RecognizedText]: ...
+
+
+def covered_fraction(truth: Box, boxes: Iterable[Box], margin: float = BLUR_MARGIN) -> float:
+    """How much of ``truth`` lies under the union of ``boxes`` grown by ``margin``."""
+    x, y, w, h = truth
+    if w <= 0 or h <= 0:
+        return 1.0
+    covered = np.zeros((h, w), dtype=bool)
+    for bx, by, bw, bh in boxes:
+        gx, gy = int(bw * margin), int(bh * margin)
+        x0, y0 = max(bx - gx - x, 0), max(by - gy - y, 0)
+        x1, y1 = min(bx + bw + gx - x, w), min(by + bh + gy - y, h)
+        if x1 > x0 and y1 > y0:
+            covered[y0:y1, x0:x1] = True
+    return float(covered.mean())
+
+
+def plate_read_in(plate: str, reads: Sequence[str]) -> bool:
+    """Whether ``plate`` (spaces ignored) appears, one character wrong at most, in any
+    read or in all reads joined in order."""
+    wanted = _NOT_ALNUM.sub("", plate.upper())
+    texts = [_NOT_ALNUM.sub("", read.upper()) for read in reads]
+    for text in [*texts, "".join(texts)]:
+        for start in range(max(0, len(text) - len(wanted)) + 1):
+            window = text[start : start + len(wanted)]
+            if len(window) == len(wanted) and sum(map(str.__ne__, window, wanted)) <= 1:
+                return True
+    return False
+
+
+@dataclass(slots=True)
+class MaskingTally:
+    """Truths seen and masked, per kind, with every miss named."""
+
+    faces: int = 0
+    faces_masked: int = 0
+    plates: int = 0
+    plates_masked: int = 0
+    misses: list[str] = field(default_factory=list)
+
+    def add(self, frame: str, kind: str, value: str, masked: bool) -> None:
+        if kind == "face":
+            self.faces += 1
+            self.faces_masked += masked
+        else:
+            self.plates += 1
+            self.plates_masked += masked
+        if not masked:
+            self.misses.append(f"{frame}: {kind} {value}")
+
+    @property
+    def recall(self) -> float:
+        total = self.faces + self.plates
+        return 1.0 if total == 0 else (self.faces_masked + self.plates_masked) / total
+
+
+class IndependentCheck:
+    """A second look at a blurred frame: faces found, plates read (blocking)."""
+
+    def __init__(self, faces: FaceFinder, reader: TextReader) -> None:
+        self._faces = faces
+        self._reader = reader
+
+    def faces_found(self, image_bgr: Image) -> list[Box]:
+        return [d.box for d in self._faces.run(image_bgr).detections if d.kind == "face"]
+
+    def reads(self, image_bgr: Image) -> list[str]:
+        boxes = self._reader.detect(image_bgr)
+        if not boxes:
+            return []
+        texts = self._reader.recognize([crop_text(image_bgr, box) for box in boxes])
+        order = sorted(range(len(boxes)), key=lambda i: (boxes[i].bounds[1], boxes[i].bounds[0]))
+        return [texts[i].text for i in order if texts[i].text.strip()]
+
+    def plates_read(self, image_bgr: Image, plates: Iterable[str]) -> list[str]:
+        reads = self.reads(image_bgr)
+        return [plate for plate in plates if plate_read_in(plate, reads)]

@@ -1,0 +1,101 @@
+"""The masking evaluation (tests, ``bench.masking``): synthetic frames with plates and
+real faces, the release pass (the real face and OCR tasks, ``blurred_jpeg``), then the
+masked measure and the independent check on the JPEG that would leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.inference.face_anonymize import FACE_MODEL, FaceAnonymizeTask, load_face_anonymize
+from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, GateOcrTask, load_gate_ocr
+from appliance.inference.model_files import model_path
+from appliance.inference.settings import FaceAnonymizeSettings, GateOcrSettings
+from appliance.inference.tasks import TASKS
+from appliance.privacy.masking_check import (
+    INDEPENDENT_FACE_MIN_SCORE,
+    MASKED_COVERAGE,
+    IndependentCheck,
+    MaskingTally,
+    covered_fraction,
+)
+from appliance.privacy.raw_frames import blurred_jpeg
+from appliance.sources.synthetic import SyntheticYardCamera
+
+__all__ = ["Evaluation", "Models", "evaluate", "load_models"]
+
+
+@dataclass
+class Models:
+    faces: FaceAnonymizeTask
+    ocr: GateOcrTask
+    check: IndependentCheck
+    closing: list[FaceAnonymizeTask] = field(default_factory=list)
+
+    def close(self) -> None:
+        for task in self.closing:
+            task.close()
+
+
+def load_models(models_dir: Path) -> Models:
+    """The release pass's tasks and the independent check's, from ``models_dir``."""
+    faces = load_face_anonymize(FaceAnonymizeSettings(), model_path(FACE_MODEL, models_dir))
+    ocr = load_gate_ocr(
+        GateOcrSettings(), model_path(DET_MODEL, models_dir), model_path(REC_MODEL, models_dir)
+    )
+    second_faces = load_face_anonymize(
+        FaceAnonymizeSettings(min_score=INDEPENDENT_FACE_MIN_SCORE),
+        model_path(FACE_MODEL, models_dir),
+    )
+    reader = load_gate_ocr(  # larger image, lower thresholds, no confidence floor
+        GateOcrSettings(det_max_side=1280, det_thresh=0.2, det_box_thresh=0.3),
+        model_path(DET_MODEL, models_dir),
+        model_path(REC_MODEL, models_dir),
+    )
+    return Models(faces, ocr, IndependentCheck(second_faces, reader), [faces, second_faces])
+
+
+@dataclass
+class Evaluation:
+    tally: MaskingTally
+    faces_seen_after: list[str]  # frame: a true face the independent check still finds
+    plates_read_after: list[str]  # frame: plate read by the independent check
+
+
+def evaluate(models: Models, seed: int, count: int) -> Evaluation:
+    camera = SyntheticYardCamera(seed)
+    tally = MaskingTally()
+    faces_after: list[str] = []
+    plates_after: list[str] = []
+    for index in range(count):
+        frame = camera.frame(index)
+        image = _decoded(frame.encode())
+        results = [models.faces.run(image), models.ocr.run(image)]
+        hidden = TASKS.redaction_policy().hidden_kinds  # as the pipeline's
+        boxes = [d.box for r in results for d in r.detections if d.kind in hidden]
+        name = f"seed {seed} frame {index}"
+        plates = [t for t in frame.truths if t.kind == "plate"]
+        for truth in [*frame.faces, *plates]:
+            masked = covered_fraction(truth.box, boxes) >= MASKED_COVERAGE
+            tally.add(name, truth.kind, truth.value, masked)
+        released = _decoded(blurred_jpeg(image, boxes))
+        found = models.check.faces_found(released)
+        faces_after += [
+            f"{name}: face {truth.value} at {truth.box}"
+            for truth in frame.faces
+            if any(covered_fraction(truth.box, [box], margin=0.0) > 0.3 for box in found)
+        ]
+        read = models.check.plates_read(released, [t.value for t in plates])
+        plates_after += [f"{name}: plate {plate}" for plate in read]
+    return Evaluation(tally, faces_after, plates_after)
+
+
+def _decoded(jpeg: bytes) -> np.ndarray[Any, Any]:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("a JPEG the evaluation made itself cannot be decoded")
+    return image

@@ -1,0 +1,69 @@
+"""Faces and plates masked in what would leave the site, checked against known truth.
+
+Real models on synthetic yard frames with real faces pasted in (drivers in cabs,
+people at the gate: ``appliance.sources.synthetic_faces``): the boxes the release
+pass blurs cover the known faces and plates, and a second, more permissive look
+at the blurred JPEG (``IndependentCheck``) finds none of those faces and reads no
+plate.  The full evaluation (500 frames, recall and every miss) is
+``python -m bench.masking``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from appliance.privacy.masking_check import covered_fraction
+from appliance.privacy.masking_eval import Models, evaluate, load_models
+from appliance.privacy.raw_frames import blurred_jpeg
+from appliance.sources.synthetic import SyntheticYardCamera
+
+FRAMES = 4
+MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+@pytest.fixture(scope="module")
+def models() -> Iterator[Models]:
+    loaded = load_models(MODELS)
+    yield loaded
+    loaded.close()
+
+
+def test_faces_are_in_the_frames_at_their_boxes() -> None:
+    frame = SyntheticYardCamera(5, plate_probability=1.0, gate_person_probability=1.0).frame(0)
+    assert {t.kind for t in frame.faces} == {"face"} and len(frame.faces) == 2
+    bare = SyntheticYardCamera(5, plate_probability=1.0, faces=False).frame(0)
+    assert bare.faces == () and bare.truths == frame.truths  # the rest of the frame is kept
+    for truth in frame.faces:
+        x, y, w, h = truth.box
+        changed = np.abs(
+            frame.image_bgr[y : y + h, x : x + w].astype(int) - bare.image_bgr[y : y + h, x : x + w]
+        )
+        assert changed.mean() > 10  # a photograph is there, not the cab's paint
+
+
+def test_released_frames_hide_every_face_and_plate(models: Models) -> None:
+    result = evaluate(models, seed=23, count=FRAMES)
+    assert result.tally.faces >= FRAMES and result.tally.plates >= FRAMES // 2
+    assert result.faces_seen_after == []
+    assert result.plates_read_after == []
+    assert result.tally.plates_masked == result.tally.plates
+    # faces: the detector misses some small grey faces (bench.masking counts them over
+    # 500 frames against the 99.5% goal); here at most one in four frames
+    assert result.tally.faces_masked >= result.tally.faces - 1
+
+
+def test_the_independent_check_sees_faces_and_plates_left_in_clear(models: Models) -> None:
+    """The check can fail: on a frame released without blur it finds the face and reads
+    the plate."""
+    frame = SyntheticYardCamera(5, plate_probability=1.0, difficulty="clean").frame(0)
+    image = cv2.imdecode(np.frombuffer(frame.encode(), np.uint8), cv2.IMREAD_COLOR)
+    raw = cv2.imdecode(np.frombuffer(blurred_jpeg(image, []), np.uint8), cv2.IMREAD_COLOR)
+    found = models.check.faces_found(raw)
+    assert any(covered_fraction(frame.faces[0].box, [b], margin=0.0) > 0.3 for b in found)
+    plate = next(t.value for t in frame.truths if t.kind == "plate")
+    assert models.check.plates_read(raw, [plate]) == [plate]
