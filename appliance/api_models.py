@@ -51,6 +51,7 @@ class FrameStored(_Body):
     camera: str
     id: str = Field(description="the frame's spool file name: durable once answered")
     stored: str = Field(description="where the frame is durable: spool")
+    spool_depth: int = Field(ge=0, description="pushed frames of the spool not yet read")
 
 
 class Health(_Body):

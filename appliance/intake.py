@@ -142,9 +142,9 @@ class FrameIntake:
             write_pushed_frame, spool.root, camera_id, data, kind, frame.metadata
         )
         spool.wake()  # counted in ``frames`` when the spool queues it, as a dropped file is
-        return PushAnswer(
-            201, {"accepted": True, "camera": camera_id, "id": name, "stored": "spool"}
-        )
+        waiting = await asyncio.to_thread(self._pushed_waiting)  # the camera's backpressure
+        body = {"accepted": True, "camera": camera_id, "id": name, "stored": "spool"}
+        return PushAnswer(201, {**body, "spool_depth": waiting})
 
     async def synthetic_camera(self, camera_id: str, seed: int, fps: float) -> None:
         """A demo camera: synthetic yard frames at ``fps``, queued as a camera's would be."""

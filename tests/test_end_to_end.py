@@ -208,10 +208,9 @@ async def push_frames(yard: Yard, camera: SyntheticYardCamera, stop: asyncio.Eve
             await asyncio.sleep(0.2)
             continue
         yard.pushed.accepted.append((sent_at, sha))
-        if answer.get("queue_depth", 0) >= 2:  # queued (202); durable (201): paced below
+        # 202: frames queued in memory; 201: pushed frames in the spool, not yet read
+        if answer.get("queue_depth", answer.get("spool_depth", 0)) >= 2:
             await asyncio.sleep(0.4)
-        elif "id" in answer:
-            await asyncio.sleep(0.1)
 
 
 async def follow_events(yard: Yard, stop: asyncio.Event) -> None:
