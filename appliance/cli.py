@@ -12,8 +12,8 @@ import uvloop
 from appliance.config import load_config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.field_commands import add_field_commands
-from appliance.tui.cli import register as register_tui
 from appliance.local_auth import make_token
+from appliance.tui.cli import register as register_tui
 
 __all__ = ["register"]
 
