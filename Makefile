@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.verified
+# Debian packages some tests need (fuse3 for the power-cut filesystem; the disk
+# image test in test-slow: mmdebstrap, QEMU, partition tools, zstd).
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+SLOW_DEBS := mmdebstrap qemu-system-x86 mtools dosfstools zstd fdisk e2fsprogs
 
 .PHONY: all venv models test lint test-slow bench demo clean
 
 all: test
 
 $(STAMP): pyproject.toml
-	command -v fusermount3 >/dev/null || apt-get install -y fuse3  # the power-cut tests mount FUSE
+	command -v fusermount3 >/dev/null || { apt-get update -q && $(APT) fuse3; }  # power-cut tests mount FUSE
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -35,6 +39,7 @@ test: lint models
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP) models
+	dpkg -s $(SLOW_DEBS) >/dev/null 2>&1 || { apt-get update -q && $(APT) $(SLOW_DEBS); }
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP) models

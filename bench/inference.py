@@ -169,7 +169,7 @@ class _BarePool:
             try:
                 while (i := next(next_call)) < len(calls):
                     _bare_call(model, calls[i][1])
-            except BaseException as exc:  # noqa: BLE001 - re-raised in run()
+            except BaseException as exc:
                 self._done.put(exc)
             else:
                 self._done.put(None)

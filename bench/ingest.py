@@ -58,7 +58,7 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-async def _upload(  # noqa: PLR0913
+async def _upload(
     session: aiohttp.ClientSession, base: str, chunk: bytes, count: int, checksum: str, meta: str
 ) -> None:
     """One upload of ``count`` copies of ``chunk``, each PATCH checksummed."""
@@ -255,7 +255,7 @@ def measure_tus_memory(quick: bool) -> list[Row]:
 
 def _batch_measurements() -> list[Callable[[bool], list[Row]]]:
     try:
-        from bench.ingest_batches import measure_batch_ingest  # noqa: PLC0415
+        from bench.ingest_batches import measure_batch_ingest
     except ImportError:
         return []
     return [measure_batch_ingest]

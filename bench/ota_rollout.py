@@ -153,7 +153,7 @@ def _host_port(base: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def run(quick: bool) -> list[Row]:  # noqa: PLR0915
+async def run(quick: bool) -> list[Row]:
     command = command_for(NAME, quick)
     rate = 8_000_000.0 if quick else 2_000_000.0
     interval = 1.0 if quick else 2.0

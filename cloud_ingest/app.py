@@ -126,5 +126,5 @@ async def _sweep_forever(app: web.Application, upload_sweep: Callable[[float], i
                 log.info(
                     "sweep", extra={"raw_requests_expired": expired, "uploads_removed": removed}
                 )
-        except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
+        except Exception:
             log.exception("sweep failed; retrying next interval")

@@ -477,7 +477,7 @@ def _make_private_file(path: Path) -> None:
             file.chmod(0o600)
 
 
-async def _insert_audit(  # noqa: PLR0913
+async def _insert_audit(
     db: aiosqlite.Connection,
     at: float,
     actor: str,
@@ -492,7 +492,7 @@ async def _insert_audit(  # noqa: PLR0913
     )
 
 
-async def _move_raw_request(  # noqa: PLR0913
+async def _move_raw_request(
     db: aiosqlite.Connection,
     device_id: str,
     request_id: str,

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a line
+    except Exception as exc:
         if getattr(exc, "user_facing", False):
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -208,8 +208,8 @@ async def run_stack(
 
 def pixel_check(blobs: list[Path], pushed: Pushed) -> dict[str, list[str]]:
     """The independent check (not the pass that decided what to blur) over every blob."""
-    import cv2  # noqa: PLC0415 - only for this check
-    import numpy as np  # noqa: PLC0415
+    import cv2
+    import numpy as np
 
     models = load_models(REPO / "models")
     faces: list[str] = []

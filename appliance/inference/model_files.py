@@ -19,12 +19,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import ModelLoadError
 from sync.shared.durable_file import replace_durably
 
 __all__ = ["MODEL_FILES", "ModelFile", "ModelFileError", "fetch_all", "model_path", "verify"]
 
 
-class ModelFileError(Exception):
+class ModelFileError(ModelLoadError):
     """A model file is missing or does not match its pinned sha256 (not retryable)."""
 
 

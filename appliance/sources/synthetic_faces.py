@@ -34,7 +34,7 @@ _LFW_FACES = 100  # the first 100 crops of lfw_subset are faces, the rest are no
 def face_sources() -> tuple[tuple[str, Image], ...]:
     """(name, BGR face crop) of every face photograph, loaded once."""
     try:
-        from skimage import data  # noqa: PLC0415 - loads slowly; only for faces
+        from skimage import data
     except ImportError as exc:
         raise RuntimeUnavailable(
             "the synthetic camera's faces come from scikit-image's sample photographs:"

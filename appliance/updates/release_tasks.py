@@ -71,7 +71,7 @@ def load_release_task(
         task = loader(inference, {role: root / path for role, path in contents.models.items()})
     except ApplianceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a runtime's own error: the model cannot load
+    except Exception as exc:
         raise ReleaseError(f"{contents.name} {contents.version}: cannot load: {exc}") from exc
     task.model_version = contents.version  # records name the release that ran
     return task

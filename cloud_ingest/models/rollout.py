@@ -83,7 +83,7 @@ class Rollout:
     rollback: bool = False  # a signed rollback: offered also to devices above its counter
 
     @classmethod
-    def start(  # noqa: PLR0913
+    def start(
         cls,
         name: str,
         version: str,

@@ -265,7 +265,7 @@ def _load(text: str) -> Rollout:
     )
 
 
-async def _audit(  # noqa: PLR0913
+async def _audit(
     db: aiosqlite.Connection,
     at: float,
     actor: str,

@@ -88,7 +88,7 @@ class PatchPlan:
     new_length: int | None  # a deferred length the PATCH declares now
 
 
-def plan_patch(  # noqa: PLR0913
+def plan_patch(
     info: UploadInfo,
     current_offset: int,
     *,

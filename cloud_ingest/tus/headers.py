@@ -85,12 +85,12 @@ def parse_metadata(value: str | None) -> dict[str, str]:
     result: dict[str, str] = {}
     for pair in value.split(","):
         parts = pair.strip().split(" ")
-        if not parts[0] or len(parts) > 2 or not parts[0].isascii():  # noqa: PLR2004
+        if not parts[0] or len(parts) > 2 or not parts[0].isascii():
             raise BadRequest(f"malformed Upload-Metadata pair {pair[:60]!r}")
         key = parts[0]
         if key in result:
             raise BadRequest(f"duplicate Upload-Metadata key {key[:40]!r}")
-        raw = _b64decode(parts[1]) if len(parts) == 2 else b""  # noqa: PLR2004
+        raw = _b64decode(parts[1]) if len(parts) == 2 else b""
         try:
             result[key] = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -111,7 +111,7 @@ def parse_checksum(value: str | None) -> Checksum | None:
     if value is None:
         return None
     parts = value.strip().split(" ")
-    if len(parts) != 2:  # noqa: PLR2004
+    if len(parts) != 2:
         raise BadRequest("Upload-Checksum must be '<algorithm> <base64 digest>'")
     algorithm, encoded = parts[0].lower(), parts[1]
     if algorithm not in CHECKSUM_ALGORITHMS:

@@ -72,7 +72,7 @@ def decode_record(raw: bytes) -> PendingChunk | None:
         return None
     if len(fields) == 1 and fields[0].isdigit():  # the older format: the start alone
         return PendingChunk(start=int(fields[0]), length=None)
-    if len(fields) != 6 or fields[0] != _MAGIC:  # noqa: PLR2004 - magic, 4 fields, crc
+    if len(fields) != 6 or fields[0] != _MAGIC:
         return None
     if f"{zlib.crc32(' '.join(fields[:5]).encode()):08x}" != fields[5]:
         return None  # torn or mixed: see the module doc

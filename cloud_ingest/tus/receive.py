@@ -84,7 +84,7 @@ def _keep(
         store.guard.settle(upload_id, chunk, offset - chunk.start)
 
 
-def _check_and_keep(  # noqa: PLR0913
+def _check_and_keep(
     store: UploadStore,
     upload_id: str,
     f: BinaryIO,
@@ -138,7 +138,7 @@ async def _settle(step: Callable[[], None]) -> None:
         raise asyncio.CancelledError
 
 
-async def receive_body(  # noqa: PLR0913
+async def receive_body(
     store: UploadStore,
     upload_id: str,
     content: StreamReader,

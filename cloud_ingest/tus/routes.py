@@ -107,7 +107,7 @@ class _TusHandlers:
 
     async def create(self, request: web.Request) -> web.Response:
         principal = require_device(request)
-        assert principal.device_id is not None  # noqa: S101 - require_device checked it
+        assert principal.device_id is not None
         length = plan_creation(
             h.parse_non_negative("Upload-Length", h.single(request.headers, "Upload-Length")),
             h.single(request.headers, "Upload-Defer-Length"),

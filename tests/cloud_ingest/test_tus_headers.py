@@ -43,7 +43,7 @@ def test_metadata_round_trips(meta: dict[str, str]) -> None:
 
 
 def test_checksum_parsing() -> None:
-    digest = hashlib.sha1(b"x").digest()  # noqa: S324 - tus sha1 checksum
+    digest = hashlib.sha1(b"x").digest()
     parsed = parse_checksum(f"sha1 {base64.b64encode(digest).decode()}")
     assert parsed is not None
     assert (parsed.algorithm, parsed.digest) == ("sha1", digest)

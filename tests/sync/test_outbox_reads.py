@@ -39,7 +39,7 @@ async def opened(tmp_path: Path) -> AsyncIterator[Callable[..., Outbox]]:
 
 def _put_raw(outbox: Outbox, stream: Stream, seq: int, value: bytes) -> None:
     """Overwrite a stored value behind the outbox's back (a damaged record)."""
-    outbox._store._cfs[stream][seq.to_bytes(8, "big")] = value  # noqa: SLF001
+    outbox._store._cfs[stream][seq.to_bytes(8, "big")] = value
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def _tar_with_extra_file(original: Path) -> bytes:
     return out.getvalue()
 
 
-async def test_every_refusal_on_publish(service: Ingest, kit: Kit) -> None:  # noqa: PLR0915
+async def test_every_refusal_on_publish(service: Ingest, kit: Kit) -> None:
     operator, device = await service.operator(), await service.device("gate-01", "wh-nyc-01")
     artifact = kit.build.archive.read_bytes()
     stranger = SigningKey.generate()
