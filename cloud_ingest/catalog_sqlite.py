@@ -9,12 +9,8 @@ open the same file: WAL lets readers and one writer share it, and
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,33 +24,31 @@ from cloud_ingest.catalog import (
     RawRequestState,
     UploadRecord,
 )
-from cloud_ingest.catalog_schema import MIGRATIONS, SCHEMA_VERSION
-from cloud_ingest.errors import Conflict, IngestError, NotFound
+from cloud_ingest.catalog_sqlite_rows import (
+    BATCH_SELECT,
+    DEVICE_SELECT,
+    RAW_SELECT,
+    batch_row,
+    device_row,
+    migrate,
+    move_raw_request,
+    raw_row,
+)
+from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError, Conflict, NotFound
 from cloud_ingest.principal import Principal
+from cloud_ingest.sqlite_database import (
+    SqliteDatabase,
+    insert_audit,
+    make_private_dir,
+    make_private_file,
+)
 from sync.protocol import Stream
-from sync.shared.durable_file import make_directory_durably
 
-__all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog"]
-
-
-class CatalogVersionError(IngestError):
-    """The catalog file was written by a newer yardlink; refuse to touch it."""
-
-    status, error = 500, "catalog_version"
+__all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog", "make_private_dir"]
 
 
-class CatalogUnavailable(IngestError):
-    """The catalog file cannot be opened (not an SQLite database, unreadable, no room)."""
-
-    status, error = 500, "catalog_unavailable"
-
-
-class SqliteCatalog:
+class SqliteCatalog(SqliteDatabase):
     """:class:`cloud_ingest.catalog.Catalog` on one SQLite file."""
-
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -62,7 +56,7 @@ class SqliteCatalog:
     ) -> SqliteCatalog:
         try:
             make_private_dir(path.parent)
-            _make_private_file(path)  # SQLite gives -wal and -shm the mode of the database
+            make_private_file(path)  # SQLite gives -wal and -shm the mode of the database
             db = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise CatalogUnavailable(f"cannot open catalog {path}: {exc}") from exc
@@ -71,7 +65,7 @@ class SqliteCatalog:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {synchronous}")
             await db.execute("PRAGMA foreign_keys = ON")
-            await _migrate(db)
+            await migrate(db)
         except (OSError, sqlite3.Error) as exc:
             await db.close()
             raise CatalogUnavailable(f"cannot open catalog {path}: {exc}") from exc
@@ -79,28 +73,6 @@ class SqliteCatalog:
             await db.close()
             raise
         return cls(db)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def _one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
-
-    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
 
     # ------------------------------------------------------------- devices, credentials
 
@@ -119,7 +91,7 @@ class SqliteCatalog:
                 " VALUES (?, 'device', ?, ?)",
                 (token_hash, device_id, now),
             )
-            await _insert_audit(db, now, actor, "device.add", device_id, {"site_id": site_id})
+            await insert_audit(db, now, actor, "device.add", device_id, {"site_id": site_id})
 
     async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
@@ -140,7 +112,7 @@ class SqliteCatalog:
                 " WHERE role = 'device' AND subject = ?",
                 (now, device_id),
             )
-            await _insert_audit(db, now, actor, "device.revoke", device_id, detail)
+            await insert_audit(db, now, actor, "device.revoke", device_id, detail)
 
     async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
@@ -152,7 +124,7 @@ class SqliteCatalog:
                 " VALUES (?, 'operator', ?, ?)",
                 (token_hash, name, now),
             )
-            await _insert_audit(db, now, actor, "operator.add", name, {})
+            await insert_audit(db, now, actor, "operator.add", name, {})
 
     async def revoke_operator(self, name: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
@@ -169,7 +141,7 @@ class SqliteCatalog:
                 " WHERE role = 'operator' AND subject = ?",
                 (now, name),
             )
-            await _insert_audit(db, now, actor, "operator.revoke", name, detail)
+            await insert_audit(db, now, actor, "operator.revoke", name, detail)
 
     async def rotate_device_token(
         self, device_id: str, token_hash: str, now: float, *, actor: str
@@ -192,13 +164,13 @@ class SqliteCatalog:
                 " VALUES (?, 'device', ?, ?)",
                 (token_hash, device_id, now),
             )
-            await _insert_audit(db, now, actor, "device.rotate", device_id, {})
+            await insert_audit(db, now, actor, "device.rotate", device_id, {})
 
     async def record_audit(
         self, now: float, actor: str, action: str, subject: str, detail: dict[str, Any]
     ) -> None:
         async with self._transaction() as db:
-            await _insert_audit(db, now, actor, action, subject, detail)
+            await insert_audit(db, now, actor, action, subject, detail)
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
         row = await self._one(
@@ -215,11 +187,11 @@ class SqliteCatalog:
         return Principal("operator", subject)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        row = await self._one(_DEVICE_SELECT + " WHERE device_id = ?", (device_id,))
-        return _device(row) if row else None
+        row = await self._one(DEVICE_SELECT + " WHERE device_id = ?", (device_id,))
+        return device_row(row) if row else None
 
     async def list_devices(self) -> list[DeviceRecord]:
-        return [_device(r) for r in await self._all(_DEVICE_SELECT + " ORDER BY device_id")]
+        return [device_row(r) for r in await self._all(DEVICE_SELECT + " ORDER BY device_id")]
 
     async def record_sync(self, device_id: str, status: dict[str, Any], now: float) -> None:
         async with self._transaction() as db:
@@ -231,14 +203,14 @@ class SqliteCatalog:
     # ------------------------------------------------------------- batches, watermarks
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
-        row = await self._one(_BATCH_SELECT + " WHERE batch_id = ?", (batch_id,))
-        return _batch(row) if row else None
+        row = await self._one(BATCH_SELECT + " WHERE batch_id = ?", (batch_id,))
+        return batch_row(row) if row else None
 
     async def record_batch(self, batch: BatchRecord) -> BatchRecord:
         async with self._transaction() as db:
-            existing = await self._one(_BATCH_SELECT + " WHERE batch_id = ?", (batch.batch_id,))
+            existing = await self._one(BATCH_SELECT + " WHERE batch_id = ?", (batch.batch_id,))
             if existing is not None:
-                return _batch(existing)
+                return batch_row(existing)
             await db.execute(
                 "INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
                 " records, sha256, size, lake_paths, received_at)"
@@ -316,7 +288,7 @@ class SqliteCatalog:
                     request.expires_at,
                 ),
             )
-            await _insert_audit(
+            await insert_audit(
                 db,
                 request.created_at,
                 request.created_by,
@@ -332,8 +304,8 @@ class SqliteCatalog:
             )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
-        row = await self._one(_RAW_SELECT + " WHERE request_id = ?", (request_id,))
-        return _raw(row) if row else None
+        row = await self._one(RAW_SELECT + " WHERE request_id = ?", (request_id,))
+        return raw_row(row) if row else None
 
     async def list_raw_requests(
         self, *, device_id: str | None, state: RawRequestState | None, limit: int
@@ -347,17 +319,17 @@ class SqliteCatalog:
             params.append(state)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         rows = await self._all(
-            _RAW_SELECT + where + " ORDER BY created_at, rowid LIMIT ?", [*params, limit]
+            RAW_SELECT + where + " ORDER BY created_at, rowid LIMIT ?", [*params, limit]
         )
-        return [_raw(r) for r in rows]
+        return [raw_row(r) for r in rows]
 
     async def pending_raw_requests(self, device_id: str, now: float) -> list[RawRequestRecord]:
         rows = await self._all(
-            _RAW_SELECT + " WHERE device_id = ? AND state = 'requested' AND expires_at > ?"
+            RAW_SELECT + " WHERE device_id = ? AND state = 'requested' AND expires_at > ?"
             " ORDER BY created_at, rowid LIMIT 1000",
             (device_id, now),
         )
-        return [_raw(r) for r in rows]
+        return [raw_row(r) for r in rows]
 
     async def set_raw_request_state(
         self,
@@ -372,7 +344,7 @@ class SqliteCatalog:
         moved = 0
         async with self._transaction() as db:
             for request_id in request_ids:
-                moved += await _move_raw_request(db, device_id, request_id, state, now, upload_id)
+                moved += await move_raw_request(db, device_id, request_id, state, now, upload_id)
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
@@ -417,7 +389,7 @@ class SqliteCatalog:
             request_id = upload.metadata.get("request_id")
             delivered = 0
             if request_id:
-                delivered = await _move_raw_request(
+                delivered = await move_raw_request(
                     db,
                     upload.device_id,
                     request_id,
@@ -432,7 +404,7 @@ class SqliteCatalog:
                 "request_id": request_id,
                 "raw_request_delivered": bool(delivered),
             }
-            await _insert_audit(
+            await insert_audit(
                 db,
                 upload.completed_at,
                 actor,
@@ -461,102 +433,3 @@ class SqliteCatalog:
             (after_id, limit),
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
-
-
-def make_private_dir(directory: Path) -> None:
-    """Create ``directory`` (and parents) if missing, readable by this user only (0700)."""
-    make_directory_durably(directory, mode=0o700)  # its entry survives a power cut
-    directory.chmod(0o700)
-
-
-def _make_private_file(path: Path) -> None:
-    """The catalog holds token hashes and the audit log: 0600, also when it existed."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if file.exists():
-            file.chmod(0o600)
-
-
-async def _insert_audit(
-    db: aiosqlite.Connection,
-    at: float,
-    actor: str,
-    action: str,
-    subject: str,
-    detail: dict[str, Any],
-) -> None:
-    """Append one audit event, inside the caller's transaction (the change it records)."""
-    await db.execute(
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-        (at, actor, action, subject, json.dumps(detail, default=str)),
-    )
-
-
-async def _move_raw_request(
-    db: aiosqlite.Connection,
-    device_id: str,
-    request_id: str,
-    state: RawRequestState,
-    now: float,
-    upload_id: str | None,
-) -> int:
-    """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
-    cursor = await db.execute(
-        "UPDATE raw_requests SET state = ?, state_changed_at = ?,"
-        " upload_id = COALESCE(?, upload_id)"
-        " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
-        (state, now, upload_id, request_id, device_id),
-    )
-    return cursor.rowcount
-
-
-async def _migrate(db: aiosqlite.Connection) -> None:
-    row = await (await db.execute("PRAGMA user_version")).fetchone()
-    current = int(row[0]) if row else 0
-    if current > SCHEMA_VERSION:
-        raise CatalogVersionError(
-            f"catalog schema v{current} is newer than this yardlink (v{SCHEMA_VERSION})"
-        )
-    for version, script in MIGRATIONS:
-        if version > current:
-            await db.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
-            )
-
-
-_DEVICE_SELECT = (
-    "SELECT device_id, site_id, created_at, revoked_at, last_sync_at, last_sync FROM devices"
-)
-_BATCH_SELECT = (
-    "SELECT batch_id, device_id, site_id, stream, first_seq, last_seq, records, sha256, size,"
-    " lake_paths, received_at FROM batches"
-)
-_RAW_SELECT = (
-    "SELECT request_id, device_id, created_by, created_at, expires_at, state, seq, since, until,"
-    " reason, state_changed_at, upload_id FROM raw_requests"
-)
-
-
-def _device(row: aiosqlite.Row) -> DeviceRecord:
-    last_sync = json.loads(row[5]) if row[5] else None
-    return DeviceRecord(row[0], row[1], row[2], row[3], row[4], last_sync)
-
-
-def _batch(row: aiosqlite.Row) -> BatchRecord:
-    return BatchRecord(
-        batch_id=row[0],
-        device_id=row[1],
-        site_id=row[2],
-        stream=Stream(row[3]),
-        first_seq=row[4],
-        last_seq=row[5],
-        records=row[6],
-        sha256=row[7],
-        size=row[8],
-        lake_paths=tuple(json.loads(row[9])),
-        received_at=row[10],
-    )
-
-
-def _raw(row: aiosqlite.Row) -> RawRequestRecord:
-    return RawRequestRecord(*row)

@@ -11,6 +11,8 @@ __all__ = [
     "BadContentEncoding",
     "BadRequest",
     "BatchTooLargeDecoded",
+    "CatalogUnavailable",
+    "CatalogVersionError",
     "ChecksumMismatch",
     "Conflict",
     "Forbidden",
@@ -116,3 +118,15 @@ class UploadSha256Mismatch(Gone):
     """
 
     error, retryable = "upload_sha256_mismatch", True
+
+
+class CatalogVersionError(IngestError):
+    """The catalog file was written by a newer yardlink; refuse to touch it."""
+
+    status, error = 500, "catalog_version"
+
+
+class CatalogUnavailable(IngestError):
+    """The catalog file cannot be opened (not an SQLite database, unreadable, no room)."""
+
+    status, error = 500, "catalog_unavailable"

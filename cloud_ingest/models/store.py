@@ -7,10 +7,7 @@ one transaction with its audit event, as the main catalog does.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import aiosqlite
 
 from cloud_ingest.errors import Conflict
 from cloud_ingest.models.rollout import Rollout, RolloutPhase, Transition
+from cloud_ingest.sqlite_database import SqliteDatabase, insert_audit
 from sync.protocol.releases import RolloutPlan
 
 __all__ = ["DeviceOutcome", "ReleaseRecord", "ReleaseStore"]
@@ -48,35 +46,13 @@ class DeviceOutcome:
     reason: str | None
 
 
-class ReleaseStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-        self._write_lock = asyncio.Lock()
-
+class ReleaseStore(SqliteDatabase):
     @classmethod
     async def open(cls, path: Path) -> ReleaseStore:
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA busy_timeout = 10000")
         await db.execute("PRAGMA synchronous = FULL")
         return cls(db)
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
 
     # ------------------------------------------------------------------ releases
 
@@ -109,7 +85,7 @@ class ReleaseStore:
                     release.published_at,
                 ),
             )
-            await _audit(
+            await insert_audit(
                 db,
                 release.published_at,
                 release.published_by,
@@ -156,7 +132,7 @@ class ReleaseStore:
                 (rollout.name, rollout.version, _dump(rollout), int(rollout.terminal), now),
             )
             detail = {**transition.detail, "counter": rollout.counter}
-            await _audit(
+            await insert_audit(
                 db,
                 now,
                 transition.actor,
@@ -199,7 +175,9 @@ class ReleaseStore:
                 )
                 detail = {"result": o.result, "counter": o.counter}
                 detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
-                await _audit(db, now, o.device_id, "model.outcome", f"{o.name}/{o.version}", detail)
+                await insert_audit(
+                    db, now, o.device_id, "model.outcome", f"{o.name}/{o.version}", detail
+                )
                 changed.append(o)
         return changed
 
@@ -262,18 +240,4 @@ def _load(text: str) -> Rollout:
         paused=raw["paused"],
         reason=raw["reason"],
         rollback=raw.get("rollback", False),
-    )
-
-
-async def _audit(
-    db: aiosqlite.Connection,
-    at: float,
-    actor: str,
-    action: str,
-    subject: str,
-    detail: dict[str, Any],
-) -> None:
-    await db.execute(
-        "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
-        (at, actor, action, subject, json.dumps(detail, default=str)),
     )
