@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +19,8 @@ __all__ = [
     "RollbackScreen",
     "parse_cap",
 ]
+
+_Answer = TypeVar("_Answer")
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -70,8 +73,30 @@ def parse_cap(kbps: str, minutes: str) -> CapRequest | str:
     return CapRequest(rate * 1000.0, duration * 60.0)
 
 
-class CapScreen(ModalScreen[CapRequest | None]):
+class _FormScreen(ModalScreen[_Answer | None]):
+    """A form: enter or the "set" button submits (``_submit`` may refuse and say
+    why), escape or any other button cancels with None."""
+
     BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def _submit(self) -> None:
+        raise NotImplementedError
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "set":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class CapScreen(_FormScreen[CapRequest]):
+    """A temporary upload cap in kbit/s for some minutes; empty lifts it."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -95,18 +120,6 @@ class CapScreen(ModalScreen[CapRequest | None]):
             return
         self.dismiss(parsed)
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "set":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
 
 @dataclass(frozen=True, slots=True)
 class RollbackRequest:
@@ -114,10 +127,8 @@ class RollbackRequest:
     reason: str
 
 
-class RollbackScreen(ModalScreen[RollbackRequest | None]):
+class RollbackScreen(_FormScreen[RollbackRequest]):
     """Which task's model to roll back one release, and why (for the audit)."""
-
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, tasks: list[str]) -> None:
         super().__init__()
@@ -146,15 +157,3 @@ class RollbackScreen(ModalScreen[RollbackRequest | None]):
             return
         reason = self.query_one("#reason", Input).value.strip() or "technician request"
         self.dismiss(RollbackRequest(task, reason[:500]))
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "set":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
