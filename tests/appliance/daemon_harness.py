@@ -36,6 +36,33 @@ def site_config(tmp_path: Path, **sections: dict[str, Any]) -> SiteConfig:
     return parse_config(data, environ={})
 
 
+def write_gate_config(tmp_path: Path, *, push_mode: str | None = None) -> Path:
+    """A site.toml for a real ``yardlink appliance run`` process: the repository's
+    models, one camera ``gate-in``, the local API on a free port."""
+    var = tmp_path / "var"
+    push = f'push_mode = "{push_mode}"\n' if push_mode else ""
+    text = f"""
+version = 1
+models_dir = "{REPO / "models"}"
+[site]
+device_id = "gate-01"
+site_id = "depot-test"
+data_dir = "{var}"
+[outbox]
+path = "{var / "outbox"}"
+[local_api]
+port = 0
+{push}technician_token = "{TOKEN}"
+[sources]
+queue_bound = 64
+[[sources.cameras]]
+id = "gate-in"
+"""
+    path = tmp_path / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def base_url(daemon: Daemon) -> str:
     return daemon.api_url
 

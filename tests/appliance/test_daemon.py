@@ -10,38 +10,13 @@ import urllib.request
 from pathlib import Path
 
 from appliance.sources.synthetic import SyntheticYardCamera
-from tests.appliance.daemon_harness import REPO, TOKEN, read_events
+from tests.appliance.daemon_harness import TOKEN, read_events, write_gate_config
 
 FRAMES = 6
 
 
-def _write_config(tmp_path: Path) -> Path:
-    var = tmp_path / "var"
-    text = f"""
-version = 1
-models_dir = "{REPO / "models"}"
-[site]
-device_id = "gate-01"
-site_id = "depot-test"
-data_dir = "{var}"
-[outbox]
-path = "{var / "outbox"}"
-[local_api]
-port = 0
-push_mode = "queued"
-technician_token = "{TOKEN}"
-[sources]
-queue_bound = 64
-[[sources.cameras]]
-id = "gate-in"
-"""
-    path = tmp_path / "site.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 async def test_sigterm_drains_queued_frames_and_exits_cleanly(tmp_path: Path) -> None:
-    config = _write_config(tmp_path)
+    config = write_gate_config(tmp_path, push_mode="queued")
     process = subprocess.Popen(
         [sys.executable, "-m", "yardlink.cli", "appliance", "run", "--config", str(config)],
         stdout=subprocess.PIPE,

@@ -15,34 +15,10 @@ from collections import Counter
 from pathlib import Path
 
 from appliance.sources.synthetic import SyntheticYardCamera
-from tests.appliance.daemon_harness import REPO, TOKEN, read_events
+from tests.appliance.daemon_harness import TOKEN, read_events, write_gate_config
 
 FRAMES = 6
 TASKS_PER_FRAME = 2  # the repository's models: gate_ocr and face_anonymize
-
-
-def _write_config(tmp_path: Path) -> Path:
-    var = tmp_path / "var"
-    text = f"""
-version = 1
-models_dir = "{REPO / "models"}"
-[site]
-device_id = "gate-01"
-site_id = "depot-test"
-data_dir = "{var}"
-[outbox]
-path = "{var / "outbox"}"
-[local_api]
-port = 0
-technician_token = "{TOKEN}"
-[sources]
-queue_bound = 64
-[[sources.cameras]]
-id = "gate-in"
-"""
-    path = tmp_path / "site.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def _start(config: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -81,7 +57,7 @@ def _stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
 
 
 async def test_sigkill_after_201_loses_no_frame_and_stores_each_once(tmp_path: Path) -> None:
-    config = _write_config(tmp_path)
+    config = write_gate_config(tmp_path)
     spool = tmp_path / "var" / "spool"
     camera = SyntheticYardCamera(9)
     bodies = [camera.frame(index).encode() for index in range(FRAMES)]
