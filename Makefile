@@ -9,7 +9,7 @@ MODELS_STAMP := models/.verified
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 SLOW_DEBS := mmdebstrap qemu-system-x86 mtools dosfstools zstd fdisk e2fsprogs
 
-.PHONY: all venv models test lint test-slow bench demo clean
+.PHONY: all venv models test lint test-slow fuzz bench demo clean
 
 all: test
 
@@ -41,6 +41,9 @@ test: lint models
 test-slow: $(STAMP) models
 	dpkg -s $(SLOW_DEBS) >/dev/null 2>&1 || { apt-get update -q && $(APT) $(SLOW_DEBS); }
 	$(BIN)/python -m pytest -q -m slow
+
+fuzz: $(STAMP) models
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q $$(grep -rl '^from hypothesis' tests)
 
 bench: $(STAMP) models
 	$(BIN)/python -m bench.run_all

@@ -167,6 +167,6 @@ def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:
 def _is_canonical(parts: BatchIdParts, body: bytes) -> bool:
     try:
         schema = pq.read_schema(io.BytesIO(body))
-    except (pa.ArrowException, OSError):
+    except (pa.ArrowException, OSError, ValueError):  # ValueError: a column path not UTF-8
         return False
     return bool(schema.remove_metadata().equals(STREAM_SCHEMAS[parts.stream]))

@@ -117,6 +117,21 @@ async def test_handshake_integers_out_of_range_are_400(
     assert "less than or equal" in answer["detail"] or "greater than" in answer["detail"]
 
 
+async def test_a_column_path_that_is_not_utf8_is_answered_without_a_500(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzz test: pyarrow reads the table, then fails to spell a
+    column path of the Parquet schema (byte 0x80) when the schema is read alone."""
+    token = await ingest.device()
+    body = (Path(__file__).parent / "data" / "parquet_column_path_not_utf8.bin").read_bytes()
+    with caplog.at_level(logging.INFO):
+        response = await ingest.client.put(
+            "/v1/batches/gate-01.events.0-10", data=body, headers=bearer(token) | PARQUET
+        )
+    assert response.status in (201, 400), await response.text()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
 async def test_bad_gzip_on_a_batch_put_is_400_without_a_traceback(
     ingest: Ingest, caplog: pytest.LogCaptureFixture
 ) -> None:
