@@ -1,18 +1,23 @@
 """Cloud ingest benchmark: tus upload throughput and memory (+ batch ingest rows).
 
-* tus PATCH throughput over loopback, every chunk with ``Upload-Checksum:
-  sha256``, 1 MiB and 8 MiB chunks, 16 concurrent uploads; anchor in the same
+* tus PATCH throughput over loopback of the service as deployed (``yardlink
+  ingest serve`` in its own process: its own event loop, every middleware,
+  bearer tokens checked against the catalog, catalog rows written when an
+  upload completes), every chunk with ``Upload-Checksum: sha256``, 1 MiB and
+  8 MiB chunks, 16 concurrent uploads of distinct content (each upload's first
+  chunk carries its own tag, so every upload is its own blob); anchor in the same
   run: the reference Node.js ``@tus/server`` + ``@tus/file-store`` under the
-  identical load (the benchmark stops, exit 2, when node/npm cannot run it); each
-  server runs 3 times (1 with --quick), the order reversed every other round,
-  and the medians are compared.  Note the anchor does less work: @tus/server
-  2.x ignores ``Upload-Checksum`` and the file store does not fsync, while ours
-  verifies every chunk, fsyncs every PATCH and hashes each completed upload
-  into the blob store.  An informational row compares with the same node
-  server fsyncing each PATCH before its 204 (still without checksums).
+  identical load (the benchmark stops, exit 2, when node/npm cannot run it);
+  each server runs 3 times (2 with --quick), the order reversed every other
+  round, and the medians are compared.  Note the anchor does less work:
+  @tus/server 2.x ignores ``Upload-Checksum`` and the file store does not
+  fsync, while ours verifies every chunk, fsyncs every PATCH, hashes each
+  completed upload into the blob store and records it in the catalog.  An
+  informational row compares with the same node server fsyncing each PATCH
+  before its 204 (still without checksums).
 * memory: one large upload (2 GiB, 256 MiB with --quick) in 8 MiB chunks; the
-  server process's peak RSS is sampled with psutil; the goal is that it grows
-  by less than two chunks (one body buffer plus bookkeeping).
+  deployed server process's peak RSS is sampled with psutil; the goal is that it
+  grows by less than two chunks (one body buffer plus bookkeeping).
 
 Each measurement is a function ``(quick) -> list[Row]`` in ``MEASUREMENTS``;
 the batch ingest rows (``bench/ingest_batches.py``) are included when present.
@@ -33,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -43,9 +49,10 @@ from yarl import URL
 from bench._common import Row, command_for, parse_args, row, write_results
 from bench.tus_servers import (
     AnchorUnavailable,
+    RunningServer,
     node_anchor_problem,
+    start_deployed_server,
     start_node_server,
-    start_our_server,
 )
 
 NAME = "ingest"
@@ -58,49 +65,74 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class _Upload:
+    """One upload's bytes: a tagged first chunk, then ``rest`` copies of the common chunk."""
+
+    first: bytes
+    rest: int
+    meta: str  # Upload-Metadata: the whole upload's sha256, a raw stream, a seq
+    first_checksum: str
+
+    @property
+    def length(self) -> int:
+        return len(self.first) * (self.rest + 1)
+
+
+def _checksum(chunk: bytes) -> str:
+    return f"sha256 {_b64(hashlib.sha256(chunk).digest())}"
+
+
+def _uploads(chunk: bytes, chunks_per_upload: int, count: int) -> list[_Upload]:
+    """``count`` uploads of distinct content (each its own blob, its own catalog row)."""
+    uploads = []
+    for index in range(count):
+        first = index.to_bytes(8, "big") + chunk[8:]
+        whole = hashlib.sha256(first)
+        for _ in range(chunks_per_upload - 1):
+            whole.update(chunk)
+        meta = (
+            f"sha256 {_b64(whole.hexdigest().encode())},stream {_b64(b'raw_sampled')},"
+            f"seq {_b64(str(index + 1).encode())}"
+        )
+        uploads.append(_Upload(first, chunks_per_upload - 1, meta, _checksum(first)))
+    return uploads
+
+
 async def _upload(
-    session: aiohttp.ClientSession, base: str, chunk: bytes, count: int, checksum: str, meta: str
+    session: aiohttp.ClientSession, server: RunningServer, upload: _Upload, chunk: bytes
 ) -> None:
-    """One upload of ``count`` copies of ``chunk``, each PATCH checksummed."""
-    headers = {"Tus-Resumable": "1.0.0", "Authorization": "Bearer bench"}
-    create = {**headers, "Upload-Length": str(len(chunk) * count), "Upload-Metadata": meta}
-    async with session.post(f"{base}/v1/uploads/", headers=create) as r:
+    """One upload, each PATCH checksummed."""
+    headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {server.token}"}
+    create = {**headers, "Upload-Length": str(upload.length), "Upload-Metadata": upload.meta}
+    async with session.post(f"{server.url}/v1/uploads/", headers=create) as r:
         if r.status != 201:
             raise RuntimeError(f"create answered {r.status}: {await r.text()}")
         url = str(r.url.join(URL(r.headers["Location"])))
+    common = _checksum(chunk)
     offset = 0
-    for _ in range(count):
+    for index in range(upload.rest + 1):
+        body, checksum = (upload.first, upload.first_checksum) if index == 0 else (chunk, common)
         patch = {
             **headers,
             "Upload-Offset": str(offset),
             "Content-Type": "application/offset+octet-stream",
             "Upload-Checksum": checksum,
         }
-        async with session.patch(url, data=chunk, headers=patch) as r:
+        async with session.patch(url, data=body, headers=patch) as r:
             if r.status != 204:
                 raise RuntimeError(f"PATCH answered {r.status}: {await r.text()}")
-        offset += len(chunk)
+        offset += len(body)
 
 
-async def _load(port: int, chunk: bytes, chunks_per_upload: int, uploads: int) -> float:
-    """Run ``uploads`` concurrent uploads; return MB/s (10^6 bytes)."""
-    checksum = f"sha256 {_b64(hashlib.sha256(chunk).digest())}"
-    whole = hashlib.sha256()
-    for _ in range(chunks_per_upload):
-        whole.update(chunk)
-    meta = f"sha256 {_b64(whole.hexdigest().encode())},stream {_b64(b'raw_frames')}"
-    base = f"http://127.0.0.1:{port}"
-    connector = aiohttp.TCPConnector(limit=uploads)
+async def _load(server: RunningServer, chunk: bytes, uploads: list[_Upload]) -> float:
+    """Run the uploads concurrently; return MB/s (10^6 bytes)."""
+    connector = aiohttp.TCPConnector(limit=len(uploads))
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        await asyncio.gather(
-            *(
-                _upload(session, base, chunk, chunks_per_upload, checksum, meta)
-                for _ in range(uploads)
-            )
-        )
+        await asyncio.gather(*(_upload(session, server, upload, chunk) for upload in uploads))
         elapsed = time.perf_counter() - started
-    return len(chunk) * chunks_per_upload * uploads / elapsed / 1e6
+    return sum(u.length for u in uploads) / elapsed / 1e6
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -138,60 +170,65 @@ class _PeakRss:
         self._thread.join()
 
 
+_Starter = Callable[[Path], RunningServer]
+
+
 def _run_against(
-    start: Callable[[Path], tuple[subprocess.Popen[bytes], int]],
-    chunk: bytes,
-    chunks_per_upload: int,
-    uploads: int,
-) -> tuple[float, int, int]:
-    """(MB/s, baseline RSS, peak RSS) of one load against a fresh server."""
+    start: _Starter, chunk: bytes, uploads: list[_Upload]
+) -> tuple[float, int, int, float]:
+    """(MB/s, baseline RSS, peak RSS, server CPU s per GB) of one load on a fresh server."""
     with tempfile.TemporaryDirectory(prefix="bench-tus-") as tmp:
-        proc, port = start(Path(tmp))
+        server = start(Path(tmp) / "data")
         try:
-            with _PeakRss(proc.pid) as rss:
-                rate = asyncio.run(_load(port, chunk, chunks_per_upload, uploads))
-            return rate, rss.baseline, rss.peak
+            process = psutil.Process(server.process.pid)
+            cpu_before = sum(process.cpu_times()[:2])
+            with _PeakRss(server.process.pid) as rss:
+                rate = asyncio.run(_load(server, chunk, uploads))
+            cpu = sum(process.cpu_times()[:2]) - cpu_before
+            gigabytes = sum(u.length for u in uploads) / 1e9
+            return rate, rss.baseline, rss.peak, cpu / gigabytes
         finally:
-            _stop(proc)
-
-
-_Starter = Callable[[Path], tuple[subprocess.Popen[bytes], int]]
+            _stop(server.process)
 
 
 def _interleaved(
-    starters: dict[str, _Starter],
-    chunk: bytes,
-    count: int,
-    repeats: int,
-) -> dict[str, float]:
-    """Median MB/s per server over ``repeats`` rounds, the order reversed every other round.
+    starters: dict[str, _Starter], chunk: bytes, uploads: list[_Upload], repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Median (MB/s, server CPU s/GB) per server over ``repeats`` rounds, the order
+    reversed every other round.
 
     The machine is shared, so a single run of each server in a fixed order
     mostly measures what else ran at the time; interleaving gives both the
     same conditions.
     """
     rates: dict[str, list[float]] = {name: [] for name in starters}
+    cpu: dict[str, list[float]] = {name: [] for name in starters}
     names = list(starters)
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else names[::-1]:
-            rates[name].append(_run_against(starters[name], chunk, count, CONCURRENCY)[0])
-    return {name: statistics.median(r) for name, r in rates.items()}
+            rate, _, _, cpu_per_gb = _run_against(starters[name], chunk, uploads)
+            rates[name].append(rate)
+            cpu[name].append(cpu_per_gb)
+            print(f"  tus {name}: {rate:.1f} MB/s, {cpu_per_gb:.2f} CPU s/GB", file=sys.stderr)
+    return {name: (statistics.median(rates[name]), statistics.median(cpu[name])) for name in names}
 
 
 def measure_tus_throughput(quick: bool) -> list[Row]:
     rows = []
     per_upload = (16 if quick else 64) * MiB
-    repeats = 1 if quick else 3
+    repeats = 2 if quick else 3
     starters: dict[str, _Starter] = {
-        "ours": start_our_server,
+        "ours": start_deployed_server,
         "node": start_node_server,
         "node_fsync": partial(start_node_server, fsync=True),
     }
+    command = command_for(NAME, quick)
     for chunk_mib in (1, 8):
         chunk = os.urandom(chunk_mib * MiB)
-        count = per_upload // len(chunk)
-        rates = _interleaved(starters, chunk, count, repeats)
-        ours, node, node_fsync = rates["ours"], rates["node"], rates["node_fsync"]
+        uploads = _uploads(chunk, per_upload // len(chunk), CONCURRENCY)
+        measured = _interleaved(starters, chunk, uploads, repeats)
+        (ours, ours_cpu), (node, node_cpu) = measured["ours"], measured["node"]
+        node_fsync = measured["node_fsync"][0]
         metric = (
             f"tus PATCH throughput, sha256 checksums, {chunk_mib} MiB chunks, "
             f"{CONCURRENCY} concurrent uploads"
@@ -202,7 +239,7 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
                 ours,
                 "MB/s",
                 goal=f">= 1.0x the reference node server (median of {repeats} interleaved runs)",
-                command=command_for(NAME, quick),
+                command=command,
                 anchor=_ANCHOR,
                 anchor_value=round(node, 4),
                 met=ours >= node,
@@ -214,9 +251,20 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
                 ours,
                 "MB/s",
                 goal="info: the anchor fsyncing each PATCH before its 204, as ours does",
-                command=command_for(NAME, quick),
+                command=command,
                 anchor=f"{_ANCHOR}, fsync per PATCH",
                 anchor_value=round(node_fsync, 4),
+            )
+        )
+        rows.append(
+            row(
+                f"tus server CPU per GB received, {chunk_mib} MiB chunks",
+                ours_cpu,
+                "CPU s/GB",
+                goal="info: the server process's user+system CPU (median), ours vs node",
+                command=command,
+                anchor=_ANCHOR,
+                anchor_value=round(node_cpu, 4),
             )
         )
     return rows
@@ -225,9 +273,10 @@ def measure_tus_throughput(quick: bool) -> list[Row]:
 def measure_tus_memory(quick: bool) -> list[Row]:
     chunk = os.urandom(8 * MiB)
     count = (256 if quick else 2048) * MiB // len(chunk)
-    ours = _run_against(start_our_server, chunk, count, 1)
-    node = _run_against(start_node_server, chunk, count, 1)
-    _, baseline, peak = ours
+    uploads = _uploads(chunk, count, 1)
+    ours = _run_against(start_deployed_server, chunk, uploads)
+    node = _run_against(start_node_server, chunk, uploads)
+    _, baseline, peak, _ = ours
     size = f"{count * len(chunk) // MiB} MiB upload in 8 MiB chunks"
     return [
         row(

@@ -2,15 +2,18 @@
 
 The service runs as ``yardlink ingest serve`` in its own process (as deployed);
 this process sends pre-encoded 10,000-record ``events`` batches (Parquet +
-zstd, as the appliance sends them) over loopback HTTP with a few concurrent
+zstd, as the appliance sends them) over loopback HTTP with 4 concurrent
 connections, and counts records acknowledged per second (201 answers: each
 batch validated, written to the Hive lake with fsync + rename, and recorded in
 the SQLite catalog with ``synchronous=FULL``).
 
-Anchor, measured in the same run on the same batches: a "lake write without
-HTTP" -- ``pyarrow.parquet`` reading each body and writing it to a file on the
-same disk (zstd, fsync), one after another.  A second row re-sends every batch
-(the idempotent duplicate path a device hits after a lost ack).
+Anchor, measured in the same run on the same bodies: what a peer that trusts
+its input would do to store them -- the same bytes written unchanged to files
+on the same disk, each fsync'd, by 4 writer threads (one per connection), no
+HTTP, no decoding, no rename.  Server and anchor take turns (3 rounds, 2 with
+--quick, the order reversed every other round, fresh directories each round)
+and the medians are compared.  A second row re-sends every batch (the
+idempotent duplicate path a device hits after a lost ack).
 
     python -m bench.ingest_batches [--quick]
 
@@ -21,21 +24,20 @@ can include them.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
-import subprocess
+import queue
+import statistics
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import pyarrow.parquet as pq
 
 from bench._common import Row, command_for, parse_args, row, write_results
-from cloud_ingest.catalog_sqlite import SqliteCatalog
-from cloud_ingest.provisioning import add_device
+from bench.tus_servers import DEVICE_ID, SITE_ID, start_deployed_server
 from sync.protocol import BATCH_CONTENT_TYPE, Stream, make_batch_id
 from sync.protocol.parquet import encode_batch
 
@@ -43,6 +45,7 @@ NAME = "ingest_batches"
 RECORDS_PER_BATCH = 10_000
 CONCURRENCY = 4
 GOAL = 500_000.0
+RATIO_GOAL = 0.7
 
 
 def _batches(count: int) -> list[tuple[str, bytes]]:
@@ -52,8 +55,8 @@ def _batches(count: int) -> list[tuple[str, bytes]]:
         first = index * RECORDS_PER_BATCH + 1
         records = [
             {
-                "device_id": "bench-01",
-                "site_id": "yard-a",
+                "device_id": DEVICE_ID,
+                "site_id": SITE_ID,
                 "seq": seq,
                 "event_time": base + seq * 0.01,
                 "model_name": "ppocr",
@@ -78,58 +81,22 @@ def _batches(count: int) -> list[tuple[str, bytes]]:
         last = first + RECORDS_PER_BATCH - 1
         batches.append(
             (
-                make_batch_id("bench-01", Stream.EVENTS, first, last),
+                make_batch_id(DEVICE_ID, Stream.EVENTS, first, last),
                 encode_batch(Stream.EVENTS, records),
             )
         )
     return batches
 
 
-def _lake_write_anchor(batches: list[tuple[str, bytes]], out_dir: Path) -> float:
-    """Records/s of pyarrow reading each body and writing it durably to disk."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    for batch_id, body in batches:
-        table = pq.read_table(io.BytesIO(body))
-        path = out_dir / f"{batch_id}.parquet"
-        with open(path, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd", compression_level=3)
-            sink.flush()
-            os.fsync(sink.fileno())
-    return len(batches) * RECORDS_PER_BATCH / (time.perf_counter() - started)
-
-
-def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``yardlink ingest serve --port 0``; its JSON log goes to a file we read the URL from."""
-    yardlink = str(Path(sys.executable).parent / "yardlink")
-    log_path = data_dir.parent / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [yardlink, "ingest", "serve", "--data-dir", str(data_dir), "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        for line in log_path.read_text().splitlines():
-            entry = json.loads(line)
-            if entry.get("msg") == "listening":
-                return process, str(entry["url"])
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"ingest server did not start: {log_path.read_text()[-500:]}")
-
-
 async def _send(url: str, token: str, batches: list[tuple[str, bytes]], expect: int) -> float:
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    pending: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
     for item in batches:
-        queue.put_nowait(item)
+        pending.put_nowait(item)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": BATCH_CONTENT_TYPE}
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            batch_id, body = queue.get_nowait()
+        while not pending.empty():
+            batch_id, body = pending.get_nowait()
             async with session.put(
                 f"{url}/v1/batches/{batch_id}", data=body, headers=headers
             ) as response:
@@ -144,43 +111,87 @@ async def _send(url: str, token: str, batches: list[tuple[str, bytes]], expect: 
     return len(batches) * RECORDS_PER_BATCH / elapsed
 
 
-async def _provision(data_dir: Path) -> str:
-    catalog = await SqliteCatalog.open(data_dir / "catalog.db")
+@dataclass(frozen=True, slots=True)
+class _Round:
+    anchor: float  # records/s
+    stored: float
+    duplicate: float
+
+
+def _fsync_writers_anchor(batches: list[tuple[str, bytes]], out_dir: Path) -> float:
+    """Records/s of ``CONCURRENCY`` threads writing the bodies unchanged, each fsync'd."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+    for item in batches:
+        work.put(item)
+
+    def writer() -> None:
+        while True:
+            try:
+                batch_id, body = work.get_nowait()
+            except queue.Empty:
+                return
+            fd = os.open(out_dir / f"{batch_id}.parquet", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, body)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    threads = [threading.Thread(target=writer) for _ in range(CONCURRENCY)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(batches) * RECORDS_PER_BATCH / (time.perf_counter() - started)
+
+
+def _one_round(batches: list[tuple[str, bytes]], root: Path, *, anchor_first: bool) -> _Round:
+    anchor = _fsync_writers_anchor(batches, root / "anchor") if anchor_first else 0.0
+    server = start_deployed_server(root / "data")
     try:
-        created = await add_device(catalog, "bench-01", "yard-a", actor="bench", now=time.time())
+        stored = asyncio.run(_send(server.url, server.token, batches, expect=201))
+        duplicate = asyncio.run(_send(server.url, server.token, batches, expect=200))
     finally:
-        await catalog.close()
-    return created.token
+        server.process.terminate()
+        server.process.wait(timeout=30)
+    if not anchor_first:
+        anchor = _fsync_writers_anchor(batches, root / "anchor")
+    return _Round(anchor, stored, duplicate)
 
 
 def measure_batch_ingest(quick: bool) -> list[Row]:
-    """Rows: stored records/s, duplicate records/s, each against the lake-write anchor."""
-    count = 8 if quick else 60
+    """Rows: stored records/s (against the anchor, and absolute), duplicate records/s."""
+    count, rounds = (8, 2) if quick else (60, 3)
     batches = _batches(count)
     command = command_for(NAME, quick)
-    with tempfile.TemporaryDirectory(prefix="yardlink-bench-") as tmp:
-        root = Path(tmp)
-        anchor = _lake_write_anchor(batches, root / "anchor")
-        data_dir = root / "data"
-        data_dir.mkdir()
-        token = asyncio.run(_provision(data_dir))
-        process, url = _start_server(data_dir)
-        try:
-            stored = asyncio.run(_send(url, token, batches, expect=201))
-            duplicate = asyncio.run(_send(url, token, batches, expect=200))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    anchor_name = "pyarrow read+write+fsync, no HTTP"
+    results = []
+    for index in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="yardlink-bench-") as tmp:
+            results.append(_one_round(batches, Path(tmp), anchor_first=index % 2 == 0))
+        print(f"  batches round {index}: {results[-1]}", file=sys.stderr)
+    anchor = statistics.median(r.anchor for r in results)
+    stored = statistics.median(r.stored for r in results)
+    duplicate = statistics.median(r.duplicate for r in results)
+    anchor_name = f"the same bodies written unchanged, fsync'd, by {CONCURRENCY} threads, no HTTP"
     return [
         row(
             "batch_ingest_records_per_s",
             stored,
             "records/s",
-            goal=">= 500,000 records/s",
+            goal=f">= {RATIO_GOAL}x the anchor (median of {rounds} interleaved rounds)",
             command=command,
             anchor=anchor_name,
             anchor_value=round(anchor, 1),
+            met=stored >= RATIO_GOAL * anchor,
+        ),
+        row(
+            "batch_ingest_records_per_s_absolute",
+            stored,
+            "records/s",
+            goal=">= 500,000 records/s",
+            command=command,
             met=stored >= GOAL,
         ),
         row(

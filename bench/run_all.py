@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["outbox", "ingest", "inference", "sync", "image", "push"]
+BENCHMARKS = ["outbox", "ingest", "inference", "sync", "bytes_per_event", "image", "push"]
 
 
 def main() -> int:

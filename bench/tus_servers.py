@@ -1,8 +1,9 @@
 """Tus servers for ``bench/ingest.py``, each run in its own process.
 
-* ours: ``python -m bench.tus_servers DATA_DIR PORT`` -- the real tus routes
-  and error middleware with a bench-only auth middleware (every bearer token is
-  device ``bench``);
+* ours, as deployed: ``yardlink ingest serve --port 0`` in its own process (its
+  own event loop, every middleware, bearer tokens checked against the SQLite
+  catalog, catalog rows written when an upload completes), with one device
+  provisioned by ``add_device`` before it starts (``start_deployed_server``);
 * the anchor: ``@tus/server`` + ``@tus/file-store`` on Node.js, installed with
   npm into ``~/.cache/yardlink/bench-node`` (outside the repo) on first use,
   unmodified; with ``fsync=True`` (an informational variant, not the goal's
@@ -17,21 +18,29 @@ with that reason rather than writing rows without their anchor.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
-
-from cloud_ingest.blobs import BlobStore
-from cloud_ingest.middleware import error_middleware
-from cloud_ingest.principal import PRINCIPAL, Principal
-from cloud_ingest.tus import CompletedUpload, UploadStore, add_tus_routes
+from cloud_ingest.catalog_sqlite import SqliteCatalog
+from cloud_ingest.provisioning import add_device
 from yardlink.localstack import StackError, free_port, wait_port
 
-__all__ = ["AnchorUnavailable", "node_anchor_problem", "start_node_server", "start_our_server"]
+__all__ = [
+    "DEVICE_ID",
+    "SITE_ID",
+    "AnchorUnavailable",
+    "RunningServer",
+    "node_anchor_problem",
+    "provision_device",
+    "start_deployed_server",
+    "start_node_server",
+]
 
 NODE_DIR = Path.home() / ".cache" / "yardlink" / "bench-node"
 NODE_PACKAGES = ("@tus/server@2.4.5", "@tus/file-store@2.1.1")
@@ -54,14 +63,63 @@ const Store = mode === "fsync" ? FsyncFileStore : FileStore;
 const tus = new Server({ path: "/v1/uploads", datastore: new Store({ directory: dir }) });
 http.createServer((req, res) => tus.handle(req, res)).listen(Number(port), "127.0.0.1");
 """
-_BENCH_DEVICE = Principal(role="device", name="bench", device_id="bench", site_id="bench")
+DEVICE_ID, SITE_ID = "bench-01", "yard-a"
+_START_TIMEOUT_S = 60.0
 
 
-def start_our_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.tus_servers", str(data_dir), str(port)])
-    wait_port(port, proc)
-    return proc, port
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """A server process, its port and the bearer token a device uses with it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    token: str = "bench"  # the node anchor takes any
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def provision_device(data_dir: Path) -> str:
+    """Create the service's catalog with one device (as an operator would); its token."""
+    catalog = await SqliteCatalog.open(data_dir / "catalog.db")
+    try:
+        created = await add_device(catalog, DEVICE_ID, SITE_ID, actor="bench", now=time.time())
+    finally:
+        await catalog.close()
+    return created.token
+
+
+def start_deployed_server(data_dir: Path) -> RunningServer:
+    """``yardlink ingest serve`` on a free port, with a provisioned device.
+
+    Its JSON log goes to ``data_dir/../server.log``; the port is read from the
+    ``listening`` line.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = asyncio.run(provision_device(data_dir))
+    yardlink = str(Path(sys.executable).parent / "yardlink")
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [yardlink, "ingest", "serve", "--data-dir", str(data_dir), "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line still being written, or not JSON
+                continue
+            if isinstance(entry, dict) and entry.get("msg") == "listening":
+                return RunningServer(process, int(entry["port"]), token)
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"yardlink ingest serve did not start: {log_path.read_text()[-500:]}")
 
 
 class AnchorUnavailable(RuntimeError):
@@ -95,9 +153,7 @@ def node_anchor_problem() -> str | None:
     return None
 
 
-def start_node_server(
-    data_dir: Path, *, fsync: bool = False
-) -> tuple[subprocess.Popen[bytes], int]:
+def start_node_server(data_dir: Path, *, fsync: bool = False) -> RunningServer:
     """The reference server (``AnchorUnavailable`` when it cannot run).
 
     ``fsync``: the informational variant that fsyncs each PATCH's data before the 204.
@@ -135,28 +191,4 @@ def start_node_server(
         proc.kill()
         proc.wait()
         raise AnchorUnavailable(f"the @tus/server anchor did not start: {exc}") from exc
-    return proc, port
-
-
-@web.middleware
-async def _bench_auth(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    request[PRINCIPAL] = _BENCH_DEVICE
-    return await handler(request)
-
-
-def _serve(data_dir: Path, port: int) -> None:
-    app = web.Application(middlewares=[error_middleware, _bench_auth])
-
-    async def on_complete(upload: CompletedUpload) -> None:
-        del upload
-
-    add_tus_routes(
-        app, UploadStore(data_dir / "uploads"), BlobStore(data_dir / "blobs"), on_complete
-    )
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-if __name__ == "__main__":
-    _serve(Path(sys.argv[1]), int(sys.argv[2]))
+    return RunningServer(proc, port)
