@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["check_digit_candidates", "warp_upright"]
+__all__ = ["check_digit_candidates", "check_digit_crops", "warp_upright"]
 
 Image = np.ndarray[Any, Any]
 
@@ -37,6 +37,14 @@ def check_digit_candidates(image_bgr: Image, prefix_box: tuple[int, int, int, in
     for boxes too thin or too broken to find.  The caller reads them all with
     a digits-only decode and keeps the most confident single digit.
     """
+    interior, windows = check_digit_crops(image_bgr, prefix_box)
+    return windows if interior is None else [interior, *windows]
+
+
+def check_digit_crops(
+    image_bgr: Image, prefix_box: tuple[int, int, int, int]
+) -> tuple[Image | None, list[Image]]:
+    """``check_digit_candidates`` split in two: the box interior (or None), the windows."""
     x, y, w, h = prefix_box
     height, width = image_bgr.shape[:2]
     x0 = min(width, x + w)
@@ -44,19 +52,17 @@ def check_digit_candidates(image_bgr: Image, prefix_box: tuple[int, int, int, in
     y0 = max(0, y - int(_VERTICAL_MARGIN * h))
     y1 = min(height, y + h + int(_VERTICAL_MARGIN * h))
     if x1 - x0 < h // 3 or y1 - y0 < 8:
-        return []
-    candidates = []
+        return None, []
     interior = _box_interior(image_bgr[y0:y1, x0:x1])
-    if interior is not None:
-        candidates.append(interior)
+    windows = []
     win_w, win_h = int(_WINDOW_WIDTH * h), int(_WINDOW_HEIGHT * h)
     top = max(0, y + (h - win_h) // 2)
     bottom = min(height, top + win_h)
     step = max(1, int(_WINDOW_STEP * h))
     for left in range(x0 + step // 2, x1 - win_w + 1, step):
         if bottom - top >= 8:
-            candidates.append(image_bgr[top:bottom, left : left + win_w])
-    return candidates
+            windows.append(image_bgr[top:bottom, left : left + win_w])
+    return interior, windows
 
 
 def _box_interior(crop: Image) -> Image | None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from appliance.errors import ModelLoadError
 from appliance.inference import iso6346
-from appliance.inference.check_digit import check_digit_candidates
+from appliance.inference.check_digit import check_digit_crops
+from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
@@ -135,43 +136,71 @@ class GateOcrTask:
         )
         self._digits = decoder.allowed_classes("0123456789")
         self._recorder: list[tuple[LoadedModel, dict[str, Tensor]]] | None = None
+        max_change = settings.skip_unchanged_max_change
+        self.unchanged: UnchangedFrames[list[Detection]] | None = (
+            None if max_change is None else UnchangedFrames(max_change)
+        )
         self._det_input = det.inputs[0].name
         self._rec_input = rec.inputs[0].name
 
     def detect(self, image_bgr: Image) -> list[TextBox]:
-        """Text boxes in frame pixels (largest ``max_text_boxes`` kept)."""
-        tensor = detection_input(image_bgr, self.settings.det_max_side)
+        """Text boxes in frame pixels (largest ``max_text_boxes`` kept), found inside
+        ``det_region`` when one is set."""
+        x, y, w, h = self.region_pixels(image_bgr.shape[0], image_bgr.shape[1])
+        region = image_bgr[y : y + h, x : x + w]
+        tensor = detection_input(region, self.settings.det_max_side)
         (probability,) = self._call(self.det, {self._det_input: tensor})
-        boxes = detect_boxes(probability[0, 0], image_bgr.shape[:2], self._params)
+        boxes = detect_boxes(probability[0, 0], region.shape[:2], self._params)
+        if x or y:
+            offset = np.array([x, y], dtype=np.float32)
+            boxes = [TextBox(b.points + offset, b.score) for b in boxes]
         if len(boxes) > self.settings.max_text_boxes:
             by_area = sorted(boxes, key=lambda b: -b.bounds[2] * b.bounds[3])
             keep = {id(b) for b in by_area[: self.settings.max_text_boxes]}
             boxes = [b for b in boxes if id(b) in keep]
         return boxes
 
-    def _rec_batches(
-        self, crops: list[Image], min_width: int = REC_MIN_WIDTH
-    ) -> list[tuple[list[int], Tensor]]:
-        """Crop indices and input tensor per rec call, batched by aspect ratio (less padding)."""
-        order = sorted(range(len(crops)), key=lambda i: crops[i].shape[1] / crops[i].shape[0])
-        size = self.settings.rec_batch_size
+    def region_pixels(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``det_region`` in pixels of a ``height`` x ``width`` frame (the whole frame if unset)."""
+        if self.settings.det_region is None:
+            return 0, 0, width, height
+        fx, fy, fw, fh = self.settings.det_region
+        x0, y0 = int(fx * width), int(fy * height)
+        x1, y1 = min(width, round((fx + fw) * width)), min(height, round((fy + fh) * height))
+        return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+    def _rec_batches(self, crops: list[Image], min_width: int) -> list[tuple[list[int], Tensor]]:
+        """Crop indices and input tensor per rec call, batched by aspect ratio (less padding):
+        at most ``rec_batch_size`` crops a call, and with ``rec_width_spread`` none more than
+        that many times wider than the call's narrowest."""
+        ratios = [crop.shape[1] / max(crop.shape[0], 1) for crop in crops]
+        order = sorted(range(len(crops)), key=lambda i: ratios[i])
+        size, spread = self.settings.rec_batch_size, self.settings.rec_width_spread
+        chunks: list[list[int]] = []
+        for index in order:
+            chunk = chunks[-1] if chunks else None
+            if (
+                chunk is None
+                or len(chunk) >= size
+                or (spread and ratios[index] > spread * max(ratios[chunk[0]], 1.0))
+            ):
+                chunks.append([index])
+            else:
+                chunk.append(index)
         return [
-            (
-                order[start : start + size],
-                recognition_batch([crops[i] for i in order[start : start + size]], min_width),
-            )
-            for start in range(0, len(order), size)
+            (chunk, recognition_batch([crops[i] for i in chunk], min_width)) for chunk in chunks
         ]
 
     def recognize(
         self,
         crops: list[Image],
         allowed: np.ndarray[Any, Any] | None = None,
-        min_width: int = REC_MIN_WIDTH,
+        min_width: int | None = None,
     ) -> list[RecognizedText]:
         """Decoded text per crop; ``allowed`` overrides the configured character set."""
         texts: list[RecognizedText | None] = [None] * len(crops)
-        for chunk, batch in self._rec_batches(crops, min_width):
+        width = self.settings.rec_min_width if min_width is None else min_width
+        for chunk, batch in self._rec_batches(crops, width):
             (probabilities,) = self._call(self.rec, {self._rec_input: batch})
             decoded = self.decoder.decode(
                 probabilities, self._charset if allowed is None else allowed
@@ -193,7 +222,7 @@ class GateOcrTask:
         """
         self._recorder = []
         try:
-            self.run(image_bgr)
+            self._read(image_bgr)
             return self._recorder
         finally:
             self._recorder = None
@@ -201,6 +230,20 @@ class GateOcrTask:
     def run(self, image_bgr: Image) -> TaskResult:
         started = time.perf_counter()
         require_bgr_frame(image_bgr)
+        if self.unchanged is None:
+            detections = self._read(image_bgr)
+        else:
+            thumb, remembered = self.unchanged.lookup(image_bgr)
+            if remembered is None:
+                detections = self._read(image_bgr)
+                self.unchanged.remember(thumb, detections)
+            else:
+                detections = list(remembered)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
+
+    def _read(self, image_bgr: Image) -> list[Detection]:
+        """Every model call and step for one frame: the detections."""
         boxes = self.detect(image_bgr)
         texts = self.recognize([crop_text(image_bgr, box) for box in boxes]) if boxes else []
         read = [
@@ -224,8 +267,7 @@ class GateOcrTask:
             for box in boxes
             if id(box) not in readable
         ]
-        elapsed = (time.perf_counter() - started) * 1000.0
-        return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
+        return detections
 
     def _complete_check_digit(self, image_bgr: Image, line: list[_ReadBox]) -> list[_ReadBox]:
         """Append the boxed check digit to a line whose last pieces read as a code prefix."""
@@ -236,14 +278,8 @@ class GateOcrTask:
             if iso6346.normalize_prefix("".join(p.text.text for p in pieces)) is None:
                 continue
             x, y, w, h = _union_box(pieces[-1:])  # the serial: the digit is boxed to its right
-            candidates = check_digit_candidates(image_bgr, (x, y, w, h))
-            readings = [
-                r
-                for r in self.recognize(candidates, self._digits, _CHECK_DIGIT_WIDTH)
-                if len(r.text) == 1
-            ]
-            digit = max(readings, key=lambda r: r.confidence, default=None)
-            if digit is None or digit.confidence < self.settings.check_digit_min_confidence:
+            digit = self._read_check_digit(image_bgr, (x, y, w, h))
+            if digit is None:
                 return line
             span = int(_CHECK_DIGIT_SEARCH * h)
             corners = np.array(
@@ -257,6 +293,27 @@ class GateOcrTask:
             )
             return [*line, _ReadBox(TextBox(corners, digit.confidence), digit)]
         return line
+
+    def _read_check_digit(
+        self, image_bgr: Image, serial_box: tuple[int, int, int, int]
+    ) -> RecognizedText | None:
+        """The most confident single digit among the candidates right of the serial."""
+        interior, windows = check_digit_crops(image_bgr, serial_box)
+        rounds = [[interior] if interior is not None else [], windows]
+        if not self.settings.check_digit_interior_first:
+            rounds = [rounds[0] + rounds[1]]
+        for candidates in rounds:
+            if not candidates:
+                continue
+            readings = [
+                r
+                for r in self.recognize(candidates, self._digits, _CHECK_DIGIT_WIDTH)
+                if len(r.text) == 1
+            ]
+            digit = max(readings, key=lambda r: r.confidence, default=None)
+            if digit is not None and digit.confidence >= self.settings.check_digit_min_confidence:
+                return digit
+        return None
 
 
 def load_gate_ocr(settings: GateOcrSettings, det_path: Path, rec_path: Path) -> GateOcrTask:

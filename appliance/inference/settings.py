@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appliance.inference.runtimes import LiteRtConfig, OnnxRuntimeConfig, RuntimeConfig
 
@@ -104,6 +104,55 @@ class GateOcrSettings(BaseModel):
     max_text_boxes: int = Field(
         default=48, ge=1, description="most text boxes recognised per frame (largest first)"
     )
+    det_region: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="the lane's box (x, y, width, height) as fractions of the frame, where "
+        "codes and plates can appear; the detector sees only this part (at det_max_side), "
+        "boxes are reported in frame pixels.  None = the whole frame",
+    )
+    rec_min_width: int = Field(
+        default=320,
+        ge=8,
+        le=2048,
+        description="recognition input width at least this (crops are right-padded); "
+        "PaddleOCR's 320 pads a 5-character plate to 320 columns, and the model's cost grows "
+        "with the width.  Smaller pads each batch only to its widest crop",
+    )
+    rec_width_spread: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="start a new recognition call when a crop (by aspect ratio) would be more "
+        "than this many times wider than the first of the call; 0 = fill calls up to "
+        "rec_batch_size whatever their widths",
+    )
+    check_digit_interior_first: bool = Field(
+        default=False,
+        description="read the inside of the check digit's box alone first and slide windows "
+        "along the line only when that gives no confident digit (one small call instead of "
+        "about seven crops); False reads every candidate in one call",
+    )
+    skip_unchanged_max_change: float | None = Field(
+        default=None,
+        ge=0,
+        description="answer a frame that differs from the last frame read by no more than "
+        "this many grey levels in any 32x32-pixel cell mean with that frame's result, "
+        "without running the models (a gate camera repeats the same scene between trucks); "
+        "None = read every frame",
+    )
+
+    @field_validator("det_region")
+    @classmethod
+    def _region_inside_frame(
+        cls, region: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if region is None:
+            return None
+        x, y, w, h = region
+        if not (0 <= x < 1 and 0 <= y < 1 and w > 0 and h > 0):
+            raise ValueError("det_region needs 0 <= x, y < 1 and width, height > 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            raise ValueError("det_region must lie inside the frame (x + width, y + height <= 1)")
+        return region
 
 
 class FaceAnonymizeSettings(BaseModel):

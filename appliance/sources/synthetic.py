@@ -50,6 +50,7 @@ class GroundTruth:
     value: str  # 11-character container code, "AB12 CDE", or a face's photograph
     valid: bool  # check digit correct (plates: always True)
     box: tuple[int, int, int, int]
+    layout: Literal["line", "stacked"] = "line"  # a container code's owner above its serial
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,8 @@ class SyntheticYardCamera:
         scale = rng.uniform(1.3, 2.0) * w / 1280
         thickness = max(2, round(scale * 2.2))
         origin = (x0 + int((x1 - x0) * rng.uniform(0.05, 0.3)), y0 + int(70 * scale) + 20)
-        if rng.random() < self.stacked_fraction:  # owner code above the serial, as on doors
+        stacked = rng.random() < self.stacked_fraction
+        if stacked:  # owner code above the serial, as on doors
             cv2.putText(image, code[:4], origin, font, scale, ink, thickness, cv2.LINE_AA)
             top_x, top_y, top_w, top_h = _text_box(origin, code[:4], font, scale, thickness)
             origin = (origin[0], origin[1] + int(top_h * 1.6))
@@ -244,7 +246,8 @@ class SyntheticYardCamera:
         left, top = min(hx, top_x), min(top_y, dy - pad)
         right, bottom = max(dx + dw + pad, top_x + top_w), max(hy + hh, dy + dh)
         box = (left, top, right - left, bottom - top)
-        return GroundTruth("container_code", code, valid, box)
+        layout: Literal["line", "stacked"] = "stacked" if stacked else "line"
+        return GroundTruth("container_code", code, valid, box, layout)
 
     def _draw_plate(
         self, rng: random.Random, image: Image
@@ -301,4 +304,4 @@ class SyntheticYardCamera:
         x0, y0 = np.floor(moved.min(axis=0)).astype(int)
         x1, y1 = np.ceil(moved.max(axis=0)).astype(int)
         box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-        return GroundTruth(truth.kind, truth.value, truth.valid, box)
+        return GroundTruth(truth.kind, truth.value, truth.valid, box, truth.layout)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.inference.validation import add_validate_commands
 from appliance.updates.errors import ReleaseError
 from appliance.updates.package import build_release, sign_release, verify_release
 from appliance.updates.wiring import load_keyring
@@ -208,3 +209,5 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     verify.add_argument("--device-class", required=True)
     verify.add_argument("--active-counter", type=int)
     verify.set_defaults(handler=_plain_errors(_verify))
+
+    add_validate_commands(commands)  # validate, eval-set: appliance/inference/validation.py
