@@ -19,11 +19,13 @@ Failures become typed errors that say what to do:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 import aiohttp
@@ -53,12 +55,49 @@ __all__ = [
     "CloudRejected",
     "CloudUnavailable",
     "HttpAnswer",
+    "SentTally",
+    "counting_sent",
 ]
 
 log = logging.getLogger(__name__)
 
 PIECE_BYTES: Final = 16 << 10
+# raw uploads in flight (sync.raw_lanes.MAX_LANES) plus metadata PUTs and a handshake
+CONNECTIONS: Final = 12
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class SentTally:
+    """Body bytes handed to the socket by the requests of one task (and its children)."""
+
+    bytes: int = 0
+    parents: list[SentTally] = field(default_factory=list)
+
+    def add(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        for parent in self.parents:
+            parent.bytes += nbytes
+
+
+_TALLY: ContextVar[SentTally | None] = ContextVar("sync_sent_tally", default=None)
+
+
+@contextlib.contextmanager
+def counting_sent() -> Iterator[SentTally]:
+    """Count the body bytes this task's requests hand to the socket.
+
+    Several uploads share one transport at once, so its ``bytes_out`` cannot say
+    which bytes were whose; a tally set here follows the task (and the tasks it
+    starts, which aiohttp does to write a body), nested tallies count too.
+    """
+    outer = _TALLY.get()
+    tally = SentTally(parents=[] if outer is None else [outer, *outer.parents])
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +140,7 @@ class CloudClient:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=4, force_close=False),
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False),
             )
         return self._session
 
@@ -118,6 +157,9 @@ class CloudClient:
                 await asyncio.sleep(delay)
             yield bytes(piece)
             self.bytes_out += len(piece)
+            tally = _TALLY.get()
+            if tally is not None:
+                tally.add(len(piece))
 
     async def request(
         self,

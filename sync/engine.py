@@ -6,7 +6,7 @@ One supervised task runs the loop::
         (a metadata send starts while it is on the wire: see ``_work``)
     repeat: scheduler picks a stream ->
         metadata: next batch (pinned before sending) -> PUT /v1/batches/{id} -> ack
-        raw:      next blob ref -> tus upload (resumable) -> ack
+        raw:      blob refs -> tus uploads, several in flight (resumable) -> ack in seq order
     on a transport failure: link monitor backoff (full jitter), then a handshake probe
 
 Controls for the local API: :meth:`pause`, :meth:`resume`, :meth:`sync_now`,
@@ -50,7 +50,8 @@ from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
 from sync.protocol import METADATA_STREAMS, RAW_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
 from sync.raw_delivery import RawDelivery
-from sync.raw_uploads import RawUploads
+from sync.raw_lanes import RawLanes
+from sync.raw_uploads import RawSent, RawUploads
 from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
 from sync.transport import TransportFactory, connect_cloud
@@ -106,6 +107,18 @@ class SyncEngine:
         self.uploader = TusUploader(self.client, self.state, sizer, link=self.link)
         self.raw = RawDelivery(outbox, self.state, blob_source)
         self.raw_uploads = RawUploads(outbox, self.raw, self.uploader, self.client)
+        self.raw_lanes = RawLanes(
+            self.raw,
+            self.raw_uploads,
+            rate_Bps=lambda: sizer.rate_Bps or self._link_rate_Bps(),
+            rtt_s=self._rtt_s,
+            target_s=settings.chunk_target_s,
+            min_chunk=settings.chunk_min_bytes,
+            max_chunk=settings.chunk_max_bytes,
+        )
+        # sent while raw uploads flow (see _send_raw)
+        self._side_handshake: asyncio.Task[None] | None = None
+        self._side_metadata: asyncio.Task[None] | None = None
         self.limits = BatchLimits(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_age_s
         )
@@ -271,17 +284,19 @@ class SyncEngine:
                 self._idle = False
             return
         if decision.stream.is_metadata:
-            stream = decision.stream
-            started = time.monotonic()
-            batches = await self._send_metadata(stream, handshake)
-            for sent in batches:
-                self._sent(stream, sent.body_bytes, sent.records)
-            if batches:
-                nbytes = sum(b.body_bytes for b in batches)
-                elapsed = time.monotonic() - started
-                self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
+            await self._send_meta_step(decision.stream, handshake)
         else:
             await self._send_raw(decision.stream)
+
+    async def _send_meta_step(self, stream: Stream, handshake: asyncio.Task[None] | None) -> None:
+        started = time.monotonic()
+        batches = await self._send_metadata(stream, handshake)
+        for sent in batches:
+            self._sent(stream, sent.body_bytes, sent.records)
+        if batches:
+            nbytes = sum(b.body_bytes for b in batches)
+            elapsed = time.monotonic() - started
+            self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
 
     async def _send_metadata(
         self, stream: Stream, handshake: asyncio.Task[None] | None
@@ -308,7 +323,7 @@ class SyncEngine:
                     if stream not in self.meta.stalled:
                         unready.append(stream)
                     continue
-            elif not self.raw.has_next(stream):
+            elif not (self.raw.has_next(stream) or self.raw.under_way(stream)):
                 continue
             backlog[stream] = Backlog(item.records, item.bytes, item.oldest_age_s)
         decision = self.scheduler.decide(
@@ -349,7 +364,8 @@ class SyncEngine:
         self.scheduler.record_sent(stream, nbytes, now)
         self._sent_bytes[stream] += nbytes
         self._sent_records[stream] += records
-        self._last_sent_at[stream] = now
+        if records:
+            self._last_sent_at[stream] = now
         if self.settings.daily_budget_bytes:
             self.state.state.day = utc_day(now)
             self.state.state.sent_today = self.scheduler.sent_today(now)
@@ -397,6 +413,64 @@ class SyncEngine:
     # ------------------------------------------------------------------ raw blobs
 
     async def _send_raw(self, stream: Stream) -> None:
-        sent = await self.raw_uploads.send_next(stream, lambda: self.link.succeeded(self._clock()))
-        if sent is not None:
-            self._sent(stream, sent.bytes_sent, 1)
+        """Raw uploads of ``stream`` (several in flight) while it stays the first choice.
+
+        Beside them go, without cutting the chunks on the wire short: a handshake
+        that falls due (it may queue raw requests, which then go before
+        ``raw_sampled``), and a metadata send when events arrive (no upload starts
+        a chunk until it is done).  One that fails stops the uploads at their next
+        chunk and fails the step."""
+        try:
+            await self.raw_lanes.run(
+                stream,
+                lambda: self._raw_goes_on(stream),
+                lambda: self.scheduler.budget_left(stream, self._clock()),
+                self._raw_sent,
+                lambda: self.link.succeeded(self._clock()),
+            )
+        except BaseException:
+            for side in self._take_sides():
+                side.cancel()
+                await asyncio.gather(side, return_exceptions=True)
+            raise
+        for side in self._take_sides():
+            await side  # a failed one raises: the engine backs off
+
+    def _take_sides(self) -> list[asyncio.Task[None]]:
+        sides = [t for t in (self._side_handshake, self._side_metadata) if t is not None]
+        self._side_handshake = self._side_metadata = None
+        return sides
+
+    async def _raw_goes_on(self, stream: Stream) -> bool:
+        """Whether an upload of ``stream`` may send its next chunk (it waits for events)."""
+        while True:
+            for side in (self._side_handshake, self._side_metadata):
+                if side is not None and side.done() and (side.cancelled() or side.exception()):
+                    return False  # raised by _send_raw
+            if self._side_handshake is not None and self._side_handshake.done():
+                self._side_handshake = None
+            if self._side_metadata is not None:
+                if not self._side_metadata.done():
+                    await asyncio.wait({self._side_metadata})
+                    continue
+                self._side_metadata = None
+            due = self._handshake_due or self._clock() >= self._next_handshake
+            if due and self._side_handshake is None:
+                self._side_handshake = asyncio.create_task(self._handshake())
+            decision, _ = self._decide()
+            if self._paused or decision is None or not decision.stream.is_metadata:
+                return decision is not None and decision.stream is stream and not self._paused
+            self._side_metadata = asyncio.create_task(
+                self._send_meta_step(decision.stream, self._side_handshake)
+            )
+
+    def _raw_sent(self, stream: Stream, sent: RawSent) -> None:
+        self._sent(stream, sent.bytes_sent, 1 if sent.delivered else 0)
+
+    def _link_rate_Bps(self) -> float | None:
+        bps = self.link.bandwidth_bps
+        return None if bps is None else bps / 8
+
+    def _rtt_s(self) -> float | None:
+        rtt_ms = self.link.snapshot().rtt_ms
+        return None if rtt_ms is None else rtt_ms / 1000

@@ -19,7 +19,9 @@ crossed in that direction (``Direction.DOWN`` with n=1 cuts after the server
 has processed a request but before the client sees the answer).
 
 Demo: ``python -m sync.linkemu --target 127.0.0.1:8080 --listen 9000 --rate 2e6
---rtt-ms 150 --flap 5,10``.
+--rtt-ms 150 --flap 5,10``; ``--stats FILE`` keeps the byte counters (bytes that
+crossed, per direction), cuts and seconds online in FILE as JSON, rewritten every
+0.1 s, stamped with ``time.monotonic()`` (one clock for every process of the host).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from enum import StrEnum
 __all__ = ["Direction", "LinkConditions", "LinkEmulator", "LinkEmuStats"]
 
 _READ_SIZE = 16 << 10
+DEFAULT_WINDOW = 256 << 10  # bytes in the pipe per connection and direction
 
 
 class Direction(StrEnum):
@@ -51,7 +56,7 @@ class LinkConditions:
     rate_bps: float | None = None  # per direction; None: unlimited
     online: bool = True  # False: new connections are refused, open ones are cut
     blackhole: bool = False  # connections stay open, nothing is forwarded
-    max_in_flight: int = 256 << 10
+    max_in_flight: int = DEFAULT_WINDOW
 
 
 @dataclass(slots=True)
@@ -196,6 +201,26 @@ class LinkEmulator:
         self._cut: _Cut | None = None
         self._link_free_at = {Direction.UP: 0.0, Direction.DOWN: 0.0}
         self._flapper: asyncio.Task[None] | None = None
+        self._online_total_s = 0.0
+        self._online_since: float | None = time.monotonic() if self.conditions.online else None
+
+    def online_seconds(self, now: float | None = None) -> float:
+        """Seconds the link was online since the emulator was made (the capacity's time)."""
+        now = time.monotonic() if now is None else now
+        since = self._online_since
+        return self._online_total_s + (0.0 if since is None else max(0.0, now - since))
+
+    def stats_json(self) -> dict[str, float]:
+        """The counters as ``--stats`` writes them."""
+        now = time.monotonic()
+        return {
+            "t": now,
+            "up": self.stats.bytes[Direction.UP],
+            "down": self.stats.bytes[Direction.DOWN],
+            "online_s": self.online_seconds(now),
+            "cuts": self.stats.cuts,
+            "connections": self.stats.connections,
+        }
 
     @property
     def port(self) -> int:
@@ -231,6 +256,12 @@ class LinkEmulator:
     # ------------------------------------------------------------------ controls
 
     def set_online(self, online: bool) -> None:
+        now = time.monotonic()
+        if online and self._online_since is None:
+            self._online_since = now
+        elif not online and self._online_since is not None:
+            self._online_total_s += now - self._online_since
+            self._online_since = None
         self.conditions.online = online
         if not online:
             self.cut_all()
@@ -276,7 +307,7 @@ class LinkEmulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flapper
             self._flapper = None
-        self.conditions.online = True
+        self.set_online(True)
 
     async def _flap(self, schedule: list[tuple[float, float]], *, repeat: bool) -> None:
         while True:
@@ -341,14 +372,26 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    conditions = LinkConditions(rtt_s=args.rtt_ms / 1000, rate_bps=args.rate)
+    conditions = LinkConditions(
+        rtt_s=args.rtt_ms / 1000, rate_bps=args.rate, max_in_flight=args.window_bytes
+    )
     emu = LinkEmulator(_parse_hostport(args.target), conditions, listen=("127.0.0.1", args.listen))
     async with emu:
         if args.flap:
             offline_s, online_s = (float(x) for x in args.flap.split(","))
             emu.start_flapping(offline_s, online_s)
         print(f"linkemu: 127.0.0.1:{emu.port} -> {args.target}", flush=True)
-        await asyncio.Event().wait()
+        while True:
+            if args.stats:
+                _write_stats(args.stats, emu.stats_json())
+            await asyncio.sleep(0.1)
+
+
+def _write_stats(path: str, stats: dict[str, float]) -> None:
+    temp = f"{path}.tmp"
+    with open(temp, "w") as file:
+        json.dump(stats, file)
+    os.replace(temp, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,6 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=None, help="bits per second per direction")
     parser.add_argument("--rtt-ms", type=float, default=0.0)
     parser.add_argument("--flap", default="", help="OFFLINE_S,ONLINE_S")
+    parser.add_argument(
+        "--window-bytes",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help="bytes one connection may have in the pipe per direction (its TCP window)",
+    )
+    parser.add_argument("--stats", default="", help="FILE: counters as JSON, every 0.1 s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(parser.parse_args(argv)))
 

@@ -2,14 +2,18 @@
 
 Rules (the engine owns one :class:`RawDelivery`):
 
-* Records of a raw stream are tried in seq order from a per-process cursor.
+* Records of a raw stream are taken in seq order from a per-process cursor
+  (:class:`~sync.raw_cursor.RawCursor`); several may be under way at once and
+  settle out of order, a record put back (its upload paused or failed) is
+  taken again first.
 * A blob that cannot be delivered in this process - it is gone from the blob
   store, its ref is unreadable, or the cloud refused it permanently - is
   *skipped*, never acknowledged: it stays in the outbox and is tried again on
   the next start (nothing is dropped by the sync side).
 * ``Outbox.ack`` deletes a whole prefix, so a delivered record is acked only
-  when no skipped record of the same stream lies below it; otherwise it waits
-  and the next start re-walks it (the cloud then answers "held" in one HEAD).
+  when no skipped record of the same stream lies below it, and no record still
+  under way; otherwise it waits (a skipped one: the next start re-walks it, the
+  cloud then answers "held" in one HEAD).
 * A blob whose copy on the device is damaged (it no longer hashes to its
   sha256, so the cloud refuses every upload of it) is *given up*: counted,
   logged once, and settled like a delivered one, so it does not hold the raw
@@ -25,7 +29,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Literal
 
 from sync.engine_state import EngineStateFile
@@ -33,6 +36,7 @@ from sync.errors import RecordRejected
 from sync.outbox import BlobRef, Outbox, OutboxRecord
 from sync.ports import BlobSource
 from sync.protocol import RAW_STREAMS, RawRequest, Stream, UploadMetadata
+from sync.raw_cursor import RawCursor
 
 __all__ = ["RawDelivery", "upload_metadata"]
 
@@ -55,36 +59,52 @@ def upload_metadata(
     )
 
 
-@dataclass
-class _Cursor:
-    after_seq: int = 0
-    skipped: list[int] = field(default_factory=list)
-
-
 class RawDelivery:
     def __init__(self, outbox: Outbox, state: EngineStateFile, blob_source: BlobSource) -> None:
         self.outbox = outbox
         self.state = state
         self.blob_source = blob_source
-        self._cursors = {s: _Cursor() for s in RAW_STREAMS}
+        self._cursors = {s: RawCursor() for s in RAW_STREAMS}
+        self._returned: dict[tuple[Stream, int], OutboxRecord] = {}
         self.given_up: Counter[Stream] = Counter()  # damaged copies settled unsent
         self.resolve_failures = 0  # raw requests the blob source failed on (asked again)
 
-    def next_record(self, stream: Stream) -> OutboxRecord | None:
-        found = self.outbox.read(stream, self._cursors[stream].after_seq, max_records=1)
+    def peek(self, stream: Stream) -> OutboxRecord | None:
+        """The record ``next_record`` would take (not taken)."""
+        cursor = self._cursors[stream]
+        again = cursor.next_returned()
+        if again is not None:
+            return self._returned[(stream, again)]
+        found = self.outbox.read(stream, cursor.after_seq, max_records=1)
         return found[0] if found else None
 
+    def next_record(self, stream: Stream) -> OutboxRecord | None:
+        """Take the next record of ``stream`` for upload (a record put back first)."""
+        record = self.peek(stream)
+        if record is not None:
+            self._returned.pop((stream, record.seq), None)
+            self._cursors[stream].take(record.seq)
+        return record
+
     def has_next(self, stream: Stream) -> bool:
-        return self.next_record(stream) is not None
+        return self.peek(stream) is not None
+
+    def under_way(self, stream: Stream) -> int:
+        """Records taken and not settled (uploading now, or put back)."""
+        cursor = self._cursors[stream]
+        return len(cursor.flying) + len(cursor.returned)
+
+    def put_back(self, record: OutboxRecord) -> None:
+        """The upload of ``record`` stopped before the end: take it again first."""
+        self._cursors[record.stream].put_back(record.seq)
+        self._returned[(record.stream, record.seq)] = record
 
     def skipped(self, stream: Stream) -> int:
         return len(self._cursors[stream].skipped)
 
     def skip(self, record: OutboxRecord, reason: str) -> None:
         """Leave ``record`` in the outbox and move past it for the rest of this process."""
-        cursor = self._cursors[record.stream]
-        cursor.after_seq = record.seq
-        cursor.skipped.append(record.seq)
+        self._cursors[record.stream].skip(record.seq)
         log.error(
             "raw %s seq %d not delivered (kept in the outbox, retried after restart): %s",
             record.stream,
@@ -119,10 +139,9 @@ class RawDelivery:
         self._count_down_request(ref, report_as="unknown")
 
     async def _settle(self, record: OutboxRecord) -> None:
-        cursor = self._cursors[record.stream]
-        cursor.after_seq = record.seq
-        if not cursor.skipped:
-            await self.outbox.ack(record.stream, record.seq)
+        up_to = self._cursors[record.stream].settle(record.seq)
+        if up_to is not None:
+            await self.outbox.ack(record.stream, up_to)
 
     def _count_down_request(
         self, ref: BlobRef, *, report_as: Literal["delivered", "unknown"]

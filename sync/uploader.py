@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from sync.cloud_client import SentTally, counting_sent
 from sync.engine_state import EngineStateFile
 from sync.errors import (
     BlobCopyDamaged,
@@ -90,7 +92,12 @@ def checksum_header(chunk: bytes) -> str:
 
 
 class ChunkSizer:
-    """Pure: the next chunk size from the measured throughput (EWMA)."""
+    """Pure: the next chunk size from the measured throughput (EWMA).
+
+    Several uploads share the link (``sync.raw_lanes``, which also caps the
+    size by its plan): a chunk sent while ``concurrent`` chunks were on the wire
+    saw that share of the link.
+    """
 
     def __init__(self, min_bytes: int, max_bytes: int, target_s: float) -> None:
         if not 0 < min_bytes <= max_bytes or target_s <= 0:
@@ -103,10 +110,11 @@ class ChunkSizer:
     def rate_Bps(self) -> float | None:  # bytes (B) per second
         return self._rate
 
-    def observe(self, nbytes: int, seconds: float) -> None:
+    def observe(self, nbytes: int, seconds: float, *, concurrent: int = 1) -> None:
         if nbytes <= 0 or not seconds > 0:
             return
-        sample = nbytes / max(seconds, 1e-3)  # a timer tick is not an infinitely fast link
+        # a timer tick is not an infinitely fast link
+        sample = nbytes * max(1, concurrent) / max(seconds, 1e-3)
         self._rate = sample if self._rate is None else 0.5 * self._rate + 0.5 * sample
 
     def next_size(self) -> int:
@@ -135,6 +143,7 @@ class UploadOutcome:
     skipped: bool  # the cloud already held it
     bytes_sent: int  # body bytes put on the wire by this call (resends included)
     resumed_from: int  # offset this call started from
+    paused: bool = False  # stopped at a chunk boundary (``go_on``): not done, resume later
 
 
 class TusUploader:
@@ -158,17 +167,40 @@ class TusUploader:
         self.sizer = sizer
         self.link = link
         self._clock = clock
-        self.current: UploadProgress | None = None
+        self.uploads: dict[str, UploadProgress] = {}  # by sha256: the uploads under way
         self.chunk_in_flight = 0  # size of the chunk being (or last) sent
+        self.chunk_cap: int | None = None  # set by sync.raw_lanes: its plan's chunk size
+        self._chunks_flying = 0  # requests with a body on the wire now, all uploads
         self._copies_found_damaged: set[str] = set()  # sha256s: hash the next copy first
 
-    async def upload(self, path: Path, meta: UploadMetadata) -> UploadOutcome:
-        """Upload the file at ``path`` (its sha256 is ``meta.sha256``) or resume it."""
+    @property
+    def current(self) -> UploadProgress | None:
+        """One upload under way (the first started), for a one-line status."""
+        return next(iter(self.uploads.values()), None)
+
+    async def upload(
+        self, path: Path, meta: UploadMetadata, go_on: Callable[[], Awaitable[bool]] | None = None
+    ) -> UploadOutcome:
+        """Upload the file at ``path`` (its sha256 is ``meta.sha256``) or resume it.
+
+        ``go_on`` is awaited before each chunk after the first request (it may hold
+        the chunk back while something more urgent is sent): False stops there
+        (``paused``; the upload path is kept, a later call resumes it).
+        """
+        with counting_sent() as tally:
+            return await self._upload(path, meta, go_on, tally)
+
+    async def _upload(
+        self,
+        path: Path,
+        meta: UploadMetadata,
+        go_on: Callable[[], Awaitable[bool]] | None,
+        tally: SentTally,
+    ) -> UploadOutcome:
         sha = meta.sha256
         if sha in self._copies_found_damaged:
             await self._check_copy_again(path, sha)
         length = (await asyncio.to_thread(path.stat)).st_size
-        sent_before = self.client.bytes_out
         upload = TusUploadState(sha, length, self.state.upload_path(sha))
         try:
             if upload.upload_path is not None:
@@ -178,40 +210,46 @@ class TusUploader:
                     self.state.forget_upload(sha)
                     return UploadOutcome(sha, True, 0, 0)
                 await self._create(path, upload, meta)
-            self._progress(upload)
+            self._progress(upload, 0)
             while not upload.done:
-                size = self.sizer.next_size()
+                if go_on is not None and not await go_on():
+                    return UploadOutcome(sha, False, tally.bytes, upload.started_at, paused=True)
+                size = self._chunk_size()
                 chunk = await asyncio.to_thread(_read_chunk, path, upload.offset, size)
                 if not chunk:
                     raise PermanentUploadError(f"{path} shrank below {length} bytes")
                 self.chunk_in_flight = len(chunk)
-                self._progress(upload)
+                self._progress(upload, len(chunk))
                 await self._patch(upload, chunk)
-                self._progress(upload)
+                self._progress(upload, 0)
         except CloudUnavailable as exc:
             raise RetryableUploadError(f"upload of {sha[:12]} interrupted: {exc}") from exc
         except CloudRejected as exc:
             raise await self._refusal(path, upload, exc) from exc
         finally:
-            self.current = None
+            self.uploads.pop(sha, None)
             self._forget_if_told(upload)
         self.state.forget_upload(sha)
-        return UploadOutcome(sha, False, self.client.bytes_out - sent_before, upload.started_at)
+        return UploadOutcome(sha, False, tally.bytes, upload.started_at)
+
+    def _chunk_size(self) -> int:
+        size = self.sizer.next_size()
+        return size if self.chunk_cap is None else max(1, min(size, self.chunk_cap))
 
     def _forget_if_told(self, upload: TusUploadState) -> None:
         if upload.forget:
             upload.forget = False
             self.state.forget_upload(upload.sha256)
 
-    def _progress(self, upload: TusUploadState) -> None:
+    def _progress(self, upload: TusUploadState, chunk_bytes: int) -> None:
         rate = self.sizer.rate_Bps
-        self.current = UploadProgress(
+        self.uploads[upload.sha256] = UploadProgress(
             upload.sha256,
             upload.upload_path,
             upload.offset,
             upload.length,
             rate and rate * 8,
-            self.chunk_in_flight,
+            chunk_bytes,
         )
 
     async def _check_copy_again(self, path: Path, sha: str) -> None:
@@ -272,14 +310,15 @@ class TusUploader:
             "Upload-Metadata": encode_metadata(meta),
         }
         body = None
-        if creation_with_upload(upload.length, self.sizer.next_size()):
+        if creation_with_upload(upload.length, self._chunk_size()):
             body = await asyncio.to_thread(path.read_bytes)
             headers["Content-Type"] = OFFSET_CONTENT_TYPE
             headers["Upload-Checksum"] = checksum_header(body)
         started = self._clock()
-        answer = await self.client.request(
-            "POST", UPLOADS_PATH, headers=headers, body=body, ok=(201,)
-        )
+        with self._flying(body is not None) as concurrent:
+            answer = await self.client.request(
+                "POST", UPLOADS_PATH, headers=headers, body=body, ok=(201,)
+            )
         location = answer.headers.get("Location")
         if not location:
             raise CloudRejected(201, "no_location", "tus creation answered without Location")
@@ -287,7 +326,8 @@ class TusUploader:
         self.state.remember_upload(meta.sha256, upload_path)
         upload.created(upload_path, answer.headers, 0 if body is None else len(body))
         if body is not None:
-            self._measured(len(body), self._clock() - started)
+            self.chunk_in_flight = len(body)
+            self._measured(len(body), self._clock() - started, concurrent)
 
     async def _patch(self, upload: TusUploadState, chunk: bytes) -> None:
         assert upload.upload_path is not None
@@ -299,13 +339,13 @@ class TusUploader:
         }
         while True:
             started = self._clock()
-            sent_before = self.client.bytes_out
             try:
-                answer = await self.client.request(
-                    "PATCH", upload.upload_path, headers=headers, body=chunk, ok=(204, 200)
-                )
+                with counting_sent() as sent, self._flying(True) as concurrent:
+                    answer = await self.client.request(
+                        "PATCH", upload.upload_path, headers=headers, body=chunk, ok=(204, 200)
+                    )
             except CloudUnavailable:
-                self._measured(self.client.bytes_out - sent_before, self._clock() - started)
+                self._measured(sent.bytes, self._clock() - started, concurrent)
                 raise
             except CloudRejected as exc:
                 step = upload.patch_refused(exc.status)
@@ -327,7 +367,7 @@ class TusUploader:
                     upload.offset_asked(server)
                     return
                 raise  # upload() decides: a new upload, or stop
-            self._measured(len(chunk), self._clock() - started)
+            self._measured(len(chunk), self._clock() - started, concurrent)
             at = upload.offset
             if upload.patch_answered(len(chunk), answer.headers):
                 log.warning(
@@ -335,10 +375,27 @@ class TusUploader:
                 )
             return
 
-    def _measured(self, nbytes: int, seconds: float) -> None:
-        self.sizer.observe(nbytes, seconds)
-        if self.link is not None:
-            self.link.observe_throughput(nbytes, seconds)
+    @contextlib.contextmanager
+    def _flying(self, with_body: bool) -> Iterator[int]:
+        """Count a request with a body on the wire; yields how many share the link."""
+        if not with_body:
+            yield 1
+            return
+        self._chunks_flying += 1
+        try:
+            yield self._chunks_flying
+        finally:
+            self._chunks_flying -= 1
+
+    def _measured(self, nbytes: int, seconds: float, concurrent: int = 1) -> None:
+        """A body of ``nbytes`` took ``seconds`` (its answer's round trip included) while
+        ``concurrent`` bodies shared the link."""
+        rtt_ms = None if self.link is None else self.link.snapshot().rtt_ms
+        if rtt_ms is not None:  # the bytes' time on the wire, not the wait for the answer
+            seconds = max(seconds - rtt_ms / 1000, seconds / 2)
+        self.sizer.observe(nbytes, seconds, concurrent=concurrent)
+        if self.link is not None and nbytes > 0:
+            self.link.observe_throughput(nbytes * max(1, concurrent), seconds)
 
 
 def _file_sha256(path: Path) -> str:

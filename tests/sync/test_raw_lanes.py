@@ -1,0 +1,67 @@
+"""plan_lanes: how many raw uploads go at once, and their chunk size (pure)."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.raw_lanes import MAX_LANES, SERVER_S, LanePlan, plan_lanes
+
+MIN, MAX = 64 << 10, 8 << 20
+
+
+def plan(rate_bps: float, rtt_s: float, blob: int = 2 << 20, target_s: float = 4.0) -> LanePlan:
+    return plan_lanes(
+        rate_bps / 8, rtt_s, target_s=target_s, blob_bytes=blob, min_chunk=MIN, max_chunk=MAX
+    )
+
+
+def test_unknown_rate_starts_with_two_small_uploads() -> None:
+    assert plan_lanes(None, 0.1, target_s=4, blob_bytes=1 << 20, min_chunk=MIN, max_chunk=MAX) == (
+        LanePlan(2, MIN)
+    )
+    assert plan_lanes(1e6, None, target_s=4, blob_bytes=1 << 20, min_chunk=MIN, max_chunk=MAX) == (
+        LanePlan(2, MIN)
+    )
+
+
+def test_the_benchmark_links_are_kept_full() -> None:
+    """While one upload waits two round trips, the others' chunks fill the link."""
+    for rate_bps, rtt_s in ((2e6, 0.15), (20e6, 0.6)):
+        got = plan(rate_bps, rtt_s)
+        idle_bytes = rate_bps / 8 * (2 * rtt_s + SERVER_S)
+        request = min(got.chunk_bytes, 2 << 20)  # a chunk is never more than its blob
+        assert (got.lanes - 1) * request >= idle_bytes
+        assert got.lanes * request <= rate_bps / 8 * 4.0  # an event waits <= target
+
+
+def test_a_longer_round_trip_asks_for_bigger_chunks_or_more_lanes() -> None:
+    near, far = plan(20e6, 0.05), plan(20e6, 0.6)
+    assert far.chunk_bytes * far.lanes > near.chunk_bytes * near.lanes
+
+
+@given(
+    rate=st.floats(1e3, 1e9),
+    rtt=st.floats(0, 2),
+    target=st.floats(0.1, 30),
+    blob=st.integers(1, 1 << 30),
+    min_chunk=st.integers(1024, 1 << 20),
+    extra=st.integers(0, 16 << 20),
+)
+def test_plans_stay_in_their_bounds(
+    rate: float, rtt: float, target: float, blob: int, min_chunk: int, extra: int
+) -> None:
+    max_chunk = min_chunk + extra
+    got = plan_lanes(
+        rate, rtt, target_s=target, blob_bytes=blob, min_chunk=min_chunk, max_chunk=max_chunk
+    )
+    assert 2 <= got.lanes <= MAX_LANES
+    assert min_chunk <= got.chunk_bytes <= max_chunk
+    request = min(got.chunk_bytes, blob)
+    if got.lanes > 2:  # more than two only while their chunks fit the window
+        assert got.lanes * request <= rate * target
+    # never more lanes than filling the idle time asks for
+    idle = rate * (2 * rtt + SERVER_S)
+    assert got.lanes <= max(2, 1 + math.ceil(1.5 * idle / request))
