@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     from appliance.daemon import run_daemon  # heavy imports (models, aiohttp) only when running
 
     try:
-        uvloop.run(run_daemon(config))  # the daemon's loop; docs/ARCHITECTURE.md says why
+        # the daemon's loop (docs/ARCHITECTURE.md says why uvloop)
+        uvloop.run(run_daemon(config, standby=args.standby))
     except OSError as exc:  # an unusable data_dir, a port in use, ...: the site must fix it
         raise StartupError(f"{args.config}: cannot start the appliance: {exc}") from None
     return 0
@@ -83,6 +84,12 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "run", help="run the appliance daemon until SIGTERM/SIGINT (then drain and stop)"
     )
     run.add_argument("--config", required=True, help="path to site.toml")
+    run.add_argument(
+        "--standby",
+        action="store_true",
+        help="load the models, then wait for the running appliance to hand over"
+        " (it is sent SIGUSR2) and take over its data dir and port (an A/B switch)",
+    )
     run.set_defaults(handler=_run)
     add_field_commands(commands)  # status, check, support-bundle
     register_tui(groups)  # yardlink tui: a top-level command of the appliance's technician

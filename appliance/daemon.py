@@ -25,6 +25,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from appliance.api_server import ApiServer
@@ -32,9 +33,10 @@ from appliance.builder import ApplianceBuilder, TaskLoader
 from appliance.config import SiteConfig
 from appliance.errors import ApplianceError
 from appliance.event_bus import Event, EventBus
+from appliance.handover import DataDirClaim, DataDirLock, StandbyAbandoned
 from appliance.inference.task_registry import TaskRegistry
 from appliance.inference.tasks import TASKS, InferenceTask
-from appliance.intake import FrameIntake
+from appliance.intake import DRAIN_TIMEOUT_S, FrameIntake
 from appliance.metrics import DaemonMetrics
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
@@ -77,10 +79,15 @@ class Daemon:
         supervisor: Supervisor | None = None,
         task_registry: TaskRegistry = TASKS,
         task_loader: TaskLoader | None = None,
+        claim_data_dir: Callable[[str | None], Awaitable[None]] | None = None,
     ) -> None:
         """``task_registry``: the tasks this daemon knows (default: the product's);
-        ``task_loader``: how they are loaded (default: the registry's own loader)."""
+        ``task_loader``: how they are loaded (default: the registry's own loader);
+        ``claim_data_dir``: awaited once the models are loaded, before anything in the
+        data dir is opened, with why they would not make it ready (``run_daemon``: the
+        data dir's lock, or a standby wait for it: ``appliance.handover``)."""
         self.config = config
+        self._claim_data_dir = claim_data_dir
         self.builder = ApplianceBuilder(
             config, task_registry=task_registry, task_loader=task_loader
         )
@@ -117,12 +124,18 @@ class Daemon:
 
     async def start(self) -> None:
         build = self.builder
-        await asyncio.to_thread(make_directory_durably, self.data_dir)
-        tokenizer = build.plate_tokenizer()
-        self._blobs = build.blob_store()
+        # the models first: the slow part, and it touches nothing in the data dir (a
+        # standby start loads them while the previous process still serves)
         self.tasks, self.model_failures = await build.load_tasks()
         for name, why in self.model_failures.items():
             _log.warning("task not loaded", extra={"task": name, "reason": why})
+        await asyncio.to_thread(make_directory_durably, self.data_dir)
+        if self._claim_data_dir is not None:
+            await self._claim_data_dir(
+                build.readiness_problem(self.model_failures, outbox_open=True)
+            )
+        tokenizer = build.plate_tokenizer()
+        self._blobs = build.blob_store()
         self._raw_frames = build.raw_frames(self._blobs, self.tasks)
         self.outbox = build.open_outbox()
         self._processor = build.frame_processor(
@@ -204,9 +217,11 @@ class Daemon:
         if problem is not None:
             _log.error("appliance not ready: %s", problem, extra={"reason": problem})
 
-    async def stop(self) -> None:
+    async def stop(self, *, handing_over: bool = False) -> None:
         """Stop sources and the API, drain queued + in-flight frames, close the outbox.
-        Safe at any point of ``start`` (each part is closed only if it was built)."""
+        Safe at any point of ``start`` (each part is closed only if it was built).
+        ``handing_over``: a standby takes over; with durable push every pushed frame is
+        in the spool, so it is left there for the successor instead of drained here."""
         self.readiness.stopping()
         if self.intake is not None:
             self.intake.accepting = False
@@ -215,7 +230,8 @@ class Daemon:
         if self.updates is not None:
             await self.updates.close()
         if self.intake is not None:
-            await self.intake.drain()
+            quick = handing_over and self.config.local_api.push_mode == "durable"
+            await self.intake.drain(0.0 if quick else DRAIN_TIMEOUT_S)
         if self._processor is not None:
             await asyncio.to_thread(self._processor.close)
         if self.sync_engine is not None:
@@ -341,28 +357,44 @@ def _wake(engine: SyncEngine) -> Callable[[Event], None]:
     return lambda event: engine.notify()
 
 
-async def run_daemon(config: SiteConfig) -> None:
-    """Run until SIGTERM/SIGINT, then drain and stop.  The first stdout line says whether
-    the appliance is ready (and why not): ``{"ready": ..., "api": ..., "reason": ...}``."""
-    daemon = Daemon(config)
+async def run_daemon(config: SiteConfig, *, standby: bool = False) -> None:
+    """Run until SIGTERM/SIGINT (or SIGUSR2: hand over to a standby), then drain and
+    stop.  The first stdout line says whether the appliance is ready (and why not):
+    ``{"ready": ..., "api": ..., "reason": ...}``.  ``standby``: load the models, then
+    wait for the running appliance to hand the data dir over (``appliance.handover``)."""
     stop = asyncio.Event()
+    handing_over = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    def hand_over() -> None:
+        handing_over.set()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGUSR2, hand_over)
     notifier = SystemdNotifier()  # READY=1 / STATUS / WATCHDOG=1 under systemd, else no-op
+    lock = DataDirLock(Path(config.site.data_dir))
+    claim = DataDirClaim(lock, standby=standby, stop_requested=stop, tell_status=notifier.status)
+    daemon = Daemon(config, claim_data_dir=claim)
     daemon.readiness.on_change(readiness_listener(notifier))
     watchdog = asyncio.create_task(notifier.watchdog_loop(), name="systemd-watchdog")
     try:
         await daemon.start()
-    except BaseException:
+    except BaseException as exc:
         watchdog.cancel()
         await daemon.stop()  # close what start opened (the outbox first of all)
+        lock.release()
+        if isinstance(exc, StandbyAbandoned):
+            _log.info("standby stopped before taking over")
+            return
         raise
     line: dict[str, Any] = {"ready": daemon.readiness.ready, "api": daemon.api_url}
     if not daemon.readiness.ready:
         line["reason"] = daemon.readiness.reason
     print(json.dumps(line), flush=True)
     await stop.wait()
-    await daemon.stop()
+    await daemon.stop(handing_over=handing_over.is_set())
+    lock.release()  # the outbox is closed: a standby may open it now
     watchdog.cancel()
     await asyncio.gather(watchdog, return_exceptions=True)

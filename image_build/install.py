@@ -4,8 +4,10 @@ Order (docs/IMAGE.md): verify the whole bundle (signature, counter, platform,
 every size and sha256) without writing a byte; store the advanced signed-time
 floor; fill the inactive slot (files checked again as written, an offline venv
 from the wheelhouse), mark it complete; record the trial; stop the service,
-point ``current`` at the new slot, start it and keep it only if it reports
-healthy within the deadline, else point back and start the previous slot.
+point ``current`` at the new slot, hand over to it (a standby start: the old
+appliance serves until the new one has loaded its models) and keep it only if
+it reports healthy within the deadline, else point back (the old one still
+serving when the new one never took over, else started again).
 
 A SIGKILL at any step leaves ``current`` on a complete slot: the new slot is
 only pointed at once complete, and a trial left unconfirmed by a killed
@@ -31,7 +33,7 @@ from image_build.layout import SLOTS, ImageState, Layout
 from image_build.manifest import BundleManifest, verify_manifest
 from image_build.platforms import Platform, host_platform
 from image_build.reading import walk_bundle
-from image_build.service import ServiceManager
+from image_build.service import HandOver, ServiceManager
 from image_build.site_config import (
     DeviceIdentity,
     current_identity,
@@ -349,6 +351,14 @@ def _try_start(service: ServiceManager, deadline_s: float) -> tuple[bool, str]:
         return False, f"cannot start it: {exc}"
 
 
+def _try_hand_over(service: ServiceManager, deadline_s: float) -> HandOver:
+    """As ``_try_start``, for the switch from the running appliance to the new slot's."""
+    try:
+        return service.hand_over(deadline_s)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return HandOver(False, f"cannot start it: {exc}")
+
+
 def _switch(
     layout: Layout,
     slot: str,
@@ -372,23 +382,34 @@ def _switch(
         return InstallResult(slot, previous, manifest.version, manifest.header.counter, False)
     trial = replace(state, trial={"slot": slot, "previous": previous or ""})
     trial.save(layout.state_file)
-    service.stop()
     _write_unit(layout, slot)
     layout.switch_to(slot)
-    healthy, why = _try_start(service, options.health_deadline_s)
-    if healthy:
+    # the running appliance serves until the new one is warm (a standby start, where the
+    # service manager can: ServiceManager.hand_over)
+    outcome = _try_hand_over(service, options.health_deadline_s)
+    if outcome.healthy:
         confirmed.save(layout.state_file)
         return InstallResult(slot, previous, manifest.version, manifest.header.counter, True)
+    if outcome.old_serving and previous is not None:  # the new one never took over
+        _write_unit(layout, previous)
+        layout.switch_to(previous)
+        state.save(layout.state_file)
+        raise InstallReverted(
+            f"{manifest.version} in slot {slot} was not healthy ({outcome.why}); switched"
+            f" back to slot {previous}, which kept serving throughout"
+        )
     service.stop()
     if previous is None or not layout.complete(previous):
         state.save(layout.state_file)
-        raise InstallError(f"the new slot {slot} is not healthy ({why}) and no slot to go back to")
+        raise InstallError(
+            f"the new slot {slot} is not healthy ({outcome.why}) and no slot to go back to"
+        )
     _write_unit(layout, previous)
     layout.switch_to(previous)
     back, why_back = _try_start(service, options.health_deadline_s)
     state.save(layout.state_file)  # trial over: the previous release and counter stay
     again = "serves again" if back else f"did not come back either ({why_back})"
     raise InstallReverted(
-        f"{manifest.version} in slot {slot} was not healthy ({why}); switched back to"
+        f"{manifest.version} in slot {slot} was not healthy ({outcome.why}); switched back to"
         f" slot {previous}, which {again}"
     )

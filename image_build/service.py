@@ -5,6 +5,12 @@ and ``ProcessService`` (a root without systemd, and the tests): it runs the
 installed unit's ``ExecStart`` with the unit's ``Environment=`` and
 ``WorkingDirectory=``, gives it a ``NOTIFY_SOCKET`` as systemd would, and
 counts it healthy once it sent ``READY=1`` and ``GET /healthz`` answers 200.
+
+``hand_over`` is the A/B switch: ``ProcessService`` starts the new slot's appliance
+in standby beside the running one (``appliance.handover``) so that frames are
+refused only while the data dir and the port change hands, not while the models
+load; ``SystemdService`` stops the unit and starts it again (one unit runs one
+process).
 """
 
 from __future__ import annotations
@@ -22,14 +28,33 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
+from appliance.handover import STANDBY_STATUS
 from image_build.errors import InstallError
 from image_build.layout import Layout
 
-__all__ = ["ProcessService", "ServiceManager", "SystemdService", "UnitCommand", "health_url"]
+__all__ = [
+    "HandOver",
+    "ProcessService",
+    "ServiceManager",
+    "SystemdService",
+    "UnitCommand",
+    "health_url",
+]
 
 _POLL_S = 0.2
+_STANDBY_POLL_S = 0.02  # the switch's gap starts when the new one says standby: look often
+_STOP_S = 30.0  # a stopping appliance gets this long to drain before SIGKILL
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """How a switch to the current slot went."""
+
+    healthy: bool
+    why: str = ""  # why not healthy
+    old_serving: bool = False  # not healthy, and the previous process never stopped serving
 
 
 class ServiceManager(Protocol):
@@ -37,6 +62,10 @@ class ServiceManager(Protocol):
 
     def start_and_wait(self, deadline_s: float) -> tuple[bool, str]:
         """Start the current slot; (healthy within the deadline, why not)."""
+        ...
+
+    def hand_over(self, deadline_s: float) -> HandOver:
+        """Replace the running appliance by the current slot's; healthy within the deadline?"""
         ...
 
 
@@ -87,21 +116,10 @@ def healthz_ok(url: str) -> bool:
         return False
 
 
-class ProcessService:
-    """The unit's command as a child process (no systemd): for tests and chroots."""
+class _Child:
+    """One appliance process started from the unit's command, with its NOTIFY_SOCKET."""
 
-    def __init__(self, layout: Layout, *, log_path: Path | None = None) -> None:
-        self.layout = layout
-        self.log_path = log_path or layout.root / "yardlink-service.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._notify_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._notify: socket.socket | None = None
-        self.ready = False
-        self.status = ""
-
-    def start(self) -> None:
-        command = UnitCommand.parse(self.layout.unit_file)
+    def __init__(self, command: UnitCommand, log_path: Path, extra_args: list[str]) -> None:
         self._notify_dir = tempfile.TemporaryDirectory(prefix="yardlink-notify-")
         notify_path = str(Path(self._notify_dir.name) / "notify")
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -112,10 +130,12 @@ class ProcessService:
             env["NOTIFY_SOCKET"] = notify_path
         if command.working_directory is not None:
             command.working_directory.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self._log = log_path.open("ab")
+        self.needs_ready = command.notify
         self.ready = False
+        self.status = ""
         self.process = subprocess.Popen(
-            command.argv,
+            [*command.argv, *extra_args],
             env=env,
             cwd=command.working_directory,
             stdin=subprocess.DEVNULL,
@@ -123,10 +143,8 @@ class ProcessService:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._needs_ready = command.notify
 
-    def _read_notifications(self) -> None:
-        assert self._notify is not None
+    def read_notifications(self) -> None:
         while True:
             try:
                 message = self._notify.recv(4096).decode("utf-8", "replace")
@@ -138,44 +156,109 @@ class ProcessService:
                 elif line.startswith("STATUS="):
                     self.status = line[len("STATUS=") :]
 
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+    def send(self, signum: int) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout_s: float, signum: int = signal.SIGTERM) -> None:
+        """Stop it (``signum``, then SIGKILL after ``timeout_s``) and close what it had."""
+        self.send(signum)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.send(signal.SIGKILL)
+            self.process.wait()
+        self._notify.close()
+        self._notify_dir.cleanup()
+        self._log.close()
+
+
+class ProcessService:
+    """The unit's command as a child process (no systemd): for tests and chroots."""
+
+    def __init__(self, layout: Layout, *, log_path: Path | None = None) -> None:
+        self.layout = layout
+        self.log_path = log_path or layout.root / "yardlink-service.log"
+        self.child: _Child | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return None if self.child is None else self.child.process
+
+    @property
+    def ready(self) -> bool:
+        return self.child is not None and self.child.ready
+
+    @property
+    def status(self) -> str:
+        return "" if self.child is None else self.child.status
+
+    def start(self, *extra_args: str) -> None:
+        command = UnitCommand.parse(self.layout.unit_file)
+        self.child = _Child(command, self.log_path, list(extra_args))
+
     def wait_healthy(self, deadline_s: float) -> tuple[bool, str]:
-        url = health_url(self.layout.site_config)
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            self._read_notifications()
-            if self.process.poll() is not None:
-                return False, f"the appliance exited with code {self.process.returncode}"
-            if (self.ready or not self._needs_ready) and healthz_ok(url):
-                return True, ""
-            time.sleep(_POLL_S)
-        why = "no READY=1" if self._needs_ready and not self.ready else f"{url} not answering"
-        return False, f"not healthy within {deadline_s:.0f} s ({why}; status: {self.status!r})"
+        assert self.child is not None
+        return _wait_healthy(self.child, health_url(self.layout.site_config), deadline_s)
 
     def start_and_wait(self, deadline_s: float) -> tuple[bool, str]:
         self.start()
         return self.wait_healthy(deadline_s)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self._notify is not None:
-            self._notify.close()
-            self._notify = None
-        if self._notify_dir is not None:
-            self._notify_dir.cleanup()
-            self._notify_dir = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def hand_over(self, deadline_s: float) -> HandOver:
+        """A standby start: the current slot's appliance loads its models beside the
+        running one (``--standby``); only once it says so is the old one told to hand
+        over (SIGUSR2: it stops, releasing the data dir and the port), and the new one
+        takes them.  A new one that exits or is not in standby within the deadline is
+        stopped and the old one never noticed (``old_serving``)."""
+        old = self.child
+        if old is None or old.exited() is not None:
+            if old is not None:
+                old.stop(0)
+            self.child = None
+            healthy, why = self.start_and_wait(deadline_s)
+            return HandOver(healthy, why)
+        command = UnitCommand.parse(self.layout.unit_file)
+        new = _Child(command, self.log_path, ["--standby"])
+        deadline = time.monotonic() + deadline_s
+        while not (new.status == STANDBY_STATUS or new.ready):
+            new.read_notifications()
+            code = new.exited()
+            if code is not None or time.monotonic() > deadline:
+                new.stop(_STOP_S)
+                why = (
+                    f"the appliance exited with code {code}"
+                    if code is not None
+                    else f"not in standby within {deadline_s:.0f} s (status: {new.status!r})"
+                )
+                return HandOver(False, why, old_serving=True)
+            time.sleep(_STANDBY_POLL_S)
+        old.stop(_STOP_S, signal.SIGUSR2)
+        self.child = new
+        healthy, why = self.wait_healthy(max(1.0, deadline - time.monotonic()))
+        return HandOver(healthy, why)
+
+    def stop(self, timeout_s: float = _STOP_S) -> None:
+        child, self.child = self.child, None
+        if child is not None:
+            child.stop(timeout_s)
+
+
+def _wait_healthy(child: _Child, url: str, deadline_s: float) -> tuple[bool, str]:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        child.read_notifications()
+        if child.exited() is not None:
+            return False, f"the appliance exited with code {child.process.returncode}"
+        if (child.ready or not child.needs_ready) and healthz_ok(url):
+            return True, ""
+        time.sleep(_POLL_S)
+    why = "no READY=1" if child.needs_ready and not child.ready else f"{url} not answering"
+    return False, f"not healthy within {deadline_s:.0f} s ({why}; status: {child.status!r})"
 
 
 class SystemdService:
@@ -193,6 +276,11 @@ class SystemdService:
     def stop(self) -> None:
         self._systemctl("daemon-reload")
         self._systemctl("stop", self.unit)
+
+    def hand_over(self, deadline_s: float) -> HandOver:
+        self.stop()
+        healthy, why = self.start_and_wait(deadline_s)
+        return HandOver(healthy, why)
 
     def start_and_wait(self, deadline_s: float) -> tuple[bool, str]:
         self._systemctl("daemon-reload")
