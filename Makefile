@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS_STAMP := models/.verified
-# Debian packages some tests need (fuse3 for the power-cut filesystem; the disk
+# Debian packages some tests need (fuse3 for the power-cut filesystem; postgresql,
+# whose server the catalog tests start on loopback as a non-root user; the disk
 # image test in test-slow: mmdebstrap, QEMU, partition tools, zstd).
 APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 SLOW_DEBS := mmdebstrap qemu-system-x86 mtools dosfstools zstd fdisk e2fsprogs
@@ -15,6 +16,7 @@ all: test
 
 $(STAMP): pyproject.toml
 	command -v fusermount3 >/dev/null || { apt-get update -q && $(APT) fuse3; }  # power-cut tests mount FUSE
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update -q && $(APT) postgresql; }  # catalog tests start their own server
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -24,16 +24,15 @@ from cloud_ingest.catalog import (
     RawRequestState,
     UploadRecord,
 )
-from cloud_ingest.catalog_sqlite_rows import (
+from cloud_ingest.catalog_rows import (
     BATCH_SELECT,
     DEVICE_SELECT,
     RAW_SELECT,
     batch_row,
     device_row,
-    migrate,
-    move_raw_request,
     raw_row,
 )
+from cloud_ingest.catalog_sqlite_rows import migrate, move_raw_request
 from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError, Conflict, NotFound
 from cloud_ingest.principal import Principal
 from cloud_ingest.sqlite_database import (

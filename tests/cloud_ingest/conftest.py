@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from cloud_ingest.settings import IngestSettings
+from tests.cloud_ingest.catalog_backends import catalog, catalog_backend
 from tests.support.ingest import Ingest, running_ingest
+
+__all__ = ["catalog", "catalog_backend"]  # the fixtures of the one catalog suite, both backends
 
 
 @pytest.fixture
