@@ -317,10 +317,13 @@ class UpdateAgent:
             await self._save(task, switched)
             self._on_step("switch")
 
-    async def commit(self, task: str, evidence: Mapping[str, Any] | None = None) -> None:
+    async def commit(
+        self, task: str, evidence: Mapping[str, Any] | None = None, *, watch: bool = False
+    ) -> None:
+        """Commit the release on trial (``watch``: its health watch starts, durably)."""
         async with self._lock:
             slots = self.state.task(task)
-            committed = slots.commit()
+            committed = slots.commit(watch=watch)
             info = slots.active_info()
             if info is not None:
                 committed = committed.with_outcome(_slot_outcome(info, "committed"))
@@ -331,10 +334,23 @@ class UpdateAgent:
             await self._save(task, committed)
             self._on_step("commit")
 
+    async def end_watch(self, task: str, release: str, evidence: Mapping[str, Any]) -> None:
+        """The health watch of ``release`` ended with no regression."""
+        async with self._lock:
+            slots = self.state.task(task)
+            if slots.watching != release:
+                return  # rolled back or replaced meanwhile
+            await self._audit.record(
+                "model.health_passed",
+                {"actor": AGENT, "task": task, **_info(slots.active_info()), **evidence},
+            )
+            await self._save(task, slots.end_watch())
+
     async def rollback(
-        self, task: str, reason: str, *, actor: str = AGENT
+        self, task: str, reason: str, *, actor: str = AGENT, check: str | None = None
     ) -> tuple[SlotName | None, SlotInfo | None]:
-        """Back to the previous release (or the pinned models); returns what serves now."""
+        """Back to the previous release (or the pinned models); returns what serves now.
+        ``check`` labels the reported outcome (``health_regression``)."""
         async with self._lock:
             slots = self.state.task(task)
             if slots.active is None:
@@ -342,7 +358,8 @@ class UpdateAgent:
             left = slots.active_info()
             slots = slots.rollback(reason)
             if left is not None:
-                slots = slots.with_outcome(_slot_outcome(left, "rolled_back", reason=reason))
+                outcome = _slot_outcome(left, "rolled_back", reason=reason, check=check)
+                slots = slots.with_outcome(outcome)
             await self._audit.record(
                 "model.rolled_back",
                 {
@@ -350,6 +367,7 @@ class UpdateAgent:
                     "task": task,
                     **_info(left),
                     "reason": reason,
+                    **({"check": check} if check else {}),
                     "now_serving": _info(slots.active_info()) or "pinned",
                 },
             )
@@ -383,12 +401,15 @@ def _outcome(
     )
 
 
-def _slot_outcome(info: SlotInfo, result: Any, *, reason: str | None = None) -> ModelOutcome:
+def _slot_outcome(
+    info: SlotInfo, result: Any, *, reason: str | None = None, check: str | None = None
+) -> ModelOutcome:
     return ModelOutcome(
         name=info.name or "?",
         version=info.version or "?",
         counter=info.counter or 0,
         result=result,
+        check=check,
         reason=None if reason is None else reason[:500],
     )
 

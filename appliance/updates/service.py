@@ -4,8 +4,10 @@
 serving release in place of the pinned model.  ``install`` verifies, stages
 and validates a release (``UpdateAgent``), then ``activate`` switches the
 pipeline to it between two frames, runs the shadow window against the old
-model, and commits, or swaps the old model back and rolls back.  A technician
-may roll back (``rollback``) at any time, also during a shadow window.
+model, and commits, or swaps the old model back and rolls back.  A committed
+release is then watched (``health.py``) for ``health_watch_s``: a regression
+rolls it back to the previous slot.  A technician may roll back
+(``rollback``) at any time, also during a shadow window.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from appliance.pipeline import FrameProcessor
 from appliance.updates.agent import AGENT, Candidate, UpdateAgent
 from appliance.updates.download import Fetcher, download_artifact, fetch_manifest
 from appliance.updates.errors import NothingToRollBack
+from appliance.updates.health import HEALTH_REGRESSION, HealthWatch, HealthWindow
 from appliance.updates.release_tasks import close_task, sla_ms
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.shadow import ShadowRun, ShadowVerdict, ShadowWindow
@@ -58,6 +61,8 @@ class ModelUpdates:
         self._shadows: dict[str, ShadowRun] = {}
         self._abort: dict[str, tuple[str, str]] = {}  # task -> (actor, reason) during a shadow
         self._activation = asyncio.Lock()
+        self._watches: dict[str, HealthWatch] = {}  # task -> its committed release's watch
+        self._watch_tasks: set[asyncio.Task[None]] = set()
         self.last_verdicts: dict[str, dict[str, Any]] = {}
 
     async def start(self) -> list[str]:
@@ -73,6 +78,9 @@ class ModelUpdates:
                 continue
             if release is not None:
                 close_task(self._processor.swap_task(name, release))
+            watched = self.agent.state.task(name).watched()
+            if watched is not None:  # committed before the restart: a full window again
+                self._begin_watch(name, watched)
         return notes
 
     async def install(self, archive: Path, manifest: bytes) -> ShadowVerdict:
@@ -86,6 +94,7 @@ class ModelUpdates:
             close_task(candidate.task)
             raise NothingToRollBack(f"task {name} is not running on this appliance")
         async with self._activation:
+            self._stop_watch(name)  # the release watched so far becomes the fallback
             await self.agent.switch(candidate)  # durable first: a crash now rolls back
             old = self._processor.swap_task(name, candidate.task)
             window = ShadowWindow(self._settings, sla_ms(self._inference, name), time.monotonic())
@@ -111,7 +120,11 @@ class ModelUpdates:
             }
             actor, reason = self._abort.pop(name, (AGENT, verdict.reason))
             if verdict.commit:
-                await self.agent.commit(name, {"shadow": verdict.evidence})
+                watch = self._settings.health_watch_s > 0
+                await self.agent.commit(name, {"shadow": verdict.evidence}, watch=watch)
+                watched = self.agent.state.task(name).watched()
+                if watched is not None:
+                    self._begin_watch(name, watched)
                 await asyncio.to_thread(close_task, old)
             else:
                 self._processor.swap_task(name, old)
@@ -120,9 +133,10 @@ class ModelUpdates:
             return verdict
 
     async def rollback(
-        self, name: str, reason: str, *, actor: str = "technician"
+        self, name: str, reason: str, *, actor: str = "technician", check: str | None = None
     ) -> dict[str, Any]:
-        """Roll ``name`` back one release (ending a shadow window if one runs)."""
+        """Roll ``name`` back one release (ending a shadow window or health watch)."""
+        self._stop_watch(name)
         run = self._shadows.get(name)
         if run is not None and not run.done.done():
             self._abort[name] = (actor, reason)
@@ -132,7 +146,7 @@ class ModelUpdates:
             return self._report_of(name)
         if name not in self._tasks or self.agent.serving(name)[0] is None:
             raise NothingToRollBack(f"{name}: the pinned model serves; nothing to roll back")
-        slot, _ = await self.agent.rollback(name, reason, actor=actor)
+        slot, _ = await self.agent.rollback(name, reason, actor=actor, check=check)
         if slot is None:
             task = await asyncio.to_thread(self._load_pinned, name)
         else:
@@ -142,6 +156,47 @@ class ModelUpdates:
             )
         await asyncio.to_thread(close_task, self._processor.swap_task(name, task))
         return self._report_of(name)
+
+    # ------------------------------------------------------------------ health watch
+
+    def _begin_watch(self, name: str, release: str) -> None:
+        window = HealthWindow(self._settings, sla_ms(self._inference, name), time.monotonic())
+        watch = HealthWatch(name, release, window)
+        self._watches[name] = watch
+        self._processor.add_result_tap(watch.tap)
+        task = asyncio.create_task(self._run_watch(watch), name=f"health-watch-{name}")
+        self._watch_tasks.add(task)
+        task.add_done_callback(self._watch_tasks.discard)
+
+    def _stop_watch(self, name: str) -> None:
+        """End ``name``'s watch without a verdict (replaced, rolled back, shutting down)."""
+        watch = self._watches.pop(name, None)
+        if watch is None:
+            return
+        self._processor.remove_result_tap(watch.tap)
+        if not watch.regressed.done():
+            watch.regressed.cancel()
+
+    async def _run_watch(self, watch: HealthWatch) -> None:
+        name = watch.task_name
+        await asyncio.wait({watch.regressed}, timeout=self._settings.health_watch_s)
+        if watch.regressed.cancelled() or self._watches.get(name) is not watch:
+            return  # ended by someone else
+        evidence = watch.window.evidence(time.monotonic())
+        reason = watch.regressed.result() if watch.regressed.done() else None
+        self._stop_watch(name)  # settles ``regressed`` (cancelled) when it ended healthy
+        if reason is None:
+            await self.agent.end_watch(name, watch.release, {"health": evidence})
+            return
+        async with self._activation:  # not while another release is being switched in
+            info = self.agent.state.task(name).active_info()
+            if info is None or info.release_key() != watch.release:
+                return
+            self.last_verdicts[name] = {"commit": False, "reason": reason, "health": evidence}
+            try:
+                await self.rollback(name, reason, actor=AGENT, check=HEALTH_REGRESSION)
+            except ApplianceError as exc:  # the previous slot would not load: logged, kept
+                _log.error("health regression of %s not rolled back: %s", name, exc)
 
     def _report_of(self, name: str) -> dict[str, Any]:
         report: dict[str, Any] = self.report()[name]
@@ -203,9 +258,10 @@ class ModelUpdates:
     def report(self) -> dict[str, Any]:
         """Per running task: what serves, both slots, and a shadow window in progress."""
         out: dict[str, Any] = {}
+        now = time.monotonic()
         for name, task in self._tasks.items():
             slots = self.agent.state.task(name)
-            run = self._shadows.get(name)
+            run, watch = self._shadows.get(name), self._watches.get(name)
             out[name] = {
                 "serving": slots.active or "pinned",
                 "model_version": task.model_version,
@@ -213,6 +269,7 @@ class ModelUpdates:
                 "previous": slots.previous or ("pinned" if slots.active else None),
                 "slots": {s: i.model_dump(mode="json") for s, i in slots.slots.items()},
                 "shadow": None if run is None else run.window.evidence(),
+                "health": None if watch is None else watch.window.evidence(now),
                 "last_verdict": self.last_verdicts.get(name),
             }
         return out
@@ -223,3 +280,6 @@ class ModelUpdates:
         for run in list(self._shadows.values()):
             if not run.done.done():
                 run.done.cancel()
+        for name in list(self._watches):  # still marked: the next start watches again
+            self._stop_watch(name)
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)

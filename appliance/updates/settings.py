@@ -4,6 +4,7 @@
 keyring_file = "/etc/yardlink/release-keyring.json"   # shipped in the image
 device_class = "x86-cpu"
 shadow_frames = 50
+health_watch_s = 3600
 """
 
 from __future__ import annotations
@@ -56,4 +57,19 @@ class UpdateSettings(ConfigSection):
     )
     shadow_max_confidence_drop: float = Field(
         default=0.1, ge=0, le=1, description="mean confidence may fall at most this much"
+    )
+    health_watch_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="after a commit the task's live results are watched this long; a"
+        " regression rolls back to the previous slot (0: no watch)",
+    )
+    health_block_frames: int = Field(
+        default=50, ge=1, le=100_000, description="the watch judges blocks of this many frames"
+    )
+    health_max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="share of a block's frames the task may fail on"
+    )
+    health_p99_vs_sla: float = Field(
+        default=1.0, gt=0, description="a block's p99 inference time must stay under this x SLA"
     )

@@ -72,6 +72,7 @@ class TaskSlots(_Strict):
     )
     rejected: list[str] = Field(default_factory=list)  # "name@counter", never retried
     last_outcome: ModelOutcome | None = None  # reported to the cloud in each handshake
+    watching: str | None = None  # "name@counter" of a committed release under health watch
 
     def with_outcome(self, outcome: ModelOutcome) -> TaskSlots:
         return self.model_copy(update={"last_outcome": outcome})
@@ -137,13 +138,24 @@ class TaskSlots(_Strict):
             old = self.slots[self.active].model_copy(update={"status": SlotStatus.FALLBACK})
             state = state._with(self.active, old)
         trial = self.slots[slot].model_copy(update={"status": SlotStatus.TRIAL})
-        return state._with(slot, trial, active=slot, previous=self.active)
+        return state._with(slot, trial, active=slot, previous=self.active, watching=None)
 
-    def commit(self) -> TaskSlots:
+    def commit(self, *, watch: bool = False) -> TaskSlots:
+        """The release on trial becomes ACTIVE (``watch``: its health watch begins)."""
         if not self.on_trial() or self.active is None:
             raise ValueError("no release on trial to commit")
         info = self.slots[self.active].model_copy(update={"status": SlotStatus.ACTIVE})
-        return self._with(self.active, info)
+        return self._with(self.active, info, watching=info.release_key() if watch else None)
+
+    def watched(self) -> str | None:
+        """The serving release's key while its health watch runs."""
+        info = self.active_info()
+        if info is None or info.status is not SlotStatus.ACTIVE:
+            return None
+        return self.watching if self.watching == info.release_key() else None
+
+    def end_watch(self) -> TaskSlots:
+        return self.model_copy(update={"watching": None})
 
     def rollback(self, reason: str) -> TaskSlots:
         """Back to the previous release (or the pinned models); the current one FAILED."""
@@ -154,7 +166,7 @@ class TaskSlots(_Strict):
         if target is not None:
             info = state.slots[target].model_copy(update={"status": SlotStatus.ACTIVE})
             state = state._with(target, info)
-        return state.model_copy(update={"active": target, "previous": None})
+        return state.model_copy(update={"active": target, "previous": None, "watching": None})
 
     def recover(self) -> tuple[TaskSlots, list[str]]:
         """After a restart: empty half-done slots, roll back an uncommitted trial."""
