@@ -4,12 +4,14 @@ The disk image is the same for every gateway of a site; the field engineer drops
 ``yardlink-identity.json`` (``{"device_id", "token"}``, the JSON of
 ``yardlink ingest device add --json``) on the boot partition before the first
 boot.  ``yardlink-firstboot.service`` runs this before ``yardlink.service``: the
-identity goes into ``site.toml`` (0600, the service user's) and the file is
+identity goes into ``site.toml`` and the token into its ``token_file`` (both 0600,
+the service user's) and the file is
 renamed ``.applied`` so that it is not read again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -17,8 +19,7 @@ from pathlib import Path
 
 from image_build.errors import InstallError
 from image_build.layout import Layout
-from image_build.site_config import DeviceIdentity, render_site_config
-from sync.shared.durable_file import replace_durably
+from image_build.site_config import DeviceIdentity, render_site_config, write_site_config
 
 __all__ = ["apply_identity_file"]
 
@@ -42,14 +43,15 @@ def apply_identity_file(root: Path, identity_file: Path, *, service_user: str = 
         DeviceIdentity(device_id, token),
         data_dir=layout.data_dir,
         models_dir=layout.current / "models",
+        token_file=layout.token_file,
     )
-    replace_durably(layout.site_config, rendered)
+    owner = None
     if os.geteuid() == 0:
-        try:
+        with contextlib.suppress(KeyError):
             user = pwd.getpwnam(service_user)
-        except KeyError:
-            user = None
-        if user is not None:
-            os.chown(layout.site_config, user.pw_uid, user.pw_gid)
+            owner = (user.pw_uid, user.pw_gid)
+    write_site_config(
+        layout.site_config, rendered, token_file=layout.token_file, token=token, owner=owner
+    )
     identity_file.rename(identity_file.with_name(identity_file.name + ".applied"))
     return True

@@ -39,6 +39,7 @@ from image_build.site_config import (
     current_identity,
     read_credentials,
     render_site_config,
+    write_site_config,
 )
 from sync.shared.durable_file import fsync_directory, replace_durably
 from sync.shared.signing import Envelope, Keyring, TimeFloor, VerificationError
@@ -292,11 +293,20 @@ def _install_config(
     else:
         base = (slot_dir / "config" / "site.toml").read_bytes()
     rendered = render_site_config(
-        base, identity, data_dir=layout.data_dir, models_dir=layout.current / "models"
+        base,
+        identity,
+        data_dir=layout.data_dir,
+        models_dir=layout.current / "models",
+        token_file=layout.token_file,
     )
-    if not layout.site_config.is_file() or layout.site_config.read_bytes() != rendered:
-        replace_durably(layout.site_config, rendered)  # 0600: it holds the token
-    _give_to_service_user(layout, layout.site_config)
+    user = _service_user(layout)
+    write_site_config(
+        layout.site_config,
+        rendered,
+        token_file=layout.token_file,
+        token=identity.token,
+        owner=None if user is None else (user.pw_uid, user.pw_gid),
+    )
     bundled_keys = Envelope.parse((slot_dir / "keys" / "keyring.json").read_bytes())
     trusted = _trusted_keyring(layout, options)
     if not layout.keyring_file.is_file():
@@ -326,12 +336,6 @@ def _service_user(layout: Layout) -> pwd.struct_passwd | None:
             f"no user {SERVICE_USER!r} on this gateway: create it first"
             f" (adduser --system --group --home /var/lib/yardlink {SERVICE_USER})"
         ) from None
-
-
-def _give_to_service_user(layout: Layout, path: Path) -> None:
-    user = _service_user(layout)
-    if user is not None:
-        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 def _write_unit(layout: Layout, slot: str) -> None:

@@ -5,6 +5,7 @@
     ROOT/opt/yardlink/image-state.json   active slot, release counter, signed-time floor,
                                           and a trial in progress
     ROOT/etc/yardlink/site.toml      the site config with this gateway's identity (0600)
+    ROOT/etc/yardlink/device-token   the device's cloud token, ``[sync] token_file`` (0600)
     ROOT/etc/yardlink/release-keyring.json   the release keys this gateway trusts
     ROOT/etc/systemd/system/yardlink.service
     ROOT/var/lib/yardlink/           the data dir: outbox, blobs, keys (never touched)
@@ -61,6 +62,11 @@ class Layout:
     @property
     def site_config(self) -> Path:
         return self.etc / "site.toml"
+
+    @property
+    def token_file(self) -> Path:
+        """The device's cloud token (0600, the service user's), named by ``site.toml``."""
+        return self.etc / "device-token"
 
     @property
     def keyring_file(self) -> Path:

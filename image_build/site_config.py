@@ -2,13 +2,17 @@
 
 One bundle serves every gateway of a site; what differs (``device_id`` and the
 cloud token) is set at install, together with absolute paths for the data dir
-(outside the slots) and the models (in the current slot).  The result is
-validated with the appliance's own schema before anything is switched.
+(outside the slots) and the models (in the current slot).  The token is not
+written into ``site.toml``: it goes to a file of its own (``/etc/yardlink/device-token``,
+0600) named by ``[sync] token_file``, so the site config can be shown or copied
+without it.  The result is validated with the appliance's own schema before
+anything is switched.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +21,16 @@ from typing import Any
 from appliance.config import parse_config
 from appliance.errors import ApplianceError
 from image_build.errors import InstallError
+from sync.shared.durable_file import replace_durably
 
-__all__ = ["DeviceIdentity", "dump_toml", "read_credentials", "render_site_config"]
+__all__ = [
+    "DeviceIdentity",
+    "current_identity",
+    "dump_toml",
+    "read_credentials",
+    "render_site_config",
+    "write_site_config",
+]
 
 
 class DeviceIdentity:
@@ -51,8 +63,11 @@ def read_credentials(path: Path, device_id: str) -> DeviceIdentity:
 
 
 def render_site_config(
-    base: bytes, identity: DeviceIdentity, *, data_dir: Path, models_dir: Path
+    base: bytes, identity: DeviceIdentity, *, data_dir: Path, models_dir: Path, token_file: Path
 ) -> bytes:
+    """``base`` with this gateway's identity and paths; a token becomes ``[sync]
+    token_file = token_file`` (the caller writes the file).  Checked with the token
+    in place, so nothing need be on disk yet."""
     try:
         data = tomllib.loads(base.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -61,22 +76,57 @@ def render_site_config(
     data["site"]["data_dir"] = str(data_dir)
     data.setdefault("outbox", {})["path"] = str(data_dir / "outbox")
     data["models_dir"] = str(models_dir)
+    checked = data
     if identity.token is not None:
-        data.setdefault("sync", {})["token"] = identity.token
+        sync = data.setdefault("sync", {})
+        sync.pop("token", None)
+        sync["token_file"] = str(token_file)
+        inline = {k: v for k, v in sync.items() if k != "token_file"} | {"token": identity.token}
+        checked = data | {"sync": inline}
     try:
-        parse_config(data, source="site config", environ={})
+        parse_config(checked, source="site config", environ={})
     except ApplianceError as exc:
         raise InstallError(f"the site config would not start the appliance: {exc}") from exc
     return dump_toml(data).encode("utf-8")
 
 
+def write_site_config(
+    site_config: Path,
+    rendered: bytes,
+    *,
+    token_file: Path,
+    token: str | None,
+    owner: tuple[int, int] | None,
+) -> None:
+    """Write the token file (first: the config that names it may already be there),
+    then ``site.toml``; each 0600, durably, only when it changes, given to ``owner``
+    (uid, gid: the service's user, when installing as root on a gateway)."""
+    for path, data in ((token_file, token), (site_config, rendered)):
+        if data is None:
+            continue
+        content = data.encode("utf-8") + b"\n" if isinstance(data, str) else data
+        if not path.is_file() or path.read_bytes() != content:
+            replace_durably(path, content)  # mkstemp's 0600
+        if owner is not None:
+            os.chown(path, *owner)
+
+
 def current_identity(site_toml: Path) -> DeviceIdentity | None:
+    """The identity an installed ``site.toml`` holds (its token inline, as older
+    installs wrote it, or in its ``token_file``)."""
     try:
         data = tomllib.loads(site_toml.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return None
     device_id = data.get("site", {}).get("device_id")
-    token = data.get("sync", {}).get("token")
+    sync = data.get("sync", {})
+    token = sync.get("token")
+    token_file = sync.get("token_file")
+    if token is None and isinstance(token_file, str):
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            token = None
     if not isinstance(device_id, str):
         return None
     return DeviceIdentity(device_id, token if isinstance(token, str) else None)
