@@ -37,8 +37,10 @@ __all__ = [
     "iter_tile_inputs",
     "letterbox",
     "jpeg_reduction",
+    "shrink",
     "ssd_anchors",
     "tile_inputs",
+    "to_unit_rgb",
     "tile_regions",
     "union_merge",
     "weighted_nms",
@@ -231,7 +233,7 @@ def _halvings(image: np.ndarray[Any, Any], size: tuple[int, int]) -> tuple[Any, 
     return image, factor
 
 
-def _shrink(image: np.ndarray[Any, Any], size: tuple[int, int]) -> np.ndarray[Any, Any]:
+def shrink(image: np.ndarray[Any, Any], size: tuple[int, int]) -> np.ndarray[Any, Any]:
     """``image`` resized down to ``size`` (w, h) as a box average, cheaply: exact halvings
     while it is at least twice as big (OpenCV's fast 2x INTER_AREA path), then the rest,
     under 2x, with INTER_LINEAR, which at such ratios blends the same 2x2 neighbourhoods
@@ -316,7 +318,7 @@ def iter_tile_inputs(
             yield region, tensor, Letterbox(fit.scale / factor, fit.pad_x, fit.pad_y)
             continue
         if base is None:
-            base = _shrink(reduced, base_size)
+            base = shrink(reduced, base_size)
         scale = INPUT_SIZE / w
         if w not in by_side:
             relative = scale / base_scale
@@ -326,8 +328,8 @@ def iter_tile_inputs(
                     max(1, round(base.shape[1] * relative)),
                     max(1, round(base.shape[0] * relative)),
                 )
-                small = _shrink(base, size)
-            by_side[w] = _to_unit_rgb(small)
+                small = shrink(base, size)
+            by_side[w] = to_unit_rgb(small)
         small_frame = by_side[w]
         sx, sy = round(x * scale), round(y * scale)
         window = small_frame[sy : sy + INPUT_SIZE, sx : sx + INPUT_SIZE]
@@ -339,7 +341,7 @@ def iter_tile_inputs(
         yield region, tensor, Letterbox(scale, 0.0, 0.0)
 
 
-def _to_unit_rgb(image_bgr: np.ndarray[Any, Any]) -> FloatArray:
+def to_unit_rgb(image_bgr: np.ndarray[Any, Any]) -> FloatArray:
     """A BGR uint8 image as RGB float32 in [-1, 1], the model's input range."""
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
     rgb *= 2.0 / 255.0

@@ -1,22 +1,23 @@
 """The ``face_anonymize`` task: find faces with BlazeFace on LiteRT, and blur them.
 
 ``FaceAnonymizeTask.run`` returns the faces as ``Detection(kind="face")``;
-``blur_faces(image, boxes)`` returns a copy of the frame with every box
-(grown by a margin) pixelated or Gaussian-blurred beyond recognition.  The
+``blur_faces(image, boxes)`` (``appliance.inference.face_blur``) returns a copy
+of the frame with every box (grown by a margin) hidden beyond recognition.  The
 daemon blurs every frame that may leave the site.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Any, Literal
+from typing import Any
 
-import cv2
 import numpy as np
 
 from appliance.errors import ModelLoadError
@@ -27,17 +28,22 @@ from appliance.inference.blazeface import (
     decode,
     iter_tile_inputs,
     jpeg_reduction,
-    ssd_anchors,
-    tile_inputs,
     tile_regions,
     to_frame,
     union_merge,
     weighted_nms,
 )
+from appliance.inference.face_blur import blur_faces
+from appliance.inference.face_scan import (
+    ScanWindow,
+    iter_scan_inputs,
+    scan_anchors,
+    scan_windows,
+)
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
-from appliance.inference.runtimes import LoadedModel, load_model
+from appliance.inference.runtimes import LiteRtModel, LoadedModel, TensorSpec, load_model
 from appliance.inference.settings import FaceAnonymizeSettings
 
 __all__ = ["FACE_MODEL", "FaceAnonymizeTask", "blur_faces", "load_face_anonymize"]
@@ -45,44 +51,6 @@ __all__ = ["FACE_MODEL", "FaceAnonymizeTask", "blur_faces", "load_face_anonymize
 FACE_MODEL = "face_detection_short_range.tflite"
 
 Image = np.ndarray[Any, Any]
-_PIXEL_BLOCKS = 6  # a blurred face is at most 6x6 flat blocks across its longer side
-
-
-def blur_faces(
-    image_bgr: Image,
-    boxes: Iterable[tuple[int, int, int, int]],
-    *,
-    margin: float = 0.25,
-    method: Literal["pixelate", "gaussian"] = "pixelate",
-) -> Image:
-    """A copy of ``image_bgr`` with each ``(x, y, w, h)`` box, grown by ``margin``, blurred.
-
-    ``pixelate`` averages the region into at most 6x6 blocks then smooths the
-    block edges; ``gaussian`` uses a kernel about half the region's size.
-    Both leave no identifying detail; neither changes pixels outside the boxes.
-    """
-    out = image_bgr.copy()
-    height, width = out.shape[:2]
-    for x, y, w, h in boxes:
-        grow_x, grow_y = int(w * margin), int(h * margin)
-        x0, y0 = max(0, x - grow_x), max(0, y - grow_y)
-        x1, y1 = min(width, x + w + grow_x), min(height, y + h + grow_y)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            continue
-        region = out[y0:y1, x0:x1]
-        if method == "pixelate":
-            block = max(x1 - x0, y1 - y0) / _PIXEL_BLOCKS
-            small_w = max(1, round((x1 - x0) / block))
-            small_h = max(1, round((y1 - y0) / block))
-            small = cv2.resize(region, (small_w, small_h), interpolation=cv2.INTER_AREA)
-            blurred = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-            kernel = max(3, int(block) // 2 * 2 + 1)
-            blurred = cv2.GaussianBlur(blurred, (kernel, kernel), 0)
-        else:
-            kernel = max(3, max(x1 - x0, y1 - y0) // 2 * 2 + 1)
-            blurred = cv2.GaussianBlur(region, (kernel, kernel), 0)
-        out[y0:y1, x0:x1] = blurred
-    return out
 
 
 def _model_version() -> str:
@@ -93,14 +61,56 @@ def _model_version() -> str:
 Outputs = dict[str, Image]
 Replies = SimpleQueue[tuple[int, "Outputs | BaseException"]]
 Request = tuple[int, Image, Replies]
+Region = tuple[int, int, int, int]
 _TILE_CACHE_SIZES = 16  # frame sizes whose tile regions are kept (cameras send a few)
+_SHAPES_KEPT = 16  # input shapes a model thread keeps an interpreter for
 
 
-def _serve(model: LoadedModel, input_name: str, requests: SimpleQueue[Request | None]) -> None:
+def _resized(model: LoadedModel, shape: tuple[int, ...], settings: FaceAnonymizeSettings) -> Any:
+    """A new interpreter of ``model``'s file whose input is resized to ``shape``."""
+    if not isinstance(model, LiteRtModel):
+        raise ModelLoadError(f"runtime {model.runtime!r} cannot resize the face model's input")
+    loaded = load_model(settings.runtime, model.path)
+    if not isinstance(loaded, LiteRtModel):
+        raise ModelLoadError(f"runtime {loaded.runtime!r} cannot resize the face model's input")
+    spec = loaded.inputs[0]
+    try:
+        loaded.interpreter.resize_tensor_input(loaded.input_index[spec.name], list(shape))
+        loaded.interpreter.allocate_tensors()
+    except Exception as exc:  # the interpreter raises ValueError/RuntimeError
+        raise ModelLoadError(f"{model.path} cannot take an input of {shape}: {exc}") from exc
+    return dataclasses.replace(loaded, inputs=(TensorSpec(spec.name, shape, spec.dtype),))
+
+
+class _ModelsByShape:
+    """One model thread's interpreters: the one loaded (128x128) and, made on first
+    need, one resized for each other input shape a scan window has.  A model whose
+    input sides are dynamic (``None``) runs every shape itself."""
+
+    def __init__(self, model: LoadedModel, settings: FaceAnonymizeSettings) -> None:
+        self.model = model
+        self._settings = settings
+        self._by_shape: dict[tuple[int, ...], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple[int, ...]) -> LoadedModel:
+        spec = self.model.inputs[0].shape if self.model.inputs else ()
+        if shape == spec or None in spec:
+            return self.model
+        with self._lock:
+            model = self._by_shape.get(shape)
+            if model is None:
+                if len(self._by_shape) >= _SHAPES_KEPT:
+                    self._by_shape.clear()
+                model = self._by_shape[shape] = _resized(self.model, shape, self._settings)
+            return model
+
+
+def _serve(models: _ModelsByShape, input_name: str, requests: SimpleQueue[Request | None]) -> None:
     while (request := requests.get()) is not None:
         index, tensor, replies = request
         try:
-            replies.put((index, model.run({input_name: tensor})))
+            replies.put((index, models.get(tensor.shape).run({input_name: tensor})))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             replies.put((index, exc))
 
@@ -123,7 +133,7 @@ class _ModelThreads:
     garbage collected (they hold no reference to the owner).
     """
 
-    def __init__(self, models: Sequence[LoadedModel], input_name: str) -> None:
+    def __init__(self, models: Sequence[_ModelsByShape], input_name: str) -> None:
         self._models = tuple(models)
         self._input = input_name
         self._requests: SimpleQueue[Request | None] = SimpleQueue()
@@ -179,14 +189,16 @@ class FaceAnonymizeTask:
         self.model = self.models[0]  # model_calls (benchmarks) names it
         self.settings = settings
         self.model_version = _model_version()
-        self._anchors = ssd_anchors()
+        self._anchors: dict[tuple[int, int], Any] = {}  # input (height, width) -> anchors
         self._input = self.model.inputs[0].name
         names = self.model.output_names
         # Outputs are told apart by width: 16 regressors vs 1 logit per anchor.
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
-        self._model_threads = _ModelThreads(self.models, self._input)
-        self._tile_cache: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+        self._by_shape = tuple(_ModelsByShape(model, settings) for model in self.models)
+        self._model_threads = _ModelThreads(self._by_shape, self._input)
+        self._tile_cache: dict[tuple[int, int], list[Region]] = {}
+        self._window_cache: dict[tuple[int, int], list[ScanWindow]] = {}
 
     def close(self) -> None:
         """Stop the threads that run the model (``run`` starts them again if called)."""
@@ -204,34 +216,66 @@ class FaceAnonymizeTask:
             self._tile_cache[(height, width)] = regions
         return list(regions)
 
-    def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[tuple[int, int, int, int]]:
+    def _windows(self, height: int, width: int) -> list[ScanWindow]:
+        """The scan windows of a ``height`` x ``width`` frame (worked out once per size)."""
+        windows = self._window_cache.get((height, width))
+        if windows is None:
+            if len(self._window_cache) >= _TILE_CACHE_SIZES:
+                self._window_cache.clear()
+            windows = scan_windows(height, width, self.settings.scan_face_fractions)
+            self._window_cache[(height, width)] = windows
+        return windows
+
+    def _regions(self, image_bgr: Image, reduced_by: int = 1) -> list[Region]:
         height, width = image_bgr.shape[:2]
         return self._tiles(height * reduced_by, width * reduced_by)
 
     def jpeg_reduction(self, width: int, height: int) -> int:
         """How many times smaller (1, 2, 4 or 8) a ``width`` x ``height`` JPEG may be
         decoded for ``run(image, reduced_by=...)`` to find the same faces: every tile
-        is shrunk to 128 px anyway, so the finest needs only so many pixels."""
-        return jpeg_reduction(height, width, self._tiles(height, width))
+        is shrunk to 128 px and every scan to its scale anyway, so the finest needs
+        only so many pixels."""
+        by_tiles = jpeg_reduction(height, width, self._tiles(height, width))
+        finest = max((w.scale for w in self._windows(height, width)), default=0.0)
+        return next(d for d in (8, 4, 2, 1) if by_tiles % d == 0 and finest * d <= 1.0 + 1e-9)
+
+    def _inputs(
+        self, image_bgr: Image, reduced_by: int = 1
+    ) -> Iterator[tuple[Region, Image, Letterbox]]:
+        """Every model input of a frame, ``(region, tensor, fit)``: the scan windows
+        (largest first, so both model threads start on the long calls), then the whole
+        frame and the tiles.  A scan window's boxes map back into the whole frame."""
+        height, width = (side * reduced_by for side in image_bgr.shape[:2])
+        windows = self._windows(height, width)
+        scans = (
+            ((0, 0, width, height), tensor, window.fit())
+            for window, tensor in iter_scan_inputs(image_bgr, windows, reduced_by=reduced_by)
+        )
+        tiles = iter_tile_inputs(image_bgr, self._tiles(height, width), reduced_by=reduced_by)
+        return itertools.chain(scans, tiles)
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:
         """Every model call ``run`` makes for this frame, with its exact input (benchmarks).
 
-        Each is given with ``self.model``; ``run`` spreads them over ``self.models``
-        (interpreters of the same file), whichever thread is free first."""
+        Each is given with the first model thread's interpreter for its input shape
+        (``self.model`` for 128x128); ``run`` spreads them over the model threads, each
+        with interpreters of its own of the same file, whichever is free first."""
         return [
-            (self.model, {self._input: tensor})
-            for _, tensor, _ in tile_inputs(image_bgr, self._regions(image_bgr))
+            (self._by_shape[0].get(tensor.shape), {self._input: tensor})
+            for _, tensor, _ in self._inputs(image_bgr)
         ]
 
     def _faces_in(
-        self, outputs: dict[str, Image], fit: Letterbox, region: tuple[int, int, int, int]
+        self, outputs: dict[str, Image], fit: Letterbox, region: Region, input_hw: tuple[int, int]
     ) -> list[FaceBox]:
-        """Faces in frame pixels from one detector pass on one region."""
+        """Faces in frame pixels from one detector pass on one region or scan window."""
+        anchors = self._anchors.get(input_hw)
+        if anchors is None:
+            anchors = self._anchors[input_hw] = scan_anchors(*input_hw)
         boxes, scores = decode(
             outputs[self._regressors],
             outputs[self._classifiers],
-            self._anchors,
+            anchors,
             self.settings.min_score,
         )
         if not len(scores):
@@ -254,11 +298,10 @@ class FaceAnonymizeTask:
         a one-region frame goes to them: only a model thread ever runs an
         interpreter, so callers on several threads never share one.
         """
-        regions = self._regions(image_bgr, reduced_by)
-        tiles = iter_tile_inputs(image_bgr, regions, reduced_by=reduced_by)
+        inputs = self._inputs(image_bgr, reduced_by)
         # One reply queue per call: a reply left behind by an error goes away with it.
         replies: Replies = SimpleQueue()
-        sent: list[tuple[tuple[int, int, int, int], Letterbox]] = []
+        sent: list[tuple[Region, Letterbox, tuple[int, int]]] = []
         arrived: dict[int, Outputs | BaseException] = {}
         found: list[FaceBox] = []
         decoded = received = 0
@@ -270,14 +313,15 @@ class FaceAnonymizeTask:
             received += 1
             arrived[index] = reply
             while decoded in arrived:
-                region, fit = sent[decoded]
-                found.extend(self._faces_in(_outputs(arrived.pop(decoded)), fit, region))
+                region, fit, input_hw = sent[decoded]
+                outputs = _outputs(arrived.pop(decoded))
+                found.extend(self._faces_in(outputs, fit, region, input_hw))
                 decoded += 1
 
         try:
-            for region, tensor, fit in tiles:
+            for region, tensor, fit in inputs:
                 self._model_threads.submit(len(sent), tensor, replies)
-                sent.append((region, fit))
+                sent.append((region, fit, (tensor.shape[1], tensor.shape[2])))
                 while not replies.empty():  # decode what is done while the model runs
                     receive()
             while decoded < len(sent):

@@ -14,7 +14,7 @@ thresholds.  Example TOML::
 
     [inference.face_anonymize]
     sla_p99_ms = 80
-    tile_fractions = [1.0, 0.5]
+    scan_face_fractions = [0.05, 0.1]
     [inference.face_anonymize.runtime]
     kind = "litert"
     num_threads = 1
@@ -172,13 +172,21 @@ class FaceAnonymizeSettings(BaseModel):
     blur_margin: float = Field(
         default=0.25, ge=0, le=1, description="box grown by this fraction of its size on each side"
     )
-    blur_method: Literal["pixelate", "gaussian"] = "pixelate"
+    blur_method: Literal["pixelate", "gaussian", "fill"] = "pixelate"
+    scan_face_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.05, 0.1],
+        description="besides the whole frame (faces over ~1/4 of its width), scan the frame "
+        "at the scale where a face of each fraction of the frame's width is the smallest the "
+        "model finds; each scan finds faces from that size to ~3.5 times it, so the default "
+        "covers faces from 64 px in a 1280x720 frame (a gate's drivers and passers-by) up.  "
+        "The model runs over the resized frame whole (it is fully convolutional), in two "
+        "windows side by side when large.  [] = whole frame (and tiles) only",
+    )
     tile_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: [1.0, 0.5],
-        description="besides the whole frame, run the detector on overlapping square tiles "
-        "whose side is each fraction of the frame's short side; the short-range model only "
-        "finds faces that fill a good part of its 128x128 input, so without tiles a face of "
-        "under ~150 px in a 1280x720 frame is missed.  [] = whole frame only (fastest)",
+        default_factory=list,
+        description="also run the detector on overlapping square tiles whose side is each "
+        "fraction of the frame's short side (each tile letterboxed to 128x128, as the model "
+        "was trained); the scans find the same faces for less (docs/INFERENCE.md)",
     )
     tile_overlap: float = Field(
         default=0.33, ge=0, lt=0.9, description="overlap between neighbouring tiles"

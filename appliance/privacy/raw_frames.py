@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from appliance.errors import ApplianceError
-from appliance.inference.face_anonymize import blur_faces
+from appliance.inference.face_blur import blur_faces
 from appliance.privacy.blobstore import BlobStore, BlobWriteFailed
 from appliance.privacy.redaction import Box
 from sync.outbox import BlobRef
@@ -85,9 +85,10 @@ class KeptFrame:
 def blurred_jpeg(image_bgr: np.ndarray[Any, Any], boxes: Sequence[Box]) -> bytes:
     """The frame with every box (faces, plates, text) blurred, as the JPEG that may leave.
 
-    Gaussian, not pixelated: BlazeFace still scored a pixelated face as a face (up to
-    0.55, docs/INFERENCE.md), a Gaussian-blurred one at most 0.41."""
-    blurred = blur_faces(image_bgr, boxes, method="gaussian")
+    Filled from the surroundings, not pixelated or Gaussian-blurred: BlazeFace still
+    scores a pixelated or Gaussian-blurred face as a face now and then (the blob of a
+    head keeps its shape; docs/INFERENCE.md), a filled box holds none of its pixels."""
+    blurred = blur_faces(image_bgr, boxes, method="fill")
     ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding of the blurred frame failed")

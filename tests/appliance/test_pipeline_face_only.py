@@ -51,12 +51,15 @@ async def test_face_only_frames_are_decoded_smaller_and_faces_kept_in_frame_pixe
     faces = [r["box"] for r in event["results"] if r["kind"] == "face"]
     full = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     expected = [list(d.box) for d in daemon.tasks["face_anonymize"].run(full).detections]
-    assert len(faces) == len(expected) == 1
-    x0, y0, x1, y1 = faces[0]
-    ex, ey, ew, eh = expected[0]
-    assert max(abs(x0 - ex), abs(y0 - ey), abs(x1 - ex - ew), abs(y1 - ey - eh)) <= 6
+    # her face, and (at ~0.5) the patch on her suit, which the small-face scan also takes
+    # for one: the same boxes from the 1/2 decode as from the full one
+    assert len(faces) == len(expected) >= 1
     x, y, side = FACE_AT
-    assert x <= x0 < x1 <= x + side and y <= y0 < y1 <= y + side
+    for (x0, y0, x1, y1), (ex, ey, ew, eh) in zip(sorted(faces), sorted(expected), strict=True):
+        assert max(abs(x0 - ex), abs(y0 - ey), abs(x1 - ex - ew), abs(y1 - ey - eh)) <= 6
+        assert x <= x0 < x1 <= x + side and y <= y0 < y1 <= y + side
+    x0, y0, x1, y1 = max(faces, key=lambda box: box[2] - box[0])  # her face
+    assert x1 - x0 >= 100
     (entry,) = daemon.raw_frames._by_seq.values()
     blurred = cv2.imdecode(np.frombuffer(daemon.blobs.get(entry.sha256), np.uint8), 1)
     assert blurred.shape == (720, 1280, 3)  # the full frame, not the reduced decode
