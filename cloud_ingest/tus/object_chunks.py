@@ -1,0 +1,165 @@
+"""tus chunk data in an object store, so that any instance can take the next PATCH.
+
+Each PATCH body that is kept becomes one object ``tus-parts/<upload>/<start>``
+(``start`` zero-padded, so key order is byte order).  The body is spooled to a
+local temp file while it arrives, checked against its ``Upload-Checksum``, and
+only then stored (one atomic write): an unverified chunk is never visible, so
+no chunk guard is needed here.  The offset of an upload is the end of the run
+of parts that starts at 0 (a listing), never a number kept apart from the
+bytes.  A body cut without a checksum keeps what arrived, as the file store
+does.
+
+On completion :meth:`ObjectChunks.assemble_blob` concatenates the parts into
+the blob while hashing them (the blob appears only when its sha256 matches),
+then the parts go.  Who may write an upload at a time (its lock) is not decided
+here: the routes hold the upload's lock around every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import StreamReader
+
+from cloud_ingest.blobs import BlobStore
+from cloud_ingest.errors import ChecksumMismatch, PayloadTooLarge
+from cloud_ingest.object_store import ObjectInfo, ObjectStore
+from cloud_ingest.tus.core import PatchPlan
+from cloud_ingest.tus.headers import Checksum
+
+__all__ = ["PARTS", "ObjectChunks"]
+
+PARTS = "tus-parts"
+_READ_SIZE = 256 * 1024
+_START_DIGITS = 20
+
+
+class ObjectChunks:
+    """The bytes of uploads in progress as part objects in ``store``; temp files in ``spool``."""
+
+    def __init__(self, store: ObjectStore, spool: Path) -> None:
+        self.store = store
+        self.spool = spool
+        spool.mkdir(parents=True, exist_ok=True)
+
+    def part_key(self, upload_id: str, start: int) -> str:
+        return f"{PARTS}/{upload_id}/{start:0{_START_DIGITS}d}"
+
+    def create(self, upload_id: str) -> None:
+        """Mark the upload as holding data (an empty part 0, replaced by the first body)."""
+        self.store.put(self.part_key(upload_id, 0), b"")
+
+    def parts(self, upload_id: str) -> list[ObjectInfo]:
+        """The parts that make up the upload's first bytes, in order, without gaps."""
+        run: list[ObjectInfo] = []
+        end = 0
+        for info in self.store.list(f"{PARTS}/{upload_id}"):
+            start = int(info.key.rsplit("/", 1)[1])
+            if start == end and info.size > 0:
+                run.append(info)
+                end += info.size
+            elif start > end:
+                break  # a gap: bytes after it are not counted (cannot happen under the lock)
+        return run
+
+    def offset(self, upload_id: str) -> int:
+        return sum(info.size for info in self.parts(upload_id))
+
+    def has_data(self, upload_id: str) -> bool:
+        return bool(self.store.list(f"{PARTS}/{upload_id}"))
+
+    def delete(self, upload_id: str) -> None:
+        for info in self.store.list(f"{PARTS}/{upload_id}"):
+            self.store.delete(info.key)
+
+    def assemble_blob(self, upload_id: str, blobs: BlobStore, sha256: str) -> None:
+        """Concatenate the parts into blob ``sha256`` (checked), then drop the parts.
+
+        :class:`ChecksumMismatch` when the bytes do not hash to ``sha256``.
+        """
+        if not blobs.has(sha256):
+            blobs.assemble([info.key for info in self.parts(upload_id)], sha256)
+        self.delete(upload_id)
+
+    async def receive(
+        self,
+        upload_id: str,
+        content: StreamReader,
+        plan: PatchPlan,
+        checksum: Checksum | None,
+    ) -> int:
+        """Take one PATCH body at ``plan.offset``; return the new offset."""
+        fd, name = tempfile.mkstemp(prefix=f"{upload_id}.", suffix=".chunk", dir=self.spool)
+        spooled = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                written = await self._spool(upload_id, content, plan, checksum, f, spooled)
+            if written:
+                await _to_the_end(lambda: self._store_part(upload_id, plan, spooled))
+            return plan.offset + written
+        finally:
+            await asyncio.to_thread(spooled.unlink, missing_ok=True)
+
+    async def _spool(
+        self,
+        upload_id: str,
+        content: StreamReader,
+        plan: PatchPlan,
+        checksum: Checksum | None,
+        f: BinaryIO,
+        spooled: Path,
+    ) -> int:
+        """Copy the body to ``f``, checking its size and checksum; the bytes to keep."""
+        chunk_hash = hashlib.new(checksum.algorithm) if checksum is not None else None
+        written = 0
+        try:
+            while piece := await content.read(_READ_SIZE):
+                written += len(piece)
+                if written > plan.limit:
+                    break
+                f.write(piece)
+                if chunk_hash is not None:
+                    chunk_hash.update(piece)
+        except BaseException:
+            if checksum is None and written:  # a cut without a checksum keeps its bytes
+                f.close()
+                await _to_the_end(lambda: self._store_part(upload_id, plan, spooled))
+            raise
+        if written > plan.limit:
+            raise PayloadTooLarge("the body passes the end of the upload")
+        if (
+            checksum is not None
+            and chunk_hash is not None
+            and chunk_hash.digest() != checksum.digest
+        ):
+            raise ChecksumMismatch(f"{checksum.algorithm} of the chunk does not match")
+        return written
+
+    def _store_part(self, upload_id: str, plan: PatchPlan, spooled: Path) -> None:
+        self.store.put_file(self.part_key(upload_id, plan.offset), spooled)
+
+
+async def _to_the_end(step: Callable[[], None]) -> None:
+    """Run ``step`` on a worker thread to its end even if this task is cancelled meanwhile.
+
+    The upload's lock must not be released while its part is still being stored,
+    or the next PATCH would see the old offset.
+    """
+    done = asyncio.ensure_future(asyncio.to_thread(step))
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(done)
+            break
+        except asyncio.CancelledError:
+            if done.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
