@@ -4,8 +4,10 @@ The app polls ``/v1/status`` about once a second and follows ``/v1/events``;
 it hands what it got down to the screens (``DashboardScreen.show``).  When the
 appliance does not answer, the banner says so and the app keeps retrying: a
 network error or an unexpected field never ends it.  Actions (sync now, pause /
-resume, temporary bandwidth cap, support bundle) ask for a confirmation and go
-through the local API, where they are audited.
+resume, temporary bandwidth cap, model rollback, support bundle) ask for a
+confirmation and go through the local API, where they are audited.  The models
+screen (``o``) shows both A/B slots of each task and reads ``/v1/models`` at
+every poll while it is open.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from appliance.tui.screens.dialogs import (
 )
 from appliance.tui.screens.events import EventsScreen
 from appliance.tui.screens.help import HelpScreen
+from appliance.tui.screens.models import ModelsScreen
 from appliance.tui.status_view import StatusView, read_status
 
 __all__ = ["YardlinkTui"]
@@ -52,6 +55,7 @@ class YardlinkTui(App[None]):
         Binding("s", "sync_now", "sync now"),
         Binding("p", "pause_resume", "pause/resume"),
         Binding("b", "bandwidth", "cap"),
+        Binding("o", "models", "models"),
         Binding("m", "rollback", "rollback"),
         Binding("x", "support_bundle", "bundle"),
         Binding("e", "events", "events"),
@@ -106,7 +110,7 @@ class YardlinkTui(App[None]):
         while True:
             try:
                 status = await self.client.status()
-                if self.polls % _MODELS_EVERY == 0:
+                if self.polls % _MODELS_EVERY == 0 or self._models_screen() is not None:
                     self.models_report = await self._models()
                 self.view = read_status(
                     status, sync_extra=self.sync_extra, models=self.models_report
@@ -124,6 +128,12 @@ class YardlinkTui(App[None]):
                 await asyncio.wait_for(self._retry.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+    def _models_screen(self) -> ModelsScreen | None:
+        """The models screen when it is on top (``self.screen`` raises once the app
+        is closing and the stack is empty)."""
+        stack = self.screen_stack
+        return stack[-1] if stack and isinstance(stack[-1], ModelsScreen) else None
 
     async def _models(self) -> Any:
         try:
@@ -167,6 +177,9 @@ class YardlinkTui(App[None]):
                 versions=self.model_versions,
                 now=self.clock(),
             )
+            models_screen = self._models_screen()
+            if models_screen is not None:
+                models_screen.show(self.models_report)
         except NoMatches:  # the dashboard is being torn down (the app is closing)
             pass
 
@@ -179,6 +192,14 @@ class YardlinkTui(App[None]):
     def action_events(self) -> None:
         if not isinstance(self.screen, EventsScreen):
             self.push_screen(EventsScreen())
+
+    def action_models(self) -> None:
+        if self._models_screen() is None:
+            self.push_screen(ModelsScreen(self.models_report))
+            self._retry.set()  # read /v1/models now, not at the next fifth poll
+
+    def on_models_screen_rollback_wanted(self, message: ModelsScreen.RollbackWanted) -> None:
+        self.action_rollback(message.task)
 
     def action_retry(self) -> None:
         self._retry.set()
@@ -242,8 +263,11 @@ class YardlinkTui(App[None]):
 
         self.push_screen(CapScreen(), typed)
 
-    def action_rollback(self) -> None:
+    def action_rollback(self, task: str | None = None) -> None:
+        """Ask which task (``task`` first, the one selected on the models screen) and why."""
         tasks = [row.task for row in self.view.model_rows] or list(self.view.models_loaded)
+        if task is not None and task in tasks:
+            tasks = [task, *(t for t in tasks if t != task)]
 
         def typed(request: RollbackRequest | None) -> None:
             if request is None:

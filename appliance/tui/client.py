@@ -22,6 +22,7 @@ __all__ = ["ApplianceClient", "ApplianceRefused", "ApplianceUnreachable", "DEFAU
 
 DEFAULT_URL = "http://127.0.0.1:8477"
 _SSE_MAX_LINE = 1 << 20
+_ROLLBACK_TIMEOUT_S = 120.0  # a rollback answers once the previous model serves
 
 
 class ApplianceUnreachable(ApplianceError):
@@ -72,9 +73,15 @@ class ApplianceClient:
             )
         return self._session
 
-    async def _call(self, method: str, path: str, body: Any = None) -> bytes:
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> bytes:
+        """``timeout_s``: for a call that does real work (a model load), not the default."""
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self._http().request(method, self._base + path, json=body) as answer:
+            async with self._http().request(
+                method, self._base + path, json=body, timeout=timeout
+            ) as answer:
                 data = await answer.read()
                 if answer.status >= 400:
                     raise _refused(answer.status, data)
@@ -85,8 +92,10 @@ class ApplianceClient:
                 f"{': ' + str(exc) if str(exc) else ''}"
             ) from exc
 
-    async def _json(self, method: str, path: str, body: Any = None) -> Any:
-        data = await self._call(method, path, body)
+    async def _json(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> Any:
+        data = await self._call(method, path, body, timeout_s=timeout_s)
         try:
             return json.loads(data)
         except ValueError as exc:
@@ -124,8 +133,13 @@ class ApplianceClient:
         return await self._json("GET", "/v1/models")
 
     async def rollback_model(self, task: str, reason: str) -> Any:
+        """The answer comes once the previous model is loaded and serving: that may take
+        a while on a busy gateway, so this call waits longer than a status read."""
         return await self._json(
-            "POST", f"/v1/models/{quote(task, safe='')}/rollback", {"reason": reason}
+            "POST",
+            f"/v1/models/{quote(task, safe='')}/rollback",
+            {"reason": reason},
+            timeout_s=_ROLLBACK_TIMEOUT_S,
         )
 
     async def support_bundle(self) -> bytes:

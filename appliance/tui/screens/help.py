@@ -18,7 +18,8 @@ HELP_TEXT = """\
 | `s` | sync now (handshake, send what waits, skip the backoff) |
 | `p` | pause / resume uploads (metered link, site visit) |
 | `b` | set a temporary bandwidth cap (bits/s and minutes; empty lifts it) |
-| `m` | roll a task's model back one release (when model updates are on) |
+| `o` | models: both A/B slots per task, shadow window, health watch, last verdict |
+| `m` | roll a task's model back one release (on the models screen: the selected one) |
 | `x` | export a support bundle (a .tar.gz in the current directory) |
 | `e` | live events (plates shown as tokens) |
 | `r` | retry now (after the banner says unreachable) |

@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from appliance.tui.app import YardlinkTui
 from appliance.tui.client import ApplianceClient
-from tests.appliance.tui.status_stub import recorded_status, serving_status
+from tests.appliance.tui.status_stub import recorded_models, recorded_status, serving_status
 from tests.appliance.tui.tui_harness import sleep, until
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
 FIXED_NOW = 1796617035.0
 
 
-async def _screenshot(size: tuple[int, int], keys: tuple[str, ...] = ()) -> str:
-    async with serving_status(recorded_status()) as url:
+async def _screenshot(
+    size: tuple[int, int], keys: tuple[str, ...] = (), models: dict[str, Any] | None = None
+) -> str:
+    async with serving_status(recorded_status(), models) as url:
         client = ApplianceClient(
             url, "token-of-the-snapshot-tests-0123456789", label="http://127.0.0.1:8477"
         )
@@ -64,3 +67,7 @@ async def test_help_screen(size: tuple[int, int]) -> None:
 
 async def test_confirmation_dialog_at_80x24() -> None:
     _compare("confirm_pause_80x24", await _screenshot((80, 24), ("p",)))
+
+
+async def test_models_screen_at_120x40() -> None:
+    _compare("models_120x40", await _screenshot((120, 40), ("o",), recorded_models()))
