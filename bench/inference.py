@@ -64,6 +64,7 @@ loopback port, no sync) in a child process, fed frames through
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -226,11 +227,9 @@ class _Appliance:
         settings = OutboxSettings(path=str(root / "outbox"), durability=Durability.SYNC)
         self.outbox = Outbox.open(settings.path, settings)
         telemetry = Telemetry({name: 1e9 for name in self.tasks})
-        # one pipeline per task alone (the other disabled in the site config), one with both
-        configs = {name: {name: task} for name, task in self.tasks.items()}
-        configs["all"] = dict(self.tasks)
-        for key, tasks in configs.items():
-            self.processors[key] = FrameProcessor(
+
+        def processor(tasks: dict[str, Any], publish: Callable[[dict[str, Any]], None]) -> Any:
+            return FrameProcessor(
                 device_id="bench-01",
                 site_id="bench",
                 tasks=tasks,
@@ -241,8 +240,22 @@ class _Appliance:
                 sampling=SamplingPolicy(SamplingSettings()),
                 telemetry=telemetry,
                 keep_raw_frames=True,
-                publish=self._published,
+                publish=publish,
             )
+
+        self._processor = processor
+        # one pipeline per task alone (the other disabled in the site config), one with both
+        configs = {name: {name: task} for name, task in self.tasks.items()}
+        configs["all"] = dict(self.tasks)
+        for key, tasks in configs.items():
+            self.processors[key] = processor(tasks, self._published)
+
+    def extra_processor(
+        self, key: str, tasks: dict[str, Any], publish: Callable[[dict[str, Any]], None]
+    ) -> Any:
+        """Another pipeline on the same outbox and stores (closed with the others)."""
+        self.processors[key] = self._processor(tasks, publish)
+        return self.processors[key]
 
     def _published(self, event: dict[str, Any]) -> None:
         """Called by the pipeline right after a task's events record is durable."""
@@ -484,6 +497,7 @@ async def _measure(
             return done
 
         fps = await _sustained({"bare": bare_loop, "pipeline": pipeline_loop}, seconds)
+        rows += await _gate_ocr_rows(appliance, tasks["face_anonymize"], quick, command)
     finally:
         await appliance.close()
     rows.append(
@@ -508,6 +522,29 @@ async def _measure(
         )
     )
     return rows, lambda: _peak_rss_of_daemon(frames_dir, work / "daemon")
+
+
+async def _gate_ocr_rows(
+    appliance: _Appliance, face_task: Any, quick: bool, command: str
+) -> list[Row]:
+    """Issue 20: today's vs the tuned gate OCR, accuracy and both tasks at camera pace."""
+    from bench import inference_ocr
+
+    eval_frames, scenes = (24, 8) if quick else (500, 24)
+    ocr_tasks = inference_ocr.gate_ocr_tasks(MODELS)
+    durable: dict[tuple[int, str], float] = {}
+    keys = iter(itertools.count())
+
+    def open_processor(tasks: dict[str, Any]) -> Any:
+        publish = functools.partial(inference_ocr.record_durable, durable)
+        return appliance.extra_processor(f"ocr-{next(keys)}", tasks, publish)
+
+    rows = inference_ocr.model_sizes(MODELS, command)
+    rows += await inference_ocr.paced_rows(
+        open_processor, durable, ocr_tasks, face_task, scenes, command
+    )
+    rows += inference_ocr.accuracy_rows(ocr_tasks, eval_frames, command)
+    return rows
 
 
 def _latency_rows(name: str, samples: dict[str, list[float]], command: str) -> list[Row]:

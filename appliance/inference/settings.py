@@ -60,7 +60,12 @@ class GateOcrSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    runtime: AnyRuntime = Field(default_factory=lambda: OnnxRuntimeConfig())
+    runtime: AnyRuntime = Field(
+        default_factory=lambda: OnnxRuntimeConfig(intra_op_threads=1),
+        description="one thread inside an op: the face task runs on the other core at the "
+        "same time, and ORT's second thread spins, burning CPU time the face task needs "
+        "(docs/INFERENCE.md)",
+    )
     sla_p99_ms: float = Field(
         default=300.0, gt=0, description="p99 frame receipt -> result in outbox, milliseconds"
     )
@@ -126,7 +131,7 @@ class GateOcrSettings(BaseModel):
         "rec_batch_size whatever their widths",
     )
     check_digit_interior_first: bool = Field(
-        default=False,
+        default=True,
         description="read the inside of the check digit's box alone first and slide windows "
         "along the line only when that gives no confident digit (one small call instead of "
         "about seven crops); False reads every candidate in one call",
@@ -137,7 +142,8 @@ class GateOcrSettings(BaseModel):
         description="answer a frame that differs from the last frame read by no more than "
         "this many grey levels in any 32x32-pixel cell mean with that frame's result, "
         "without running the models (a gate camera repeats the same scene between trucks); "
-        "None = read every frame",
+        "None = read every frame.  Opt-in: a change that keeps cell means (a pixelated "
+        "plate, a look-alike truck) would be answered with the previous read",
     )
 
     @field_validator("det_region")
