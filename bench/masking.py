@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
             command=command,
             met=not result.plates_read_after,
         ),
+        row(
+            "masking_independent_other_faces",
+            len(result.other_faces_found),
+            "boxes",
+            goal="reference (the check's false alarms, away from any true face)",
+            command=command,
+        ),
         row("masking_seconds_per_frame", elapsed / frames, "s", goal="reference", command=command),
     ]
     write_results("masking", rows, args.out)
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "not_masked": tally.misses,
         "independent_faces_found": result.faces_seen_after,
         "independent_plates_read": result.plates_read_after,
+        "independent_other_faces": result.other_faces_found,
     }
     out = (args.out.parent if args.out else RESULTS_DIR) / "masking_misses.json"
     out.write_text(json.dumps(misses, indent=2) + "\n")

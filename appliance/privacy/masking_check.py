@@ -6,7 +6,8 @@ plates and pasted faces):
 * **masked**: the boxes the tasks found (the ones ``blurred_jpeg`` blurs, grown by
   its margin) cover a truth's box (``covered_fraction`` >= ``MASKED_COVERAGE``);
 * **independent**: a second look at the blurred JPEG, not the pass that decided
-  what to blur: the face detector at a lower score threshold, and a reader made of
+  what to blur: the face detector at a lower score threshold and a different face
+  detector (dlib's HOG, ``appliance.privacy.hog_faces``), and a reader made of
   the text detector at lower thresholds on a larger image plus the recognizer with
   no confidence floor, whose every read is searched for each plate string (one
   character wrong still counts as read).  Nothing may be found.
@@ -27,7 +28,7 @@ import numpy as np
 from appliance.inference.results import TaskResult
 from appliance.inference.text_detection import TextBox, crop_text
 from appliance.inference.text_recognition import RecognizedText
-from appliance.privacy.redaction import Box
+from appliance.privacy.redaction import RELEASE_MARGIN, Box
 
 __all__ = [
     "INDEPENDENT_FACE_MIN_SCORE",
@@ -41,13 +42,17 @@ __all__ = [
 Image = np.ndarray[Any, Any]
 
 MASKED_COVERAGE = 0.9  # of a truth's box under the blurred boxes for it to count as masked
-BLUR_MARGIN = 0.25  # blur_faces' default: each box grows by this on every side
+BLUR_MARGIN = RELEASE_MARGIN  # blurred_jpeg's: each box grows by this on every side
 INDEPENDENT_FACE_MIN_SCORE = 0.45  # the release pass uses 0.5
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
 
 
 class FaceFinder(Protocol):
     def run(self, image_bgr: Image) -> TaskResult: ...
+
+
+class BoxFinder(Protocol):
+    def faces(self, image_bgr: Image) -> list[Box]: ...
 
 
 class TextReader(Protocol):
@@ -111,14 +116,29 @@ class MaskingTally:
 
 
 class IndependentCheck:
-    """A second look at a blurred frame: faces found, plates read (blocking)."""
+    """A second look at a blurred frame: faces found, plates read (blocking).
 
-    def __init__(self, faces: FaceFinder, reader: TextReader) -> None:
+    ``faces`` is the face task at a lower threshold; ``other_faces``, if given, a
+    detector of another kind, whose faces are added to its."""
+
+    def __init__(
+        self, faces: FaceFinder, reader: TextReader, other_faces: BoxFinder | None = None
+    ) -> None:
         self._faces = faces
+        self._other_faces = other_faces
         self._reader = reader
 
+    def faces_found_by(self, image_bgr: Image) -> dict[str, list[Box]]:
+        """Each detector's faces: ``model`` (the face task's), ``other`` (if given)."""
+        found = {
+            "model": [d.box for d in self._faces.run(image_bgr).detections if d.kind == "face"]
+        }
+        if self._other_faces is not None:
+            found["other"] = self._other_faces.faces(image_bgr)
+        return found
+
     def faces_found(self, image_bgr: Image) -> list[Box]:
-        return [d.box for d in self._faces.run(image_bgr).detections if d.kind == "face"]
+        return [box for boxes in self.faces_found_by(image_bgr).values() for box in boxes]
 
     def reads(self, image_bgr: Image) -> list[str]:
         boxes = self._reader.detect(image_bgr)

@@ -41,7 +41,7 @@ import numpy as np
 from appliance.errors import ApplianceError
 from appliance.inference.face_blur import blur_faces
 from appliance.privacy.blobstore import BlobStore, BlobWriteFailed
-from appliance.privacy.redaction import Box
+from appliance.privacy.redaction import RELEASE_MARGIN, Box
 from sync.outbox import BlobRef
 from sync.protocol import RawRequest
 
@@ -88,7 +88,7 @@ def blurred_jpeg(image_bgr: np.ndarray[Any, Any], boxes: Sequence[Box]) -> bytes
     Filled from the surroundings, not pixelated or Gaussian-blurred: BlazeFace still
     scores a pixelated or Gaussian-blurred face as a face now and then (the blob of a
     head keeps its shape; docs/INFERENCE.md), a filled box holds none of its pixels."""
-    blurred = blur_faces(image_bgr, boxes, method="fill")
+    blurred = blur_faces(image_bgr, boxes, margin=RELEASE_MARGIN, method="fill")
     ok, encoded = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding of the blurred frame failed")

@@ -27,11 +27,14 @@ import numpy as np
 
 from appliance.inference.results import InferenceTask, TaskResult
 
-__all__ = ["TEXT_PII_KINDS", "Box", "PiiDetector", "Redaction", "RedactionPolicy"]
+__all__ = ["RELEASE_MARGIN", "TEXT_PII_KINDS", "Box", "PiiDetector", "Redaction", "RedactionPolicy"]
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 TEXT_PII_KINDS = frozenset({"plate", "text"})  # values tokenised in records, hidden in pixels
+# each box is hidden grown by this fraction of its size on every side: a face box is
+# the face's core (brows to chin), and the hair and ears around it go too
+RELEASE_MARGIN = 0.4
 
 
 @dataclass(frozen=True, slots=True)

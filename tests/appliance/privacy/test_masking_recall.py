@@ -51,19 +51,21 @@ def test_released_frames_hide_every_face_and_plate(models: Models) -> None:
     assert result.tally.faces >= FRAMES and result.tally.plates >= FRAMES // 2
     assert result.faces_seen_after == []
     assert result.plates_read_after == []
+    # every face and plate of these frames (bench.masking counts the misses over 500)
+    assert result.tally.misses == []
     assert result.tally.plates_masked == result.tally.plates
-    # faces: the detector misses some small grey faces (bench.masking counts them over
-    # 500 frames against the 99.5% goal); here at most one in four frames
-    assert result.tally.faces_masked >= result.tally.faces - 1
+    assert result.tally.faces_masked == result.tally.faces
 
 
 def test_the_independent_check_sees_faces_and_plates_left_in_clear(models: Models) -> None:
-    """The check can fail: on a frame released without blur it finds the face and reads
-    the plate."""
+    """The check can fail: on a frame released without blur each of its face detectors
+    finds the face, and it reads the plate."""
     frame = SyntheticYardCamera(5, plate_probability=1.0, difficulty="clean").frame(0)
     image = cv2.imdecode(np.frombuffer(frame.encode(), np.uint8), cv2.IMREAD_COLOR)
     raw = cv2.imdecode(np.frombuffer(blurred_jpeg(image, []), np.uint8), cv2.IMREAD_COLOR)
-    found = models.check.faces_found(raw)
-    assert any(covered_fraction(frame.faces[0].box, [b], margin=0.0) > 0.3 for b in found)
+    by = models.check.faces_found_by(raw)
+    assert set(by) == {"model", "other"}  # BlazeFace at a lower threshold, and dlib's HOG
+    for found in by.values():  # each of the two detectors on its own finds the face
+        assert any(covered_fraction(frame.faces[0].box, [b], margin=0.0) > 0.3 for b in found)
     plate = next(t.value for t in frame.truths if t.kind == "plate")
     assert models.check.plates_read(raw, [plate]) == [plate]
