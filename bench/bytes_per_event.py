@@ -13,11 +13,13 @@ into consecutive batches of one size and each batch is encoded
   with zstd at level 3 -- what Vector's or Fluent Bit's HTTP output sends with
   zstd compression at its default level.
 
-The goal row is at the backlog batch size (the whole set: 5,000 events, 600
-with --quick), where a link that came back spends its bytes.  Smaller batches
-(an online trickle cuts one every ``batch_max_age_s``) are reported as
-information, with JSON at zstd's highest level and the encoder's levers
-(each Parquet writer option alone, at the backlog size) for the record.
+The goal rows are at the backlog batch size (the whole set: 5,000 events, 600
+with --quick), where a link that came back spends its bytes, and at 1,000.
+Smaller batches (an online trickle cuts one every ``batch_max_age_s``) are
+reported as information: there Parquet's fixed cost per batch (footer, page
+headers) outweighs what its columns save.  Also for the record: JSON at zstd's
+highest level, the encode CPU per event against the anchor's, and each lever
+of the encoder (``sync.protocol.parquet.writer_options``) undone alone.
 
     python -m bench.bytes_per_event [--quick]
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +41,7 @@ from sync.batch_columns import records_table
 from sync.batches import encode_records
 from sync.outbox import OutboxRecord
 from sync.protocol import Stream
+from sync.protocol.parquet import EVENTS_SCHEMA, writer_options
 
 NAME = "bytes_per_event"
 DEVICE_ID, SITE_ID = "yard-07", "port-a"
@@ -88,22 +92,27 @@ def per_event(
     return sum(encode(batch) for batch in batches) / (len(batches) * size)
 
 
-# Each option of the Parquet writer alone, against pyarrow's defaults at zstd 3
-# (the encoder before issue 24): what each lever is worth on these events.
-_LEVERS: dict[str, dict[str, Any]] = {
-    "pyarrow defaults, zstd 3 (the encoder before issue 24)": {},
-    "zstd level 9": {"compression_level": 9},
-    "zstd level 19": {"compression_level": 19},
-    "no column statistics": {"write_statistics": False},
-    "no Arrow schema in the footer": {"store_schema": False},
-    "floats BYTE_STREAM_SPLIT": {
-        "use_dictionary": ["device_id", "site_id", "model_name", "model_version", "camera_id"],
-        "column_encoding": {
-            "latency_ms": "BYTE_STREAM_SPLIT",
-            "results.list.element.confidence": "BYTE_STREAM_SPLIT",
+def _levers(schema: pa.Schema) -> dict[str, dict[str, Any]]:
+    """The encoder's writer options with one lever undone (or zstd raised), and
+    pyarrow's defaults (the encoder before issue 24): what each lever is worth."""
+    ours = writer_options(schema)
+    levers: dict[str, dict[str, Any]] = {
+        "pyarrow defaults, zstd 3 (the encoder before issue 24)": {
+            "compression": "zstd",
+            "compression_level": 3,
         },
-    },
-}
+        "the encoder as is": ours,
+    }
+    for path, encoding in ours["column_encoding"].items():
+        undone = writer_options(schema)
+        del undone["column_encoding"][path]
+        undone["use_dictionary"].append(path)
+        levers[f"without {encoding} on {path} (dictionary)"] = undone
+    levers["with statistics on every column"] = {**ours, "write_statistics": True}
+    levers["with the Arrow schema in the footer"] = {**ours, "store_schema": True}
+    for level in (9, 19):
+        levers[f"with zstd level {level}"] = {**ours, "compression_level": level}
+    return levers
 
 
 def _lever_bytes(options: dict[str, Any]) -> Callable[[list[OutboxRecord]], int]:
@@ -111,10 +120,22 @@ def _lever_bytes(options: dict[str, Any]) -> Callable[[list[OutboxRecord]], int]
         table = records_table(Stream.EVENTS, batch, DEVICE_ID, SITE_ID)
         assert table is not None, "the pipeline's payloads take the C++ path"
         sink = io.BytesIO()
-        pq.write_table(table, sink, **{"compression": "zstd", "compression_level": 3, **options})
+        pq.write_table(table, sink, **options)
         return len(sink.getvalue())
 
     return encode
+
+
+def _cpu_per_event(records: list[OutboxRecord], size: int, encode: Callable[..., object]) -> float:
+    """Process CPU microseconds per event to encode every batch (best of 3)."""
+    batches = _batches(records, size)
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for batch in batches:
+            encode(batch)
+        best = min(best, time.process_time() - started)
+    return best / (len(batches) * size) * 1e6
 
 
 def measure(quick: bool) -> list[Row]:
@@ -128,7 +149,7 @@ def measure(quick: bool) -> list[Row]:
             continue
         ours = per_event(records, size, parquet_bytes)
         anchor = per_event(records, size, lambda b: zstd(json_lines(b), ANCHOR_LEVEL))
-        goal = size == backlog
+        goal = size >= 1000
         rows.append(
             row(
                 f"wire bytes per event, batches of {size:,}",
@@ -163,13 +184,26 @@ def measure(quick: bool) -> list[Row]:
             command=command,
         )
     )
-    for lever, options in _LEVERS.items():
+    rows.append(
+        row(
+            f"encode CPU per event, batches of {backlog:,}",
+            _cpu_per_event(records, backlog, parquet_bytes),
+            "us",
+            goal="info: process CPU, outbox payloads to body (best of 3; machine shared)",
+            command=command,
+            anchor="JSON lines + zstd 3 of the same payloads",
+            anchor_value=round(
+                _cpu_per_event(records, backlog, lambda b: zstd(json_lines(b), ANCHOR_LEVEL)), 3
+            ),
+        )
+    )
+    for lever, options in _levers(EVENTS_SCHEMA).items():
         rows.append(
             row(
                 f"lever: {lever}, batches of {backlog:,}",
                 per_event(records, backlog, _lever_bytes(options)),
                 "B",
-                goal="info: one Parquet writer option alone",
+                goal="info: one lever of the encoder undone",
                 command=command,
             )
         )

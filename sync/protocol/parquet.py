@@ -8,6 +8,8 @@ part of the contract.
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 from typing import Any, Final
 
@@ -17,14 +19,17 @@ import pyarrow.parquet as pq
 from sync.protocol import PARQUET_COMPRESSION, Stream, WireFormatError
 
 __all__ = [
+    "COLUMN_ENCODINGS",
     "EVENTS_SCHEMA",
     "GENERIC_SCHEMA",
     "LATER_COLUMNS",
     "RESULT_TYPE",
+    "STATISTICS_COLUMNS",
     "STREAM_SCHEMAS",
     "decode_batch",
     "encode_batch",
     "encode_table",
+    "writer_options",
 ]
 
 # --------------------------------------------------------------------------- Parquet schemas
@@ -104,11 +109,77 @@ def encode_batch(stream: Stream, records: list[dict[str, Any]]) -> bytes:
     return encode_table(table)
 
 
+# ---------------------------------------------------------------- how columns are written
+
+# Encodings other than dictionary + RLE, by Parquet column path (each picked on the
+# events the real pipeline writes, docs/BENCHMARKS.md "bytes per event").  Readers
+# need nothing to follow them: every page names its encoding.
+COLUMN_ENCODINGS: Final[dict[str, str]] = {
+    "seq": "DELTA_BINARY_PACKED",  # consecutive: a few bits per block
+    "event_time": "DELTA_BINARY_PACKED",  # increasing, nearly regular steps
+    "latency_ms": "BYTE_STREAM_SPLIT",  # float bytes grouped: zstd finds the exponents
+    "results.list.element.confidence": "BYTE_STREAM_SPLIT",
+    "results.list.element.box.list.element": "DELTA_BINARY_PACKED",  # x0,y0,x1,y1 close
+    "results.list.element.value": "DELTA_LENGTH_BYTE_ARRAY",  # codes and tokens: unique
+    "raw_sha256": "DELTA_BYTE_ARRAY",  # a frame's events repeat its hash: a shared prefix
+}
+# Min/max statistics only where a lake query filters (row-group pruning); a footer
+# entry per column costs bytes in every small batch.
+STATISTICS_COLUMNS: Final = frozenset(
+    [f.name for f in _COMMON_FIELDS] + ["camera_id", "task", "latency_ms", "sla_violated", "kind"]
+)
+
+
+_ENCODING_FITS: Final = {  # which Arrow types each encoding can write
+    "DELTA_BINARY_PACKED": lambda t: pa.types.is_integer(t) or pa.types.is_timestamp(t),
+    "BYTE_STREAM_SPLIT": pa.types.is_floating,
+    "DELTA_LENGTH_BYTE_ARRAY": pa.types.is_string,
+    "DELTA_BYTE_ARRAY": pa.types.is_string,
+}
+
+
+def _leaves(name: str, type_: pa.DataType) -> list[tuple[str, pa.DataType]]:
+    """(Parquet column path, type) of each leaf under a field (lists as ``name.list.element``)."""
+    if pa.types.is_list(type_):
+        return _leaves(f"{name}.list.element", type_.value_type)
+    if pa.types.is_struct(type_):
+        return [leaf for f in type_ for leaf in _leaves(f"{name}.{f.name}", f.type)]
+    return [(name, type_)]
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """``pq.write_table`` options for a table of ``schema`` (a copy the caller may change).
+
+    Not stored: the Arrow schema in the footer (the Parquet schema says the same
+    for these types; ``decode_batch`` casts to the stream's schema anyway).
+    """
+    return copy.deepcopy(_options(schema))
+
+
+@functools.cache
+def _options(schema: pa.Schema) -> dict[str, Any]:
+    leaves = [leaf for f in schema for leaf in _leaves(f.name, f.type)]
+    paths = [path for path, _ in leaves]
+    encodings = {
+        path: COLUMN_ENCODINGS[path]
+        for path, type_ in leaves
+        if path in COLUMN_ENCODINGS and _ENCODING_FITS[COLUMN_ENCODINGS[path]](type_)
+    }
+    return {
+        "compression": PARQUET_COMPRESSION,
+        "compression_level": 3,
+        "use_dictionary": [p for p in paths if p not in encodings],
+        "column_encoding": encodings,
+        "write_statistics": [p for p in paths if p in STATISTICS_COLUMNS],
+        "store_schema": False,
+    }
+
+
 def encode_table(table: pa.Table) -> bytes:
     """A batch body from a table that already has its stream's schema (Parquet + zstd)."""
     sink = io.BytesIO()
     try:
-        pq.write_table(table, sink, compression=PARQUET_COMPRESSION, compression_level=3)
+        pq.write_table(table, sink, **_options(table.schema))
     except pa.ArrowInvalid as exc:  # e.g. a null in a non-nullable column
         raise WireFormatError(f"records do not fit the batch schema: {exc}") from exc
     return sink.getvalue()

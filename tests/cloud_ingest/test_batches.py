@@ -231,11 +231,11 @@ async def test_bad_ids_types_and_sizes(ingest: Ingest) -> None:
 
 
 async def test_oversized_batch_is_413(tmp_path: Path) -> None:
-    settings = IngestSettings(data_dir=tmp_path / "small", max_batch_bytes=4096)
+    settings = IngestSettings(data_dir=tmp_path / "small", max_batch_bytes=2048)
     async with running_ingest(settings) as small:
         token = await small.device()
         batch_id, body = events_batch(first=1, last=400)
-        assert len(body) > 4096
+        assert len(body) > 2048
 
         async def chunks() -> AsyncIterator[bytes]:
             for start in range(0, len(body), 1000):
