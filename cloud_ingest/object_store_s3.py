@@ -8,6 +8,8 @@ bytes in one request.  A streamed write (a multipart upload) is completed by
 pyarrow even when the writer fails half-way, so :meth:`concat` and
 :meth:`put_file` stream into a staging key under ``staging/`` first and then
 copy it server-side to the final key: the final key appears whole or not at all.
+A file of at most ``SINGLE_PUT_BYTES`` (a tus chunk, a small blob) is sent in
+one PUT instead: one request rather than three.
 
 ``s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R`` names a store
 (:func:`parse_s3_url`); credentials come from the settings or, when absent,
@@ -38,6 +40,7 @@ from cloud_ingest.object_store import (
 __all__ = ["S3Location", "S3ObjectStore", "parse_s3_url"]
 
 STAGING = "staging"  # streamed writes land here before their server-side copy
+SINGLE_PUT_BYTES = 16 << 20  # files up to this size are sent in one PUT (read into memory)
 _QUERY_KEYS = frozenset({"endpoint", "region"})
 
 
@@ -125,6 +128,10 @@ class S3ObjectStore:
             out.write(data)  # one buffer, closed at once: a single atomic PUT
 
     def put_file(self, key: str, source: Path) -> None:
+        if source.stat().st_size <= SINGLE_PUT_BYTES:  # one request, atomic: no staging
+            self.put(key, source.read_bytes())
+            source.unlink(missing_ok=True)
+            return
         staged = self._staging_key(key)
         with _unavailable_on_error(f"uploading {key}"):
             try:

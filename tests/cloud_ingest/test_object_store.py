@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from cloud_ingest import object_store_s3
 from cloud_ingest.errors import BadRequest
 from cloud_ingest.object_store import (
     LocalObjectStore,
@@ -75,12 +76,18 @@ def test_concat_with_a_missing_part_leaves_no_object(store: ObjectStore) -> None
     assert store.size("blobs/zz/broken") is None
 
 
-def test_put_file_consumes_the_source(store: ObjectStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("one_put_up_to", [1 << 20, 4], ids=["one-put", "staged-copy"])
+def test_put_file_consumes_the_source(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_put_up_to: int
+) -> None:
+    monkeypatch.setattr(object_store_s3, "SINGLE_PUT_BYTES", one_put_up_to)
     source = tmp_path / "upload.bin"
     source.write_bytes(b"raw frame")
     store.put_file("blobs/12/raw", source)
     assert not source.exists()
     assert store.get("blobs/12/raw") == b"raw frame"
+    assert [o.key for o in store.list("blobs")] == ["blobs/12/raw"]
+    assert store.list(object_store_s3.STAGING) == []  # no staging object left
 
 
 def test_move(store: ObjectStore) -> None:
