@@ -154,22 +154,29 @@ class _BarePool:
     same file, same input names).  No task code on this path.
     """
 
-    def __init__(self, models: Sequence[Any]) -> None:
+    def __init__(self, models: Sequence[Any], by_shape: Sequence[Any] = ()) -> None:
+        # a task that runs inputs of several shapes keeps, per thread, one interpreter per
+        # shape (``by_shape[k].get(shape)``); thread k then takes the one for the call's input
+        self._by_shape = list(by_shape) or [None] * len(models)
         self._work: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in models]
         self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._serve, args=(model, work), daemon=True)
-            for model, work in zip(models, self._work, strict=True)
+            threading.Thread(target=self._serve, args=(model, work, shapes), daemon=True)
+            for model, work, shapes in zip(models, self._work, self._by_shape, strict=True)
         ]
         for thread in self._threads:
             thread.start()
 
-    def _serve(self, model: Any, work: queue.SimpleQueue[Any]) -> None:
+    def _serve(self, model: Any, work: queue.SimpleQueue[Any], by_shape: Any) -> None:
         while (job := work.get()) is not None:
             calls, next_call = job
             try:
                 while (i := next(next_call)) < len(calls):
-                    _bare_call(model, calls[i][1])
+                    feeds = calls[i][1]
+                    if by_shape is None:
+                        _bare_call(model, feeds)
+                    else:
+                        _bare_call(by_shape.get(next(iter(feeds.values())).shape), feeds)
             except BaseException as exc:
                 self._done.put(exc)
             else:
@@ -418,7 +425,8 @@ async def _measure(
                 _run_bare(calls[i])
 
             models = getattr(task, "models", ())
-            pool = _BarePool(models) if len(models) > 1 else None
+            by_shape = getattr(task, "_by_shape", ())  # the face task's interpreters per shape
+            pool = _BarePool(models, by_shape) if len(models) > 1 else None
 
             async def bare_parallel(
                 i: int, calls: list[Any] = calls, pool: _BarePool | None = pool

@@ -10,7 +10,7 @@ thresholds.  Example TOML::
     det_max_side = 640
     [inference.gate_ocr.runtime]
     kind = "onnxruntime"
-    intra_op_threads = 2
+    intra_op_threads = 1
 
     [inference.face_anonymize]
     sla_p99_ms = 80
