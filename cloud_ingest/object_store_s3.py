@@ -8,8 +8,8 @@ bytes in one request.  A streamed write (a multipart upload) is completed by
 pyarrow even when the writer fails half-way, so :meth:`concat` and
 :meth:`put_file` stream into a staging key under ``staging/`` first and then
 copy it server-side to the final key: the final key appears whole or not at all.
-A file of at most ``SINGLE_PUT_BYTES`` (a tus chunk, a small blob) is sent in
-one PUT instead: one request rather than three.
+A file or a concatenation of at most ``SINGLE_PUT_BYTES`` (a tus chunk, a
+small blob) is sent in one PUT instead: one request rather than three.
 
 ``s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R`` names a store
 (:func:`parse_s3_url`); credentials come from the settings or, when absent,
@@ -144,17 +144,36 @@ class S3ObjectStore:
         source.unlink(missing_ok=True)
 
     def concat(self, key: str, parts: Iterable[str], *, sha256: str | None = None) -> int:
-        staged = self._staging_key(key)
-        size = 0
         digest = ContentCheck(sha256)
+        pieces = self._pieces_of(parts, digest)
+        head = bytearray()
+        for piece in pieces:  # up to SINGLE_PUT_BYTES in memory: then one atomic PUT
+            head += piece
+            if len(head) > SINGLE_PUT_BYTES:
+                return self._concat_staged(key, bytes(head), pieces, digest)
+        digest.verify()
+        self.put(key, bytes(head))
+        return len(head)
+
+    def _pieces_of(self, parts: Iterable[str], digest: ContentCheck) -> Iterator[bytes]:
+        for part in parts:
+            for piece in self.iter_bytes(part):
+                digest.update(piece)
+                yield piece
+
+    def _concat_staged(
+        self, key: str, head: bytes, rest: Iterator[bytes], digest: ContentCheck
+    ) -> int:
+        """A large concatenation: streamed to a staging key, checked, copied into place."""
+        staged = self._staging_key(key)
+        size = len(head)
         with _unavailable_on_error(f"assembling {key}"):
             try:
                 with self.fs.open_output_stream(self._path(staged)) as out:
-                    for part in parts:
-                        for piece in self.iter_bytes(part):
-                            digest.update(piece)
-                            out.write(piece)
-                            size += len(piece)
+                    out.write(head)
+                    for piece in rest:
+                        out.write(piece)
+                        size += len(piece)
                 digest.verify()
                 self.fs.copy_file(self._path(staged), self._path(key))
             finally:

@@ -6,6 +6,7 @@ gets a prefix of its own in one bucket.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from cloud_ingest import object_store_s3
-from cloud_ingest.errors import BadRequest
+from cloud_ingest.errors import BadRequest, ChecksumMismatch
 from cloud_ingest.object_store import (
     LocalObjectStore,
     ObjectInfo,
@@ -59,7 +60,11 @@ def test_put_replaces_whole(store: ObjectStore) -> None:
     assert store.get("a/b") == b"short"
 
 
-def test_concat_streams_parts_into_one_object(store: ObjectStore) -> None:
+@pytest.mark.parametrize("one_put_up_to", [16 << 20, 4], ids=["one-put", "staged-copy"])
+def test_concat_streams_parts_into_one_object(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, one_put_up_to: int
+) -> None:
+    monkeypatch.setattr(object_store_s3, "SINGLE_PUT_BYTES", one_put_up_to)
     parts = [f"uploads/u1/{i:020d}" for i in (0, 3, 9)]
     for key, data in zip(parts, [b"abc", b"defghi", b"j" * (3 << 20)], strict=True):
         store.put(key, data)
@@ -69,11 +74,23 @@ def test_concat_streams_parts_into_one_object(store: ObjectStore) -> None:
     assert [o.key for o in store.list("blobs")] == ["blobs/zz/whole"]  # no staging left in view
 
 
-def test_concat_with_a_missing_part_leaves_no_object(store: ObjectStore) -> None:
+@pytest.mark.parametrize("one_put_up_to", [16 << 20, 4], ids=["one-put", "staged-copy"])
+def test_concat_with_a_missing_part_or_a_wrong_sha256_leaves_no_object(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, one_put_up_to: int
+) -> None:
+    monkeypatch.setattr(object_store_s3, "SINGLE_PUT_BYTES", one_put_up_to)
     store.put("uploads/u2/0", b"abc")
+    store.put("uploads/u2/3", b"defgh")
     with pytest.raises(FileNotFoundError):
-        store.concat("blobs/zz/broken", ["uploads/u2/0", "uploads/u2/3"])
+        store.concat("blobs/zz/broken", ["uploads/u2/0", "uploads/u2/9"])
+    wrong = hashlib.sha256(b"abcdefgX").hexdigest()
+    with pytest.raises(ChecksumMismatch):
+        store.concat("blobs/zz/broken", ["uploads/u2/0", "uploads/u2/3"], sha256=wrong)
     assert store.size("blobs/zz/broken") is None
+    right = hashlib.sha256(b"abcdefgh").hexdigest()
+    assert store.concat("blobs/zz/whole", ["uploads/u2/0", "uploads/u2/3"], sha256=right) == 8
+    assert store.get("blobs/zz/whole") == b"abcdefgh"
+    assert store.list(object_store_s3.STAGING) == []
 
 
 @pytest.mark.parametrize("one_put_up_to", [1 << 20, 4], ids=["one-put", "staged-copy"])
