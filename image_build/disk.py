@@ -1,6 +1,7 @@
 """A bootable raw disk image: Debian 12 from Debian's packages, the bundle in slot A.
 
-    p1 yl-boot  vfat  /boot/firmware     yardlink-identity.json goes here (first boot)
+    p1 yl-boot  vfat  /boot/firmware     the EFI system partition: GRUB (EFI/BOOT/BOOTX64.EFI)
+                                         and yardlink-identity.json (first boot)
     p2 yl-root  ext4  /                  Debian + /opt/yardlink/slots/a (slot B empty)
     p3 yl-data  ext4  /var/lib/yardlink  the data dir, on its own partition
 
@@ -9,9 +10,12 @@ bundle is verified on this machine, then installed inside the root with the
 bundle's own wheels (``chroot``: the venv's paths are those of the gateway),
 ``yardlink.service``, ``yardlink-firstboot.service`` and systemd-networkd
 (DHCP) are enabled, and the partitions are written with ``mke2fs -d`` and
-``mkfs.vfat``/``mcopy`` (no loop devices).  The kernel and initrd are written
-beside the image for a direct kernel boot (QEMU); a bootloader inside the image
-is not there yet.  Needs root, mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk.
+``mkfs.vfat``/``mcopy`` (no loop devices).  The image boots by itself on UEFI
+firmware: GRUB, built inside the root by Debian's ``grub-mkimage`` with its
+configuration embedded, sits at the removable-media path of the EFI system
+partition (no NVRAM entry needed) and loads the kernel and initrd from the root
+partition.  The kernel and initrd are also written beside the image, for a
+direct kernel boot.  Needs root, mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk.
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ __all__ = ["DiskImage", "build_disk"]
 PACKAGES = (
     "systemd", "systemd-sysv", "udev", "dbus", "python3", "adduser", "ifupdown",
     "linux-image-amd64", "initramfs-tools", "e2fsprogs", "dosfstools", "ca-certificates",
+    "grub-efi-amd64-bin",
 )  # fmt: skip
 _MB = 1 << 20
 _BOOT_MB = 64
 _DATA_MB = 512
+_CMDLINE = "root=PARTLABEL=yl-root rw console=ttyS0 systemd.show_status=1"
+_EFI_LOADER = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: firmware finds it unaided
+_GRUB_MODULES = ("part_gpt", "fat", "ext2", "search", "search_label", "linux", "boot",
+                 "echo", "efi_gop")  # fmt: skip
 _NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
 _FSTAB = (
     "PARTLABEL=yl-root / ext4 defaults,errors=remount-ro 0 1\n"
@@ -118,7 +127,28 @@ def _configure(rootfs: Path) -> None:
     _run("chroot", str(rootfs), "systemctl", "enable", *services, what="systemctl enable")
 
 
-def _partition_images(rootfs: Path, work: Path, identity: Path | None) -> list[tuple[str, Path]]:
+def _grub_loader(rootfs: Path, kernel: Path, initrd: Path, work: Path) -> Path:
+    """GRUB for UEFI with its configuration built in: find the root partition by its
+    label, load this kernel and initrd from it, boot (no menu, no timeout)."""
+    config = (
+        "search --no-floppy --label --set=root yl-root\n"
+        f"linux /boot/{kernel.name} console=tty0 {_CMDLINE}\n"
+        f"initrd /boot/{initrd.name}\n"
+        "boot\n"
+    )
+    (rootfs / "tmp" / "grub-early.cfg").write_text(config)
+    _run("chroot", str(rootfs), "grub-mkimage", "-O", "x86_64-efi", "-d",
+         "/usr/lib/grub/x86_64-efi", "-p", "/EFI/BOOT", "-c", "/tmp/grub-early.cfg", "-o",
+         "/tmp/BOOTX64.EFI", *_GRUB_MODULES, what="grub-mkimage")  # fmt: skip
+    loader = work / "BOOTX64.EFI"
+    shutil.move(rootfs / "tmp" / "BOOTX64.EFI", loader)
+    (rootfs / "tmp" / "grub-early.cfg").unlink()
+    return loader
+
+
+def _partition_images(
+    rootfs: Path, work: Path, identity: Path | None, loader: Path
+) -> list[tuple[str, Path]]:
     used = int(subprocess.run(["du", "-sb", str(rootfs)], capture_output=True, text=True,
                               check=True).stdout.split()[0])  # fmt: skip
     root_mb = int(used * 1.3 / _MB) + 256
@@ -134,6 +164,8 @@ def _partition_images(rootfs: Path, work: Path, identity: Path | None) -> list[t
          f"{_DATA_MB}M", what="mke2fs data")  # fmt: skip
     _run("mkfs.vfat", "-n", "YL-BOOT", "-C", str(boot_img), str(_BOOT_MB * 1024),
          what="mkfs.vfat")  # fmt: skip
+    _run("mmd", "-i", str(boot_img), "::/EFI", "::/EFI/BOOT", what="mmd EFI/BOOT")
+    _run("mcopy", "-i", str(boot_img), str(loader), f"::/{_EFI_LOADER}", what="mcopy GRUB")
     if identity is not None:
         _run("mcopy", "-i", str(boot_img), str(identity), "::yardlink-identity.json",
              what="mcopy identity")  # fmt: skip
@@ -193,7 +225,7 @@ def build_disk(
         initrd_out = out.with_name(out.name + ".initrd")
         shutil.copyfile(kernel, kernel_out)
         shutil.copyfile(initrd, initrd_out)
-        parts = _partition_images(rootfs, work, identity)
+        loader = _grub_loader(rootfs, kernel, initrd, work)
+        parts = _partition_images(rootfs, work, identity, loader)
         _assemble(out, parts)
-    cmdline = "root=PARTLABEL=yl-root rw console=ttyS0 systemd.show_status=1"
-    return DiskImage(out, kernel_out, initrd_out, cmdline)
+    return DiskImage(out, kernel_out, initrd_out, _CMDLINE)

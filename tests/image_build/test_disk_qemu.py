@@ -1,13 +1,15 @@
-"""The bootable disk image, booted under QEMU (direct kernel boot) until ``/healthz``
-answers through a forwarded port, with the identity from the boot partition applied.
+"""The bootable disk image, booted under QEMU by UEFI firmware (OVMF) and the image's
+own GRUB, as a gateway would boot it from its SSD, until ``/healthz`` answers through
+a forwarded port, with the identity from the boot partition applied.
 
 Slow (a Debian root from mmdebstrap, a venv in it, a boot): minutes.  Needs root,
-Debian's mmdebstrap, qemu-system-x86, e2fsprogs, dosfstools, mtools and fdisk.
+Debian's mmdebstrap, qemu-system-x86, ovmf, e2fsprogs, dosfstools, mtools and fdisk.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -24,6 +26,7 @@ from tests.image_build.bundle_kit import bundle_factory, read_members
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
+OVMF = Path("/usr/share/OVMF")  # Debian's ovmf: UEFI firmware for QEMU
 
 
 def _free_port() -> int:
@@ -65,6 +68,8 @@ def test_the_disk_image_boots_and_serves(
 
     port = _free_port()
     console = tmp_path / "console.log"
+    nvram = tmp_path / "OVMF_VARS.fd"  # the firmware's variables: a copy of its own
+    shutil.copyfile(OVMF / "OVMF_VARS.fd", nvram)
     # TCG with every CPU feature: numpy and onnxruntime need more than qemu64, and KVM
     # nested in this VM refused -cpu host
     accel = ["-accel", "tcg,thread=multi", "-cpu", "max"]
@@ -81,12 +86,10 @@ def test_the_disk_image_boots_and_serves(
             "-no-reboot",
             "-serial",
             f"file:{console}",
-            "-kernel",
-            str(disk.kernel),
-            "-initrd",
-            str(disk.initrd),
-            "-append",
-            disk.cmdline,
+            "-drive",
+            f"if=pflash,format=raw,readonly=on,file={OVMF / 'OVMF_CODE.fd'}",
+            "-drive",
+            f"if=pflash,format=raw,file={nvram}",
             "-drive",
             f"file={disk.image},format=raw,if=virtio",
             "-netdev",
@@ -106,6 +109,8 @@ def test_the_disk_image_boots_and_serves(
             assert time.monotonic() < deadline, console.read_text(errors="replace")[-4000:]
             time.sleep(2)
             status, _ = _get(f"http://127.0.0.1:{port}/healthz")
+        log = console.read_text(errors="replace")
+        assert "Linux version" in log and disk.cmdline in log  # GRUB booted the kernel
         code, body = _get(f"http://127.0.0.1:{port}/v1/status", TOKEN)
         assert code == 200
         assert json.loads(body)["device_id"] == "gate-42"  # the boot partition's identity
