@@ -104,6 +104,7 @@ class ModelUpdates:
                 window,
                 self._processor.run_on_frame,
                 behind=lambda: self._backlog() > self._settings.shadow_max_backlog,
+                nice=self._settings.shadow_nice,
             )
             self._shadows[name] = run
             self._processor.add_result_tap(run.tap)

@@ -46,6 +46,13 @@ class UpdateSettings(ConfigSection):
         description="the old model skips a frame while more frames than this wait in the"
         " camera queues (the serving model needs the CPU)",
     )
+    shadow_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="the old model's re-runs get this much lower CPU priority (Linux thread"
+        " niceness): when both want the CPU, the serving model gets it (0: same priority)",
+    )
     shadow_max_error_rate: float = Field(
         default=0.02, ge=0, le=1, description="share of frames the new model may fail on"
     )

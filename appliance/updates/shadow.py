@@ -3,7 +3,10 @@ live frames, and the two are compared before the release is committed.
 
 ``ShadowWindow`` is the pure judge (results in, verdict out); ``ShadowRun`` is
 its edge: a pipeline result tap that re-runs each frame on the old model in
-its own thread.  The shadow never queues work: a frame that arrives while the
+its own thread, at a lower CPU priority (``shadow_nice``): when the re-run and
+the serving model both want the CPU, the serving model gets it.  (Only the
+calling thread is lowered: an ONNX Runtime session's own op threads keep the
+priority they were created with.)  The shadow never queues work: a frame that arrives while the
 old model is still busy with the previous one, or while frames wait in the
 camera queues (the pipeline is behind; until ``shadow_max_s``, so a busy camera
 cannot hold a release on trial for ever), is not compared (counted as
@@ -21,7 +24,11 @@ confidence decide commit or rollback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +139,17 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux: niceness is per thread,
+    and raising it needs no privilege); elsewhere nothing, rather than the whole
+    process's priority."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):  # a sandbox may forbid it: same priority then
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
 class ShadowRun:
     """Feeds a ``ShadowWindow`` from the pipeline's result tap (on the event loop)."""
 
@@ -143,6 +161,7 @@ class ShadowRun:
         run_on_frame: Callable[[InferenceTask, Frame], TaskResult],
         clock: Callable[[], float] = time.monotonic,
         behind: Callable[[], bool] = lambda: False,
+        nice: int = 0,
     ) -> None:
         self.task_name = task_name
         self.window = window
@@ -150,7 +169,9 @@ class ShadowRun:
         self._run_on_frame = run_on_frame
         self._clock = clock
         self._behind = behind
-        self._executor = ThreadPoolExecutor(1, f"shadow-{task_name}")
+        self._executor = ThreadPoolExecutor(
+            1, f"shadow-{task_name}", initializer=lower_thread_priority, initargs=(nice,)
+        )
         self._pending: asyncio.Future[TaskResult] | None = None
         self.done: asyncio.Future[ShadowVerdict] = asyncio.get_running_loop().create_future()
 

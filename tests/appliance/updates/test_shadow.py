@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 
 import pytest
 
@@ -96,3 +98,24 @@ async def test_the_backlog_defers_comparisons_only_until_the_time_limit():
     verdict = await run.verdict(poll_s=0.01)
     assert verdict.commit and window.compared == 2
     await run.close()
+
+
+async def test_the_old_model_reruns_at_a_lower_cpu_priority_than_the_serving_one():
+    """(Linux, where the appliance runs: niceness is per thread.)"""
+    from typing import Any, cast
+
+    from appliance.updates.shadow import ShadowRun
+
+    def priority_of_this_thread(task: object, frame: object) -> TaskResult:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return _result()
+
+    seen: list[int] = []
+    serving = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    window = _window(shadow_frames=1)
+    run = ShadowRun("gate_ocr", cast(Any, "old"), window, priority_of_this_thread, nice=7)
+    run.tap("gate_ocr", cast(Any, "frame"), _result(), None)
+    assert (await run.verdict(poll_s=0.01)).commit
+    await run.close()
+    assert seen == [min(19, serving + 7)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == serving  # ours kept
