@@ -9,6 +9,9 @@ so any instance can serve any request; only temp files stay on local disk.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,7 +22,9 @@ from cloud_ingest.object_store import LocalObjectStore, ObjectStore
 from cloud_ingest.object_store_s3 import S3ObjectStore, parse_s3_url
 from cloud_ingest.settings import IngestSettings
 
-__all__ = ["STORAGE", "Storage", "open_storage"]
+__all__ = ["STORAGE", "STORE_THREADS", "Storage", "open_storage", "store_threads"]
+
+STORE_THREADS = 64  # worker threads for blocking object-store calls (each waits on the network)
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,17 @@ def open_storage(settings: IngestSettings) -> Storage:
             create_bucket=settings.store_create_bucket,
         )
     return Storage(store=store, lake=Lake(store), blobs=BlobStore(store))
+
+
+async def store_threads(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context: enough worker threads for a store reached over the network.
+
+    Every object-store call is blocking and runs on the loop's default executor,
+    which has only ``cpu_count + 4`` threads: with S3 each call mostly waits on
+    the network, so a few slow requests would hold every thread.  A directory
+    store keeps the default pool.
+    """
+    if app[STORAGE].shared:
+        executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="store")
+        asyncio.get_running_loop().set_default_executor(executor)
+    yield
