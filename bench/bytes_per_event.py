@@ -11,7 +11,8 @@ into consecutive batches of one size and each batch is encoded
 * as the anchor, in the same run: the same rows (seq, device and site filled
   in, as the Parquet holds them) as compact JSON lines, the batch compressed
   with zstd at level 3 -- what Vector's or Fluent Bit's HTTP output sends with
-  zstd compression at its default level.
+  zstd compression at its default level.  For the record also the same rows as
+one Protobuf message per batch with zstd 3 (``bench/protobuf_events.py``).
 
 The goal rows are at the backlog batch size (the whole set: 5,000 events, 600
 with --quick), where a link that came back spends its bytes, and at 1,000.
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 
 from bench._common import Row, command_for, parse_args, row, write_results
 from bench.pipeline_events import pipeline_events
+from bench.protobuf_events import protobuf_batch
 from sync.batch_columns import records_table
 from sync.batches import encode_records
 from sync.outbox import OutboxRecord
@@ -172,6 +174,20 @@ def measure(quick: bool) -> list[Row]:
                 command=command,
                 anchor="the same rows as JSON lines, zstd level 19",
                 anchor_value=round(strongest, 2),
+            )
+        )
+        proto = per_event(
+            records, size, lambda b: zstd(protobuf_batch(b, DEVICE_ID, SITE_ID), ANCHOR_LEVEL)
+        )
+        rows.append(
+            row(
+                f"wire bytes per event, batches of {size:,}, vs Protobuf + zstd 3",
+                ours,
+                "B",
+                goal="info: one Protobuf message per batch (bench/protobuf_events.py)",
+                command=command,
+                anchor=f"the same rows as one Protobuf message, zstd level {ANCHOR_LEVEL}",
+                anchor_value=round(proto, 2),
             )
         )
     raw = per_event(records, backlog, lambda b: len(json_lines(b)))

@@ -15,6 +15,7 @@ from bench.bytes_per_event import (
     per_event,
     zstd,
 )
+from bench.protobuf_events import batch_message_class, protobuf_batch
 from sync.batches import encode_records
 from sync.outbox import OutboxRecord
 from sync.protocol import Stream
@@ -82,3 +83,23 @@ def test_both_encodings_shrink_with_compression() -> None:
     assert zstd(json_lines(records), 19) <= zstd(json_lines(records), 3)
     assert 0 < parquet_bytes(records) < raw
     assert pa.Codec.is_available("zstd")
+
+
+def test_protobuf_anchor_holds_the_same_rows() -> None:
+    records = outbox_records([_payload(i) for i in range(30)])
+    message = batch_message_class()()
+    message.ParseFromString(protobuf_batch(records, DEVICE_ID, SITE_ID))
+    assert [e.seq for e in message.events] == list(range(1, 31))
+    for record, event in zip(records, message.events, strict=True):
+        row_ = json.loads(record.payload)
+        assert event.device_id == DEVICE_ID and event.camera_id == row_["camera_id"]
+        assert event.event_time_us == round(row_["event_time"] * 1_000_000)
+        assert event.raw_sha256 == row_["raw_sha256"]
+        assert event.frame_metadata == ""  # null: proto3's default, no bytes
+        (result,) = event.results
+        assert result.value == row_["results"][0]["value"]
+        assert list(result.box) == row_["results"][0]["box"]
+        assert result.valid == row_["results"][0]["valid"] and result.HasField("valid")
+        assert result.confidence == float(
+            pa.scalar(row_["results"][0]["confidence"], pa.float32()).as_py()
+        )
