@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,8 +20,8 @@ from cloud_ingest.admin import add_admin_routes
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
 from cloud_ingest.auth import auth_middleware
 from cloud_ingest.batches import add_batch_routes
-from cloud_ingest.blobs import BlobStore
-from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
+from cloud_ingest.catalog_open import open_catalog
+from cloud_ingest.catalog_sqlite import make_private_dir
 from cloud_ingest.completions import make_on_complete
 from cloud_ingest.handshake import add_handshake_routes
 from cloud_ingest.lake import remove_partial_files
@@ -30,7 +31,12 @@ from cloud_ingest.models.routes import add_model_routes
 from cloud_ingest.raw_requests import add_raw_request_routes
 from cloud_ingest.service_routes import add_service_routes
 from cloud_ingest.settings import IngestSettings
+from cloud_ingest.storage import STORAGE, open_storage, store_threads
 from cloud_ingest.tus import UploadStore, add_tus_routes, sweep_expired
+from cloud_ingest.tus.object_chunks import ObjectChunks
+
+if TYPE_CHECKING:
+    from cloud_ingest.tus.state_postgres import PostgresUploadState
 
 __all__ = ["build_app"]
 
@@ -48,6 +54,8 @@ def build_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = IngestMetrics()
+    app[STORAGE] = open_storage(settings)
+    app.cleanup_ctx.append(store_threads)
     app.cleanup_ctx.append(_catalog_context)
     add_service_routes(app)
     add_handshake_routes(app)
@@ -55,25 +63,48 @@ def build_app(
     add_raw_request_routes(app)
     add_admin_routes(app)
     add_model_routes(app)  # after the catalog's context: it opens its tables
-    upload_sweep = _add_tus(app, settings)
+    upload_sweep = _add_tus(app, settings)  # after the catalog's context: it binds its pool
     app.cleanup_ctx.append(_sweeper_context(upload_sweep))
     return app
 
 
-def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], int]:
-    """Mount the tus server (/v1/uploads) and HEAD /v1/blobs."""
+def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float], Awaitable[int]]:
+    """Mount the tus server (/v1/uploads) and HEAD /v1/blobs.
+
+    With a PostgreSQL catalog and an object store (fleet mode) the uploads'
+    records and write locks are in PostgreSQL, so any instance takes any request.
+    """
+    storage = app[STORAGE]
+    state = _shared_upload_state(app) if storage.shared and settings.catalog else None
     store = UploadStore(
         settings.uploads_dir,
         max_size=settings.max_upload_bytes,
         expire_after_s=settings.upload_expiry_s,
+        chunks=ObjectChunks(storage.store, settings.uploads_dir) if storage.shared else None,
+        state=state,
     )
-    blobs = BlobStore(settings.blobs_dir)
-    add_tus_routes(app, store, blobs, make_on_complete(app))
+    add_tus_routes(app, store, storage.blobs, make_on_complete(app))
 
-    def sweep(now: float) -> int:
-        return int(sweep_expired(store, now))
+    async def sweep(now: float) -> int:
+        return int(sweep_expired(store, now)) + await store.sweep_shared(now)
 
     return sweep
+
+
+def _shared_upload_state(app: web.Application) -> PostgresUploadState:
+    """The tus state in PostgreSQL, on the catalog's pool once it is open."""
+    from cloud_ingest.catalog_postgres import PostgresCatalog
+    from cloud_ingest.tus.state_postgres import PostgresUploadState
+
+    state = PostgresUploadState()
+
+    async def bind(app: web.Application) -> None:
+        catalog = app[CATALOG]
+        assert isinstance(catalog, PostgresCatalog)  # settings.catalog names PostgreSQL
+        state.bind(catalog.pool)
+
+    app.on_startup.append(bind)
+    return state
 
 
 async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
@@ -85,12 +116,10 @@ async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
         settings.uploads_dir,
     ):
         await asyncio.to_thread(make_private_dir, directory)
-    removed = await asyncio.to_thread(remove_partial_files, settings.lake_dir)
+    removed = await asyncio.to_thread(remove_partial_files, app[STORAGE].lake)
     if removed:
         log.warning("removed %d partial lake files left by a crash", removed)
-    catalog = await SqliteCatalog.open(
-        settings.catalog_path, synchronous=settings.catalog_synchronous
-    )
+    catalog = await open_catalog(settings)
     app[CATALOG] = catalog
     try:
         yield
@@ -99,7 +128,7 @@ async def _catalog_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _sweeper_context(
-    upload_sweep: Callable[[float], int],
+    upload_sweep: Callable[[float], Awaitable[int]],
 ) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -114,14 +143,16 @@ def _sweeper_context(
     return context
 
 
-async def _sweep_forever(app: web.Application, upload_sweep: Callable[[float], int]) -> None:
+async def _sweep_forever(
+    app: web.Application, upload_sweep: Callable[[float], Awaitable[int]]
+) -> None:
     interval = app[SETTINGS].sweep_interval_s
     while True:
         await asyncio.sleep(interval)
         try:
             now = app[CLOCK]()
             expired = await app[CATALOG].expire_raw_requests(now)
-            removed = upload_sweep(now)
+            removed = await upload_sweep(now)
             if expired or removed:
                 log.info(
                     "sweep", extra={"raw_requests_expired": expired, "uploads_removed": removed}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from pathlib import Path
 
 import pyarrow as pa
 from aiohttp import hdrs, web
@@ -42,8 +41,9 @@ from cloud_ingest.errors import (
 )
 from cloud_ingest.json_bodies import read_limited
 from cloud_ingest.keyed_locks import KeyedLocks
-from cloud_ingest.lake import read_batch, write_batch
+from cloud_ingest.lake import Lake, read_batch, remove_files, write_batch
 from cloud_ingest.principal import require_device
+from cloud_ingest.storage import STORAGE
 from sync.protocol import (
     BATCH_CONTENT_TYPE,
     NO_OVERLAP_HEADER,
@@ -108,7 +108,7 @@ async def put_batch(request: web.Request) -> web.Response:
                 raise BadRequest(str(exc)) from exc
             paths = await asyncio.to_thread(
                 write_batch,
-                app[SETTINGS].lake_dir,
+                app[STORAGE].lake,
                 stream=parts.stream,
                 site_id=principal.site_id,
                 batch_id=raw_id,
@@ -132,7 +132,7 @@ async def put_batch(request: web.Request) -> web.Response:
             try:
                 stored = await catalog.record_batch(record)
             except BaseException:  # never a lake file without its catalog row
-                await asyncio.to_thread(_remove_lake_files, app[SETTINGS].lake_dir, paths)
+                await asyncio.to_thread(_remove_lake_files, app[STORAGE].lake, paths)
                 raise
             duplicate = stored is not record
         else:
@@ -167,9 +167,8 @@ def _check_and_validate(
     return validate_batch(parts, site_id, body)
 
 
-def _remove_lake_files(lake_dir: Path, paths: list[str]) -> None:
-    for relative in paths:
-        (lake_dir / relative).unlink(missing_ok=True)
+def _remove_lake_files(lake: Lake, paths: list[str]) -> None:
+    remove_files(lake, paths)
     log.warning("batch files %s removed: their catalog row could not be written", paths)
 
 
@@ -188,7 +187,11 @@ async def _same_rows(
         try:
             valid = validate_batch(parts, stored.site_id, body)
             held = read_batch(
-                app[SETTINGS].lake_dir, stored.lake_paths, STREAM_SCHEMAS[parts.stream]
+                app[STORAGE].lake,
+                stored.lake_paths,
+                STREAM_SCHEMAS[parts.stream],
+                device_id=stored.device_id,
+                seqs=(stored.first_seq, stored.last_seq),
             )
         except (WireFormatError, OSError, pa.ArrowException):
             return False

@@ -162,19 +162,19 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     (
         4,
         """
-        -- tus uploads in progress, shared by every instance (cloud_ingest/tus/state_postgres.py):
-        -- info is UploadInfo.to_json(); offset the bytes committed; a lease is the
-        -- upload's lock (held by lease_token until lease_until, renewed while writing)
+        -- tus uploads, shared by every instance (cloud_ingest/tus/state_postgres.py):
+        -- info is UploadInfo.to_json() (the offset is the chunk data's length, kept
+        -- with the data); a lease is the upload's write lock, held by lease_token
+        -- until lease_until (seconds on the database's clock), renewed while writing
         CREATE TABLE tus_uploads (
             upload_id    TEXT PRIMARY KEY,
             info         TEXT NOT NULL,
-            upload_offset BIGINT NOT NULL DEFAULT 0,
             expires_at   DOUBLE PRECISION NOT NULL,
             completed    BOOLEAN NOT NULL DEFAULT FALSE,
             lease_token  TEXT,
             lease_until  DOUBLE PRECISION
         );
-        CREATE INDEX tus_uploads_expiry ON tus_uploads (expires_at) WHERE NOT completed;
+        CREATE INDEX tus_uploads_expiry ON tus_uploads (expires_at);
         """,
     ),
 )

@@ -1,13 +1,18 @@
 """``yardlink ingest ...``: run the cloud service and manage its credentials.
 
-    yardlink ingest serve --data-dir DIR [--host H] [--port P] [--tls-cert F --tls-key F]
-    yardlink ingest device add DEVICE_ID --site SITE --data-dir DIR [--json]
-    yardlink ingest device revoke DEVICE_ID --data-dir DIR
-    yardlink ingest operator add NAME --data-dir DIR [--json]
+    yardlink ingest serve [--config FILE] [--data-dir DIR] [--catalog postgresql://...]
+                          [--host H] [--port P] [--tls-cert F --tls-key F]
+    yardlink ingest device add DEVICE_ID --site SITE [--config FILE | --data-dir DIR] [--json]
+    yardlink ingest device revoke DEVICE_ID [--config FILE | --data-dir DIR]
+    yardlink ingest operator add NAME [--config FILE | --data-dir DIR] [--json]
     yardlink ingest models publish|rollout ...   (cloud_ingest/models/cli.py)
+    yardlink ingest compact ...                  (cloud_ingest/lake_compaction_cli.py)
 
-Credential commands open the catalog directly (SQLite in WAL mode), so they
-work while the server runs; a revocation takes effect on its next request.
+``--config FILE`` is a TOML file of :class:`IngestSettings` (every limit, the
+sampling policy, retention, the bind address); a flag given on the command
+line wins over the file.  Credential commands open the catalog directly
+(SQLite in WAL mode, or the PostgreSQL of ``--catalog``), so they work while
+the server runs; a revocation takes effect on its next request.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import uvloop
-from pydantic import ValidationError
 
-from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
+from cloud_ingest.catalog import Catalog
+from cloud_ingest.catalog_open import open_catalog
+from cloud_ingest.catalog_sqlite import make_private_dir
 from cloud_ingest.errors import BadRequest
 from cloud_ingest.models.cli import register_models
 from cloud_ingest.provisioning import (
@@ -34,7 +40,7 @@ from cloud_ingest.provisioning import (
     revoke_operator,
     rotate_device,
 )
-from cloud_ingest.settings import IngestSettings, TlsSettings
+from cloud_ingest.settings import IngestSettings, SettingsError, TlsSettings, load_settings
 
 __all__ = ["register"]
 
@@ -48,9 +54,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands.required = True
 
     serve = commands.add_parser("serve", help="run the ingest service")
-    _data_dir(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    _where(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
     serve.add_argument(
         "--metrics-port", type=int, help="also serve /metrics without a token on 127.0.0.1:PORT"
     )
@@ -67,22 +73,22 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add = device_commands.add_parser("add", help="register a device, print its token once")
     add.add_argument("device_id")
     add.add_argument("--site", required=True, help="site id of the device")
-    _data_dir(add)
+    _where(add)
     add.add_argument("--json", action="store_true", help="print JSON")
     add.set_defaults(handler=_device_add)
     revoke = device_commands.add_parser("revoke", help="revoke a device's tokens")
     revoke.add_argument("device_id")
-    _data_dir(revoke)
+    _where(revoke)
     revoke.set_defaults(handler=_device_revoke)
     rotate = device_commands.add_parser(
         "rotate", help="a new token for a device (printed once); the old one is refused at once"
     )
     rotate.add_argument("device_id")
-    _data_dir(rotate)
+    _where(rotate)
     rotate.add_argument("--json", action="store_true", help="print JSON")
     rotate.set_defaults(handler=_device_rotate)
     listing = device_commands.add_parser("list", help="list devices (the read is audited)")
-    _data_dir(listing)
+    _where(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_device_list)
 
@@ -91,12 +97,12 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     operator_commands.required = True
     op_add = operator_commands.add_parser("add", help="create an operator, print its token once")
     op_add.add_argument("name")
-    _data_dir(op_add)
+    _where(op_add)
     op_add.add_argument("--json", action="store_true", help="print JSON")
     op_add.set_defaults(handler=_operator_add)
     op_revoke = operator_commands.add_parser("revoke", help="revoke an operator's tokens")
     op_revoke.add_argument("name")
-    _data_dir(op_revoke)
+    _where(op_revoke)
     op_revoke.set_defaults(handler=_operator_revoke)
 
     register_models(commands, _data_dir)
@@ -106,13 +112,29 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the service's data directory")
 
 
+def _where(parser: argparse.ArgumentParser) -> None:
+    """The options that say where the service's settings, files and catalog are."""
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (docs/OPERATIONS.md); flags win over it"
+    )
+    parser.add_argument("--data-dir", type=Path, help="the service's data directory")
+    parser.add_argument(
+        "--catalog", help="PostgreSQL URL of a shared catalog (default: SQLite in the data dir)"
+    )
+    parser.add_argument(
+        "--store",
+        help="s3://BUCKET[/PREFIX]?endpoint=URL of a shared object store for the lake, blobs "
+        "and uploads (keys: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; default: the data dir)",
+    )
+
+
 def _settings(args: argparse.Namespace, **fields: object) -> IngestSettings:
-    try:
-        settings = IngestSettings.model_validate({"data_dir": args.data_dir, **fields})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"invalid setting {where}: {first['msg']}") from None
+    if args.config is None and args.data_dir is None:
+        raise SettingsError("--data-dir DIR or --config FILE is required")
+    settings = load_settings(
+        args.config,
+        {"data_dir": args.data_dir, "catalog": args.catalog, "store": args.store, **fields},
+    )
     _make_data_dir(settings.data_dir)
     return settings
 
@@ -120,11 +142,11 @@ def _settings(args: argparse.Namespace, **fields: object) -> IngestSettings:
 def _make_data_dir(data_dir: Path) -> None:
     """Create ``--data-dir`` if missing; one clear error when it cannot be a directory."""
     if data_dir.exists() and not data_dir.is_dir():
-        raise BadRequest(f"--data-dir {data_dir} is not a directory")
+        raise BadRequest(f"data dir {data_dir} is not a directory")
     try:
         make_private_dir(data_dir)
     except OSError as exc:
-        raise BadRequest(f"--data-dir {data_dir} cannot be created: {exc.strerror}") from exc
+        raise BadRequest(f"data dir {data_dir} cannot be created: {exc.strerror}") from exc
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -145,11 +167,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_catalog(args: argparse.Namespace, work: Callable[[SqliteCatalog], Awaitable[T]]) -> T:
+def _with_catalog(args: argparse.Namespace, work: Callable[[Catalog], Awaitable[T]]) -> T:
     settings = _settings(args)
 
     async def run() -> T:
-        catalog = await SqliteCatalog.open(settings.catalog_path)
+        catalog = await open_catalog(settings)
         try:
             return await work(catalog)
         finally:

@@ -1,8 +1,8 @@
 """What the service's PostgreSQL stores share: one asyncpg pool per instance,
 migrations under an advisory lock, whole transactions, and the audit insert.
 
-The catalog (``catalog_postgres.py``), the model tables (``models/store_postgres.py``)
-and the tus upload state (``tus/state_postgres.py``) use one pool.  Transactions
+The catalog (``catalog_postgres.py``) and the tus upload state
+(``tus/state_postgres.py``) use one pool.  Transactions
 run at READ COMMITTED; what must happen once across instances rests on primary
 keys and ``ON CONFLICT``, row locks (``FOR UPDATE``) and conditional updates,
 never on a lock inside one process.
@@ -28,6 +28,7 @@ from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError
 
 __all__ = [
     "AUDIT_LOCK",
+    "PG_ERRORS",
     "PgConnection",
     "PostgresDatabase",
     "connect_pool",

@@ -196,4 +196,4 @@ def load_settings(config_file: Path | None, overrides: Mapping[str, Any]) -> Ing
         first = exc.errors()[0]
         setting = ".".join(str(p) for p in first["loc"]) or "(file)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise SettingsError(f"{where}setting {setting}: {first['msg']}{more}") from None
+        raise SettingsError(f"{where}invalid setting {setting}: {first['msg']}{more}") from None

@@ -25,7 +25,7 @@ from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
 from cloud_ingest.errors import BadRequest
 from cloud_ingest.models.registry import ModelRegistry, load_keyring
 from cloud_ingest.models.rollouts import RolloutService, RolloutStatus
-from cloud_ingest.models.store import ReleaseStore
+from cloud_ingest.models.store import ReleaseStore, SqliteReleaseStore
 from sync.shared.signing import MAX_ENVELOPE_BYTES
 
 __all__ = ["register_models"]
@@ -70,7 +70,7 @@ def _run(data_dir: Path, work: Callable[[ReleaseStore, SqliteCatalog], Awaitable
     async def run() -> T:
         catalog = await SqliteCatalog.open(data_dir / "catalog.db")  # migrates
         try:
-            store = await ReleaseStore.open(data_dir / "catalog.db")
+            store = await SqliteReleaseStore.open(data_dir / "catalog.db")
             try:
                 return await work(store, catalog)
             finally:

@@ -30,7 +30,7 @@ from cloud_ingest.errors import BadRequest, NotFound
 from cloud_ingest.json_bodies import read_model
 from cloud_ingest.models.registry import ModelRegistry, ReleaseRefused, load_keyring
 from cloud_ingest.models.rollouts import RolloutService
-from cloud_ingest.models.store import ReleaseRecord, ReleaseStore
+from cloud_ingest.models.store import ReleaseRecord, open_release_store
 from cloud_ingest.principal import principal_of, require_operator
 from sync.shared.signing import MAX_ENVELOPE_BYTES
 
@@ -72,7 +72,7 @@ def add_model_routes(app: web.Application) -> None:
 async def _models_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     keyring = load_keyring(settings.release_keyring_file) if settings.release_keyring_file else None
-    store = await ReleaseStore.open(settings.catalog_path)
+    store = await open_release_store(settings, app[CATALOG])
     registry = ModelRegistry(settings.data_dir / "models", store, keyring)
     app[MODELS] = ModelsRoom(registry, RolloutService(store, app[CATALOG], app[METRICS].registry))
     try:

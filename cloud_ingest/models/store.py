@@ -1,8 +1,11 @@
-"""The model tables of the catalog (releases, rollouts, device outcomes) on SQLite.
+"""The model tables of the catalog (releases, rollouts, device outcomes).
 
-Its own aiosqlite connection to ``catalog.db`` (WAL: it shares the file with the
-main catalog, whose migrations created the tables).  Every change is written in
-one transaction with its audit event, as the main catalog does.
+:class:`ReleaseStore` is what the registry and the rollouts use;
+:class:`SqliteReleaseStore` has its own aiosqlite connection to ``catalog.db``
+(WAL: it shares the file with the main catalog, whose migrations created the
+tables), ``store_postgres.py`` the same on the PostgreSQL catalog's pool.
+Every change is written in one transaction with its audit event, as the main
+catalog does.  :func:`open_release_store` picks the one the settings name.
 """
 
 from __future__ import annotations
@@ -10,16 +13,29 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
+from cloud_ingest.catalog import Catalog
+from cloud_ingest.catalog_rows import Row
 from cloud_ingest.errors import Conflict
 from cloud_ingest.models.rollout import Rollout, RolloutPhase, Transition
+from cloud_ingest.settings import IngestSettings
 from cloud_ingest.sqlite_database import SqliteDatabase, insert_audit
 from sync.protocol.releases import RolloutPlan
 
-__all__ = ["DeviceOutcome", "ReleaseRecord", "ReleaseStore"]
+__all__ = [
+    "RELEASE_SELECT",
+    "DeviceOutcome",
+    "ReleaseRecord",
+    "ReleaseStore",
+    "SqliteReleaseStore",
+    "dump_rollout",
+    "load_rollout",
+    "open_release_store",
+    "release_row",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +62,59 @@ class DeviceOutcome:
     reason: str | None
 
 
-class ReleaseStore(SqliteDatabase):
+class ReleaseStore(Protocol):
+    """The model tables, on either catalog database."""
+
+    async def close(self) -> None: ...
+
+    async def add_release(self, release: ReleaseRecord, detail: dict[str, Any]) -> bool:
+        """Store a release, audited ``model.publish``; False if this exact manifest is held
+        already (a re-publish), Conflict if the name and version hold another one."""
+        ...
+
+    async def get_release(self, name: str, version: str) -> ReleaseRecord | None: ...
+
+    async def list_releases(self) -> list[ReleaseRecord]: ...
+
+    async def highest_counter(self, name: str) -> int | None: ...
+
+    async def save_rollout(
+        self, rollout: Rollout, transition: Transition, now: float, *, new: bool = False
+    ) -> None:
+        """Write a rollout's state with the audit event of its transition; with ``new``,
+        Conflict when another rollout of the model is active or this one existed."""
+        ...
+
+    async def get_rollout(self, name: str, version: str) -> Rollout | None: ...
+
+    async def list_rollouts(self) -> list[Rollout]: ...
+
+    async def record_outcomes(
+        self, outcomes: list[DeviceOutcome], now: float
+    ) -> list[DeviceOutcome]:
+        """Keep each device's latest outcome per release; audit those that changed
+        (``model.outcome`` by the device).  Returns the changed ones."""
+        ...
+
+    async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]: ...
+
+    async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]: ...
+
+
+async def open_release_store(settings: IngestSettings, catalog: Catalog) -> ReleaseStore:
+    """The model tables beside ``catalog``: SQLite's file, or the PostgreSQL catalog's pool."""
+    if settings.catalog is None:
+        return await SqliteReleaseStore.open(settings.catalog_path)
+    from cloud_ingest.catalog_postgres import PostgresCatalog
+    from cloud_ingest.models.store_postgres import PostgresReleaseStore
+
+    assert isinstance(catalog, PostgresCatalog)  # settings.catalog names PostgreSQL
+    return PostgresReleaseStore(catalog.pool, owns_pool=False)
+
+
+class SqliteReleaseStore(SqliteDatabase):
     @classmethod
-    async def open(cls, path: Path) -> ReleaseStore:
+    async def open(cls, path: Path) -> SqliteReleaseStore:
         db = await aiosqlite.connect(path, isolation_level=None)
         await db.execute("PRAGMA busy_timeout = 10000")
         await db.execute("PRAGMA synchronous = FULL")
@@ -96,11 +162,11 @@ class ReleaseStore(SqliteDatabase):
             return True
 
     async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
-        rows = await self._all(_RELEASE_SELECT + " WHERE name = ? AND version = ?", (name, version))
-        return _release(rows[0]) if rows else None
+        rows = await self._all(RELEASE_SELECT + " WHERE name = ? AND version = ?", (name, version))
+        return release_row(rows[0]) if rows else None
 
     async def list_releases(self) -> list[ReleaseRecord]:
-        return [_release(r) for r in await self._all(_RELEASE_SELECT + " ORDER BY name, counter")]
+        return [release_row(r) for r in await self._all(RELEASE_SELECT + " ORDER BY name, counter")]
 
     async def highest_counter(self, name: str) -> int | None:
         rows = await self._all("SELECT MAX(counter) FROM model_releases WHERE name = ?", (name,))
@@ -129,7 +195,7 @@ class ReleaseStore(SqliteDatabase):
             await db.execute(
                 "INSERT OR REPLACE INTO model_rollouts (name, version, state, terminal, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (rollout.name, rollout.version, _dump(rollout), int(rollout.terminal), now),
+                (rollout.name, rollout.version, dump_rollout(rollout), int(rollout.terminal), now),
             )
             detail = {**transition.detail, "counter": rollout.counter}
             await insert_audit(
@@ -145,11 +211,11 @@ class ReleaseStore(SqliteDatabase):
         rows = await self._all(
             "SELECT state FROM model_rollouts WHERE name = ? AND version = ?", (name, version)
         )
-        return _load(rows[0][0]) if rows else None
+        return load_rollout(rows[0][0]) if rows else None
 
     async def list_rollouts(self) -> list[Rollout]:
         rows = await self._all("SELECT state FROM model_rollouts ORDER BY updated_at")
-        return [_load(r[0]) for r in rows]
+        return [load_rollout(r[0]) for r in rows]
 
     # ------------------------------------------------------------------ outcomes
 
@@ -198,19 +264,19 @@ class ReleaseStore(SqliteDatabase):
         return {(r[1], r[2]): DeviceOutcome(*r) for r in rows}
 
 
-_RELEASE_SELECT = (
+RELEASE_SELECT = (
     "SELECT name, version, counter, sha256, size, keyid, manifest, published_by, published_at"
     " FROM model_releases"
 )
 
 
-def _release(row: aiosqlite.Row) -> ReleaseRecord:
+def release_row(row: Row) -> ReleaseRecord:
     return ReleaseRecord(
         row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7], row[8]
     )
 
 
-def _dump(rollout: Rollout) -> str:
+def dump_rollout(rollout: Rollout) -> str:
     return json.dumps(
         {
             "name": rollout.name,
@@ -227,7 +293,7 @@ def _dump(rollout: Rollout) -> str:
     )
 
 
-def _load(text: str) -> Rollout:
+def load_rollout(text: str) -> Rollout:
     raw = json.loads(text)
     return Rollout(
         name=raw["name"],

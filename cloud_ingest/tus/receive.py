@@ -154,6 +154,8 @@ async def receive_body(
     when it is not kept); it is handed to ``store.digests`` advanced by the
     bytes that are kept.
     """
+    if store.chunks is not None:  # fleet mode: one part object per kept body
+        return await store.chunks.receive(upload_id, content, plan, checksum)
     f = store.data_path(upload_id).open("r+b")
     chunk = None
     if checksum is not None:

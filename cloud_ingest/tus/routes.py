@@ -8,6 +8,7 @@ touch only the uploads it created; operators may HEAD and DELETE any.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -73,24 +74,26 @@ class _TusHandlers:
             headers["Upload-Expires"] = h.http_date(info.expires_at)
         return headers
 
-    def _find(self, request: web.Request, *, operator_ok: bool) -> tuple[UploadInfo, Principal]:
+    async def _find(
+        self, request: web.Request, *, operator_ok: bool
+    ) -> tuple[UploadInfo, Principal]:
         principal = principal_of(request)
         upload_id = request.match_info["upload_id"]
-        info = require_found(self.store.get(upload_id), upload_id, self.store.clock())
+        info = require_found(await self.store.load(upload_id), upload_id, self.store.clock())
         if principal.is_operator and operator_ok:
             return info, principal
         if principal.is_operator or principal.device_id != info.device_id:
             raise Forbidden("this upload belongs to another device")
         return info, principal
 
-    def _drop_unreachable(self, upload_id: str) -> None:
+    async def _drop_unreachable(self, upload_id: str) -> None:
         """Delete an upload whose creation failed: the error carried no Location.
 
         A completed one stays (its blob and notification are done).
         """
-        info = self.store.get(upload_id)
+        info = await self.store.load(upload_id)
         if info is not None and not info.completed:
-            self.store.delete(upload_id)
+            await self.store.remove(upload_id)
 
     # ---------------------------------------------------------------- handlers
     async def options(self, request: web.Request) -> web.Response:
@@ -129,14 +132,14 @@ class _TusHandlers:
             created_at=now,
             expires_at=now + self.store.expire_after_s,
         )
-        await asyncio.to_thread(self.store.create, info)
+        await self.store.begin(info)
         headers = {"Location": f"{UPLOADS}/{info.upload_id}"}
         if with_body:
             try:
                 async with self.store.lock(info.upload_id):
                     info, offset = await self._write(request, info, 0, checksum, None)
             except BaseException:
-                self._drop_unreachable(info.upload_id)
+                await self._drop_unreachable(info.upload_id)
                 raise
             headers["Upload-Offset"] = str(offset)
         elif length == 0:  # nothing to send: complete at once
@@ -146,12 +149,14 @@ class _TusHandlers:
         return web.Response(status=201, headers=headers)
 
     async def head(self, request: web.Request) -> web.Response:
-        info, _ = self._find(request, operator_ok=True)
+        info, _ = await self._find(request, operator_ok=True)
         await self._settle(info.upload_id)
-        info = require_found(self.store.get(info.upload_id), info.upload_id, self.store.clock())
+        info = require_found(
+            await self.store.load(info.upload_id), info.upload_id, self.store.clock()
+        )
         info = await self._renotify_if_needed(info)
         headers = self._base_headers(info)
-        headers["Upload-Offset"] = str(self.store.offset(info))
+        headers["Upload-Offset"] = str(await asyncio.to_thread(self.store.offset, info))
         if info.length is None:
             headers["Upload-Defer-Length"] = "1"
         else:
@@ -161,7 +166,7 @@ class _TusHandlers:
         return web.Response(status=200, headers=headers)
 
     async def patch(self, request: web.Request) -> web.Response:
-        info, _ = self._find(request, operator_ok=False)
+        info, _ = await self._find(request, operator_ok=False)
         info = await self._renotify_if_needed(info)
         if request.content_type != OCTET:
             raise UnsupportedMediaType(f"PATCH needs Content-Type {OCTET}")
@@ -169,11 +174,10 @@ class _TusHandlers:
         claimed = h.parse_non_negative("Upload-Offset", h.single(given, "Upload-Offset"))
         upload_length = h.parse_non_negative("Upload-Length", h.single(given, "Upload-Length"))
         checksum = h.parse_checksum(h.single(given, "Upload-Checksum"))
-        lock = self.store.lock(info.upload_id)
-        if lock.locked():
-            raise Locked("another request is writing this upload", headers={"Retry-After": "1"})
-        async with lock:
-            info = require_found(self.store.get(info.upload_id), info.upload_id, self.store.clock())
+        async with self.store.writing(info.upload_id):  # 423 when another request writes it
+            info = require_found(
+                await self.store.load(info.upload_id), info.upload_id, self.store.clock()
+            )
             if claimed is None:
                 raise BadRequest("Upload-Offset is required")
             info, offset = await self._write(request, info, claimed, checksum, upload_length)
@@ -182,10 +186,10 @@ class _TusHandlers:
         return web.Response(status=204, headers=headers)
 
     async def delete(self, request: web.Request) -> web.Response:
-        info, _ = self._find(request, operator_ok=True)
-        if self.store.lock(info.upload_id).locked():
+        info, _ = await self._find(request, operator_ok=True)
+        if await self.store.busy(info.upload_id):
             raise Locked("a request is writing this upload", headers={"Retry-After": "1"})
-        await asyncio.to_thread(self.store.delete, info.upload_id)
+        await self.store.remove(info.upload_id)
         return web.Response(status=204, headers={"Tus-Resumable": h.TUS_VERSION})
 
     async def head_blob(self, request: web.Request) -> web.Response:
@@ -225,7 +229,7 @@ class _TusHandlers:
         upload_length: int | None,
     ) -> tuple[UploadInfo, int]:
         """Write one body under the upload's lock; finish the upload when complete."""
-        current = self.store.offset(info)
+        current = await asyncio.to_thread(self.store.offset, info)
         plan = plan_patch(
             info,
             current,
@@ -236,7 +240,7 @@ class _TusHandlers:
         )
         if plan.new_length is not None:
             info = info.with_length(plan.new_length)
-            await asyncio.to_thread(self.store.save, info)
+            await self.store.persist(info)
         whole = None
         if info.metadata.get("sha256"):
             whole = self.store.digests.at(info.upload_id, plan.offset)
@@ -249,7 +253,7 @@ class _TusHandlers:
             content_length=request.content_length,
             whole=whole,
         )
-        info = await asyncio.to_thread(self.store.extend_expiry, info)
+        info = await self.store.keep_alive(info)
         if info.length is not None and offset == info.length:
             info = await self._finish(info)
         return info, offset
@@ -258,16 +262,17 @@ class _TusHandlers:
         """Verify and adopt the blob (when a sha256 is named), record, notify."""
         sha256 = info.metadata.get("sha256")
         if sha256:
-            src = self.store.data_path(info.upload_id)
             # the running sha256 of what was written, else hashed from disk in a thread
             written = self.store.digests.hexdigest(info.upload_id, info.length or 0)
             try:
-                await asyncio.to_thread(_adopt, self.blobs, src, sha256, written)
+                await asyncio.to_thread(
+                    self.store.adopt_blob, self.blobs, info.upload_id, sha256, written
+                )
             except ChecksumMismatch as exc:
                 # The chunks passed their own checksums (when sent), yet the whole is
                 # wrong: no chunk can be named to resend, so the upload goes (410) and
                 # the device starts a new one.
-                await asyncio.to_thread(self.store.delete, info.upload_id)
+                await self.store.remove(info.upload_id)
                 log.warning(
                     "upload %s of %s discarded: %s", info.upload_id, info.device_id, exc.detail
                 )
@@ -279,7 +284,7 @@ class _TusHandlers:
         self.store.digests.forget(info.upload_id)
         await asyncio.to_thread(self.store.guard.forget, info.upload_id)
         info = replace(info, completed=True)
-        await asyncio.to_thread(self.store.save, info)
+        await self.store.persist(info)
         return await self._notify(info)
 
     async def _notify(self, info: UploadInfo) -> UploadInfo:
@@ -296,11 +301,11 @@ class _TusHandlers:
                 length=info.length or 0,
                 metadata=dict(info.metadata),
                 sha256=sha256,
-                blob_path=self.blobs.path_for(sha256) if sha256 else None,
+                blob_path=self.blobs.local_path(sha256) if sha256 else None,
             )
         )
         info = replace(info, notified=True)
-        await asyncio.to_thread(self.store.save, info)
+        await self.store.persist(info)
         return info
 
     def _adopted_before_crash(self, info: UploadInfo) -> bool:
@@ -310,7 +315,7 @@ class _TusHandlers:
             not info.completed
             and info.length is not None
             and sha256 is not None
-            and not self.store.data_path(info.upload_id).exists()
+            and not self.store.has_data(info.upload_id)
             and self.blobs.has(sha256)
         )
 
@@ -321,42 +326,31 @@ class _TusHandlers:
         return (
             not info.completed
             and info.length is not None
-            and self.store.data_path(info.upload_id).exists()
+            and self.store.has_data(info.upload_id)
             and self.store.offset(info) == info.length
         )
 
     async def _renotify_if_needed(self, info: UploadInfo) -> UploadInfo:
-        if self._written_not_finished(info):
-            lock = self.store.lock(info.upload_id)
-            if not lock.locked():
-                async with lock:
-                    current = self.store.get(info.upload_id)
-                    if current is not None and self._written_not_finished(current):
+        if await asyncio.to_thread(self._written_not_finished, info):
+            with contextlib.suppress(Locked):  # another request writes it: it finishes it
+                async with self.store.writing(info.upload_id):
+                    current = await self.store.load(info.upload_id)
+                    if current is not None and await asyncio.to_thread(
+                        self._written_not_finished, current
+                    ):
                         return await self._finish(current)
-        if self._adopted_before_crash(info):
+        if await asyncio.to_thread(self._adopted_before_crash, info):
             info = replace(info, completed=True)
-            await asyncio.to_thread(self.store.save, info)
+            await self.store.persist(info)
         if not info.completed or info.notified:
             return info
-        lock = self.store.lock(info.upload_id)
-        if lock.locked():
-            return info
-        async with lock:
-            current = self.store.get(info.upload_id)
-            if current is None or current.notified:
-                return current or info
-            return await self._notify(current)
-
-
-def _adopt(blobs: BlobStore, src: Path, sha256: str, written: str | None) -> None:
-    """Move a finished upload into the blob store once its sha256 is checked.
-
-    ``written`` is the sha256 of the bytes as they were written, when known;
-    otherwise the blob store hashes the file.
-    """
-    if written is not None and written != sha256:
-        raise ChecksumMismatch(f"content has sha256 {written}, metadata says {sha256}")
-    blobs.adopt(src, sha256, verified=written is not None)
+        with contextlib.suppress(Locked):  # another request writes it: it notifies
+            async with self.store.writing(info.upload_id):
+                current = await self.store.load(info.upload_id)
+                if current is None or current.notified:
+                    return current or info
+                return await self._notify(current)
+        return info
 
 
 def _versioned(

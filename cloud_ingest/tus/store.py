@@ -6,23 +6,38 @@ dir) and ``<id>.bin`` (the bytes received).  The offset is the size of
 checksummed chunk is written in place, and ``guard`` (``chunk_guard.py``)
 knows how far the bytes were checked: on start a data file is cut back to
 that, so an unverified chunk is never counted.
+
+With ``chunks`` (an :class:`~cloud_ingest.tus.object_chunks.ObjectChunks`, in
+fleet mode) the bytes live as part objects in the shared object store
+instead of ``<id>.bin``; the offset is then the parts' length.  With
+``state`` (a :class:`~cloud_ingest.tus.state_postgres.PostgresUploadState`)
+the records and the write locks are shared by every instance: the async
+methods (``load``, ``persist``, ``writing``, ...) are what the routes use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from cloud_ingest.blobs import BlobStore
+from cloud_ingest.errors import ChecksumMismatch, Locked
 from cloud_ingest.tus.chunk_guard import ChunkGuard, choose_guard
 from cloud_ingest.tus.core import UploadInfo
 from cloud_ingest.tus.digests import RunningDigests
+from cloud_ingest.tus.object_chunks import ObjectChunks
 from sync.shared.durable_file import make_directory_durably, replace_durably
+
+if TYPE_CHECKING:  # asyncpg is imported only by a service with a shared catalog
+    from cloud_ingest.tus.state_postgres import PostgresUploadState
 
 __all__ = ["UploadStore"]
 
@@ -46,8 +61,12 @@ class UploadStore:
         expire_after_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         guard: ChunkGuard | None = None,
+        chunks: ObjectChunks | None = None,
+        state: PostgresUploadState | None = None,
     ) -> None:
         self.root = root
+        self.chunks = chunks
+        self.state = state
         self.clock = clock
         self.max_size = max_size
         self.expire_after_s = expire_after_s
@@ -113,19 +132,48 @@ class UploadStore:
         return info
 
     def create(self, info: UploadInfo) -> None:
-        self.data_path(info.upload_id).touch()
+        if self.chunks is None:
+            self.data_path(info.upload_id).touch()
+        else:
+            self.chunks.create(info.upload_id)
         self.save(info)
 
     def offset(self, info: UploadInfo) -> int:
         """Bytes received: the length once complete, else the size on disk."""
         if info.completed:
             return info.length or 0
+        if self.chunks is not None:
+            return self.chunks.offset(info.upload_id)
         try:
             return self.data_path(info.upload_id).stat().st_size
         except FileNotFoundError:
             return 0
 
+    def has_data(self, upload_id: str) -> bool:
+        """Whether bytes of the upload are held (its data file, or its parts)."""
+        if self.chunks is not None:
+            return self.chunks.has_data(upload_id)
+        return self.data_path(upload_id).exists()
+
+    def adopt_blob(
+        self, blobs: BlobStore, upload_id: str, sha256: str, written: str | None
+    ) -> None:
+        """Move the finished upload's bytes into ``blobs`` as ``sha256``, checked.
+
+        ``written`` is the sha256 of the bytes as they were written, when known;
+        otherwise they are hashed on the way.  :class:`ChecksumMismatch` when
+        they differ from ``sha256`` (nothing is stored).
+        """
+        if written is not None and written != sha256:
+            raise ChecksumMismatch(f"content has sha256 {written}, metadata says {sha256}")
+        if self.chunks is not None:
+            self.chunks.assemble_blob(upload_id, blobs, sha256)
+        else:
+            blobs.adopt(self.data_path(upload_id), sha256, verified=written is not None)
+
     def delete(self, upload_id: str) -> None:
+        if self.chunks is not None:
+            self.chunks.delete(upload_id)
         self.digests.forget(upload_id)
         self.guard.forget(upload_id)
         for path in (
@@ -138,6 +186,82 @@ class UploadStore:
         lock = self._locks.get(upload_id)
         if lock is not None and not lock.locked():
             del self._locks[upload_id]
+
+    # ------------------------------------------------------------ shared or local
+    async def load(self, upload_id: str) -> UploadInfo | None:
+        """The upload's info, None if unknown: the shared record, else :meth:`get`."""
+        if self.state is None or not self.valid_id(upload_id):
+            return self.get(upload_id)
+        return await self.state.get(upload_id)
+
+    async def persist(self, info: UploadInfo) -> None:
+        if self.state is None:
+            await asyncio.to_thread(self.save, info)
+        else:
+            await self.state.save(info)
+
+    async def begin(self, info: UploadInfo) -> None:
+        """Create the upload: its (empty) data, then its record."""
+        if self.state is None:
+            await asyncio.to_thread(self.create, info)
+            return
+        if self.chunks is not None:
+            await asyncio.to_thread(self.chunks.create, info.upload_id)
+        await self.state.save(info)
+
+    async def keep_alive(self, info: UploadInfo) -> UploadInfo:
+        """:meth:`extend_expiry`, saved where the record lives."""
+        if self.state is None:
+            return await asyncio.to_thread(self.extend_expiry, info)
+        expires_at = self.clock() + self.expire_after_s
+        if expires_at - info.expires_at < self.expire_after_s * _EXPIRY_SAVE_STEP:
+            return info
+        info = replace(info, expires_at=expires_at)
+        await self.state.save(info)
+        return info
+
+    async def remove(self, upload_id: str) -> None:
+        await asyncio.to_thread(self.delete, upload_id)
+        if self.state is not None:
+            await self.state.delete(upload_id)
+
+    async def busy(self, upload_id: str) -> bool:
+        """Whether a request (of this instance or, when shared, any) is writing it."""
+        if self.is_busy(upload_id):
+            return True
+        return self.state is not None and await self.state.is_leased(upload_id)
+
+    @contextlib.asynccontextmanager
+    async def writing(self, upload_id: str) -> AsyncIterator[None]:
+        """Hold the upload's write lock for the block; :class:`Locked` (423) when held.
+
+        The lock of this process, and with shared state the upload's lease in
+        PostgreSQL too, so that no two instances write one upload at once.
+        """
+        lock = self.lock(upload_id)
+        if lock.locked():
+            raise Locked("another request is writing this upload", headers={"Retry-After": "1"})
+        async with lock:
+            if self.state is None:
+                yield
+            else:
+                async with self.state.lease(upload_id):
+                    yield
+
+    async def sweep_shared(self, now: float, *, limit: int = 1000) -> int:
+        """Remove expired uploads of the shared state (any instance may); how many.
+
+        Each is removed under its lease, so an upload a request writes is skipped.
+        """
+        if self.state is None:
+            return 0
+        removed = 0
+        for upload_id in await self.state.expired(now, self.expire_after_s, limit):
+            with contextlib.suppress(Locked):
+                async with self.writing(upload_id):
+                    await self.remove(upload_id)
+                    removed += 1
+        return removed
 
     def is_busy(self, upload_id: str) -> bool:
         lock = self._locks.get(upload_id)

@@ -14,6 +14,7 @@ from cloud_ingest.settings import IngestSettings
 from sync.shared.signing import Envelope, Keyring, SigningKey
 from tests.support.ingest import Ingest, running_ingest
 from tests.support.model_registry import PLAN, REPO, VERSION, Kit
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +49,23 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     return Kit(build, key, revoked, keyring_file, manifest, signed)
 
 
-@pytest.fixture
-def models_settings(tmp_path: Path, kit: Kit) -> IngestSettings:
-    return IngestSettings(
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def models_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, kit: Kit
+) -> AsyncIterator[IngestSettings]:
+    """The service's settings, its catalog (and the model tables) on each backend."""
+    settings = IngestSettings(
         data_dir=tmp_path / "data", sweep_interval_s=3600, release_keyring_file=kit.keyring_file
     )
+    if request.param == "sqlite":
+        yield settings
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = await server.create_database()
+    try:
+        yield settings.model_copy(update={"catalog": url})
+    finally:
+        await server.drop_database(url)
 
 
 @pytest.fixture
