@@ -85,7 +85,8 @@ def gateway(tmp_path: Path) -> Layout:
 
 
 class Pusher(threading.Thread):
-    """Pushes frames one after another; keeps every id answered 201."""
+    """Pushes frames one after another (a few a second: each is run through OCR, on a
+    loaded machine); keeps every id answered 201."""
 
     def __init__(self, api: str) -> None:
         super().__init__(daemon=True)
@@ -109,7 +110,7 @@ class Pusher(threading.Thread):
                     self.stored.append(json.loads(answer.read())["id"])
             except (urllib.error.URLError, OSError):
                 self.refused += 1  # 503 while stopping, or no listener: pushed again
-            time.sleep(0.1)
+            time.sleep(0.3)
 
 
 def _processed(layout: Layout) -> set[str]:
@@ -179,6 +180,7 @@ def test_a_new_appliance_that_cannot_load_its_models_leaves_the_old_one_serving(
         service.stop()
 
 
+@pytest.mark.slow  # three appliance starts; tests/appliance/test_handover.py has the logic
 def test_a_plain_start_refuses_a_data_dir_in_use_and_a_standby_can_be_called_off(
     gateway: Layout,
 ) -> None:
