@@ -6,10 +6,11 @@ The real parts, in one process: the ingest service (``build_app``, its model
 registry and rollouts), the link emulator (2 Mbit/s, 150 ms RTT; ``--quick``:
 8 Mbit/s, a shorter steady phase and shadow window) and the appliance daemon
 with its sync engine (handshake every ``HANDSHAKE_S``) and the real OCR models.
-A camera pushes frames at a pace the machine sustains (twice the measured
-service time, at least one a second).  A release of the pinned PP-OCRv4 files
-under a new version (built and signed with the release tooling) is published
-through the admin API and its rollout started (canary site = the device's); the
+A camera pushes frames at a pace the machine sustains (three times the measured
+service time, at least one a second: the shadow window runs two models a
+frame).  A release of the pinned PP-OCRv4 files under a new version (built and
+signed with the release tooling) is published through the admin API and its
+rollout started (canary site = the device's); the
 device hears of it in a handshake, downloads, verifies, stages, validates,
 switches, shadows and commits it.  Rows:
 
@@ -149,7 +150,8 @@ class Camera:
                 self._timeline.refused += 1
 
     async def calibrate(self, frames: int, floor_s: float) -> float:
-        """Push ``frames`` one at a time; the pace is twice the median service time."""
+        """Push ``frames`` one at a time; the pace is three times the median service
+        time: in the shadow window each frame runs on two models, with headroom."""
         async with aiohttp.ClientSession() as session:
             for _ in range(frames):
                 seen = len(self._timeline.results)
@@ -157,7 +159,7 @@ class Camera:
                 while len(self._timeline.results) == seen:
                     await asyncio.sleep(0.02)
         took = [ms for _, _, ms in self._timeline.results[-frames + 1 :]]
-        self.interval_s = max(floor_s, 2.0 * statistics.median(took) / 1000.0)
+        self.interval_s = max(floor_s, 3.0 * statistics.median(took) / 1000.0)
         return self.interval_s
 
     async def run(self) -> None:
