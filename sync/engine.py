@@ -110,7 +110,7 @@ class SyncEngine:
         self.raw_lanes = RawLanes(
             self.raw,
             self.raw_uploads,
-            rate_Bps=lambda: sizer.rate_Bps or self._link_rate_Bps(),
+            rate_Bps=self._raw_rate_Bps,
             rtt_s=self._rtt_s,
             target_s=settings.chunk_target_s,
             min_chunk=settings.chunk_min_bytes,
@@ -467,7 +467,10 @@ class SyncEngine:
     def _raw_sent(self, stream: Stream, sent: RawSent) -> None:
         self._sent(stream, sent.bytes_sent, 1 if sent.delivered else 0)
 
-    def _link_rate_Bps(self) -> float | None:
+    def _raw_rate_Bps(self) -> float | None:
+        """The link's rate for sizing the raw uploads: per request, else the link monitor's."""
+        if self.uploader.sizer.rate_Bps is not None:
+            return self.uploader.sizer.rate_Bps
         bps = self.link.bandwidth_bps
         return None if bps is None else bps / 8
 

@@ -15,6 +15,12 @@ resumed from the server's offset).  The chunks in flight together aim at one
 ``chunk_target_s`` at the measured rate (:func:`plan_lanes`, each upload's
 chunk is that share), so an event waits behind at most that much raw.
 
+Requests that carry blob bytes take one of ``lanes`` slots (held until the
+answer); one more upload than that runs ahead (``PREPARING``), so its HEAD and
+its POST's round trips overlap the others' bytes rather than idling the link.
+New uploads start ``stagger_s`` apart: uploads that start together on one link
+end together and then all wait for answers at once.
+
 A daily budget is overshot by at most one blob: a new blob starts only while
 the budget left exceeds the bytes of the blobs already under way.  The first
 failure of an upload stops the others at their next chunk boundary and is
@@ -28,7 +34,7 @@ import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from sync.errors import RecordRejected
 from sync.outbox import BlobRef
@@ -40,12 +46,15 @@ __all__ = ["MAX_LANES", "LanePlan", "RawLanes", "plan_lanes"]
 
 MAX_LANES: Final = 8
 SERVER_S: Final = 0.05  # the server's time per request (fsync of a chunk), roughly
+PREPARING: Final = 1  # uploads beyond the plan: their HEAD and POST go while others send
+REPLAN_S: Final = 0.25  # how often a new measurement may start another upload
 
 
 @dataclass(frozen=True, slots=True)
 class LanePlan:
     lanes: int  # uploads in flight
     chunk_bytes: int  # the largest chunk each sends
+    stagger_s: float = 0.0  # least time between two uploads' starts
 
 
 def plan_lanes(
@@ -67,6 +76,15 @@ def plan_lanes(
     ``target_s`` at the link rate (what an event may wait behind), except that two
     uploads always go, so one answer never idles the link.  Unknown rate: two
     uploads of ``min_chunk``, from which the measurements ramp up.
+
+    The rate errs high rather than low (one request's bytes over its time less
+    the least round trip seen): a rate measured low sizes chunks and lanes that
+    cannot fill the link, so the next measurement is low again.
+
+    Uploads start at least one request's time on the wire apart (at most two
+    round trips): uploads that share the link and start together also end
+    together and wait for their answers together, leaving the link idle, while
+    starts kept apart stay apart.
     """
     if not rate_Bps or rtt_s is None:
         return LanePlan(2, min_chunk)
@@ -79,7 +97,7 @@ def plan_lanes(
     lanes = max(2, min(MAX_LANES, 1 + math.ceil(1.5 * idle / request)))
     while lanes > 2 and lanes * request > window:
         lanes -= 1
-    return LanePlan(lanes, chunk_bytes)
+    return LanePlan(lanes, chunk_bytes, min(request / rate_Bps, 2 * rtt_s))
 
 
 class RawLanes:
@@ -102,6 +120,7 @@ class RawLanes:
         self._min_chunk, self._max_chunk = min_chunk, max_chunk
         self.lanes = 0  # uploads under way now
         self.plan = LanePlan(2, min_chunk)  # what the measurements ask for now
+        self._blob_bytes = 1  # the size of the blob the plan was made for
 
     async def run(
         self,
@@ -117,31 +136,67 @@ class RawLanes:
         or paused), ``held`` once the cloud holds a blob."""
         failed: list[BaseException] = []
         committed: dict[asyncio.Task[None], int] = {}  # blob bytes each upload may send
+        sending: set[asyncio.Task[Any] | None] = set()  # uploads with a request of bytes out
+        slot_freed = asyncio.Event()
+
+        def leave(task: asyncio.Task[Any] | None) -> None:
+            if task in sending:
+                sending.discard(task)
+                slot_freed.set()
+
+        async def may_go() -> bool:
+            if failed or not await still_first():
+                return False
+            self._replan(self._blob_bytes)  # each chunk follows the latest measurements
+            return True
 
         async def go_on() -> bool:
-            return not failed and await still_first()
+            """Before a request with blob bytes: wait for one of ``plan.lanes`` slots."""
+            me = asyncio.current_task()
+            leave(me)  # its previous request is answered
+            while True:
+                if not await may_go():
+                    return False
+                if len(sending) < self.plan.lanes:
+                    sending.add(me)
+                    return True
+                slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slot_freed.wait(), REPLAN_S)
 
         async def lane() -> None:
-            outcome = await self.uploads.send_next(stream, held, go_on)
+            try:
+                outcome = await self.uploads.send_next(stream, held, go_on)
+            finally:
+                leave(asyncio.current_task())
             if outcome is not None:
                 sent(stream, outcome)
 
+        loop = asyncio.get_running_loop()
+        next_start = 0.0  # loop time before which no other upload starts
         try:
             while True:
-                while not failed and await go_on():
+                while await may_go():
                     size = self._next_size(stream)
-                    if size is None or len(committed) >= self._replan(size).lanes:
+                    if size is None or len(committed) >= self._replan(size).lanes + PREPARING:
+                        break
+                    if committed and loop.time() < next_start:
                         break
                     left = budget_left()
                     if left is not None and left <= sum(committed.values()):
                         break
                     task = asyncio.create_task(lane())
                     committed[task] = size
+                    next_start = loop.time() + self.plan.stagger_s
                     self.lanes = len(committed)
                     await asyncio.sleep(0)  # it takes its record before the next one looks
                 if not committed:
                     break
-                done, _ = await asyncio.wait(committed, return_when=asyncio.FIRST_COMPLETED)
+                early = next_start - loop.time()  # the next start may wait for this
+                wake = min(REPLAN_S, max(0.01, early)) if early > 0 else REPLAN_S
+                done, _ = await asyncio.wait(
+                    committed, timeout=wake, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
                     del committed[task]
                     if not task.cancelled() and task.exception() is not None:
@@ -167,6 +222,7 @@ class RawLanes:
             return 0
 
     def _replan(self, blob_bytes: int) -> LanePlan:
+        self._blob_bytes = blob_bytes
         self.plan = plan_lanes(
             self._rate_Bps(),
             self._rtt_s(),

@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 
 UPLOADS_PATH: Final = "/v1/uploads/"
 OFFSET_CONTENT_TYPE: Final = "application/offset+octet-stream"
+WIRE_SHARE_FLOOR: Final = 0.1  # a chunk's time on the wire is at least this share of its request
 
 
 def encode_metadata(meta: UploadMetadata) -> str:
@@ -110,11 +111,11 @@ class ChunkSizer:
     def rate_Bps(self) -> float | None:  # bytes (B) per second
         return self._rate
 
-    def observe(self, nbytes: int, seconds: float, *, concurrent: int = 1) -> None:
+    def observe(self, nbytes: int, seconds: float, *, concurrent: float = 1.0) -> None:
         if nbytes <= 0 or not seconds > 0:
             return
         # a timer tick is not an infinitely fast link
-        sample = nbytes * max(1, concurrent) / max(seconds, 1e-3)
+        sample = nbytes * max(1.0, concurrent) / max(seconds, 1e-3)
         self._rate = sample if self._rate is None else 0.5 * self._rate + 0.5 * sample
 
     def next_size(self) -> int:
@@ -171,6 +172,7 @@ class TusUploader:
         self.chunk_in_flight = 0  # size of the chunk being (or last) sent
         self.chunk_cap: int | None = None  # set by sync.raw_lanes: its plan's chunk size
         self._chunks_flying = 0  # requests with a body on the wire now, all uploads
+        self.min_rtt_s: float | None = None  # the least round trip the link monitor saw
         self._copies_found_damaged: set[str] = set()  # sha256s: hash the next copy first
 
     @property
@@ -183,9 +185,10 @@ class TusUploader:
     ) -> UploadOutcome:
         """Upload the file at ``path`` (its sha256 is ``meta.sha256``) or resume it.
 
-        ``go_on`` is awaited before each chunk after the first request (it may hold
-        the chunk back while something more urgent is sent): False stops there
-        (``paused``; the upload path is kept, a later call resumes it).
+        ``go_on`` is awaited before each request that may carry bytes of the blob
+        (the creating POST, each PATCH; it may hold them back while something more
+        urgent is sent): False stops there (``paused``; the upload path is kept, a
+        later call resumes it).
         """
         with counting_sent() as tally:
             return await self._upload(path, meta, go_on, tally)
@@ -209,6 +212,8 @@ class TusUploader:
                 if await self.client.blob_held(sha):
                     self.state.forget_upload(sha)
                     return UploadOutcome(sha, True, 0, 0)
+                if go_on is not None and not await go_on():  # the POST may carry the blob
+                    return UploadOutcome(sha, False, tally.bytes, 0, paused=True)
                 await self._create(path, upload, meta)
             self._progress(upload, 0)
             while not upload.done:
@@ -314,6 +319,7 @@ class TusUploader:
             body = await asyncio.to_thread(path.read_bytes)
             headers["Content-Type"] = OFFSET_CONTENT_TYPE
             headers["Upload-Checksum"] = checksum_header(body)
+            self._progress(upload, len(body))  # under way: the whole blob goes in the POST
         started = self._clock()
         with self._flying(body is not None) as concurrent:
             answer = await self.client.request(
@@ -327,7 +333,7 @@ class TusUploader:
         upload.created(upload_path, answer.headers, 0 if body is None else len(body))
         if body is not None:
             self.chunk_in_flight = len(body)
-            self._measured(len(body), self._clock() - started, concurrent)
+            self._measured(len(body), self._clock() - started, concurrent[0])
 
     async def _patch(self, upload: TusUploadState, chunk: bytes) -> None:
         assert upload.upload_path is not None
@@ -345,7 +351,9 @@ class TusUploader:
                         "PATCH", upload.upload_path, headers=headers, body=chunk, ok=(204, 200)
                     )
             except CloudUnavailable:
-                self._measured(sent.bytes, self._clock() - started, concurrent)
+                # bytes handed to the socket before a cut: the link's estimate only
+                if self.link is not None and sent.bytes > 0:
+                    self.link.observe_throughput(sent.bytes, self._clock() - started)
                 raise
             except CloudRejected as exc:
                 step = upload.patch_refused(exc.status)
@@ -367,7 +375,7 @@ class TusUploader:
                     upload.offset_asked(server)
                     return
                 raise  # upload() decides: a new upload, or stop
-            self._measured(len(chunk), self._clock() - started, concurrent)
+            self._measured(len(chunk), self._clock() - started, concurrent[0])
             at = upload.offset
             if upload.patch_answered(len(chunk), answer.headers):
                 log.warning(
@@ -376,26 +384,37 @@ class TusUploader:
             return
 
     @contextlib.contextmanager
-    def _flying(self, with_body: bool) -> Iterator[int]:
-        """Count a request with a body on the wire; yields how many share the link."""
+    def _flying(self, with_body: bool) -> Iterator[list[float]]:
+        """Count a request with a body on the wire; the list yielded holds, once it is
+        done, how many shared the link with it (mean of the counts at its start and end)."""
+        share = [1.0]
         if not with_body:
-            yield 1
+            yield share
             return
         self._chunks_flying += 1
+        at_start = self._chunks_flying
         try:
-            yield self._chunks_flying
+            yield share
         finally:
+            share[0] = (at_start + self._chunks_flying) / 2
             self._chunks_flying -= 1
 
-    def _measured(self, nbytes: int, seconds: float, concurrent: int = 1) -> None:
+    def _measured(self, nbytes: int, seconds: float, concurrent: float = 1.0) -> None:
         """A body of ``nbytes`` took ``seconds`` (its answer's round trip included) while
-        ``concurrent`` bodies shared the link."""
+        ``concurrent`` bodies shared the link.
+
+        Its time on the wire is ``seconds`` less the round trip: the least one
+        measured (a round trip measured behind queued chunks is too long, and a
+        rate measured with it too low, so small chunks would never grow)."""
         rtt_ms = None if self.link is None else self.link.snapshot().rtt_ms
-        if rtt_ms is not None:  # the bytes' time on the wire, not the wait for the answer
-            seconds = max(seconds - rtt_ms / 1000, seconds / 2)
+        if rtt_ms is not None:
+            rtt = rtt_ms / 1000
+            self.min_rtt_s = rtt if self.min_rtt_s is None else min(self.min_rtt_s, rtt)
+        if self.min_rtt_s is not None:
+            seconds = max(seconds - self.min_rtt_s, seconds * WIRE_SHARE_FLOOR)
         self.sizer.observe(nbytes, seconds, concurrent=concurrent)
         if self.link is not None and nbytes > 0:
-            self.link.observe_throughput(nbytes * max(1, concurrent), seconds)
+            self.link.observe_throughput(int(nbytes * max(1.0, concurrent)), seconds)
 
 
 def _file_sha256(path: Path) -> str:

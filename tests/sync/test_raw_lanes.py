@@ -62,6 +62,7 @@ def test_plans_stay_in_their_bounds(
     request = min(got.chunk_bytes, blob)
     if got.lanes > 2:  # more than two only while their chunks fit the window
         assert got.lanes * request <= rate * target
+    assert 0 < got.stagger_s <= 2 * rtt or rtt == 0  # starts apart, by at most two round trips
     # never more lanes than filling the idle time asks for
     idle = rate * (2 * rtt + SERVER_S)
     assert got.lanes <= max(2, 1 + math.ceil(1.5 * idle / request))
