@@ -3,14 +3,15 @@
 The shadow window proves a release on its first frames; a regression may show
 later (other light, other traffic, a slow leak).  For ``health_watch_s`` after
 a commit, every result of the task goes into a ``HealthWindow`` (the pure
-judge) in blocks of ``health_block_frames`` frames: a block whose error rate is
-above ``health_max_error_rate``, or whose p99 inference time is above
-``health_p99_vs_sla`` x the task's SLA, is a **health regression**: the
-release is rolled back locally to the previous slot and reported
-(``rolled_back``, ``check: health_regression``) in the next handshake, where
-the cloud's rollout counts it as a failure.  Inference time (the model's own
-run) is judged, not the time a frame waited in its queue: a busy camera is not
-the model's fault.
+judge) in blocks of ``health_block_frames`` frames.  A block whose error rate
+is above ``health_max_error_rate``, or whose p99 inference time is above
+``health_p99_vs_sla`` x the task's SLA, is unhealthy; ``health_bad_blocks``
+unhealthy blocks in a row are a **health regression** (one slow spike on a
+busy gateway is not, a lasting one is): the release is rolled back locally to
+the previous slot and reported (``rolled_back``, ``check: health_regression``)
+in the next handshake, where the cloud's rollout counts it as a failure.
+Inference time (the model's own run) is judged, not the time a frame waited in
+its queue: a busy camera is not the model's fault.
 
 ``HealthWatch`` is the edge: a pipeline result tap feeding the window and a
 future settled with the regression's reason.  The watch is marked in
@@ -42,12 +43,14 @@ class HealthWindow:
     frames: int = 0  # results seen over the whole watch
     errors: int = 0
     blocks: int = 0  # blocks judged healthy
+    unhealthy_in_row: int = 0  # unhealthy blocks since the last healthy one
     block_ms: list[float] = field(default_factory=list)  # the current block
     block_errors: int = 0
 
     def add(self, inference_ms: float | None) -> str | None:
         """One result (``None``: the task raised); the regression's reason when the
-        block this frame completes is unhealthy, else None."""
+        block this frame completes is the ``health_bad_blocks``-th unhealthy one in a
+        row, else None."""
         self.frames += 1
         if inference_ms is None:
             self.errors += 1
@@ -67,10 +70,15 @@ class HealthWindow:
         if p99 > limit_ms:
             problems.append(f"p99 {p99:.1f} ms over {limit_ms:.0f} ms")
         self.block_ms, self.block_errors = [], 0
-        if problems:
-            return f"health regression over {size} frames: " + "; ".join(problems)
-        self.blocks += 1
-        return None
+        if not problems:
+            self.blocks += 1
+            self.unhealthy_in_row = 0
+            return None
+        self.unhealthy_in_row += 1
+        if self.unhealthy_in_row < s.health_bad_blocks:
+            return None
+        in_row = f" ({self.unhealthy_in_row} blocks in a row)" if s.health_bad_blocks > 1 else ""
+        return f"health regression over {size} frames: " + "; ".join(problems) + in_row
 
     def over(self, now: float) -> bool:
         return now - self.started_at >= self.settings.health_watch_s
@@ -80,6 +88,7 @@ class HealthWindow:
             "frames": self.frames,
             "errors": self.errors,
             "blocks_healthy": self.blocks,
+            "unhealthy_in_row": self.unhealthy_in_row,
             "block_frames": len(self.block_ms) + self.block_errors,
             "block_size": self.settings.health_block_frames,
             "remaining_s": round(max(0.0, self.settings.health_watch_s - (now - self.started_at))),

@@ -74,6 +74,13 @@ class UpdateSettings(ConfigSection):
     health_block_frames: int = Field(
         default=50, ge=1, le=100_000, description="the watch judges blocks of this many frames"
     )
+    health_bad_blocks: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="a regression is this many unhealthy blocks in a row (one spike on a busy"
+        " gateway is not)",
+    )
     health_max_error_rate: float = Field(
         default=0.05, ge=0, le=1, description="share of a block's frames the task may fail on"
     )

@@ -8,7 +8,9 @@ from appliance.updates.health import HealthWindow
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.slot_state import SlotStatus, TaskSlots
 
-SETTINGS = UpdateSettings(health_block_frames=4, health_max_error_rate=0.25, health_p99_vs_sla=1.0)
+SETTINGS = UpdateSettings(
+    health_block_frames=4, health_max_error_rate=0.25, health_p99_vs_sla=1.0, health_bad_blocks=1
+)
 
 
 def _window() -> HealthWindow:
@@ -42,6 +44,20 @@ def test_a_block_of_errors_only_is_a_regression_without_a_latency():
     window = _window()
     reason = [window.add(None) for _ in range(4)][-1]
     assert reason is not None and "error rate 1.000" in reason and "p99" not in reason
+
+
+def test_one_unhealthy_block_is_a_spike_the_second_in_a_row_a_regression():
+    window = HealthWindow(
+        SETTINGS.model_copy(update={"health_bad_blocks": 2}), sla_ms=100.0, started_at=0.0
+    )
+    spike, healthy = (1.0, 1.0, 1.0, 500.0), (1.0, 1.0, 1.0, 1.0)
+    assert [window.add(ms) for ms in spike + healthy + spike] == [None] * 12  # not in a row
+    assert window.unhealthy_in_row == 1 and window.blocks == 1
+    reasons = [window.add(ms) for ms in spike]
+    assert reasons[:3] == [None] * 3
+    assert reasons[3] == (
+        "health regression over 4 frames: p99 500.0 ms over 100 ms (2 blocks in a row)"
+    )
 
 
 @pytest.mark.parametrize(("now", "over"), [(3599.0, False), (3600.0, True)])
