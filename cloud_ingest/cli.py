@@ -105,11 +105,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _where(op_revoke)
     op_revoke.set_defaults(handler=_operator_revoke)
 
-    register_models(commands, _data_dir)
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, required=True, help="the service's data directory")
+    register_models(commands, _where)
 
 
 def _where(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,9 @@
     yardlink ingest models publish release.tar --manifest M --keyring K --data-dir DIR
     yardlink ingest models rollout start|pause|resume|abort|status NAME VERSION --data-dir DIR
 
-Like the credential commands, these open the catalog directly (SQLite in WAL
-mode) and work while the server runs; devices see a change at their next
+(``--config FILE`` and ``--catalog postgresql://...`` as for the credential commands.)
+Like those, these open the catalog directly (SQLite in WAL mode, or the
+shared PostgreSQL) and work while the server runs; devices see a change at their next
 handshake.  ``--keyring`` is the trusted release keyring the service uses
 (public keys only).  Every change is audited with the actor ``cli``.
 """
@@ -21,11 +22,14 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from cloud_ingest.catalog_sqlite import SqliteCatalog, make_private_dir
+from cloud_ingest.catalog import Catalog
+from cloud_ingest.catalog_open import open_catalog
+from cloud_ingest.catalog_sqlite import make_private_dir
 from cloud_ingest.errors import BadRequest
 from cloud_ingest.models.registry import ModelRegistry, load_keyring
 from cloud_ingest.models.rollouts import RolloutService, RolloutStatus
-from cloud_ingest.models.store import ReleaseStore, SqliteReleaseStore
+from cloud_ingest.models.store import ReleaseStore, open_release_store
+from cloud_ingest.settings import IngestSettings, SettingsError, load_settings
 from sync.shared.signing import MAX_ENVELOPE_BYTES
 
 __all__ = ["register_models"]
@@ -62,17 +66,28 @@ def register_models(
     rollout.set_defaults(handler=_rollout)
 
 
-def _run(data_dir: Path, work: Callable[[ReleaseStore, SqliteCatalog], Awaitable[T]]) -> T:
+def _settings(args: argparse.Namespace) -> IngestSettings:
+    if getattr(args, "config", None) is None and args.data_dir is None:
+        raise SettingsError("--data-dir DIR or --config FILE is required")
+    overrides = {"data_dir": args.data_dir, "catalog": getattr(args, "catalog", None)}
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+def _run(
+    args: argparse.Namespace, work: Callable[[ReleaseStore, Catalog, Path], Awaitable[T]]
+) -> T:
+    settings = _settings(args)
+    data_dir = settings.data_dir
     if data_dir.exists() and not data_dir.is_dir():
         raise BadRequest(f"--data-dir {data_dir} is not a directory")
     make_private_dir(data_dir)
 
     async def run() -> T:
-        catalog = await SqliteCatalog.open(data_dir / "catalog.db")  # migrates
+        catalog = await open_catalog(settings)  # migrates
         try:
-            store = await SqliteReleaseStore.open(data_dir / "catalog.db")
+            store = await open_release_store(settings, catalog)
             try:
-                return await work(store, catalog)
+                return await work(store, catalog, data_dir)
             finally:
                 await store.close()
         finally:
@@ -92,19 +107,19 @@ def _publish(args: argparse.Namespace) -> int:
             while chunk := await asyncio.to_thread(handle.read, 1 << 20):
                 yield chunk
 
-    async def work(store: ReleaseStore, _: SqliteCatalog) -> tuple[str, bool]:
-        registry = ModelRegistry(args.data_dir / "models", store, keyring)
+    async def work(store: ReleaseStore, _: Catalog, data_dir: Path) -> tuple[str, bool]:
+        registry = ModelRegistry(data_dir / "models", store, keyring)
         result = await registry.publish(manifest, chunks(), actor=_CLI_ACTOR, now=time.time())
         r = result.release
         return f"{r.name} {r.version} counter {r.counter} sha256 {r.sha256}", result.created
 
-    line, created = _run(args.data_dir, work)
+    line, created = _run(args, work)
     print(("published " if created else "already published ") + line)
     return 0
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    async def work(store: ReleaseStore, catalog: SqliteCatalog) -> RolloutStatus:
+    async def work(store: ReleaseStore, catalog: Catalog, _: Path) -> RolloutStatus:
         service = RolloutService(store, catalog, CollectorRegistry())
         now = time.time()
         if args.action == "start":
@@ -115,7 +130,7 @@ def _rollout(args: argparse.Namespace) -> int:
             args.name, args.version, args.action, actor=_CLI_ACTOR, now=now, reason=args.reason
         )
 
-    status = _run(args.data_dir, work).to_json()
+    status = _run(args, work).to_json()
     if args.json:
         print(json.dumps(status))
         return 0
