@@ -386,7 +386,9 @@ class TusUploader:
     @contextlib.contextmanager
     def _flying(self, with_body: bool) -> Iterator[list[float]]:
         """Count a request with a body on the wire; the list yielded holds, once it is
-        done, how many shared the link with it (mean of the counts at its start and end)."""
+        done, how many bodies' worth it waited behind, its own included: the link
+        is one queue, those already on the wire when it started are half sent on
+        average, those started after it queue behind it."""
         share = [1.0]
         if not with_body:
             yield share
@@ -396,7 +398,7 @@ class TusUploader:
         try:
             yield share
         finally:
-            share[0] = (at_start + self._chunks_flying) / 2
+            share[0] = (at_start + 1) / 2
             self._chunks_flying -= 1
 
     def _measured(self, nbytes: int, seconds: float, concurrent: float = 1.0) -> None:
