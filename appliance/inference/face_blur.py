@@ -68,7 +68,8 @@ def _fill_from_surroundings(out: Image, x0: int, y0: int, x1: int, y1: int) -> N
     """Paint ``out[y0:y1, x0:x1]`` (in place) with a normalized Gaussian blur of the
     pixels around it, up to one box side away, the box itself weighted zero.  Worked
     out on a coarse grid (``_FILL_CELLS`` across the box) and scaled back up: the
-    result is smooth anyway, and it costs well under a millisecond a box."""
+    result is smooth anyway, and it costs a fraction of the ``gaussian`` method's
+    large kernel (docs/INFERENCE.md)."""
     height, width = out.shape[:2]
     side = max(x1 - x0, y1 - y0)
     cx0, cy0 = max(0, x0 - side), max(0, y0 - side)
