@@ -207,13 +207,15 @@ class _TusHandlers:
     async def _settle(self, upload_id: str) -> None:
         """Wait (briefly) for a PATCH still writing this upload, so HEAD reports the
         offset that request leaves, not one it is about to move: a client resuming
-        after a cut sends HEAD while the server may not have seen the cut yet."""
+        after a cut sends HEAD while the server may not have seen the cut yet.
+        With shared state the writer may be another instance: its lease is awaited."""
         lock = self.store.lock(upload_id)
-        if not lock.locked():
-            return
         try:
-            async with asyncio.timeout(HEAD_SETTLE_S), lock:
-                pass
+            async with asyncio.timeout(HEAD_SETTLE_S):
+                if lock.locked():
+                    async with lock:
+                        pass
+                await self.store.settled(upload_id)
         except TimeoutError:
             raise Locked(
                 "another request is writing this upload", headers={"Retry-After": "1"}

@@ -43,6 +43,7 @@ __all__ = ["UploadStore"]
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _EXPIRY_SAVE_STEP = 0.1  # of expire_after_s
+_SETTLE_POLL_S = 0.05  # how often HEAD looks whether another instance's write ended
 
 
 class UploadStore:
@@ -230,6 +231,16 @@ class UploadStore:
         if self.is_busy(upload_id):
             return True
         return self.state is not None and await self.state.is_leased(upload_id)
+
+    async def settled(self, upload_id: str) -> None:
+        """Return once no instance holds the upload's lease (shared state; at once without).
+
+        Polled: a lease is a row, not a lock anyone can wait on.  The caller bounds the wait.
+        """
+        if self.state is None:
+            return
+        while await self.state.is_leased(upload_id):
+            await asyncio.sleep(_SETTLE_POLL_S)
 
     @contextlib.asynccontextmanager
     async def writing(self, upload_id: str) -> AsyncIterator[None]:

@@ -123,8 +123,12 @@ async def test_a_patch_on_each_instance_at_once_one_wins(
     )
     assert second.status == 423, await second.text()
     assert second.headers["Retry-After"] == "1"
+    # a HEAD on the other instance meanwhile waits for the write to end, then tells its offset
+    settled = asyncio.create_task(_offset(b, token, location))
+    await asyncio.sleep(0.5)
     go_on.set()
     won = await first
+    assert await settled == len(data)
     assert won.status == 204, await won.text()
     assert won.headers["Upload-Offset"] == str(len(data))
 
