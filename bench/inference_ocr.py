@@ -453,3 +453,20 @@ def record_durable(durable: dict[tuple[int, str], float], event: dict[str, Any])
         serial = json.loads(metadata).get("bench_serial")
         if serial is not None:
             durable[(int(serial), str(event["task"]))] = time.monotonic()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The accuracy part alone (``bench.inference`` runs it too, after the latency rows)."""
+    from bench._common import command_for, parse_args, write_results
+
+    args = parse_args("inference_ocr", argv)
+    command = command_for("inference_ocr", args.quick)
+    models = Path(__file__).resolve().parents[1] / "models"
+    rows = model_sizes(models, command)
+    rows += accuracy_rows(gate_ocr_tasks(models), 24 if args.quick else 500, command)
+    write_results("inference_ocr", rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
