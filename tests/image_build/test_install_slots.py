@@ -78,7 +78,7 @@ def bundles(
     copy_tree(source_tree, broken_tree)
     daemon = broken_tree / "appliance" / "daemon.py"
     text = daemon.read_text()
-    marker = "    daemon = Daemon(config)\n"
+    marker = "    daemon = Daemon(config, claim_data_dir=claim)\n"
     assert marker in text
     daemon.write_text(text.replace(marker, '    raise RuntimeError("a broken release")\n' + marker))
     broken_wheel = build_project_wheel(broken_tree, work / "broken-dist", source_date_epoch=EPOCH)
