@@ -124,6 +124,7 @@ def model_lines(view: StatusView, seen_versions: dict[str, str] | None = None) -
         return [
             f"{'!' if row.rolled_back else ' '} {row.task[:14]:<14} {(row.version or '?')[:19]:<19}"
             f" {row.serving or '?'}{' TRIAL' if row.on_trial else ''}"
+            f"{' WATCH' if row.watching else ''}"
             f"{' ROLLED BACK' if row.rolled_back else ''}"
             for row in view.model_rows
         ] + [f"! {name[:14]:<14} FAILED" for name in view.models_failed]

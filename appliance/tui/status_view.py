@@ -97,6 +97,7 @@ class ModelRow:
     serving: str | None  # slot a / b, or pinned
     on_trial: bool
     rolled_back: str | None  # the reason of the last verdict when it rolled back
+    watching: bool = False  # committed, its health watch running
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,7 @@ def read_models(raw: object) -> tuple[ModelRow, ...]:
                 serving=_str(entry.get("serving")),
                 on_trial=entry.get("on_trial") is True,
                 rolled_back=rolled_back,
+                watching=isinstance(entry.get("health"), dict),
             )
         )
     return tuple(rows)

@@ -40,8 +40,9 @@ Every action asks for a confirmation and is audited on the appliance.
 * **Inference**: per task frames/s, p50 and p99 against the SLA; `OVER` and `!`
   mark a broken SLA.
 * **Models**: the model version each task runs, its slot (a, b or pinned), TRIAL
-  while a new release is on trial, ROLLED BACK after a failed one; FAILED when a
-  model did not load.
+  while a new release is on trial, WATCH while a committed one is under its
+  health watch, ROLLED BACK after a failed one; FAILED when a model did not
+  load. `o` shows both slots of every task.
 
 See docs/OPERATIONS.md, "For technicians", for each alert.
 """

@@ -152,6 +152,13 @@ def test_model_updates_report_shows_slots_and_a_rolled_back_release() -> None:
             "on_trial": True,
             "last_verdict": None,
         },
+        "plate_ocr": {
+            "serving": "a",
+            "model_version": "2.0.0",
+            "on_trial": False,
+            "health": {"frames": 10, "remaining_s": 3500},
+            "last_verdict": {"commit": True, "reason": "shadow window passed"},
+        },
         "face_anonymize": {
             "serving": "pinned",
             "model_version": "0.10.21+bbff11ce",
@@ -163,6 +170,7 @@ def test_model_updates_report_shows_slots_and_a_rolled_back_release() -> None:
     lines = panel_lines.model_lines(view)
     assert lines[0].startswith("! face_anonymize") and "pinned ROLLED BACK" in lines[0]
     assert lines[1].startswith("  gate_ocr") and lines[1].endswith("b TRIAL")
+    assert lines[2].startswith("  plate_ocr") and lines[2].endswith("a WATCH")
     rolled = [a for a in view.alerts if a.code == "update_rolled_back"]
     assert len(rolled) == 1 and "p99 over the SLA in shadow" in rolled[0].message
     assert read_status(recorded_status(), models=["not", "a", "report"]).model_rows == ()
