@@ -208,7 +208,7 @@ class PostgresCatalog(PostgresDatabase):
         return [device_row(r) for r in await self._all(DEVICE_SELECT + " ORDER BY device_id")]
 
     async def record_sync(self, device_id: str, status: dict[str, Any], now: float) -> None:
-        await self._pool.execute(
+        await self._execute(
             "UPDATE devices SET last_sync_at = $1, last_sync = $2 WHERE device_id = $3",
             now,
             json.dumps(status),
@@ -370,7 +370,7 @@ class PostgresCatalog(PostgresDatabase):
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
-        status = await self._pool.execute(
+        status = await self._execute(
             "UPDATE raw_requests SET state = 'expired', state_changed_at = $1"
             " WHERE state = 'requested' AND expires_at <= $1",
             now,

@@ -12,6 +12,7 @@ __all__ = [
     "BadRequest",
     "BatchTooLargeDecoded",
     "CatalogUnavailable",
+    "CatalogUnreachable",
     "CatalogVersionError",
     "ChecksumMismatch",
     "Conflict",
@@ -130,3 +131,9 @@ class CatalogUnavailable(IngestError):
     """The catalog file cannot be opened (not an SQLite database, unreadable, no room)."""
 
     status, error = 500, "catalog_unavailable"
+
+
+class CatalogUnreachable(IngestError):
+    """The shared (PostgreSQL) catalog cannot be reached now: down, restarting, the network."""
+
+    status, error, retryable = 503, "catalog_unreachable", True

@@ -11,8 +11,8 @@ never on a lock inside one process.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -24,7 +24,7 @@ from cloud_ingest.catalog_schema_postgres import (
     SCHEMA_VERSION,
     VERSION_TABLE,
 )
-from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError
+from cloud_ingest.errors import CatalogUnavailable, CatalogUnreachable, CatalogVersionError
 
 __all__ = [
     "AUDIT_LOCK",
@@ -33,6 +33,7 @@ __all__ = [
     "PostgresDatabase",
     "connect_pool",
     "insert_audit",
+    "reachable",
     "rows_changed",
 ]
 
@@ -42,6 +43,28 @@ PgConnection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 AUDIT_LOCK = MIGRATION_LOCK + 1  # audit ids are handed out in commit order under it
 CONNECT_TIMEOUT_S = 10.0
 PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# the database is not there (down, restarting, cut off), as opposed to a refused statement
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+
+
+@contextmanager
+def reachable() -> Iterator[None]:
+    """Turn a lost database into :class:`CatalogUnreachable` (503, retry), not a 500."""
+    try:
+        yield
+    except asyncpg.DataError:  # an InterfaceError too, but about the values sent
+        raise
+    except UNREACHABLE as exc:
+        raise CatalogUnreachable(
+            f"the catalog database cannot be reached: {type(exc).__name__}: {exc}",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 async def connect_pool(url: str, *, size: int, shown: str) -> asyncpg.Pool:
@@ -106,14 +129,25 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PgConnection]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
+        with reachable():
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
 
     async def _one(self, sql: str, *params: Any) -> asyncpg.Record | None:
-        return await self._pool.fetchrow(sql, *params)
+        with reachable():
+            return await self._pool.fetchrow(sql, *params)
 
     async def _all(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        return list(await self._pool.fetch(sql, *params))
+        with reachable():
+            return list(await self._pool.fetch(sql, *params))
+
+    async def _execute(self, sql: str, *params: Any) -> str:
+        with reachable():
+            return await self._pool.execute(sql, *params)
+
+    async def _value(self, sql: str, *params: Any) -> Any:
+        with reachable():
+            return await self._pool.fetchval(sql, *params)
 
 
 async def insert_audit(

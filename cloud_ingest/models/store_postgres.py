@@ -80,9 +80,7 @@ class PostgresReleaseStore(PostgresDatabase):
         return [release_row(r) for r in await self._all(RELEASE_SELECT + " ORDER BY name, counter")]
 
     async def highest_counter(self, name: str) -> int | None:
-        value = await self._pool.fetchval(
-            "SELECT MAX(counter) FROM model_releases WHERE name = $1", name
-        )
+        value = await self._value("SELECT MAX(counter) FROM model_releases WHERE name = $1", name)
         return None if value is None else int(value)
 
     async def save_rollout(

@@ -18,11 +18,12 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 
-from cloud_ingest.errors import CatalogUnavailable, Locked
-from cloud_ingest.postgres_database import PG_ERRORS, rows_changed
+from cloud_ingest.errors import CatalogUnavailable, CatalogUnreachable, Locked
+from cloud_ingest.postgres_database import PG_ERRORS, reachable, rows_changed
 from cloud_ingest.tus.core import UploadInfo
 
 __all__ = ["PostgresUploadState"]
@@ -48,15 +49,25 @@ class PostgresUploadState:
             raise CatalogUnavailable("the shared upload state is not connected yet")
         return self._pool
 
+    async def _execute(self, sql: str, *params: Any) -> str:
+        with reachable():
+            return await self.pool.execute(sql, *params)
+
+    async def _fetchrow(self, sql: str, *params: Any) -> asyncpg.Record | None:
+        with reachable():
+            return await self.pool.fetchrow(sql, *params)
+
+    async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        with reachable():
+            return list(await self.pool.fetch(sql, *params))
+
     # ------------------------------------------------------------ records
     async def get(self, upload_id: str) -> UploadInfo | None:
-        row = await self.pool.fetchrow(
-            "SELECT info FROM tus_uploads WHERE upload_id = $1", upload_id
-        )
+        row = await self._fetchrow("SELECT info FROM tus_uploads WHERE upload_id = $1", upload_id)
         return None if row is None else UploadInfo.from_json(json.loads(row[0]))
 
     async def save(self, info: UploadInfo) -> None:
-        await self.pool.execute(
+        await self._execute(
             "INSERT INTO tus_uploads (upload_id, info, expires_at, completed)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (upload_id) DO UPDATE SET"
             " info = excluded.info, expires_at = excluded.expires_at,"
@@ -68,12 +79,12 @@ class PostgresUploadState:
         )
 
     async def delete(self, upload_id: str) -> None:
-        await self.pool.execute("DELETE FROM tus_uploads WHERE upload_id = $1", upload_id)
+        await self._execute("DELETE FROM tus_uploads WHERE upload_id = $1", upload_id)
 
     async def expired(self, now: float, keep_completed_s: float, limit: int) -> list[str]:
         """Uploads due for removal and not being written: unfinished past their expiry,
         finished ``keep_completed_s`` after it (a late HEAD still answers)."""
-        rows = await self.pool.fetch(
+        rows = await self._fetch(
             "SELECT upload_id FROM tus_uploads"
             " WHERE (CASE WHEN completed THEN expires_at + $2 ELSE expires_at END) <= $1"
             f" AND (lease_token IS NULL OR lease_until < {_NOW})"
@@ -87,7 +98,7 @@ class PostgresUploadState:
     # ------------------------------------------------------------ leases
     async def claim(self, upload_id: str, token: str) -> bool:
         """Take the upload's lease for ``token`` if no live lease is held; whether it was."""
-        status = await self.pool.execute(
+        status = await self._execute(
             f"UPDATE tus_uploads SET lease_token = $2, lease_until = {_NOW} + $3"
             f" WHERE upload_id = $1 AND (lease_token IS NULL OR lease_until < {_NOW})",
             upload_id,
@@ -98,7 +109,7 @@ class PostgresUploadState:
 
     async def renew(self, upload_id: str, token: str) -> bool:
         """Move a held lease on; False when it was lost (ran out and taken)."""
-        status = await self.pool.execute(
+        status = await self._execute(
             f"UPDATE tus_uploads SET lease_until = {_NOW} + $3"
             " WHERE upload_id = $1 AND lease_token = $2",
             upload_id,
@@ -108,7 +119,7 @@ class PostgresUploadState:
         return rows_changed(status) == 1
 
     async def release(self, upload_id: str, token: str) -> None:
-        await self.pool.execute(
+        await self._execute(
             "UPDATE tus_uploads SET lease_token = NULL, lease_until = NULL"
             " WHERE upload_id = $1 AND lease_token = $2",
             upload_id,
@@ -116,7 +127,7 @@ class PostgresUploadState:
         )
 
     async def is_leased(self, upload_id: str) -> bool:
-        row = await self.pool.fetchrow(
+        row = await self._fetchrow(
             f"SELECT lease_token IS NOT NULL AND lease_until >= {_NOW}"
             " FROM tus_uploads WHERE upload_id = $1",
             upload_id,
@@ -138,7 +149,7 @@ class PostgresUploadState:
                 await renewer
             try:
                 await self.release(upload_id, token)
-            except PG_ERRORS as exc:  # the lease runs out by itself
+            except (CatalogUnreachable, *PG_ERRORS) as exc:  # the lease runs out by itself
                 log.warning("upload %s: lease not released: %s", upload_id, exc)
 
     async def _renew_while_held(self, upload_id: str, token: str) -> None:
@@ -146,7 +157,7 @@ class PostgresUploadState:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 held = await self.renew(upload_id, token)
-            except PG_ERRORS as exc:
+            except (CatalogUnreachable, *PG_ERRORS) as exc:
                 log.warning("upload %s: lease not renewed: %s", upload_id, exc)
                 continue
             if not held:
