@@ -31,6 +31,7 @@ from cloud_ingest.catalog import Catalog
 from cloud_ingest.catalog_open import open_catalog
 from cloud_ingest.catalog_sqlite import make_private_dir
 from cloud_ingest.errors import BadRequest
+from cloud_ingest.lake_compaction_cli import register_compaction
 from cloud_ingest.models.cli import register_models
 from cloud_ingest.provisioning import (
     add_device,
@@ -106,6 +107,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     op_revoke.set_defaults(handler=_operator_revoke)
 
     register_models(commands, _where)
+    register_compaction(commands, _where, _settings)
 
 
 def _where(parser: argparse.ArgumentParser) -> None:

@@ -121,7 +121,7 @@ def running_seaweed(work_dir: Path) -> Iterator[SeaweedS3]:
         "-master.telemetry=false",
         f"-volume.port={volume}",
         f"-volume.port.grpc={volume_grpc}",
-        "-volume.max=40",
+        "-volume.max=1000",  # each bucket grows its own volumes, 7 at a time (not preallocated)
         "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={filer}",
