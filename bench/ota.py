@@ -51,16 +51,14 @@ from aiohttp import web
 from appliance.config import parse_config
 from appliance.daemon import Daemon
 from appliance.sources.synthetic import SyntheticYardCamera
-from appliance.updates.package import build_release, sign_release
 from bench._common import Row, command_for, parse_args, row, write_results
-from bench.ota_rollout import abort_propagation_row
+from bench.ota_rollout import abort_propagation_row, signed_release
 from cloud_ingest.app import build_app
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.provisioning import add_device, add_operator
 from cloud_ingest.settings import IngestSettings
 from sync.linkemu import LinkConditions, LinkEmulator
 from sync.protocol.releases import RolloutPlan
-from sync.shared.signing import Envelope, Keyring, SigningKey
 
 NAME = "ota"
 REPO = Path(__file__).resolve().parents[1]
@@ -218,28 +216,9 @@ class Setup:
 
 
 async def _measure(setup: Setup, work: Path) -> tuple[Timeline, int, float]:
-    key = SigningKey.generate()
-    ring = Keyring(version=1, keys={key.public.keyid: key.public}, issued_at=1_700_000_000)
-    keyring = work / "keyring.json"
-    keyring.write_bytes(Envelope.sign(ring.signed_document(), [key]).to_bytes())
-    build = build_release(
-        REPO / "models",
-        name="gate-ocr",
-        version=VERSION,
-        task="gate_ocr",
-        device_classes=["x86-cpu"],
-        out=work / "release.tar",
-        golden_frames=1,
-    )
     plan = RolloutPlan(canary_sites=[SITE], stages=[100], min_devices=1, bake_s=3600)
-    _, manifest = sign_release(
-        build.archive,
-        [key],
-        counter=2,
-        issued_at=int(time.time()),
-        expires_in_s=86_400,
-        rollout=plan,
-    )
+    release = signed_release(work, plan)
+    keyring = release.keyring
     app = build_app(IngestSettings(data_dir=work / "cloud", release_keyring_file=keyring))
     runner = web.AppRunner(app)
     await runner.setup()
@@ -275,7 +254,7 @@ async def _measure(setup: Setup, work: Path) -> tuple[Timeline, int, float]:
         timeline.mark_cpu("published")
         timeline.cpu["steady_wall"] = timeline.published - steady_from
         timeline.cpu["steady_frames"] = len(timeline.results) - steady_frames
-        await _publish(base, operator, build.archive, manifest)
+        await _publish(base, operator, release.archive, release.manifest)
         downloads = Path(daemon.config.site.data_dir) / "updates" / "downloads"
         give_up = time.monotonic() + (900.0 if setup.quick else 1800.0)
         await _watch(daemon, downloads, timeline, give_up)
@@ -291,7 +270,7 @@ async def _measure(setup: Setup, work: Path) -> tuple[Timeline, int, float]:
             await daemon.stop()
         await link.close()
         await runner.cleanup()
-    return timeline, build.archive.stat().st_size, pace
+    return timeline, release.archive.stat().st_size, pace
 
 
 def _rows(

@@ -165,13 +165,21 @@ class _Cloud:
     manifest: bytes
 
 
-@contextlib.asynccontextmanager
-async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
-    """A real ingest service on loopback trusting a fresh key, a signed release of the
-    pinned OCR files, an operator and six devices at three sites (one canary taker)."""
+@dataclass(frozen=True)
+class SignedRelease:
+    """A fresh release key's keyring file, and the pinned OCR files as a signed release."""
+
+    keyring: Path
+    archive: Path
+    manifest: bytes
+
+
+def signed_release(work: Path, plan: RolloutPlan) -> SignedRelease:
+    """Sign a one-key keyring and a release of the pinned OCR files under ``work``."""
     key = SigningKey.generate()
     keyring = Keyring(version=1, keys={key.public.keyid: key.public}, issued_at=1_700_000_000)
-    (work / "keyring.json").write_bytes(Envelope.sign(keyring.signed_document(), [key]).to_bytes())
+    keyring_file = work / "keyring.json"
+    keyring_file.write_bytes(Envelope.sign(keyring.signed_document(), [key]).to_bytes())
     build = build_release(
         REPO / "models",
         name="gate-ocr",
@@ -181,7 +189,6 @@ async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
         out=work / "release.tar",
         golden_frames=1,
     )
-    plan = RolloutPlan(canary_sites=[CANARY], stages=[100], min_devices=3, bake_s=3600)
     _, manifest = sign_release(
         build.archive,
         [key],
@@ -190,7 +197,16 @@ async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
         expires_in_s=86_400,
         rollout=plan,
     )
-    settings = IngestSettings(data_dir=work / "data", release_keyring_file=work / "keyring.json")
+    return SignedRelease(keyring_file, build.archive, manifest)
+
+
+@contextlib.asynccontextmanager
+async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
+    """A real ingest service on loopback trusting a fresh key, a signed release of the
+    pinned OCR files, an operator and six devices at three sites (one canary taker)."""
+    plan = RolloutPlan(canary_sites=[CANARY], stages=[100], min_devices=3, bake_s=3600)
+    release = signed_release(work, plan)
+    settings = IngestSettings(data_dir=work / "data", release_keyring_file=release.keyring)
     app = build_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -222,7 +238,7 @@ async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
                 }
             )
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        yield _Cloud(base, catalog, operator, devices, build.archive, manifest)
+        yield _Cloud(base, catalog, operator, devices, release.archive, release.manifest)
     finally:
         await runner.cleanup()
 

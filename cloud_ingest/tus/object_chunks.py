@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +31,7 @@ from cloud_ingest.errors import ChecksumMismatch, PayloadTooLarge
 from cloud_ingest.object_store import ObjectInfo, ObjectStore
 from cloud_ingest.tus.core import PatchPlan
 from cloud_ingest.tus.headers import Checksum
+from cloud_ingest.tus.settle import settle
 
 __all__ = ["PARTS", "ObjectChunks"]
 
@@ -101,7 +101,7 @@ class ObjectChunks:
             with os.fdopen(fd, "wb") as f:
                 written = await self._spool(upload_id, content, plan, checksum, f, spooled)
             if written:
-                await _to_the_end(lambda: self._store_part(upload_id, plan, spooled))
+                await settle(lambda: self._store_part(upload_id, plan, spooled))
             return plan.offset + written
         finally:
             await asyncio.to_thread(spooled.unlink, missing_ok=True)
@@ -129,7 +129,7 @@ class ObjectChunks:
         except BaseException:
             if checksum is None and written:  # a cut without a checksum keeps its bytes
                 f.close()
-                await _to_the_end(lambda: self._store_part(upload_id, plan, spooled))
+                await settle(lambda: self._store_part(upload_id, plan, spooled))
             raise
         if written > plan.limit:
             raise PayloadTooLarge("the body passes the end of the upload")
@@ -143,23 +143,3 @@ class ObjectChunks:
 
     def _store_part(self, upload_id: str, plan: PatchPlan, spooled: Path) -> None:
         self.store.put_file(self.part_key(upload_id, plan.offset), spooled)
-
-
-async def _to_the_end(step: Callable[[], None]) -> None:
-    """Run ``step`` on a worker thread to its end even if this task is cancelled meanwhile.
-
-    The upload's lock must not be released while its part is still being stored,
-    or the next PATCH would see the old offset.
-    """
-    done = asyncio.ensure_future(asyncio.to_thread(step))
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(done)
-            break
-        except asyncio.CancelledError:
-            if done.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
 from functools import partial
 from typing import BinaryIO
 
@@ -29,6 +28,7 @@ from cloud_ingest.errors import ChecksumMismatch, PayloadTooLarge
 from cloud_ingest.tus.core import PatchPlan
 from cloud_ingest.tus.headers import Checksum
 from cloud_ingest.tus.pending import PendingChunk
+from cloud_ingest.tus.settle import settle
 from cloud_ingest.tus.store import UploadStore
 
 __all__ = ["READ_SIZE", "receive_body"]
@@ -117,27 +117,6 @@ def _check_and_keep(
     _keep(store, upload_id, f, end, chunk)
 
 
-async def _settle(step: Callable[[], None]) -> None:
-    """Run a clean-up ``step`` on a worker thread to its end, off the event loop.
-
-    If this task is cancelled meanwhile, the step still finishes before the
-    cancel is passed on, so the upload's lock is not released while its data
-    file is being cut back or fsynced.
-    """
-    done = asyncio.ensure_future(asyncio.to_thread(step))
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(done)
-            break
-        except asyncio.CancelledError:
-            if done.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-
-
 async def receive_body(
     store: UploadStore,
     upload_id: str,
@@ -179,11 +158,11 @@ async def receive_body(
     except BaseException:
         # a cut: keep what arrived, unless it cannot be verified
         if chunk is not None:
-            await _settle(partial(_cut_back, store, upload_id, f, plan.offset, chunk))
+            await settle(partial(_cut_back, store, upload_id, f, plan.offset, chunk))
         else:
             end = plan.offset + written
             keep = partial(_check_and_keep, store, upload_id, f, plan.offset, end, None, whole)
-            await _settle(keep)
+            await settle(keep)
             if whole is not None:
                 store.digests.advance(upload_id, end, whole)
         raise

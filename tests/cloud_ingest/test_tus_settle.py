@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cloud_ingest.tus.receive import _settle
+from cloud_ingest.tus.settle import settle
 
 
 async def test_a_cancelled_clean_up_still_finishes_before_the_cancel_passes_on() -> None:
@@ -19,7 +19,7 @@ async def test_a_cancelled_clean_up_still_finishes_before_the_cancel_passes_on()
         release.wait(5)
         finished.append(True)
 
-    task = asyncio.create_task(_settle(step))
+    task = asyncio.create_task(settle(step))
     await asyncio.to_thread(started.wait, 5)
     task.cancel()
     await asyncio.sleep(0.05)
@@ -35,4 +35,4 @@ async def test_a_failing_clean_up_raises_its_error() -> None:
         raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        await _settle(step)
+        await settle(step)
