@@ -92,6 +92,13 @@ class ObjectStore(Protocol):
         """The object in pieces (hashing, streaming); ``FileNotFoundError`` when none."""
         ...
 
+    def iter_range(
+        self, key: str, start: int, length: int, piece: int = READ_PIECE
+    ) -> Iterator[bytes]:
+        """``length`` bytes of the object from ``start`` (a Range answer), in pieces;
+        ``FileNotFoundError`` when none, fewer bytes when the object is shorter."""
+        ...
+
     def size(self, key: str) -> int | None:
         """Size of ``key``, None when it does not exist."""
         ...
@@ -194,6 +201,15 @@ class LocalObjectStore:
     def iter_bytes(self, key: str, piece: int = READ_PIECE) -> Iterator[bytes]:
         with self.path(key).open("rb") as f:
             while data := f.read(piece):
+                yield data
+
+    def iter_range(
+        self, key: str, start: int, length: int, piece: int = READ_PIECE
+    ) -> Iterator[bytes]:
+        with self.path(key).open("rb") as f:
+            f.seek(start)
+            while length > 0 and (data := f.read(min(piece, length))):
+                length -= len(data)
                 yield data
 
     def size(self, key: str) -> int | None:

@@ -195,6 +195,18 @@ class S3ObjectStore:
             while data := f.read(piece):
                 yield bytes(data)
 
+    def iter_range(
+        self, key: str, start: int, length: int, piece: int = READ_PIECE
+    ) -> Iterator[bytes]:
+        with (
+            _unavailable_on_error(f"reading {key}"),
+            self.fs.open_input_file(self._path(key)) as f,  # random access: ranged GETs
+        ):
+            while length > 0 and (data := f.read_at(min(piece, length), start)):
+                start += len(data)
+                length -= len(data)
+                yield bytes(data)
+
     def size(self, key: str) -> int | None:
         with _unavailable_on_error(f"looking up {key}"):
             info = self.fs.get_file_info(self._path(key))

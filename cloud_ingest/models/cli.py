@@ -30,6 +30,7 @@ from cloud_ingest.models.registry import ModelRegistry, load_keyring
 from cloud_ingest.models.rollouts import RolloutService, RolloutStatus
 from cloud_ingest.models.store import ReleaseStore, open_release_store
 from cloud_ingest.settings import IngestSettings, SettingsError, load_settings
+from cloud_ingest.storage import open_storage
 from sync.shared.signing import MAX_ENVELOPE_BYTES
 
 __all__ = ["register_models"]
@@ -74,7 +75,8 @@ def _settings(args: argparse.Namespace) -> IngestSettings:
 
 
 def _run(
-    args: argparse.Namespace, work: Callable[[ReleaseStore, Catalog, Path], Awaitable[T]]
+    args: argparse.Namespace,
+    work: Callable[[ReleaseStore, Catalog, IngestSettings], Awaitable[T]],
 ) -> T:
     settings = _settings(args)
     data_dir = settings.data_dir
@@ -87,7 +89,7 @@ def _run(
         try:
             store = await open_release_store(settings, catalog)
             try:
-                return await work(store, catalog, data_dir)
+                return await work(store, catalog, settings)
             finally:
                 await store.close()
         finally:
@@ -107,8 +109,10 @@ def _publish(args: argparse.Namespace) -> int:
             while chunk := await asyncio.to_thread(handle.read, 1 << 20):
                 yield chunk
 
-    async def work(store: ReleaseStore, _: Catalog, data_dir: Path) -> tuple[str, bool]:
-        registry = ModelRegistry(data_dir / "models", store, keyring)
+    async def work(store: ReleaseStore, _: Catalog, settings: IngestSettings) -> tuple[str, bool]:
+        storage = await asyncio.to_thread(open_storage, settings)  # S3 in fleet mode
+        spool = settings.data_dir / "models" / "incoming"
+        registry = ModelRegistry(storage.store, spool, store, keyring)
         result = await registry.publish(manifest, chunks(), actor=_CLI_ACTOR, now=time.time())
         r = result.release
         return f"{r.name} {r.version} counter {r.counter} sha256 {r.sha256}", result.created
@@ -119,7 +123,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    async def work(store: ReleaseStore, catalog: Catalog, _: Path) -> RolloutStatus:
+    async def work(store: ReleaseStore, catalog: Catalog, _: IngestSettings) -> RolloutStatus:
         service = RolloutService(store, catalog, CollectorRegistry())
         now = time.time()
         if args.action == "start":

@@ -8,8 +8,13 @@ of the name published so far (unless a signed rollback), then the artifact's
 length (reading stops past the declared size), sha256 and every tar member
 against the signed file list.  Refusals are ``ReleaseRefused`` (4xx, ``check``).
 
-Artifacts live at ``DATA_DIR/models/artifacts/<sha256[:2]>/<sha256>``, written
-through a temp file, fsynced and renamed.
+Artifacts are objects ``models/artifacts/<sha256[:2]>/<sha256>`` of the
+service's object store: with the embedded default that is a file under the data
+directory (written through a temp file, fsynced and renamed), with an S3 store
+(fleet mode) one object every instance serves, so a device may download from
+any instance.  The artifact is spooled to a local temp file while it is checked
+(its tar members are hashed from the file), then stored whole.  The signed
+manifest is a row of the catalog (PostgreSQL in fleet mode), shared likewise.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +32,8 @@ from pydantic import ValidationError
 
 from cloud_ingest.errors import IngestError
 from cloud_ingest.models.store import ReleaseRecord, ReleaseStore
+from cloud_ingest.object_store import ObjectStore
 from sync.protocol.releases import RELEASE_TYPE, ReleaseManifest
-from sync.shared.durable_file import fsync_directory
 from sync.shared.signing import (
     ArtifactDigest,
     Envelope,
@@ -39,7 +45,7 @@ from sync.shared.signing import (
     verify_document,
 )
 
-__all__ = ["ModelRegistry", "PublishResult", "ReleaseRefused", "load_keyring"]
+__all__ = ["ModelRegistry", "PublishResult", "ReleaseRefused", "artifact_key", "load_keyring"]
 
 _CHUNK: Final = 1 << 20
 
@@ -72,14 +78,19 @@ def load_keyring(path: Path) -> Keyring:
         raise ReleaseRefused("keyring", f"{path}: {exc}", status=500) from exc
 
 
+def artifact_key(sha256: str) -> str:
+    """The object key of the artifact with this sha256 (content-addressed)."""
+    return f"models/artifacts/{sha256[:2]}/{sha256}"
+
+
 class ModelRegistry:
-    def __init__(self, root: Path, store: ReleaseStore, keyring: Keyring | None) -> None:
-        self.root = root  # DATA_DIR/models
+    def __init__(
+        self, objects: ObjectStore, spool: Path, store: ReleaseStore, keyring: Keyring | None
+    ) -> None:
+        self.objects = objects  # where artifacts live (the service's object store)
+        self.spool = spool  # local temp files of artifacts being received
         self.store = store
         self.keyring = keyring
-
-    def artifact_path(self, sha256: str) -> Path:
-        return self.root / "artifacts" / sha256[:2] / sha256
 
     async def publish(
         self, manifest_bytes: bytes, artifact: AsyncIterator[bytes], *, actor: str, now: float
@@ -151,10 +162,9 @@ class ModelRegistry:
     async def _receive_artifact(
         self, manifest: ReleaseManifest, artifact: AsyncIterator[bytes]
     ) -> None:
-        final = self.artifact_path(manifest.artifact.sha256)
-        incoming = self.root / "incoming"
-        await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True)
-        temp = incoming / f"{manifest.artifact.sha256}.{os.getpid()}.{id(artifact)}.part"
+        key = artifact_key(manifest.artifact.sha256)
+        await asyncio.to_thread(self.spool.mkdir, parents=True, exist_ok=True)
+        temp = self.spool / f"{manifest.artifact.sha256}.{os.getpid()}.{secrets.token_hex(6)}.part"
         digest = ArtifactDigest(manifest.artifact.digest(), what=f"{manifest.name} artifact")
         try:
             with temp.open("wb") as handle:
@@ -162,10 +172,9 @@ class ModelRegistry:
                     digest.feed(chunk)  # raises at the first byte past the declared size
                     await asyncio.to_thread(handle.write, chunk)
                 digest.finish()
-                await asyncio.to_thread(_flush, handle.fileno())
             files = await asyncio.to_thread(digest_archive, temp)
             _same_files(manifest, files)
-            await asyncio.to_thread(_place, temp, final)
+            await asyncio.to_thread(self.objects.put_file, key, temp)  # durable, whole
         except VerificationError as exc:
             status = 413 if exc.check == "too_long" else None
             raise ReleaseRefused(exc.check, str(exc), status=status) from exc
@@ -185,13 +194,3 @@ def _same_files(manifest: ReleaseManifest, files: dict[str, FileDigest]) -> None
             f"the archive's files differ from the signed list (extra {extra},"
             f" missing {missing}, different {differ})",
         )
-
-
-def _flush(fd: int) -> None:
-    os.fsync(fd)
-
-
-def _place(temp: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, final)
-    fsync_directory(final.parent)

@@ -28,10 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
 from cloud_ingest.errors import BadRequest, NotFound
 from cloud_ingest.json_bodies import read_model
-from cloud_ingest.models.registry import ModelRegistry, ReleaseRefused, load_keyring
+from cloud_ingest.models.artifact_response import artifact_response
+from cloud_ingest.models.registry import (
+    ModelRegistry,
+    ReleaseRefused,
+    artifact_key,
+    load_keyring,
+)
 from cloud_ingest.models.rollouts import RolloutService
 from cloud_ingest.models.store import ReleaseRecord, open_release_store
 from cloud_ingest.principal import principal_of, require_operator
+from cloud_ingest.storage import STORAGE
 from sync.shared.signing import MAX_ENVELOPE_BYTES
 
 __all__ = ["MODELS", "ModelsRoom", "add_model_routes"]
@@ -73,7 +80,8 @@ async def _models_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     keyring = load_keyring(settings.release_keyring_file) if settings.release_keyring_file else None
     store = await open_release_store(settings, app[CATALOG])
-    registry = ModelRegistry(settings.data_dir / "models", store, keyring)
+    spool = settings.data_dir / "models" / "incoming"
+    registry = ModelRegistry(app[STORAGE].store, spool, store, keyring)
     app[MODELS] = ModelsRoom(registry, RolloutService(store, app[CATALOG], app[METRICS].registry))
     try:
         yield
@@ -95,11 +103,10 @@ async def get_manifest(request: web.Request) -> web.Response:
     return web.Response(body=release.manifest, content_type="application/json")
 
 
-async def get_artifact(request: web.Request) -> web.FileResponse:
+async def get_artifact(request: web.Request) -> web.StreamResponse:
     release = await _release(request)
-    path = request.app[MODELS].registry.artifact_path(release.sha256)
-    # FileResponse honours Range (206 + Content-Range) and answers 416 past the end
-    return web.FileResponse(path, headers={"Content-Type": "application/x-tar"})
+    objects = request.app[MODELS].registry.objects  # shared by every instance with S3
+    return await artifact_response(request, objects, artifact_key(release.sha256), release.size)
 
 
 async def publish(request: web.Request) -> web.Response:

@@ -54,6 +54,18 @@ def test_put_get_size_list_delete(store: ObjectStore) -> None:
         store.get("blobs/ab/abc")
 
 
+def test_iter_range_reads_the_bytes_asked(store: ObjectStore) -> None:
+    data = secrets.token_bytes(10_000)
+    store.put("models/artifacts/ab/abc", data)
+    assert b"".join(store.iter_range("models/artifacts/ab/abc", 0, 10_000, piece=3000)) == data
+    pieces = list(store.iter_range("models/artifacts/ab/abc", 1234, 5000, piece=2048))
+    assert [len(p) for p in pieces] == [2048, 2048, 904]
+    assert b"".join(pieces) == data[1234:6234]
+    assert b"".join(store.iter_range("models/artifacts/ab/abc", 9000, 5000)) == data[9000:]
+    with pytest.raises(FileNotFoundError):
+        list(store.iter_range("models/artifacts/ab/none", 0, 10))
+
+
 def test_put_replaces_whole(store: ObjectStore) -> None:
     store.put("a/b", b"x" * 1000)
     store.put("a/b", b"short")
