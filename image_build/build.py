@@ -28,6 +28,7 @@ from sync.shared.signing import Envelope, FileDigest, Keyring, SignedHeader, Sig
 
 __all__ = [
     "DEFAULT_LIFETIME_S",
+    "UNIT_FILES",
     "BuildRequest",
     "BuiltBundle",
     "assemble",
@@ -72,8 +73,11 @@ def bundle_name(version: str, platform: Platform) -> str:
     return f"yardlink-{version}-{platform.value}.tar.zst"
 
 
-def unit_template() -> bytes:
-    return resources.files("image_build").joinpath("data/yardlink.service").read_bytes()
+UNIT_FILES = ("yardlink@.service", "yardlink-slot-generator")  # under systemd/ in a bundle
+
+
+def unit_template(name: str = "yardlink@.service") -> bytes:
+    return resources.files("image_build").joinpath(f"data/{name}").read_bytes()
 
 
 def _site_template() -> bytes:
@@ -117,7 +121,8 @@ def _members(request: BuildRequest) -> dict[str, Path | bytes]:
         if _sha256(path).sha256 != spec.sha256:
             raise BuildError(f"model file {path} is not the pinned one (sha256 differs)")
         members[f"models/{spec.name}"] = path
-    members["systemd/yardlink.service"] = unit_template()
+    for name in UNIT_FILES:
+        members[f"systemd/{name}"] = unit_template(name)
     members["config/site.toml"] = (
         request.site_config.read_bytes() if request.site_config else _site_template()
     )

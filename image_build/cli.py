@@ -75,7 +75,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _install(args: argparse.Namespace) -> int:
     from image_build.install import InstallOptions, install
-    from image_build.service import ProcessService, ServiceManager, SystemdService
+    from image_build.service import ProcessService, ServiceManager
+    from image_build.systemd_service import SystemdService
 
     root = Path(args.root)
     layout = Layout(root)

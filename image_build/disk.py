@@ -8,8 +8,9 @@
 The root file system is made by ``mmdebstrap`` (Debian's packages only), the
 bundle is verified on this machine, then installed inside the root with the
 bundle's own wheels (``chroot``: the venv's paths are those of the gateway),
-``yardlink.service``, ``yardlink-firstboot.service`` and systemd-networkd
-(DHCP) are enabled, and the partitions are written with ``mke2fs -d`` and
+``yardlink-firstboot.service`` and systemd-networkd (DHCP) are enabled (the
+``yardlink-slot`` generator starts ``yardlink@a.service``, the slot ``current``
+is on), and the partitions are written with ``mke2fs -d`` and
 ``mkfs.vfat``/``mcopy`` (no loop devices).  The image boots by itself on UEFI
 firmware: GRUB, built inside the root by Debian's ``grub-mkimage`` with its
 configuration embedded, sits at the removable-media path of the EFI system
@@ -33,7 +34,7 @@ from image_build.manifest import BundleManifest
 from image_build.platforms import Platform
 from image_build.reading import walk_bundle
 
-__all__ = ["DiskImage", "build_disk"]
+__all__ = ["DiskImage", "build_disk", "install_in_root"]
 
 PACKAGES = (
     "systemd", "systemd-sysv", "udev", "dbus", "python3", "adduser", "ifupdown",
@@ -113,6 +114,16 @@ def _bootstrap_and_install(
     shutil.rmtree(work)
 
 
+def install_in_root(
+    rootfs: Path, bundle: Path, trust: Path, platform: Platform = Platform.X86_64
+) -> BundleManifest:
+    """Verify ``bundle`` here, then install it in slot A of a Debian root (``chroot``),
+    with the service's user (``image_build.systemd_root`` boots such a root)."""
+    manifest = verify_bundle(bundle, load_keyring(trust), platform=platform)
+    _bootstrap_and_install(rootfs, bundle, trust, manifest)
+    return manifest
+
+
 def _configure(rootfs: Path) -> None:
     units = rootfs / "etc" / "systemd" / "system"
     firstboot = resources.files("image_build").joinpath("data/yardlink-firstboot.service")
@@ -123,7 +134,9 @@ def _configure(rootfs: Path) -> None:
     (rootfs / "etc" / "fstab").write_text(_FSTAB)
     (rootfs / "etc" / "hostname").write_text("yardlink-gateway\n")
     (rootfs / "boot" / "firmware").mkdir(parents=True, exist_ok=True)
-    services = ("yardlink.service", "yardlink-firstboot.service", "systemd-networkd.service")
+    # no yardlink@ instance is enabled: the yardlink-slot generator (installed with the
+    # unit) starts the one of the slot ``current`` points at
+    services = ("yardlink-firstboot.service", "systemd-networkd.service")
     _run("chroot", str(rootfs), "systemctl", "enable", *services, what="systemctl enable")
 
 

@@ -44,7 +44,7 @@ from image_build.site_config import (
 from sync.shared.durable_file import fsync_directory, replace_durably
 from sync.shared.signing import Envelope, Keyring, TimeFloor, VerificationError
 
-__all__ = ["InstallOptions", "InstallResult", "install", "settle", "verify_bundle"]
+__all__ = ["InstallOptions", "InstallResult", "install", "settle", "verify_bundle", "write_units"]
 
 _UNIT_PREFIX = "@PREFIX@"
 SERVICE_USER = "yardlink"  # the unit's User=
@@ -118,7 +118,7 @@ def settle(layout: Layout, state: ImageState) -> ImageState:
     previous = state.trial.get("previous")
     if previous in SLOTS and layout.complete(previous) and layout.current_slot() != previous:
         layout.switch_to(previous)
-        _write_unit(layout, previous)
+        write_units(layout, previous)
     settled = replace(state, trial=None)
     settled.save(layout.state_file)
     return settled
@@ -338,12 +338,22 @@ def _service_user(layout: Layout) -> pwd.struct_passwd | None:
         ) from None
 
 
-def _write_unit(layout: Layout, slot: str) -> None:
-    template = (layout.slot(slot) / "systemd" / "yardlink.service").read_text(encoding="utf-8")
-    rendered = template.replace(_UNIT_PREFIX, layout.prefix).encode()
-    if not layout.unit_file.is_file() or layout.unit_file.read_bytes() != rendered:
-        replace_durably(layout.unit_file, rendered)
-        os.chmod(layout.unit_file, 0o644)
+def write_units(layout: Layout, slot: str) -> None:
+    """The slot's template unit and boot generator, ``@PREFIX@`` filled in; the single
+    unit of older releases removed (it would start a second appliance at boot)."""
+    for name, path, mode in (
+        ("yardlink@.service", layout.unit_file, 0o644),
+        ("yardlink-slot-generator", layout.generator_file, 0o755),
+    ):
+        template = (layout.slot(slot) / "systemd" / name).read_text(encoding="utf-8")
+        rendered = template.replace(_UNIT_PREFIX, layout.prefix).encode()
+        if not path.is_file() or path.read_bytes() != rendered:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_durably(path, rendered)
+        os.chmod(path, mode)
+    if layout.legacy_unit_file.is_file():
+        layout.legacy_unit_file.unlink()
+        fsync_directory(layout.legacy_unit_file.parent)
 
 
 def _try_start(service: ServiceManager, deadline_s: float) -> tuple[bool, str]:
@@ -380,13 +390,13 @@ def _switch(
         trial=None,
     )
     if service is None:  # no service to ask (an image being prepared): switch only
-        _write_unit(layout, slot)
+        write_units(layout, slot)
         layout.switch_to(slot)
         confirmed.save(layout.state_file)
         return InstallResult(slot, previous, manifest.version, manifest.header.counter, False)
     trial = replace(state, trial={"slot": slot, "previous": previous or ""})
     trial.save(layout.state_file)
-    _write_unit(layout, slot)
+    write_units(layout, slot)
     layout.switch_to(slot)
     # the running appliance serves until the new one is warm (a standby start, where the
     # service manager can: ServiceManager.hand_over)
@@ -395,7 +405,7 @@ def _switch(
         confirmed.save(layout.state_file)
         return InstallResult(slot, previous, manifest.version, manifest.header.counter, True)
     if outcome.old_serving and previous is not None:  # the new one never took over
-        _write_unit(layout, previous)
+        write_units(layout, previous)
         layout.switch_to(previous)
         state.save(layout.state_file)
         raise InstallReverted(
@@ -408,7 +418,7 @@ def _switch(
         raise InstallError(
             f"the new slot {slot} is not healthy ({outcome.why}) and no slot to go back to"
         )
-    _write_unit(layout, previous)
+    write_units(layout, previous)
     layout.switch_to(previous)
     back, why_back = _try_start(service, options.health_deadline_s)
     state.save(layout.state_file)  # trial over: the previous release and counter stay

@@ -7,7 +7,9 @@
     ROOT/etc/yardlink/site.toml      the site config with this gateway's identity (0600)
     ROOT/etc/yardlink/device-token   the device's cloud token, ``[sync] token_file`` (0600)
     ROOT/etc/yardlink/release-keyring.json   the release keys this gateway trusts
-    ROOT/etc/systemd/system/yardlink.service
+    ROOT/etc/systemd/system/yardlink@.service    the unit, one instance per slot
+    ROOT/etc/systemd/system-generators/yardlink-slot   boot starts yardlink@<current>
+    ROOT/run/yardlink-switch/<slot>.env           --standby for a slot's next start
     ROOT/var/lib/yardlink/           the data dir: outbox, blobs, keys (never touched)
 
 Paths inside the rendered files are absolute under ROOT, so ROOT must be the path
@@ -74,7 +76,25 @@ class Layout:
 
     @property
     def unit_file(self) -> Path:
+        """The template unit: ``yardlink@a.service`` and ``yardlink@b.service``."""
+        return self.root / "etc" / "systemd" / "system" / "yardlink@.service"
+
+    @property
+    def legacy_unit_file(self) -> Path:
+        """The single unit of releases before the per-slot template (removed)."""
         return self.root / "etc" / "systemd" / "system" / "yardlink.service"
+
+    @property
+    def generator_file(self) -> Path:
+        return self.root / "etc" / "systemd" / "system-generators" / "yardlink-slot"
+
+    def start_mode_file(self, slot: str) -> Path:
+        """The unit's ``EnvironmentFile=`` for ``slot``: ``--standby`` during a switch."""
+        return self.root / "run" / "yardlink-switch" / f"{slot}.env"
+
+    @staticmethod
+    def other(slot: str) -> str:
+        return "b" if slot == "a" else "a"
 
     @property
     def data_dir(self) -> Path:

@@ -1,16 +1,15 @@
 """Starting and stopping the appliance of the current slot, and telling whether it is healthy.
 
-Two adapters behind one small protocol: ``SystemdService`` (a gateway: systemctl)
-and ``ProcessService`` (a root without systemd, and the tests): it runs the
-installed unit's ``ExecStart`` with the unit's ``Environment=`` and
-``WorkingDirectory=``, gives it a ``NOTIFY_SOCKET`` as systemd would, and
-counts it healthy once it sent ``READY=1`` and ``GET /healthz`` answers 200.
+Two adapters behind one small protocol: ``SystemdService`` (a gateway: systemctl,
+``image_build.systemd_service``) and ``ProcessService`` (a root without systemd,
+and the tests): it runs the installed unit's ``ExecStart`` for the current slot
+(``%i``) with the unit's ``Environment=`` and ``WorkingDirectory=``, gives it a
+``NOTIFY_SOCKET`` as systemd would, and counts it healthy once it sent
+``READY=1`` and ``GET /healthz`` answers 200.
 
-``hand_over`` is the A/B switch: ``ProcessService`` starts the new slot's appliance
-in standby beside the running one (``appliance.handover``) so that frames are
-refused only while the data dir and the port change hands, not while the models
-load; ``SystemdService`` stops the unit and starts it again (one unit runs one
-process).
+``hand_over`` is the A/B switch: both start the new slot's appliance in standby
+beside the running one (``appliance.handover``) so that frames are refused only
+while the data dir and the port change hands, not while the models load.
 """
 
 from __future__ import annotations
@@ -38,9 +37,9 @@ __all__ = [
     "HandOver",
     "ProcessService",
     "ServiceManager",
-    "SystemdService",
     "UnitCommand",
     "health_url",
+    "healthz_ok",
 ]
 
 _POLL_S = 0.2
@@ -77,15 +76,23 @@ class UnitCommand:
     notify: bool
 
     @classmethod
-    def parse(cls, unit: Path) -> UnitCommand:
-        argv: list[str] = []
+    def parse(cls, unit: Path, instance: str | None = None) -> UnitCommand:
+        """The unit's command for ``instance`` (what ``%i`` stands for in a template),
+        ``$NAME`` words of ``ExecStart`` taken from its ``Environment=`` as systemd
+        does (an unset one is dropped; ``EnvironmentFile=`` is not read)."""
+        text = unit.read_text(encoding="utf-8")
+        if "%i" in text or "%I" in text:
+            if instance is None:
+                raise InstallError(f"{unit} is a template: which instance (slot) to run?")
+            text = text.replace("%i", instance).replace("%I", instance)
+        exec_start = ""
         environment: dict[str, str] = {}
         working: Path | None = None
         notify = False
-        for line in unit.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             key, _, value = line.strip().partition("=")
             if key == "ExecStart":
-                argv = shlex.split(value)
+                exec_start = value
             elif key == "Environment":
                 for assignment in shlex.split(value):
                     name, _, setting = assignment.partition("=")
@@ -94,9 +101,20 @@ class UnitCommand:
                 working = Path(value)
             elif key == "Type":
                 notify = value == "notify"
+        argv = [
+            part for word in shlex.split(exec_start) for part in _expand_word(word, environment)
+        ]
         if not argv:
             raise InstallError(f"{unit} has no ExecStart")
         return cls(argv, environment, working, notify)
+
+
+def _expand_word(word: str, environment: dict[str, str]) -> list[str]:
+    """systemd's ``$NAME`` word: the variable's value split on whitespace (none if unset)."""
+    name = word[1:].strip("{}") if word.startswith("$") else ""
+    if name and name.replace("_", "").isalnum():
+        return environment.get(name, "").split()
+    return [word]
 
 
 def health_url(site_toml: Path) -> str:
@@ -197,8 +215,11 @@ class ProcessService:
     def status(self) -> str:
         return "" if self.child is None else self.child.status
 
+    def _command(self) -> UnitCommand:
+        return UnitCommand.parse(self.layout.unit_file, self.layout.current_slot())
+
     def start(self, *extra_args: str) -> None:
-        command = UnitCommand.parse(self.layout.unit_file)
+        command = self._command()
         self.child = _Child(command, self.log_path, list(extra_args))
 
     def wait_healthy(self, deadline_s: float) -> tuple[bool, str]:
@@ -222,8 +243,7 @@ class ProcessService:
             self.child = None
             healthy, why = self.start_and_wait(deadline_s)
             return HandOver(healthy, why)
-        command = UnitCommand.parse(self.layout.unit_file)
-        new = _Child(command, self.log_path, ["--standby"])
+        new = _Child(self._command(), self.log_path, ["--standby"])
         deadline = time.monotonic() + deadline_s
         while not (new.status == STANDBY_STATUS or new.ready):
             new.read_notifications()
@@ -259,42 +279,3 @@ def _wait_healthy(child: _Child, url: str, deadline_s: float) -> tuple[bool, str
         time.sleep(_POLL_S)
     why = "no READY=1" if child.needs_ready and not child.ready else f"{url} not answering"
     return False, f"not healthy within {deadline_s:.0f} s ({why}; status: {child.status!r})"
-
-
-class SystemdService:
-    """The ``yardlink.service`` unit through systemctl (``start`` waits for READY=1)."""
-
-    def __init__(self, layout: Layout, unit: str = "yardlink.service") -> None:
-        self.layout = layout
-        self.unit = unit
-
-    def _systemctl(self, *args: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["systemctl", *args], capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-
-    def stop(self) -> None:
-        self._systemctl("daemon-reload")
-        self._systemctl("stop", self.unit)
-
-    def hand_over(self, deadline_s: float) -> HandOver:
-        self.stop()
-        healthy, why = self.start_and_wait(deadline_s)
-        return HandOver(healthy, why)
-
-    def start_and_wait(self, deadline_s: float) -> tuple[bool, str]:
-        self._systemctl("daemon-reload")
-        self._systemctl("enable", self.unit)
-        try:
-            started = self._systemctl("start", self.unit, timeout_s=deadline_s)
-        except subprocess.TimeoutExpired:
-            return False, f"systemctl start did not return within {deadline_s:.0f} s"
-        if started.returncode != 0:
-            return False, f"systemctl start failed: {started.stderr.strip()}"
-        url = health_url(self.layout.site_config)
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if healthz_ok(url):
-                return True, ""
-            time.sleep(_POLL_S)
-        return False, f"{url} did not answer 200 within {deadline_s:.0f} s"

@@ -79,7 +79,7 @@ def test_the_unit_and_site_template_are_what_systemd_and_the_appliance_need(
     default_slim: BuiltBundle,
 ) -> None:
     contents = {info.name: data for info, data in read_members(default_slim.path)}
-    unit = contents["systemd/yardlink.service"].decode()
+    unit = contents["systemd/yardlink@.service"].decode()
     for line in (
         "Type=notify",
         "WatchdogSec=30",

@@ -173,7 +173,7 @@ def test_install_update_and_a_broken_release_reverted(
         assert oct(layout.site_config.stat().st_mode & 0o777) == "0o600"
         assert layout.token_file.read_text().strip() == "device-token-123"  # [sync] token_file
         assert "device-token-123" not in layout.site_config.read_text()
-        command = UnitCommand.parse(layout.unit_file)
+        command = UnitCommand.parse(layout.unit_file, layout.current_slot())
         assert command.notify and service.ready  # READY=1 came through NOTIFY_SOCKET
         assert command.argv[0] == str(layout.current / "venv" / "bin" / "yardlink")
         _push_frame(layout)

@@ -1,0 +1,194 @@
+"""The A/B switch under the real systemd: a Debian root (mmdebstrap) with slot A
+installed, its systemd booted as PID 1 in namespaces (``image_build.systemd_root``),
+the slot's instance started by the generator because ``current`` points at it; then
+``yardlink image install --service systemd`` run inside, as on a gateway, while frames
+are pushed from outside throughout: the new slot's instance starts in standby, the
+old one hands over and ends cleanly (not restarted), every frame answered 201 is
+processed.  A release whose appliance cannot start is reverted with the old instance
+serving throughout.  Slow (full bundles, two venvs filled in the root): minutes.
+Needs root, Debian's mmdebstrap and util-linux's unshare/nsenter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from appliance.sources.synthetic import SyntheticYardCamera
+from image_build.build import BuiltBundle
+from image_build.disk import install_in_root
+from image_build.source import build_project_wheel, copy_tree
+from image_build.systemd_root import SystemdRoot, make_root
+from sync.shared.signing import Keyring, SigningKey
+from tests.image_build.bundle_kit import EPOCH, bundle_factory, read_members
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
+YARDLINK = "/opt/yardlink/current/venv/bin/yardlink"  # the installer of the running slot
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pusher(threading.Thread):
+    """Pushes a frame every 0.2 s; keeps the ids answered 201 and every refusal's time."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/v1/frames?camera=gate-in"
+        self.frame = SyntheticYardCamera(3).frame(0).encode()
+        self.stopping = threading.Event()
+        self.stored: list[tuple[float, str]] = []
+        self.refused: list[float] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            request = urllib.request.Request(
+                self.url,
+                data=self.frame,
+                method="POST",
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    assert answer.status == 201
+                    self.stored.append((time.monotonic(), json.loads(answer.read())["id"]))
+            except (urllib.error.URLError, OSError):
+                self.refused.append(time.monotonic())
+            time.sleep(0.2)
+
+    def longest_gap_s(self, since: float) -> float:
+        times = [at for at, _ in self.stored if at >= since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            return int(answer.status)
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _show(box: SystemdRoot, unit: str, *props: str) -> dict[str, str]:
+    out = box.run("systemctl", "show", *(f"--property={p}" for p in props), unit).stdout
+    return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def bundles(
+    tmp_path_factory: pytest.TempPathFactory,
+    release_key: SigningKey,
+    keyring: Keyring,
+    project_wheel: Path,
+    full_wheelhouse: Path,
+    source_tree: Path,
+) -> tuple[int, dict[str, BuiltBundle]]:
+    work = tmp_path_factory.mktemp("systemd-bundles")
+    port = _free_port()
+    site = work / "site.toml"
+    site.write_text(
+        "version = 1\n[site]\ndevice_id = 'unprovisioned'\nsite_id = 'depot-north'\n"
+        "data_dir = '/var/lib/yardlink'\n[local_api]\nhost = '127.0.0.1'\n"
+        f"port = {port}\ntechnician_token = '{TOKEN}'\n[[sources.cameras]]\nid = 'gate-in'\n"
+    )
+    build = bundle_factory(release_key, keyring, project_wheel, full_wheelhouse)
+    broken_tree = work / "broken-src"
+    broken_tree.mkdir()
+    copy_tree(source_tree, broken_tree)
+    daemon = broken_tree / "appliance" / "daemon.py"
+    text = daemon.read_text()
+    marker = "    daemon = Daemon(config, claim_data_dir=claim)\n"
+    assert marker in text
+    daemon.write_text(text.replace(marker, '    raise RuntimeError("a broken release")\n' + marker))
+    broken_wheel = build_project_wheel(broken_tree, work / "broken-dist", source_date_epoch=EPOCH)
+    broken = bundle_factory(release_key, keyring, broken_wheel, full_wheelhouse)
+    return port, {
+        "v1": build(work / "v1", counter=100, site_config=site),
+        "v2": build(work / "v2", counter=200, issued_at=EPOCH + 60, site_config=site),
+        "broken": broken(work / "broken", counter=300, issued_at=EPOCH + 120, site_config=site),
+    }
+
+
+def test_the_ab_switch_under_systemd_hands_over_and_reverts(
+    tmp_path: Path, bundles: tuple[int, dict[str, BuiltBundle]]
+) -> None:
+    port, built = bundles
+    rootfs = tmp_path / "root"
+    make_root(rootfs)
+    trust = tmp_path / "keyring.json"
+    trust.write_bytes({i.name: d for i, d in read_members(built["v1"].path)}["keys/keyring.json"])
+    install_in_root(rootfs, built["v1"].path, trust)
+    for name in ("v2", "broken"):
+        shutil.copyfile(built[name].path, rootfs / "root" / f"{name}.tar.zst")
+    data = rootfs / "var" / "lib" / "yardlink"
+    box = SystemdRoot(rootfs)
+    box.boot()
+    pusher = Pusher(port)
+    try:
+        deadline = time.monotonic() + 600  # the generator wants yardlink@a: boot starts it
+        while _healthz(port) != 200:
+            assert time.monotonic() < deadline, box.run("journalctl", "--no-pager").stdout[-4000:]
+            time.sleep(1)
+        a = _show(box, "yardlink@a.service", "ActiveState", "NoNewPrivileges", "ProtectSystem",
+                  "WatchdogUSec", "Type", "User", "Restart")  # fmt: skip
+        assert a == {"ActiveState": "active", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                     "WatchdogUSec": "30s", "Type": "notify", "User": "yardlink",
+                     "Restart": "on-failure"}  # fmt: skip
+        pusher.start()
+        while len(pusher.stored) < 3:
+            assert pusher.is_alive()
+            time.sleep(0.1)
+
+        started = time.monotonic()
+        update = box.run(YARDLINK, "image", "install", "/root/v2.tar.zst", "--root", "/",
+                         "--service", "systemd", "--health-deadline", "400")  # fmt: skip
+        assert update.returncode == 0, update.stderr
+        assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/b")
+        b = _show(box, "yardlink@b.service", "ActiveState", "NRestarts")
+        assert b == {"ActiveState": "active", "NRestarts": "0"}
+        a = _show(box, "yardlink@a.service", "ActiveState", "Result", "NRestarts")
+        assert a == {"ActiveState": "inactive", "Result": "success", "NRestarts": "0"}
+        journal = box.run("journalctl", "--no-pager", "-u", "yardlink@b.service").stdout
+        assert "standby: models loaded" in journal  # started beside the old one
+        wants = _show(box, "multi-user.target", "Wants")["Wants"].split()
+        assert "yardlink@b.service" in wants and "yardlink@a.service" not in wants  # next boot
+        assert not (rootfs / "run" / "yardlink-switch" / "b.env").exists()
+        count = len(pusher.stored)
+        while len(pusher.stored) < count + 3:  # the new one answers
+            assert pusher.is_alive()
+            time.sleep(0.1)
+        print(f"switch under systemd: longest frame gap {pusher.longest_gap_s(started):.2f} s")
+
+        refused_before = len(pusher.refused)
+        revert = box.run(YARDLINK, "image", "install", "/root/broken.tar.zst", "--root", "/",
+                         "--service", "systemd", "--health-deadline", "400")  # fmt: skip
+        assert revert.returncode == 2, revert.stderr
+        assert "switched back to slot b, which kept serving throughout" in revert.stderr
+        assert len(pusher.refused) == refused_before  # the old instance never stopped
+        assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/b")
+        assert _show(box, "yardlink@b.service", "ActiveState")["ActiveState"] == "active"
+        assert _show(box, "yardlink@a.service", "ActiveState")["ActiveState"] == "inactive"
+
+        pusher.stopping.set()
+        pusher.join(60)
+        stored = {frame_id for _, frame_id in pusher.stored}
+        processed = data / "spool" / "processed" / "gate-in"
+        deadline = time.monotonic() + 180
+        while not stored <= {p.name for p in processed.glob("push-*")}:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        pusher.stopping.set()
+        box.stop()
