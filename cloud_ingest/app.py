@@ -80,7 +80,7 @@ def _add_tus(app: web.Application, settings: IngestSettings) -> Callable[[float]
         settings.uploads_dir,
         max_size=settings.max_upload_bytes,
         expire_after_s=settings.upload_expiry_s,
-        chunks=ObjectChunks(storage.store, settings.uploads_dir) if storage.shared else None,
+        chunks=ObjectChunks(storage.store, settings.uploads_dir, state) if storage.shared else None,
         state=state,
     )
     add_tus_routes(app, store, storage.blobs, make_on_complete(app))

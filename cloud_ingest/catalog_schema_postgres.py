@@ -8,7 +8,7 @@ leaves the old version intact.  Append new migrations; never edit a released one
 
 The versions are PostgreSQL's own: 1-3 hold the tables of SQLite's 1-3
 (``catalog_schema.py``) in PostgreSQL's types; 4 adds what only a shared
-catalog needs (the tus upload state of many instances).
+catalog needs (the tus upload state of many instances), 5 its part list and fencing.
 """
 
 from __future__ import annotations
@@ -175,6 +175,20 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             lease_until  DOUBLE PRECISION
         );
         CREATE INDEX tus_uploads_expiry ON tus_uploads (expires_at);
+        """,
+    ),
+    (
+        5,
+        """
+        -- tus parts kept in the row (no object-store LIST per request) and fenced:
+        -- lease_gen counts the leases taken (the fencing token a part is committed
+        -- under), data_offset/part_keys are the committed parts in byte order,
+        -- assembled marks the parts joined into the blob
+        ALTER TABLE tus_uploads
+            ADD COLUMN lease_gen   BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN data_offset BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN part_keys   TEXT[] NOT NULL DEFAULT '{}',
+            ADD COLUMN assembled   BOOLEAN NOT NULL DEFAULT FALSE;
         """,
     ),
 )

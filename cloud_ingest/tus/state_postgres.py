@@ -8,6 +8,15 @@ held, so of two PATCHes for one upload on two instances at once exactly one
 gets it and the other is answered 423 (retry).  Leases run on the database's
 clock (instances' clocks may differ), are renewed while a body is written, and
 run out by themselves when an instance dies mid-write.
+
+Fencing: an instance can stall past its lease (a pause, a partition) while
+another takes the upload over.  Each lease taken bumps ``lease_gen``, and a
+part is committed (appended to ``part_keys``, ``data_offset`` moved on) only
+by the conditional UPDATE that also checks the writer's token, generation and
+start offset: a stalled writer's late part is refused (:class:`LeaseLost`,
+409) and its object, stored under a key of its own generation, never
+overwrites the new writer's.  The committed parts in the row are the upload's
+bytes and offset (no object-store LIST per request).
 """
 
 from __future__ import annotations
@@ -17,20 +26,22 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 
 from cloud_ingest.errors import CatalogUnavailable, CatalogUnreachable, Locked
 from cloud_ingest.postgres_database import PG_ERRORS, reachable, rows_changed
 from cloud_ingest.tus.core import UploadInfo
+from cloud_ingest.tus.fencing import Lease, LeaseLost, PartRow, holding
 
 __all__ = ["PostgresUploadState"]
 
 log = logging.getLogger(__name__)
 _NOW = "extract(epoch from clock_timestamp())"  # the database's clock, seconds
 DEFAULT_LEASE_S = 30.0
+T = TypeVar("T")
 
 
 class PostgresUploadState:
@@ -39,9 +50,28 @@ class PostgresUploadState:
     def __init__(self, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.lease_s = lease_s
         self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, pool: asyncpg.Pool) -> None:
+        """Use ``pool``; called on the event loop that runs the service."""
         self._pool = pool
+        self._loop = asyncio.get_running_loop()
+
+    def call_from_thread(self, step: Coroutine[Any, Any, T]) -> T:
+        """Run ``step`` on the service's loop and wait for it, from a worker thread
+        (the blocking store code asks for the committed parts this way)."""
+        loop = self._loop
+        if loop is None:
+            step.close()
+            raise CatalogUnavailable("the shared upload state is not connected yet")
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a worker thread: no loop of its own
+            running = None
+        if running is loop:
+            step.close()
+            raise RuntimeError("a blocking upload-state call on the event loop itself")
+        return asyncio.run_coroutine_threadsafe(step, loop).result()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -95,17 +125,78 @@ class PostgresUploadState:
         )
         return [str(r[0]) for r in rows]
 
+    # ------------------------------------------------------------ parts
+    async def parts(self, upload_id: str) -> PartRow | None:
+        """The upload's committed parts, None when it has no record."""
+        row = await self._fetchrow(
+            "SELECT data_offset, part_keys, assembled FROM tus_uploads WHERE upload_id = $1",
+            upload_id,
+        )
+        return None if row is None else PartRow(int(row[0]), tuple(row[1]), bool(row[2]))
+
+    async def commit_part(
+        self, upload_id: str, lease: Lease | None, start: int, size: int, key: str
+    ) -> None:
+        """Append part ``key`` (``size`` bytes at ``start``) if ``lease`` still holds the
+        upload and the upload ends at ``start``; else :class:`LeaseLost`.
+
+        One statement checks the fencing token and records the part (and moves the
+        lease on).  Without a lease (a creation with a body: the upload is new) the
+        part is taken while no live lease is held.
+        """
+        append = (
+            "UPDATE tus_uploads SET part_keys = array_append(part_keys, $3),"
+            " data_offset = data_offset + $4"
+        )
+        where = " WHERE upload_id = $1 AND data_offset = $2 AND NOT assembled"
+        if lease is None:
+            status = await self._execute(
+                append + where + f" AND (lease_token IS NULL OR lease_until < {_NOW})",
+                upload_id,
+                start,
+                key,
+                size,
+            )
+        else:
+            status = await self._execute(
+                append
+                + f", lease_until = {_NOW} + $5"
+                + where
+                + " AND lease_token = $6 AND lease_gen = $7",
+                upload_id,
+                start,
+                key,
+                size,
+                self.lease_s,
+                lease.token,
+                lease.generation,
+            )
+        if rows_changed(status) != 1:
+            raise LeaseLost(
+                f"upload {upload_id}: the part at {start} was not kept: this request's"
+                " lease ran out and another request wrote the upload; HEAD and resume",
+                headers={"Retry-After": "1"},
+            )
+
+    async def mark_assembled(self, upload_id: str) -> None:
+        await self._execute(
+            "UPDATE tus_uploads SET assembled = TRUE, part_keys = '{}' WHERE upload_id = $1",
+            upload_id,
+        )
+
     # ------------------------------------------------------------ leases
-    async def claim(self, upload_id: str, token: str) -> bool:
-        """Take the upload's lease for ``token`` if no live lease is held; whether it was."""
-        status = await self._execute(
-            f"UPDATE tus_uploads SET lease_token = $2, lease_until = {_NOW} + $3"
-            f" WHERE upload_id = $1 AND (lease_token IS NULL OR lease_until < {_NOW})",
+    async def claim(self, upload_id: str, token: str) -> Lease | None:
+        """Take the upload's lease for ``token`` if no live lease is held (None if not)."""
+        row = await self._fetchrow(
+            f"UPDATE tus_uploads SET lease_token = $2, lease_until = {_NOW} + $3,"
+            " lease_gen = lease_gen + 1"
+            f" WHERE upload_id = $1 AND (lease_token IS NULL OR lease_until < {_NOW})"
+            " RETURNING lease_gen",
             upload_id,
             token,
             self.lease_s,
         )
-        return rows_changed(status) == 1
+        return None if row is None else Lease(token, int(row[0]))
 
     async def renew(self, upload_id: str, token: str) -> bool:
         """Move a held lease on; False when it was lost (ran out and taken)."""
@@ -138,11 +229,13 @@ class PostgresUploadState:
     async def lease(self, upload_id: str) -> AsyncIterator[None]:
         """Hold the upload's lease for the block; :class:`Locked` when another holds it."""
         token = secrets.token_hex(16)
-        if not await self.claim(upload_id, token):
+        held = await self.claim(upload_id, token)
+        if held is None:
             raise Locked("another request is writing this upload", headers={"Retry-After": "1"})
         renewer = asyncio.create_task(self._renew_while_held(upload_id, token))
         try:
-            yield
+            with holding(held):
+                yield
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

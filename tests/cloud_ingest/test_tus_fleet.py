@@ -194,8 +194,12 @@ async def test_expired_uploads_are_swept_from_the_shared_state(
     token = await a.device()
     location = await _create(a, token, b"x" * 1000)
     upload_id = location.rsplit("/", 1)[1]
+    first = await a.client.patch(
+        location, data=b"x" * 400, headers=bearer(token) | TUS | OCTET | {"Upload-Offset": "0"}
+    )
+    assert first.status == 204, await first.text()
     store = a.app[STORAGE].store
-    assert store.list(f"tus-parts/{upload_id}")  # its (empty) first part
+    assert store.list(f"tus-parts/{upload_id}")  # its first part
     sweeping = a.settings.model_copy(
         update={"data_dir": tmp_path / "sweeper", "sweep_interval_s": 0.05}
     )
