@@ -1,5 +1,7 @@
 """Benchmark of the appliance bundle: size against its contents, build time,
-install-to-healthy, and the time the appliance is not serving during an A/B switch.
+install-to-healthy, and the time the appliance is not serving during an A/B switch
+(with the installer's own process manager, and under the real systemd:
+``bench/image_systemd.py``).
 
     python -m bench.image [--quick]
 
@@ -278,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 watcher.join()
         finally:
             service.stop()
+        from bench.image_systemd import systemd_switch_rows  # it imports this module's watchers
+
+        rounds = 1 if args.quick else 2
+        rows += systemd_switch_rows(work, built["x86_64"], newer, trust, url, command, rounds)
         print("switch gaps (healthz s, frames s): standby", standby_gaps, "stop-start", anchor_gaps)
         worst_standby = max(gap for gap, _ in standby_gaps)
         worst_anchor = max(gap for gap, _ in anchor_gaps)
