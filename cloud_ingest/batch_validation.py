@@ -1,17 +1,18 @@
 """Checks of one metadata batch against who sent it (pure: bytes in, table or error out).
 
-``decode_batch`` (sync.protocol) checks that the body is Parquet with the
-stream's columns; here we also check that the id is the one canonical form of
-its range, that the body does not decode to more than a bound (read from the
-Parquet metadata, then counted batch by batch, before the table is built),
-that every record belongs to the sending device and its site, that the seqs
-lie inside the batch id's range and that event times are dates the lake can
-partition by.
+One pass over the body: that it is Parquet with the stream's columns (the
+schema from its footer), that it does not decode to more than a bound (the
+footer's page sizes, then the rows counted slice by slice as they are read:
+a body is decoded once), that every value is valid (UTF-8 strings), that every
+record belongs to the sending device and its site, that the seqs lie inside
+the batch id's range and that event times are dates the lake can partition by.
+Every column is decoded, not only those checked: a file in the lake is one
+that readers (and compaction) can read whole.  The id is checked to be the one
+canonical form of its range.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,13 +21,13 @@ import pyarrow.parquet as pq
 
 from cloud_ingest.errors import BadBatchId, BatchTooLargeDecoded
 from sync.protocol import BatchIdParts, WireFormatError, make_batch_id, parse_batch_id
-from sync.protocol.parquet import STREAM_SCHEMAS, decode_batch
+from sync.protocol.parquet import LATER_COLUMNS, STREAM_SCHEMAS
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
     "EVENT_TIME_RANGE_US",
     "MAX_SEQ",
     "ValidBatch",
-    "check_decoded_size",
     "parse_canonical_batch_id",
     "validate_batch",
 ]
@@ -34,13 +35,29 @@ __all__ = [
 MAX_SEQ = 2**63 - 1  # seqs are signed 64-bit integers (Parquet int64, SQLite INTEGER)
 # event_time (us since the epoch, UTC) must fall on a date: 0001-01-01 .. 9999-12-31
 EVENT_TIME_RANGE_US = (-62_135_596_800_000_000, 253_402_300_799_999_999)
-_SCAN_ROWS = 64  # rows decoded at a time while counting a body's decoded size
+DEFAULT_MAX_DECODED_BYTES = 256 << 20  # the service's max_decoded_batch_bytes default
+_SCAN_ROWS = 64  # fewest rows read in one slice
+_MAX_SLICE_ROWS = 16_384
+_SLICE_SHARE = 16  # a slice of rows like the first ones takes at most limit / this
+_DICTIONARY_ENCODINGS = frozenset({"PLAIN_DICTIONARY", "RLE_DICTIONARY"})
+_AMPLIFYING_ENCODINGS = _DICTIONARY_ENCODINGS | {"DELTA_BYTE_ARRAY"}
+# chunks pyarrow can read as a dictionary (a page that fell back to PLAIN included)
+_DICTIONARY_READABLE = _DICTIONARY_ENCODINGS | {"PLAIN", "RLE", "BIT_PACKED"}
 
 
 @dataclass(frozen=True, slots=True)
 class ValidBatch:
-    table: pa.Table  # cast to the stream's schema
+    """A checked batch: its rows in the stream's columns and types, except that a
+    canonical body's strings stored as dictionaries are kept as dictionaries (a
+    cast the common path, which stores the body unchanged, does not need)."""
+
+    table: pa.Table
+    schema: pa.Schema  # the stream's
     body_is_canonical: bool  # the body's own schema is exactly the stream's
+
+    def stream_table(self) -> pa.Table:
+        """The rows cast to the stream's schema (dictionaries spelled out)."""
+        return self.table.cast(self.schema)
 
 
 def parse_canonical_batch_id(raw_id: str) -> BatchIdParts:
@@ -60,70 +77,31 @@ def parse_canonical_batch_id(raw_id: str) -> BatchIdParts:
     return parts
 
 
-def check_decoded_size(body: bytes, limit: int) -> None:
-    """Refuse (:class:`BatchTooLargeDecoded`) a body that decodes to more than ``limit``
-    bytes, using at most about ``limit`` plus one slice of rows of memory.
-
-    First the Parquet metadata (uncompressed page bytes, dictionaries included);
-    then the rows are decoded a slice at a time and counted, since a dictionary
-    page shared by every row is small on disk and ``rows x value`` once read.
-    A body that is not Parquet passes: ``decode_batch`` says why it is not.
-    """
-    try:
-        schema = pq.read_schema(io.BytesIO(body))
-        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
-        # string columns come out dictionary-encoded, as stored: counted, not spelled out
-        parquet = pq.ParquetFile(io.BytesIO(body), read_dictionary=text)
-        meta = parquet.metadata
-        declared = sum(
-            meta.row_group(g).column(c).total_uncompressed_size
-            for g in range(meta.num_row_groups)
-            for c in range(meta.num_columns)
-        )
-    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError):
-        return
-    if declared > limit:
-        raise BatchTooLargeDecoded(
-            f"batch decodes to more than {limit} bytes ({declared} in its pages); split it"
-        )
-    decoded = 0
-    try:
-        for piece in parquet.iter_batches(batch_size=_SCAN_ROWS):
-            decoded += sum(_dense_nbytes(column) for column in piece.columns)
-            if decoded > limit:
-                raise BatchTooLargeDecoded(
-                    f"batch decodes to more than {limit} bytes "
-                    f"({meta.num_rows} rows sharing large values); split it"
-                )
-    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError):
-        return
-
-
-def _dense_nbytes(array: pa.Array) -> int:
-    """Bytes ``array`` takes once dictionary values are spelled out for each row
-    (what the cast to the stream's plain schema will allocate)."""
-    if not isinstance(array, pa.DictionaryArray):
-        return int(array.nbytes)
-    values, indices = array.dictionary, array.indices
-    if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
-        lengths = pc.take(pc.binary_length(values), indices)
-        return int(pc.sum(lengths).as_py() or 0) + 8 * len(array)
-    per_value = values.nbytes / max(len(values), 1)
-    return int(per_value * len(array)) + int(indices.nbytes)
-
-
-def validate_batch(parts: BatchIdParts, site_id: str, body: bytes) -> ValidBatch:
-    """Decode and check a batch body; raises WireFormatError with the reason."""
-    try:
-        table = decode_batch(parts.stream, body)
-    except WireFormatError:
-        raise
-    except ValueError as exc:  # pyarrow's cast: a null in a column that may hold none
-        raise WireFormatError(f"batch columns do not match the schema: {exc}") from exc
+def validate_batch(
+    parts: BatchIdParts,
+    site_id: str,
+    body: bytes,
+    *,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> ValidBatch:
+    """Decode and check a batch body in one pass; raises :class:`WireFormatError` with
+    the reason, or :class:`BatchTooLargeDecoded` when it decodes to more than
+    ``max_decoded_bytes``."""
+    stream_schema = STREAM_SCHEMAS[parts.stream]
+    parquet, schema = _open(body)
+    missing = [n for n in stream_schema.names if n not in schema.names and n not in _later(parts)]
+    if missing:
+        raise WireFormatError(f"batch lacks columns {missing} of the {parts.stream} schema")
+    _check_declared_size(parquet.metadata, max_decoded_bytes)
+    columns = [n for n in stream_schema.names if n in schema.names]
+    table = _read_counted(body, parquet, schema, columns, max_decoded_bytes)
     try:
         table.validate(full=True)  # e.g. invalid UTF-8 in a string column
     except (pa.ArrowInvalid, pa.ArrowException) as exc:
         raise WireFormatError(f"batch holds invalid values: {str(exc)[:200]}") from exc
+    canonical = bool(schema.remove_metadata().equals(stream_schema))
+    if not canonical:
+        table = _to_stream_schema(parts, table, stream_schema)
     _all_equal(table, "device_id", parts.device_id, "device")
     _all_equal(table, "site_id", site_id, "site")
     seq = table.column("seq")
@@ -136,7 +114,162 @@ def validate_batch(parts: BatchIdParts, site_id: str, body: bytes) -> ValidBatch
             f"{parts.first_seq}-{parts.last_seq}"
         )
     _check_event_times(table.column("event_time"))
-    return ValidBatch(table, _is_canonical(parts, body))
+    return ValidBatch(table, stream_schema, canonical)
+
+
+def _open(body: bytes) -> tuple[pq.ParquetFile, pa.Schema]:
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        schema = parquet.schema_arrow
+        _ = schema.names  # a damaged file may hold names that are not UTF-8
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
+    return parquet, schema
+
+
+def _later(parts: BatchIdParts) -> tuple[str, ...]:
+    return LATER_COLUMNS.get(parts.stream, ())
+
+
+def _check_declared_size(meta: pq.FileMetaData, limit: int) -> None:
+    """The uncompressed page bytes the footer declares (dictionaries counted once)."""
+    try:
+        declared = sum(
+            meta.row_group(g).column(c).total_uncompressed_size
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        )
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
+    if declared > limit:
+        raise BatchTooLargeDecoded(
+            f"batch decodes to more than {limit} bytes ({declared} in its pages); split it"
+        )
+
+
+def _read_counted(
+    body: bytes, parquet: pq.ParquetFile, schema: pa.Schema, columns: list[str], limit: int
+) -> pa.Table:
+    """The ``columns`` of ``body``, read a slice of rows at a time, each slice's bytes
+    counted as they will be once dictionary values are spelled out for each row (a
+    dictionary page shared by every row is small on disk and ``rows x value`` once
+    read): :class:`BatchTooLargeDecoded` past ``limit``.
+
+    String columns stored as dictionaries are read as dictionaries (counted, not
+    spelled out).  A slice holds as many rows as the footer says fit in ``limit /
+    _SLICE_SHARE`` with every dictionary value as long as its whole column chunk
+    (``_slice_rows``): rows sharing large values are read a few at a time, a batch
+    of small rows in one or two slices.
+    """
+    try:
+        dictionary = _dictionary_columns(parquet.metadata, schema, columns)
+        rows = _slice_rows(parquet.metadata, columns, limit)
+        reader = pq.ParquetFile(pa.BufferReader(body), read_dictionary=dictionary)
+        decoded, slices = 0, []
+        for piece in reader.iter_batches(rows, columns=columns, use_threads=False):
+            decoded = _counted_nbytes(piece, decoded, limit)
+            slices.append(piece)
+        table = pa.Table.from_batches(slices, reader.schema_arrow)
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
+    if table.num_rows == 0:
+        raise WireFormatError("batch holds no records")
+    return table
+
+
+def _slice_rows(meta: pq.FileMetaData, columns: list[str], limit: int) -> int:
+    """Rows per slice: a row is taken to decode to at most, per column chunk, its
+    uncompressed bytes per row, or (dictionary or delta-prefix encoded: one short
+    value on disk may stand for many long ones) its whole uncompressed bytes per value."""
+    wanted = set(columns)
+    per_row = 1.0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        rows = max(group.num_rows, 1)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".", 1)[0] not in wanted:
+                continue
+            size = chunk.total_uncompressed_size
+            values_per_row = max(chunk.num_values, 1) / rows
+            amplifying = bool(set(chunk.encodings) & _AMPLIFYING_ENCODINGS)
+            per_row += (
+                (size + 16) * values_per_row if amplifying else size / rows + 16 * values_per_row
+            )
+    return int(min(max(limit // _SLICE_SHARE / per_row, _SCAN_ROWS), _MAX_SLICE_ROWS))
+
+
+def _counted_nbytes(piece: pa.RecordBatch, decoded: int, limit: int) -> int:
+    """``decoded`` plus the bytes of ``piece`` (an upper bound while that is within
+    ``limit``, else exact); :class:`BatchTooLargeDecoded` past ``limit``."""
+    bound = decoded + sum(_dense_nbytes(column, exact=False) for column in piece.columns)
+    if bound <= limit:
+        return bound
+    decoded += sum(_dense_nbytes(column, exact=True) for column in piece.columns)
+    if decoded > limit:
+        raise BatchTooLargeDecoded(
+            f"batch decodes to more than {limit} bytes (rows sharing large values); split it"
+        )
+    return decoded
+
+
+def _dense_nbytes(array: pa.Array, *, exact: bool) -> int:
+    """Bytes ``array`` takes once dictionary values are spelled out for each row
+    (what the cast to the stream's plain schema will allocate); with ``exact``
+    False, at most that many times the longest value, cheaper to count."""
+    if not isinstance(array, pa.DictionaryArray):
+        return int(array.nbytes)
+    values, indices = array.dictionary, array.indices
+    if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
+        lengths = pc.binary_length(values)
+        if not exact:
+            return (int(pc.max(lengths).as_py() or 0) + 8) * len(array)
+        return int(pc.sum(pc.take(lengths, indices)).as_py() or 0) + 8 * len(array)
+    per_value = values.nbytes / max(len(values), 1)
+    return int(per_value * len(array)) + int(indices.nbytes)
+
+
+def _dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema, columns: list[str]) -> list[str]:
+    """Top-level string columns every chunk of which is dictionary-encoded (pyarrow
+    reads those as dictionaries; not, for one, a delta-encoded chunk)."""
+    chunks: dict[str, list[set[str]]] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            chunks.setdefault(chunk.path_in_schema, []).append(set(chunk.encodings))
+    return [
+        name
+        for name in columns
+        if (
+            pa.types.is_string(schema.field(name).type)
+            or pa.types.is_binary(schema.field(name).type)
+        )
+        and chunks.get(name)
+        and all(e & _DICTIONARY_ENCODINGS and e <= _DICTIONARY_READABLE for e in chunks[name])
+    ]
+
+
+def _to_stream_schema(parts: BatchIdParts, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with the stream's columns, in its order and types (a column added to
+    the schema after the device's version is all null)."""
+    for name in _later(parts):
+        if name not in table.schema.names:  # from a device older than the column
+            field = schema.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    try:
+        table = table.select(schema.names).cast(schema)
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        UnicodeDecodeError,
+        ValueError,  # a null in a column that may hold none
+    ) as exc:
+        raise WireFormatError(
+            f"batch columns do not match the {parts.stream} schema: {exc}"
+        ) from exc
+    return table
 
 
 def _check_event_times(times: pa.ChunkedArray) -> None:
@@ -162,11 +295,3 @@ def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:
             f"batch holds records of another {what} "
             f"({column}={other[:80]!r}, expected {expected!r})"
         )
-
-
-def _is_canonical(parts: BatchIdParts, body: bytes) -> bool:
-    try:
-        schema = pq.read_schema(io.BytesIO(body))
-    except (pa.ArrowException, OSError, ValueError):  # ValueError: a column path not UTF-8
-        return False
-    return bool(schema.remove_metadata().equals(STREAM_SCHEMAS[parts.stream]))

@@ -25,12 +25,7 @@ import pyarrow as pa
 from aiohttp import hdrs, web
 
 from cloud_ingest.app_keys import CATALOG, CLOCK, METRICS, SETTINGS
-from cloud_ingest.batch_validation import (
-    ValidBatch,
-    check_decoded_size,
-    parse_canonical_batch_id,
-    validate_batch,
-)
+from cloud_ingest.batch_validation import ValidBatch, parse_canonical_batch_id, validate_batch
 from cloud_ingest.catalog import BatchRecord
 from cloud_ingest.errors import (
     BadRequest,
@@ -58,6 +53,7 @@ __all__ = ["ACCEPTED_CONTENT_TYPES", "add_batch_routes"]
 ACCEPTED_CONTENT_TYPES = frozenset({BATCH_CONTENT_TYPE, "application/octet-stream"})
 log = logging.getLogger(__name__)
 _LOCKS: web.AppKey[KeyedLocks] = web.AppKey("yardlink.batch_locks", KeyedLocks)
+_HASH_INLINE_BYTES = 1 << 20  # larger bodies are hashed on a worker thread
 
 
 def add_batch_routes(app: web.Application) -> None:
@@ -84,7 +80,10 @@ async def put_batch(request: web.Request) -> web.Response:
     body = await read_limited(request, app[SETTINGS].max_batch_bytes, "batch")
     if not body:
         raise BadRequest("empty body: a batch is a Parquet file")
-    digest = hashlib.sha256(body).hexdigest()
+    if len(body) > _HASH_INLINE_BYTES:
+        digest = await asyncio.to_thread(_sha256, body)
+    else:
+        digest = _sha256(body)
 
     async with app[_LOCKS].hold(raw_id):
         existing = await catalog.get_batch(raw_id)
@@ -100,22 +99,12 @@ async def put_batch(request: web.Request) -> web.Response:
                         " nothing stored (handshake, then send what is above the watermark)"
                     )
             try:
-                valid = await asyncio.to_thread(
-                    _check_and_validate, parts, principal.site_id, body, app
+                valid, paths = await asyncio.to_thread(
+                    _validate_and_write, app, parts, principal.site_id, raw_id, body
                 )
             except WireFormatError as exc:
                 metrics.batches.labels(parts.stream.value, "rejected").inc()
                 raise BadRequest(str(exc)) from exc
-            paths = await asyncio.to_thread(
-                write_batch,
-                app[STORAGE].lake,
-                stream=parts.stream,
-                site_id=principal.site_id,
-                batch_id=raw_id,
-                table=valid.table,
-                body=body,
-                body_is_canonical=valid.body_is_canonical,
-            )
             record = BatchRecord(
                 batch_id=raw_id,
                 device_id=parts.device_id,
@@ -131,7 +120,9 @@ async def put_batch(request: web.Request) -> web.Response:
             )
             try:
                 stored = await catalog.record_batch(record)
-            except BaseException:  # never a lake file without its catalog row
+            except Exception:  # no lake file left without its catalog row
+                # (cancelled instead, the commit may still land: the files stay,
+                # as after a crash between the two, until a retry records them)
                 await asyncio.to_thread(_remove_lake_files, app[STORAGE].lake, paths)
                 raise
             duplicate = stored is not record
@@ -160,11 +151,27 @@ async def put_batch(request: web.Request) -> web.Response:
     return web.json_response(ack.model_dump(mode="json"), status=200 if duplicate else 201)
 
 
-def _check_and_validate(
-    parts: BatchIdParts, site_id: str, body: bytes, app: web.Application
-) -> ValidBatch:
-    check_decoded_size(body, app[SETTINGS].max_decoded_batch_bytes)
-    return validate_batch(parts, site_id, body)
+def _validate_and_write(
+    app: web.Application, parts: BatchIdParts, site_id: str, batch_id: str, body: bytes
+) -> tuple[ValidBatch, list[str]]:
+    """Check the body, then write it into the lake (one worker-thread hop for both)."""
+    valid = validate_batch(
+        parts, site_id, body, max_decoded_bytes=app[SETTINGS].max_decoded_batch_bytes
+    )
+    paths = write_batch(
+        app[STORAGE].lake,
+        stream=parts.stream,
+        site_id=site_id,
+        batch_id=batch_id,
+        table=valid.table,
+        body=body,
+        body_is_canonical=valid.body_is_canonical,
+    )
+    return valid, paths
+
+
+def _sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
 
 def _remove_lake_files(lake: Lake, paths: list[str]) -> None:
@@ -182,10 +189,13 @@ async def _same_rows(
     """
 
     def compare() -> bool:
-        # a bomb under a held id is refused (413) before it is decoded, as a new one is
-        check_decoded_size(body, app[SETTINGS].max_decoded_batch_bytes)
-        try:
-            valid = validate_batch(parts, stored.site_id, body)
+        try:  # a bomb under a held id is refused (413) as it is read, as a new one is
+            valid = validate_batch(
+                parts,
+                stored.site_id,
+                body,
+                max_decoded_bytes=app[SETTINGS].max_decoded_batch_bytes,
+            )
             held = read_batch(
                 app[STORAGE].lake,
                 stored.lake_paths,
@@ -195,6 +205,6 @@ async def _same_rows(
             )
         except (WireFormatError, OSError, pa.ArrowException):
             return False
-        return bool(valid.table.sort_by("seq").combine_chunks().equals(held))
+        return bool(valid.stream_table().sort_by("seq").combine_chunks().equals(held))
 
     return await asyncio.to_thread(compare)

@@ -34,6 +34,7 @@ from cloud_ingest.catalog_rows import (
 )
 from cloud_ingest.catalog_sqlite_rows import migrate, move_raw_request
 from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError, Conflict, NotFound
+from cloud_ingest.group_commit import GroupCommit
 from cloud_ingest.principal import Principal
 from cloud_ingest.sqlite_database import (
     SqliteDatabase,
@@ -47,7 +48,21 @@ __all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog", "make_p
 
 
 class SqliteCatalog(SqliteDatabase):
-    """:class:`cloud_ingest.catalog.Catalog` on one SQLite file."""
+    """:class:`cloud_ingest.catalog.Catalog` on one SQLite file.
+
+    Batches recorded concurrently share one transaction (``group_commit.py``):
+    with ``synchronous=FULL`` each commit is a WAL fsync, one per group.
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        super().__init__(db)
+        self._batch_commits: GroupCommit[BatchRecord, BatchRecord] = GroupCommit(
+            self._record_batches
+        )
+
+    async def close(self) -> None:
+        await self._batch_commits.drain()
+        await super().close()
 
     @classmethod
     async def open(
@@ -206,35 +221,50 @@ class SqliteCatalog(SqliteDatabase):
         return batch_row(row) if row else None
 
     async def record_batch(self, batch: BatchRecord) -> BatchRecord:
+        return await self._batch_commits.submit(batch)
+
+    async def _record_batches(self, batches: list[BatchRecord]) -> list[BatchRecord]:
+        """One transaction (one WAL fsync) for the batches recorded concurrently;
+        each gets the record held under its id (the first writer's)."""
         async with self._transaction() as db:
-            existing = await self._one(BATCH_SELECT + " WHERE batch_id = ?", (batch.batch_id,))
-            if existing is not None:
-                return batch_row(existing)
-            await db.execute(
+            ids = sorted({b.batch_id for b in batches})
+            rows = await self._all(
+                BATCH_SELECT + f" WHERE batch_id IN ({', '.join('?' * len(ids))})", ids
+            )
+            held = {record.batch_id: record for record in map(batch_row, rows)}
+            new = []
+            for batch in batches:
+                if batch.batch_id not in held:
+                    held[batch.batch_id] = batch
+                    new.append(batch)
+            await db.executemany(
                 "INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
                 " records, sha256, size, lake_paths, received_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    batch.batch_id,
-                    batch.device_id,
-                    batch.site_id,
-                    batch.stream.value,
-                    batch.first_seq,
-                    batch.last_seq,
-                    batch.records,
-                    batch.sha256,
-                    batch.size,
-                    json.dumps(list(batch.lake_paths)),
-                    batch.received_at,
-                ),
+                [
+                    (
+                        b.batch_id,
+                        b.device_id,
+                        b.site_id,
+                        b.stream.value,
+                        b.first_seq,
+                        b.last_seq,
+                        b.records,
+                        b.sha256,
+                        b.size,
+                        json.dumps(list(b.lake_paths)),
+                        b.received_at,
+                    )
+                    for b in new
+                ],
             )
-            await db.execute(
+            await db.executemany(
                 "INSERT INTO watermarks (device_id, stream, acked_seq) VALUES (?, ?, ?)"
                 " ON CONFLICT (device_id, stream)"
                 " DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
-                (batch.device_id, batch.stream.value, batch.last_seq),
+                [(b.device_id, b.stream.value, b.last_seq) for b in new],
             )
-        return batch
+        return [held[b.batch_id] for b in batches]
 
     async def overlapping_batch(
         self, device_id: str, stream: Stream, first_seq: int, last_seq: int

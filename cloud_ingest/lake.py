@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from cloud_ingest.object_store import LocalObjectStore, ObjectStore
 from sync.protocol import PARQUET_COMPRESSION, Stream
+from sync.protocol.parquet import STREAM_SCHEMAS
 from sync.shared.durable_file import TEMP_SUFFIX
 
 __all__ = [
@@ -96,7 +97,8 @@ def write_batch(
 
     ``body`` is written unchanged when ``body_is_canonical`` (its Parquet schema
     is exactly the stream's) and all records share a date; otherwise ``table``
-    (already cast to the stream's schema) is re-encoded.  Re-writing the same
+    (the stream's columns; strings may be dictionaries) is cast to the stream's
+    schema and re-encoded.  Re-writing the same
     batch id replaces the same file(s) with the same content: idempotent.
     """
     lake = Lake.of(lake_root)
@@ -104,10 +106,11 @@ def write_batch(
     written: list[str] = []
     for day in days:
         relative = lake_partition(stream, site_id, day) / f"{batch_id}.parquet"
-        if len(days) == 1:
-            payload = body if body_is_canonical else encode_table(table)
+        if len(days) == 1 and body_is_canonical:
+            payload = body
         else:
-            payload = encode_table(table.filter(_on_day(table, day)))
+            rows = table if len(days) == 1 else table.filter(_on_day(table, day))
+            payload = encode_table(rows.cast(STREAM_SCHEMAS[stream]))
         lake.store.put(lake.key(relative.as_posix()), payload)
         written.append(relative.as_posix())
     return written
