@@ -39,6 +39,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import psutil
 import pyarrow.dataset as ds
 
@@ -259,6 +260,18 @@ class RunResult:
     per_second: list[int]
     per_instance: list[int]
     statuses: dict[int, int]  # answers by HTTP status (0: none: refused, reset, timeout)
+    db_transactions: int | None  # PostgreSQL transactions the instances ran (None: SQLite)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """CPU of every instance together, per request answered."""
+        return sum(self.cpu_s) / self.requests * 1000
+
+    @property
+    def busiest_cpu_ms_per_request(self) -> float:
+        """CPU per request of the instance that used the most CPU (its own requests)."""
+        busiest = max(range(self.instances), key=lambda n: self.cpu_s[n])
+        return self.cpu_s[busiest] / max(self.per_instance[busiest], 1) * 1000
 
 
 def _check(storage: Storage, devices: list[Device], load: Load, tally: Tally) -> None:
@@ -295,6 +308,8 @@ def run_once(
     devices = asyncio.run(_provision(settings[0], load, work))
     storage = open_storage(settings[0])
     tally = Tally()
+    catalog = settings[0].catalog
+    transactions_before = asyncio.run(_transactions(catalog)) if catalog else 0
     with _serve([s.data_dir for s in settings], extra, env) as instances:
         cpu_before = instances.cpu_s()
 
@@ -317,6 +332,9 @@ def run_once(
         drain_s = asyncio.run(fleet())
         bases = instances.bases
         cpu = [after - before for before, after in zip(cpu_before, instances.cpu_s(), strict=True)]
+    db_transactions = None
+    if catalog:  # the instances have stopped: their backends flushed their statistics
+        db_transactions = asyncio.run(_transactions(catalog)) - transactions_before
     _check(storage, devices, load, tally)
     first = min(tally.started)
     seconds = Counter(int(t - first) for t in tally.started)
@@ -334,7 +352,29 @@ def run_once(
         per_second=[seconds.get(s, 0) for s in range(max(seconds) + 1)],
         per_instance=[tally.by_instance[base] for base in bases],
         statuses=dict(sorted(tally.statuses.items())),
+        db_transactions=db_transactions,
     )
+
+
+async def _transactions(url: str) -> int:
+    """Transactions run in the catalog's database so far (each lone statement is one),
+    once no other session is connected: a backend reports its counts as it exits."""
+    conn = await asyncpg.connect(url)
+    try:
+        async with asyncio.timeout(60):
+            while await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ):
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # and its report reached the statistics
+        value = await conn.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+        return int(value)
+    finally:
+        await conn.close()
 
 
 def run_sqlite_anchor(load: Load, root: Path) -> RunResult:
@@ -375,6 +415,7 @@ def rows_for(results: list[RunResult], quick: bool) -> list[Row]:
     command = command_for(NAME, quick)
     anchor = results[0]
     anchor_rate = anchor.records / anchor.drain_s
+    anchor_cpu = anchor.cpu_ms_per_request
     rows = []
     for r in results:
         figures = [
@@ -384,8 +425,14 @@ def rows_for(results: list[RunResult], quick: bool) -> list[Row]:
             ("request p50", r.latency_p50_s * 1000, "ms", anchor.latency_p50_s * 1000),
             ("request p99", r.latency_p99_s * 1000, "ms", anchor.latency_p99_s * 1000),
             ("CPU s of the busiest instance", max(r.cpu_s), "s", None),
+            ("CPU per request, all instances", r.cpu_ms_per_request, "ms", anchor_cpu),
+            ("CPU per request, busiest instance", r.busiest_cpu_ms_per_request, "ms", None),
             ("request rate, peak second / mean", _peak_ratio(r.per_second), "x", None),
         ]
+        if r.db_transactions is not None:
+            figures.append(
+                ("PostgreSQL transactions per request", r.db_transactions / r.requests, "", None)
+            )
         for metric, value, unit, anchor_value in figures:
             rows.append(
                 row(
@@ -417,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_sqlite_anchor(load, root)]
         results += [run_fleet(n, load, root, seaweed, postgres) for n in counts]
     for r in results:
-        print(f"{r.label}: {r.requests} requests, per second {r.per_second}, CPU {r.cpu_s}")
+        print(
+            f"{r.label}: drain {r.drain_s:.1f} s, {r.requests} requests, CPU {r.cpu_s} s"
+            f" ({r.cpu_ms_per_request:.1f} ms/request; busiest"
+            f" {r.busiest_cpu_ms_per_request:.1f}), PostgreSQL transactions {r.db_transactions},"
+            f" per second {r.per_second}"
+        )
     rows = rows_for(results, args.quick)
     write_results(NAME, rows, args.out)
     series = {r.label: {"per_second": r.per_second, "cpu_s": r.cpu_s} for r in results}

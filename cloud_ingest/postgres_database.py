@@ -71,7 +71,12 @@ async def connect_pool(url: str, *, size: int, shown: str) -> asyncpg.Pool:
     """A pool on ``url``, the schema migrated; CatalogUnavailable names ``shown`` (no password)."""
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=size, timeout=CONNECT_TIMEOUT_S, command_timeout=60
+            url,
+            min_size=1,
+            max_size=size,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=60,
+            reset=_keep_session,
         )
     except PG_ERRORS as exc:
         raise CatalogUnavailable(f"cannot open catalog {shown}: {exc}") from exc
@@ -84,6 +89,17 @@ async def connect_pool(url: str, *, size: int, shown: str) -> asyncpg.Pool:
         await pool.close()
         raise
     return pool
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Return a connection to the pool without asyncpg's session reset query.
+
+    By default every release sends ``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``: one more round trip per pooled statement.  Nothing
+    here leaves session state behind (advisory locks are transaction-scoped, no
+    SET, LISTEN or cursor outlives its transaction), and asyncpg still rolls
+    back a transaction left open before this runs.
+    """
 
 
 async def migrate(pool: asyncpg.Pool) -> None:

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 from cloud_ingest.errors import Conflict
 
-__all__ = ["Lease", "LeaseLost", "PartRow", "held_lease", "holding"]
+__all__ = [
+    "Lease",
+    "LeaseLost",
+    "PartRow",
+    "held_lease",
+    "holding",
+    "remember_row",
+    "seen_row",
+    "update_row",
+]
 
 
 class LeaseLost(Conflict):
@@ -58,3 +67,30 @@ def holding(lease: Lease | None) -> Iterator[None]:
         yield
     finally:
         _HELD.reset(reset)
+
+
+# The upload rows this request read last (set by PostgresUploadState.get, kept up to
+# date by its own commits): the blocking chunk code on a worker thread answers offset
+# and parts from here instead of asking the database again.  The routes load an upload
+# before they touch its bytes, and a load under the lease is authoritative.
+_SEEN: ContextVar[dict[str, PartRow | None] | None] = ContextVar("yardlink_tus_rows", default=None)
+
+
+def remember_row(upload_id: str, row: PartRow | None) -> None:
+    """What a load of the upload's row found: the request's view from now on."""
+    _SEEN.set({upload_id: row})
+
+
+def update_row(upload_id: str, row: PartRow | None) -> None:
+    """What this request changed in a row it has seen (a commit, the assembly, a delete)."""
+    seen = _SEEN.get()
+    if seen is not None and upload_id in seen:
+        seen[upload_id] = row  # one dict shared with the worker threads' copied contexts
+
+
+def seen_row(upload_id: str) -> tuple[bool, PartRow | None]:
+    """(True, row) when this request has seen the upload's row, else (False, None)."""
+    seen = _SEEN.get()
+    if seen is None or upload_id not in seen:
+        return False, None
+    return True, seen[upload_id]

@@ -36,7 +36,7 @@ from cloud_ingest.blobs import BlobStore
 from cloud_ingest.errors import ChecksumMismatch, PayloadTooLarge
 from cloud_ingest.object_store import ObjectInfo, ObjectStore
 from cloud_ingest.tus.core import PatchPlan
-from cloud_ingest.tus.fencing import Lease, LeaseLost, PartRow, held_lease
+from cloud_ingest.tus.fencing import Lease, LeaseLost, PartRow, held_lease, seen_row
 from cloud_ingest.tus.headers import Checksum
 from cloud_ingest.tus.settle import settle
 
@@ -69,8 +69,10 @@ class ObjectChunks:
         return f"{key}-{lease.generation if lease is not None else 0}"
 
     def _row(self, upload_id: str) -> PartRow | None:
+        """The upload's committed parts: as this request last saw them, else asked."""
         assert self.state is not None
-        return self.state.call_from_thread(self.state.parts(upload_id))
+        seen, row = seen_row(upload_id)
+        return row if seen else self.state.call_from_thread(self.state.parts(upload_id))
 
     def create(self, upload_id: str) -> None:
         """Mark the upload as holding data (an empty part 0, replaced by the first body);

@@ -34,7 +34,14 @@ import asyncpg
 from cloud_ingest.errors import CatalogUnavailable, CatalogUnreachable, Locked
 from cloud_ingest.postgres_database import PG_ERRORS, reachable, rows_changed
 from cloud_ingest.tus.core import UploadInfo
-from cloud_ingest.tus.fencing import Lease, LeaseLost, PartRow, holding
+from cloud_ingest.tus.fencing import (
+    Lease,
+    LeaseLost,
+    PartRow,
+    holding,
+    remember_row,
+    update_row,
+)
 
 __all__ = ["PostgresUploadState"]
 
@@ -93,7 +100,13 @@ class PostgresUploadState:
 
     # ------------------------------------------------------------ records
     async def get(self, upload_id: str) -> UploadInfo | None:
-        row = await self._fetchrow("SELECT info FROM tus_uploads WHERE upload_id = $1", upload_id)
+        """The upload's record; its committed parts, read in the same statement, are
+        remembered for the rest of the request (``fencing.seen_row``)."""
+        row = await self._fetchrow(
+            "SELECT info, data_offset, part_keys, assembled FROM tus_uploads WHERE upload_id = $1",
+            upload_id,
+        )
+        remember_row(upload_id, None if row is None else _part_row(row[1:]))
         return None if row is None else UploadInfo.from_json(json.loads(row[0]))
 
     async def save(self, info: UploadInfo) -> None:
@@ -110,6 +123,7 @@ class PostgresUploadState:
 
     async def delete(self, upload_id: str) -> None:
         await self._execute("DELETE FROM tus_uploads WHERE upload_id = $1", upload_id)
+        update_row(upload_id, None)
 
     async def expired(self, now: float, keep_completed_s: float, limit: int) -> list[str]:
         """Uploads due for removal and not being written: unfinished past their expiry,
@@ -132,7 +146,7 @@ class PostgresUploadState:
             "SELECT data_offset, part_keys, assembled FROM tus_uploads WHERE upload_id = $1",
             upload_id,
         )
-        return None if row is None else PartRow(int(row[0]), tuple(row[1]), bool(row[2]))
+        return None if row is None else _part_row(row)
 
     async def commit_part(
         self, upload_id: str, lease: Lease | None, start: int, size: int, key: str
@@ -149,20 +163,22 @@ class PostgresUploadState:
             " data_offset = data_offset + $4"
         )
         where = " WHERE upload_id = $1 AND data_offset = $2 AND NOT assembled"
+        kept = " RETURNING data_offset, part_keys, assembled"
         if lease is None:
-            status = await self._execute(
-                append + where + f" AND (lease_token IS NULL OR lease_until < {_NOW})",
+            row = await self._fetchrow(
+                append + where + f" AND (lease_token IS NULL OR lease_until < {_NOW})" + kept,
                 upload_id,
                 start,
                 key,
                 size,
             )
         else:
-            status = await self._execute(
+            row = await self._fetchrow(
                 append
                 + f", lease_until = {_NOW} + $5"
                 + where
-                + " AND lease_token = $6 AND lease_gen = $7",
+                + " AND lease_token = $6 AND lease_gen = $7"
+                + kept,
                 upload_id,
                 start,
                 key,
@@ -171,18 +187,21 @@ class PostgresUploadState:
                 lease.token,
                 lease.generation,
             )
-        if rows_changed(status) != 1:
+        if row is None:
             raise LeaseLost(
                 f"upload {upload_id}: the part at {start} was not kept: this request's"
                 " lease ran out and another request wrote the upload; HEAD and resume",
                 headers={"Retry-After": "1"},
             )
+        update_row(upload_id, _part_row(row))
 
     async def mark_assembled(self, upload_id: str) -> None:
-        await self._execute(
-            "UPDATE tus_uploads SET assembled = TRUE, part_keys = '{}' WHERE upload_id = $1",
+        row = await self._fetchrow(
+            "UPDATE tus_uploads SET assembled = TRUE, part_keys = '{}' WHERE upload_id = $1"
+            " RETURNING data_offset, part_keys, assembled",
             upload_id,
         )
+        update_row(upload_id, None if row is None else _part_row(row))
 
     # ------------------------------------------------------------ leases
     async def claim(self, upload_id: str, token: str) -> Lease | None:
@@ -256,3 +275,8 @@ class PostgresUploadState:
             if not held:
                 log.error("upload %s: lease lost while writing", upload_id)
                 return
+
+
+def _part_row(row: asyncpg.Record | tuple[Any, ...]) -> PartRow:
+    """``(data_offset, part_keys, assembled)`` of a row as a :class:`PartRow`."""
+    return PartRow(int(row[0]), tuple(row[1]), bool(row[2]))

@@ -31,3 +31,6 @@ def test_a_hundred_appliances_drain_against_two_instances(
     assert sum(result.per_instance) == result.requests
     assert min(result.per_instance) > result.requests // 4  # no stickiness: both took requests
     assert result.statuses.get(201, 0) >= 100 * (1 + load.blobs), result.statuses  # batch, POSTs
+    # every request asks the shared catalog at least once (its credential)
+    assert result.db_transactions is not None
+    assert result.db_transactions >= result.requests, (result.db_transactions, result.requests)
