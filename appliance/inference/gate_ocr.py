@@ -11,6 +11,7 @@ the runtime plugins (ONNX Runtime by default).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,11 @@ import numpy as np
 from appliance.errors import ModelLoadError
 from appliance.inference import iso6346
 from appliance.inference.check_digit import check_digit_crops
+from appliance.inference.device import INT8_SIMD, device_class
 from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.quantize import DET_INT8_MODEL, int8_detector_path
 from appliance.inference.results import Detection, TaskResult
 from appliance.inference.runtimes import LoadedModel, OnnxModel, load_model
 from appliance.inference.settings import GateOcrSettings
@@ -33,6 +36,7 @@ from appliance.inference.text_detection import (
     crop_text,
     detect_boxes,
     detection_input,
+    detection_size,
 )
 from appliance.inference.text_kinds import classify_line
 from appliance.inference.text_recognition import (
@@ -43,7 +47,14 @@ from appliance.inference.text_recognition import (
     recognition_batch,
 )
 
-__all__ = ["DET_MODEL", "REC_MODEL", "UNREAD_TEXT", "GateOcrTask", "load_gate_ocr"]
+__all__ = [
+    "DET_MODEL",
+    "REC_MODEL",
+    "UNREAD_TEXT",
+    "GateOcrTask",
+    "detector_path",
+    "load_gate_ocr",
+]
 
 UNREAD_TEXT = "unread_text"  # a detected text box the recognizer could not read: hidden
 
@@ -56,10 +67,13 @@ _CHECK_DIGIT_SEARCH = 1.6  # reported box of a found check digit, in text height
 _CHECK_DIGIT_WIDTH = 96  # a lone digit needs no 320-px canvas; narrower is ~3x cheaper
 
 
-def _model_version() -> str:
+def _model_version(det_path: Path) -> str:
     det = next(m for m in MODEL_FILES if m.name == DET_MODEL)
     rec = next(m for m in MODEL_FILES if m.name == REC_MODEL)
-    return f"{det.requirement.split('==')[1]}+det.{det.sha256[:8]}.rec.{rec.sha256[:8]}"
+    det_tag = f"det.{det.sha256[:8]}"
+    if det_path.name == DET_INT8_MODEL:
+        det_tag = f"det.{hashlib.sha256(det_path.read_bytes()).hexdigest()[:8]}-int8"
+    return f"{det.requirement.split('==')[1]}+{det_tag}.rec.{rec.sha256[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +139,7 @@ class GateOcrTask:
         self.rec = rec
         self.decoder = decoder
         self.settings = settings
-        self.model_version = _model_version()
+        self.model_version = _model_version(det.path)
         self._params = DetectionParams(
             thresh=settings.det_thresh,
             box_thresh=settings.det_box_thresh,
@@ -144,30 +158,41 @@ class GateOcrTask:
         self._rec_input = rec.inputs[0].name
 
     def detect(self, image_bgr: Image) -> list[TextBox]:
-        """Text boxes in frame pixels (largest ``max_text_boxes`` kept), found inside
-        ``det_region`` when one is set."""
-        x, y, w, h = self.region_pixels(image_bgr.shape[0], image_bgr.shape[1])
-        region = image_bgr[y : y + h, x : x + w]
-        tensor = detection_input(region, self.settings.det_max_side)
-        (probability,) = self._call(self.det, {self._det_input: tensor})
-        boxes = detect_boxes(probability[0, 0], region.shape[:2], self._params)
-        if x or y:
-            offset = np.array([x, y], dtype=np.float32)
-            boxes = [TextBox(b.points + offset, b.score) for b in boxes]
+        """Text boxes in frame pixels (largest ``max_text_boxes`` kept), found inside the
+        ``det_regions`` when some are set."""
+        height, width = image_bgr.shape[:2]
+        # each region at the scale the whole frame has, per axis: the same pixels per text
+        frame_h, frame_w = detection_size(height, width, self.settings.det_max_side)
+        scale_y, scale_x = frame_h / height, frame_w / width
+        boxes: list[TextBox] = []
+        for x, y, w, h in self.regions_pixels(height, width):
+            region = image_bgr[y : y + h, x : x + w]
+            size = (max(32, round(h * scale_y / 32) * 32), max(32, round(w * scale_x / 32) * 32))
+            tensor = detection_input(region, self.settings.det_max_side, size)
+            (probability,) = self._call(self.det, {self._det_input: tensor})
+            found = detect_boxes(probability[0, 0], region.shape[:2], self._params)
+            if x or y:
+                offset = np.array([x, y], dtype=np.float32)
+                found = [TextBox(b.points + offset, b.score) for b in found]
+            boxes += found
         if len(boxes) > self.settings.max_text_boxes:
             by_area = sorted(boxes, key=lambda b: -b.bounds[2] * b.bounds[3])
             keep = {id(b) for b in by_area[: self.settings.max_text_boxes]}
             boxes = [b for b in boxes if id(b) in keep]
         return boxes
 
-    def region_pixels(self, height: int, width: int) -> tuple[int, int, int, int]:
-        """``det_region`` in pixels of a ``height`` x ``width`` frame (the whole frame if unset)."""
-        if self.settings.det_region is None:
-            return 0, 0, width, height
-        fx, fy, fw, fh = self.settings.det_region
-        x0, y0 = int(fx * width), int(fy * height)
-        x1, y1 = min(width, round((fx + fw) * width)), min(height, round((fy + fh) * height))
-        return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+    def regions_pixels(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """``det_regions`` as (x, y, w, h) in pixels of a ``height`` x ``width`` frame (the
+        whole frame if none is set)."""
+        if not self.settings.det_regions:
+            return [(0, 0, width, height)]
+        regions = []
+        for fx, fy, fw, fh in self.settings.det_regions:
+            x0, y0 = int(fx * width), int(fy * height)
+            x1 = min(width, round((fx + fw) * width))
+            y1 = min(height, round((fy + fh) * height))
+            regions.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+        return regions
 
     def _rec_batches(self, crops: list[Image], min_width: int) -> list[tuple[list[int], Tensor]]:
         """Crop indices and input tensor per rec call, batched by aspect ratio (less padding):
@@ -316,9 +341,28 @@ class GateOcrTask:
         return None
 
 
+def detector_path(settings: GateOcrSettings, det_path: Path) -> Path:
+    """The detector file ``settings.det_model`` asks for: the INT8 file beside ``det_path``
+    (``auto``: only on a CPU with int8 dot products, and only if it is there), else FP32."""
+    if settings.det_model == "fp32":
+        return det_path
+    int8 = int8_detector_path(det_path.parent)
+    if settings.det_model == "int8":
+        if int8 is None:
+            raise ModelLoadError(
+                f"det_model = 'int8' but {det_path.parent / DET_INT8_MODEL} is missing or does "
+                "not match its record (run 'yardlink models quantize' or 'make models')"
+            )
+        return int8
+    if int8 is not None and device_class()["simd"] in INT8_SIMD:
+        return int8
+    return det_path
+
+
 def load_gate_ocr(settings: GateOcrSettings, det_path: Path, rec_path: Path) -> GateOcrTask:
-    """Load and warm up both models; ``ModelLoadError`` if either cannot be used."""
-    det = load_model(settings.runtime, det_path, {"x": (1, 3, 64, 64)})
+    """Load and warm up both models; ``ModelLoadError`` if either cannot be used.  The
+    detector is ``det_path`` or its INT8 sibling, as ``detector_path`` picks."""
+    det = load_model(settings.runtime, detector_path(settings, det_path), {"x": (1, 3, 64, 64)})
     rec = load_model(settings.runtime, rec_path, {"x": (1, 3, REC_HEIGHT, REC_MIN_WIDTH)})
     if not isinstance(rec, OnnxModel):
         raise ModelLoadError(f"gate_ocr needs an ONNX runtime, got {rec.runtime!r}")

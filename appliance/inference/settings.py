@@ -109,11 +109,20 @@ class GateOcrSettings(BaseModel):
     max_text_boxes: int = Field(
         default=48, ge=1, description="most text boxes recognised per frame (largest first)"
     )
-    det_region: tuple[float, float, float, float] | None = Field(
-        default=None,
-        description="the lane's box (x, y, width, height) as fractions of the frame, where "
-        "codes and plates can appear; the detector sees only this part (at det_max_side), "
-        "boxes are reported in frame pixels.  None = the whole frame",
+    det_regions: list[tuple[float, float, float, float]] = Field(
+        default_factory=list,
+        description="the parts of the frame where codes and plates can appear at this site "
+        "(each x, y, width, height as fractions of the frame; e.g. the container side's band "
+        "and the plate's band of a lane): the detector runs on each, at the scale the whole "
+        "frame would have (det_max_side over its longest side), so a region costs its share "
+        "of the frame's pixels; boxes are reported in frame pixels.  [] = the whole frame",
+    )
+    det_model: Literal["auto", "fp32", "int8"] = Field(
+        default="auto",
+        description="the detector's precision: int8 is the Conv-quantized file made by "
+        "'yardlink models quantize' (make models); auto takes it on CPUs with VNNI, where it "
+        "was measured to keep accuracy and cut the detector's CPU time, and FP32 elsewhere or "
+        "when the INT8 file is absent (docs/INFERENCE.md)",
     )
     rec_min_width: int = Field(
         default=320,
@@ -146,19 +155,23 @@ class GateOcrSettings(BaseModel):
         "plate, a look-alike truck) would be answered with the previous read",
     )
 
-    @field_validator("det_region")
+    @field_validator("det_regions")
     @classmethod
-    def _region_inside_frame(
-        cls, region: tuple[float, float, float, float] | None
-    ) -> tuple[float, float, float, float] | None:
-        if region is None:
-            return None
-        x, y, w, h = region
-        if not (0 <= x < 1 and 0 <= y < 1 and w > 0 and h > 0):
-            raise ValueError("det_region needs 0 <= x, y < 1 and width, height > 0")
-        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
-            raise ValueError("det_region must lie inside the frame (x + width, y + height <= 1)")
-        return region
+    def _regions_inside_frame(
+        cls, regions: list[tuple[float, float, float, float]]
+    ) -> list[tuple[float, float, float, float]]:
+        for x, y, w, h in regions:
+            if not (0 <= x < 1 and 0 <= y < 1 and w > 0 and h > 0):
+                raise ValueError("a det_regions box needs 0 <= x, y < 1 and width, height > 0")
+            if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+                raise ValueError(
+                    "a det_regions box must lie inside the frame (x + width, y + height <= 1)"
+                )
+        for i, (x, y, w, h) in enumerate(regions):
+            for ox, oy, ow, oh in regions[i + 1 :]:
+                if min(x + w, ox + ow) > max(x, ox) and min(y + h, oy + oh) > max(y, oy):
+                    raise ValueError("det_regions must not overlap (text would be read twice)")
+        return regions
 
 
 class FaceAnonymizeSettings(BaseModel):

@@ -66,10 +66,13 @@ def detection_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return resized_h, resized_w
 
 
-def detection_input(image_bgr: Image, max_side: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Resize and normalise (x/255 - 0.5) / 0.5 a BGR image into a (1, 3, H, W) tensor."""
+def detection_input(
+    image_bgr: Image, max_side: int, size: tuple[int, int] | None = None
+) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Resize and normalise (x/255 - 0.5) / 0.5 a BGR image into a (1, 3, H, W) tensor;
+    (H, W) is ``detection_size`` unless ``size`` gives it."""
     height, width = image_bgr.shape[:2]
-    det_h, det_w = detection_size(height, width, max_side)
+    det_h, det_w = size or detection_size(height, width, max_side)
     resized = cv2.resize(image_bgr, (det_w, det_h), interpolation=cv2.INTER_LINEAR)
     tensor = resized.astype(np.float32) * (2.0 / 255.0) - 1.0
     return np.ascontiguousarray(tensor.transpose(2, 0, 1)[np.newaxis])

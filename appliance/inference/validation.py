@@ -10,7 +10,9 @@ exposes RAPL, and the device class and runtime versions.  The report goes
 into a model release so an operator sees, per device class, what a release
 costs before rolling it out (docs/INFERENCE.md).
 
-``yardlink models eval-set DIR --count 500`` writes the evaluation set.
+``yardlink models eval-set DIR --count 500`` writes the evaluation set;
+``yardlink models quantize [MODELS_DIR]`` makes the INT8 detector
+(``appliance.inference.quantize``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import resource
+import sys
 import time
 import tomllib
 from datetime import UTC, datetime
@@ -33,10 +35,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from appliance.errors import ApplianceError
+from appliance.inference.device import device_class
 from appliance.inference.eval_set import EVAL_SEED, load_eval_set, write_eval_set
 from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, load_gate_ocr
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.ocr_accuracy import FrameScore, OcrScore, score_frame
+from appliance.inference.quantize import DET_INT8_RECORD, QuantizeError, quantize_detector
 from appliance.inference.settings import GateOcrSettings
 from appliance.privacy.tokens import PlateTokenizer
 from sync.shared.durable_file import replace_durably
@@ -46,54 +50,10 @@ __all__ = ["ValidationFailed", "add_validate_commands", "device_class", "validat
 REPORT_FORMAT = 1
 SETTINGS_FILE = "gate_ocr.toml"  # optional, in MODEL_DIR: the [gate_ocr] settings to run with
 _RAPL = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "sve")
 
 
 class ValidationFailed(ApplianceError):
     """The model set or its settings cannot be validated (not retryable)."""
-
-
-def _cpu_info() -> tuple[str, set[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown", set()
-    model, flags = "unknown", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model", "hardware") and model == "unknown":
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def device_class() -> dict[str, Any]:
-    """The CPU class the figures belong to: architecture, the SIMD that matters for INT8."""
-    model, flags = _cpu_info()
-    arch = platform.machine()
-    if {"avx512_vnni", "avx_vnni", "amx_int8"} & flags:
-        simd = "vnni"
-    elif "avx2" in flags:
-        simd = "avx2"
-    elif "asimddp" in flags:
-        simd = "dotprod"
-    elif "asimd" in flags:
-        simd = "neon"
-    else:
-        simd = "baseline"
-    return {
-        "class": f"{arch}-{simd}-{_cores()}c",
-        "arch": arch,
-        "cpu_model": model,
-        "cpus": _cores(),
-        "simd_flags": sorted(flags & set(_CPU_FLAGS)),
-    }
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _versions() -> dict[str, str]:
@@ -196,7 +156,8 @@ def validate_model_set(
         "runtimes": _versions(),
         "model_set": {
             "dir": str(model_dir),
-            "files": [_file_entry(det_path), _file_entry(rec_path)],
+            "files": [_file_entry(p) for p in dict.fromkeys((det_path, task.det.path, rec_path))],
+            "detector": task.det.path.name,  # the FP32 file or its INT8 sibling (det_model)
             "model_version": task.model_version,
             "settings": settings.model_dump(mode="json"),
         },
@@ -245,8 +206,26 @@ def _eval_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    try:
+        path = quantize_detector(args.models_dir)
+    except QuantizeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    record = json.loads((args.models_dir / DET_INT8_RECORD).read_text())
+    print(f"{path}: sha256 {record['sha256']} (from {record['source']})")
+    return 0
+
+
 def add_validate_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``validate`` and ``eval-set`` under ``yardlink models``."""
+    """``validate``, ``eval-set`` and ``quantize`` under ``yardlink models``."""
+    quantize = commands.add_parser(
+        "quantize",
+        help="make the INT8 text detector from the pinned FP32 file, offline (make models)",
+    )
+    quantize.add_argument("models_dir", type=Path, nargs="?", default=Path("models"))
+    quantize.set_defaults(handler=_quantize)
+
     validate = commands.add_parser(
         "validate", help="accuracy, latency, RSS and energy of a gate OCR model set on this device"
     )

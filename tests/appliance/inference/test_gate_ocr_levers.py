@@ -45,7 +45,7 @@ def test_the_lane_region_reads_only_inside_it_and_reports_frame_pixels(
     today: GateOcrTask,
 ) -> None:
     camera = SyntheticYardCamera(seed=12, difficulty="clean", plate_probability=1.0)
-    upper = _task(**{**TODAY, "det_region": (0.0, 0.0, 1.0, 0.62)})  # the container's band
+    upper = _task(**{**TODAY, "det_regions": [(0.0, 0.0, 1.0, 0.62)]})  # the container's band
     for frame in camera.frames(3):
         code, plate = frame.truths
         everything = {d.kind: d for d in today.run(frame.image_bgr).detections}
@@ -58,13 +58,44 @@ def test_the_lane_region_reads_only_inside_it_and_reports_frame_pixels(
         assert abs(x - fx) <= 6 and abs(y - fy) <= 6 and abs(w - fw) <= 12 and abs(h - fh) <= 12
 
 
-def test_a_region_outside_the_frame_is_refused() -> None:
+def test_two_lane_bands_read_codes_and_plates_in_frame_pixels_for_fewer_detector_pixels(
+    today: GateOcrTask,
+) -> None:
+    bands = [(0.0, 0.0, 0.8, 0.5454), (0.15, 0.7278, 0.7, 0.2722)]  # code band, plate band
+    lanes = _task(**{**TODAY, "det_regions": bands})
+    shapes: list[tuple[int, ...]] = []
+    camera = SyntheticYardCamera(seed=14, difficulty="clean", plate_probability=1.0)
+    for frame in camera.frames(3):
+        everything = {d.kind: d for d in today.run(frame.image_bgr).detections}
+        in_lanes = {d.kind: d for d in lanes.run(frame.image_bgr).detections}
+        for truth in frame.truths:
+            assert in_lanes[truth.kind].value == truth.value
+            # the plate's band starts at y 524: a box found there but reported in band
+            # pixels would sit ~524 px too high; frame pixels match the whole frame's read
+            bx, by, bw, bh = in_lanes[truth.kind].box
+            fx, fy, fw, fh = everything[truth.kind].box
+            # (the bands' detector maps are rounded to 32 px differently: sizes move a little)
+            assert abs(bx - fx) <= 8 and abs(by - fy) <= 8
+            assert abs(bw - fw) <= 24 and abs(bh - fh) <= 24
+        shapes += [
+            feeds["x"].shape
+            for model, feeds in lanes.model_calls(frame.image_bgr)
+            if model is lanes.det
+        ]
+    # each band at the whole frame's scale (640x352 for 1280x720): 512x192 and 448x96
+    assert set(shapes) == {(1, 3, 192, 512), (1, 3, 96, 448)}
+
+
+def test_a_region_outside_the_frame_or_overlapping_another_is_refused() -> None:
     with pytest.raises(ValidationError, match="inside the frame"):
-        GateOcrSettings(det_region=(0.5, 0.0, 0.6, 1.0))
+        GateOcrSettings(det_regions=[(0.5, 0.0, 0.6, 1.0)])
     with pytest.raises(ValidationError, match="width, height > 0"):
-        GateOcrSettings(det_region=(0.0, 0.0, 0.0, 1.0))
-    task = _task(det_region=(0.25, 0.5, 0.5, 0.5))
-    assert task.region_pixels(720, 1280) == (320, 360, 640, 360)
+        GateOcrSettings(det_regions=[(0.0, 0.0, 0.0, 1.0)])
+    with pytest.raises(ValidationError, match="must not overlap"):
+        GateOcrSettings(det_regions=[(0.0, 0.0, 0.5, 0.5), (0.4, 0.4, 0.5, 0.5)])
+    task = _task(det_regions=[(0.25, 0.5, 0.5, 0.5), (0.0, 0.0, 1.0, 0.25)])
+    assert task.regions_pixels(720, 1280) == [(320, 360, 640, 360), (0, 0, 1280, 180)]
+    assert _task().regions_pixels(720, 1280) == [(0, 0, 1280, 720)]
 
 
 def test_an_unchanged_scene_is_answered_again_and_a_new_one_is_read() -> None:

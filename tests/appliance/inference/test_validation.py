@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL
+from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, detector_path
+from appliance.inference.settings import GateOcrSettings
 from appliance.inference.validation import device_class
 from yardlink.cli import main
 
@@ -40,6 +41,9 @@ def test_validate_writes_a_report_of_accuracy_latency_and_device(
     files = {f["name"]: f for f in report["model_set"]["files"]}
     assert files[DET_MODEL]["pinned_sha256_matches"] is True
     assert files[REC_MODEL]["pinned_sha256_matches"] is True
+    detector = detector_path(GateOcrSettings(), models_dir / DET_MODEL)
+    assert report["model_set"]["detector"] == detector.name  # INT8 where the class takes it
+    assert detector.name in files
     wall = report["latency_ms"]["wall"]
     assert 0 < wall["p50"] <= wall["p99"]
     assert report["peak_rss_mib"]["peak"] > 0

@@ -1,0 +1,93 @@
+"""The INT8 text detector: made offline from the pinned FP32 file, vouched for by its record,
+picked per device class, and reading as well as FP32 on a fixed evaluation subset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ModelLoadError
+from appliance.inference.device import INT8_SIMD, device_class
+from appliance.inference.eval_set import EVAL_SEED, load_eval_set, write_eval_set
+from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, detector_path, load_gate_ocr
+from appliance.inference.ocr_accuracy import score_task
+from appliance.inference.quantize import (
+    DET_INT8_MODEL,
+    DET_INT8_RECORD,
+    QuantizeError,
+    int8_detector_path,
+    quantize_detector,
+)
+from appliance.inference.settings import GateOcrSettings
+from tests.appliance.inference.conftest import MODELS_DIR
+
+INT8 = MODELS_DIR / DET_INT8_MODEL
+
+
+def _copy_set(tmp_path: Path, *names: str) -> Path:
+    for name in names:
+        shutil.copyfile(MODELS_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def test_make_models_left_an_int8_detector_its_record_vouches_for() -> None:
+    assert int8_detector_path(MODELS_DIR) == INT8
+    record = json.loads((MODELS_DIR / DET_INT8_RECORD).read_text())
+    assert record["sha256"] == hashlib.sha256(INT8.read_bytes()).hexdigest()
+    assert record["recipe"]["calibration_seed"] != EVAL_SEED  # never calibrated on the eval set
+    assert INT8.stat().st_size < (MODELS_DIR / DET_MODEL).stat().st_size / 2
+
+
+def test_an_altered_or_unrecorded_int8_file_is_not_used(tmp_path: Path) -> None:
+    models = _copy_set(tmp_path, DET_MODEL, DET_INT8_MODEL, DET_INT8_RECORD)
+    assert int8_detector_path(models) == models / DET_INT8_MODEL
+    data = bytearray((models / DET_INT8_MODEL).read_bytes())
+    data[-1] ^= 0xFF
+    (models / DET_INT8_MODEL).write_bytes(bytes(data))
+    assert int8_detector_path(models) is None
+    with pytest.raises(ModelLoadError, match="does not match its record"):
+        detector_path(GateOcrSettings(det_model="int8"), models / DET_MODEL)
+    assert detector_path(GateOcrSettings(), models / DET_MODEL) == models / DET_MODEL  # auto
+    (models / DET_INT8_RECORD).unlink()
+    assert int8_detector_path(models) is None
+
+
+def test_the_detector_is_picked_per_device_class() -> None:
+    fp32 = MODELS_DIR / DET_MODEL
+    assert detector_path(GateOcrSettings(det_model="fp32"), fp32) == fp32
+    assert detector_path(GateOcrSettings(det_model="int8"), fp32) == INT8
+    int8_here = device_class()["simd"] in INT8_SIMD
+    assert detector_path(GateOcrSettings(), fp32) == (INT8 if int8_here else fp32)
+    task = load_gate_ocr(GateOcrSettings(det_model="int8"), fp32, MODELS_DIR / REC_MODEL)
+    assert task.det.path == INT8 and "-int8.rec." in task.model_version
+
+
+def test_quantizing_needs_the_pinned_source(tmp_path: Path) -> None:
+    (tmp_path / DET_MODEL).write_bytes(b"not the pinned detector")
+    with pytest.raises(QuantizeError, match="sha256"):
+        quantize_detector(tmp_path)
+    assert not (tmp_path / DET_INT8_MODEL).exists()
+
+
+def test_the_int8_detector_reads_codes_and_plates_as_well_as_fp32(tmp_path: Path) -> None:
+    eval_set = load_eval_set(write_eval_set(tmp_path / "eval", 24, EVAL_SEED).directory)
+    scores: dict[str, dict[str, float]] = {}
+    for precision in ("fp32", "int8"):
+        settings = GateOcrSettings(det_model=precision)
+        task = load_gate_ocr(settings, MODELS_DIR / DET_MODEL, MODELS_DIR / REC_MODEL)
+        scores[precision] = score_task(task.run, eval_set).summary()
+    assert scores["int8"]["code_accuracy"] >= scores["fp32"]["code_accuracy"] >= 22 / 24
+    assert scores["int8"]["plate_accuracy"] >= scores["fp32"]["plate_accuracy"]
+    assert scores["int8"]["false_codes"] == 0
+
+
+@pytest.mark.slow
+def test_quantizing_again_gives_the_same_bytes(tmp_path: Path) -> None:
+    models = _copy_set(tmp_path, DET_MODEL)
+    made = quantize_detector(models)
+    assert made.read_bytes() == INT8.read_bytes()
+    assert (models / DET_INT8_RECORD).read_text() == (MODELS_DIR / DET_INT8_RECORD).read_text()
