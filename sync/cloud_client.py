@@ -6,8 +6,9 @@ bandwidth cap), and every byte handed to the socket is counted.
 
 Failures become typed errors that say what to do:
 
-* :class:`CloudUnavailable` (retryable): refused, reset, timeout, 5xx, 423 -
-  the link or the service; back off and try again.
+* :class:`CloudUnavailable` (retryable): 5xx, 408, 423, 429 - the service is in
+  trouble; back off and try again.  Its :class:`CloudUnreachable`: no answer at
+  all (refused, reset, timeout) - the link or the host is down; probe for it.
 * :class:`CloudRejected` (permanent): a 4xx with the service's JSON
   ``{"error", "detail"}``; the same request will fail again.
 * :class:`BatchConflict`: 409 on a batch - the id is held with other bytes.
@@ -37,6 +38,7 @@ from sync.errors import (
     BatchOverlap,
     CloudRejected,
     CloudUnavailable,
+    CloudUnreachable,
     ProtocolError,
 )
 from sync.protocol import (
@@ -183,7 +185,7 @@ class CloudClient:
                 payload = await response.read()
                 answer = HttpAnswer(response.status, CIMultiDict(response.headers), payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise CloudUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            raise CloudUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if answer.status in ok:
             return answer
         raise _error_for(method, path, answer)

@@ -7,7 +7,9 @@ One supervised task runs the loop::
     repeat: scheduler picks a stream ->
         metadata: next batch (pinned before sending) -> PUT /v1/batches/{id} -> ack
         raw:      blob refs -> tus uploads, several in flight (resumable) -> ack in seq order
-    on a transport failure: link monitor backoff (full jitter), then a handshake probe
+    on a failure: no answer at all (the link is down) -> try again about every
+        probe_interval_s (jittered); an answer of trouble (5xx, 429) -> the link
+        monitor's backoff (full jitter); then a handshake once the link is offline
 
 Controls for the local API: :meth:`pause`, :meth:`resume`, :meth:`sync_now`,
 :meth:`set_bandwidth_cap`, :meth:`progress`, and :meth:`notify` (call after
@@ -42,7 +44,7 @@ from pathlib import Path
 from sync.batches import BatchLimits
 from sync.delivery_window import batch_ready
 from sync.engine_state import EngineStateFile
-from sync.errors import SyncError
+from sync.errors import CloudUnreachable, SyncError
 from sync.link import LinkMonitor
 from sync.metadata_delivery import MetadataDelivery, SentBatch
 from sync.outbox import Outbox
@@ -104,7 +106,13 @@ class SyncEngine:
         sizer = ChunkSizer(
             settings.chunk_min_bytes, settings.chunk_max_bytes, settings.chunk_target_s
         )
-        self.uploader = TusUploader(self.client, self.state, sizer, link=self.link)
+        self.uploader = TusUploader(
+            self.client,
+            self.state,
+            sizer,
+            link=self.link,
+            chunk_checksums=lambda: not self.link.flaky(self._clock()),
+        )
         self.raw = RawDelivery(outbox, self.state, blob_source)
         self.raw_uploads = RawUploads(outbox, self.raw, self.uploader, self.client)
         self.raw_lanes = RawLanes(
@@ -229,9 +237,12 @@ class SyncEngine:
                 await self._step()
             except asyncio.CancelledError:
                 raise
-            except SyncError as exc:  # typed: its retryable flag sets the wait
+            except SyncError as exc:  # typed: no answer -> a probe, else its retryable flag
                 self._failed(exc)
-                await self._sleep(self.link.retry_after_s(retryable=exc.retryable))
+                if _unreachable(exc):
+                    await self._sleep(self.link.probe_wait_s(self._clock()))
+                else:
+                    await self._sleep(self.link.retry_after_s(retryable=exc.retryable))
             except Exception as exc:  # supervised loop: log, back off, go on
                 log.exception("sync step failed unexpectedly; backing off")
                 self._failed(exc)
@@ -256,13 +267,16 @@ class SyncEngine:
             raise
 
     async def _work(self, handshake: asyncio.Task[None] | None) -> None:
-        """One step's work; a metadata send starts while ``handshake`` is on the wire.
+        """One step's work; a metadata send or raw uploads start while ``handshake``
+        is on the wire.
 
-        The handshake's answer is awaited before anything else (raw uploads and
-        idle waits follow the answer's raw requests and delta acks), and a failed
-        handshake fails the step as before.  A batch may go out first because the
-        cloud refuses one that shares seqs with a batch it holds (412, see
-        ``CloudClient.put_batch``).
+        An idle wait follows the handshake's answer, and a failed handshake fails
+        the step as before.  A batch may go out first because the cloud refuses
+        one that shares seqs with a batch it holds (412, see
+        ``CloudClient.put_batch``).  Raw uploads go on beside it as beside a
+        handshake that falls due while they flow (``_send_raw``): the raw requests
+        its answer queues take over at the next chunk boundary.  So after a
+        reconnect the link carries blob bytes one round trip sooner.
         """
         if handshake is not None:
             await asyncio.sleep(0)  # the handshake request goes out before the outbox reads
@@ -270,8 +284,8 @@ class SyncEngine:
         decision, wait_s = self._decide()
         # The seqs an outbox issued since it opened are confirmed (maybe renumbered) by a
         # handshake's answer: nothing goes out before (Outbox.confirm_history).
-        not_metadata = decision is None or not decision.stream.is_metadata
-        if handshake is not None and (not_metadata or self.outbox.history_unconfirmed):
+        unconfirmed = self.outbox.history_unconfirmed
+        if handshake is not None and (decision is None or unconfirmed):
             await handshake
             handshake = None
             decision, wait_s = self._decide()
@@ -286,6 +300,7 @@ class SyncEngine:
         if decision.stream.is_metadata:
             await self._send_meta_step(decision.stream, handshake)
         else:
+            self._side_handshake = handshake  # the raw uploads go beside it
             await self._send_raw(decision.stream)
 
     async def _send_meta_step(self, stream: Stream, handshake: asyncio.Task[None] | None) -> None:
@@ -355,7 +370,7 @@ class SyncEngine:
 
     def _failed(self, exc: BaseException) -> None:
         self._last_error = f"{type(exc).__name__}: {exc}"
-        self.link.failed(self._clock(), self._last_error)
+        self.link.failed(self._clock(), self._last_error, unreachable=_unreachable(exc))
         level = logging.WARNING if isinstance(exc, SyncError) and exc.retryable else logging.ERROR
         log.log(level, "sync: %s (link %s)", self._last_error, self.link.state)
 
@@ -477,3 +492,14 @@ class SyncEngine:
     def _rtt_s(self) -> float | None:
         rtt_ms = self.link.snapshot().rtt_ms
         return None if rtt_ms is None else rtt_ms / 1000
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: an upload error wraps the transport's)
+    is a request that got no answer at all: the link is down."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, CloudUnreachable):
+            return True
+        seen = seen.__cause__
+    return False

@@ -13,6 +13,7 @@ __all__ = [
     "BlobCopyDamaged",
     "CloudRejected",
     "CloudUnavailable",
+    "CloudUnreachable",
     "MissingCloudSettings",
     "OutboxClosed",
     "OutboxCorrupted",
@@ -105,6 +106,14 @@ class StateFileError(RetryableSyncError):
 
 class CloudUnavailable(RetryableSyncError):
     """The service could not be reached or failed on its side (retry after a backoff)."""
+
+
+class CloudUnreachable(CloudUnavailable):
+    """No HTTP answer at all (refused, reset, timed out): the link or the host is down.
+
+    The engine probes for the link's return (``LinkMonitor.probe_wait_s``) rather
+    than backing off as it does after an answer saying the service is in trouble
+    (5xx, 429, 423)."""
 
 
 class CloudRejected(PermanentSyncError):

@@ -10,9 +10,21 @@ States
     ``OFFLINE``   that many consecutive failures; the engine only probes (a
                   handshake) after the backoff delay.
 
-Backoff is "full jitter" (AWS architecture blog): the n-th consecutive failure
-waits ``uniform(0, min(backoff_max_s, backoff_initial_s * 2**n))``, so many
-devices coming back after an outage do not reconnect in lockstep.
+Two waits after a failure:
+
+* an answer saying the service is in trouble (5xx, 429, 423) or a refusal:
+  the backoff, "full jitter" (AWS architecture blog): the n-th consecutive
+  failure waits ``uniform(0, min(backoff_max_s, backoff_initial_s * 2**n))``,
+  so many devices coming back after an outage do not reconnect in lockstep;
+* no answer at all (``CloudUnreachable``: the link is down): a probe, about
+  every ``probe_interval_s`` while the outage is short, so a link that comes
+  back is used within a fraction of a second rather than after a doubled wait.
+  The interval grows with the outage (``PROBE_OUTAGE_SHARE`` of it, at most
+  ``backoff_max_s``) and is jittered (0.5x-1.5x), so a fleet whose cloud was
+  down for minutes comes back spread over a minute, as with the backoff.
+
+A link cut within ``FLAKY_FOR_S`` is ``flaky``: the uploader then sends chunks
+a cut does not void (see ``sync.uploader``).
 """
 
 from __future__ import annotations
@@ -24,10 +36,20 @@ from enum import StrEnum
 from sync.backoff import doubling_delay
 from sync.settings import LinkSettings
 
-__all__ = ["PERMANENT_WAIT_S", "RETRYABLE_WAIT_S", "LinkMonitor", "LinkSnapshot", "LinkState"]
+__all__ = [
+    "FLAKY_FOR_S",
+    "PERMANENT_WAIT_S",
+    "PROBE_OUTAGE_SHARE",
+    "RETRYABLE_WAIT_S",
+    "LinkMonitor",
+    "LinkSnapshot",
+    "LinkState",
+]
 
 RETRYABLE_WAIT_S = 0.01  # least wait after a retryable failure (no busy loop)
 PERMANENT_WAIT_S = 1.0  # least wait after a failure that will not pass by itself
+PROBE_OUTAGE_SHARE = 0.1  # a probe waits about this share of the outage so far
+FLAKY_FOR_S = 600.0  # a link cut this recently (seconds) is flaky
 
 
 class LinkState(StrEnum):
@@ -73,6 +95,8 @@ class LinkMonitor:
         self._rtt_s: float | None = None
         self._online_since: float | None = None
         self._last_error: str | None = None
+        self._down_since: float | None = None  # the first failure of this run of failures
+        self._last_cut_at: float | None = None  # the last failure without an answer
 
     @property
     def state(self) -> LinkState:
@@ -118,8 +142,17 @@ class LinkMonitor:
         if nbytes >= 16 << 10 and seconds > 0:
             self._bandwidth_Bps = self._smooth(self._bandwidth_Bps, nbytes / max(seconds, 1e-3))
 
-    def failed(self, now: float, error: str) -> None:
-        """An exchange failed at the transport level (refused, reset, timeout, 5xx)."""
+    def flaky(self, now: float) -> bool:
+        """Whether the link was cut (an exchange got no answer) within ``FLAKY_FOR_S``."""
+        return self._last_cut_at is not None and now - self._last_cut_at < FLAKY_FOR_S
+
+    def failed(self, now: float, error: str, *, unreachable: bool = False) -> None:
+        """An exchange failed at the transport level (refused, reset, timeout, 5xx);
+        ``unreachable``: it got no answer at all (the link is down)."""
+        if self._failures == 0:
+            self._down_since = now
+        if unreachable:
+            self._last_cut_at = now
         self._failures += 1
         self._failures_total += 1
         self._last_error = error
@@ -147,6 +180,21 @@ class LinkMonitor:
         """
         floor = RETRYABLE_WAIT_S if retryable else PERMANENT_WAIT_S
         return max(self.backoff_s(), floor)
+
+    def probe_wait_s(self, now: float) -> float:
+        """The wait before trying again after a failure without an answer (the link is down).
+
+        About ``probe_interval_s`` (jittered 0.5x-1.5x) while the outage is short,
+        ``PROBE_OUTAGE_SHARE`` of the outage so far once that is longer, and never
+        a base above ``backoff_max_s``: a link back after a short cut is used
+        within a fraction of a second, while after a long outage a fleet of
+        devices comes back spread out."""
+        down_for = 0.0 if self._down_since is None else max(0.0, now - self._down_since)
+        settings = self.settings
+        base = min(
+            settings.backoff_max_s, max(settings.probe_interval_s, PROBE_OUTAGE_SHARE * down_for)
+        )
+        return self._rng.uniform(0.5 * base, 1.5 * base)
 
     def _smooth(self, old: float | None, sample: float) -> float:
         return sample if old is None else (1 - self._alpha) * old + self._alpha * sample

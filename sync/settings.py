@@ -74,7 +74,14 @@ class LinkSettings(ConfigSection):
     backoff_initial_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
-    probe_interval_s: float = Field(default=10.0, gt=0)
+    probe_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "while the link is down (no answer at all), try again about this often"
+            " (jittered 0.5x-1.5x; longer once the outage is long, see sync.link)"
+        ),
+    )
 
 
 class SyncSettings(ConfigSection):

@@ -8,8 +8,14 @@ the server created it, and each call first asks the server for the offset
 
 * A blob the cloud already holds (``HEAD /v1/blobs/{sha256}`` 200) is never sent.
 * Blobs no larger than one chunk use creation-with-upload (one round trip).
-* Every chunk carries ``Upload-Checksum: sha256 <base64>``; a 460 (mismatch)
-  is retried a few times, then the upload is restarted.
+* Every chunk carries ``Upload-Checksum: sha256 <base64>`` (a 460, mismatch,
+  is retried a few times, then the upload is restarted) unless
+  ``chunk_checksums()`` says not to: the engine drops them on a flaky link
+  (``LinkMonitor.flaky``), because a server must void a checksummed chunk that
+  was cut (it cannot verify it) but keeps the bytes of a plain one that
+  arrived, so a cut then costs only what was still in the link.  The blob's
+  sha256 (in the upload's metadata) is still checked by the server when the
+  upload completes: a mismatch (410) restarts the upload.
 * The chunk size follows the measured throughput (:class:`ChunkSizer`): about
   ``chunk_target_s`` seconds per chunk, within ``chunk_min/max_bytes``, so a
   cut costs at most one chunk and a fast link is not slowed by round trips.
@@ -162,8 +168,10 @@ class TusUploader:
         *,
         link: LinkMonitor | None = None,
         clock: Callable[[], float] = time.monotonic,
+        chunk_checksums: Callable[[], bool] = lambda: True,
     ) -> None:
         self.client = client
+        self.chunk_checksums = chunk_checksums  # False: PATCHes go without Upload-Checksum
         self.state = state
         self.sizer = sizer
         self.link = link
@@ -341,8 +349,9 @@ class TusUploader:
             "Tus-Resumable": TUS_VERSION,
             "Upload-Offset": str(upload.offset),
             "Content-Type": OFFSET_CONTENT_TYPE,
-            "Upload-Checksum": checksum_header(chunk),
         }
+        if self.chunk_checksums():  # a server voids a checksummed chunk that was cut
+            headers["Upload-Checksum"] = checksum_header(chunk)
         while True:
             started = self._clock()
             try:

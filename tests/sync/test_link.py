@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.link import PERMANENT_WAIT_S, RETRYABLE_WAIT_S, LinkMonitor, LinkState
+from sync.link import FLAKY_FOR_S, PERMANENT_WAIT_S, RETRYABLE_WAIT_S, LinkMonitor, LinkState
 from sync.settings import LinkSettings
 
 
@@ -89,3 +89,39 @@ def test_a_failure_that_will_not_pass_waits_at_least_the_permanent_floor() -> No
         slow.failed(0.0, "refused")
     waits = [slow.retry_after_s(retryable=False) for _ in range(50)]
     assert min(waits) >= PERMANENT_WAIT_S and max(waits) > PERMANENT_WAIT_S  # the backoff, above
+
+
+def test_a_short_outage_is_probed_about_every_probe_interval_jittered() -> None:
+    settings = LinkSettings(backoff_initial_s=5, backoff_max_s=60, probe_interval_s=0.5)
+    link = LinkMonitor(settings, rng=random.Random(11))
+    link.failed(100.0, "reset", unreachable=True)
+    waits = [link.probe_wait_s(101.0) for _ in range(2000)]
+    assert all(0.25 <= w <= 0.75 for w in waits)  # not the 0-5 s backoff
+    assert 0.48 < sum(waits) / len(waits) < 0.52 and max(waits) - min(waits) > 0.4  # spread
+
+
+def test_probes_slow_down_with_the_outage_up_to_the_backoff_ceiling() -> None:
+    settings = LinkSettings(backoff_initial_s=0.5, backoff_max_s=60, probe_interval_s=0.5)
+    link = LinkMonitor(settings, rng=random.Random(12))
+    link.failed(0.0, "refused", unreachable=True)
+    for _ in range(30):
+        link.failed(1.0, "refused", unreachable=True)
+    after_100_s = [link.probe_wait_s(100.0) for _ in range(500)]  # base: 0.1 x 100 s
+    assert min(after_100_s) >= 5.0 and max(after_100_s) <= 15.0
+    after_an_hour = [link.probe_wait_s(3600.0) for _ in range(500)]  # base: backoff_max_s
+    assert min(after_an_hour) >= 30.0 and max(after_an_hour) <= 90.0
+    link.succeeded(3601.0)
+    link.failed(4000.0, "reset", unreachable=True)  # a new outage starts short again
+    assert link.probe_wait_s(4000.5) <= 0.75
+
+
+def test_a_link_cut_recently_is_flaky_an_answer_of_trouble_is_not() -> None:
+    link = LinkMonitor(rng=random.Random(1))
+    assert not link.flaky(0.0)
+    link.failed(10.0, "HTTP 503")  # the service answered: the link itself is fine
+    assert not link.flaky(10.0)
+    link.succeeded(11.0)
+    link.failed(20.0, "reset", unreachable=True)
+    link.succeeded(21.0)
+    assert link.flaky(21.0) and link.flaky(20.0 + FLAKY_FOR_S - 1)
+    assert not link.flaky(20.0 + FLAKY_FOR_S)
