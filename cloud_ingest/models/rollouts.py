@@ -165,7 +165,8 @@ class RolloutService:
         self, device_id: str, site_id: str, models: list[ModelInfo], now: float
     ) -> list[ModelAssignment]:
         """Record what the device reports, advance the rollouts, answer its assignments."""
-        known = {(r.name, r.version): r.counter for r in await self._store.list_rollouts()}
+        listed = await self._store.list_rollouts()
+        known = {(r.name, r.version): r.counter for r in listed}
         reports = [
             DeviceOutcome(
                 device_id,
@@ -183,12 +184,17 @@ class RolloutService:
         ]
         if reports:
             await self._store.record_outcomes(reports, now)
-        async with self._lock:
-            rollouts = [  # a complete or aborted rollout no longer changes: not tallied
-                r if r.terminal else (await self._settle(r, now)).rollout
-                for r in await self._store.list_rollouts()
-            ]
+        if all(r.terminal for r in listed):  # none to settle: no second read (most handshakes)
+            rollouts = listed
+        else:
+            async with self._lock:  # settled from a fresh read: another may have moved them
+                rollouts = [  # a complete or aborted rollout no longer changes: not tallied
+                    r if r.terminal else (await self._settle(r, now)).rollout
+                    for r in await self._store.list_rollouts()
+                ]
         running = {m.release: m.counter for m in models if m.release is not None}
+        if not rollouts:  # nothing to assign: the device's outcomes are not needed
+            return []
         reported = await self._store.device_outcomes(device_id)
         return _assignments(rollouts, device_id, site_id, running, reported)
 

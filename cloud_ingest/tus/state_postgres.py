@@ -27,6 +27,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Coroutine
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import asyncpg
@@ -49,6 +50,13 @@ log = logging.getLogger(__name__)
 _NOW = "extract(epoch from clock_timestamp())"  # the database's clock, seconds
 DEFAULT_LEASE_S = 30.0
 T = TypeVar("T")
+
+
+# the row as the lease this request holds was taken (upload id, info, parts): the
+# first load under the lease is answered from it instead of asking again
+_CLAIMED: ContextVar[tuple[str, str, PartRow] | None] = ContextVar(
+    "yardlink_tus_claimed", default=None
+)
 
 
 class PostgresUploadState:
@@ -102,6 +110,12 @@ class PostgresUploadState:
     async def get(self, upload_id: str) -> UploadInfo | None:
         """The upload's record; its committed parts, read in the same statement, are
         remembered for the rest of the request (``fencing.seen_row``)."""
+        claimed = _CLAIMED.get()
+        if claimed is not None and claimed[0] == upload_id:  # the lease just taken read it
+            _CLAIMED.set(None)  # once: a later load asks again
+            _, info, parts = claimed
+            remember_row(upload_id, parts)
+            return UploadInfo.from_json(json.loads(info))
         row = await self._fetchrow(
             "SELECT info, data_offset, part_keys, assembled FROM tus_uploads WHERE upload_id = $1",
             upload_id,
@@ -110,6 +124,9 @@ class PostgresUploadState:
         return None if row is None else UploadInfo.from_json(json.loads(row[0]))
 
     async def save(self, info: UploadInfo) -> None:
+        claimed = _CLAIMED.get()
+        if claimed is not None and claimed[0] == info.upload_id:
+            _CLAIMED.set(None)  # the row read with the lease is no longer the row
         await self._execute(
             "INSERT INTO tus_uploads (upload_id, info, expires_at, completed)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (upload_id) DO UPDATE SET"
@@ -206,16 +223,20 @@ class PostgresUploadState:
     # ------------------------------------------------------------ leases
     async def claim(self, upload_id: str, token: str) -> Lease | None:
         """Take the upload's lease for ``token`` if no live lease is held (None if not)."""
-        row = await self._fetchrow(
+        row = await self._claim_row(upload_id, token)
+        return None if row is None else Lease(token, int(row[0]))
+
+    async def _claim_row(self, upload_id: str, token: str) -> asyncpg.Record | None:
+        """Take the lease; the row as it is then: generation, info, committed parts."""
+        return await self._fetchrow(
             f"UPDATE tus_uploads SET lease_token = $2, lease_until = {_NOW} + $3,"
             " lease_gen = lease_gen + 1"
             f" WHERE upload_id = $1 AND (lease_token IS NULL OR lease_until < {_NOW})"
-            " RETURNING lease_gen",
+            " RETURNING lease_gen, info, data_offset, part_keys, assembled",
             upload_id,
             token,
             self.lease_s,
         )
-        return None if row is None else Lease(token, int(row[0]))
 
     async def renew(self, upload_id: str, token: str) -> bool:
         """Move a held lease on; False when it was lost (ran out and taken)."""
@@ -248,14 +269,16 @@ class PostgresUploadState:
     async def lease(self, upload_id: str) -> AsyncIterator[None]:
         """Hold the upload's lease for the block; :class:`Locked` when another holds it."""
         token = secrets.token_hex(16)
-        held = await self.claim(upload_id, token)
-        if held is None:
+        row = await self._claim_row(upload_id, token)
+        if row is None:
             raise Locked("another request is writing this upload", headers={"Retry-After": "1"})
         renewer = asyncio.create_task(self._renew_while_held(upload_id, token))
+        claimed = _CLAIMED.set((upload_id, row[1], _part_row(row[2:])))
         try:
-            with holding(held):
+            with holding(Lease(token, int(row[0]))):
                 yield
         finally:
+            _CLAIMED.reset(claimed)
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
