@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,11 @@ class GateOcrTask:
         self.unchanged: UnchangedFrames[list[Detection]] | None = (
             None if max_change is None else UnchangedFrames(max_change)
         )
-        self._det_input = det.inputs[0].name
-        self._rec_input = rec.inputs[0].name
+        self._pool = (
+            ThreadPoolExecutor(settings.parallel_calls - 1, thread_name_prefix="gate-ocr-call")
+            if settings.parallel_calls > 1
+            else None
+        )
 
     def detect(self, image_bgr: Image) -> list[TextBox]:
         """Text boxes in frame pixels (largest ``max_text_boxes`` kept), found inside the
@@ -164,13 +168,20 @@ class GateOcrTask:
         # each region at the scale the whole frame has, per axis: the same pixels per text
         frame_h, frame_w = detection_size(height, width, self.settings.det_max_side)
         scale_y, scale_x = frame_h / height, frame_w / width
+        regions = self.regions_pixels(height, width)
+        tensors = [
+            detection_input(
+                image_bgr[y : y + h, x : x + w],
+                self.settings.det_max_side,
+                (max(32, round(h * scale_y / 32) * 32), max(32, round(w * scale_x / 32) * 32)),
+            )
+            for x, y, w, h in regions
+        ]
         boxes: list[TextBox] = []
-        for x, y, w, h in self.regions_pixels(height, width):
-            region = image_bgr[y : y + h, x : x + w]
-            size = (max(32, round(h * scale_y / 32) * 32), max(32, round(w * scale_x / 32) * 32))
-            tensor = detection_input(region, self.settings.det_max_side, size)
-            (probability,) = self._call(self.det, {self._det_input: tensor})
-            found = detect_boxes(probability[0, 0], region.shape[:2], self._params)
+        for (x, y, w, h), probability in zip(
+            regions, self._side_by_side(self.det, tensors), strict=True
+        ):
+            found = detect_boxes(probability[0, 0], (h, w), self._params)
             if x or y:
                 offset = np.array([x, y], dtype=np.float32)
                 found = [TextBox(b.points + offset, b.score) for b in found]
@@ -225,8 +236,14 @@ class GateOcrTask:
         """Decoded text per crop; ``allowed`` overrides the configured character set."""
         texts: list[RecognizedText | None] = [None] * len(crops)
         width = self.settings.rec_min_width if min_width is None else min_width
-        for chunk, batch in self._rec_batches(crops, width):
-            (probabilities,) = self._call(self.rec, {self._rec_input: batch})
+        calls = self._rec_batches(crops, width)
+        if self._pool is not None and len(calls) == 1 and len(calls[0][0]) > 1:
+            # one batch split in two halves of the same tensor (same width, same rows),
+            # read on two threads at once
+            (chunk, batch), half = calls[0], (len(calls[0][0]) + 1) // 2
+            calls = [(chunk[:half], batch[:half]), (chunk[half:], batch[half:])]
+        outputs = self._side_by_side(self.rec, [batch for _, batch in calls])
+        for (chunk, _), probabilities in zip(calls, outputs, strict=True):
             decoded = self.decoder.decode(
                 probabilities, self._charset if allowed is None else allowed
             )
@@ -234,10 +251,26 @@ class GateOcrTask:
                 texts[index] = text
         return [t for t in texts if t is not None]
 
+    def _side_by_side(self, model: LoadedModel, tensors: list[Tensor]) -> list[Tensor]:
+        """``model``'s first output for each input tensor: the first on this thread, the
+        others on the task's call threads at the same time (ONNX Runtime releases the GIL
+        and one session runs calls concurrently)."""
+        name = model.inputs[0].name
+        if self._pool is None or len(tensors) < 2:
+            return [self._call(model, {name: tensor})[0] for tensor in tensors]
+        others = [self._pool.submit(self._call, model, {name: t}) for t in tensors[1:]]
+        first = self._call(model, {name: tensors[0]})[0]
+        return [first, *(future.result()[0] for future in others)]
+
     def _call(self, model: LoadedModel, feeds: dict[str, Tensor]) -> list[Tensor]:
         if self._recorder is not None:
             self._recorder.append((model, feeds))
         return list(model.run(feeds).values())
+
+    def close(self) -> None:
+        """Stop the call threads (``run`` is not used after this)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Tensor]]]:
         """Every model call ``run`` makes for this frame, with its exact input tensors.

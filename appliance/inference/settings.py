@@ -145,6 +145,15 @@ class GateOcrSettings(BaseModel):
         "along the line only when that gives no confident digit (one small call instead of "
         "about seven crops); False reads every candidate in one call",
     )
+    parallel_calls: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="model calls of one frame run side by side on this many threads (the "
+        "detector's regions; a recognition batch split in two halves): a new scene's read "
+        "takes less wall time on a 2-core gateway when the other core is free; the inputs "
+        "and so the reads do not change.  1 = one call after another",
+    )
     skip_unchanged_max_change: float | None = Field(
         default=None,
         ge=0,
@@ -185,7 +194,11 @@ class FaceAnonymizeSettings(BaseModel):
         default=80.0, gt=0, description="p99 frame receipt -> result in outbox, milliseconds"
     )
     min_score: float = Field(
-        default=0.5, gt=0, lt=1, description="minimum face score (after sigmoid)"
+        default=0.4,
+        gt=0,
+        lt=1,
+        description="minimum face score (after sigmoid); below MediaPipe's 0.5 so that the "
+        "grey, small faces it scores 0.44-0.5 are hidden too (docs/INFERENCE.md)",
     )
     nms_iou: float = Field(default=0.3, gt=0, lt=1, description="IoU above which boxes are merged")
     blur_margin: float = Field(

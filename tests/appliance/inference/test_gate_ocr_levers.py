@@ -3,6 +3,7 @@ check digit's box read first, recognition calls split by width."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -147,3 +148,23 @@ def test_recognition_split_by_width_keeps_each_crop_with_its_text(today: GateOcr
     wide = [t.text for t in today.recognize(crops)]
     narrow = [t.text for t in split.recognize(crops)]
     assert narrow[: len(boxes)] == wide[: len(boxes)]  # whole boxes read the same
+
+
+def test_two_call_threads_read_a_batch_in_halves_with_the_same_results(
+    today: GateOcrTask,
+) -> None:
+    one = _task(parallel_calls=1)
+    two = _task(parallel_calls=2)
+    camera = SyntheticYardCamera(seed=15, difficulty="varied", plate_probability=1.0)
+    try:
+        for frame in camera.frames(4):
+            assert two.run(frame.image_bgr).detections == one.run(frame.image_bgr).detections
+            rec_one = [f["x"].shape for m, f in one.model_calls(frame.image_bgr) if m is one.rec]
+            rec_two = [f["x"].shape for m, f in two.model_calls(frame.image_bgr) if m is two.rec]
+            # the code line and the plate: one batch of 2 on one thread, 2 halves on two
+            assert rec_one[0][0] == 2 and [s[0] for s in rec_two[:2]] == [1, 1]
+            assert rec_two[0][1:] == rec_two[1][1:] == rec_one[0][1:]  # same padded width
+        assert any(t.name.startswith("gate-ocr-call") for t in threading.enumerate())
+    finally:
+        two.close()
+        one.close()
