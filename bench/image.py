@@ -283,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.image_systemd import systemd_switch_rows  # it imports this module's watchers
 
         rounds = 1 if args.quick else 2
-        rows += systemd_switch_rows(work, built["x86_64"], newer, trust, url, command, rounds)
+        under_systemd = systemd_switch_rows(
+            work, built["x86_64"], newer, trust, url, command, rounds
+        )
         print("switch gaps (healthz s, frames s): standby", standby_gaps, "stop-start", anchor_gaps)
         worst_standby = max(gap for gap, _ in standby_gaps)
         worst_anchor = max(gap for gap, _ in anchor_gaps)
@@ -329,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 met=worst_standby < 5.0,
             ),
         ]
+        rows += under_systemd
     write_results(NAME, rows, args.out)
     return 0
 
