@@ -3,9 +3,11 @@
 Order (docs/IMAGE.md): verify the whole bundle (signature, counter, platform,
 every size and sha256) without writing a byte; store the advanced signed-time
 floor; fill the inactive slot (files checked again as written, an offline venv
-from the wheelhouse), mark it complete; record the trial; stop the service,
-point ``current`` at the new slot, hand over to it (a standby start: the old
-appliance serves until the new one has loaded its models) and keep it only if
+from the wheelhouse), mark it complete; record the trial; write the units
+(``yardlink@.service``, one instance per slot, and the generator that boots the
+slot ``current`` points at), point ``current`` at the new slot, hand over to it
+(a standby start: the old appliance serves until the new one has loaded its
+models; ``ServiceManager.hand_over``) and keep it only if
 it reports healthy within the deadline, else point back (the old one still
 serving when the new one never took over, else started again).
 
