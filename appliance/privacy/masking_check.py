@@ -13,12 +13,13 @@ plates and pasted faces):
   character wrong still counts as read).  Nothing may be found.
 
 The check knows no truth (the demo and a real site have none), so it judges what
-it finds on the pixels it sees: a face box of the face detector counts only if
-those pixels hold detail (``box_detail`` at least ``MIN_FACE_DETAIL``).  BlazeFace
-scores flat paint, dark truck fronts and the filled boxes themselves up to ~0.55;
-a face has eyes, brows and a mouth.  HOG's boxes need gradients to exist at all.
-False alarms on face-free frames and recall on faces left in clear are measured
-in docs/INFERENCE.md.
+it finds on the pixels it sees: a box of the face detector counts only if those
+pixels hold detail (``box_detail`` at least ``MIN_FACE_DETAIL``) and its sides lie
+in ``FACE_SIDE_RANGE`` (fractions of the frame's width: a gate's faces).  BlazeFace
+scores flat paint, dark truck fronts and the filled boxes themselves up to ~0.55,
+on boxes mostly larger than a face at the gate; a face has eyes, brows and a mouth.
+Larger faces are HOG's to find (frontal faces from 46 px up, any size).  False
+alarms on face-free frames and recall on faces left in clear: docs/INFERENCE.md.
 
 The tasks are passed in (``FaceAnonymizeTask``, ``GateOcrTask``), so this module
 loads no model and names no file.
@@ -40,6 +41,7 @@ from appliance.inference.text_recognition import RecognizedText
 from appliance.privacy.redaction import RELEASE_MARGIN, Box
 
 __all__ = [
+    "FACE_SIDE_RANGE",
     "INDEPENDENT_FACE_MIN_SCORE",
     "MASKED_COVERAGE",
     "MIN_FACE_DETAIL",
@@ -54,7 +56,8 @@ Image = np.ndarray[Any, Any]
 
 MASKED_COVERAGE = 0.9  # of a truth's box under the blurred boxes for it to count as masked
 BLUR_MARGIN = RELEASE_MARGIN  # blurred_jpeg's: each box grows by this on every side
-INDEPENDENT_FACE_MIN_SCORE = 0.4  # as the release pass: the check's BlazeFace sees other pixels
+INDEPENDENT_FACE_MIN_SCORE = 0.45  # the release pass uses 0.4, on the frame before release
+FACE_SIDE_RANGE = (0.036, 0.15)  # of the frame's width: 46-192 px of a 1280 px frame
 # grey levels of spread in a face box shrunk to 16x16 (noise averaged away), its linear
 # shading taken out: fills and flat paint keep under ~5.5, true faces from ~8.7
 MIN_FACE_DETAIL = 6.0
@@ -149,9 +152,9 @@ class MaskingTally:
 class IndependentCheck:
     """A second look at a blurred frame: faces found, plates read (blocking).
 
-    ``faces`` is the face task, whose boxes count if their pixels hold detail
-    (``min_detail``); ``other_faces``, if given, a detector of another kind, whose
-    faces are added to its."""
+    ``faces`` is the face task, whose boxes count if they are of a face's size at
+    the gate (``side_range``) and their pixels hold detail (``min_detail``);
+    ``other_faces``, if given, a detector of another kind, whose faces are added."""
 
     def __init__(
         self,
@@ -159,16 +162,27 @@ class IndependentCheck:
         reader: TextReader,
         other_faces: BoxFinder | None = None,
         min_detail: float = MIN_FACE_DETAIL,
+        side_range: tuple[float, float] = FACE_SIDE_RANGE,
     ) -> None:
         self._faces = faces
         self._other_faces = other_faces
         self._reader = reader
         self.min_detail = min_detail
+        self.side_range = side_range
 
     def faces_found_by(self, image_bgr: Image) -> dict[str, list[Box]]:
         """Each detector's faces: ``model`` (the face task's), ``other`` (if given)."""
         boxes = [d.box for d in self._faces.run(image_bgr).detections if d.kind == "face"]
-        found = {"model": [b for b in boxes if box_detail(image_bgr, b) >= self.min_detail]}
+        low, high = (side * image_bgr.shape[1] for side in self.side_range)
+        found = {
+            "model": [
+                box
+                for box in boxes
+                if low <= min(box[2:])
+                and max(box[2:]) <= high
+                and box_detail(image_bgr, box) >= self.min_detail
+            ]
+        }
         if self._other_faces is not None:
             found["other"] = self._other_faces.faces(image_bgr)
         return found

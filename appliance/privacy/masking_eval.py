@@ -69,21 +69,41 @@ class Evaluation:
     # frame: a box the independent check took for a face where no true face is (its
     # false alarms: the demo, which knows no truth, counts every face the check finds)
     other_faces_found: list[str] = field(default_factory=list)
+    # the check itself, measured (``check=True``): faces it finds in the frames left in
+    # clear (its recall), and what it finds in the same frames drawn without faces and
+    # released (its false alarms)
+    faces_in_clear: int = 0
+    faces_found_in_clear: int = 0
+    faces_missed_in_clear: list[str] = field(default_factory=list)
+    face_free_frames: int = 0
+    face_free_false_alarms: list[str] = field(default_factory=list)
 
 
-def evaluate(models: Models, seed: int, count: int) -> Evaluation:
+def evaluate(models: Models, seed: int, count: int, check: bool = False) -> Evaluation:
+    """The release pass and the independent check on ``count`` frames of the camera of
+    ``seed``; ``check``: measure the check too (recall in clear, false alarms)."""
     camera = SyntheticYardCamera(seed)
+    bare_camera = SyntheticYardCamera(seed, faces=False)  # the same frames, no face pasted
     tally = MaskingTally()
     faces_after: list[str] = []
     plates_after: list[str] = []
     others: list[str] = []
+    evaluation = Evaluation(tally, faces_after, plates_after, others)
     for index in range(count):
         frame = camera.frame(index)
         image = _decoded(frame.encode())
-        results = [models.faces.run(image), models.ocr.run(image)]
-        hidden = TASKS.redaction_policy().hidden_kinds  # as the pipeline's
-        boxes = [d.box for r in results for d in r.detections if d.kind in hidden]
+        boxes = _release_boxes(models, image)
         name = f"seed {seed} frame {index}"
+        if check:
+            _measure_check(models, evaluation, name, image, frame.faces)
+            bare = _decoded(bare_camera.frame(index).encode())
+            released_bare = _decoded(blurred_jpeg(bare, _release_boxes(models, bare)))
+            evaluation.face_free_frames += 1
+            evaluation.face_free_false_alarms += [
+                f"{name} without faces: {detector} {box}"
+                for detector, found in models.check.faces_found_by(released_bare).items()
+                for box in found
+            ]
         plates = [t for t in frame.truths if t.kind == "plate"]
         for truth in [*frame.faces, *plates]:
             masked = covered_fraction(truth.box, boxes) >= MASKED_COVERAGE
@@ -100,7 +120,28 @@ def evaluate(models: Models, seed: int, count: int) -> Evaluation:
         ]
         read = models.check.plates_read(released, [t.value for t in plates])
         plates_after += [f"{name}: plate {plate}" for plate in read]
-    return Evaluation(tally, faces_after, plates_after, others)
+    return evaluation
+
+
+def _release_boxes(models: Models, image: np.ndarray[Any, Any]) -> list[tuple[int, int, int, int]]:
+    """What the release pass hides in a frame (as the pipeline's redaction policy)."""
+    results = [models.faces.run(image), models.ocr.run(image)]
+    hidden = TASKS.redaction_policy().hidden_kinds
+    return [d.box for r in results for d in r.detections if d.kind in hidden]
+
+
+def _measure_check(
+    models: Models, evaluation: Evaluation, name: str, image: np.ndarray[Any, Any], faces: Any
+) -> None:
+    """The check on the frame released with nothing hidden: which true faces it finds."""
+    in_clear = _decoded(blurred_jpeg(image, []))
+    found = models.check.faces_found(in_clear)
+    for truth in faces:
+        evaluation.faces_in_clear += 1
+        if any(_on(truth.box, box) for box in found):
+            evaluation.faces_found_in_clear += 1
+        else:
+            evaluation.faces_missed_in_clear.append(f"{name}: face {truth.value} at {truth.box}")
 
 
 def _on(truth: tuple[int, int, int, int], found: tuple[int, int, int, int]) -> bool:
