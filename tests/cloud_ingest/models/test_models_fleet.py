@@ -5,8 +5,11 @@ model download is "any request to any instance" like the rest of the protocol.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,6 +24,8 @@ from tests.support.ingest import Ingest, bearer, running_ingest
 from tests.support.model_registry import Kit, publish
 from tests.support.postgres import PostgresServer
 from tests.support.seaweed import SeaweedS3
+
+YARDLINK = str(Path(sys.executable).parent / "yardlink")
 
 
 @pytest.fixture
@@ -115,3 +120,33 @@ async def test_a_cut_download_resumes_on_the_other_instance(fleet: list[Ingest],
         assert position == len(received)  # resumed at the cut on instance b
         received += piece
     assert hashlib.sha256(received).hexdigest() == kit.manifest.artifact.sha256
+
+
+async def test_the_cli_publishes_into_the_store_every_instance_serves(
+    tmp_path: Path, kit: Kit, fleet: list[Ingest]
+) -> None:
+    """``yardlink ingest models publish --config`` naming the fleet's catalog and store puts
+    the artifact in the store: an instance that never saw the publish serves it."""
+    settings = fleet[0].settings
+    secret = settings.store_secret_access_key
+    assert settings.catalog is not None and settings.store is not None and secret is not None
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "cli-data"}"\ncatalog = "{settings.catalog}"\n'
+        f'store = "{settings.store}"\nstore_access_key_id = "{settings.store_access_key_id}"\n'
+        f'store_secret_access_key = "{secret.get_secret_value()}"\n'
+    )
+    manifest = tmp_path / "release.manifest.json"
+    manifest.write_bytes(kit.signed)
+    published = await asyncio.to_thread(
+        subprocess.run,
+        [YARDLINK, "ingest", "models", "publish", str(kit.build.archive),
+         "--manifest", str(manifest), "--keyring", str(kit.keyring_file), "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    assert not list((tmp_path / "cli-data").rglob(kit.manifest.artifact.sha256))
+    device = await fleet[1].device("gate-01", "wh-nyc-01")
+    url = f"/v1/models/gate-ocr/{kit.manifest.version}/artifact"
+    whole = await fleet[1].client.get(url, headers=bearer(device))
+    assert whole.status == 200 and await whole.read() == kit.build.archive.read_bytes()
