@@ -31,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "INPUT_SIZE",
+    "MERGE_AREA_RATIO",
     "FaceBox",
     "Letterbox",
     "decode",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 INPUT_SIZE = 128
+MERGE_AREA_RATIO = 4.0  # union_merge joins boxes at most this far apart in area (2x a side)
 _STRIDES = (8, 16, 16, 16)
 _ANCHORS_PER_LAYER = 2  # aspect ratio 1.0 + the interpolated scale
 _SCALE = 128.0
@@ -173,12 +175,18 @@ def union_merge(
     """Merge detections from different tiles: boxes overlapping by more than the threshold
     (intersection over the smaller box, so a face cut by a tile edge joins the whole one)
     become their enclosing box, with the best score.  Enclosing, not averaging: a blur
-    region must cover the whole face."""
+    region must cover the whole face.  Boxes more than ``MERGE_AREA_RATIO`` apart in
+    area stay apart (a low-scored box several faces wide around a face is not that face's
+    box; both are still hidden)."""
     order = np.argsort(-scores, kind="stable")
     remaining_boxes, remaining_scores = boxes[order], scores[order]
     merged: list[tuple[FloatArray, float]] = []
     while len(remaining_boxes):
-        cluster = _overlap(remaining_boxes[0], remaining_boxes, of_smaller=True) > overlap_threshold
+        areas = np.prod(remaining_boxes[:, 2:] - remaining_boxes[:, :2], axis=1)
+        ratio = areas / max(float(areas[0]), 1e-9)
+        similar = (ratio <= MERGE_AREA_RATIO) & (ratio >= 1.0 / MERGE_AREA_RATIO)
+        overlapping = _overlap(remaining_boxes[0], remaining_boxes, of_smaller=True)
+        cluster = (overlapping > overlap_threshold) & similar
         cluster[0] = True
         members = remaining_boxes[cluster]
         enclosing = np.concatenate([members[:, :2].min(axis=0), members[:, 2:].max(axis=0)])

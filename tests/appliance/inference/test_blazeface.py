@@ -121,6 +121,15 @@ def test_union_merge_encloses_a_face_cut_by_a_tile_edge() -> None:
     ]
 
 
+def test_union_merge_keeps_a_box_many_times_larger_apart() -> None:
+    """A low-scored box several faces wide around a face is not that face's box: the
+    face keeps its own (both are still hidden on release)."""
+    face = [822, 150, 897, 225]
+    around = [731, 120, 957, 346]  # 3x the face's side, scored lower
+    merged = union_merge(np.array([face, around], np.float32), np.array([0.96, 0.44]), 0.3)
+    assert [(b.tolist(), round(s, 2)) for b, s in merged] == [(face, 0.96), (around, 0.44)]
+
+
 def test_tile_inputs_match_letterboxing_each_region() -> None:
     rng = np.random.default_rng(1)
     small = rng.integers(0, 255, (9, 16, 3), dtype=np.uint8)

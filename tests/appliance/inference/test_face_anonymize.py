@@ -32,9 +32,10 @@ def test_face_is_found_where_it_is(face_task: FaceAnonymizeTask, astronaut: np.n
     result = face_task.run(astronaut)
     faces = [d for d in result.detections if d.kind == "face"]
     # best first: her face; the scan for small faces also scores the patch on her suit
-    # (33 px, below her face) at ~0.52, a false face that costs a blurred patch only
+    # (33-45 px, its centre below her chin) at ~0.52, a false face that costs a filled
+    # patch only
     assert 1 <= len(faces) <= 2
-    assert all(d.confidence < 0.6 and d.box[1] > 180 for d in faces[1:])
+    assert all(d.confidence < 0.6 and d.box[1] + d.box[3] / 2 > 180 for d in faces[1:])
     x, y, w, h = faces[0].box
     # her face spans roughly x 170-280, y 60-200 in the 512x512 photo
     assert 140 <= x + w / 2 <= 260 and 90 <= y + h / 2 <= 180
@@ -72,7 +73,9 @@ def test_tiles_find_a_small_face_in_a_wide_frame(
     whole_frame_only = FaceAnonymizeTask(
         face_task.models[:1], FaceAnonymizeSettings(scan_face_fractions=[])
     )
-    assert whole_frame_only.run(frame).detections == []
+    # the whole frame alone finds no box of her face's size (at 0.4 it scores a box
+    # three times her face's side around the photograph, 0.44)
+    assert all(d.box[2] > 2 * w for d in whole_frame_only.run(frame).detections)
     blurred = face_task.blur(frame, face_task.run(frame))
     assert _sharpness(blurred[y : y + h, x : x + w]) < 0.1 * _sharpness(frame[y : y + h, x : x + w])
 
