@@ -222,37 +222,37 @@ class PostgresCatalog(PostgresDatabase):
         return batch_row(row) if row else None
 
     async def record_batch(self, batch: BatchRecord) -> BatchRecord:
-        async with self._transaction() as conn:
-            status = await conn.execute(
-                "INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
-                " records, sha256, size, lake_paths, received_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                " ON CONFLICT (batch_id) DO NOTHING",
-                batch.batch_id,
-                batch.device_id,
-                batch.site_id,
-                batch.stream.value,
-                batch.first_seq,
-                batch.last_seq,
-                batch.records,
-                batch.sha256,
-                batch.size,
-                json.dumps(list(batch.lake_paths)),
-                batch.received_at,
-            )
-            if rows_changed(status) == 0:  # another instance (or request) stored it first
-                held = await conn.fetchrow(BATCH_SELECT + " WHERE batch_id = $1", batch.batch_id)
-                assert held is not None  # ON CONFLICT waited for its commit
-                return batch_row(held)
-            await conn.execute(
-                "INSERT INTO watermarks (device_id, stream, acked_seq) VALUES ($1, $2, $3)"
-                " ON CONFLICT (device_id, stream)"
-                " DO UPDATE SET acked_seq = GREATEST(watermarks.acked_seq, excluded.acked_seq)",
-                batch.device_id,
-                batch.stream.value,
-                batch.last_seq,
-            )
-        return batch
+        """Store the batch and move its watermark in one statement (one round trip,
+        atomic); the batch held already when another instance stored it first."""
+        stored = await self._value(
+            "WITH stored AS ("
+            " INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
+            " records, sha256, size, lake_paths, received_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (batch_id) DO NOTHING RETURNING device_id, stream, last_seq"
+            "), marked AS ("
+            " INSERT INTO watermarks (device_id, stream, acked_seq)"
+            " SELECT device_id, stream, last_seq FROM stored"
+            " ON CONFLICT (device_id, stream)"
+            " DO UPDATE SET acked_seq = GREATEST(watermarks.acked_seq, excluded.acked_seq)"
+            ") SELECT count(*) FROM stored",
+            batch.batch_id,
+            batch.device_id,
+            batch.site_id,
+            batch.stream.value,
+            batch.first_seq,
+            batch.last_seq,
+            batch.records,
+            batch.sha256,
+            batch.size,
+            json.dumps(list(batch.lake_paths)),
+            batch.received_at,
+        )
+        if stored:
+            return batch
+        held = await self._one(BATCH_SELECT + " WHERE batch_id = $1", batch.batch_id)
+        assert held is not None  # ON CONFLICT waited for the other's commit
+        return batch_row(held)
 
     async def overlapping_batch(
         self, device_id: str, stream: Stream, first_seq: int, last_seq: int
