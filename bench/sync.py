@@ -8,14 +8,19 @@ goodput figure is measured there, not from the engine's own counters.
 
 1. **DSL** (2 Mbit/s, 150 ms): a backlog of events (50,000; --quick 5,000) and
    raw blobs at link-up.  Every event must be delivered before the first raw
-   byte, in <= 1.2x (event bytes on the wire / link rate); bytes per event vs
+   byte, in <= 1.2x the time one plain upload of the same bytes takes through
+   the same link in the same run (a tus creation-with-upload ``POST``: one round
+   trip, the bytes' wire time, the service's fsync); bytes per event vs
    JSON lines; then **raw goodput** (bytes up the wire per second in a window
    while raw drains) vs the link rate (>= 0.95), and engine CPU.
 2. **satellite** (20 Mbit/s, 600 ms, a 4 MiB TCP window as Linux autotunes it):
    raw goodput (>= 0.95) and engine CPU (<= 10% of a core).
 3. **flapping DSL** (down 4 s in every 12 s): a raw backlog drained; blob bytes
-   delivered per second vs the time-averaged capacity (rate x seconds online,
-   from the emulator) (>= 0.85), both up to the moment the backlog is acked.
+   delivered (each blob's size once: resends and HTTP overhead do not count) per
+   second vs the time-averaged capacity: the link rate x the seconds the
+   emulator was online (about 2/3 of the wall time; nothing crosses while it is
+   down, and that time is not in the capacity) / the wall time (>= 0.85), both
+   from just before the engine starts to the moment the backlog is acked.
 4. In 1-3, **events still go first**: bursts of 20 events while raw flows; the
    longest wait behind raw (latency minus the same burst's latency on the idle
    link, measured first in the same run) vs one chunk's time on the wire
@@ -29,6 +34,7 @@ Run: ``python -m bench.sync [--quick]``; writes bench/results/sync.json.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -41,11 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._common import Row, command_for, parse_args, row, write_results
+from sync.cloud_client import CloudClient
 from sync.engine import SyncEngine
 from sync.linkemu import DEFAULT_WINDOW, Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox
-from sync.protocol import Stream
-from sync.settings import LinkSettings, OutboxSettings, SyncSettings
+from sync.protocol import TUS_VERSION, Stream, UploadMetadata
+from sync.settings import OutboxSettings, SyncSettings
+from sync.uploader import checksum_header, encode_metadata
 from tests.sync.ingest_server import DEVICE, SITE, BlobDir, CloudProcess, event_payload
 from yardlink.localstack import free_port, wait_port
 
@@ -115,8 +123,7 @@ def _settings(url: str, token: str, **overrides: object) -> SyncSettings:
         "batch_max_records": 10_000,
         "batch_max_bytes": 16 << 20,
         "batch_max_age_s": 0.0,  # a probe's burst goes at once on the idle link too
-        "chunk_target_s": CHUNK_TARGET_S,
-        "link": LinkSettings(backoff_initial_s=0.2, backoff_max_s=2.0, request_timeout_s=30),
+        "chunk_target_s": CHUNK_TARGET_S,  # the link's settings: the defaults
     }
     values.update(overrides)
     return SyncSettings.model_validate(values)
@@ -178,6 +185,38 @@ class Yard:
             return statistics.median([await self.burst_latency(engine) for _ in range(3)])
         finally:
             await engine.close()
+
+
+async def plain_upload_s(yard: Yard, nbytes: int) -> float:
+    """Seconds one plain upload of ``nbytes`` takes through the same link, the link
+    otherwise idle (median of 3): a tus creation-with-upload ``POST`` on a fresh
+    connection, the simplest request that carries the bytes and is answered once the
+    service stored them (one round trip, the bytes' wire time, the service's fsync)."""
+    times = []
+    for _ in range(3):
+        body = os.urandom(nbytes)
+        sha = hashlib.sha256(body).hexdigest()
+        meta = UploadMetadata(sha256=sha, stream=Stream.RAW_SAMPLED, filename=f"{sha}.bin")
+        client = CloudClient(yard.url, yard.token)
+        try:
+            started = time.monotonic()
+            await client.request(
+                "POST",
+                "/v1/uploads/",
+                headers={
+                    "Tus-Resumable": TUS_VERSION,
+                    "Upload-Length": str(nbytes),
+                    "Upload-Metadata": encode_metadata(meta),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Upload-Checksum": checksum_header(body),
+                },
+                body=body,
+                ok=(201,),
+            )
+            times.append(time.monotonic() - started)
+        finally:
+            await client.close()
+    return statistics.median(times)
 
 
 async def until(done: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -250,6 +289,7 @@ async def steady_run(
         )
         result["event_wait_s"] = await probe_waits(yard, engine, idle_s, 5)
         await engine.close()
+        result["plain_upload_s"] = await plain_upload_s(yard, int(result["event_wire_bytes"]))
     finally:
         await yard.outbox.close()
         emu.close()
@@ -357,7 +397,7 @@ def rows_for(
     events: int,
 ) -> list[Row]:
     command = command_for(NAME, args_quick)
-    ideal_s = dsl["event_wire_bytes"] * 8 / DSL.rate_bps
+    plain_s = dsl["plain_upload_s"]
     rows: list[Row] = [
         row(
             "events delivered before the first raw byte",
@@ -371,11 +411,11 @@ def rows_for(
             f"time to deliver {events} events after link-up",
             dsl["events_s"],
             "s",
-            anchor="event bytes on the wire / link rate",
-            anchor_value=ideal_s,
+            anchor="one plain upload of the same bytes through the same link (tus POST)",
+            anchor_value=plain_s,
             goal="<= 1.2x anchor",
             command=command,
-            met=dsl["events_s"] <= 1.2 * ideal_s,
+            met=dsl["events_s"] <= 1.2 * plain_s,
         ),
         row(
             "wire bytes per event",

@@ -48,7 +48,7 @@ __all__ = [
 
 RETRYABLE_WAIT_S = 0.01  # least wait after a retryable failure (no busy loop)
 PERMANENT_WAIT_S = 1.0  # least wait after a failure that will not pass by itself
-PROBE_OUTAGE_SHARE = 0.1  # a probe waits about this share of the outage so far
+PROBE_OUTAGE_SHARE = 0.05  # a probe waits about this share of the outage so far
 FLAKY_FOR_S = 600.0  # a link cut this recently (seconds) is flaky
 
 

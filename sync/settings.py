@@ -75,7 +75,7 @@ class LinkSettings(ConfigSection):
     backoff_max_s: float = Field(default=60.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     probe_interval_s: float = Field(
-        default=0.5,
+        default=0.25,
         gt=0,
         description=(
             "while the link is down (no answer at all), try again about this often"
