@@ -175,7 +175,7 @@ def test_install_update_and_a_broken_release_reverted(
         assert "device-token-123" not in layout.site_config.read_text()
         command = UnitCommand.parse(layout.unit_file, layout.current_slot())
         assert command.notify and service.ready  # READY=1 came through NOTIFY_SOCKET
-        assert command.argv[0] == str(layout.current / "venv" / "bin" / "yardlink")
+        assert command.argv[0] == str(layout.slot("a") / "venv" / "bin" / "yardlink")  # %i
         _push_frame(layout)
         records = _wait_records(layout, 1)
         assert _status(layout)["device_id"] == "gate-07"
