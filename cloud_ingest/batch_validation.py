@@ -178,14 +178,16 @@ def _read_counted(
 
 
 def _slice_rows(meta: pq.FileMetaData, columns: list[str], limit: int) -> int:
-    """Rows per slice: a row is taken to decode to at most, per column chunk, its
-    uncompressed bytes per row, or (dictionary or delta-prefix encoded: one short
-    value on disk may stand for many long ones) its whole uncompressed bytes per value."""
+    """Rows per slice: a row is taken to decode to at most, per column chunk of its
+    row group, its uncompressed bytes per row, or (dictionary or delta-prefix
+    encoded: one short value on disk may stand for many long ones) its whole
+    uncompressed bytes per value; the largest row group's rows count."""
     wanted = set(columns)
     per_row = 1.0
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         rows = max(group.num_rows, 1)
+        in_group = 1.0
         for c in range(group.num_columns):
             chunk = group.column(c)
             if chunk.path_in_schema.split(".", 1)[0] not in wanted:
@@ -193,9 +195,10 @@ def _slice_rows(meta: pq.FileMetaData, columns: list[str], limit: int) -> int:
             size = chunk.total_uncompressed_size
             values_per_row = max(chunk.num_values, 1) / rows
             amplifying = bool(set(chunk.encodings) & _AMPLIFYING_ENCODINGS)
-            per_row += (
+            in_group += (
                 (size + 16) * values_per_row if amplifying else size / rows + 16 * values_per_row
             )
+        per_row = max(per_row, in_group)
     return int(min(max(limit // _SLICE_SHARE / per_row, _SCAN_ROWS), _MAX_SLICE_ROWS))
 
 

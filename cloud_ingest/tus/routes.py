@@ -231,7 +231,7 @@ class _TusHandlers:
         upload_length: int | None,
     ) -> tuple[UploadInfo, int]:
         """Write one body under the upload's lock; finish the upload when complete."""
-        current = await asyncio.to_thread(self.store.offset, info)
+        current = await self.store.current_offset(info)
         plan = plan_patch(
             info,
             current,

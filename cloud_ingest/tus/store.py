@@ -150,6 +150,13 @@ class UploadStore:
         except FileNotFoundError:
             return 0
 
+    async def current_offset(self, info: UploadInfo) -> int:
+        """:meth:`offset`; a data file's size is one stat, taken here rather than
+        queued behind the worker threads' fsyncs; parts in a store are counted on one."""
+        if self.chunks is None:
+            return self.offset(info)
+        return await asyncio.to_thread(self.offset, info)
+
     def has_data(self, upload_id: str) -> bool:
         """Whether bytes of the upload are held (its data file, or its parts)."""
         if self.chunks is not None:
@@ -211,12 +218,13 @@ class UploadStore:
         await self.state.save(info)
 
     async def keep_alive(self, info: UploadInfo) -> UploadInfo:
-        """:meth:`extend_expiry`, saved where the record lives."""
-        if self.state is None:
-            return await asyncio.to_thread(self.extend_expiry, info)
+        """:meth:`extend_expiry`, saved where the record lives (a worker thread is
+        asked only when there is something to save: it may be busy fsyncing)."""
         expires_at = self.clock() + self.expire_after_s
         if expires_at - info.expires_at < self.expire_after_s * _EXPIRY_SAVE_STEP:
             return info
+        if self.state is None:
+            return await asyncio.to_thread(self.extend_expiry, info)
         info = replace(info, expires_at=expires_at)
         await self.state.save(info)
         return info
