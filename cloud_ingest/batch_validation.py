@@ -169,10 +169,10 @@ def _read_counted(
         for piece in reader.iter_batches(rows, columns=columns, use_threads=False):
             decoded = _counted_nbytes(piece, decoded, limit)
             slices.append(piece)
-        table = pa.Table.from_batches(slices, reader.schema_arrow)
+        table = pa.Table.from_batches(slices) if slices else None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
         raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
-    if table.num_rows == 0:
+    if table is None or table.num_rows == 0:
         raise WireFormatError("batch holds no records")
     return table
 
