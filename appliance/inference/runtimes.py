@@ -64,6 +64,11 @@ class OnnxRuntimeConfig(BaseModel):
         default=1, ge=0, description="threads across ops; 0 = ORT default"
     )
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = Field(
+        default=True,
+        description="intra-op threads busy-wait between ops (ORT's default); False lets a "
+        "second thread sleep instead, so it costs CPU only while it works (docs/INFERENCE.md)",
+    )
 
 
 class LiteRtConfig(BaseModel):
@@ -162,6 +167,8 @@ def _load_onnx(config: OnnxRuntimeConfig, path: Path) -> OnnxModel:
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads
     options.log_severity_level = 3  # errors only; ORT warnings are not ours to print
+    if not config.allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

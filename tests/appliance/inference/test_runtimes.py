@@ -10,6 +10,7 @@ from appliance.errors import ModelLoadError, RuntimeUnavailable
 from appliance.inference.runtimes import (
     RUNTIMES,
     LiteRtConfig,
+    OnnxModel,
     OnnxRuntimeConfig,
     available_runtimes,
     load_model,
@@ -40,6 +41,23 @@ def test_onnx_model_loads_warms_up_and_runs(models_dir: Path) -> None:
     outputs = model.run({"x": np.zeros((1, 3, 64, 96), np.float32)})
     (probability,) = outputs.values()
     assert probability.shape == (1, 1, 64, 96)
+
+
+def test_onnx_threads_can_sleep_instead_of_spinning(models_dir: Path) -> None:
+    path = models_dir / "ch_PP-OCRv4_det_infer.onnx"
+    key = "session.intra_op.allow_spinning"
+    for allow in (False, True):
+        config = OnnxRuntimeConfig(intra_op_threads=2, allow_spinning=allow)
+        model = load_model(config, path, {"x": (1, 3, 32, 32)})
+        assert isinstance(model, OnnxModel)
+        options = model.session.get_session_options()
+        if allow:  # ORT's default: the entry is not set at all
+            with pytest.raises(RuntimeError, match="does not have configuration"):
+                options.get_session_config_entry(key)
+        else:
+            assert options.get_session_config_entry(key) == "0"
+        (probability,) = model.run({"x": np.zeros((1, 3, 64, 96), np.float32)}).values()
+        assert probability.shape == (1, 1, 64, 96)
 
 
 def test_litert_model_loads_warms_up_and_runs(models_dir: Path) -> None:
