@@ -7,8 +7,8 @@ before trying again.  The clock and the random source are passed in.
 States
     ``ONLINE``    the last exchange succeeded.
     ``DEGRADED``  exchanges fail but fewer than ``offline_after_failures`` in a row.
-    ``OFFLINE``   that many consecutive failures; the engine only probes (a
-                  handshake) after the backoff delay.
+    ``OFFLINE``   that many consecutive failures; the engine's next try begins
+                  with a handshake, after the wait below.
 
 Two waits after a failure:
 
