@@ -35,7 +35,10 @@ copy the appliance indexed (``raw-index.jsonl``), never an original; every reque
 is delivered, and it is the blurred copy indexed for that frame.  Privacy: no plate of any
 pushed frame appears in clear anywhere in the cloud's data directory (nor in its log), and
 the scanner is shown to find a plate in a Parquet file and in a text file first, so that
-check cannot pass vacuously.
+check cannot pass vacuously.  In the pixels: the frames carry real faces, every one in a
+blob is filled, and the independent check (``appliance.privacy.masking_check``, shown to
+find faces and plates left in clear in tests/appliance/privacy) finds no face and reads
+no plate in any blob.
 """
 
 from __future__ import annotations
