@@ -158,8 +158,8 @@ async def _local_api(config: SiteConfig) -> Check:
             "local API",
             Level.FAIL,
             str(exc),
-            "is the daemon running? systemctl status yardlink-appliance; journalctl -u"
-            " yardlink-appliance",
+            "is the daemon running? systemctl status 'yardlink@*'; journalctl -u"
+            " 'yardlink@*'",
         )
     except ApplianceRefused as exc:
         return Check(

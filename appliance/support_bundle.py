@@ -44,7 +44,7 @@ __all__ = [
 REDACTED = "<redacted>"
 _SECRET_KEY_PARTS = ("token", "secret", "password", "private", "credential", "api_key")
 _PACKAGES = ("yardlink", "aiohttp", "rocksdict", "onnxruntime", "ai-edge-litert", "textual")
-_JOURNAL_UNIT = "yardlink-appliance"
+_JOURNAL_UNIT = "yardlink@*"  # the template unit's instances, one per A/B slot
 _LOG_LINES = 2000
 _MIN_SECRET_CHARS = 8  # shorter values are not searched for (they would match anything)
 

@@ -351,8 +351,9 @@ def write_units(layout: Layout, slot: str) -> None:
         rendered = template.replace(_UNIT_PREFIX, layout.prefix).encode()
         if not path.is_file() or path.read_bytes() != rendered:
             path.parent.mkdir(parents=True, exist_ok=True)
-            replace_durably(path, rendered)
-        os.chmod(path, mode)
+            replace_durably(path, rendered, mode=mode)  # never there without its mode
+        elif path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
     if layout.legacy_unit_file.is_file():
         layout.legacy_unit_file.unlink()
         fsync_directory(layout.legacy_unit_file.parent)

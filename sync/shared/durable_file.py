@@ -17,9 +17,11 @@ __all__ = ["TEMP_SUFFIX", "fsync_directory", "make_directory_durably", "replace_
 TEMP_SUFFIX = ".tmp"  # of the temp file beside the target until its rename
 
 
-def replace_durably(path: Path, data: bytes) -> None:
+def replace_durably(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path``: a temp file of its own in the same directory (two
     writers never share one), fsync, rename over ``path``, fsync the directory.
+    ``mode`` (default: mkstemp's 0600) is set before the rename, so ``path`` never
+    exists with the wrong mode.
 
     The temp file is ``.<name>.<random>.tmp``: hidden (Spark and pyarrow skip
     ``.``-names) and never matched by a ``*.<suffix>`` glob of the real files.
@@ -33,6 +35,8 @@ def replace_durably(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:  # mkstemp makes it 0600; buffered: writes it all
             handle.write(data)
             handle.flush()
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
