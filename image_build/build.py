@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.quantize import DET_INT8_MODEL, DET_INT8_RECORD, int8_detector_path
 from image_build.errors import BuildError
 from image_build.manifest import MANIFEST_MEMBER, BundleManifest
 from image_build.packing import MemberSource, pack
@@ -121,6 +122,10 @@ def _members(request: BuildRequest) -> dict[str, Path | bytes]:
         if _sha256(path).sha256 != spec.sha256:
             raise BuildError(f"model file {path} is not the pinned one (sha256 differs)")
         members[f"models/{spec.name}"] = path
+    int8_detector = int8_detector_path(request.models_dir)  # made by 'make models'
+    if int8_detector is not None:  # without it the gateway runs the FP32 detector
+        members[f"models/{DET_INT8_MODEL}"] = int8_detector
+        members[f"models/{DET_INT8_RECORD}"] = request.models_dir / DET_INT8_RECORD
     for name in UNIT_FILES:
         members[f"systemd/{name}"] = unit_template(name)
     members["config/site.toml"] = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.quantize import DET_INT8_MODEL, DET_INT8_RECORD
 from image_build.build import BuiltBundle, build_from_checkout
 from image_build.install import verify_bundle
 from image_build.manifest import MANIFEST_MEMBER
@@ -61,6 +63,9 @@ def test_a_bundle_holds_every_file_once_with_normalised_headers(
         assert (info.mode, info.mtime, info.isfile()) == (0o644, EPOCH, True)
     kinds = {name.split("/")[0] for name in names[1:]}
     assert kinds == {"wheels", "models", "systemd", "config", "keys"}
+    models = {n.removeprefix("models/") for n in names if n.startswith("models/")}
+    # the pinned files, and the INT8 detector 'make models' made from the pinned one
+    assert models == {spec.name for spec in MODEL_FILES} | {DET_INT8_MODEL, DET_INT8_RECORD}
     wheels = [n for n in names if n.startswith("wheels/")]
     assert len(wheels) == len(SLIM_PREFIXES) + 1  # the dependencies and yardlink itself
     assert any(n.startswith("wheels/yardlink-") for n in wheels)
