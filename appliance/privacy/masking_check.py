@@ -15,7 +15,11 @@ plates and pasted faces):
 The check knows no truth (the demo and a real site have none), so it judges what
 it finds on the pixels it sees: a box of the face detector counts only if those
 pixels hold detail (``box_detail`` at least ``MIN_FACE_DETAIL``) and its sides lie
-in ``FACE_SIDE_RANGE`` (fractions of the frame's width: a gate's faces).  BlazeFace
+in ``FACE_SIDE_RANGE`` (fractions of the frame's width: a gate's faces), and no
+more than ``MAX_FILL_SHARE`` of it is fill (``fill_fraction``: pixels as smooth as
+only a fill is, without the camera's noise).  A face the release pass found lies
+wholly under its fill (box and margin), so a box mostly over a fill is the fill's
+edge against what is next to it (a container's letters, a stripe), not a face.  BlazeFace
 scores flat paint, dark truck fronts and the filled boxes themselves up to ~0.55,
 on boxes mostly larger than a face at the gate; a face has eyes, brows and a mouth.
 Larger faces are HOG's to find (frontal faces from 46 px up, any size).  False
@@ -44,10 +48,12 @@ __all__ = [
     "FACE_SIDE_RANGE",
     "INDEPENDENT_FACE_MIN_SCORE",
     "MASKED_COVERAGE",
+    "MAX_FILL_SHARE",
     "MIN_FACE_DETAIL",
     "IndependentCheck",
     "MaskingTally",
     "box_detail",
+    "fill_fraction",
     "covered_fraction",
     "plate_read_in",
 ]
@@ -58,6 +64,8 @@ MASKED_COVERAGE = 0.9  # of a truth's box under the blurred boxes for it to coun
 BLUR_MARGIN = RELEASE_MARGIN  # blurred_jpeg's: each box grows by this on every side
 INDEPENDENT_FACE_MIN_SCORE = 0.45  # the release pass uses 0.4, on the frame before release
 FACE_SIDE_RANGE = (0.036, 0.15)  # of the frame's width: 46-192 px of a 1280 px frame
+MAX_FILL_SHARE = 0.2  # of a face detector's box: real faces up to ~0.13, a fill's edge ~0.3
+FILL_MAX_SD = 1.2  # grey-level spread in 5x5 pixels: a fill's ~0.7, the camera's noise 1.6 up
 # grey levels of spread in a face box shrunk to 16x16 (noise averaged away), its linear
 # shading taken out: fills and flat paint keep under ~5.5, true faces from ~8.7
 MIN_FACE_DETAIL = 6.0
@@ -108,6 +116,22 @@ def box_detail(image_bgr: Image, box: Box) -> float:
     plane = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)
     coefficients, *_ = np.linalg.lstsq(plane, small.ravel(), rcond=None)
     return float((small.ravel() - plane @ coefficients).std())
+
+
+def fill_fraction(image_bgr: Image, box: Box) -> float:
+    """The share of ``box``'s pixels that are fill: whose 5x5 neighbourhood spreads
+    less than ``FILL_MAX_SD`` grey levels (a fill is smooth; the camera adds noise)."""
+    x, y, w, h = box
+    height, width = image_bgr.shape[:2]
+    x0, y0, x1, y1 = max(x - 2, 0), max(y - 2, 0), min(x + w + 2, width), min(y + h + 2, height)
+    if x1 - x0 < 5 or y1 - y0 < 5:
+        return 0.0
+    grey = cv2.cvtColor(image_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mean = cv2.blur(grey, (5, 5))
+    spread = np.sqrt(np.maximum(cv2.blur(grey * grey, (5, 5)) - mean * mean, 0.0))
+    rows = slice(max(y, 0) - y0, min(y + h, height) - y0)
+    inner = spread[rows, max(x, 0) - x0 : min(x + w, width) - x0]
+    return float((inner < FILL_MAX_SD).mean()) if inner.size else 0.0
 
 
 def plate_read_in(plate: str, reads: Sequence[str]) -> bool:
@@ -181,6 +205,7 @@ class IndependentCheck:
                 if low <= min(box[2:])
                 and max(box[2:]) <= high
                 and box_detail(image_bgr, box) >= self.min_detail
+                and fill_fraction(image_bgr, box) <= MAX_FILL_SHARE
             ]
         }
         if self._other_faces is not None:
