@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.sources.synthetic import SyntheticYardCamera
-from bench._common import command_for, parse_args, row, write_results
+from bench._common import Row, command_for, parse_args, row, write_results
 from image_build.build import BuiltBundle, build_from_checkout, keyring_envelope
 from image_build.install import InstallOptions, install
 from image_build.layout import Layout
@@ -172,6 +172,56 @@ def _build(
     return built, time.perf_counter() - started
 
 
+def switch_rows(
+    where: str,
+    standby_gaps: list[tuple[float, float]],
+    anchor_name: str,
+    anchor_gaps: list[tuple[float, float]],
+    command: str,
+) -> list[Row]:
+    """The not-serving rows of one way of switching slots (``where``: "" for the
+    installer's process manager, " under systemd"): the install's own switch
+    (``standby_gaps[0]``, /healthz and frames) against the first ``anchor_name``
+    of the same run, and the worst standby switch against the worst anchor, the
+    two measured interleaved. Gaps are (healthz s, frames s)."""
+    (install_health, install_frames), first_anchor = standby_gaps[0], anchor_gaps[0]
+    worst = max(gap for gap, _ in standby_gaps)
+    worst_anchor = max(gap for gap, _ in anchor_gaps)
+    same_run = f"{anchor_name} (same run)"
+    return [
+        row(
+            f"not serving (/healthz) during the A/B install's switch{where}",
+            install_health,
+            "s",
+            goal="< 5 s",
+            command=command,
+            anchor=same_run,
+            anchor_value=first_anchor[0],
+            met=install_health < 5.0,
+        ),
+        row(
+            f"not serving frames during the A/B install's switch{where}",
+            install_frames,
+            "s",
+            goal="< 5 s",
+            command=command,
+            anchor=same_run,
+            anchor_value=first_anchor[1],
+            met=install_frames < 5.0,
+        ),
+        row(
+            f"not serving (/healthz), worst of {len(standby_gaps)} standby switches{where}",
+            worst,
+            "s",
+            goal="< 5 s",
+            command=command,
+            anchor=f"worst of {len(anchor_gaps)} {anchor_name}, interleaved",
+            anchor_value=worst_anchor,
+            met=worst < 5.0,
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(NAME, argv)
     command = command_for(NAME, args.quick)
@@ -287,8 +337,6 @@ def main(argv: list[str] | None = None) -> int:
             work, built["x86_64"], newer, trust, url, command, rounds
         )
         print("switch gaps (healthz s, frames s): standby", standby_gaps, "stop-start", anchor_gaps)
-        worst_standby = max(gap for gap, _ in standby_gaps)
-        worst_anchor = max(gap for gap, _ in anchor_gaps)
         rows += [
             row(
                 "install to healthy (first install)",
@@ -300,37 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             row(
                 "update to healthy (A/B install)", update_s, "s", goal="(measured)", command=command
             ),
-            row(
-                "not serving (/healthz) during the A/B install's switch",
-                install_gaps[0],
-                "s",
-                goal="< 5 s",
-                command=command,
-                anchor="stop, then start (same run)",
-                anchor_value=anchor_gaps[0][0],
-                met=install_gaps[0] < 5.0,
-            ),
-            row(
-                "not serving frames during the A/B install's switch",
-                install_gaps[1],
-                "s",
-                goal="< 5 s",
-                command=command,
-                anchor="stop, then start (same run)",
-                anchor_value=anchor_gaps[0][1],
-                met=install_gaps[1] < 5.0,
-            ),
-            row(
-                f"not serving (/healthz), worst of {len(standby_gaps)} standby switches",
-                worst_standby,
-                "s",
-                goal="< 5 s",
-                command=command,
-                anchor=f"worst of {len(anchor_gaps)} stop-then-start, interleaved",
-                anchor_value=worst_anchor,
-                met=worst_standby < 5.0,
-            ),
         ]
+        rows += switch_rows("", standby_gaps, "stop-then-start", anchor_gaps, command)
         rows += under_systemd
     write_results(NAME, rows, args.out)
     return 0

@@ -17,8 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench._common import Row, row
-from bench.image import FramePusher, HealthWatcher, SwitchTimer
+from bench._common import Row
+from bench.image import FramePusher, HealthWatcher, SwitchTimer, switch_rows
 from image_build.build import BuiltBundle
 from image_build.disk import install_in_root
 from image_build.systemd_root import SystemdRoot, make_root
@@ -104,39 +104,7 @@ def systemd_switch_rows(
     finally:
         box.stop()
     print("under systemd (healthz s, frames s): standby", standby, "restart", anchor)
-    worst, worst_anchor = max(g for g, _ in standby), max(g for g, _ in anchor)
-    return [
-        row(
-            "not serving (/healthz) during the A/B install's switch under systemd",
-            install_gaps[0],
-            "s",
-            goal="< 5 s",
-            command=command,
-            anchor="systemctl restart of the instance (stop, then start)",
-            anchor_value=anchor[0][0],
-            met=install_gaps[0] < 5.0,
-        ),
-        row(
-            "not serving frames during the A/B install's switch under systemd",
-            install_gaps[1],
-            "s",
-            goal="< 5 s",
-            command=command,
-            anchor="systemctl restart of the instance (stop, then start)",
-            anchor_value=anchor[0][1],
-            met=install_gaps[1] < 5.0,
-        ),
-        row(
-            f"not serving (/healthz), worst of {len(standby)} standby switches under systemd",
-            worst,
-            "s",
-            goal="< 5 s",
-            command=command,
-            anchor=f"worst of {len(anchor)} systemctl restart, interleaved",
-            anchor_value=worst_anchor,
-            met=worst < 5.0,
-        ),
-    ]
+    return switch_rows(" under systemd", standby, "systemctl restart", anchor, command)
 
 
 def _restart(box: SystemdRoot) -> None:
