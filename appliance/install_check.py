@@ -158,8 +158,7 @@ async def _local_api(config: SiteConfig) -> Check:
             "local API",
             Level.FAIL,
             str(exc),
-            "is the daemon running? systemctl status 'yardlink@*'; journalctl -u"
-            " 'yardlink@*'",
+            "is the daemon running? systemctl status 'yardlink@*'; journalctl -u 'yardlink@*'",
         )
     except ApplianceRefused as exc:
         return Check(
