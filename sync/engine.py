@@ -63,8 +63,6 @@ __all__ = ["SyncEngine"]
 
 log = logging.getLogger(__name__)
 
-SIDE_POLL_S = 0.01  # how often raw uploads look whether the events sent beside are on the wire
-
 
 class SyncEngine:
     """Create, ``await start()``, ``await close()``.
@@ -435,8 +433,8 @@ class SyncEngine:
         Beside them go, without cutting the chunks on the wire short: a handshake
         that falls due (it may queue raw requests, which then go before
         ``raw_sampled``), and a metadata send when events arrive (no upload starts
-        a chunk until its PUT bodies are on the wire).  One that fails stops the
-        uploads at their next chunk and fails the step."""
+        a chunk until it is done).  One that fails stops the uploads at their next
+        chunk and fails the step."""
         try:
             await self.raw_lanes.run(
                 stream,
@@ -468,9 +466,7 @@ class SyncEngine:
                 self._side_handshake = None
             if self._side_metadata is not None:
                 if not self._side_metadata.done():
-                    if self.meta.bodies_sent():  # the events are on the wire: raw goes behind
-                        return not self._paused
-                    await asyncio.wait({self._side_metadata}, timeout=SIDE_POLL_S)
+                    await asyncio.wait({self._side_metadata})
                     continue
                 self._side_metadata = None
             due = self._handshake_due or self._clock() >= self._next_handshake
