@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,9 +258,15 @@ class GateOcrTask:
         name = model.inputs[0].name
         if self._pool is None or len(tensors) < 2:
             return [self._call(model, {name: tensor})[0] for tensor in tensors]
-        others = [self._pool.submit(self._call, model, {name: t}) for t in tensors[1:]]
+        others: list[Future[list[Tensor]]] = []
+        for tensor in tensors[1:]:
+            try:
+                others.append(self._pool.submit(self._call, model, {name: tensor}))
+            except RuntimeError:  # closed while this frame was in flight (a model switch)
+                break
         first = self._call(model, {name: tensors[0]})[0]
-        return [first, *(future.result()[0] for future in others)]
+        inline = [self._call(model, {name: t})[0] for t in tensors[1 + len(others) :]]
+        return [first, *(future.result()[0] for future in others), *inline]
 
     def _call(self, model: LoadedModel, feeds: dict[str, Tensor]) -> list[Tensor]:
         if self._recorder is not None:
@@ -268,7 +274,8 @@ class GateOcrTask:
         return list(model.run(feeds).values())
 
     def close(self) -> None:
-        """Stop the call threads (``run`` is not used after this)."""
+        """Stop the call threads.  A frame still in ``run`` (the task was switched out
+        under it) finishes its calls on its own thread."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 

@@ -150,6 +150,16 @@ def test_recognition_split_by_width_keeps_each_crop_with_its_text(today: GateOcr
     assert narrow[: len(boxes)] == wide[: len(boxes)]  # whole boxes read the same
 
 
+def test_a_task_closed_under_a_frame_still_reads_it(today: GateOcrTask) -> None:
+    """A model switch closes the old task while a frame may still be in its ``run``:
+    the frame's calls finish on its own thread instead of failing (a lost frame)."""
+    two = _task(parallel_calls=2)
+    frame = SyntheticYardCamera(seed=15, difficulty="varied", plate_probability=1.0).frame(0)
+    expected = two.run(frame.image_bgr).detections
+    two.close()
+    assert two.run(frame.image_bgr).detections == expected
+
+
 def test_two_call_threads_read_a_batch_in_halves_with_the_same_results(
     today: GateOcrTask,
 ) -> None:
