@@ -27,7 +27,11 @@ from appliance.inference.device import INT8_SIMD, device_class
 from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
-from appliance.inference.quantize import DET_INT8_MODEL, int8_detector_path
+from appliance.inference.quantize import (
+    DET_INT8_MODEL,
+    int8_detector_path,
+    recorded_int8_sha256,
+)
 from appliance.inference.results import Detection, TaskResult
 from appliance.inference.runtimes import LoadedModel, OnnxModel, load_model
 from appliance.inference.settings import GateOcrSettings
@@ -73,7 +77,11 @@ def _model_version(det_path: Path) -> str:
     rec = next(m for m in MODEL_FILES if m.name == REC_MODEL)
     det_tag = f"det.{det.sha256[:8]}"
     if det_path.name == DET_INT8_MODEL:
-        det_tag = f"det.{hashlib.sha256(det_path.read_bytes()).hexdigest()[:8]}-int8"
+        # checked against its record when picked (``detector_path``): not hashed again
+        sha256 = recorded_int8_sha256(det_path.parent)
+        if sha256 is None:  # an INT8 file given directly, without its record
+            sha256 = hashlib.sha256(det_path.read_bytes()).hexdigest()
+        det_tag = f"det.{sha256[:8]}-int8"
     return f"{det.requirement.split('==')[1]}+{det_tag}.rec.{rec.sha256[:8]}"
 
 

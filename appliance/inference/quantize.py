@@ -40,6 +40,7 @@ __all__ = [
     "QuantizeError",
     "calibration_inputs",
     "int8_detector_path",
+    "recorded_int8_sha256",
     "quantize_detector",
 ]
 
@@ -88,17 +89,28 @@ def calibration_inputs(
     return tensors
 
 
-def int8_detector_path(models_dir: Path) -> Path | None:
-    """The INT8 detector in ``models_dir`` if its record vouches for it, else None."""
-    path, record_path = models_dir / DET_INT8_MODEL, models_dir / DET_INT8_RECORD
-    if not path.is_file() or not record_path.is_file():
-        return None
+def _record(models_dir: Path) -> dict[str, Any] | None:
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads((models_dir / DET_INT8_RECORD).read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_int8_sha256(models_dir: Path) -> str | None:
+    """The INT8 detector's sha256 as its record states it (no hashing: for a file that
+    ``int8_detector_path`` already checked against that record)."""
+    record = _record(models_dir)
+    sha256 = None if record is None else record.get("sha256")
+    return sha256 if isinstance(sha256, str) else None
+
+
+def int8_detector_path(models_dir: Path) -> Path | None:
+    """The INT8 detector in ``models_dir`` if its record vouches for it, else None."""
+    path = models_dir / DET_INT8_MODEL
+    record = _record(models_dir) if path.is_file() else None
     if (
-        not isinstance(record, dict)
+        record is None
         or record.get("source_sha256") != _pinned_source_sha256()
         or record.get("recipe") != RECIPE
         or record.get("sha256") != _sha256(path)

@@ -13,7 +13,13 @@ import pytest
 from appliance.errors import ModelLoadError
 from appliance.inference.device import INT8_SIMD, device_class
 from appliance.inference.eval_set import EVAL_SEED, load_eval_set, write_eval_set
-from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, detector_path, load_gate_ocr
+from appliance.inference.gate_ocr import (
+    DET_MODEL,
+    REC_MODEL,
+    _model_version,
+    detector_path,
+    load_gate_ocr,
+)
 from appliance.inference.ocr_accuracy import score_task
 from appliance.inference.quantize import (
     DET_INT8_MODEL,
@@ -64,6 +70,17 @@ def test_the_detector_is_picked_per_device_class() -> None:
     assert detector_path(GateOcrSettings(), fp32) == (INT8 if int8_here else fp32)
     task = load_gate_ocr(GateOcrSettings(det_model="int8"), fp32, MODELS_DIR / REC_MODEL)
     assert task.det.path == INT8 and "-int8.rec." in task.model_version
+
+
+def test_the_int8_version_comes_from_the_record_checked_at_load(tmp_path: Path) -> None:
+    """The INT8 file is hashed once, when its record is checked, not again for the
+    version: bytes changed after the load do not change the version the task reports."""
+    models = _copy_set(tmp_path, DET_MODEL, DET_INT8_MODEL, DET_INT8_RECORD, REC_MODEL)
+    task = load_gate_ocr(GateOcrSettings(det_model="int8"), models / DET_MODEL, models / REC_MODEL)
+    recorded = json.loads((models / DET_INT8_RECORD).read_text())["sha256"]
+    assert f"+det.{recorded[:8]}-int8.rec." in task.model_version
+    (models / DET_INT8_MODEL).write_bytes(b"changed after the load")
+    assert _model_version(models / DET_INT8_MODEL) == task.model_version
 
 
 def test_quantizing_needs_the_pinned_source(tmp_path: Path) -> None:
