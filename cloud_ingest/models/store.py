@@ -26,6 +26,7 @@ from cloud_ingest.sqlite_database import SqliteDatabase, insert_audit
 from sync.protocol.releases import RolloutPlan
 
 __all__ = [
+    "OUTCOME_SELECT",
     "RELEASE_SELECT",
     "DeviceOutcome",
     "ReleaseRecord",
@@ -34,7 +35,10 @@ __all__ = [
     "dump_rollout",
     "load_rollout",
     "open_release_store",
+    "outcome_audit",
+    "release_audit",
     "release_row",
+    "rollout_audit",
 ]
 
 
@@ -151,14 +155,7 @@ class SqliteReleaseStore(SqliteDatabase):
                     release.published_at,
                 ),
             )
-            await insert_audit(
-                db,
-                release.published_at,
-                release.published_by,
-                "model.publish",
-                f"{release.name}/{release.version}",
-                detail,
-            )
+            await insert_audit(db, release.published_at, *release_audit(release, detail))
             return True
 
     async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
@@ -197,15 +194,7 @@ class SqliteReleaseStore(SqliteDatabase):
                 " VALUES (?, ?, ?, ?, ?)",
                 (rollout.name, rollout.version, dump_rollout(rollout), int(rollout.terminal), now),
             )
-            detail = {**transition.detail, "counter": rollout.counter}
-            await insert_audit(
-                db,
-                now,
-                transition.actor,
-                transition.action,
-                f"{rollout.name}/{rollout.version}",
-                detail,
-            )
+            await insert_audit(db, now, *rollout_audit(rollout, transition))
 
     async def get_rollout(self, name: str, version: str) -> Rollout | None:
         rows = await self._all(
@@ -239,28 +228,16 @@ class SqliteReleaseStore(SqliteDatabase):
                     " result, check_name, reason, reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (o.device_id, o.name, o.version, o.counter, o.result, o.check, o.reason, now),
                 )
-                detail = {"result": o.result, "counter": o.counter}
-                detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
-                await insert_audit(
-                    db, now, o.device_id, "model.outcome", f"{o.name}/{o.version}", detail
-                )
+                await insert_audit(db, now, *outcome_audit(o))
                 changed.append(o)
         return changed
 
     async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]:
-        rows = await self._all(
-            "SELECT device_id, name, version, counter, result, check_name, reason"
-            " FROM model_outcomes WHERE name = ? AND version = ?",
-            (name, version),
-        )
+        rows = await self._all(OUTCOME_SELECT + " WHERE name = ? AND version = ?", (name, version))
         return [DeviceOutcome(*r) for r in rows]
 
     async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]:
-        rows = await self._all(
-            "SELECT device_id, name, version, counter, result, check_name, reason"
-            " FROM model_outcomes WHERE device_id = ?",
-            (device_id,),
-        )
+        rows = await self._all(OUTCOME_SELECT + " WHERE device_id = ?", (device_id,))
         return {(r[1], r[2]): DeviceOutcome(*r) for r in rows}
 
 
@@ -268,6 +245,30 @@ RELEASE_SELECT = (
     "SELECT name, version, counter, sha256, size, keyid, manifest, published_by, published_at"
     " FROM model_releases"
 )
+
+
+OUTCOME_SELECT = (
+    "SELECT device_id, name, version, counter, result, check_name, reason FROM model_outcomes"
+)
+
+# The audit events of both stores: (actor, action, subject, detail) for ``insert_audit``.
+AuditEvent = tuple[str, str, str, dict[str, Any]]
+
+
+def release_audit(release: ReleaseRecord, detail: dict[str, Any]) -> AuditEvent:
+    return release.published_by, "model.publish", f"{release.name}/{release.version}", detail
+
+
+def rollout_audit(rollout: Rollout, transition: Transition) -> AuditEvent:
+    detail = {**transition.detail, "counter": rollout.counter}
+    return transition.actor, transition.action, f"{rollout.name}/{rollout.version}", detail
+
+
+def outcome_audit(o: DeviceOutcome) -> AuditEvent:
+    """Audited by the device; ``check`` and ``reason`` only when set."""
+    detail: dict[str, Any] = {"result": o.result, "counter": o.counter}
+    detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
+    return o.device_id, "model.outcome", f"{o.name}/{o.version}", detail
 
 
 def release_row(row: Row) -> ReleaseRecord:

@@ -16,20 +16,20 @@ import asyncpg
 from cloud_ingest.errors import Conflict
 from cloud_ingest.models.rollout import Rollout, Transition
 from cloud_ingest.models.store import (
+    OUTCOME_SELECT,
     RELEASE_SELECT,
     DeviceOutcome,
     ReleaseRecord,
     dump_rollout,
     load_rollout,
+    outcome_audit,
+    release_audit,
     release_row,
+    rollout_audit,
 )
 from cloud_ingest.postgres_database import PostgresDatabase, insert_audit, rows_changed
 
 __all__ = ["PostgresReleaseStore"]
-
-_OUTCOME_SELECT = (
-    "SELECT device_id, name, version, counter, result, check_name, reason FROM model_outcomes"
-)
 
 
 class PostgresReleaseStore(PostgresDatabase):
@@ -62,14 +62,7 @@ class PostgresReleaseStore(PostgresDatabase):
                 raise Conflict(
                     f"{release.name} {release.version} is published with another manifest"
                 )
-            await insert_audit(
-                conn,
-                release.published_at,
-                release.published_by,
-                "model.publish",
-                f"{release.name}/{release.version}",
-                detail,
-            )
+            await insert_audit(conn, release.published_at, *release_audit(release, detail))
             return True
 
     async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
@@ -121,15 +114,7 @@ class PostgresReleaseStore(PostgresDatabase):
                     int(rollout.terminal),
                     now,
                 )
-            detail = {**transition.detail, "counter": rollout.counter}
-            await insert_audit(
-                conn,
-                now,
-                transition.actor,
-                transition.action,
-                f"{rollout.name}/{rollout.version}",
-                detail,
-            )
+            await insert_audit(conn, now, *rollout_audit(rollout, transition))
 
     async def get_rollout(self, name: str, version: str) -> Rollout | None:
         row = await self._one(
@@ -172,18 +157,14 @@ class PostgresReleaseStore(PostgresDatabase):
                     o.reason,
                     now,
                 )
-                detail: dict[str, Any] = {"result": o.result, "counter": o.counter}
-                detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
-                await insert_audit(
-                    conn, now, o.device_id, "model.outcome", f"{o.name}/{o.version}", detail
-                )
+                await insert_audit(conn, now, *outcome_audit(o))
                 changed.append(o)
         return changed
 
     async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]:
-        rows = await self._all(_OUTCOME_SELECT + " WHERE name = $1 AND version = $2", name, version)
+        rows = await self._all(OUTCOME_SELECT + " WHERE name = $1 AND version = $2", name, version)
         return [DeviceOutcome(*r) for r in rows]
 
     async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]:
-        rows = await self._all(_OUTCOME_SELECT + " WHERE device_id = $1", device_id)
+        rows = await self._all(OUTCOME_SELECT + " WHERE device_id = $1", device_id)
         return {(r[1], r[2]): DeviceOutcome(*r) for r in rows}
