@@ -118,6 +118,14 @@ class FrameProcessor:
         self._tasks[name] = task
         return old
 
+    async def runs_ended(self, name: str) -> None:
+        """Return once every run of task ``name`` submitted so far has ended: after
+        ``swap_task``, the old task's last frame is done and it may be closed."""
+        try:  # the worker takes runs in order: a no-op behind them ends after them
+            await asyncio.get_running_loop().run_in_executor(self._workers[name], _nothing)
+        except RuntimeError:  # the processor is closed: its workers ran every frame out
+            return
+
     def add_result_tap(self, tap: ResultTap) -> None:
         """``tap(name, frame, result, error)`` is called on the loop after each task run."""
         self._result_taps.append(tap)
@@ -366,3 +374,7 @@ def _run(task: InferenceTask, frame: Frame) -> TaskResult:
     if frame.reduced_by != 1 and isinstance(task, _ReducedInput):
         return task.run(frame.pixels, reduced_by=frame.reduced_by)
     return task.run(frame.image_bgr)  # full size: ``pixels``, or decoded once (in this thread)
+
+
+def _nothing() -> None:
+    """A worker's no-op: queued behind its runs, it marks where they end."""

@@ -270,8 +270,8 @@ class GateOcrTask:
         for tensor in tensors[1:]:
             try:
                 others.append(self._pool.submit(self._call, model, {name: tensor}))
-            except RuntimeError:  # closed while this frame was in flight (a model switch)
-                break
+            except RuntimeError:  # closed under a frame (the updates switch waits for
+                break  # the old task's frames, so only a close from elsewhere gets here)
         first = self._call(model, {name: tensors[0]})[0]
         inline = [self._call(model, {name: t})[0] for t in tensors[1 + len(others) :]]
         return [first, *(future.result()[0] for future in others), *inline]
@@ -282,8 +282,9 @@ class GateOcrTask:
         return list(model.run(feeds).values())
 
     def close(self) -> None:
-        """Stop the call threads.  A frame still in ``run`` (the task was switched out
-        under it) finishes its calls on its own thread."""
+        """Stop the call threads.  The updates switch closes a task once its frames are
+        done (``FrameProcessor.runs_ended``); a ``run`` after this still reads the
+        frame, its calls on its own thread."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 

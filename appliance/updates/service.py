@@ -77,7 +77,7 @@ class ModelUpdates:
                 _log.error("release of %s not loaded, pinned model serves: %s", name, exc)
                 continue
             if release is not None:
-                close_task(self._processor.swap_task(name, release))
+                await self._retire(name, self._processor.swap_task(name, release))
             watched = self.agent.state.task(name).watched()
             if watched is not None:  # committed before the restart: a full window again
                 self._begin_watch(name, watched)
@@ -126,11 +126,11 @@ class ModelUpdates:
                 watched = self.agent.state.task(name).watched()
                 if watched is not None:
                     self._begin_watch(name, watched)
-                await asyncio.to_thread(close_task, old)
+                await self._retire(name, old)
             else:
                 self._processor.swap_task(name, old)
                 await self.agent.rollback(name, reason, actor=actor)
-                await asyncio.to_thread(close_task, candidate.task)
+                await self._retire(name, candidate.task)
             return verdict
 
     async def rollback(
@@ -155,8 +155,14 @@ class ModelUpdates:
             task = (
                 loaded if loaded is not None else await asyncio.to_thread(self._load_pinned, name)
             )
-        await asyncio.to_thread(close_task, self._processor.swap_task(name, task))
+        await self._retire(name, self._processor.swap_task(name, task))
         return self._report_of(name)
+
+    async def _retire(self, name: str, task: InferenceTask) -> None:
+        """Close ``task``, just swapped out of the pipeline, once the frames it was given
+        are done: a frame still in its worker must not lose its model under it."""
+        await self._processor.runs_ended(name)
+        await asyncio.to_thread(close_task, task)
 
     # ------------------------------------------------------------------ health watch
 
