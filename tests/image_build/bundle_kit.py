@@ -52,6 +52,19 @@ def read_members(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
         return [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
 
 
+def member(bundle: Path, name: str) -> bytes:
+    """One member's bytes (``keys/keyring.json`` is the trust file of an install)."""
+    return {info.name: data for info, data in read_members(bundle)}[name]
+
+
+def change_member(bundle: Path, index: int, change: Callable[[bytes], bytes]) -> None:
+    """Re-pack ``bundle`` with member ``index`` (0: the signed manifest) put through ``change``."""
+    members = read_members(bundle)
+    info, data = members[index]
+    members[index] = (info, change(data))
+    write_members(bundle, members)
+
+
 def write_members(bundle: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
     """Re-pack members as they are (used to tamper with one byte of one member)."""
     buffer = io.BytesIO()
