@@ -8,6 +8,7 @@ seconds, and the slow tests the full one.  Helpers live in ``bundle_kit``.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from image_build.platforms import Platform
 from image_build.source import build_project_wheel, commit_time, export_commit
 from image_build.wheelhouse import runtime_requirements, wheelhouse
 from sync.shared.signing import Keyring, SigningKey
+from tests.image_build._harness import FullReleases, release_set
 from tests.image_build.bundle_kit import CHECKOUT, SLIM_PREFIXES, BundleFactory, bundle_factory
 
 
@@ -97,3 +99,22 @@ def bundle_copy(tmp_path: Path, default_slim: BuiltBundle) -> Path:
     copy.parent.mkdir()
     shutil.copyfile(default_slim.path, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def full_releases(
+    release_key: SigningKey,
+    keyring: Keyring,
+    project_wheel: Path,
+    full_wheelhouse: Path,
+    source_tree: Path,
+) -> FullReleases:
+    """``(work, site) -> {"v1", "v2", "broken"}``: full bundles of :func:`release_set`."""
+    return functools.partial(
+        release_set,
+        release_key=release_key,
+        keyring=keyring,
+        project_wheel=project_wheel,
+        wheelhouse=full_wheelhouse,
+        source_tree=source_tree,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,18 +20,12 @@ import pytest
 from image_build.build import BuiltBundle
 from image_build.disk import build_disk
 from sync.shared.signing import Keyring, SigningKey
-from tests.image_build.bundle_kit import bundle_factory, read_members
+from tests.image_build._harness import TOKEN, free_port, unprovisioned_site
+from tests.image_build.bundle_kit import bundle_factory, member
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
 OVMF = Path("/usr/share/OVMF")  # Debian's ovmf: UEFI firmware for QEMU
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -51,22 +44,17 @@ def test_the_disk_image_boots_and_serves(
     project_wheel: Path,
     full_wheelhouse: Path,
 ) -> None:
-    site = tmp_path / "site.toml"
-    site.write_text(
-        "version = 1\n[site]\ndevice_id = 'unprovisioned'\nsite_id = 'depot-north'\n"
-        "data_dir = '/var/lib/yardlink'\n[local_api]\nhost = '0.0.0.0'\nport = 8477\n"
-        f"technician_token = '{TOKEN}'\n[[sources.cameras]]\nid = 'gate-in'\n"
-    )
+    site = unprovisioned_site(tmp_path / "site.toml", 8477, host="0.0.0.0")  # inside the VM
     bundle: BuiltBundle = bundle_factory(release_key, keyring, project_wheel, full_wheelhouse)(
         tmp_path / "out", counter=100, site_config=site
     )
     trust = tmp_path / "keyring.json"
-    trust.write_bytes({i.name: d for i, d in read_members(bundle.path)}["keys/keyring.json"])
+    trust.write_bytes(member(bundle.path, "keys/keyring.json"))
     identity = tmp_path / "identity.json"
     identity.write_text(json.dumps({"device_id": "gate-42", "token": "device-token-42"}))
     disk = build_disk(bundle.path, tmp_path / "disk.img", trust=trust, identity=identity)
 
-    port = _free_port()
+    port = free_port()
     console = tmp_path / "console.log"
     nvram = tmp_path / "OVMF_VARS.fd"  # the firmware's variables: a copy of its own
     shutil.copyfile(OVMF / "OVMF_VARS.fd", nvram)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,83 +17,36 @@ from pathlib import Path
 import psutil
 import pytest
 
-from appliance.sources.synthetic import SyntheticYardCamera
 from image_build.build import BuiltBundle
 from image_build.errors import InstallReverted
 from image_build.install import InstallOptions, install, settle
 from image_build.layout import ImageState, Layout
 from image_build.platforms import Platform
 from image_build.service import ProcessService, UnitCommand, healthz_ok
-from image_build.source import build_project_wheel, copy_tree
-from sync.shared.signing import Keyring, SigningKey
-from tests.image_build.bundle_kit import CHECKOUT, EPOCH, bundle_factory, read_members
+from tests.image_build._harness import (
+    TOKEN,
+    FullReleases,
+    frame_request,
+    free_port,
+    unprovisioned_site,
+)
+from tests.image_build.bundle_kit import CHECKOUT, member
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _site_config(directory: Path, port: int) -> Path:
-    path = directory / "site.toml"
-    path.write_text(
-        f"""version = 1
-[site]
-device_id = "unprovisioned"
-site_id = "depot-north"
-data_dir = "/var/lib/yardlink"
-[local_api]
-host = "127.0.0.1"
-port = {port}
-technician_token = "{TOKEN}"
-[[sources.cameras]]
-id = "gate-in"
-"""
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
 def bundles(
-    tmp_path_factory: pytest.TempPathFactory,
-    release_key: SigningKey,
-    keyring: Keyring,
-    project_wheel: Path,
-    full_wheelhouse: Path,
-    source_tree: Path,
+    tmp_path_factory: pytest.TempPathFactory, full_releases: FullReleases
 ) -> dict[str, BuiltBundle]:
-    """v1 (counter 100), v2 (counter 200) and a broken release (300) whose daemon exits."""
     work = tmp_path_factory.mktemp("bundles")
-    port = _free_port()
-    site = _site_config(work, port)
-    build = bundle_factory(release_key, keyring, project_wheel, full_wheelhouse)
-    broken_tree = work / "broken-src"
-    broken_tree.mkdir()
-    copy_tree(source_tree, broken_tree)
-    daemon = broken_tree / "appliance" / "daemon.py"
-    text = daemon.read_text()
-    marker = "    daemon = Daemon(config, claim_data_dir=claim)\n"
-    assert marker in text
-    daemon.write_text(text.replace(marker, '    raise RuntimeError("a broken release")\n' + marker))
-    broken_wheel = build_project_wheel(broken_tree, work / "broken-dist", source_date_epoch=EPOCH)
-    broken = bundle_factory(release_key, keyring, broken_wheel, full_wheelhouse)
-    return {
-        "v1": build(work / "v1", counter=100, site_config=site),
-        "v2": build(work / "v2", counter=200, issued_at=EPOCH + 60, site_config=site),
-        "broken": broken(work / "broken", counter=300, issued_at=EPOCH + 120, site_config=site),
-    }
+    return full_releases(work, unprovisioned_site(work / "site.toml", free_port()))
 
 
 @pytest.fixture(scope="module")
 def trust_file(tmp_path_factory: pytest.TempPathFactory, bundles: dict[str, BuiltBundle]) -> Path:
-    members = {info.name: data for info, data in read_members(bundles["v1"].path)}
     path = tmp_path_factory.mktemp("trust") / "keyring.json"
-    path.write_bytes(members["keys/keyring.json"])
+    path.write_bytes(member(bundles["v1"].path, "keys/keyring.json"))
     return path
 
 
@@ -136,14 +88,7 @@ def _events_records(layout: Layout) -> int:
 
 
 def _push_frame(layout: Layout) -> None:
-    frame = SyntheticYardCamera(3).frame(0).encode()
-    request = urllib.request.Request(
-        f"{_api(layout)}/v1/frames?camera=gate-in",
-        data=frame,
-        method="POST",
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
+    with urllib.request.urlopen(frame_request(_api(layout)), timeout=30) as answer:
         assert answer.status == 201
 
 

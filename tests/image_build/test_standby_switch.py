@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,21 +20,14 @@ from pathlib import Path
 import pytest
 
 from appliance.handover import LOCK_NAME
-from appliance.sources.synthetic import SyntheticYardCamera
 from image_build.layout import Layout
 from image_build.service import ProcessService, health_url, healthz_ok
+from tests.image_build._harness import TOKEN, frame_request, free_port
 from tests.image_build.bundle_kit import CHECKOUT
 
 pytestmark = pytest.mark.timeout(300)
 
-TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
 DEADLINE_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_site(layout: Layout, models_dir: Path, port: int) -> None:
@@ -79,7 +71,7 @@ WorkingDirectory={layout.data_dir}
 @pytest.fixture
 def gateway(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path / "root")
-    _write_site(layout, CHECKOUT / "models", _free_port())
+    _write_site(layout, CHECKOUT / "models", free_port())
     _install_unit(layout)
     return layout
 
@@ -90,22 +82,15 @@ class Pusher(threading.Thread):
 
     def __init__(self, api: str) -> None:
         super().__init__(daemon=True)
-        self.url = f"{api}/v1/frames?camera=gate-in"
-        self.frame = SyntheticYardCamera(3).frame(0).encode()
+        self.request = frame_request(api)
         self.stopping = threading.Event()
         self.stored: list[str] = []
         self.refused = 0
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            request = urllib.request.Request(
-                self.url,
-                data=self.frame,
-                method="POST",
-                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
-            )
             try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
+                with urllib.request.urlopen(self.request, timeout=30) as answer:
                     assert answer.status == 201
                     self.stored.append(json.loads(answer.read())["id"])
             except (urllib.error.URLError, OSError):

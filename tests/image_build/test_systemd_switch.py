@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,24 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sources.synthetic import SyntheticYardCamera
 from image_build.build import BuiltBundle
 from image_build.disk import install_in_root
-from image_build.source import build_project_wheel, copy_tree
 from image_build.systemd_root import SystemdRoot, make_root
-from sync.shared.signing import Keyring, SigningKey
-from tests.image_build.bundle_kit import EPOCH, bundle_factory, read_members
+from tests.image_build._harness import FullReleases, frame_request, free_port, unprovisioned_site
+from tests.image_build.bundle_kit import member
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-TOKEN = "technician-token-for-tests-7Kq2xW9fRm4p"
 YARDLINK = "/opt/yardlink/current/venv/bin/yardlink"  # the installer of the running slot
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Pusher(threading.Thread):
@@ -49,8 +39,7 @@ class Pusher(threading.Thread):
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
-        self.url = f"http://127.0.0.1:{port}/v1/frames?camera=gate-in"
-        self.frame = SyntheticYardCamera(3).frame(0).encode()
+        self.request = frame_request(f"http://127.0.0.1:{port}")
         self.stopping = threading.Event()
         self.active = threading.Event()
         self.stored: list[tuple[float, str]] = []
@@ -60,14 +49,8 @@ class Pusher(threading.Thread):
         while not self.stopping.is_set():
             if not self.active.wait(0.1):
                 continue
-            request = urllib.request.Request(
-                self.url,
-                data=self.frame,
-                method="POST",
-                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/jpeg"},
-            )
             try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
+                with urllib.request.urlopen(self.request, timeout=30) as answer:
                     assert answer.status == 201
                     self.stored.append((time.monotonic(), json.loads(answer.read())["id"]))
             except (urllib.error.URLError, OSError):
@@ -115,37 +98,11 @@ def _show(box: SystemdRoot, unit: str, *props: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def bundles(
-    tmp_path_factory: pytest.TempPathFactory,
-    release_key: SigningKey,
-    keyring: Keyring,
-    project_wheel: Path,
-    full_wheelhouse: Path,
-    source_tree: Path,
+    tmp_path_factory: pytest.TempPathFactory, full_releases: FullReleases
 ) -> tuple[int, dict[str, BuiltBundle]]:
     work = tmp_path_factory.mktemp("systemd-bundles")
-    port = _free_port()
-    site = work / "site.toml"
-    site.write_text(
-        "version = 1\n[site]\ndevice_id = 'unprovisioned'\nsite_id = 'depot-north'\n"
-        "data_dir = '/var/lib/yardlink'\n[local_api]\nhost = '127.0.0.1'\n"
-        f"port = {port}\ntechnician_token = '{TOKEN}'\n[[sources.cameras]]\nid = 'gate-in'\n"
-    )
-    build = bundle_factory(release_key, keyring, project_wheel, full_wheelhouse)
-    broken_tree = work / "broken-src"
-    broken_tree.mkdir()
-    copy_tree(source_tree, broken_tree)
-    daemon = broken_tree / "appliance" / "daemon.py"
-    text = daemon.read_text()
-    marker = "    daemon = Daemon(config, claim_data_dir=claim)\n"
-    assert marker in text
-    daemon.write_text(text.replace(marker, '    raise RuntimeError("a broken release")\n' + marker))
-    broken_wheel = build_project_wheel(broken_tree, work / "broken-dist", source_date_epoch=EPOCH)
-    broken = bundle_factory(release_key, keyring, broken_wheel, full_wheelhouse)
-    return port, {
-        "v1": build(work / "v1", counter=100, site_config=site),
-        "v2": build(work / "v2", counter=200, issued_at=EPOCH + 60, site_config=site),
-        "broken": broken(work / "broken", counter=300, issued_at=EPOCH + 120, site_config=site),
-    }
+    port = free_port()
+    return port, full_releases(work, unprovisioned_site(work / "site.toml", port))
 
 
 def test_the_ab_switch_under_systemd_hands_over_and_reverts(
@@ -155,7 +112,7 @@ def test_the_ab_switch_under_systemd_hands_over_and_reverts(
     rootfs = tmp_path / "root"
     make_root(rootfs)
     trust = tmp_path / "keyring.json"
-    trust.write_bytes({i.name: d for i, d in read_members(built["v1"].path)}["keys/keyring.json"])
+    trust.write_bytes(member(built["v1"].path, "keys/keyring.json"))
     install_in_root(rootfs, built["v1"].path, trust)
     for name in ("v2", "broken"):
         shutil.copyfile(built[name].path, rootfs / "root" / f"{name}.tar.zst")
