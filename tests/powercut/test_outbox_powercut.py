@@ -12,12 +12,10 @@ recovery is cut too.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
-from sync.outbox import Outbox, OutboxRecord
-from sync.protocol import Stream
+from tests.support.outbox_promises import OutboxPromises
 from tests.support.powercut.mount import PowercutDisk, cut_lost
 from tests.sync.crash_child import kill_while_promising
 
@@ -64,60 +62,9 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
-def _read_all(outbox: Outbox, stream: Stream) -> list[OutboxRecord]:
-    records: list[OutboxRecord] = []
-    while batch := outbox.read(stream, records[-1].seq if records else 0, max_records=5000):
-        records += batch
-    return records
-
-
-class _Promises:
-    def __init__(self) -> None:
-        self.appended: dict[Stream, dict[int, str]] = {s: {} for s in _STREAMS}
-        self.acked_telemetry = 0
-        self.highest_seen = 0
-
-    def take(self, lines: list[str]) -> int:
-        seqs = []
-        for line in lines:
-            kind, stream_name, seq_text, *rest = line.split()
-            stream, seq = Stream(stream_name), int(seq_text)
-            if kind == "A":
-                assert seq not in self.appended[stream], "a seq was handed out twice"
-                self.appended[stream][seq] = rest[0]
-                seqs.append(seq)
-            else:
-                self.acked_telemetry = max(self.acked_telemetry, seq)
-        assert not seqs or min(seqs) > self.highest_seen, "a seq from an earlier life was reused"
-        return len(seqs)
-
-    async def check(self, path: Path) -> None:
-        outbox = Outbox.open(path)
-        try:
-            assert outbox.stats().quarantined == [], "the outbox did not open after the cut"
-            assert outbox.acked_watermark(Stream.TELEMETRY) >= self.acked_telemetry
-            for stream, expected in self.appended.items():
-                records = _read_all(outbox, stream)
-                seqs = [r.seq for r in records]
-                assert seqs == sorted(set(seqs)), "order within a class, each once"
-                stored = {r.seq: r.payload.split(b"|")[0].decode() for r in records}
-                assert len(set(stored.values())) == len(stored), "a record stored twice"
-                watermark = outbox.acked_watermark(stream)
-                for seq, payload in expected.items():
-                    if seq > watermark:
-                        assert stored.get(seq) == payload, f"lost acknowledged {stream} {seq}"
-                self.highest_seen = max([self.highest_seen, *seqs])
-            self.highest_seen = max(self.highest_seen, outbox.stats().next_seq - 1)
-        finally:
-            await outbox.close()
-
-
-_STREAMS = (Stream.CRITICAL, Stream.EVENTS, Stream.TELEMETRY)
-
-
 async def _cut_rounds(disk: PowercutDisk, cuts: int, seed: int) -> int:
     rng = random.Random(seed)
-    promises = _Promises()
+    promises = OutboxPromises()
     path = disk.mountpoint / "outbox"
     acknowledged = 0
     lost = 0

@@ -16,14 +16,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from sync.outbox import Outbox, OutboxRecord
-from sync.protocol import Stream
+from tests.support.outbox_promises import OutboxPromises
 from tests.sync.crash_child import kill_while_promising
 
 ROUNDS = 20
 RECYCLED_ROUNDS = 8
 REUSED_WAL = b"reusing log"  # RocksDB's LOG line when a WAL file is recycled
-PAD = b"|"  # payload = promise text, then optional padding after this byte
 
 CHILD = r"""
 import asyncio, sys
@@ -101,59 +99,16 @@ def _wait_for_recycled_wal(path: Path, child: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
-def _read_all(outbox: Outbox, stream: Stream) -> list[OutboxRecord]:
-    records: list[OutboxRecord] = []
-    while batch := outbox.read(stream, records[-1].seq if records else 0, max_records=5000):
-        records += batch
-    return records
-
-
 async def _crash_rounds(path: Path, rounds: int, *, pad: int = 0, budget: int = 64 << 20) -> int:
     """Kill and check ``rounds`` times; returns how many appends were promised."""
     rng = random.Random(20261126)
-    promised: dict[Stream, dict[int, str]] = {
-        Stream.CRITICAL: {},
-        Stream.EVENTS: {},
-        Stream.TELEMETRY: {},
-    }
-    acked_telemetry = 0
-    highest_seen = 0
+    promises = OutboxPromises()
     for round_no in range(rounds):
         lines = _run_and_kill(path, round_no, rng, pad=pad, budget=budget)
-        round_seqs = []
-        for line in lines:
-            kind, stream_name, seq_text, *rest = line.split()
-            stream, seq = Stream(stream_name), int(seq_text)
-            if kind == "A":
-                assert seq not in promised[stream], "a seq was handed out twice"
-                promised[stream][seq] = rest[0]
-                round_seqs.append(seq)
-            else:
-                acked_telemetry = max(acked_telemetry, seq)
-        assert round_seqs, f"round {round_no}: no append was acknowledged before the kill"
-        assert min(round_seqs) > highest_seen, "a seq from an earlier life was reused"
-
-        outbox = Outbox.open(path)
-        try:
-            assert outbox.stats().quarantined == []
-            assert outbox.acked_watermark(Stream.TELEMETRY) >= acked_telemetry
-            for stream, expected in promised.items():
-                records = _read_all(outbox, stream)
-                seqs = [r.seq for r in records]
-                assert seqs == sorted(set(seqs)), "order within a class, each once"
-                stored = {r.seq: r.payload.split(PAD)[0].decode() for r in records}
-                payloads = list(stored.values())
-                assert len(payloads) == len(set(payloads)), "a record stored twice"
-                watermark = outbox.acked_watermark(stream)
-                assert all(seq > watermark for seq in seqs), "an acked record came back"
-                for seq, payload in expected.items():
-                    if seq > watermark:
-                        assert stored.get(seq) == payload, f"lost acknowledged {stream} {seq}"
-                highest_seen = max([highest_seen, *seqs])
-            highest_seen = max(highest_seen, outbox.stats().next_seq - 1)
-        finally:
-            await outbox.close()
-    return sum(len(v) for v in promised.values())
+        appended = promises.take(lines)
+        assert appended, f"round {round_no}: no append was acknowledged before the kill"
+        await promises.check(path)
+    return promises.appends
 
 
 async def test_sigkill_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
