@@ -106,6 +106,11 @@ def _text(description: str, media_type: str) -> dict[str, Any]:
 _AUDIT_REFUSED = ("503", "audit_refused: the action's audit record could not be stored")
 
 
+def _json_get(summary: str, model: type[BaseModel], description: str, tag: str) -> dict[str, Any]:
+    """A ``GET`` (technician token) answering one JSON document."""
+    return {"get": _op(summary, {"200": _json(model, description)} | _errors(), tag=tag)}
+
+
 def _sync_action(summary: str) -> dict[str, Any]:
     return {
         "post": _op(
@@ -206,13 +211,12 @@ def _paths(
             )
         },
         "/v1/frames": _frames(cameras, metadata_keys),
-        "/v1/status": {
-            "get": _op(
-                "tasks, models, outbox, disk, spool, sync and readiness",
-                {"200": _json(ApplianceStatus, "the appliance's status")} | _errors(),
-                tag="technician",
-            )
-        },
+        "/v1/status": _json_get(
+            "tasks, models, outbox, disk, spool, sync and readiness",
+            ApplianceStatus,
+            "the appliance's status",
+            tag="technician",
+        ),
         "/v1/events": {
             "get": _op(
                 "server-sent events, one per durable task result (never ends)",
@@ -220,13 +224,12 @@ def _paths(
                 tag="technician",
             )
         },
-        "/v1/audit": {
-            "get": _op(
-                "the technician actions of this run, oldest first",
-                {"200": _json(AuditList, "audit records")} | _errors(),
-                tag="technician",
-            )
-        },
+        "/v1/audit": _json_get(
+            "the technician actions of this run, oldest first",
+            AuditList,
+            "audit records",
+            tag="technician",
+        ),
         "/v1/support-bundle": {
             "post": _op(
                 "a .tar.gz for support (no token, no key)",
@@ -240,13 +243,7 @@ def _paths(
                 tag="technician",
             )
         },
-        "/v1/sync": {
-            "get": _op(
-                "the sync engine's progress",
-                {"200": _json(SyncView, "progress")} | _errors(),
-                tag="sync",
-            )
-        },
+        "/v1/sync": _json_get("the sync engine's progress", SyncView, "progress", tag="sync"),
         "/v1/sync/pause": _sync_action("stop sending until resumed"),
         "/v1/sync/resume": _sync_action("send again"),
         "/v1/sync/now": _sync_action("handshake now, skip the backoff"),
