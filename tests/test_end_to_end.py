@@ -70,13 +70,13 @@ from sync.linkemu import Direction, LinkConditions, LinkEmulator
 from sync.outbox import Outbox
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
+from tests.support.e2e_site import appliance_site_toml
 from yardlink.localstack import (
     ApplianceProcess,
     IngestProcess,
     StackError,
     find_in_clear,
     lake_rows,
-    write_site_toml,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,34 +125,17 @@ class Yard:
 
 
 def site_toml(root: Path, cloud_url: str, token: str) -> Path:
-    var = root / "site" / "var"
-    return write_site_toml(
-        root / "site" / "site.toml",
-        {
-            "version": 1,
-            "models_dir": str(REPO / "models"),
-            "site": {"device_id": DEVICE, "site_id": SITE, "data_dir": str(var)},
-            "outbox": {"path": str(var / "outbox")},
-            "sync": {
-                "cloud_url": cloud_url,
-                "token": token,
-                "batch_max_age_s": 0.3,
-                "chunk_min_bytes": 16 << 10,
-                "chunk_max_bytes": 96 << 10,
-                "chunk_target_s": 0.2,
-                "handshake_interval_s": 1.0,
-                "link": {
-                    "backoff_initial_s": 0.05,
-                    "backoff_max_s": 0.5,
-                    "request_timeout_s": 10.0,
-                    "probe_interval_s": 0.5,
-                },
-            },
-            "local_api": {"port": 0, "technician_token": TECHNICIAN},
-            "sources": {"queue_bound": 32, "cameras": [{"id": CAMERA}]},
-            "telemetry": {"interval_s": 3600},
-            "sampling": {"every_n_frames": 4, "max_per_hour": 10_000, "low_confidence_every_n": 0},
-        },
+    return appliance_site_toml(
+        root,
+        cloud_url,
+        token,
+        device=DEVICE,
+        site=SITE,
+        camera=CAMERA,
+        technician=TECHNICIAN,
+        sync={"chunk_min_bytes": 16 << 10, "chunk_max_bytes": 96 << 10, "chunk_target_s": 0.2},
+        link={"request_timeout_s": 10.0},
+        sampling={"every_n_frames": 4, "max_per_hour": 10_000, "low_confidence_every_n": 0},
     )
 
 

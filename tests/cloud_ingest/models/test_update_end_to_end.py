@@ -15,6 +15,7 @@ import pytest
 
 from appliance.sources.synthetic import SyntheticYardCamera
 from sync.linkemu import LinkConditions, LinkEmulator
+from tests.support.e2e_site import appliance_site_toml
 from tests.support.model_registry import Kit
 from yardlink.localstack import (
     YARDLINK,
@@ -23,10 +24,8 @@ from yardlink.localstack import (
     StackError,
     lake_rows,
     wait_port,
-    write_site_toml,
 )
 
-REPO = Path(__file__).resolve().parents[3]
 TECHNICIAN = "technician-token-for-the-update-e2e-test-9fK2"
 DEVICE, SITE, CAMERA = "gate-01", "wh-nyc-01", "cam-1"
 
@@ -55,35 +54,24 @@ def _cli(*args: str) -> str:
 
 
 def _site_toml(root: Path, cloud_url: str, token: str, keyring: Path) -> Path:
-    var = root / "site" / "var"
-    return write_site_toml(
-        root / "site" / "site.toml",
-        {
-            "version": 1,
-            "models_dir": str(REPO / "models"),
-            "site": {"device_id": DEVICE, "site_id": SITE, "data_dir": str(var)},
-            "outbox": {"path": str(var / "outbox")},
-            "sync": {
-                "cloud_url": cloud_url,
-                "token": token,
-                "batch_max_age_s": 0.3,
-                "handshake_interval_s": 1.0,
-                "link": {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "probe_interval_s": 0.5},
-            },
-            "local_api": {"port": 0, "technician_token": TECHNICIAN},
-            "sources": {"queue_bound": 32, "cameras": [{"id": CAMERA}]},
-            "telemetry": {"interval_s": 3600},
-            # a loaded test machine must not fail the release on latency: this test is
-            # about the path from publish to serving, not the latency budget
-            "inference": {"gate_ocr": {"sla_p99_ms": 30_000}},
-            "updates": {
-                "keyring_file": str(keyring),
-                "device_class": "x86-cpu",
-                "golden_latency_runs": 1,
-                "shadow_frames": 3,
-                "shadow_min_frames": 1,
-                "shadow_max_s": 30.0,
-            },
+    return appliance_site_toml(
+        root,
+        cloud_url,
+        token,
+        device=DEVICE,
+        site=SITE,
+        camera=CAMERA,
+        technician=TECHNICIAN,
+        # a loaded test machine must not fail the release on latency: this test is
+        # about the path from publish to serving, not the latency budget
+        inference={"gate_ocr": {"sla_p99_ms": 30_000}},
+        updates={
+            "keyring_file": str(keyring),
+            "device_class": "x86-cpu",
+            "golden_latency_runs": 1,
+            "shadow_frames": 3,
+            "shadow_min_frames": 1,
+            "shadow_max_s": 30.0,
         },
     )
 
