@@ -92,9 +92,9 @@ def validate_batch(
     missing = [n for n in stream_schema.names if n not in schema.names and n not in _later(parts)]
     if missing:
         raise WireFormatError(f"batch lacks columns {missing} of the {parts.stream} schema")
-    _check_declared_size(parquet.metadata, max_decoded_bytes)
     columns = [n for n in stream_schema.names if n in schema.names]
-    table = _read_counted(body, parquet, schema, columns, max_decoded_bytes)
+    footer = _read_footer(parquet.metadata, schema, columns, max_decoded_bytes)
+    table = _read_counted(body, parquet, footer, columns, max_decoded_bytes)
     try:
         table.validate(full=True)  # e.g. invalid UTF-8 in a string column
     except (pa.ArrowInvalid, pa.ArrowException) as exc:
@@ -131,24 +131,47 @@ def _later(parts: BatchIdParts) -> tuple[str, ...]:
     return LATER_COLUMNS.get(parts.stream, ())
 
 
-def _check_declared_size(meta: pq.FileMetaData, limit: int) -> None:
-    """The uncompressed page bytes the footer declares (dictionaries counted once)."""
+@dataclass(frozen=True, slots=True)
+class _Footer:
+    """What the footer says about reading the stream's columns, gathered in one walk."""
+
+    dictionary_columns: list[str]  # string columns pyarrow can read as dictionaries
+    slice_rows: int  # rows read in one slice
+
+
+def _read_footer(
+    meta: pq.FileMetaData, schema: pa.Schema, columns: list[str], limit: int
+) -> _Footer:
+    """One walk over the footer's column chunks: the declared uncompressed page bytes
+    (dictionaries counted once; :class:`BatchTooLargeDecoded` past ``limit``), the
+    columns to read as dictionaries, and the rows of a slice."""
+    wanted = set(columns)
+    chunks: list[tuple[int, str, int, int, frozenset[str]]] = []  # group, column, ...
+    group_rows: list[int] = []
+    declared = 0
     try:
-        declared = sum(
-            meta.row_group(g).column(c).total_uncompressed_size
-            for g in range(meta.num_row_groups)
-            for c in range(meta.num_columns)
-        )
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            group_rows.append(max(group.num_rows, 1))
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                size = chunk.total_uncompressed_size
+                declared += size
+                name = chunk.path_in_schema
+                if name.split(".", 1)[0] in wanted:
+                    chunks.append((g, name, size, chunk.num_values, frozenset(chunk.encodings)))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise WireFormatError(f"body is not a readable Parquet file: {exc}") from exc
     if declared > limit:
         raise BatchTooLargeDecoded(
             f"batch decodes to more than {limit} bytes ({declared} in its pages); split it"
         )
+    dictionary = _dictionary_columns(chunks, schema, columns)
+    return _Footer(dictionary, _slice_rows(chunks, group_rows, set(dictionary), limit))
 
 
 def _read_counted(
-    body: bytes, parquet: pq.ParquetFile, schema: pa.Schema, columns: list[str], limit: int
+    body: bytes, parquet: pq.ParquetFile, footer: _Footer, columns: list[str], limit: int
 ) -> pa.Table:
     """The ``columns`` of ``body``, read a slice of rows at a time, each slice's bytes
     counted as they will be once dictionary values are spelled out for each row (a
@@ -157,16 +180,17 @@ def _read_counted(
 
     String columns stored as dictionaries are read as dictionaries (counted, not
     spelled out).  A slice holds as many rows as the footer says fit in ``limit /
-    _SLICE_SHARE`` with every dictionary value as long as its whole column chunk
-    (``_slice_rows``): rows sharing large values are read a few at a time, a batch
-    of small rows in one or two slices.
+    _SLICE_SHARE`` (``_slice_rows``): rows sharing large values are read a few at
+    a time, a batch of small rows in one slice.
     """
     try:
-        dictionary = _dictionary_columns(parquet.metadata, schema, columns)
-        rows = _slice_rows(parquet.metadata, columns, limit)
-        reader = pq.ParquetFile(pa.BufferReader(body), read_dictionary=dictionary)
+        reader = pq.ParquetFile(
+            pa.BufferReader(body),
+            metadata=parquet.metadata,
+            read_dictionary=footer.dictionary_columns,
+        )
         decoded, slices = 0, []
-        for piece in reader.iter_batches(rows, columns=columns, use_threads=False):
+        for piece in reader.iter_batches(footer.slice_rows, columns=columns, use_threads=False):
             decoded = _counted_nbytes(piece, decoded, limit)
             slices.append(piece)
         table = pa.Table.from_batches(slices) if slices else None
@@ -177,29 +201,31 @@ def _read_counted(
     return table
 
 
-def _slice_rows(meta: pq.FileMetaData, columns: list[str], limit: int) -> int:
+def _slice_rows(
+    chunks: list[tuple[int, str, int, int, frozenset[str]]],
+    group_rows: list[int],
+    dictionary: set[str],
+    limit: int,
+) -> int:
     """Rows per slice: a row is taken to decode to at most, per column chunk of its
-    row group, its uncompressed bytes per row, or (dictionary or delta-prefix
-    encoded: one short value on disk may stand for many long ones) its whole
-    uncompressed bytes per value; the largest row group's rows count."""
-    wanted = set(columns)
-    per_row = 1.0
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        rows = max(group.num_rows, 1)
-        in_group = 1.0
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            if chunk.path_in_schema.split(".", 1)[0] not in wanted:
-                continue
-            size = chunk.total_uncompressed_size
-            values_per_row = max(chunk.num_values, 1) / rows
-            amplifying = bool(set(chunk.encodings) & _AMPLIFYING_ENCODINGS)
-            in_group += (
-                (size + 16) * values_per_row if amplifying else size / rows + 16 * values_per_row
-            )
-        per_row = max(per_row, in_group)
-    return int(min(max(limit // _SLICE_SHARE / per_row, _SCAN_ROWS), _MAX_SLICE_ROWS))
+    row group, its uncompressed bytes per row; or (dictionary or delta-prefix
+    encoded and read spelled out: one short value on disk may stand for many long
+    ones) its whole uncompressed bytes per value; a column read as a dictionary
+    takes its dictionary (at most its uncompressed bytes) and an index per value.
+    The largest row group's rows count."""
+    per_group = [1.0] * len(group_rows)
+    for group, name, size, num_values, encodings in chunks:
+        rows = group_rows[group]
+        values_per_row = max(num_values, 1) / rows
+        if name in dictionary:
+            per_row = size / rows + 16 * values_per_row
+        elif encodings & _AMPLIFYING_ENCODINGS:
+            per_row = (size + 16) * values_per_row
+        else:
+            per_row = size / rows + 16 * values_per_row
+        per_group[group] += per_row
+    worst = max(per_group, default=1.0)
+    return int(min(max(limit // _SLICE_SHARE / worst, _SCAN_ROWS), _MAX_SLICE_ROWS))
 
 
 def _counted_nbytes(piece: pa.RecordBatch, decoded: int, limit: int) -> int:
@@ -219,28 +245,34 @@ def _counted_nbytes(piece: pa.RecordBatch, decoded: int, limit: int) -> int:
 def _dense_nbytes(array: pa.Array, *, exact: bool) -> int:
     """Bytes ``array`` takes once dictionary values are spelled out for each row
     (what the cast to the stream's plain schema will allocate); with ``exact``
-    False, at most that many times the longest value, cheaper to count."""
+    False, at most that many times the longest value, cheaper to count (a
+    one-entry dictionary, the usual device, site or model column: its bytes, with
+    no compute call)."""
     if not isinstance(array, pa.DictionaryArray):
         return int(array.nbytes)
     values, indices = array.dictionary, array.indices
     if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
-        lengths = pc.binary_length(values)
         if not exact:
+            if len(values) <= 1:
+                return (int(values.nbytes) + 8) * len(array)
+            lengths = pc.binary_length(values)
             return (int(pc.max(lengths).as_py() or 0) + 8) * len(array)
+        lengths = pc.binary_length(values)
         return int(pc.sum(pc.take(lengths, indices)).as_py() or 0) + 8 * len(array)
     per_value = values.nbytes / max(len(values), 1)
     return int(per_value * len(array)) + int(indices.nbytes)
 
 
-def _dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema, columns: list[str]) -> list[str]:
+def _dictionary_columns(
+    chunks: list[tuple[int, str, int, int, frozenset[str]]],
+    schema: pa.Schema,
+    columns: list[str],
+) -> list[str]:
     """Top-level string columns every chunk of which is dictionary-encoded (pyarrow
     reads those as dictionaries; not, for one, a delta-encoded chunk)."""
-    chunks: dict[str, list[set[str]]] = {}
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            chunks.setdefault(chunk.path_in_schema, []).append(set(chunk.encodings))
+    encodings: dict[str, list[frozenset[str]]] = {}
+    for _, name, _, _, chunk_encodings in chunks:
+        encodings.setdefault(name, []).append(chunk_encodings)
     return [
         name
         for name in columns
@@ -248,8 +280,8 @@ def _dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema, columns: list[
             pa.types.is_string(schema.field(name).type)
             or pa.types.is_binary(schema.field(name).type)
         )
-        and chunks.get(name)
-        and all(e & _DICTIONARY_ENCODINGS and e <= _DICTIONARY_READABLE for e in chunks[name])
+        and encodings.get(name)
+        and all(e & _DICTIONARY_ENCODINGS and e <= _DICTIONARY_READABLE for e in encodings[name])
     ]
 
 
@@ -291,6 +323,8 @@ def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:
     values = table.column(column)
     if values.null_count:
         raise WireFormatError(f"records without a {column}")
+    if _only_value_in_dictionaries(values, expected):
+        return
     mismatched = pc.invert(pc.equal(values, pa.scalar(expected, pa.string())))
     if pc.any(mismatched).as_py():
         other = pc.filter(values, mismatched)[0].cast(pa.binary()).as_py().decode(errors="replace")
@@ -298,3 +332,14 @@ def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:
             f"batch holds records of another {what} "
             f"({column}={other[:80]!r}, expected {expected!r})"
         )
+
+
+def _only_value_in_dictionaries(values: pa.ChunkedArray, expected: str) -> bool:
+    """Whether ``values`` is read as dictionaries whose only entry is ``expected``
+    (then every row holds it: no pass over the rows needed)."""
+    for chunk in values.chunks:
+        if not isinstance(chunk, pa.DictionaryArray) or len(chunk.dictionary) != 1:
+            return False
+        if chunk.dictionary[0].as_py() != expected:
+            return False
+    return True

@@ -44,13 +44,16 @@ class SqliteDatabase:
                 raise
             await self._db.execute("COMMIT")
 
+    # One hop to the connection's thread per query (execute, fetch and close there),
+    # not three: each hop is a queue put and a wake-up of the event loop.
+
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        """The first row of a lookup by key (or one with ``LIMIT 1``), None when none."""
+        rows = await self._db.execute_fetchall(sql, tuple(params))
+        return next(iter(rows), None)
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._db.execute_fetchall(sql, tuple(params)))
 
 
 async def insert_audit(

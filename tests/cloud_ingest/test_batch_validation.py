@@ -1,5 +1,7 @@
 """The one-pass batch reader keeps what the full decode took: extra columns dropped,
-any row-group layout, an empty body refused."""
+any row-group layout, an empty body refused; and its shortcuts (a one-entry
+dictionary read instead of every row, a loose size bound before an exact count)
+still refuse what they must."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from cloud_ingest.batch_validation import validate_batch
+from cloud_ingest.errors import BatchTooLargeDecoded
+from sync.protocol import parse_batch_id
 from sync.protocol.parquet import EVENTS_SCHEMA
 from tests.support.ingest import PARQUET, Ingest, bearer, event_records
 
@@ -63,3 +69,67 @@ async def test_a_body_without_records_is_400(ingest: Ingest) -> None:
     assert response.status == 400
     assert "no records" in (await response.json())["detail"]
     assert not list(ingest.settings.lake_dir.rglob("*.parquet"))
+
+
+# The shortcuts of the reader: each keeps refusing what it must.
+
+
+def _with_dictionary_column(
+    table: pa.Table, name: str, values: list[str], rows: list[int]
+) -> bytes:
+    """``table`` with column ``name`` written as a dictionary of ``values`` (unused ones
+    included) indexed by ``rows``."""
+    column = pa.DictionaryArray.from_arrays(pa.array(rows, pa.int32()), pa.array(values))
+    index = table.schema.get_field_index(name)
+    return _body(table.set_column(index, pa.field(name, column.type, nullable=False), column))
+
+
+async def test_a_device_column_naming_only_another_device_is_400(ingest: Ingest) -> None:
+    """The device check reads a one-entry dictionary instead of every row: an entry
+    that is not the sender is still refused."""
+    token = await ingest.device()
+    body = _with_dictionary_column(_events(1, 5), "device_id", ["gate-02"], [0] * 5)
+    response = await _put(ingest, token, "gate-01.events.1-5", body)
+    assert response.status == 400
+    assert "another device" in (await response.json())["detail"]
+    assert not list(ingest.settings.lake_dir.rglob("*.parquet"))
+
+
+async def test_a_device_dictionary_with_other_entries_is_checked_row_by_row(
+    ingest: Ingest,
+) -> None:
+    token = await ingest.device()
+    unused = _with_dictionary_column(_events(1, 5), "device_id", ["gate-02", "gate-01"], [1] * 5)
+    response = await _put(ingest, token, "gate-01.events.1-5", unused)
+    assert response.status == 201, await response.text()  # gate-02 names no row
+
+    used = _with_dictionary_column(
+        _events(6, 10), "device_id", ["gate-01", "gate-02"], [0, 0, 1, 0, 0]
+    )
+    response = await _put(ingest, token, "gate-01.events.6-10", used)
+    assert response.status == 400
+    assert "gate-02" in (await response.json())["detail"]
+
+
+def test_a_bound_past_the_limit_falls_back_to_an_exact_count() -> None:
+    """A dictionary column is first bounded as if every row held its longest value;
+    past the limit the rows are counted exactly: a body within the limit is taken,
+    one beyond it is still 413."""
+
+    def body(long_rows: int) -> bytes:
+        rows = 1000
+        table = _events(1, rows)
+        indices = [0 if i < long_rows else 1 for i in range(rows)]
+        column = pa.DictionaryArray.from_arrays(
+            pa.array(indices, pa.int32()), pa.array(["x" * (1 << 20), "{}"])
+        )
+        index = table.schema.get_field_index("frame_metadata")
+        return _body(table.set_column(index, pa.field("frame_metadata", column.type), column))
+
+    parts = parse_batch_id("gate-01.events.1-1000")
+    # the bound says 1000 x 1 MiB; one row holds the long value: about 1 MiB
+    taken = validate_batch(parts, "yard-a", body(1), max_decoded_bytes=16 << 20)
+    assert taken.table.num_rows == 1000
+    with pytest.raises(BatchTooLargeDecoded) as refused:  # 20 rows hold it: 20 MiB
+        validate_batch(parts, "yard-a", body(20), max_decoded_bytes=16 << 20)
+    assert refused.value.status == 413
