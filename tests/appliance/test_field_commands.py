@@ -14,34 +14,13 @@ from typing import Any
 from appliance.config import load_config
 from appliance.daemon import Daemon
 from appliance.support_bundle import build_bundle
+from image_build.site_config import dump_toml
 from tests.appliance.daemon_harness import TOKEN
 from tests.appliance.tui.tui_harness import NO_MODELS
 from tests.sync.ingest_server import DEVICE, SITE, RunningIngest, running_ingest
 
 REPO = Path(__file__).resolve().parents[2]
 PLATE_SECRET = "plate-secret-of-this-site-5d1c9a"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    assert isinstance(value, dict)
-    return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def _toml(data: dict[str, Any], prefix: str = "") -> str:
-    scalars = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    text = (f"[{prefix}]\n" if prefix else "") + "".join(line + "\n" for line in scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            text += "\n" + _toml(value, f"{prefix}.{key}" if prefix else key)
-    return text
 
 
 def write_site(
@@ -62,7 +41,7 @@ def write_site(
     for key, value in overrides.items():
         data[key] = {**data.get(key, {}), **value}
     path = tmp_path / "site.toml"
-    path.write_text(_toml(data))
+    path.write_text(dump_toml(data))
     return path
 
 
