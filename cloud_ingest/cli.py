@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import uvloop
+from pydantic import BaseModel
 
 from cloud_ingest.catalog import Catalog
 from cloud_ingest.catalog_open import open_catalog
@@ -178,17 +179,27 @@ def _with_catalog(args: argparse.Namespace, work: Callable[[Catalog], Awaitable[
     return asyncio.run(run())
 
 
+def _print_credential(args: argparse.Namespace, created: BaseModel, *lines: str) -> int:
+    """A new token: the whole record as JSON with ``--json``, else ``lines`` for a person."""
+    if args.json:
+        print(json.dumps(created.model_dump()))
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
 def _device_add(args: argparse.Namespace) -> int:
     created = _with_catalog(
         args,
         lambda c: add_device(c, args.device_id, args.site, actor=_CLI_ACTOR, now=time.time()),
     )
-    if args.json:
-        print(json.dumps(created.model_dump()))
-    else:
-        print(f"device {created.device_id} at site {created.site_id}")
-        print(f"token (shown once): {created.token}")
-    return 0
+    return _print_credential(
+        args,
+        created,
+        f"device {created.device_id} at site {created.site_id}",
+        f"token (shown once): {created.token}",
+    )
 
 
 def _device_revoke(args: argparse.Namespace) -> int:
@@ -203,12 +214,9 @@ def _operator_add(args: argparse.Namespace) -> int:
     created = _with_catalog(
         args, lambda c: add_operator(c, args.name, actor=_CLI_ACTOR, now=time.time())
     )
-    if args.json:
-        print(json.dumps(created.model_dump()))
-    else:
-        print(f"operator {created.name}")
-        print(f"token (shown once): {created.token}")
-    return 0
+    return _print_credential(
+        args, created, f"operator {created.name}", f"token (shown once): {created.token}"
+    )
 
 
 def _operator_revoke(args: argparse.Namespace) -> int:
@@ -221,12 +229,12 @@ def _device_rotate(args: argparse.Namespace) -> int:
     created = _with_catalog(
         args, lambda c: rotate_device(c, args.device_id, actor=_CLI_ACTOR, now=time.time())
     )
-    if args.json:
-        print(json.dumps(created.model_dump()))
-    else:
-        print(f"device {created.device_id}: new token (shown once): {created.token}")
-        print("the old token is refused from now on")
-    return 0
+    return _print_credential(
+        args,
+        created,
+        f"device {created.device_id}: new token (shown once): {created.token}",
+        "the old token is refused from now on",
+    )
 
 
 def _device_list(args: argparse.Namespace) -> int:
