@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,13 @@ _MAX_TTL_S = 365 * 86400.0
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def _of_record(cls, record: object, **more: Any) -> Self:
+        """The view of a catalog record: each field read from ``record`` by its name, but
+        for those given in ``more`` (what the record does not hold)."""
+        held = {name: getattr(record, name) for name in cls.model_fields if name not in more}
+        return cls(**held, **more)
 
 
 class RawRequestCreate(_Body):
@@ -69,20 +76,7 @@ class RawRequestView(_Body):
 
     @classmethod
     def of(cls, record: RawRequestRecord) -> RawRequestView:
-        return cls(
-            request_id=record.request_id,
-            device_id=record.device_id,
-            state=record.state,
-            seq=record.seq,
-            since=record.since,
-            until=record.until,
-            reason=record.reason,
-            created_by=record.created_by,
-            created_at=record.created_at,
-            expires_at=record.expires_at,
-            state_changed_at=record.state_changed_at,
-            upload_id=record.upload_id,
-        )
+        return cls._of_record(record)
 
 
 class RawRequestList(_Body):
@@ -126,16 +120,7 @@ class DeviceView(_Body):
 
     @classmethod
     def of(cls, record: DeviceRecord, acked: dict[Stream, int]) -> DeviceView:
-        return cls(
-            device_id=record.device_id,
-            site_id=record.site_id,
-            created_at=record.created_at,
-            revoked=record.revoked,
-            revoked_at=record.revoked_at,
-            last_sync_at=record.last_sync_at,
-            last_sync=record.last_sync,
-            acked=acked,
-        )
+        return cls._of_record(record, acked=acked)
 
 
 class DeviceList(_Body):
@@ -152,14 +137,7 @@ class AuditEventView(_Body):
 
     @classmethod
     def of(cls, event: AuditEvent) -> AuditEventView:
-        return cls(
-            event_id=event.event_id,
-            at=event.at,
-            actor=event.actor,
-            action=event.action,
-            subject=event.subject,
-            detail=event.detail,
-        )
+        return cls._of_record(event)
 
 
 class AuditList(_Body):
