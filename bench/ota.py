@@ -36,7 +36,6 @@ switches, shadows and commits it.  Rows:
 from __future__ import annotations
 
 import asyncio
-import io
 import statistics
 import tempfile
 import time
@@ -52,7 +51,7 @@ from appliance.config import parse_config
 from appliance.daemon import Daemon
 from appliance.sources.synthetic import SyntheticYardCamera
 from bench._common import Row, command_for, parse_args, row, write_results
-from bench.ota_rollout import abort_propagation_row, signed_release
+from bench.ota_rollout import abort_propagation_row, publish_and_start, signed_release
 from cloud_ingest.app import build_app
 from cloud_ingest.app_keys import CATALOG
 from cloud_ingest.provisioning import add_device, add_operator
@@ -194,19 +193,6 @@ async def _watch(daemon: Daemon, downloads: Path, timeline: Timeline, give_up: f
         await asyncio.sleep(0.05)
 
 
-async def _publish(base: str, operator: str, archive: Path, manifest: bytes) -> None:
-    headers = {"Authorization": f"Bearer {operator}"}
-    async with aiohttp.ClientSession() as session:
-        form = aiohttp.FormData()
-        form.add_field("manifest", io.BytesIO(manifest), filename="m.json")
-        form.add_field("artifact", archive.open("rb"), filename="release.tar")
-        async with session.post(f"{base}/v1/admin/models", data=form, headers=headers) as r:
-            r.raise_for_status()
-        rollout = f"{base}/v1/admin/models/gate-ocr/{VERSION}/rollout"
-        async with session.post(rollout, json={"action": "start"}, headers=headers) as r:
-            r.raise_for_status()
-
-
 @dataclass(frozen=True)
 class Setup:
     quick: bool
@@ -217,7 +203,7 @@ class Setup:
 
 async def _measure(setup: Setup, work: Path) -> tuple[Timeline, int, float]:
     plan = RolloutPlan(canary_sites=[SITE], stages=[100], min_devices=1, bake_s=3600)
-    release = signed_release(work, plan)
+    release = signed_release(work, plan, VERSION)
     keyring = release.keyring
     app = build_app(IngestSettings(data_dir=work / "cloud", release_keyring_file=keyring))
     runner = web.AppRunner(app)
@@ -254,7 +240,8 @@ async def _measure(setup: Setup, work: Path) -> tuple[Timeline, int, float]:
         timeline.mark_cpu("published")
         timeline.cpu["steady_wall"] = timeline.published - steady_from
         timeline.cpu["steady_frames"] = len(timeline.results) - steady_frames
-        await _publish(base, operator, release.archive, release.manifest)
+        async with aiohttp.ClientSession() as session:
+            await publish_and_start(session, base, operator, release)
         downloads = Path(daemon.config.site.data_dir) / "updates" / "downloads"
         give_up = time.monotonic() + (900.0 if setup.quick else 1800.0)
         await _watch(daemon, downloads, timeline, give_up)

@@ -77,23 +77,31 @@ async def _handshake(
         return SyncResponse.model_validate(await response.json())
 
 
+async def publish_and_start(
+    session: aiohttp.ClientSession, base: str, operator: str, release: SignedRelease
+) -> None:
+    """Publish ``release`` through the admin API and start its rollout, as an operator."""
+    headers = {"Authorization": f"Bearer {operator}"}
+    form = aiohttp.FormData()
+    form.add_field("manifest", io.BytesIO(release.manifest), filename="m.json")
+    form.add_field("artifact", release.archive.open("rb"), filename="release.tar")
+    async with session.post(f"{base}/v1/admin/models", data=form, headers=headers) as r:
+        r.raise_for_status()
+    rollout = f"{base}/v1/admin/models/gate-ocr/{release.version}/rollout"
+    async with session.post(rollout, json={"action": "start"}, headers=headers) as r:
+        r.raise_for_status()
+
+
 async def _publish_to_downloaded(
-    base: str, operator: str, device: dict[str, Any], manifest: bytes, archive: Path, rate: float
+    base: str, operator: str, device: dict[str, Any], release: SignedRelease, rate: float
 ) -> tuple[float, float]:
     """Seconds from publish to the device holding the verified artifact; link-limited s."""
+    manifest = release.manifest
     signed = Envelope.parse(manifest).signed
-    headers = {"Authorization": f"Bearer {operator}"}
     async with LinkEmulator(_host_port(base), LinkConditions(rtt_s=0.150, rate_bps=rate)) as link:
         async with aiohttp.ClientSession() as session:
             started = time.monotonic()
-            form = aiohttp.FormData()
-            form.add_field("manifest", io.BytesIO(manifest), filename="m.json")
-            form.add_field("artifact", archive.open("rb"), filename="release.tar")
-            async with session.post(f"{base}/v1/admin/models", data=form, headers=headers) as r:
-                r.raise_for_status()
-            rollout = f"{base}/v1/admin/models/gate-ocr/{VERSION}/rollout"
-            async with session.post(rollout, json={"action": "start"}, headers=headers) as r:
-                r.raise_for_status()
+            await publish_and_start(session, base, operator, release)
             answer = await _handshake(session, link.url, device)
         (assignment,) = answer.models
         fetcher = HttpFetcher(link.url, device["token"])
@@ -161,8 +169,7 @@ class _Cloud:
     catalog: Any
     operator: str
     devices: list[dict[str, Any]]
-    archive: Path
-    manifest: bytes
+    release: SignedRelease
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,10 @@ class SignedRelease:
     keyring: Path
     archive: Path
     manifest: bytes
+    version: str
 
 
-def signed_release(work: Path, plan: RolloutPlan) -> SignedRelease:
+def signed_release(work: Path, plan: RolloutPlan, version: str = VERSION) -> SignedRelease:
     """Sign a one-key keyring and a release of the pinned OCR files under ``work``."""
     key = SigningKey.generate()
     keyring = Keyring(version=1, keys={key.public.keyid: key.public}, issued_at=1_700_000_000)
@@ -183,7 +191,7 @@ def signed_release(work: Path, plan: RolloutPlan) -> SignedRelease:
     build = build_release(
         REPO / "models",
         name="gate-ocr",
-        version=VERSION,
+        version=version,
         task="gate_ocr",
         device_classes=["x86-cpu"],
         out=work / "release.tar",
@@ -197,7 +205,7 @@ def signed_release(work: Path, plan: RolloutPlan) -> SignedRelease:
         expires_in_s=86_400,
         rollout=plan,
     )
-    return SignedRelease(keyring_file, build.archive, manifest)
+    return SignedRelease(keyring_file, build.archive, manifest, version)
 
 
 @contextlib.asynccontextmanager
@@ -238,7 +246,7 @@ async def _cloud(work: Path) -> AsyncIterator[_Cloud]:
                 }
             )
         base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        yield _Cloud(base, catalog, operator, devices, release.archive, release.manifest)
+        yield _Cloud(base, catalog, operator, devices, release)
     finally:
         await runner.cleanup()
 
@@ -270,18 +278,8 @@ async def abort_propagation_row(quick: bool, command: str) -> Row:
     """The abort-propagation row alone (``bench.ota`` reports it with its own rows)."""
     with tempfile.TemporaryDirectory(prefix="bench-ota-abort-") as tmp:
         async with _cloud(Path(tmp)) as cloud:
-            headers = {"Authorization": f"Bearer {cloud.operator}"}
             async with aiohttp.ClientSession() as session:
-                form = aiohttp.FormData()
-                form.add_field("manifest", io.BytesIO(cloud.manifest), filename="m.json")
-                form.add_field("artifact", cloud.archive.open("rb"), filename="release.tar")
-                async with session.post(
-                    f"{cloud.base}/v1/admin/models", data=form, headers=headers
-                ) as r:
-                    r.raise_for_status()
-                rollout = f"{cloud.base}/v1/admin/models/gate-ocr/{VERSION}/rollout"
-                async with session.post(rollout, json={"action": "start"}, headers=headers) as r:
-                    r.raise_for_status()
+                await publish_and_start(session, cloud.base, cloud.operator, cloud.release)
             return await _abort_row(cloud, quick, command)
 
 
@@ -291,10 +289,10 @@ async def run(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-ota-rollout-") as tmp:
         async with _cloud(Path(tmp)) as cloud:
             elapsed, link_limited = await _publish_to_downloaded(
-                cloud.base, cloud.operator, cloud.devices[0], cloud.manifest, cloud.archive, rate
+                cloud.base, cloud.operator, cloud.devices[0], cloud.release, rate
             )
             abort = await _abort_row(cloud, quick, command)
-            size_mb = cloud.archive.stat().st_size / 1e6
+            size_mb = cloud.release.archive.stat().st_size / 1e6
     return [
         row(
             f"publish-to-downloaded, {size_mb:.1f} MB release, {rate / 1e6:g} Mbit/s 150 ms",
