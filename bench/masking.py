@@ -37,74 +37,52 @@ def main(argv: list[str] | None = None) -> None:
     command = command_for("masking", args.quick)
     face_recall = tally.faces_masked / max(tally.faces, 1)
     plate_recall = tally.plates_masked / max(tally.plates, 1)
-    rows = [
-        row("masking_frames", frames, "frames", goal=">= 500 (full run)", command=command),
-        row("masking_faces", tally.faces, "faces", goal="reference", command=command),
-        row("masking_plates", tally.plates, "plates", goal="reference", command=command),
-        row(
-            "masking_face_recall",
-            face_recall,
-            "fraction",
-            goal=">= 0.995",
-            command=command,
-            met=face_recall >= 0.995,
-        ),
-        row(
-            "masking_plate_recall",
-            plate_recall,
-            "fraction",
-            goal=">= 0.995",
-            command=command,
-            met=plate_recall >= 0.995,
-        ),
-        row(
-            "masking_recall",
-            tally.recall,
-            "fraction",
-            goal=">= 0.995",
-            command=command,
-            met=tally.recall >= 0.995,
-        ),
-        row(
+    # (metric, value, unit, goal, met: None where the row is a reference)
+    figures: list[tuple[str, float, str, str, bool | None]] = [
+        ("masking_frames", frames, "frames", ">= 500 (full run)", None),
+        ("masking_faces", tally.faces, "faces", "reference", None),
+        ("masking_plates", tally.plates, "plates", "reference", None),
+        ("masking_face_recall", face_recall, "fraction", ">= 0.995", face_recall >= 0.995),
+        ("masking_plate_recall", plate_recall, "fraction", ">= 0.995", plate_recall >= 0.995),
+        ("masking_recall", tally.recall, "fraction", ">= 0.995", tally.recall >= 0.995),
+        (
             "masking_independent_faces_found",
             len(result.faces_seen_after),
             "faces",
-            goal="0",
-            command=command,
-            met=not result.faces_seen_after,
+            "0",
+            not result.faces_seen_after,
         ),
-        row(
+        (
             "masking_independent_plates_read",
             len(result.plates_read_after),
             "plates",
-            goal="0",
-            command=command,
-            met=not result.plates_read_after,
+            "0",
+            not result.plates_read_after,
         ),
-        row(
+        (
             "masking_independent_other_faces",
             len(result.other_faces_found),
             "boxes",
-            goal="reference (the check's false alarms, away from any true face)",
-            command=command,
+            "reference (the check's false alarms, away from any true face)",
+            None,
         ),
-        row(
+        (
             "masking_check_recall_in_clear",
             result.faces_found_in_clear / max(result.faces_in_clear, 1),
             "fraction",
-            goal="reference (true faces the check finds in frames released with nothing hidden)",
-            command=command,
+            "reference (true faces the check finds in frames released with nothing hidden)",
+            None,
         ),
-        row(
+        (
             "masking_check_false_alarms",
             len(result.face_free_false_alarms) / max(result.face_free_frames, 1),
             "faces per frame",
-            goal="0 (the same frames drawn without faces, released)",
-            command=command,
-            met=not result.face_free_false_alarms,
+            "0 (the same frames drawn without faces, released)",
+            not result.face_free_false_alarms,
         ),
-        row("masking_seconds_per_frame", elapsed / frames, "s", goal="reference", command=command),
+        ("masking_seconds_per_frame", elapsed / frames, "s", "reference", None),
     ]
+    rows = [row(m, v, u, goal=g, command=command, met=met) for m, v, u, g, met in figures]
     write_results("masking", rows, args.out)
     misses = {
         "seed": SEED,
