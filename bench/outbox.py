@@ -28,8 +28,6 @@ import asyncio
 import json
 import os
 import shutil
-import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,143 +38,23 @@ from typing import Any
 import uvloop
 
 from bench._common import Row, command_for, parse_args, row, write_results
+from bench.outbox_anchors import (
+    BATCH,
+    aiosqlite_queue_append,
+    bare_rocksdict,
+    sqlite_queue_append,
+    warm_payloads,
+)
 
 NAME = "outbox"
 RECORD = 200
-BATCH = 256
 PRODUCERS = 1000
 REPEATS = 5
-WARM = 300_000  # > max_total_wal_size (64 MB) of 225-byte entries: WALs are recycled
-QUEUE_TABLE = (
-    "CREATE TABLE queue (seq INTEGER PRIMARY KEY, stream INTEGER, created REAL, payload BLOB)"
-)
 
 
 def _payloads(count: int) -> list[bytes]:
     pool = [os.urandom(RECORD) for _ in range(1024)]
     return [pool[i % len(pool)] for i in range(count)]
-
-
-def _warm_payloads(payloads: list[bytes]) -> list[bytes]:
-    return [payloads[i % len(payloads)] for i in range(WARM)]
-
-
-def _bare_db(path: Path) -> Any:
-    """A bare rocksdict database with the outbox's options (WAL recycling, memtables)."""
-    from rocksdict import Rdict
-
-    from sync.outbox import db_options
-    from sync.settings import OutboxSettings
-
-    return Rdict(str(path), db_options(OutboxSettings().memory_budget_bytes, path))
-
-
-def _bare_batches(db: Any, payloads: list[bytes], first_key: int) -> None:
-    from rocksdict import WriteBatch, WriteOptions
-
-    write_opts = WriteOptions()
-    write_opts.sync = True
-    pack = struct.Struct(">Q").pack
-    for first in range(0, len(payloads), BATCH):
-        batch = WriteBatch(raw_mode=True)
-        for index in range(first, min(first + BATCH, len(payloads))):
-            batch.put(pack(first_key + index), payloads[index])
-        db.write(batch, write_opts)
-
-
-def bare_rocksdict(path: Path, payloads: list[bytes], chunk: int) -> tuple[float, float]:
-    """Records/s of a bare loop of synced WriteBatches of 256 (no outbox logic; keys
-    ``WARM..`` after ``WARM`` untimed records), then of draining those records."""
-    db = _bare_db(path)
-    try:
-        _bare_batches(db, _warm_payloads(payloads), 0)
-        start = time.perf_counter()
-        _bare_batches(db, payloads, WARM)
-        append_rate = len(payloads) / (time.perf_counter() - start)
-        return append_rate, _bare_drain(db, len(payloads), chunk)
-    finally:
-        db.close()
-
-
-def _bare_drain(db: Any, total: int, chunk: int) -> float:
-    """Records/s of a bare iterate-``chunk``-then-synced-range-delete loop from key WARM."""
-    from rocksdict import WriteBatch, WriteOptions
-
-    write_opts = WriteOptions()
-    write_opts.sync = True
-    pack = struct.Struct(">Q").pack
-    drained = 0
-    start = time.perf_counter()
-    after = WARM
-    while True:
-        it = db.iter()
-        it.seek(pack(after))
-        got = []
-        while it.valid() and len(got) < chunk:
-            got.append((it.key(), it.value()))
-            it.next()
-        if not got:
-            break
-        last = struct.unpack(">Q", got[-1][0])[0]
-        batch = WriteBatch(raw_mode=True)
-        batch.delete_range(pack(after), pack(last + 1))
-        db.write(batch, write_opts)
-        drained += len(got)
-        after = last + 1
-    elapsed = time.perf_counter() - start
-    assert drained == total, (drained, total)
-    return drained / elapsed
-
-
-def _sqlite_batches(conn: sqlite3.Connection, payloads: list[bytes]) -> None:
-    for first in range(0, len(payloads), BATCH):
-        now = time.time()
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO queue (stream, created, payload) VALUES (1, ?, ?)",
-            [(now, p) for p in payloads[first : first + BATCH]],
-        )
-        conn.execute("COMMIT")
-
-
-def sqlite_queue_append(path: Path, payloads: list[bytes]) -> float:
-    """Records/s of a SQLite WAL queue, synchronous=FULL, one transaction per 256
-    (after ``WARM`` untimed records, like every contender)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(QUEUE_TABLE)
-    _sqlite_batches(conn, _warm_payloads(payloads))
-    start = time.perf_counter()
-    _sqlite_batches(conn, payloads)
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return len(payloads) / elapsed
-
-
-async def aiosqlite_queue_append(path: Path, payloads: list[bytes]) -> float:
-    """The same SQLite queue driven from asyncio through aiosqlite (its own thread),
-    as an asyncio application would: the thread hop the outbox also pays."""
-    import aiosqlite
-
-    async def batches(conn: aiosqlite.Connection, payloads: list[bytes]) -> None:
-        for first in range(0, len(payloads), BATCH):
-            now = time.time()
-            await conn.execute("BEGIN")
-            await conn.executemany(
-                "INSERT INTO queue (stream, created, payload) VALUES (1, ?, ?)",
-                [(now, p) for p in payloads[first : first + BATCH]],
-            )
-            await conn.execute("COMMIT")
-
-    async with aiosqlite.connect(path, isolation_level=None) as conn:
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute(QUEUE_TABLE)
-        await batches(conn, _warm_payloads(payloads))
-        start = time.perf_counter()
-        await batches(conn, payloads)
-        return len(payloads) / (time.perf_counter() - start)
 
 
 async def outbox_append_many(path: Path, payloads: list[bytes]) -> float:
@@ -245,7 +123,7 @@ async def _warm_outbox(outbox: Any, payloads: list[bytes]) -> int:
     """Append ``WARM`` records untimed; returns the last seq."""
     from sync.protocol import Stream
 
-    warm = _warm_payloads(payloads)
+    warm = warm_payloads(payloads)
     last = 0
     for first in range(0, len(warm), BATCH):
         last = (await outbox.append_many(Stream.EVENTS, warm[first : first + BATCH]))[-1]
@@ -341,6 +219,110 @@ def backlog_peak_rss(path: Path, total: int) -> dict[str, float]:
     return result
 
 
+def outbox_rows(
+    best: dict[str, float],
+    lags: tuple[float, float],
+    rss: dict[str, float],
+    *,
+    backlog: int,
+    chunk: int,
+    command: str,
+) -> list[Row]:
+    """The result rows from each contender's best rate, the loop lags (idle, busy) and
+    the backlog's RSS."""
+    bare, bare_drain, sqlite_rate = best["bare"], best["bare_drain"], best["sqlite"]
+    aiosqlite_rate, append_many = best["aiosqlite"], best["append_many"]
+    concurrent, drain = best["concurrent"], best["drain"]
+    append_many_stdlib = best["append_many_stdlib"]
+    lag_idle, lag_busy = lags
+    sqlite_anchor = "SQLite WAL synchronous=FULL, txn of 256"
+
+    def append_many_vs(
+        suffix: str, anchor: str, anchor_value: float, factor: float, goal: str
+    ) -> Row:
+        return row(
+            f"append_many_256_sync{suffix}",
+            append_many,
+            "records/s",
+            anchor=anchor,
+            anchor_value=anchor_value,
+            goal=goal,
+            met=append_many >= factor * anchor_value,
+            command=command,
+        )
+
+    bare_anchor = "bare rocksdict synced WriteBatch x256 (outbox's RocksDB options)"
+    rows: list[Row] = [
+        row("bare_rocksdict_append_256_sync", bare, "records/s", goal="anchor", command=command),
+        row("sqlite_wal_full_append_256", sqlite_rate, "records/s", goal="anchor", command=command),
+        row(
+            "aiosqlite_wal_full_append_256",
+            aiosqlite_rate,
+            "records/s",
+            goal="anchor",
+            command=command,
+        ),
+        append_many_vs("", bare_anchor, bare, 0.4, ">= 0.4x bare rocksdict"),
+        append_many_vs("_vs_sqlite", sqlite_anchor, sqlite_rate, 1.5, ">= 1.5x SQLite WAL queue"),
+        append_many_vs(
+            "_vs_aiosqlite",
+            "aiosqlite (asyncio) WAL synchronous=FULL, txn of 256",
+            aiosqlite_rate,
+            1.5,
+            ">= 1.5x SQLite WAL queue as used from asyncio",
+        ),
+        row(
+            "append_many_256_sync_stdlib_asyncio_vs_sqlite",
+            append_many_stdlib,
+            "records/s",
+            anchor=sqlite_anchor,
+            anchor_value=sqlite_rate,
+            goal="info: the same on the stdlib asyncio loop instead of uvloop",
+            command=command,
+        ),
+        row(
+            "concurrent_1000_producers_sync",
+            concurrent,
+            "records/s",
+            anchor=bare_anchor,
+            anchor_value=bare,
+            goal=">= 50,000 records/s",
+            met=concurrent >= 50_000,
+            command=command,
+        ),
+        row(
+            "drain_read_ack",
+            drain,
+            "records/s",
+            anchor=f"bare rocksdict iterate {chunk} + synced delete_range",
+            anchor_value=bare_drain,
+            goal=">= 200,000 records/s",
+            met=drain >= 200_000,
+            command=command,
+        ),
+        row(
+            "event_loop_lag_p99_during_append_many",
+            lag_busy,
+            "ms",
+            anchor="the same 0.5 ms ticker on an idle event loop (p99 lateness)",
+            anchor_value=lag_idle,
+            goal="info: short fsyncs run in place, the rest off the loop; the write holds the GIL",
+            command=command,
+        ),
+        row(
+            f"peak_rss_backlog_{backlog}",
+            rss["peak_mb"],
+            "MB",
+            anchor="RSS of the same process after imports",
+            anchor_value=rss["baseline_mb"],
+            goal="< 200 MB",
+            met=rss["peak_mb"] < 200 and rss["records"] >= backlog,
+            command=command,
+        ),
+    ]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(NAME, argv)
     command = command_for(NAME, args.quick)
@@ -389,106 +371,12 @@ def main(argv: list[str] | None = None) -> int:
                 contender(rep)
             for leftover in work.iterdir():
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        bare, bare_drain, sqlite_rate = best["bare"], best["bare_drain"], best["sqlite"]
-        aiosqlite_rate, append_many = best["aiosqlite"], best["append_many"]
-        concurrent, drain = best["concurrent"], best["drain"]
-        append_many_stdlib = best["append_many_stdlib"]
         # On the stdlib loop: uvloop's timers have 1 ms granularity and may fire early.
-        lag_idle, lag_busy = asyncio.run(loop_lag_during_appends(work / "lag", payloads))
+        lags = asyncio.run(loop_lag_during_appends(work / "lag", payloads))
         rss = backlog_peak_rss(work / "backlog", backlog)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    bare_anchor = "bare rocksdict synced WriteBatch x256 (outbox's RocksDB options)"
-    rows: list[Row] = [
-        row("bare_rocksdict_append_256_sync", bare, "records/s", goal="anchor", command=command),
-        row("sqlite_wal_full_append_256", sqlite_rate, "records/s", goal="anchor", command=command),
-        row(
-            "aiosqlite_wal_full_append_256",
-            aiosqlite_rate,
-            "records/s",
-            goal="anchor",
-            command=command,
-        ),
-        row(
-            "append_many_256_sync",
-            append_many,
-            "records/s",
-            anchor=bare_anchor,
-            anchor_value=bare,
-            goal=">= 0.4x bare rocksdict",
-            met=append_many >= 0.4 * bare,
-            command=command,
-        ),
-        row(
-            "append_many_256_sync_vs_sqlite",
-            append_many,
-            "records/s",
-            anchor="SQLite WAL synchronous=FULL, txn of 256",
-            anchor_value=sqlite_rate,
-            goal=">= 1.5x SQLite WAL queue",
-            met=append_many >= 1.5 * sqlite_rate,
-            command=command,
-        ),
-        row(
-            "append_many_256_sync_vs_aiosqlite",
-            append_many,
-            "records/s",
-            anchor="aiosqlite (asyncio) WAL synchronous=FULL, txn of 256",
-            anchor_value=aiosqlite_rate,
-            goal=">= 1.5x SQLite WAL queue as used from asyncio",
-            met=append_many >= 1.5 * aiosqlite_rate,
-            command=command,
-        ),
-        row(
-            "append_many_256_sync_stdlib_asyncio_vs_sqlite",
-            append_many_stdlib,
-            "records/s",
-            anchor="SQLite WAL synchronous=FULL, txn of 256",
-            anchor_value=sqlite_rate,
-            goal="info: the same on the stdlib asyncio loop instead of uvloop",
-            command=command,
-        ),
-        row(
-            "concurrent_1000_producers_sync",
-            concurrent,
-            "records/s",
-            anchor=bare_anchor,
-            anchor_value=bare,
-            goal=">= 50,000 records/s",
-            met=concurrent >= 50_000,
-            command=command,
-        ),
-        row(
-            "drain_read_ack",
-            drain,
-            "records/s",
-            anchor=f"bare rocksdict iterate {chunk} + synced delete_range",
-            anchor_value=bare_drain,
-            goal=">= 200,000 records/s",
-            met=drain >= 200_000,
-            command=command,
-        ),
-        row(
-            "event_loop_lag_p99_during_append_many",
-            lag_busy,
-            "ms",
-            anchor="the same 0.5 ms ticker on an idle event loop (p99 lateness)",
-            anchor_value=lag_idle,
-            goal="info: short fsyncs run in place, the rest off the loop; the write holds the GIL",
-            command=command,
-        ),
-        row(
-            f"peak_rss_backlog_{backlog}",
-            rss["peak_mb"],
-            "MB",
-            anchor="RSS of the same process after imports",
-            anchor_value=rss["baseline_mb"],
-            goal="< 200 MB",
-            met=rss["peak_mb"] < 200 and rss["records"] >= backlog,
-            command=command,
-        ),
-    ]
+    rows = outbox_rows(best, lags, rss, backlog=backlog, chunk=chunk, command=command)
     write_results(NAME, rows, args.out)
     print(
         f"backlog: {rss['records']:,.0f} records, {rss['disk_bytes'] / 1e6:,.0f} MB on disk, "
