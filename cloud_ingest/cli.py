@@ -179,6 +179,11 @@ def _with_catalog(args: argparse.Namespace, work: Callable[[Catalog], Awaitable[
     return asyncio.run(run())
 
 
+def _audited(args: argparse.Namespace, action: Callable[..., Awaitable[T]], *subject: str) -> T:
+    """Run a provisioning ``action`` on the catalog, audited as the CLI's, now."""
+    return _with_catalog(args, lambda c: action(c, *subject, actor=_CLI_ACTOR, now=time.time()))
+
+
 def _print_credential(args: argparse.Namespace, created: BaseModel, *lines: str) -> int:
     """A new token: the whole record as JSON with ``--json``, else ``lines`` for a person."""
     if args.json:
@@ -190,10 +195,7 @@ def _print_credential(args: argparse.Namespace, created: BaseModel, *lines: str)
 
 
 def _device_add(args: argparse.Namespace) -> int:
-    created = _with_catalog(
-        args,
-        lambda c: add_device(c, args.device_id, args.site, actor=_CLI_ACTOR, now=time.time()),
-    )
+    created = _audited(args, add_device, args.device_id, args.site)
     return _print_credential(
         args,
         created,
@@ -203,32 +205,26 @@ def _device_add(args: argparse.Namespace) -> int:
 
 
 def _device_revoke(args: argparse.Namespace) -> int:
-    _with_catalog(
-        args, lambda c: revoke_device(c, args.device_id, actor=_CLI_ACTOR, now=time.time())
-    )
+    _audited(args, revoke_device, args.device_id)
     print(f"device {args.device_id} revoked")
     return 0
 
 
 def _operator_add(args: argparse.Namespace) -> int:
-    created = _with_catalog(
-        args, lambda c: add_operator(c, args.name, actor=_CLI_ACTOR, now=time.time())
-    )
+    created = _audited(args, add_operator, args.name)
     return _print_credential(
         args, created, f"operator {created.name}", f"token (shown once): {created.token}"
     )
 
 
 def _operator_revoke(args: argparse.Namespace) -> int:
-    _with_catalog(args, lambda c: revoke_operator(c, args.name, actor=_CLI_ACTOR, now=time.time()))
+    _audited(args, revoke_operator, args.name)
     print(f"operator {args.name} revoked")
     return 0
 
 
 def _device_rotate(args: argparse.Namespace) -> int:
-    created = _with_catalog(
-        args, lambda c: rotate_device(c, args.device_id, actor=_CLI_ACTOR, now=time.time())
-    )
+    created = _audited(args, rotate_device, args.device_id)
     return _print_credential(
         args,
         created,
@@ -238,7 +234,7 @@ def _device_rotate(args: argparse.Namespace) -> int:
 
 
 def _device_list(args: argparse.Namespace) -> int:
-    devices = _with_catalog(args, lambda c: list_devices(c, actor=_CLI_ACTOR, now=time.time()))
+    devices = _audited(args, list_devices)
     if args.json:
         print(json.dumps(devices.model_dump(mode="json")))
         return 0
