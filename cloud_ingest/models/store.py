@@ -38,6 +38,7 @@ __all__ = [
     "outcome_audit",
     "release_audit",
     "release_row",
+    "release_values",
     "rollout_audit",
 ]
 
@@ -143,17 +144,7 @@ class SqliteReleaseStore(SqliteDatabase):
             await db.execute(
                 "INSERT INTO model_releases (name, version, counter, sha256, size, keyid,"
                 " manifest, published_by, published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    release.name,
-                    release.version,
-                    release.counter,
-                    release.sha256,
-                    release.size,
-                    release.keyid,
-                    release.manifest,
-                    release.published_by,
-                    release.published_at,
-                ),
+                release_values(release),
             )
             await insert_audit(db, release.published_at, *release_audit(release, detail))
             return True
@@ -269,6 +260,21 @@ def outcome_audit(o: DeviceOutcome) -> AuditEvent:
     detail: dict[str, Any] = {"result": o.result, "counter": o.counter}
     detail |= {k: v for k, v in (("check", o.check), ("reason", o.reason)) if v}
     return o.device_id, "model.outcome", f"{o.name}/{o.version}", detail
+
+
+def release_values(release: ReleaseRecord) -> tuple[Any, ...]:
+    """The columns of ``model_releases`` in the order of ``RELEASE_SELECT``."""
+    return (
+        release.name,
+        release.version,
+        release.counter,
+        release.sha256,
+        release.size,
+        release.keyid,
+        release.manifest,
+        release.published_by,
+        release.published_at,
+    )
 
 
 def release_row(row: Row) -> ReleaseRecord:

@@ -25,6 +25,7 @@ from cloud_ingest.models.store import (
     outcome_audit,
     release_audit,
     release_row,
+    release_values,
     rollout_audit,
 )
 from cloud_ingest.postgres_database import PostgresDatabase, insert_audit, rows_changed
@@ -41,15 +42,7 @@ class PostgresReleaseStore(PostgresDatabase):
                 "INSERT INTO model_releases (name, version, counter, sha256, size, keyid,"
                 " manifest, published_by, published_at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
                 " $8, $9) ON CONFLICT (name, version) DO NOTHING",
-                release.name,
-                release.version,
-                release.counter,
-                release.sha256,
-                release.size,
-                release.keyid,
-                release.manifest,
-                release.published_by,
-                release.published_at,
+                *release_values(release),
             )
             if rows_changed(status) == 0:
                 held = await conn.fetchval(
