@@ -1,17 +1,20 @@
 """Streaming one PATCH body onto disk, one read buffer at a time.
 
-The event loop only moves the bytes from the socket to the upload's data file
-at the offset.  Once the body is complete, one worker-thread step reads the
-chunk back from the page cache and hashes it -- the chunk's ``Upload-Checksum``
-and, when the upload's metadata names a sha256, the upload's running sha256
-(``digests.py``) in the same pass, so completion need not read the file again
--- then tells the store's guard and fsyncs once before the answer.
+The event loop only reads the body from the socket.  Each piece it reads is
+handed to a worker thread that writes it at its offset in the upload's data
+file and hashes it -- the chunk's ``Upload-Checksum`` and, when the upload's
+metadata names a sha256, the upload's running sha256 (``digests.py``), so
+completion need not read the file again -- while the loop reads the next
+piece (:class:`_BodyWriter`: one piece in flight, so at most two are held).
+Once the body is complete one more worker-thread step checks the chunk's
+digest, tells the store's guard and fsyncs once before the answer.
 
-Without a checksum an interrupted request keeps what arrived (fsync'd, on a
-worker thread like every fsync here).  With
-a checksum, a mismatch or a cut cuts the data file back, so the offset is
-unchanged; the guard (``chunk_guard.py``) makes sure a crash never leaves an
-unverified byte counted either.
+Without a checksum an interrupted request keeps the pieces written whole
+(fsync'd, on a worker thread like every fsync here).  With a checksum, a
+mismatch or a cut cuts the data file back, so the offset is unchanged; the
+guard (``chunk_guard.py``) makes sure a crash never leaves an unverified byte
+counted either.  Every cut or keep first waits for the piece in flight, so no
+late write lands after it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from functools import partial
 from typing import BinaryIO
 
@@ -34,7 +38,6 @@ from cloud_ingest.tus.store import UploadStore
 __all__ = ["READ_SIZE", "receive_body"]
 
 READ_SIZE = 256 * 1024
-_HASH_BACK_SIZE = 1 << 20
 
 
 def _sync_and_close(f: BinaryIO) -> None:
@@ -58,19 +61,6 @@ def _cut_back(
         store.guard.settle(upload_id, chunk, None)
 
 
-def _hash_back(f: BinaryIO, start: int, length: int, digests: list[hashlib._Hash]) -> None:
-    """Update ``digests`` with ``length`` bytes of ``f`` from ``start`` (the page cache)."""
-    buffer = memoryview(bytearray(min(length, _HASH_BACK_SIZE)))
-    while length > 0:
-        n = os.preadv(f.fileno(), [buffer[: min(length, len(buffer))]], start)
-        if n == 0:
-            raise OSError(f"{f.name}: {length} bytes missing at {start}")
-        for digest in digests:
-            digest.update(buffer[:n])
-        start += n
-        length -= n
-
-
 def _keep(
     store: UploadStore, upload_id: str, f: BinaryIO, offset: int, chunk: PendingChunk | None
 ) -> None:
@@ -84,35 +74,96 @@ def _keep(
         store.guard.settle(upload_id, chunk, offset - chunk.start)
 
 
-def _check_and_keep(
+class _BodyWriter:
+    """Writes a PATCH body's pieces at their offsets and hashes them on a worker thread,
+    one piece at a time in order, while the event loop reads the next piece."""
+
+    def __init__(self, fd: int, start: int, digests: list[hashlib._Hash]) -> None:
+        self._fd = fd
+        self._digests = digests
+        self.handed = start  # offset after the last piece handed over
+        self.written = start  # offset after the last piece written and hashed
+        self._job: asyncio.Future[None] | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    async def write(self, piece: bytes) -> None:
+        """Hand ``piece`` over once the previous one is written (raising its error)."""
+        await self.finish()
+        self._idle.clear()
+        job = asyncio.ensure_future(asyncio.to_thread(self._write, piece, self.handed))
+        job.add_done_callback(_retrieved)
+        self._job = job
+        self.handed += len(piece)
+
+    def _write(self, piece: bytes, position: int) -> None:
+        try:
+            view = memoryview(piece)
+            end = position + len(view)
+            while view:
+                n = os.pwrite(self._fd, view, position)
+                view, position = view[n:], position + n
+            for digest in self._digests:
+                digest.update(piece)
+            self.written = end
+        finally:
+            self._idle.set()
+
+    async def finish(self) -> None:
+        """Wait for the piece in flight (raising its error).  A cancelled wait leaves the
+        piece to be written (shielded: a piece still queued for a thread is never
+        dropped, so :meth:`wait_idle` always returns)."""
+        job, self._job = self._job, None
+        if job is not None:
+            await asyncio.shield(job)
+
+    def wait_idle(self) -> None:
+        """Block until no piece is being written (on a worker thread, before a cut or keep)."""
+        self._idle.wait()
+
+
+def _retrieved(job: asyncio.Future[None]) -> None:
+    if not job.cancelled():
+        job.exception()
+
+
+def _cut_back_after(
+    writer: _BodyWriter,
     store: UploadStore,
     upload_id: str,
     f: BinaryIO,
     start: int,
-    end: int,
     chunk: PendingChunk | None,
-    whole: hashlib._Hash | None,
 ) -> None:
-    """Keep the bytes in ``[start, end)`` if they pass the chunk's checksum (on a worker thread).
+    """:func:`_cut_back` once the piece in flight is written (no late write after the cut)."""
+    writer.wait_idle()
+    _cut_back(store, upload_id, f, start, chunk)
 
-    The bytes are hashed back from the page cache (the chunk's checksum and
-    the running sha256 in one pass); a mismatch cuts them back and raises
-    :class:`ChecksumMismatch` (460), else the guard is told and one fsync
-    makes all of it durable.
-    """
+
+def _keep_written(writer: _BodyWriter, store: UploadStore, upload_id: str, f: BinaryIO) -> None:
+    """A cut body without a checksum: keep the pieces written whole, drop a partial one."""
+    writer.wait_idle()
     try:
-        f.flush()
-        chunk_hash = None
-        if chunk is not None and chunk.algorithm is not None:
-            chunk_hash = hashlib.new(chunk.algorithm)
-        digests = [h for h in (chunk_hash, whole) if h is not None]
-        if digests:
-            _hash_back(f, start, end - start, digests)
+        f.truncate(writer.written)
     except BaseException:
         f.close()
         raise
+    _keep(store, upload_id, f, writer.written, None)
+
+
+def _verify_and_keep(
+    store: UploadStore,
+    upload_id: str,
+    f: BinaryIO,
+    end: int,
+    chunk: PendingChunk | None,
+    chunk_hash: hashlib._Hash | None,
+) -> None:
+    """Keep the body (the bytes below ``end``) if it passes the chunk's checksum (on a
+    worker thread): a mismatch cuts it back and raises :class:`ChecksumMismatch`
+    (460), else the guard is told and one fsync makes all of it durable."""
     if chunk is not None and (chunk_hash is None or chunk_hash.digest() != chunk.digest):
-        _cut_back(store, upload_id, f, start, chunk)
+        _cut_back(store, upload_id, f, chunk.start, chunk)
         raise ChecksumMismatch(f"{chunk.algorithm} of the chunk does not match")
     _keep(store, upload_id, f, end, chunk)
 
@@ -145,32 +196,30 @@ async def receive_body(
             except BaseException:
                 f.close()
                 raise
-    written = 0
+    chunk_hash = hashlib.new(chunk.algorithm) if chunk is not None and chunk.algorithm else None
+    writer = _BodyWriter(f.fileno(), plan.offset, [h for h in (chunk_hash, whole) if h is not None])
     too_large = False
     try:
-        f.seek(plan.offset)
         while piece := await content.read(READ_SIZE):
-            if written + len(piece) > plan.limit:
+            if writer.handed - plan.offset + len(piece) > plan.limit:
                 too_large = True
                 break
-            f.write(piece)
-            written += len(piece)
+            await writer.write(piece)
+        await writer.finish()
     except BaseException:
         # a cut: keep what arrived, unless it cannot be verified
         if chunk is not None:
-            await settle(partial(_cut_back, store, upload_id, f, plan.offset, chunk))
+            await settle(partial(_cut_back_after, writer, store, upload_id, f, plan.offset, chunk))
         else:
-            end = plan.offset + written
-            keep = partial(_check_and_keep, store, upload_id, f, plan.offset, end, None, whole)
-            await settle(keep)
+            await settle(partial(_keep_written, writer, store, upload_id, f))
             if whole is not None:
-                store.digests.advance(upload_id, end, whole)
+                store.digests.advance(upload_id, writer.written, whole)
         raise
     if too_large:
-        await asyncio.to_thread(_cut_back, store, upload_id, f, plan.offset, chunk)
+        await asyncio.to_thread(_cut_back_after, writer, store, upload_id, f, plan.offset, chunk)
         raise PayloadTooLarge("the body passes the end of the upload")
-    offset = plan.offset + written
-    await asyncio.to_thread(_check_and_keep, store, upload_id, f, plan.offset, offset, chunk, whole)
+    offset = writer.written
+    await asyncio.to_thread(_verify_and_keep, store, upload_id, f, offset, chunk, chunk_hash)
     if whole is not None:
         store.digests.advance(upload_id, offset, whole)
     return offset
