@@ -1,11 +1,12 @@
 """Streaming one PATCH body onto disk, one read buffer at a time.
 
-The event loop only reads the body from the socket.  Each piece it reads is
-handed to a worker thread that writes it at its offset in the upload's data
-file and hashes it -- the chunk's ``Upload-Checksum`` and, when the upload's
-metadata names a sha256, the upload's running sha256 (``digests.py``), so
-completion need not read the file again -- while the loop reads the next
-piece (:class:`_BodyWriter`: one piece in flight, so at most two are held).
+The event loop only reads the body from the socket.  The pieces it reads are
+handed, a MiB at a time, to a worker thread that writes them at their offset
+in the upload's data file and hashes them -- the chunk's ``Upload-Checksum``
+and, when the upload's metadata names a sha256, the upload's running sha256
+(``digests.py``), so completion need not read the file again -- while the loop
+reads on (:class:`_BodyWriter`: one hand-over in flight, so about two MiB are
+held at most).
 Once the body is complete one more worker-thread step checks the chunk's
 digest, tells the store's guard and fsyncs once before the answer.
 
@@ -13,8 +14,8 @@ Without a checksum an interrupted request keeps the pieces written whole
 (fsync'd, on a worker thread like every fsync here).  With a checksum, a
 mismatch or a cut cuts the data file back, so the offset is unchanged; the
 guard (``chunk_guard.py``) makes sure a crash never leaves an unverified byte
-counted either.  Every cut or keep first waits for the piece in flight, so no
-late write lands after it.
+counted either.  Every cut or keep first waits for the hand-over in flight, so
+no late write lands after it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cloud_ingest.tus.store import UploadStore
 __all__ = ["READ_SIZE", "receive_body"]
 
 READ_SIZE = 256 * 1024
+HAND_OVER = 1 << 20  # bytes of a body handed to the worker thread at a time
 
 
 def _sync_and_close(f: BinaryIO) -> None:
@@ -76,50 +78,78 @@ def _keep(
 
 class _BodyWriter:
     """Writes a PATCH body's pieces at their offsets and hashes them on a worker thread,
-    one piece at a time in order, while the event loop reads the next piece."""
+    in order, while the event loop reads on: pieces are handed over ``HAND_OVER``
+    bytes at a time (fewer thread hops), one hand-over in flight."""
 
     def __init__(self, fd: int, start: int, digests: list[hashlib._Hash]) -> None:
         self._fd = fd
         self._digests = digests
-        self.handed = start  # offset after the last piece handed over
+        self.handed = start  # offset after the last byte received (handed over or held)
         self.written = start  # offset after the last piece written and hashed
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._job: asyncio.Future[None] | None = None
         self._idle = threading.Event()
         self._idle.set()
 
     async def write(self, piece: bytes) -> None:
-        """Hand ``piece`` over once the previous one is written (raising its error)."""
-        await self.finish()
-        self._idle.clear()
-        job = asyncio.ensure_future(asyncio.to_thread(self._write, piece, self.handed))
-        job.add_done_callback(_retrieved)
-        self._job = job
+        """Take ``piece``; hand the pieces held over once they reach ``HAND_OVER`` bytes
+        and the previous hand-over is written (raising its error)."""
+        self._held.append(piece)
+        self._held_bytes += len(piece)
         self.handed += len(piece)
-
-    def _write(self, piece: bytes, position: int) -> None:
-        try:
-            view = memoryview(piece)
-            end = position + len(view)
-            while view:
-                n = os.pwrite(self._fd, view, position)
-                view, position = view[n:], position + n
-            for digest in self._digests:
-                digest.update(piece)
-            self.written = end
-        finally:
-            self._idle.set()
+        if self._held_bytes >= HAND_OVER:
+            await self._hand_over()
 
     async def finish(self) -> None:
-        """Wait for the piece in flight (raising its error).  A cancelled wait leaves the
-        piece to be written (shielded: a piece still queued for a thread is never
-        dropped, so :meth:`wait_idle` always returns)."""
+        """Write what is held and wait for it (raising its error)."""
+        if self._held:
+            await self._hand_over()
+        await self._wait()
+
+    async def _hand_over(self) -> None:
+        await self._wait()
+        pieces, position = self._held, self.handed - self._held_bytes
+        self._held, self._held_bytes = [], 0
+        self._idle.clear()
+        job = asyncio.ensure_future(asyncio.to_thread(self._write, pieces, position))
+        job.add_done_callback(_retrieved)
+        self._job = job
+
+    async def _wait(self) -> None:
+        """Wait for the hand-over in flight.  A cancelled wait leaves it to be written
+        (shielded: one still queued for a thread is never dropped, so
+        :meth:`wait_idle` always returns)."""
         job, self._job = self._job, None
         if job is not None:
             await asyncio.shield(job)
 
+    def _write(self, pieces: list[bytes], position: int) -> None:
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                end = position + len(view)
+                while view:
+                    n = os.pwrite(self._fd, view, position)
+                    view, position = view[n:], position + n
+                for digest in self._digests:
+                    digest.update(piece)
+                self.written = end
+        finally:
+            self._idle.set()
+
     def wait_idle(self) -> None:
         """Block until no piece is being written (on a worker thread, before a cut or keep)."""
         self._idle.wait()
+
+    def write_held(self) -> None:
+        """Write the pieces still held, once idle (on a worker thread; a cut body
+        without a checksum keeps every byte that arrived)."""
+        self.wait_idle()
+        pieces, position = self._held, self.handed - self._held_bytes
+        self._held, self._held_bytes = [], 0
+        self._idle.clear()
+        self._write(pieces, position)
 
 
 def _retrieved(job: asyncio.Future[None]) -> None:
@@ -135,14 +165,18 @@ def _cut_back_after(
     start: int,
     chunk: PendingChunk | None,
 ) -> None:
-    """:func:`_cut_back` once the piece in flight is written (no late write after the cut)."""
+    """:func:`_cut_back` once the hand-over in flight is written (no late write after it)."""
     writer.wait_idle()
     _cut_back(store, upload_id, f, start, chunk)
 
 
 def _keep_written(writer: _BodyWriter, store: UploadStore, upload_id: str, f: BinaryIO) -> None:
-    """A cut body without a checksum: keep the pieces written whole, drop a partial one."""
-    writer.wait_idle()
+    """A cut body without a checksum: keep what arrived (a piece whose write failed
+    is dropped from its start)."""
+    try:
+        writer.write_held()
+    except OSError:
+        pass  # what was written whole is kept below
     try:
         f.truncate(writer.written)
     except BaseException:

@@ -1,9 +1,10 @@
-"""The PATCH body writer: pieces written and hashed on a worker thread, one in flight.
+"""The PATCH body writer: pieces written and hashed on a worker thread, one hand-over
+in flight.
 
 A cut (the request's task cancelled) must never leave a piece being written
-after the data file is cut back or kept: the cut waits for the piece in flight,
-and a piece still queued for a thread is written rather than dropped (else that
-wait would never end).
+after the data file is cut back or kept: the cut waits for the hand-over in
+flight, and one still queued for a thread is written rather than dropped (else
+that wait would never end).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ async def test_pieces_land_at_their_offsets_and_are_hashed_in_order(tmp_path: Pa
     path = tmp_path / "data.bin"
     path.write_bytes(b"head")
     digest = hashlib.sha256()
-    pieces = [bytes([i]) * (100_000 + i) for i in range(5)]
+    pieces = [bytes([i]) * (300_000 + i) for i in range(8)]  # two hand-overs and a rest
     with path.open("r+b") as f:
         writer = _BodyWriter(f.fileno(), 4, [digest])
         for piece in pieces:
@@ -45,8 +46,8 @@ async def test_a_cancelled_wait_still_writes_the_queued_piece(tmp_path: Path) ->
     try:
         with path.open("r+b") as f:
             writer = _BodyWriter(f.fileno(), 0, [])
-            await writer.write(b"x" * 1000)  # queued behind the busy thread
-            waiting = asyncio.ensure_future(writer.finish())
+            await writer.write(b"x" * 1000)
+            waiting = asyncio.ensure_future(writer.finish())  # queued behind the busy thread
             await asyncio.sleep(0.05)
             waiting.cancel()  # the request is cut while the piece waits for a thread
             with contextlib.suppress(asyncio.CancelledError):
