@@ -4,6 +4,15 @@ Every request carries the device's bearer token.  Request bodies are written
 in pieces paced by the global :class:`~sync.scheduler.TokenBucket` (the
 bandwidth cap), and every byte handed to the socket is counted.
 
+Every request ends within a bound, whatever the peer or the link does (aiohttp
+alone starts ``sock_read`` only once a body is written, and waits for a pooled
+connection without end): a free connection or a new one within
+``connect_timeout_s + request_timeout_s``; each piece of the body taken by the
+socket within ``request_timeout_s`` (a body that stops moving ends the request);
+then the whole answer within ``request_timeout_s`` (a request without a body: its
+answer within that bound after the connection's).  Each bound that passes is a
+:class:`CloudUnreachable`: no answer came.
+
 Failures become typed errors that say what to do:
 
 * :class:`CloudUnavailable` (retryable): 5xx, 408, 423, 429 - the service is in
@@ -127,8 +136,16 @@ class CloudClient:
         if isinstance(token, SecretStr):  # as the settings hold it: never printed
             token = token.get_secret_value()
         self._headers = {"Authorization": f"Bearer {token}"}
+        self.request_timeout_s = request_timeout_s  # the longest silence a request waits out
+        self.connections = CONNECTIONS  # requests on the wire at once; more wait for one
+        # A pooled connection is free once the request holding it ends, within its bounds:
+        # a longer wait (or connect) means none will come.
+        self._acquire_s = connect_timeout_s + request_timeout_s
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout_s, sock_read=request_timeout_s
+            total=None,
+            connect=self._acquire_s,
+            sock_connect=connect_timeout_s,
+            sock_read=request_timeout_s,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -142,26 +159,40 @@ class CloudClient:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False),
+                connector=aiohttp.TCPConnector(limit=self.connections, force_close=False),
             )
         return self._session
 
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + path
 
-    async def paced(self, body: bytes) -> AsyncIterator[bytes]:
-        """Yield ``body`` in pieces, each after the bandwidth cap allows it."""
+    async def paced(
+        self, body: bytes, deadline: asyncio.Timeout | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield ``body`` in pieces, each after the bandwidth cap allows it.
+
+        With ``deadline`` (the request's): each piece must be taken by the socket
+        within ``request_timeout_s`` (aiohttp resumes this generator once it is), and
+        after the last one the answer must come within that bound too.  The waits
+        for the bandwidth cap are ours, not the peer's: no bound runs meanwhile."""
+        loop = asyncio.get_running_loop()
         view = memoryview(body)
         for start in range(0, len(body), PIECE_BYTES):
             piece = view[start : start + PIECE_BYTES]
             delay = self.bucket.reserve(len(piece), time.monotonic())
             if delay > 0:
+                if deadline is not None:
+                    deadline.reschedule(None)
                 await asyncio.sleep(delay)
+            if deadline is not None:
+                deadline.reschedule(loop.time() + self.request_timeout_s)
             yield bytes(piece)
             self.bytes_out += len(piece)
             tally = _TALLY.get()
             if tally is not None:
                 tally.add(len(piece))
+        if deadline is not None:  # the body is on its way: now the answer
+            deadline.reschedule(loop.time() + self.request_timeout_s)
 
     async def request(
         self,
@@ -174,17 +205,28 @@ class CloudClient:
     ) -> HttpAnswer:
         """One request; raises the typed errors above for anything not in ``ok``."""
         all_headers = dict(headers or {})
+        loop = asyncio.get_running_loop()
         data: AsyncIterator[bytes] | None = None
-        if body is not None:
-            all_headers["Content-Length"] = str(len(body))
-            data = self.paced(body)
         try:
-            async with self._http().request(
-                method, self.url(path), headers=all_headers, data=data
-            ) as response:
-                payload = await response.read()
-                answer = HttpAnswer(response.status, CIMultiDict(response.headers), payload)
+            # The request's own deadline (see the module's doc); aiohttp's bounds the
+            # wait for a connection.
+            async with asyncio.timeout(None) as deadline:
+                if body is not None:
+                    all_headers["Content-Length"] = str(len(body))
+                    data = self.paced(body, deadline)
+                else:
+                    deadline.reschedule(loop.time() + self._acquire_s + self.request_timeout_s)
+                async with self._http().request(
+                    method, self.url(path), headers=all_headers, data=data
+                ) as response:
+                    payload = await response.read()
+                    answer = HttpAnswer(response.status, CIMultiDict(response.headers), payload)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if deadline.expired():
+                what = "no answer" if body is None else "no body bytes taken, or no answer"
+                raise CloudUnreachable(
+                    f"{method} {path}: {what} within {self.request_timeout_s:g} s"
+                ) from exc
             raise CloudUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if answer.status in ok:
             return answer
