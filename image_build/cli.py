@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from image_build.layout import ImageState, Layout
@@ -74,7 +75,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from image_build.install import InstallOptions, install
+    from image_build.install import InstallOptions, install, settle_root
     from image_build.service import ProcessService, ServiceManager
     from image_build.systemd_service import SystemdService
 
@@ -101,6 +102,9 @@ def _install(args: argparse.Namespace) -> int:
         **({"python": Path(args.python)} if args.python else {}),
     )
     try:
+        _, settled = settle_root(layout, service, options.health_deadline_s)
+        for note in settled:  # said before the install, which may fail on its own
+            print(f"settled: {note}", file=sys.stderr)
         result = install(Path(args.bundle), options, service)
     finally:
         if process is not None:  # a start check, not a supervisor: stop what it started
@@ -114,10 +118,20 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _settle(args: argparse.Namespace) -> int:
-    from image_build.install import settle
+    from image_build.install import settle_root
+    from image_build.service import ServiceManager
+    from image_build.systemd_service import SystemdService
 
-    layout = Layout(Path(args.root))
-    state = settle(layout, ImageState.load(layout.state_file))
+    root = Path(args.root)
+    layout = Layout(root)
+    service: ServiceManager | None = None
+    if args.service == "systemd" or (
+        args.service == "auto" and root == Path("/") and shutil.which("systemctl")
+    ):
+        service = SystemdService(layout)
+    state, settled = settle_root(layout, service, args.health_deadline)
+    for note in settled:
+        print(f"settled: {note}", file=sys.stderr)
     print(f"current slot: {layout.current_slot()} (active {state.active})")
     return 0
 
@@ -216,4 +230,11 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     settle_cmd = commands.add_parser("settle", help="revert a switch a killed install left open")
     settle_cmd.add_argument("--root", default="/")
+    settle_cmd.add_argument("--health-deadline", type=float, default=120.0, help="seconds")
+    settle_cmd.add_argument(
+        "--service",
+        default="auto",
+        choices=["auto", "systemd", "none"],
+        help="stop what a killed switch left running through systemctl (auto: on a gateway)",
+    )
     settle_cmd.set_defaults(handler=_settle)

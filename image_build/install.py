@@ -46,7 +46,15 @@ from image_build.site_config import (
 from sync.shared.durable_file import fsync_directory, replace_durably
 from sync.shared.signing import Envelope, Keyring, TimeFloor, VerificationError
 
-__all__ = ["InstallOptions", "InstallResult", "install", "settle", "verify_bundle", "write_units"]
+__all__ = [
+    "InstallOptions",
+    "InstallResult",
+    "install",
+    "settle",
+    "settle_root",
+    "verify_bundle",
+    "write_units",
+]
 
 _UNIT_PREFIX = "@PREFIX@"
 SERVICE_USER = "yardlink"  # the unit's User=
@@ -71,6 +79,8 @@ class InstallResult:
     version: str
     counter: int
     healthy: bool  # False only when no service was started (``service=None``)
+    # what a switch a killed install left open was found to be, and what was done about it
+    settled: tuple[str, ...] = ()
 
 
 def load_keyring(path: Path) -> Keyring:
@@ -126,6 +136,27 @@ def settle(layout: Layout, state: ImageState) -> ImageState:
     return settled
 
 
+def _settle_instances(service: ServiceManager | None, deadline_s: float) -> list[str]:
+    """``ServiceManager.settle_instances``, after ``settle``; a service manager that
+    cannot be asked (systemctl absent) is said so, for the hand-over to fail on."""
+    if service is None:
+        return []
+    try:
+        return service.settle_instances(deadline_s)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [f"cannot check for a switch left open: {exc}"]
+
+
+def settle_root(
+    layout: Layout, service: ServiceManager | None, deadline_s: float
+) -> tuple[ImageState, list[str]]:
+    """``yardlink image settle``: what a killed install left, reverted and stopped, under
+    the install lock (an install under way is not disturbed: it is refused)."""
+    with _install_lock(layout):
+        state = settle(layout, ImageState.load(layout.state_file))
+        return state, _settle_instances(service, deadline_s)
+
+
 def install(bundle: Path, options: InstallOptions, service: ServiceManager | None) -> InstallResult:
     layout = Layout(options.root)
     keyring = _trusted_keyring(layout, options)
@@ -142,6 +173,7 @@ def install(bundle: Path, options: InstallOptions, service: ServiceManager | Non
     _service_user(layout)  # refuse now, not after filling a slot
     with _install_lock(layout):
         state = settle(layout, ImageState.load(layout.state_file))
+        settled = _settle_instances(service, options.health_deadline_s)
         if (state.counter, state.floor) != (before.counter, before.floor):
             manifest = verify_bundle(  # another install ran meanwhile: check against it
                 bundle,
@@ -155,7 +187,8 @@ def install(bundle: Path, options: InstallOptions, service: ServiceManager | Non
         previous = layout.current_slot()
         slot = _fill_slot(layout, bundle, keyring, manifest, state, options, previous)
         _install_config(layout, slot, identity, options)
-        return _switch(layout, slot, previous, manifest, state, service, options)
+        result = _switch(layout, slot, previous, manifest, state, service, options)
+        return replace(result, settled=tuple(settled))
 
 
 def _trusted_keyring(layout: Layout, options: InstallOptions) -> Keyring:

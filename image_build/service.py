@@ -67,6 +67,11 @@ class ServiceManager(Protocol):
         """Replace the running appliance by the current slot's; healthy within the deadline?"""
         ...
 
+    def settle_instances(self, deadline_s: float) -> list[str]:
+        """After a killed install (trial reverted): leave only the current slot's appliance
+        running, nothing of the switch behind; what was found and done, for the operator."""
+        ...
+
 
 @dataclass(frozen=True)
 class UnitCommand:
@@ -261,6 +266,11 @@ class ProcessService:
         self.child = new
         healthy, why = self.wait_healthy(max(1.0, deadline - time.monotonic()))
         return HandOver(healthy, why)
+
+    def settle_instances(self, deadline_s: float) -> list[str]:
+        """Nothing to settle: a standby child of a killed installer is restarted by no
+        one and gives up waiting by itself (``appliance.handover.STANDBY_WAIT_S``)."""
+        return []
 
     def stop(self, timeout_s: float = _STOP_S) -> None:
         child, self.child = self.child, None

@@ -21,6 +21,14 @@ A new instance that fails, or is not in standby within the deadline, is stopped
 and the old one never noticed (``old_serving``: the installer points ``current``
 back).  One that took over but is not healthy within the deadline is stopped too;
 the installer then starts the previous slot again.
+
+An installer killed (SIGKILL) during the switch leaves the switch file, so systemd
+would start that instance in standby again at each restart, and an instance of a
+slot that is no longer ``current`` once the trial is reverted.  ``settle_instances``
+(the next install and ``yardlink image settle``, under the install lock, after the
+trial is reverted) makes ``current`` the truth again: every instance of another
+slot still up is stopped, every switch file removed, and the current slot's
+instance started if what was stopped had been serving, each said in a note.
 """
 
 from __future__ import annotations
@@ -120,6 +128,36 @@ class SystemdService:
 
     def stop(self) -> None:
         self._systemctl("stop", *(instance(slot) for slot in SLOTS))
+
+    def settle_instances(self, deadline_s: float) -> list[str]:
+        """Only ``current``'s instance may run, and no switch file may stay (no switch is
+        under way: the caller holds the install lock); returns what was found and done."""
+        current = self._current()
+        notes: list[str] = []
+        restart = False
+        for slot in SLOTS:
+            switch_file = self.layout.start_mode_file(slot)
+            left_switch = switch_file.exists()
+            state = self.state(slot)
+            up = state.active not in ("inactive", "failed")
+            if up and (slot != current or (left_switch and not state.serving)):
+                self._systemctl("stop", instance(slot))  # before the file: no restart reads it
+                restart = restart or state.serving or slot == current
+                notes.append(
+                    f"{instance(slot)} left running by an install that did not finish"
+                    f" ({state.describe()}): stopped, {current!r} is the current slot"
+                )
+            if left_switch:
+                self._standby_next_start(slot, on=False)
+                self._systemctl("reset-failed", instance(slot))
+                notes.append(f"removed {switch_file}, left by a switch that did not finish")
+        if restart and not self.state(current).serving:
+            healthy, why = self.start_and_wait(deadline_s)
+            notes.append(
+                f"started {instance(current)}: "
+                + ("healthy" if healthy else f"not healthy ({why})")
+            )
+        return notes
 
     def start_and_wait(self, deadline_s: float) -> tuple[bool, str]:
         """A plain start of the current slot (the other instance stopped first: it

@@ -6,8 +6,14 @@ server on loopback).  The real systemd run is ``test_systemd_switch.py`` (slow).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,8 +23,8 @@ import pytest
 from appliance.handover import STANDBY_STATUS
 from image_build.build import UNIT_FILES, BuiltBundle, unit_template
 from image_build.errors import InstallError
-from image_build.install import write_units
-from image_build.layout import Layout
+from image_build.install import settle_root, write_units
+from image_build.layout import ImageState, Layout
 from image_build.service import UnitCommand
 from image_build.systemd_service import SystemdService, UnitState
 from tests.image_build.bundle_kit import read_members
@@ -126,7 +132,7 @@ class FakeSystemctl:
 
     def __init__(self, layout: Layout, new_does: str, old_running: bool = True) -> None:
         self.layout = layout
-        self.new_does = new_does  # "standby" | "fails" | "never_ready"
+        self.new_does = new_does  # "standby" | "fails" | "never_ready" | "loading"
         self.calls: list[list[str]] = []
         self.start_modes: dict[str, str] = {}  # unit -> its switch file when started
         self.units: dict[str, UnitState] = {}
@@ -150,6 +156,8 @@ class FakeSystemctl:
                 self.units[unit] = UnitState("active", "running", "ready", "plain")
             elif self.new_does == "fails":  # exited 2, systemd will restart it in 5 s
                 self.units[unit] = UnitState("activating", "auto-restart", "", "b1", "exit-code")
+            elif self.new_does == "loading":  # still loading its models: no standby yet
+                self.units[unit] = UnitState("activating", "start", "loading models", "b1")
             else:
                 self.units[unit] = UnitState("activating", "start", STANDBY_STATUS, "b1")
         elif verb == "kill" and "--signal=SIGUSR2" in args:
@@ -220,3 +228,105 @@ def test_with_no_old_instance_running_the_new_slot_gets_a_plain_start(gateway: L
     assert systemctl.index("stop", "yardlink@a.service") < systemctl.index(
         "start", "yardlink@b.service"
     )
+
+
+class StoredSystemctl(FakeSystemctl):
+    """``FakeSystemctl`` whose instances' states live in a file, as systemd's outlive an
+    installer: a killed installer's process leaves them for the next one to find."""
+
+    def __init__(self, layout: Layout, new_does: str, states: Path) -> None:
+        super().__init__(layout, new_does)
+        self.states = states
+        if not states.exists():
+            self._save()
+
+    def _save(self) -> None:
+        document = {unit: dataclasses.astuple(state) for unit, state in self.units.items()}
+        self.states.write_text(json.dumps(document))
+
+    def __call__(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        stored = json.loads(self.states.read_text())
+        self.units = {unit: UnitState(*fields) for unit, fields in stored.items()}
+        try:
+            return super().__call__(args, timeout_s)
+        finally:
+            self._save()
+
+
+def _switch_until_killed(root: Path, states: Path) -> None:
+    """An installer's hand-over whose new instance stays loading its models (never in
+    standby): runs until the test kills the process."""
+    layout = Layout(root)
+    SystemdService(layout, StoredSystemctl(layout, "loading", states)).hand_over(600.0)
+
+
+def _killed_during_standby(gateway: Layout, tmp_path: Path) -> Path:
+    """Switch a -> b as ``install`` does, SIGKILL the installer while b waits to be in
+    standby; returns the file of the instances' states it left."""
+    states = tmp_path / "units.json"
+    StoredSystemctl(gateway, "loading", states)  # a serving
+    ImageState(active="a", trial={"slot": "b", "previous": "a"}).save(gateway.state_file)
+    gateway.switch_to("b")
+    installer = multiprocessing.get_context("spawn").Process(
+        target=_switch_until_killed, args=(gateway.root, states)
+    )
+    installer.start()
+    deadline = time.monotonic() + 60.0
+    while "yardlink@b.service" not in json.loads(states.read_text()):
+        assert time.monotonic() < deadline and installer.is_alive()
+        time.sleep(0.05)
+    os.kill(installer.pid or 0, signal.SIGKILL)
+    installer.join()
+    return states
+
+
+def test_a_switch_left_open_by_a_killed_installer_is_settled_by_the_next_one(
+    gateway: Layout, tmp_path: Path
+) -> None:
+    states = _killed_during_standby(gateway, tmp_path)
+    assert gateway.start_mode_file("b").exists()  # what systemd would restart b with
+    systemctl = StoredSystemctl(gateway, "standby", states)
+    state, notes = settle_root(gateway, SystemdService(gateway, systemctl), 30.0)
+    assert gateway.current_slot() == "a" and state.trial is None
+    assert not gateway.start_mode_file("b").exists()
+    assert systemctl.index("stop", "yardlink@b.service") < systemctl.index(
+        "reset-failed", "yardlink@b.service"
+    )
+    assert not systemctl.units["yardlink@b.service"].serving
+    assert systemctl.units["yardlink@a.service"].serving
+    assert not any("yardlink@a.service" in call for call in systemctl.calls if call[0] != "show")
+    assert any("yardlink@b.service left running" in note and "stopped" in note for note in notes)
+    assert any(f"removed {gateway.start_mode_file('b')}" in note for note in notes)
+    # the next switch to b starts it afresh in standby, not the one left behind
+    gateway.switch_to("b")
+    outcome = SystemdService(gateway, systemctl).hand_over(30.0)
+    assert outcome.healthy, outcome.why
+    assert systemctl.start_modes["yardlink@b.service"] == "YARDLINK_START_MODE=--standby\n"
+
+
+def test_a_stale_standby_that_took_over_is_stopped_and_the_current_slot_started(
+    gateway: Layout, tmp_path: Path
+) -> None:
+    states = _killed_during_standby(gateway, tmp_path)
+    systemctl = StoredSystemctl(gateway, "standby", states)
+    # meanwhile a died and the standby b took the data dir: b serves, on a reverted trial
+    systemctl.units["yardlink@a.service"] = UnitState("failed", "failed", "", "a1", "signal")
+    systemctl.units["yardlink@b.service"] = UnitState("active", "running", "ready", "b1")
+    systemctl._save()
+    _, notes = settle_root(gateway, SystemdService(gateway, systemctl), 30.0)
+    assert gateway.current_slot() == "a"
+    assert systemctl.index("stop", "yardlink@b.service") < systemctl.index(
+        "start", "yardlink@a.service"
+    )
+    assert systemctl.units["yardlink@a.service"].serving
+    assert not systemctl.units["yardlink@b.service"].serving
+    assert notes[-1] == "started yardlink@a.service: healthy"
+
+
+def test_settling_with_no_switch_left_open_touches_no_instance(
+    gateway: Layout, tmp_path: Path
+) -> None:
+    systemctl = StoredSystemctl(gateway, "standby", tmp_path / "units.json")
+    state, notes = settle_root(gateway, SystemdService(gateway, systemctl), 30.0)
+    assert notes == [] and gateway.current_slot() == "a" and state.trial is None
+    assert all(call[0] == "show" for call in systemctl.calls)
