@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cloud_ingest import catalog_rows
 from cloud_ingest.catalog import (
     AuditEvent,
     BatchRecord,
@@ -226,9 +227,7 @@ class PostgresCatalog(PostgresDatabase):
         atomic); the batch held already when another instance stored it first."""
         stored = await self._value(
             "WITH stored AS ("
-            " INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
-            " records, sha256, size, lake_paths, received_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            f" INSERT INTO batches ({catalog_rows.BATCH_COLUMNS}) VALUES ({_marks(11)})"
             " ON CONFLICT (batch_id) DO NOTHING RETURNING device_id, stream, last_seq"
             "), marked AS ("
             " INSERT INTO watermarks (device_id, stream, acked_seq)"
@@ -236,17 +235,7 @@ class PostgresCatalog(PostgresDatabase):
             " ON CONFLICT (device_id, stream)"
             " DO UPDATE SET acked_seq = GREATEST(watermarks.acked_seq, excluded.acked_seq)"
             ") SELECT count(*) FROM stored",
-            batch.batch_id,
-            batch.device_id,
-            batch.site_id,
-            batch.stream.value,
-            batch.first_seq,
-            batch.last_seq,
-            batch.records,
-            batch.sha256,
-            batch.size,
-            json.dumps(list(batch.lake_paths)),
-            batch.received_at,
+            *catalog_rows.batch_values(batch),
         )
         if stored:
             return batch
@@ -291,20 +280,10 @@ class PostgresCatalog(PostgresDatabase):
     async def add_raw_request(self, request: RawRequestRecord) -> None:
         async with self._transaction() as conn:
             status = await conn.execute(
-                "INSERT INTO raw_requests (request_id, device_id, seq, since, until, reason,"
-                " state, created_by, created_at, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                f"INSERT INTO raw_requests ({catalog_rows.RAW_INSERT_COLUMNS})"
+                f" VALUES ({_marks(10)})"
                 " ON CONFLICT (request_id) DO NOTHING",
-                request.request_id,
-                request.device_id,
-                request.seq,
-                request.since,
-                request.until,
-                request.reason,
-                request.state,
-                request.created_by,
-                request.created_at,
-                request.expires_at,
+                *catalog_rows.raw_request_values(request),
             )
             if rows_changed(status) == 0:
                 raise Conflict(f"raw request {request.request_id!r} already exists")
@@ -314,13 +293,7 @@ class PostgresCatalog(PostgresDatabase):
                 request.created_by,
                 "raw_request.create",
                 request.request_id,
-                {
-                    "device_id": request.device_id,
-                    "seq": request.seq,
-                    "since": request.since,
-                    "until": request.until,
-                    "reason": request.reason,
-                },
+                catalog_rows.raw_request_audit(request),
             )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
@@ -382,26 +355,19 @@ class PostgresCatalog(PostgresDatabase):
     async def record_upload(self, upload: UploadRecord, *, actor: str) -> bool:
         async with self._transaction() as conn:
             status = await conn.execute(
-                "INSERT INTO uploads (upload_id, device_id, length, sha256, metadata,"
-                " completed_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (upload_id) DO NOTHING",
-                upload.upload_id,
-                upload.device_id,
-                upload.length,
-                upload.sha256,
-                json.dumps(upload.metadata),
-                upload.completed_at,
+                f"INSERT INTO uploads ({catalog_rows.UPLOAD_COLUMNS})"
+                f" VALUES ({_marks(6)})"
+                " ON CONFLICT (upload_id) DO NOTHING",
+                *catalog_rows.upload_values(upload),
             )
             if rows_changed(status) == 0:
                 return False  # recorded already, by this instance or another
             if upload.sha256 is not None:
                 await conn.execute(
-                    "INSERT INTO blobs (sha256, size, device_id, upload_id, stored_at)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
-                    upload.sha256,
-                    upload.length,
-                    upload.device_id,
-                    upload.upload_id,
-                    upload.completed_at,
+                    f"INSERT INTO blobs ({catalog_rows.BLOB_COLUMNS})"
+                    f" VALUES ({_marks(5)})"
+                    " ON CONFLICT (sha256) DO NOTHING",
+                    *catalog_rows.blob_values(upload),
                 )
             request_id = upload.metadata.get("request_id")
             delivered = 0
@@ -414,21 +380,8 @@ class PostgresCatalog(PostgresDatabase):
                     upload.completed_at,
                     upload.upload_id,
                 )
-            detail = {
-                "upload_id": upload.upload_id,
-                "length": upload.length,
-                "stream": upload.metadata.get("stream"),
-                "request_id": request_id,
-                "raw_request_delivered": bool(delivered),
-            }
-            await insert_audit(
-                conn,
-                upload.completed_at,
-                actor,
-                "upload.complete",
-                upload.sha256 or upload.upload_id,
-                detail,
-            )
+            subject, detail = catalog_rows.upload_audit(upload, delivered=bool(delivered))
+            await insert_audit(conn, upload.completed_at, actor, "upload.complete", subject, detail)
         return True
 
     async def has_blob(self, sha256: str) -> bool:
@@ -452,3 +405,8 @@ class PostgresCatalog(PostgresDatabase):
             limit,
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def _marks(count: int) -> str:
+    """``count`` PostgreSQL placeholders (``$1, $2, ...``) for a VALUES list."""
+    return ", ".join(f"${n}" for n in range(1, count + 1))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from cloud_ingest import catalog_rows
 from cloud_ingest.catalog import (
     AuditEvent,
     BatchRecord,
@@ -238,25 +239,8 @@ class SqliteCatalog(SqliteDatabase):
                     held[batch.batch_id] = batch
                     new.append(batch)
             await db.executemany(
-                "INSERT INTO batches (batch_id, device_id, site_id, stream, first_seq, last_seq,"
-                " records, sha256, size, lake_paths, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        b.batch_id,
-                        b.device_id,
-                        b.site_id,
-                        b.stream.value,
-                        b.first_seq,
-                        b.last_seq,
-                        b.records,
-                        b.sha256,
-                        b.size,
-                        json.dumps(list(b.lake_paths)),
-                        b.received_at,
-                    )
-                    for b in new
-                ],
+                f"INSERT INTO batches ({catalog_rows.BATCH_COLUMNS}) VALUES ({_marks(11)})",
+                [catalog_rows.batch_values(b) for b in new],
             )
             await db.executemany(
                 "INSERT INTO watermarks (device_id, stream, acked_seq) VALUES (?, ?, ?)"
@@ -301,21 +285,9 @@ class SqliteCatalog(SqliteDatabase):
             ):
                 raise Conflict(f"raw request {request.request_id!r} already exists")
             await db.execute(
-                "INSERT INTO raw_requests (request_id, device_id, seq, since, until, reason,"
-                " state, created_by, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    request.request_id,
-                    request.device_id,
-                    request.seq,
-                    request.since,
-                    request.until,
-                    request.reason,
-                    request.state,
-                    request.created_by,
-                    request.created_at,
-                    request.expires_at,
-                ),
+                f"INSERT INTO raw_requests ({catalog_rows.RAW_INSERT_COLUMNS})"
+                f" VALUES ({_marks(10)})",
+                catalog_rows.raw_request_values(request),
             )
             await insert_audit(
                 db,
@@ -323,13 +295,7 @@ class SqliteCatalog(SqliteDatabase):
                 request.created_by,
                 "raw_request.create",
                 request.request_id,
-                {
-                    "device_id": request.device_id,
-                    "seq": request.seq,
-                    "since": request.since,
-                    "until": request.until,
-                    "reason": request.reason,
-                },
+                catalog_rows.raw_request_audit(request),
             )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
@@ -390,30 +356,17 @@ class SqliteCatalog(SqliteDatabase):
     async def record_upload(self, upload: UploadRecord, *, actor: str) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute(
-                "INSERT OR IGNORE INTO uploads (upload_id, device_id, length, sha256, metadata,"
-                " completed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    upload.upload_id,
-                    upload.device_id,
-                    upload.length,
-                    upload.sha256,
-                    json.dumps(upload.metadata),
-                    upload.completed_at,
-                ),
+                f"INSERT OR IGNORE INTO uploads ({catalog_rows.UPLOAD_COLUMNS})"
+                f" VALUES ({_marks(6)})",
+                catalog_rows.upload_values(upload),
             )
             if cursor.rowcount == 0:
                 return False  # recorded already: on_complete re-run after a crash
             if upload.sha256 is not None:
                 await db.execute(
-                    "INSERT OR IGNORE INTO blobs (sha256, size, device_id, upload_id, stored_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        upload.sha256,
-                        upload.length,
-                        upload.device_id,
-                        upload.upload_id,
-                        upload.completed_at,
-                    ),
+                    f"INSERT OR IGNORE INTO blobs ({catalog_rows.BLOB_COLUMNS})"
+                    f" VALUES ({_marks(5)})",
+                    catalog_rows.blob_values(upload),
                 )
             request_id = upload.metadata.get("request_id")
             delivered = 0
@@ -426,21 +379,8 @@ class SqliteCatalog(SqliteDatabase):
                     upload.completed_at,
                     upload.upload_id,
                 )
-            detail = {
-                "upload_id": upload.upload_id,
-                "length": upload.length,
-                "stream": upload.metadata.get("stream"),
-                "request_id": request_id,
-                "raw_request_delivered": bool(delivered),
-            }
-            await insert_audit(
-                db,
-                upload.completed_at,
-                actor,
-                "upload.complete",
-                upload.sha256 or upload.upload_id,
-                detail,
-            )
+            subject, detail = catalog_rows.upload_audit(upload, delivered=bool(delivered))
+            await insert_audit(db, upload.completed_at, actor, "upload.complete", subject, detail)
         return True
 
     async def has_blob(self, sha256: str) -> bool:
@@ -462,3 +402,8 @@ class SqliteCatalog(SqliteDatabase):
             (after_id, limit),
         )
         return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def _marks(count: int) -> str:
+    """``count`` SQLite placeholders for a VALUES list."""
+    return ", ".join("?" * count)
