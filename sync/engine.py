@@ -42,17 +42,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sync.batches import BatchLimits
+from sync.beside_raw import BesideRaw
 from sync.delivery_window import batch_ready
 from sync.engine_state import EngineStateFile
-from sync.errors import CloudUnreachable, SyncError
+from sync.errors import SyncError
+from sync.handshake import Handshakes
 from sync.link import LinkMonitor
-from sync.metadata_delivery import MetadataDelivery, SentBatch
+from sync.metadata_delivery import MetadataDelivery
 from sync.outbox import Outbox
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
-from sync.protocol import METADATA_STREAMS, RAW_STREAMS, DepthInfo, LinkStats, Stream, SyncRequest
+from sync.protocol import RAW_STREAMS, Stream
 from sync.raw_delivery import RawDelivery
-from sync.raw_lanes import RawLanes
+from sync.raw_lanes import RawLanes, link_rate_Bps, link_rtt_s
 from sync.raw_uploads import RawSent, RawUploads
 from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
@@ -90,7 +92,6 @@ class SyncEngine:
         self.client = transport(settings, self.bucket)
         self.outbox, self.settings = outbox, settings
         self.device_id, self.site_id = device_id, site_id
-        self._models = models
         self._clock = clock
         self.state = EngineStateFile(state_path)
         self.link = LinkMonitor(settings.link, rng=rng)
@@ -118,29 +119,42 @@ class SyncEngine:
         self.raw_lanes = RawLanes(
             self.raw,
             self.raw_uploads,
-            rate_Bps=self._raw_rate_Bps,
-            rtt_s=self._rtt_s,
+            rate_Bps=lambda: link_rate_Bps(self.uploader.sizer, self.link),
+            rtt_s=lambda: link_rtt_s(self.link),
             target_s=settings.chunk_target_s,
             min_chunk=settings.chunk_min_bytes,
             max_chunk=settings.chunk_max_bytes,
         )
-        # sent while raw uploads flow (see _send_raw)
-        self._side_handshake: asyncio.Task[None] | None = None
-        self._side_metadata: asyncio.Task[None] | None = None
         self.limits = BatchLimits(
             settings.batch_max_records, settings.batch_max_bytes, settings.batch_max_age_s
         )
         self._paused = False
         self._flush = False
-        self._handshake_due = True
-        self._next_handshake = 0.0
-        self._last_handshake: float | None = None
-        self._clock_skew_s: float | None = None  # this clock minus the cloud's, last handshake
         self._wake = asyncio.Event()
         self._idle = False
         self._task: asyncio.Task[None] | None = None
         self.meta = MetadataDelivery(
             outbox, self.state, self.client, self.limits, device_id, site_id, clock
+        )
+        self.handshakes = Handshakes(
+            outbox,
+            self.state,
+            self.client,
+            self.link,
+            self.meta,
+            self.raw,
+            device_id=device_id,
+            site_id=site_id,
+            models=models,
+            interval_s=settings.handshake_interval_s,
+            clock=clock,
+        )
+        self.beside = BesideRaw(
+            self.handshakes,
+            self.meta,
+            first_choice=self._first_choice,
+            paused=lambda: self._paused,
+            send_meta=self._send_meta_step,
         )
         self._sent_bytes = dict.fromkeys(Stream, 0)
         self._sent_records = dict.fromkeys(Stream, 0)
@@ -172,7 +186,7 @@ class SyncEngine:
     def sync_now(self) -> None:
         """Handshake now, send young batches without waiting, skip the current backoff."""
         self._flush = True
-        self._handshake_due = True
+        self.handshakes.wanted = True
         self._wake.set()
 
     def notify(self) -> None:
@@ -221,8 +235,8 @@ class SyncEngine:
             classes=classes,
             upload=None if current is None else CurrentUpload(**asdict(current)),
             last_error=self._last_error,
-            last_handshake_at=self._last_handshake,
-            clock_skew_s=self._clock_skew_s,
+            last_handshake_at=self.handshakes.last_at,
+            clock_skew_s=self.handshakes.clock_skew_s,
             unknown_raw_requests=len(self.state.state.unknown),
             resent_bytes=self.raw_uploads.resent_bytes,
             background_failures=self.meta.quiet_failures,
@@ -239,7 +253,7 @@ class SyncEngine:
                 raise
             except SyncError as exc:  # typed: no answer -> a probe, else its retryable flag
                 self._failed(exc)
-                if _unreachable(exc):
+                if exc.unanswered:
                     await self._sleep(self.link.probe_wait_s(self._clock()))
                 else:
                     await self._sleep(self.link.retry_after_s(retryable=exc.retryable))
@@ -253,11 +267,9 @@ class SyncEngine:
         if self._paused:
             await self._sleep(math.inf)
             return
-        now = self._clock()
         handshake: asyncio.Task[None] | None = None
-        due = self._handshake_due or now >= self._next_handshake
-        if due or not self.link.usable or self.outbox.history_unconfirmed:
-            handshake = asyncio.create_task(self._handshake())
+        if self.handshakes.due() or not self.link.usable or self.outbox.history_unconfirmed:
+            handshake = asyncio.create_task(self.handshakes.run())
         try:
             await self._work(handshake)
         except BaseException:
@@ -293,35 +305,32 @@ class SyncEngine:
             self._flush = False
             self._idle = True
             try:
-                await self._sleep(min(wait_s, self._next_handshake - self._clock()))
+                await self._sleep(min(wait_s, self.handshakes.next_at - self._clock()))
             finally:
                 self._idle = False
             return
         if decision.stream.is_metadata:
             await self._send_meta_step(decision.stream, handshake)
         else:
-            self._side_handshake = handshake  # the raw uploads go beside it
+            self.beside.handshake = handshake  # the raw uploads go beside it
             await self._send_raw(decision.stream)
 
     async def _send_meta_step(self, stream: Stream, handshake: asyncio.Task[None] | None) -> None:
         started = time.monotonic()
-        batches = await self._send_metadata(stream, handshake)
+        try:
+            batches = await self.meta.send_beside(
+                stream, lambda: self._still_first(stream), handshake
+            )
+        finally:
+            if self.meta.handshake_wanted:  # a 412: the cloud holds seqs we did not know of
+                self.meta.handshake_wanted = False
+                self.handshakes.wanted = True
         for sent in batches:
             self._sent(stream, sent.body_bytes, sent.records)
         if batches:
             nbytes = sum(b.body_bytes for b in batches)
             elapsed = time.monotonic() - started
             self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
-
-    async def _send_metadata(
-        self, stream: Stream, handshake: asyncio.Task[None] | None
-    ) -> list[SentBatch]:
-        try:
-            return await self.meta.send_beside(stream, lambda: self._still_first(stream), handshake)
-        finally:
-            if self.meta.handshake_wanted:  # a 412: the cloud holds seqs we did not know of
-                self.meta.handshake_wanted = False
-                self._handshake_due = True
 
     def _decide(self) -> tuple[Decision | None, float]:
         now = self._clock()
@@ -353,12 +362,13 @@ class SyncEngine:
             return decision, 0.0
         return None, min(wait_s, decision.wait_s)
 
+    def _first_choice(self) -> Stream | None:
+        decision, _ = self._decide()
+        return None if decision is None else decision.stream
+
     def _still_first(self, stream: Stream) -> bool:
         """Whether ``stream`` would still be chosen now (nothing more urgent arrived)."""
-        if self._paused:
-            return False
-        decision, _ = self._decide()
-        return decision is not None and decision.stream is stream
+        return not self._paused and self._first_choice() is stream
 
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -370,7 +380,8 @@ class SyncEngine:
 
     def _failed(self, exc: BaseException) -> None:
         self._last_error = f"{type(exc).__name__}: {exc}"
-        self.link.failed(self._clock(), self._last_error, unreachable=_unreachable(exc))
+        unanswered = isinstance(exc, SyncError) and exc.unanswered
+        self.link.failed(self._clock(), self._last_error, unreachable=unanswered)
         level = logging.WARNING if isinstance(exc, SyncError) and exc.retryable else logging.ERROR
         log.log(level, "sync: %s (link %s)", self._last_error, self.link.state)
 
@@ -386,120 +397,20 @@ class SyncEngine:
             self.state.state.sent_today = self.scheduler.sent_today(now)
             self.state.save()
 
-    # ------------------------------------------------------------------ handshake
-
-    async def _handshake(self) -> None:
-        stats = self.outbox.stats().per_class
-        state = self.state.state
-        delivered, unknown = list(state.delivered), list(state.unknown)
-        link = self.link.snapshot()
-        request = SyncRequest(
-            device_id=self.device_id,
-            site_id=self.site_id,
-            watermarks={s: self.outbox.acked_watermark(s) for s in METADATA_STREAMS},
-            outbox={s: DepthInfo(records=v.records, bytes=v.bytes) for s, v in stats.items()},
-            models=self._models() if self._models is not None else [],
-            link=LinkStats(
-                bandwidth_bps=link.bandwidth_bps,
-                rtt_ms=link.rtt_ms,
-                failures=link.failures_total,
-            ),
-            delivered_raw_requests=delivered[:10_000],
-            unknown_raw_requests=unknown[:10_000],
-            want_held=True,
-        )
-        started = time.monotonic()
-        answer = await self.client.handshake(request)
-        self.link.observe_rtt(time.monotonic() - started)
-        self.link.succeeded(self._clock())
-        self._handshake_due = False
-        self._last_handshake = self._clock()
-        self._next_handshake = self._last_handshake + self.settings.handshake_interval_s
-        if answer.server_time is not None:  # the cloud answered about half an RTT ago
-            rtt_s = time.monotonic() - started
-            self._clock_skew_s = round(self._last_handshake - rtt_s / 2 - answer.server_time, 3)
-        self.raw.reported(delivered, unknown)
-        await self.meta.delta_ack(answer.acked, answer.held)
-        if answer.raw_requests:
-            queued = await self.raw.queue_requests(answer.raw_requests)
-            if queued:
-                log.info("queued %d raw blobs requested by the cloud", queued)
-
     # ------------------------------------------------------------------ raw blobs
 
     async def _send_raw(self, stream: Stream) -> None:
-        """Raw uploads of ``stream`` (several in flight) while it stays the first choice.
-
-        Beside them go, without cutting the chunks on the wire short: a handshake
-        that falls due (it may queue raw requests, which then go before
-        ``raw_sampled``), and a metadata send when events arrive (no upload starts
-        a chunk until it is done).  One that fails stops the uploads at their next
-        chunk and fails the step."""
-        try:
-            await self.raw_lanes.run(
+        """Raw uploads of ``stream`` (several in flight) while it stays the first choice,
+        with a handshake and metadata sends beside them (``sync.beside_raw``)."""
+        await self.beside.around(
+            self.raw_lanes.run(
                 stream,
-                lambda: self._raw_goes_on(stream),
+                lambda: self.beside.goes_on(stream),
                 lambda: self.scheduler.budget_left(stream, self._clock()),
                 self._raw_sent,
                 lambda: self.link.succeeded(self._clock()),
             )
-        except BaseException:
-            for side in self._take_sides():
-                side.cancel()
-                await asyncio.gather(side, return_exceptions=True)
-            raise
-        for side in self._take_sides():
-            await side  # a failed one raises: the engine backs off
-
-    def _take_sides(self) -> list[asyncio.Task[None]]:
-        sides = [t for t in (self._side_handshake, self._side_metadata) if t is not None]
-        self._side_handshake = self._side_metadata = None
-        return sides
-
-    async def _raw_goes_on(self, stream: Stream) -> bool:
-        """Whether an upload of ``stream`` may send its next chunk (it waits for events)."""
-        while True:
-            for side in (self._side_handshake, self._side_metadata):
-                if side is not None and side.done() and (side.cancelled() or side.exception()):
-                    return False  # raised by _send_raw
-            if self._side_handshake is not None and self._side_handshake.done():
-                self._side_handshake = None
-            if self._side_metadata is not None:
-                if not self._side_metadata.done():
-                    await asyncio.wait({self._side_metadata})
-                    continue
-                self._side_metadata = None
-            due = self._handshake_due or self._clock() >= self._next_handshake
-            if due and self._side_handshake is None:
-                self._side_handshake = asyncio.create_task(self._handshake())
-            decision, _ = self._decide()
-            if self._paused or decision is None or not decision.stream.is_metadata:
-                return decision is not None and decision.stream is stream and not self._paused
-            self._side_metadata = asyncio.create_task(
-                self._send_meta_step(decision.stream, self._side_handshake)
-            )
+        )
 
     def _raw_sent(self, stream: Stream, sent: RawSent) -> None:
         self._sent(stream, sent.bytes_sent, 1 if sent.delivered else 0)
-
-    def _raw_rate_Bps(self) -> float | None:
-        """The link's rate for sizing the raw uploads: per request, else the link monitor's."""
-        if self.uploader.sizer.rate_Bps is not None:
-            return self.uploader.sizer.rate_Bps
-        bps = self.link.bandwidth_bps
-        return None if bps is None else bps / 8
-
-    def _rtt_s(self) -> float | None:
-        rtt_ms = self.link.snapshot().rtt_ms
-        return None if rtt_ms is None else rtt_ms / 1000
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it: an upload error wraps the transport's)
-    is a request that got no answer at all: the link is down."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, CloudUnreachable):
-            return True
-        seen = seen.__cause__
-    return False

@@ -32,10 +32,20 @@ __all__ = [
 
 
 class SyncError(Exception):
-    """Root of every error raised by the sync package."""
+    """Root of every error raised by the sync package.
+
+    ``unanswered``: the request behind it got no answer at all (the link or the host
+    is down: probe for it rather than back off).  An error raised ``from`` another
+    passes it on with ``unanswered=cause.unanswered``."""
 
     retryable: bool = False
     user_facing: bool = True
+    unanswered: bool = False
+
+    def __init__(self, *args: object, unanswered: bool | None = None) -> None:
+        super().__init__(*args)
+        if unanswered is not None:
+            self.unanswered = unanswered
 
 
 class RetryableSyncError(SyncError):
@@ -114,6 +124,8 @@ class CloudUnreachable(CloudUnavailable):
     The engine probes for the link's return (``LinkMonitor.probe_wait_s``) rather
     than backing off as it does after an answer saying the service is in trouble
     (5xx, 429, 423)."""
+
+    unanswered = True
 
 
 class CloudRejected(PermanentSyncError):

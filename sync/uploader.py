@@ -236,7 +236,9 @@ class TusUploader:
                 await self._patch(upload, chunk)
                 self._progress(upload, 0)
         except CloudUnavailable as exc:
-            raise RetryableUploadError(f"upload of {sha[:12]} interrupted: {exc}") from exc
+            raise RetryableUploadError(
+                f"upload of {sha[:12]} interrupted: {exc}", unanswered=exc.unanswered
+            ) from exc
         except CloudRejected as exc:
             raise await self._refusal(path, upload, exc) from exc
         finally:

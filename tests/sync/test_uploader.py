@@ -80,8 +80,9 @@ async def test_cut_mid_chunk_resumes_and_resends_less_than_a_chunk(
     uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
     try:
         emu.cut_after(3 * CHUNK + CHUNK // 2, Direction.UP)  # in the middle of chunk 4
-        with pytest.raises(RetryableUploadError):
+        with pytest.raises(RetryableUploadError) as cut:
             await uploader.upload(path, meta)
+        assert cut.value.unanswered  # no answer at all: the engine probes for the link
         assert uploader.state.upload_path(meta.sha256) is not None
         first_try = uploader.client.bytes_out
         outcome = await uploader.upload(path, meta)
@@ -243,3 +244,23 @@ async def test_patch_answers_that_never_advance_fail_instead_of_resending_foreve
         finally:
             await uploader.client.close()
     assert uploader.client.bytes_out == CHUNK  # one chunk, not a link's worth of resends
+
+
+async def test_an_answer_of_trouble_is_not_a_link_down(tmp_path: Path) -> None:
+    """A 503 wraps into a RetryableUploadError that says an answer came (the engine backs
+    off; a cut, above, says none came and the engine probes)."""
+
+    async def overloaded(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "overloaded", "detail": "later"}, status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", overloaded)
+    path, meta = blob(tmp_path, CHUNK)
+    async with serve_on_loopback(app) as port:
+        uploader = uploader_for(f"http://127.0.0.1:{port}", "token", tmp_path / "state.json")
+        try:
+            with pytest.raises(RetryableUploadError) as trouble:
+                await uploader.upload(path, meta)
+        finally:
+            await uploader.client.close()
+    assert not trouble.value.unanswered
