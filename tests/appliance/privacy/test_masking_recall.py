@@ -16,11 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 
 from appliance.inference.face_blur import blur_faces
 from appliance.inference.tasks import TASKS
 from appliance.privacy.hog_faces import HogFaceDetector
 from appliance.privacy.masking_check import (
+    FACE_SIDE_RANGE,
     MAX_FILL_SHARE,
     MIN_FACE_DETAIL,
     IndependentCheck,
@@ -138,3 +140,17 @@ def test_fill_fraction_tells_a_fill_edge_from_a_face() -> None:
     assert fill_fraction(filled, (x, y, w, h)) > 0.8  # all but its 2 px rim
     # a box whose left half is the fill: more fill than any face holds
     assert fill_fraction(filled, (x + w // 2, y, w, h)) > MAX_FILL_SHARE
+
+
+def test_hog_counts_a_box_larger_than_a_gate_face_only_at_dlibs_own_threshold() -> None:
+    """The false alarm left on 500 face-free frames: a 463 px HOG window over a
+    container's corrugation at -0.45 (seed 2323 frame 304); a real face that large
+    scores over dlib's own 0 and still counts."""
+    frame = SyntheticYardCamera(2323, faces=False).frame(304)
+    image = cv2.imdecode(np.frombuffer(frame.encode(), np.uint8), cv2.IMREAD_COLOR)
+    assert HogFaceDetector().faces(image) == []
+    assert HogFaceDetector(large_side_fraction=1.0).faces(image) != []  # the rule before
+    astronaut = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    close_up = cv2.resize(astronaut, (1280, 1280))[:720]  # her face ~220 px, 17% of the width
+    found = HogFaceDetector().faces(close_up)
+    assert any(max(box[2:]) > FACE_SIDE_RANGE[1] * 1280 for box in found)
