@@ -54,6 +54,7 @@ class ValidBatch:
     table: pa.Table
     schema: pa.Schema  # the stream's
     body_is_canonical: bool  # the body's own schema is exactly the stream's
+    event_time_range_us: tuple[int, int]  # the lowest and highest event_time
 
     def stream_table(self) -> pa.Table:
         """The rows cast to the stream's schema (dictionaries spelled out)."""
@@ -113,8 +114,8 @@ def validate_batch(
             f"record seqs {lowest}-{highest} lie outside the batch id's range "
             f"{parts.first_seq}-{parts.last_seq}"
         )
-    _check_event_times(table.column("event_time"))
-    return ValidBatch(table, stream_schema, canonical)
+    event_times = _check_event_times(table.column("event_time"))
+    return ValidBatch(table, stream_schema, canonical, event_times)
 
 
 def _open(body: bytes) -> tuple[pq.ParquetFile, pa.Schema]:
@@ -307,7 +308,8 @@ def _to_stream_schema(parts: BatchIdParts, table: pa.Table, schema: pa.Schema) -
     return table
 
 
-def _check_event_times(times: pa.ChunkedArray) -> None:
+def _check_event_times(times: pa.ChunkedArray) -> tuple[int, int]:
+    """The lowest and highest event time (us since the epoch), each on a date."""
     if times.null_count:
         raise WireFormatError("records without an event_time")
     lowest, highest = (v.as_py() for v in pc.min_max(times.cast(pa.int64())).values())
@@ -317,6 +319,7 @@ def _check_event_times(times: pa.ChunkedArray) -> None:
             f"event_time out of range: {lowest if lowest < low else highest} us since the "
             "epoch falls on no date between 0001-01-01 and 9999-12-31"
         )
+    return lowest, highest
 
 
 def _all_equal(table: pa.Table, column: str, expected: str, what: str) -> None:

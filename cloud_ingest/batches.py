@@ -166,6 +166,7 @@ def _validate_and_write(
         table=valid.table,
         body=body,
         body_is_canonical=valid.body_is_canonical,
+        event_time_range_us=valid.event_time_range_us,
     )
     return valid, paths
 

@@ -54,7 +54,10 @@ __all__ = [
 ]
 
 LAKE = "lake"
-_LEGACY_TEMP_PREFIX = ".tmp-"  # temp files of versions before the shared writer
+_LEGACY_TEMP_PREFIX = ".tmp-"
+_EPOCH = dt.datetime(
+    1970, 1, 1
+)  # event times are us since it, UTC  # temp files of versions before the shared writer
 
 
 @dataclass(frozen=True)
@@ -92,17 +95,20 @@ def write_batch(
     table: pa.Table,
     body: bytes,
     body_is_canonical: bool,
+    event_time_range_us: tuple[int, int] | None = None,
 ) -> list[str]:
     """Write one validated batch into the lake; returns the relative paths written.
 
     ``body`` is written unchanged when ``body_is_canonical`` (its Parquet schema
     is exactly the stream's) and all records share a date; otherwise ``table``
     (the stream's columns; strings may be dictionaries) is cast to the stream's
-    schema and re-encoded.  Re-writing the same
+    schema and re-encoded.  ``event_time_range_us`` (the lowest and highest
+    event time, known from validation) spares a pass over the times when both
+    fall on one date.  Re-writing the same
     batch id replaces the same file(s) with the same content: idempotent.
     """
     lake = Lake.of(lake_root)
-    days = _days(table)
+    days = _days(table, event_time_range_us)
     written: list[str] = []
     for day in days:
         relative = lake_partition(stream, site_id, day) / f"{batch_id}.parquet"
@@ -198,7 +204,11 @@ def is_temp_file(name: str) -> bool:
     )
 
 
-def _days(table: pa.Table) -> list[dt.date]:
+def _days(table: pa.Table, range_us: tuple[int, int] | None = None) -> list[dt.date]:
+    if range_us is not None:
+        first, last = (_EPOCH + dt.timedelta(microseconds=us) for us in range_us)
+        if first.date() == last.date():
+            return [first.date()]
     times = table.column("event_time")
     lowest, highest = pc.min_max(times).values()
     first, last = lowest.as_py().date(), highest.as_py().date()

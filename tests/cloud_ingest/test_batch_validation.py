@@ -6,6 +6,7 @@ still refuse what they must."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +14,7 @@ import pytest
 
 from cloud_ingest.batch_validation import validate_batch
 from cloud_ingest.errors import BatchTooLargeDecoded
+from cloud_ingest.lake import write_batch
 from sync.protocol import parse_batch_id
 from sync.protocol.parquet import EVENTS_SCHEMA
 from tests.support.ingest import PARQUET, Ingest, bearer, event_records
@@ -133,3 +135,37 @@ def test_a_bound_past_the_limit_falls_back_to_an_exact_count() -> None:
     with pytest.raises(BatchTooLargeDecoded) as refused:  # 20 rows hold it: 20 MiB
         validate_batch(parts, "yard-a", body(20), max_decoded_bytes=16 << 20)
     assert refused.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("event_times_us", "dates"),
+    [
+        ([1_764_028_800_000_000 - 2, 1_764_028_800_000_000 - 1], ["2025-11-24"]),
+        ([1_764_028_800_000_000 - 1, 1_764_028_800_000_000], ["2025-11-24", "2025-11-25"]),
+        ([-62_135_596_800_000_000, -62_135_596_799_999_999], ["0001-01-01"]),
+    ],
+)
+def test_the_event_time_range_from_validation_names_the_lake_dates(
+    tmp_path: Path, event_times_us: list[int], dates: list[str]
+) -> None:
+    """The lake takes a batch's dates from the range validation found (no second pass
+    over the times) and still splits a batch at midnight UTC."""
+    table = _events(1, 2).set_column(
+        3,
+        EVENTS_SCHEMA.field("event_time"),
+        pa.array(event_times_us, pa.timestamp("us", tz="UTC")),
+    )
+    parts = parse_batch_id("gate-01.events.1-2")
+    valid = validate_batch(parts, "yard-a", _body(table))
+    assert valid.event_time_range_us == (event_times_us[0], event_times_us[-1])
+    paths = write_batch(
+        tmp_path / "lake",
+        stream=parts.stream,
+        site_id="yard-a",
+        batch_id="gate-01.events.1-2",
+        table=valid.table,
+        body=_body(table),
+        body_is_canonical=valid.body_is_canonical,
+        event_time_range_us=valid.event_time_range_us,
+    )
+    assert [p.split("/")[2] for p in paths] == [f"date={d}" for d in dates]
