@@ -2,11 +2,14 @@
 installed, its systemd booted as PID 1 in namespaces (``image_build.systemd_root``),
 the slot's instance started by the generator because ``current`` points at it; then
 ``yardlink image install --service systemd`` run inside, as on a gateway, while frames
-are pushed from outside throughout: the new slot's instance starts in standby, the
-old one hands over and ends cleanly (not restarted), every frame answered 201 is
-processed.  A release whose appliance cannot start is reverted with the old instance
-serving throughout.  Slow (full bundles, two venvs filled in the root): minutes.
-Needs root, Debian's mmdebstrap and util-linux's unshare/nsenter."""
+are pushed from outside throughout.  First an installer killed (SIGKILL) while the
+new slot's instance is started in standby: ``yardlink image settle`` stops that
+instance and removes its switch file, the old one serving throughout.  Then the
+update: the new slot's instance starts in standby, the old one hands over and ends
+cleanly (not restarted), every frame answered 201 is processed.  A release whose
+appliance cannot start is reverted with the old instance serving throughout.  Slow
+(full bundles, venvs filled in the root): minutes.  Needs root, Debian's mmdebstrap
+and util-linux's unshare/nsenter."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from image_build.build import BuiltBundle
@@ -91,6 +95,22 @@ def _install_while_pushing(
     return result
 
 
+def _install_killed_in_standby(box: SystemdRoot, bundle: str) -> None:
+    """Run the installer inside and SIGKILL it once the new slot's instance (b) is
+    starting in standby, before it has taken over (loading its models or waiting)."""
+    nsenter = ["nsenter", "-t", str(box.pid), "-m", "-p", "-r", "-w"]
+    command = [*nsenter, YARDLINK, "image", "install", bundle, "--root", "/", "--service",
+               "systemd", "--health-deadline", "400"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as run:
+        deadline = time.monotonic() + 900  # the slot's venv is filled first: minutes
+        while _show(box, "yardlink@b.service", "ActiveState")["ActiveState"] != "activating":
+            assert run.poll() is None and time.monotonic() < deadline  # not yet in standby
+            time.sleep(0.05)
+        for process in psutil.Process(run.pid).children(recursive=True):
+            process.kill()  # the installer (nsenter's child), as a power cut would
+        run.wait()
+
+
 def _show(box: SystemdRoot, unit: str, *props: str) -> dict[str, str]:
     out = box.run("systemctl", "show", *(f"--property={p}" for p in props), unit).stdout
     return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
@@ -130,6 +150,20 @@ def test_the_ab_switch_under_systemd_hands_over_and_reverts(
         assert a == {"ActiveState": "active", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                      "WatchdogUSec": "30s", "Type": "notify", "User": "yardlink",
                      "Restart": "on-failure"}  # fmt: skip
+        _install_killed_in_standby(box, "/root/v2.tar.zst")
+        assert box.run("test", "-e", "/run/yardlink-switch/b.env").returncode == 0
+        assert _show(box, "yardlink@a.service", "ActiveState")["ActiveState"] == "active"
+        settled = box.run(YARDLINK, "image", "settle", "--root", "/")
+        assert settled.returncode == 0, settled.stderr
+        assert "settled: yardlink@b.service left running" in settled.stderr
+        assert "settled: removed /run/yardlink-switch/b.env" in settled.stderr
+        assert box.run("test", "-e", "/run/yardlink-switch/b.env").returncode == 1
+        assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/a")
+        assert _show(box, "yardlink@b.service", "ActiveState")["ActiveState"] == "inactive"
+        a = _show(box, "yardlink@a.service", "ActiveState", "NRestarts")
+        assert a == {"ActiveState": "active", "NRestarts": "0"}  # served throughout
+        assert _healthz(port) == 200
+
         pusher.start()
         started = time.monotonic()
         update = _install_while_pushing(box, rootfs, "/root/v2.tar.zst", "b", pusher)
