@@ -19,7 +19,10 @@ in ``FACE_SIDE_RANGE`` (fractions of the frame's width: a gate's faces), and no
 more than ``MAX_FILL_SHARE`` of it is fill (``fill_fraction``: pixels as smooth as
 only a fill is, without the camera's noise).  A face the release pass found lies
 wholly under its fill (box and margin), so a box mostly over a fill is the fill's
-edge against what is next to it (a container's letters, a stripe), not a face.  BlazeFace
+edge against what is next to it (a container's letters, a stripe), not a face.  Nor
+is a box whose grey levels split cleanly into two tones (``two_tone``, Otsu's
+between-class share of the variance, above ``MAX_TWO_TONE``): light glyphs on a
+dark container's paint, where BlazeFace scores digits as faces.  BlazeFace
 scores flat paint, dark truck fronts and the filled boxes themselves up to ~0.55,
 on boxes mostly larger than a face at the gate; a face has eyes, brows and a mouth.
 Larger faces are HOG's to find (frontal faces from 46 px up, any size).  False
@@ -49,12 +52,14 @@ __all__ = [
     "INDEPENDENT_FACE_MIN_SCORE",
     "MASKED_COVERAGE",
     "MAX_FILL_SHARE",
+    "MAX_TWO_TONE",
     "MIN_FACE_DETAIL",
     "IndependentCheck",
     "MaskingTally",
     "box_detail",
     "fill_fraction",
     "covered_fraction",
+    "two_tone",
     "plate_read_in",
 ]
 
@@ -65,6 +70,9 @@ BLUR_MARGIN = RELEASE_MARGIN  # blurred_jpeg's: each box grows by this on every 
 INDEPENDENT_FACE_MIN_SCORE = 0.45  # the release pass uses 0.4, on the frame before release
 FACE_SIDE_RANGE = (0.036, 0.15)  # of the frame's width: 46-192 px of a 1280 px frame
 MAX_FILL_SHARE = 0.2  # of a face detector's box: real faces up to ~0.13, a fill's edge ~0.3
+# of a face detector's box's grey-level variance between its two Otsu classes: true
+# faces up to ~0.83, light digits on a dark container 0.79-0.97
+MAX_TWO_TONE = 0.9
 FILL_MAX_SD = 1.2  # grey-level spread in 5x5 pixels: a fill's ~0.7, the camera's noise 1.6 up
 # grey levels of spread in a face box shrunk to 16x16 (noise averaged away), its linear
 # shading taken out: fills and flat paint keep under ~5.5, true faces from ~8.7
@@ -134,6 +142,26 @@ def fill_fraction(image_bgr: Image, box: Box) -> float:
     return float((inner < FILL_MAX_SD).mean()) if inner.size else 0.0
 
 
+def two_tone(image_bgr: Image, box: Box) -> float:
+    """How much of the grey-level variance in ``box`` lies between its two Otsu
+    classes: near 1 for glyphs on flat paint, lower for a face's many tones."""
+    x, y, w, h = box
+    height, width = image_bgr.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    grey = cv2.cvtColor(image_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    threshold, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    levels = grey.astype(np.float32)
+    dark, light = levels[levels <= threshold], levels[levels > threshold]
+    variance = float(levels.var())
+    if dark.size == 0 or light.size == 0 or variance <= 0.0:
+        return 0.0
+    share_dark = dark.size / levels.size
+    between = share_dark * (1.0 - share_dark) * float(light.mean() - dark.mean()) ** 2
+    return between / variance
+
+
 def plate_read_in(plate: str, reads: Sequence[str]) -> bool:
     """Whether ``plate`` (spaces ignored) appears, one character wrong at most, in any
     read or in all reads joined in order."""
@@ -177,7 +205,8 @@ class IndependentCheck:
     """A second look at a blurred frame: faces found, plates read (blocking).
 
     ``faces`` is the face task, whose boxes count if they are of a face's size at
-    the gate (``side_range``) and their pixels hold detail (``min_detail``);
+    the gate (``side_range``), their pixels hold detail (``min_detail``), are not
+    mostly fill and not two tones (``max_two_tone``);
     ``other_faces``, if given, a detector of another kind, whose faces are added."""
 
     def __init__(
@@ -187,12 +216,14 @@ class IndependentCheck:
         other_faces: BoxFinder | None = None,
         min_detail: float = MIN_FACE_DETAIL,
         side_range: tuple[float, float] = FACE_SIDE_RANGE,
+        max_two_tone: float = MAX_TWO_TONE,
     ) -> None:
         self._faces = faces
         self._other_faces = other_faces
         self._reader = reader
         self.min_detail = min_detail
         self.side_range = side_range
+        self.max_two_tone = max_two_tone
 
     def faces_found_by(self, image_bgr: Image) -> dict[str, list[Box]]:
         """Each detector's faces: ``model`` (the face task's), ``other`` (if given)."""
@@ -206,6 +237,7 @@ class IndependentCheck:
                 and max(box[2:]) <= high
                 and box_detail(image_bgr, box) >= self.min_detail
                 and fill_fraction(image_bgr, box) <= MAX_FILL_SHARE
+                and two_tone(image_bgr, box) <= self.max_two_tone
             ]
         }
         if self._other_faces is not None:
