@@ -43,12 +43,12 @@ from pathlib import Path
 
 from sync.batches import BatchLimits
 from sync.beside_raw import BesideRaw
-from sync.delivery_window import batch_ready
 from sync.engine_state import EngineStateFile
 from sync.errors import SyncError
 from sync.handshake import Handshakes
 from sync.link import LinkMonitor
 from sync.metadata_delivery import MetadataDelivery
+from sync.next_stream import NextStream
 from sync.outbox import Outbox
 from sync.ports import BlobSource, ModelInventory
 from sync.progress import ClassProgress, CurrentUpload, SyncProgress
@@ -56,7 +56,7 @@ from sync.protocol import RAW_STREAMS, Stream
 from sync.raw_delivery import RawDelivery
 from sync.raw_lanes import RawLanes, link_rate_Bps, link_rtt_s
 from sync.raw_uploads import RawSent, RawUploads
-from sync.scheduler import Backlog, Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
+from sync.scheduler import Decision, Scheduler, SchedulerPolicy, TokenBucket, utc_day
 from sync.settings import SyncSettings
 from sync.transport import TransportFactory, connect_cloud
 from sync.uploader import ChunkSizer, TusUploader
@@ -135,6 +135,9 @@ class SyncEngine:
         self._task: asyncio.Task[None] | None = None
         self.meta = MetadataDelivery(
             outbox, self.state, self.client, self.limits, device_id, site_id, clock
+        )
+        self.next_stream = NextStream(
+            outbox, self.limits, self.scheduler, self.meta, self.raw, clock
         )
         self.handshakes = Handshakes(
             outbox,
@@ -333,34 +336,7 @@ class SyncEngine:
             self.link.succeeded(self._clock(), nbytes=nbytes, seconds=elapsed)
 
     def _decide(self) -> tuple[Decision | None, float]:
-        now = self._clock()
-        stats = self.outbox.stats().per_class
-        backlog: dict[Stream, Backlog] = {}
-        unready: list[Stream] = []  # metadata waiting for a fuller (or older) batch
-        wait_s = max(0.05, min(1.0, self.limits.max_age_s))  # poll for new appends
-        for stream in Stream:
-            item = stats[stream]
-            if stream.is_metadata:
-                flush = self._flush or bool(self.outbox.pinned_batches(stream))
-                if item.records and not batch_ready(item, self.limits, flush=flush):
-                    wait_s = min(wait_s, self.limits.max_age_s - item.oldest_age_s)
-                    if stream not in self.meta.stalled:
-                        unready.append(stream)
-                    continue
-            elif not (self.raw.has_next(stream) or self.raw.under_way(stream)):
-                continue
-            backlog[stream] = Backlog(item.records, item.bytes, item.oldest_age_s)
-        decision = self.scheduler.decide(
-            backlog, now, link_up=True, blocked=frozenset(self.meta.stalled)
-        )
-        if isinstance(decision, Decision):
-            # A young partial batch waits only while the link would idle: never let a
-            # lower class (raw) go first - flush the higher metadata class instead.
-            higher = [s for s in unready if s.priority < decision.stream.priority]
-            if higher and not decision.aged:
-                return Decision(higher[0], None), 0.0
-            return decision, 0.0
-        return None, min(wait_s, decision.wait_s)
+        return self.next_stream.decide(flush=self._flush)
 
     def _first_choice(self) -> Stream | None:
         decision, _ = self._decide()
