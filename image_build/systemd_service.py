@@ -132,7 +132,7 @@ class SystemdService:
     def settle_instances(self, deadline_s: float) -> list[str]:
         """Only ``current``'s instance may run, and no switch file may stay (no switch is
         under way: the caller holds the install lock); returns what was found and done."""
-        current = self._current()
+        current = self.layout.current_slot()  # None before the first install: stop all
         notes: list[str] = []
         restart = False
         for slot in SLOTS:
@@ -145,13 +145,13 @@ class SystemdService:
                 restart = restart or state.serving or slot == current
                 notes.append(
                     f"{instance(slot)} left running by an install that did not finish"
-                    f" ({state.describe()}): stopped, {current!r} is the current slot"
+                    f" ({state.describe()}): stopped, the current slot is {current or 'none'}"
                 )
             if left_switch:
                 self._standby_next_start(slot, on=False)
                 self._systemctl("reset-failed", instance(slot))
                 notes.append(f"removed {switch_file}, left by a switch that did not finish")
-        if restart and not self.state(current).serving:
+        if restart and current is not None and not self.state(current).serving:
             healthy, why = self.start_and_wait(deadline_s)
             notes.append(
                 f"started {instance(current)}: "

@@ -330,3 +330,18 @@ def test_settling_with_no_switch_left_open_touches_no_instance(
     state, notes = settle_root(gateway, SystemdService(gateway, systemctl), 30.0)
     assert notes == [] and gateway.current_slot() == "a" and state.trial is None
     assert all(call[0] == "show" for call in systemctl.calls)
+
+
+def test_a_switch_file_left_before_any_slot_is_current_is_removed(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.base.mkdir(parents=True)
+    layout.start_mode_file("a").parent.mkdir(parents=True)
+    layout.start_mode_file("a").write_text("YARDLINK_START_MODE=--standby\n")
+    systemctl = StoredSystemctl(layout, "standby", tmp_path / "units.json")
+    systemctl.units = {"yardlink@a.service": UnitState("activating", "start", STANDBY_STATUS)}
+    systemctl._save()
+    _, notes = settle_root(layout, SystemdService(layout, systemctl), 30.0)
+    assert not layout.start_mode_file("a").exists()
+    assert ["stop", "yardlink@a.service"] in systemctl.calls
+    assert not any(call[0] == "start" for call in systemctl.calls)  # nothing is current
+    assert "the current slot is none" in notes[0]
