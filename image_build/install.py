@@ -13,7 +13,9 @@ serving when the new one never took over, else started again).
 
 A SIGKILL at any step leaves ``current`` on a complete slot: the new slot is
 only pointed at once complete, and a trial left unconfirmed by a killed
-installer is reverted by the next ``yardlink image install``/``settle``.
+installer is reverted by the next ``yardlink image install``/``settle``, which
+then leave only the current slot's appliance running and no switch file behind
+(``ServiceManager.settle_instances``).
 """
 
 from __future__ import annotations
