@@ -3,26 +3,22 @@ handshake that falls due (it may queue raw requests, which then go before
 ``raw_sampled``) and a metadata send when events arrive, each its own task.
 
 Each upload asks :meth:`BesideRaw.goes_on` before a request with blob bytes.  While
-a metadata send is under way no upload starts a chunk until the send's PUT bodies
-are handed to the socket: the link is one queue, so the chunk's bytes then go behind
-the events; the PUT's answer is not awaited, which would idle the link for a round
-trip per burst.  A side task that fails stops the uploads at their next chunk and
-fails the step (:meth:`BesideRaw.around`).
+a metadata send is under way no upload starts a chunk until the send is done (its
+answers included), so events never wait behind blob bytes.  A side task that
+fails stops the uploads at their next chunk and fails the step (:meth:`BesideRaw.around`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import Any
 
 from sync.handshake import Handshakes
 from sync.metadata_delivery import MetadataDelivery
 from sync.protocol import Stream
 
-__all__ = ["SIDE_POLL_S", "BesideRaw"]
-
-SIDE_POLL_S: Final = 0.01  # how often uploads look whether the events beside are on the wire
+__all__ = ["BesideRaw"]
 
 
 class BesideRaw:
@@ -72,9 +68,7 @@ class BesideRaw:
                 self.handshake = None
             if self.metadata is not None:
                 if not self.metadata.done():
-                    if self.meta.bodies_sent():  # the events are on the wire: raw goes behind
-                        return not self._paused()
-                    await asyncio.wait({self.metadata}, timeout=SIDE_POLL_S)
+                    await asyncio.wait({self.metadata})
                     continue
                 self.metadata = None
             if self.handshakes.due() and self.handshake is None:
