@@ -321,6 +321,25 @@ async def wait_until(condition: Any, what: str, timeout: float) -> None:
         await asyncio.sleep(0.3)
 
 
+async def drain_report(yard: Yard, log_lines: int = 60) -> str:
+    """What a drain that did not end leaves to read: the appliance's sync state, the raw
+    requests' states and the tail of its log (a CI run keeps nothing else)."""
+    try:
+        sync = json.dumps(await asyncio.to_thread(yard.appliance.get, "/v1/sync"))
+    except StackError as error:
+        sync = f"(no /v1/sync: {error})"
+    log = yard.appliance.log_path
+    tail = log.read_text(errors="replace").splitlines()[-log_lines:] if log.exists() else []
+    return "\n".join(
+        [
+            f"raw requests: {yard.request_states}",
+            f"appliance /v1/sync: {sync}",
+            f"last {len(tail)} lines of {log}:",
+            *tail,
+        ]
+    )
+
+
 # ---------------------------------------------------------------------- the scenario
 
 
@@ -387,7 +406,10 @@ async def run_yard(tmp_path: Path, *, seed: int, rounds: int, warmup_s: float) -
                     yard.request_states[request_id] = answer["state"]
                 return set(yard.request_states.values()) == {"delivered"}
 
-            await wait_until(drained, "the outbox is empty and raw requests delivered", 60)
+            try:
+                await wait_until(drained, "the outbox is empty and raw requests delivered", 60)
+            except AssertionError as timed_out:  # say what the appliance was doing
+                raise AssertionError(f"{timed_out}\n{await drain_report(yard)}") from None
             stop_events.set()
             await asyncio.to_thread(appliance.stop)
             assert appliance.proc is not None and appliance.proc.returncode == 0
