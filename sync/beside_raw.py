@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from sync.handshake import Handshakes
-from sync.metadata_delivery import MetadataDelivery
 from sync.protocol import Stream
 
 __all__ = ["BesideRaw"]
@@ -29,13 +28,12 @@ class BesideRaw:
     def __init__(
         self,
         handshakes: Handshakes,
-        meta: MetadataDelivery,
         *,
         first_choice: Callable[[], Stream | None],
         paused: Callable[[], bool],
         send_meta: Callable[[Stream, asyncio.Task[None] | None], Coroutine[Any, Any, None]],
     ) -> None:
-        self.handshakes, self.meta = handshakes, meta
+        self.handshakes = handshakes
         self._first_choice, self._paused, self._send_meta = first_choice, paused, send_meta
         self.handshake: asyncio.Task[None] | None = None
         self.metadata: asyncio.Task[None] | None = None

@@ -154,7 +154,6 @@ class SyncEngine:
         )
         self.beside = BesideRaw(
             self.handshakes,
-            self.meta,
             first_choice=self._first_choice,
             paused=lambda: self._paused,
             send_meta=self._send_meta_step,

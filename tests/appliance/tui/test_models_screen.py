@@ -12,31 +12,17 @@ from appliance.daemon import Daemon
 from appliance.tui.app import YardlinkTui
 from appliance.tui.client import ApplianceClient
 from appliance.tui.screens.models import ModelsScreen
-from appliance.updates.release_tasks import close_task
 from tests.appliance.daemon_harness import TOKEN, wait_for
 from tests.appliance.tui.tui_harness import until
 from tests.appliance.updates import conftest as updates_conftest
-from tests.appliance.updates.agent_harness import audit_bodies, make_agent, open_outbox
+from tests.appliance.updates.agent_harness import (
+    audit_bodies,
+    committed_release,
+)
 from tests.appliance.updates.updates_daemon_harness import updates_config
 from tests.support.releases import NEW_VERSION, ReleaseKit
 
 release_kit = updates_conftest.release_kit  # the session's real signed OCR release
-
-
-async def _committed(root: Path, kit: ReleaseKit) -> Path:
-    """The release installed, switched and committed into slot a (as a daemon that then
-    restarted would have left it); returns the updates directory."""
-    outbox = open_outbox(root)
-    try:
-        agent = make_agent(root, kit.keyring, outbox)
-        await agent.start()
-        candidate = await agent.install(kit.build.archive, kit.sign(counter=2))
-        close_task(candidate.task)
-        await agent.switch(candidate)
-        await agent.commit("gate_ocr")
-    finally:
-        await outbox.close()
-    return root / "updates"
 
 
 def _cells(screen: ModelsScreen) -> list[list[str]]:
@@ -47,7 +33,7 @@ def _cells(screen: ModelsScreen) -> list[list[str]]:
 async def test_slots_shown_and_a_rollback_from_the_screen_is_done_and_audited(
     release_kit: ReleaseKit, tmp_path: Path
 ) -> None:
-    updates_dir = await _committed(tmp_path / "before", release_kit)
+    updates_dir = await committed_release(tmp_path / "before", release_kit)
     daemon = Daemon(updates_config(tmp_path, release_kit, updates_dir=str(updates_dir)))
     await daemon.start()
     app = YardlinkTui(ApplianceClient(daemon.api_url, TOKEN), poll_s=0.2, follow_events=False)

@@ -11,12 +11,14 @@ from typing import Any
 from appliance.audit import AuditTrail
 from appliance.inference.settings import GateOcrSettings, InferenceSettings
 from appliance.updates.agent import UpdateAgent
+from appliance.updates.release_tasks import close_task
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.slot_store import SlotStore
 from sync.outbox import Outbox
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
 from sync.shared.signing import Keyring
+from tests.support.releases import ReleaseKit
 
 DEVICE_CLASS = "x86-cpu"
 # The machine running the tests is shared and slow; the budget check itself is
@@ -44,6 +46,25 @@ def make_agent(
         audit=AuditTrail(outbox, device_id="gate-01", site_id="depot-test"),
         on_step=on_step,
     )
+
+
+async def committed_release(root: Path, kit: ReleaseKit, *, watch: bool = False) -> Path:
+    """The session's release installed, switched and committed into real slots (``watch``:
+    its health watch marked), as a daemon that then restarted would have left it;
+    returns the updates directory."""
+    outbox = open_outbox(root)
+    try:
+        agent = make_agent(root, kit.keyring, outbox)
+        await agent.start()
+        candidate = await agent.install(kit.build.archive, kit.sign(counter=2))
+        close_task(candidate.task)
+        await agent.switch(candidate)
+        await agent.commit("gate_ocr", watch=watch)
+        if watch:
+            assert agent.state.task("gate_ocr").watched() == "gate-ocr@2"
+    finally:
+        await outbox.close()
+    return root / "updates"
 
 
 def audit_bodies(outbox: Outbox) -> list[dict[str, Any]]:

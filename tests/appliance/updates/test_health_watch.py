@@ -10,30 +10,12 @@ import json
 from pathlib import Path
 
 from appliance.daemon import Daemon
-from appliance.updates.release_tasks import close_task
 from sync.outbox import Outbox
 from sync.protocol import Stream
 from tests.appliance.daemon_harness import wait_for
-from tests.appliance.updates.agent_harness import make_agent, open_outbox
+from tests.appliance.updates.agent_harness import committed_release
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
 from tests.support.releases import NEW_VERSION, ReleaseKit
-
-
-async def _committed_with_a_watch(root: Path, kit: ReleaseKit) -> Path:
-    """Install, switch and commit the release (health watch marked) into real slots, as a
-    daemon that then restarted would have; returns the updates directory."""
-    outbox = open_outbox(root)
-    try:
-        agent = make_agent(root, kit.keyring, outbox)
-        await agent.start()
-        candidate = await agent.install(kit.build.archive, kit.sign(counter=2))
-        close_task(candidate.task)
-        await agent.switch(candidate)
-        await agent.commit("gate_ocr", watch=True)
-        assert agent.state.task("gate_ocr").watched() == "gate-ocr@2"
-    finally:
-        await outbox.close()
-    return root / "updates"
 
 
 def _audit(outbox: Outbox | None) -> list[dict[str, object]]:
@@ -52,7 +34,7 @@ def _state(updates_dir: Path) -> dict[str, object]:
 async def test_a_regression_after_a_restart_rolls_back_and_is_reported(
     release_kit: ReleaseKit, tmp_path: Path
 ):
-    updates_dir = await _committed_with_a_watch(tmp_path / "before", release_kit)
+    updates_dir = await committed_release(tmp_path / "before", release_kit, watch=True)
     # Any real inference takes longer than a millionth of the SLA: the first block of
     # live frames is a p99 regression (the shadow window is behind this release).
     config = updates_config(
@@ -102,7 +84,7 @@ async def test_a_regression_after_a_restart_rolls_back_and_is_reported(
 async def test_a_watch_that_ends_healthy_is_audited_and_its_mark_cleared(
     release_kit: ReleaseKit, tmp_path: Path
 ):
-    updates_dir = await _committed_with_a_watch(tmp_path / "before", release_kit)
+    updates_dir = await committed_release(tmp_path / "before", release_kit, watch=True)
     config = updates_config(
         tmp_path, release_kit, updates_dir=str(updates_dir), health_watch_s=0.05
     )

@@ -16,7 +16,7 @@ from appliance.inference.results import InferenceTask, TaskResult
 from appliance.sources.synthetic import SyntheticYardCamera
 from appliance.updates.release_tasks import close_task
 from tests.appliance.daemon_harness import read_events, wait_for
-from tests.appliance.updates.agent_harness import make_agent, open_outbox
+from tests.appliance.updates.agent_harness import committed_release
 from tests.appliance.updates.updates_daemon_harness import HEADERS, updates_config
 from tests.support.releases import NEW_VERSION, ReleaseKit
 
@@ -48,25 +48,10 @@ class HeldRun:
         close_task(self._task)
 
 
-async def _committed_release(root: Path, kit: ReleaseKit) -> Path:
-    """A release committed into real slots (no health watch); the updates directory."""
-    outbox = open_outbox(root)
-    try:
-        agent = make_agent(root, kit.keyring, outbox)
-        await agent.start()
-        candidate = await agent.install(kit.build.archive, kit.sign(counter=2))
-        close_task(candidate.task)
-        await agent.switch(candidate)
-        await agent.commit("gate_ocr", watch=False)
-    finally:
-        await outbox.close()
-    return root / "updates"
-
-
 async def test_a_rollback_closes_the_old_task_only_after_its_frame_in_flight(
     release_kit: ReleaseKit, tmp_path: Path
 ):
-    updates_dir = await _committed_release(tmp_path / "before", release_kit)
+    updates_dir = await committed_release(tmp_path / "before", release_kit)
     daemon = Daemon(updates_config(tmp_path, release_kit, updates_dir=str(updates_dir)))
     await daemon.start()
     try:
