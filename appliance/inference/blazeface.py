@@ -33,6 +33,7 @@ __all__ = [
     "INPUT_SIZE",
     "MERGE_AREA_RATIO",
     "FaceBox",
+    "Halvings",
     "Letterbox",
     "decode",
     "iter_tile_inputs",
@@ -230,15 +231,49 @@ def tile_regions(
 
 
 def _halvings(image: np.ndarray[Any, Any], size: tuple[int, int]) -> tuple[Any, int]:
-    """``image`` halved (OpenCV's fast 2x INTER_AREA path) while it stays at least ``size``
+    """``image`` halved (OpenCV's fast 2x INTER_AREA) while it stays at least ``size``
     (w, h) and its sides are even, and the factor it was shrunk by."""
-    factor = 1
-    height, width = image.shape[:2]
-    while width >= 2 * size[0] and height >= 2 * size[1] and width % 2 == 0 and height % 2 == 0:
-        image = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    return Halvings(image).for_size(size)
+
+
+class Halvings:
+    """An image and its halvings (OpenCV's fast 2x INTER_AREA), each made once, on
+    first need.  Every input of a frame (each scan's scale, the whole frame) shrinks
+    from the smallest halving still at least twice its size, so a frame is halved
+    once per level however many inputs are made from it; the results are exactly
+    those of ``shrink`` on the frame itself (a halving is the same whatever asks)."""
+
+    def __init__(self, image: np.ndarray[Any, Any]) -> None:
+        self._levels = [image]
+
+    def level(self, times: int) -> np.ndarray[Any, Any]:
+        """The image halved ``times`` times (each side must stay even before a halving)."""
+        while len(self._levels) <= times:
+            last = self._levels[-1]
+            height, width = last.shape[:2]
+            if width % 2 or height % 2:
+                raise ValueError(f"a {width}x{height} image cannot be halved exactly")
+            half = cv2.resize(last, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+            self._levels.append(half)
+        return self._levels[times]
+
+    def for_size(self, size: tuple[int, int]) -> tuple[np.ndarray[Any, Any], int]:
+        """The image halved while it stays at least ``size`` (w, h) and its sides are
+        even, and the factor it was shrunk by."""
+        times = 0
+        height, width = self._levels[0].shape[:2]
+        while width >= 2 * size[0] and height >= 2 * size[1] and width % 2 == 0 and height % 2 == 0:
+            height, width, times = height // 2, width // 2, times + 1
+        return self.level(times), 2**times
+
+    def shrink(self, size: tuple[int, int]) -> np.ndarray[Any, Any]:
+        """``shrink(image, size)``, from the halvings already made."""
+        image, _ = self.for_size(size)
         height, width = image.shape[:2]
-        factor *= 2
-    return image, factor
+        if (width, height) == size:
+            return image
+        linear = width <= 2 * size[0] and height <= 2 * size[1]
+        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
 
 
 def shrink(image: np.ndarray[Any, Any], size: tuple[int, int]) -> np.ndarray[Any, Any]:
@@ -247,12 +282,7 @@ def shrink(image: np.ndarray[Any, Any], size: tuple[int, int]) -> np.ndarray[Any
     under 2x, with INTER_LINEAR, which at such ratios blends the same 2x2 neighbourhoods
     a box filter would.  A fractional or 5x INTER_AREA costs 5-10x more (2-3 ms for
     640x360 -> 455x256 on this class of CPU) and would hold up the model."""
-    image, _ = _halvings(image, size)
-    height, width = image.shape[:2]
-    if (width, height) == size:
-        return image
-    linear = width <= 2 * size[0] and height <= 2 * size[1]
-    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+    return Halvings(image).shrink(size)
 
 
 JPEG_REDUCTIONS = (8, 4, 2, 1)  # the scales libjpeg decodes at directly (in the DCT domain)

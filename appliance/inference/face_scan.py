@@ -25,7 +25,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.inference.blazeface import INPUT_SIZE, Letterbox, shrink, ssd_anchors, to_unit_rgb
+from appliance.inference.blazeface import (
+    INPUT_SIZE,
+    Halvings,
+    Letterbox,
+    ssd_anchors,
+    to_unit_rgb,
+)
 
 __all__ = [
     "LARGEST_FACE_INPUT",
@@ -115,12 +121,22 @@ def scan_anchors(height: int, width: int) -> FloatArray:
 
 
 def iter_scan_inputs(
-    image_bgr: np.ndarray[Any, Any], windows: Sequence[ScanWindow], *, reduced_by: int = 1
+    image_bgr: np.ndarray[Any, Any],
+    windows: Sequence[ScanWindow],
+    *,
+    reduced_by: int = 1,
+    halvings: Halvings | None = None,
 ) -> Iterator[tuple[ScanWindow, FloatArray]]:
     """Each window's model input ``(1, height, width, 3)``, RGB in [-1, 1], black past
-    the frame's edge.  The frame is resized once per scale; ``image_bgr`` may be the
-    frame already reduced ``reduced_by`` times (a smaller JPEG decode)."""
+    the frame's edge.  The frame is resized once per scale, every scale from the
+    frame's halvings (``halvings``, of ``image_bgr``, shared with the other inputs
+    made from the frame; its own if None), so a frame is halved once per level;
+    ``image_bgr`` may be the frame already reduced ``reduced_by`` times (a smaller
+    JPEG decode)."""
     height, width = image_bgr.shape[:2]
+    pyramid = halvings if halvings is not None else Halvings(image_bgr)
+    if pyramid.level(0) is not image_bgr:
+        raise ValueError("halvings must be those of the image the inputs are made from")
     scaled: dict[float, FloatArray] = {}
     for window in windows:
         if window.scale not in scaled:
@@ -129,7 +145,7 @@ def iter_scan_inputs(
             if size[0] > width or size[1] > height:  # never, when reduced_by came from the task
                 resized = cv2.resize(image_bgr, size, interpolation=cv2.INTER_LINEAR)
             else:
-                resized = shrink(image_bgr, size)
+                resized = pyramid.shrink(size)
             scaled[window.scale] = to_unit_rgb(resized)
         frame = scaled[window.scale]
         tensor = np.full((1, window.height, window.width, 3), -1.0, dtype=np.float32)
