@@ -54,6 +54,7 @@ _STRIDES = (8, 16, 16, 16)
 _ANCHORS_PER_LAYER = 2  # aspect ratio 1.0 + the interpolated scale
 _SCALE = 128.0
 _SCORE_CLIP = 100.0
+_LETTERBOX_SOURCE = 4  # the whole frame is letterboxed from halvings at least this much larger
 
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -323,6 +324,7 @@ def iter_tile_inputs(
     regions: Sequence[tuple[int, int, int, int]],
     *,
     reduced_by: int = 1,
+    halvings: Halvings | None = None,
 ) -> Iterator[tuple[tuple[int, int, int, int], FloatArray, Letterbox]]:
     """``tile_inputs`` one region at a time, so the first can be run while the rest are made.
 
@@ -335,7 +337,15 @@ def iter_tile_inputs(
     ``image_bgr`` may be the frame already reduced ``reduced_by`` times (a JPEG
     decoded at 1/2, 1/4 or 1/8 scale, see ``jpeg_reduction``); regions stay in
     full-frame pixels, and so do the ``Letterbox`` mappings yielded.
+
+    The whole frame is letterboxed from its halvings while they stay at least
+    ``_LETTERBOX_SOURCE`` times its letterboxed size (an area resize of the full
+    frame costs ~3x one of its first halving).  ``halvings``: those of
+    ``image_bgr``, shared with the other inputs made from the frame (its own if None).
     """
+    pyramid = halvings if halvings is not None else Halvings(image_bgr)
+    if pyramid.level(0) is not image_bgr:
+        raise ValueError("halvings must be those of the image the inputs are made from")
     height, width = image_bgr.shape[:2]
     square_sides = [w for _, _, w, h in regions if w == h]
     base_scale = min(1.0, max((INPUT_SIZE / side for side in square_sides), default=1.0))
@@ -343,17 +353,24 @@ def iter_tile_inputs(
     base_size = (max(1, round(full_w * base_scale)), max(1, round(full_h * base_scale)))
     # the halvings first: the whole frame's input is made from them (by more halvings),
     # so the model can start on it while the rest of the resize to the tiles' scale is done
-    reduced, factor = _halvings(image_bgr, base_size)
+    reduced, factor = pyramid.for_size(base_size)
     factor *= reduced_by
     base: np.ndarray[Any, Any] | None = None
     by_side: dict[int, FloatArray] = {}
     for region in regions:
         x, y, w, h = region
         if w != h:
-            rx, ry = round(x / factor), round(y / factor)
-            rw, rh = max(1, round(w / factor)), max(1, round(h / factor))
-            tensor, fit = letterbox(reduced[ry : ry + rh, rx : rx + rw])
-            yield region, tensor, Letterbox(fit.scale / factor, fit.pad_x, fit.pad_y)
+            fitted = min(INPUT_SIZE / w, INPUT_SIZE / h)
+            source_size = (
+                _LETTERBOX_SOURCE * max(1, round(w * fitted)),
+                _LETTERBOX_SOURCE * max(1, round(h * fitted)),
+            )
+            source, by = pyramid.for_size(source_size)  # in image_bgr's pixels, as its sides
+            by *= reduced_by
+            rx, ry = round(x / by), round(y / by)
+            rw, rh = max(1, round(w / by)), max(1, round(h / by))
+            tensor, fit = letterbox(source[ry : ry + rh, rx : rx + rw])
+            yield region, tensor, Letterbox(fit.scale / by, fit.pad_x, fit.pad_y)
             continue
         if base is None:
             base = shrink(reduced, base_size)

@@ -24,6 +24,7 @@ from appliance.errors import ModelLoadError
 from appliance.inference.blazeface import (
     INPUT_SIZE,
     FaceBox,
+    Halvings,
     Letterbox,
     decode,
     iter_tile_inputs,
@@ -222,7 +223,9 @@ class FaceAnonymizeTask:
         if windows is None:
             if len(self._window_cache) >= _TILE_CACHE_SIZES:
                 self._window_cache.clear()
-            windows = scan_windows(height, width, self.settings.scan_face_fractions)
+            windows = scan_windows(
+                height, width, self.settings.scan_face_fractions, self.settings.scan_region
+            )
             self._window_cache[(height, width)] = windows
         return windows
 
@@ -247,11 +250,16 @@ class FaceAnonymizeTask:
         frame and the tiles.  A scan window's boxes map back into the whole frame."""
         height, width = (side * reduced_by for side in image_bgr.shape[:2])
         windows = self._windows(height, width)
+        halvings = Halvings(image_bgr)  # every input shrinks from them: each made once
         scans = (
             ((0, 0, width, height), tensor, window.fit())
-            for window, tensor in iter_scan_inputs(image_bgr, windows, reduced_by=reduced_by)
+            for window, tensor in iter_scan_inputs(
+                image_bgr, windows, reduced_by=reduced_by, halvings=halvings
+            )
         )
-        tiles = iter_tile_inputs(image_bgr, self._tiles(height, width), reduced_by=reduced_by)
+        tiles = iter_tile_inputs(
+            image_bgr, self._tiles(height, width), reduced_by=reduced_by, halvings=halvings
+        )
         return itertools.chain(scans, tiles)
 
     def model_calls(self, image_bgr: Image) -> list[tuple[LoadedModel, dict[str, Image]]]:

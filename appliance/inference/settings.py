@@ -214,6 +214,14 @@ class FaceAnonymizeSettings(BaseModel):
         "The model runs over the resized frame whole (it is fully convolutional), in two "
         "windows side by side when large.  [] = whole frame (and tiles) only",
     )
+    scan_region: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="a site's opt-in: the part of the frame where faces can appear at its "
+        "gate (x, y, width, height as fractions of the frame: the cab windows' and the "
+        "footway's band); the scans for small faces cover only it, the whole-frame input "
+        "still covers the frame.  A face smaller than ~1/4 of the frame's width outside "
+        "it is NOT found, so it stays in clear in what leaves.  None = the whole frame",
+    )
     tile_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=list,
         description="also run the detector on overlapping square tiles whose side is each "
@@ -233,6 +241,20 @@ class FaceAnonymizeSettings(BaseModel):
         "and the order their outputs are merged in do not change, so neither do the faces.  "
         "1 = one model thread, regions one after another",
     )
+
+    @field_validator("scan_region")
+    @classmethod
+    def _scan_region_inside_frame(
+        cls, region: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if region is None:
+            return None
+        x, y, w, h = region
+        if not (0 <= x < 1 and 0 <= y < 1 and w > 0 and h > 0):
+            raise ValueError("scan_region needs 0 <= x, y < 1 and width, height > 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            raise ValueError("scan_region must lie inside the frame (x + width, y + height <= 1)")
+        return region
 
 
 class InferenceSettings(BaseModel):
