@@ -102,9 +102,10 @@ def _install(args: argparse.Namespace) -> int:
         **({"python": Path(args.python)} if args.python else {}),
     )
     try:
-        _, settled = settle_root(layout, service, options.health_deadline_s)
-        for note in settled:  # said before the install, which may fail on its own
-            print(f"settled: {note}", file=sys.stderr)
+        if layout.base.is_dir():  # else nothing to settle, and a refused bundle leaves no trace
+            _, settled = settle_root(layout, service, options.health_deadline_s)
+            for note in settled:  # said before the install, which may fail on its own
+                print(f"settled: {note}", file=sys.stderr)
         result = install(Path(args.bundle), options, service)
     finally:
         if process is not None:  # a start check, not a supervisor: stop what it started

@@ -15,29 +15,27 @@ A SIGKILL at any step leaves ``current`` on a complete slot: the new slot is
 only pointed at once complete, and a trial left unconfirmed by a killed
 installer is reverted by the next ``yardlink image install``/``settle``, which
 then leave only the current slot's appliance running and no switch file behind
-(``ServiceManager.settle_instances``).
+(``ServiceManager.settle_instances``); a reboot before either boots the last
+confirmed slot and settles there (``image_build.switch``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from image_build.errors import BundleRefused, InstallError, InstallReverted
-from image_build.layout import SLOTS, ImageState, Layout
+from image_build.errors import BundleRefused, InstallError
+from image_build.layout import ImageState, Layout
 from image_build.manifest import BundleManifest, verify_manifest
 from image_build.platforms import Platform, host_platform
 from image_build.reading import walk_bundle
-from image_build.service import HandOver, ServiceManager
+from image_build.service import ServiceManager
 from image_build.site_config import (
     DeviceIdentity,
     current_identity,
@@ -45,6 +43,16 @@ from image_build.site_config import (
     render_site_config,
     write_site_config,
 )
+from image_build.switch import (
+    InstallResult,
+    Release,
+    install_lock,
+    settle,
+    settle_instances,
+    settle_root,
+    switch_slot,
+)
+from image_build.units import write_units
 from sync.shared.durable_file import fsync_directory, replace_durably
 from sync.shared.signing import Envelope, Keyring, TimeFloor, VerificationError
 
@@ -58,7 +66,6 @@ __all__ = [
     "write_units",
 ]
 
-_UNIT_PREFIX = "@PREFIX@"
 SERVICE_USER = "yardlink"  # the unit's User=
 
 
@@ -72,17 +79,6 @@ class InstallOptions:
     trust: Path | None = None  # a keyring to trust on a gateway that trusts none yet
     python: Path = field(default_factory=lambda: Path(getattr(sys, "_base_executable", "")))
     health_deadline_s: float = 120.0
-
-
-@dataclass(frozen=True)
-class InstallResult:
-    slot: str
-    previous: str | None
-    version: str
-    counter: int
-    healthy: bool  # False only when no service was started (``service=None``)
-    # what a switch a killed install left open was found to be, and what was done about it
-    settled: tuple[str, ...] = ()
 
 
 def load_keyring(path: Path) -> Keyring:
@@ -114,51 +110,6 @@ def verify_bundle(
     return walk_bundle(bundle, trust, lambda _name: None)
 
 
-@contextlib.contextmanager
-def _install_lock(layout: Layout) -> Iterator[None]:
-    layout.base.mkdir(parents=True, exist_ok=True)
-    with (layout.base / ".install.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InstallError("another install is running on this root") from None
-        yield
-
-
-def settle(layout: Layout, state: ImageState) -> ImageState:
-    """Revert a trial that a killed installer left unconfirmed; return the state after."""
-    if state.trial is None:
-        return state
-    previous = state.trial.get("previous")
-    if previous in SLOTS and layout.complete(previous) and layout.current_slot() != previous:
-        layout.switch_to(previous)
-        write_units(layout, previous)
-    settled = replace(state, trial=None)
-    settled.save(layout.state_file)
-    return settled
-
-
-def _settle_instances(service: ServiceManager | None, deadline_s: float) -> list[str]:
-    """``ServiceManager.settle_instances``, after ``settle``; a service manager that
-    cannot be asked (systemctl absent) is said so, for the hand-over to fail on."""
-    if service is None:
-        return []
-    try:
-        return service.settle_instances(deadline_s)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return [f"cannot check for a switch left open: {exc}"]
-
-
-def settle_root(
-    layout: Layout, service: ServiceManager | None, deadline_s: float
-) -> tuple[ImageState, list[str]]:
-    """``yardlink image settle``: what a killed install left, reverted and stopped, under
-    the install lock (an install under way is not disturbed: it is refused)."""
-    with _install_lock(layout):
-        state = settle(layout, ImageState.load(layout.state_file))
-        return state, _settle_instances(service, deadline_s)
-
-
 def install(bundle: Path, options: InstallOptions, service: ServiceManager | None) -> InstallResult:
     layout = Layout(options.root)
     keyring = _trusted_keyring(layout, options)
@@ -173,9 +124,9 @@ def install(bundle: Path, options: InstallOptions, service: ServiceManager | Non
     _check_python(options.python, manifest.python)
     identity = _identity(layout, options)
     _service_user(layout)  # refuse now, not after filling a slot
-    with _install_lock(layout):
-        state = settle(layout, ImageState.load(layout.state_file))
-        settled = _settle_instances(service, options.health_deadline_s)
+    with install_lock(layout):
+        state, settled = settle(layout, ImageState.load(layout.state_file))
+        settled += settle_instances(service, options.health_deadline_s)
         if (state.counter, state.floor) != (before.counter, before.floor):
             manifest = verify_bundle(  # another install ran meanwhile: check against it
                 bundle,
@@ -189,7 +140,9 @@ def install(bundle: Path, options: InstallOptions, service: ServiceManager | Non
         previous = layout.current_slot()
         slot = _fill_slot(layout, bundle, keyring, manifest, state, options, previous)
         _install_config(layout, slot, identity, options)
-        result = _switch(layout, slot, previous, manifest, state, service, options)
+        release = Release(manifest.version, manifest.header.counter)
+        deadline_s = options.health_deadline_s
+        result = switch_slot(layout, slot, previous, release, state, service, deadline_s)
         return replace(result, settled=tuple(settled))
 
 
@@ -373,95 +326,3 @@ def _service_user(layout: Layout) -> pwd.struct_passwd | None:
             f"no user {SERVICE_USER!r} on this gateway: create it first"
             f" (adduser --system --group --home /var/lib/yardlink {SERVICE_USER})"
         ) from None
-
-
-def write_units(layout: Layout, slot: str) -> None:
-    """The slot's template unit and boot generator, ``@PREFIX@`` filled in; the single
-    unit of older releases removed (it would start a second appliance at boot)."""
-    for name, path, mode in (
-        ("yardlink@.service", layout.unit_file, 0o644),
-        ("yardlink-slot-generator", layout.generator_file, 0o755),
-    ):
-        template = (layout.slot(slot) / "systemd" / name).read_text(encoding="utf-8")
-        rendered = template.replace(_UNIT_PREFIX, layout.prefix).encode()
-        if not path.is_file() or path.read_bytes() != rendered:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            replace_durably(path, rendered, mode=mode)  # never there without its mode
-        elif path.stat().st_mode & 0o777 != mode:
-            os.chmod(path, mode)
-    if layout.legacy_unit_file.is_file():
-        layout.legacy_unit_file.unlink()
-        fsync_directory(layout.legacy_unit_file.parent)
-
-
-def _try_start(service: ServiceManager, deadline_s: float) -> tuple[bool, str]:
-    """A start that raises (an executable missing, systemctl absent) is an unhealthy
-    start: the switch must still go back, not leave a stopped service on a bad slot."""
-    try:
-        return service.start_and_wait(deadline_s)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"cannot start it: {exc}"
-
-
-def _try_hand_over(service: ServiceManager, deadline_s: float) -> HandOver:
-    """As ``_try_start``, for the switch from the running appliance to the new slot's."""
-    try:
-        return service.hand_over(deadline_s)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return HandOver(False, f"cannot start it: {exc}")
-
-
-def _switch(
-    layout: Layout,
-    slot: str,
-    previous: str | None,
-    manifest: BundleManifest,
-    state: ImageState,
-    service: ServiceManager | None,
-    options: InstallOptions,
-) -> InstallResult:
-    confirmed = replace(
-        state,
-        active=slot,
-        counter=manifest.header.counter,
-        version=manifest.version,
-        trial=None,
-    )
-    if service is None:  # no service to ask (an image being prepared): switch only
-        write_units(layout, slot)
-        layout.switch_to(slot)
-        confirmed.save(layout.state_file)
-        return InstallResult(slot, previous, manifest.version, manifest.header.counter, False)
-    trial = replace(state, trial={"slot": slot, "previous": previous or ""})
-    trial.save(layout.state_file)
-    write_units(layout, slot)
-    layout.switch_to(slot)
-    # the running appliance serves until the new one is warm (a standby start, where the
-    # service manager can: ServiceManager.hand_over)
-    outcome = _try_hand_over(service, options.health_deadline_s)
-    if outcome.healthy:
-        confirmed.save(layout.state_file)
-        return InstallResult(slot, previous, manifest.version, manifest.header.counter, True)
-    if outcome.old_serving and previous is not None:  # the new one never took over
-        write_units(layout, previous)
-        layout.switch_to(previous)
-        state.save(layout.state_file)
-        raise InstallReverted(
-            f"{manifest.version} in slot {slot} was not healthy ({outcome.why}); switched"
-            f" back to slot {previous}, which kept serving throughout"
-        )
-    service.stop()
-    if previous is None or not layout.complete(previous):
-        state.save(layout.state_file)
-        raise InstallError(
-            f"the new slot {slot} is not healthy ({outcome.why}) and no slot to go back to"
-        )
-    write_units(layout, previous)
-    layout.switch_to(previous)
-    back, why_back = _try_start(service, options.health_deadline_s)
-    state.save(layout.state_file)  # trial over: the previous release and counter stay
-    again = "serves again" if back else f"did not come back either ({why_back})"
-    raise InstallReverted(
-        f"{manifest.version} in slot {slot} was not healthy ({outcome.why}); switched back to"
-        f" slot {previous}, which {again}"
-    )

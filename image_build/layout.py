@@ -8,7 +8,9 @@
     ROOT/etc/yardlink/device-token   the device's cloud token, ``[sync] token_file`` (0600)
     ROOT/etc/yardlink/release-keyring.json   the release keys this gateway trusts
     ROOT/etc/systemd/system/yardlink@.service    the unit, one instance per slot
-    ROOT/etc/systemd/system-generators/yardlink-slot   boot starts yardlink@<current>
+    ROOT/etc/systemd/system/yardlink-settle@.service   a boot after a killed trial settles it
+    ROOT/etc/systemd/system-generators/yardlink-slot   boot starts yardlink@<current>, or
+                                          the trial's previous slot while one is open
     ROOT/run/yardlink-switch/<slot>.env           --standby for a slot's next start
     ROOT/var/lib/yardlink/           the data dir: outbox, blobs, keys (never touched)
 
@@ -88,6 +90,11 @@ class Layout:
     def generator_file(self) -> Path:
         return self.root / "etc" / "systemd" / "system-generators" / "yardlink-slot"
 
+    @property
+    def settle_unit_file(self) -> Path:
+        """``yardlink-settle@<slot>.service``: a boot after a trial left open settles it."""
+        return self.root / "etc" / "systemd" / "system" / "yardlink-settle@.service"
+
     def start_mode_file(self, slot: str) -> Path:
         """The unit's ``EnvironmentFile=`` for ``slot``: ``--standby`` during a switch."""
         return self.root / "run" / "yardlink-switch" / f"{slot}.env"
@@ -154,6 +161,8 @@ class ImageState:
         )
 
     def save(self, path: Path) -> None:
+        # the boot generator (data/yardlink-slot-generator) reads the trial's "previous"
+        # from this exact layout (sorted keys, indent 2): change both together
         document = {
             "active": self.active,
             "counter": self.counter,

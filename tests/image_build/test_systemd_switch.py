@@ -3,7 +3,9 @@ installed, its systemd booted as PID 1 in namespaces (``image_build.systemd_root
 the slot's instance started by the generator because ``current`` points at it; then
 ``yardlink image install --service systemd`` run inside, as on a gateway, while frames
 are pushed from outside throughout.  First an installer killed (SIGKILL) while the
-new slot's instance is started in standby: ``yardlink image settle`` stops that
+new slot's instance is started in standby, then the whole root killed (a power cut)
+and booted again: it starts the old slot, settled back by ``yardlink-settle@a``.
+Then another such kill: ``yardlink image settle`` stops that
 instance and removes its switch file, the old one serving throughout.  Then the
 update: the new slot's instance starts in standby, the old one hands over and ends
 cleanly (not restarted), every frame answered 201 is processed.  A release whose
@@ -111,6 +113,30 @@ def _install_killed_in_standby(box: SystemdRoot, bundle: str) -> None:
         run.wait()
 
 
+def _reboot_starts_the_confirmed_slot(box: SystemdRoot, rootfs: Path, port: int) -> None:
+    """Power cut with b on trial (`current` on b): the next boot starts a, the slot last
+    confirmed, after yardlink-settle@a put `current` back on it and closed the trial."""
+    state_file = rootfs / "opt" / "yardlink" / "image-state.json"
+    assert json.loads(state_file.read_text())["trial"] == {"previous": "a", "slot": "b"}
+    assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/b")
+    box.stop()
+    box.boot()
+    deadline = time.monotonic() + 600
+    while _healthz(port) != 200:
+        assert time.monotonic() < deadline, box.run("journalctl", "--no-pager").stdout[-4000:]
+        time.sleep(1)
+    assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/a")
+    assert json.loads(state_file.read_text())["trial"] is None
+    settle = _show(box, "yardlink-settle@a.service", "ActiveState", "Result")
+    assert settle == {"ActiveState": "active", "Result": "success"}
+    journal = box.run("journalctl", "--no-pager", "-u", "yardlink-settle@a.service").stdout
+    assert "switched back to slot a, the last one confirmed" in journal
+    assert _show(box, "yardlink@a.service", "ActiveState")["ActiveState"] == "active"
+    assert _show(box, "yardlink@b.service", "ActiveState")["ActiveState"] == "inactive"
+    wants = _show(box, "multi-user.target", "Wants")["Wants"].split()
+    assert "yardlink@a.service" in wants and "yardlink@b.service" not in wants
+
+
 def _show(box: SystemdRoot, unit: str, *props: str) -> dict[str, str]:
     out = box.run("systemctl", "show", *(f"--property={p}" for p in props), unit).stdout
     return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
@@ -150,6 +176,8 @@ def test_the_ab_switch_under_systemd_hands_over_and_reverts(
         assert a == {"ActiveState": "active", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                      "WatchdogUSec": "30s", "Type": "notify", "User": "yardlink",
                      "Restart": "on-failure"}  # fmt: skip
+        _install_killed_in_standby(box, "/root/v2.tar.zst")
+        _reboot_starts_the_confirmed_slot(box, rootfs, port)
         _install_killed_in_standby(box, "/root/v2.tar.zst")
         assert box.run("test", "-e", "/run/yardlink-switch/b.env").returncode == 0
         assert _show(box, "yardlink@a.service", "ActiveState")["ActiveState"] == "active"

@@ -242,7 +242,9 @@ class StoredSystemctl(FakeSystemctl):
 
     def _save(self) -> None:
         document = {unit: dataclasses.astuple(state) for unit, state in self.units.items()}
-        self.states.write_text(json.dumps(document))
+        temp = self.states.with_suffix(".tmp")  # renamed: a reader or a kill never sees half
+        temp.write_text(json.dumps(document))
+        os.replace(temp, self.states)
 
     def __call__(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         stored = json.loads(self.states.read_text())
