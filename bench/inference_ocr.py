@@ -61,6 +61,7 @@ TODAY_GATE_OCR: dict[str, Any] = {
     "rec_width_spread": 0.0,
     "check_digit_interior_first": False,
     "skip_unchanged_max_change": None,
+    "folded_models": False,
 }
 CAMERA_FPS = 10.0  # twice today's ~5 frames/s
 HOLD = 5  # frames a scene is held (a truck at the barrier for half a second at 10 fps)
@@ -435,12 +436,15 @@ def _pace_rows(stream: str, fps: float | None, paces: dict[str, _Pace], command:
 
 def model_sizes(models: Path, command: str) -> list[Row]:
     from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL
+    from appliance.inference.model_fold import DET_INT8_FOLD, REC_FOLD
     from appliance.inference.quantize import DET_INT8_MODEL
 
     goals = {
         DET_MODEL: "info: FP32 detector (today; tuned where INT8 does not pay)",
-        REC_MODEL: "info: FP32 recognizer both pipelines load",
-        DET_INT8_MODEL: "info: INT8 detector tuned loads on a VNNI CPU (yardlink models quantize)",
+        REC_MODEL: "info: FP32 recognizer today loads (tuned too without its folded file)",
+        DET_INT8_MODEL: "info: INT8 detector (yardlink models quantize)",
+        DET_INT8_FOLD.folded: "info: INT8 detector, hardswish folded: tuned loads on a VNNI CPU",
+        REC_FOLD.folded: "info: FP32 recognizer, affine steps and hardswish folded: tuned loads",
     }
     return [
         row(

@@ -27,6 +27,13 @@ from appliance.inference.device import INT8_SIMD, device_class
 from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.model_fold import (
+    DET_INT8_FOLD,
+    REC_FOLD,
+    Fold,
+    folded_path,
+    recorded_folded_sha256,
+)
 from appliance.inference.quantize import (
     DET_INT8_MODEL,
     int8_detector_path,
@@ -59,6 +66,7 @@ __all__ = [
     "GateOcrTask",
     "detector_path",
     "load_gate_ocr",
+    "recognizer_path",
 ]
 
 UNREAD_TEXT = "unread_text"  # a detected text box the recognizer could not read: hidden
@@ -72,17 +80,28 @@ _CHECK_DIGIT_SEARCH = 1.6  # reported box of a found check digit, in text height
 _CHECK_DIGIT_WIDTH = 96  # a lone digit needs no 320-px canvas; narrower is ~3x cheaper
 
 
-def _model_version(det_path: Path) -> str:
+def _model_version(det_path: Path, rec_path: Path | None = None) -> str:
     det = next(m for m in MODEL_FILES if m.name == DET_MODEL)
     rec = next(m for m in MODEL_FILES if m.name == REC_MODEL)
     det_tag = f"det.{det.sha256[:8]}"
+    # a derived file was checked against its record when picked (``detector_path``,
+    # ``recognizer_path``): its sha256 is taken from there, not hashed again
     if det_path.name == DET_INT8_MODEL:
-        # checked against its record when picked (``detector_path``): not hashed again
         sha256 = recorded_int8_sha256(det_path.parent)
         if sha256 is None:  # an INT8 file given directly, without its record
             sha256 = hashlib.sha256(det_path.read_bytes()).hexdigest()
         det_tag = f"det.{sha256[:8]}-int8"
-    return f"{det.requirement.split('==')[1]}+{det_tag}.rec.{rec.sha256[:8]}"
+    elif det_path.name == DET_INT8_FOLD.folded:
+        det_tag = f"det.{_folded_sha256(DET_INT8_FOLD, det_path)[:8]}-int8-folded"
+    rec_tag = f"rec.{rec.sha256[:8]}"
+    if rec_path is not None and rec_path.name == REC_FOLD.folded:
+        rec_tag = f"rec.{_folded_sha256(REC_FOLD, rec_path)[:8]}-folded"
+    return f"{det.requirement.split('==')[1]}+{det_tag}.{rec_tag}"
+
+
+def _folded_sha256(fold: Fold, path: Path) -> str:
+    sha256 = recorded_folded_sha256(fold, path.parent)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if sha256 is None else sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +167,7 @@ class GateOcrTask:
         self.rec = rec
         self.decoder = decoder
         self.settings = settings
-        self.model_version = _model_version(det.path)
+        self.model_version = _model_version(det.path, rec.path)
         self._params = DetectionParams(
             thresh=settings.det_thresh,
             box_thresh=settings.det_box_thresh,
@@ -392,7 +411,8 @@ class GateOcrTask:
 
 def detector_path(settings: GateOcrSettings, det_path: Path) -> Path:
     """The detector file ``settings.det_model`` asks for: the INT8 file beside ``det_path``
-    (``auto``: only on a CPU with int8 dot products, and only if it is there), else FP32."""
+    (``auto``: only on a CPU with int8 dot products, and only if it is there), else FP32;
+    an INT8 file's folded sibling when ``folded_models`` and its record matches."""
     if settings.det_model == "fp32":
         return det_path
     int8 = int8_detector_path(det_path.parent)
@@ -402,17 +422,28 @@ def detector_path(settings: GateOcrSettings, det_path: Path) -> Path:
                 f"det_model = 'int8' but {det_path.parent / DET_INT8_MODEL} is missing or does "
                 "not match its record (run 'yardlink models quantize' or 'make models')"
             )
-        return int8
-    if int8 is not None and device_class()["simd"] in INT8_SIMD:
-        return int8
-    return det_path
+    elif int8 is None or device_class()["simd"] not in INT8_SIMD:
+        return det_path
+    folded = folded_path(DET_INT8_FOLD, det_path.parent) if settings.folded_models else None
+    return folded or int8
+
+
+def recognizer_path(settings: GateOcrSettings, rec_path: Path) -> Path:
+    """``rec_path``, or its folded sibling when ``folded_models`` and its record matches."""
+    folded = folded_path(REC_FOLD, rec_path.parent) if settings.folded_models else None
+    return folded or rec_path
 
 
 def load_gate_ocr(settings: GateOcrSettings, det_path: Path, rec_path: Path) -> GateOcrTask:
     """Load and warm up both models; ``ModelLoadError`` if either cannot be used.  The
-    detector is ``det_path`` or its INT8 sibling, as ``detector_path`` picks."""
+    detector is ``det_path`` or its INT8 sibling, as ``detector_path`` picks; the
+    recognizer ``rec_path`` or its folded sibling, as ``recognizer_path`` picks."""
     det = load_model(settings.runtime, detector_path(settings, det_path), {"x": (1, 3, 64, 64)})
-    rec = load_model(settings.runtime, rec_path, {"x": (1, 3, REC_HEIGHT, REC_MIN_WIDTH)})
+    rec = load_model(
+        settings.runtime,
+        recognizer_path(settings, rec_path),
+        {"x": (1, 3, REC_HEIGHT, REC_MIN_WIDTH)},
+    )
     if not isinstance(rec, OnnxModel):
         raise ModelLoadError(f"gate_ocr needs an ONNX runtime, got {rec.runtime!r}")
     metadata = rec.session.get_modelmeta().custom_metadata_map

@@ -124,6 +124,14 @@ class GateOcrSettings(BaseModel):
         "was measured to keep accuracy and cut the detector's CPU time, and FP32 elsewhere or "
         "when the INT8 file is absent (docs/INFERENCE.md)",
     )
+    folded_models: bool = Field(
+        default=True,
+        description="load the folded sibling of the recognizer and of the INT8 detector "
+        "('yardlink models quantize', make models: their scalar affine steps and hardswish "
+        "chains folded into the convolutions, the same function up to float rounding for less "
+        "CPU a call) when it is there and its record matches; False = the files as fetched "
+        "and quantized (docs/INFERENCE.md)",
+    )
     rec_min_width: int = Field(
         default=320,
         ge=8,

@@ -12,7 +12,8 @@ costs before rolling it out (docs/INFERENCE.md).
 
 ``yardlink models eval-set DIR --count 500`` writes the evaluation set;
 ``yardlink models quantize [MODELS_DIR]`` makes the INT8 detector
-(``appliance.inference.quantize``).
+(``appliance.inference.quantize``) and the folded recognizer and INT8 detector
+(``appliance.inference.model_fold``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from appliance.inference.device import device_class
 from appliance.inference.eval_set import EVAL_SEED, load_eval_set, write_eval_set
 from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, load_gate_ocr
 from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.model_fold import FOLDS, FoldError, fold_model
 from appliance.inference.ocr_accuracy import FrameScore, OcrScore, score_frame
 from appliance.inference.quantize import DET_INT8_RECORD, QuantizeError, quantize_detector
 from appliance.inference.settings import GateOcrSettings
@@ -156,8 +158,12 @@ def validate_model_set(
         "runtimes": _versions(),
         "model_set": {
             "dir": str(model_dir),
-            "files": [_file_entry(p) for p in dict.fromkeys((det_path, task.det.path, rec_path))],
+            "files": [
+                _file_entry(p)
+                for p in dict.fromkeys((det_path, task.det.path, rec_path, task.rec.path))
+            ],
             "detector": task.det.path.name,  # the FP32 file or its INT8 sibling (det_model)
+            "recognizer": task.rec.path.name,  # the pinned file or its folded sibling
             "model_version": task.model_version,
             "settings": settings.model_dump(mode="json"),
         },
@@ -208,12 +214,15 @@ def _eval_set(args: argparse.Namespace) -> int:
 
 def _quantize(args: argparse.Namespace) -> int:
     try:
-        path = quantize_detector(args.models_dir)
-    except QuantizeError as exc:
+        paths = [quantize_detector(args.models_dir)]
+        paths += [fold_model(fold, args.models_dir) for fold in FOLDS]
+    except (QuantizeError, FoldError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    record = json.loads((args.models_dir / DET_INT8_RECORD).read_text())
-    print(f"{path}: sha256 {record['sha256']} (from {record['source']})")
+    records = (DET_INT8_RECORD, *(fold.record for fold in FOLDS))
+    for path, record_name in zip(paths, records, strict=True):
+        record = json.loads((args.models_dir / record_name).read_text())
+        print(f"{path}: sha256 {record['sha256']} (from {record['source']})")
     return 0
 
 
@@ -221,7 +230,8 @@ def add_validate_commands(commands: argparse._SubParsersAction[argparse.Argument
     """``validate``, ``eval-set`` and ``quantize`` under ``yardlink models``."""
     quantize = commands.add_parser(
         "quantize",
-        help="make the INT8 text detector from the pinned FP32 file, offline (make models)",
+        help="make the INT8 text detector and the folded detector and recognizer from the "
+        "pinned files, offline (make models)",
     )
     quantize.add_argument("models_dir", type=Path, nargs="?", default=Path("models"))
     quantize.set_defaults(handler=_quantize)

@@ -64,11 +64,13 @@ def test_an_altered_or_unrecorded_int8_file_is_not_used(tmp_path: Path) -> None:
 
 def test_the_detector_is_picked_per_device_class() -> None:
     fp32 = MODELS_DIR / DET_MODEL
+    unfolded = GateOcrSettings(folded_models=False)  # the folded files: test_model_fold.py
     assert detector_path(GateOcrSettings(det_model="fp32"), fp32) == fp32
-    assert detector_path(GateOcrSettings(det_model="int8"), fp32) == INT8
+    int8 = unfolded.model_copy(update={"det_model": "int8"})
+    assert detector_path(int8, fp32) == INT8
     int8_here = device_class()["simd"] in INT8_SIMD
-    assert detector_path(GateOcrSettings(), fp32) == (INT8 if int8_here else fp32)
-    task = load_gate_ocr(GateOcrSettings(det_model="int8"), fp32, MODELS_DIR / REC_MODEL)
+    assert detector_path(unfolded, fp32) == (INT8 if int8_here else fp32)
+    task = load_gate_ocr(int8, fp32, MODELS_DIR / REC_MODEL)
     assert task.det.path == INT8 and "-int8.rec." in task.model_version
 
 

@@ -1,0 +1,372 @@
+"""Model files with their scalar affine steps and hardswish chains folded, made offline.
+
+PP-OCRv4's models (PP-LCNetV3 backbones) wrap every convolution in "learnable
+affine blocks": ``Conv -> Mul(s) -> Add(b) -> hardswish -> Mul(s2) -> Add(b2) ->
+Conv``, the hardswish spelled out as ``x * Clip(x + 3, 0, 6) / 6``.  ONNX Runtime
+runs each of those steps as its own pass over the feature map (about a third of a
+recognition call's CPU).  ``fold_graph`` rewrites a graph to the same function
+with fewer passes:
+
+* an affine step right after a convolution goes into its weights and bias
+  (``s*(W*x + B) + b = (s*W)*x + (s*B + b)``);
+* an affine step right before a convolution that pads nothing goes into it too
+  (``W*(s*x + b) + B = (s*W)*x + (B + b*sum(W))``; with padding the border
+  would change, so those stay);
+* the spelled-out hardswish becomes ``x * HardSigmoid(x)``, which ONNX Runtime
+  fuses into the convolution before it (or runs as one pass).
+
+Only float weights given as constants are folded, so on the INT8 detector
+(weights behind DequantizeLinear) only the hardswish chains change.  The result
+computes the same function up to float rounding.  Two files are folded
+(``FOLDS``): the pinned recognizer (``REC_FOLD``) and the INT8 detector
+(``DET_INT8_FOLD``, only when its own record vouches for it).  ``fold_model``
+writes the folded file and beside it a record (source and result sha256,
+recipe, library versions); ``folded_path`` returns the file only when that
+record matches the file's bytes and the source's expected sha256.  Folding
+needs the ``onnx`` package (dev extra: a build step, ``make models``); loading
+the result needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from appliance.errors import ModelLoadError
+from appliance.inference.model_files import MODEL_FILES
+from appliance.inference.quantize import (
+    DET_INT8_MODEL,
+    int8_detector_path,
+    recorded_int8_sha256,
+)
+from sync.shared.durable_file import replace_durably
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "DET_INT8_FOLD",
+    "FOLDS",
+    "REC_FOLD",
+    "Fold",
+    "FoldError",
+    "fold_graph",
+    "fold_model",
+    "folded_path",
+    "recorded_folded_sha256",
+]
+
+RECIPE = {
+    "affine_after_conv": "into the conv's weights and bias",
+    "affine_before_unpadded_conv": "into the conv's weights and bias",
+    "hardswish": "x * HardSigmoid(alpha=1/6, beta=0.5)",
+}
+
+
+class FoldError(ModelLoadError):
+    """A folded file cannot be made (missing library or source file); not retryable."""
+
+
+class _Graph:
+    """The nodes of a model's graph with who produces and who reads each tensor."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        from onnx import numpy_helper
+
+        graph = model.graph
+        self.constants: dict[str, np.ndarray[Any, Any]] = {
+            i.name: numpy_helper.to_array(i) for i in graph.initializer
+        }
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.nodes = [n for n in graph.node if n.op_type != "Constant"]
+        self.readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in self.nodes:
+            for name in node.input:
+                self.readers[name].append(node)
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self.outputs = {o.name for o in graph.output}
+
+    def scalar(self, name: str) -> float | None:
+        value = self.constants.get(name)
+        return None if value is None or value.size != 1 else float(value.reshape(()))
+
+    def only_reader(self, tensor: str, op_type: str) -> onnx.NodeProto | None:
+        readers = self.readers[tensor]
+        if tensor in self.outputs or len(readers) != 1 or readers[0].op_type != op_type:
+            return None
+        return readers[0]
+
+    def scalar_operand(self, node: onnx.NodeProto, tensor: str) -> float | None:
+        """The scalar constant ``node`` combines ``tensor`` with, if that is its other input."""
+        others = [i for i in node.input if i != tensor]
+        return self.scalar(others[0]) if len(others) == 1 and len(node.input) == 2 else None
+
+
+def _affine_after(graph: _Graph, tensor: str) -> tuple[list[Any], float, float, str] | None:
+    """``tensor -> Mul(s) -> Add(b)`` read by nothing else: (nodes, s, b, result name)."""
+    mul = graph.only_reader(tensor, "Mul")
+    scale = None if mul is None else graph.scalar_operand(mul, tensor)
+    if mul is None or scale is None:
+        return None
+    add = graph.only_reader(mul.output[0], "Add")
+    shift = None if add is None else graph.scalar_operand(add, mul.output[0])
+    if add is None or shift is None:
+        return None
+    return [mul, add], scale, shift, add.output[0]
+
+
+def _pads_nothing(conv: onnx.NodeProto) -> bool:
+    for attribute in conv.attribute:
+        if attribute.name == "pads" and any(attribute.ints):
+            return False
+        if attribute.name == "auto_pad" and attribute.s not in (b"NOTSET", b"VALID"):
+            return False
+    return True
+
+
+def _conv_weights(graph: _Graph, conv: onnx.NodeProto) -> tuple[Any, Any] | None:
+    weights = graph.constants.get(conv.input[1])
+    if weights is None or weights.dtype != np.float32:
+        return None
+    bias = graph.constants.get(conv.input[2]) if len(conv.input) > 2 else None
+    if len(conv.input) > 2 and bias is None:
+        return None
+    w = weights.astype(np.float64)
+    b = np.zeros(w.shape[0]) if bias is None else bias.astype(np.float64)
+    return w, b
+
+
+def _affine_before(
+    graph: _Graph, conv: onnx.NodeProto, removed: set[int]
+) -> tuple[list[Any], float, float, str] | None:
+    """``a -> Mul(s) -> Add(b) -> conv`` with a conv that pads nothing: (nodes, s, b, a)."""
+    add = graph.producer.get(conv.input[0])
+    if not _pads_nothing(conv) or add is None or add.op_type != "Add" or id(add) in removed:
+        return None
+    if graph.only_reader(add.output[0], "Conv") is not conv:
+        return None
+    mul = next((graph.producer[i] for i in add.input if i in graph.producer), None)
+    if mul is None or mul.op_type != "Mul":
+        return None
+    sources = [i for i in mul.input if graph.scalar(i) is None]
+    found = _affine_after(graph, sources[0]) if len(sources) == 1 else None
+    if found is None or found[3] != conv.input[0]:
+        return None
+    return found[0], found[1], found[2], sources[0]
+
+
+def _fold_affine(graph: _Graph, removed: set[int]) -> tuple[dict[str, tuple[Any, Any]], int]:
+    """New (weights, bias) per conv name with the affine steps around it folded in."""
+    folded: dict[str, tuple[Any, Any]] = {}
+    count = 0
+    for conv in graph.nodes:
+        if conv.op_type != "Conv" or not conv.name:
+            continue
+        found = _conv_weights(graph, conv)
+        if found is None:
+            continue
+        w, b = found
+        before = _affine_before(graph, conv, removed)
+        if before is not None:
+            nodes, scale, shift, source = before
+            b = b + shift * w.reshape(w.shape[0], -1).sum(axis=1)
+            w = w * scale
+            conv.input[0] = source
+            removed.update(id(n) for n in nodes)
+            count += 1
+        after = _affine_after(graph, conv.output[0])
+        if after is not None and removed & {id(n) for n in after[0]}:
+            after = None  # already folded into the conv after it
+        if after is not None:
+            nodes, scale, shift, result = after
+            w, b = w * scale, b * scale + shift
+            conv.output[0] = result
+            removed.update(id(n) for n in nodes)
+            count += 1
+        if before is not None or after is not None:
+            folded[conv.name] = (w, b)
+    return folded, count
+
+
+def _hardswish_chains(graph: _Graph, removed: set[int]) -> dict[int, tuple[str, str]]:
+    """``a -> Add(3) -> Clip(0, 6) -> Mul(a, .) -> Div(6)``: (a, result) keyed by the Div."""
+    chains: dict[int, tuple[str, str]] = {}
+    for clip in graph.nodes:
+        if clip.op_type != "Clip" or len(clip.input) != 3:
+            continue
+        add = graph.producer.get(clip.input[0])
+        if add is None or add.op_type != "Add" or graph.only_reader(add.output[0], "Clip") is None:
+            continue
+        source = [i for i in add.input if graph.scalar(i) is None]
+        if len(source) != 1 or graph.scalar_operand(add, source[0]) != 3.0:
+            continue
+        if graph.scalar(clip.input[1]) != 0.0 or graph.scalar(clip.input[2]) != 6.0:
+            continue
+        mul = graph.only_reader(clip.output[0], "Mul")
+        if mul is None or source[0] not in mul.input:
+            continue
+        div = graph.only_reader(mul.output[0], "Div")
+        if div is None or div.input[0] != mul.output[0] or graph.scalar(div.input[1]) != 6.0:
+            continue
+        removed.update({id(add), id(clip), id(mul), id(div)})
+        chains[id(div)] = (source[0], div.output[0])
+    return chains
+
+
+def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """``model`` (changed in place) with the affine steps and hardswish chains folded, and
+    how many of each were folded."""
+    from onnx import helper, numpy_helper
+
+    graph = _Graph(model)
+    removed: set[int] = set()
+    weights, affine = _fold_affine(graph, removed)
+    chains = _hardswish_chains(graph, removed)
+    kept: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if id(node) not in removed:
+            kept.append(node)
+        if id(node) in chains:
+            source, result = chains[id(node)]
+            gate = f"{result}.hardsigmoid"
+            kept.append(
+                helper.make_node(
+                    "HardSigmoid", [source], [gate], name=gate, alpha=1.0 / 6.0, beta=0.5
+                )
+            )
+            kept.append(helper.make_node("Mul", [source, gate], [result], name=f"{result}.mul"))
+    for node in kept:
+        if node.op_type == "Conv" and node.name in weights:
+            w, b = weights[node.name]
+            names = (f"{node.name}.folded_w", f"{node.name}.folded_b")
+            model.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(w.astype(np.float32), names[0]),
+                    numpy_helper.from_array(b.astype(np.float32), names[1]),
+                ]
+            )
+            del node.input[1:]
+            node.input.extend(names)
+    used = {name for node in kept for name in node.input} | graph.outputs
+    kept = [n for n in kept if n.op_type != "Constant" or n.output[0] in used]
+    initializers = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    return model, {"affine": affine, "hardswish": len(chains)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pinned_recognizer_sha256(models_dir: Path) -> str | None:
+    return next(m.sha256 for m in MODEL_FILES if m.name == "ch_PP-OCRv4_rec_infer.onnx")
+
+
+def _vouched_int8_sha256(models_dir: Path) -> str | None:
+    return recorded_int8_sha256(models_dir) if int8_detector_path(models_dir) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One file to fold: its source, the folded file, the record, and where the source's
+    expected sha256 comes from (None: no trusted source here)."""
+
+    source: str
+    folded: str
+    record: str
+    source_sha256: Callable[[Path], str | None]
+
+
+REC_FOLD = Fold(
+    "ch_PP-OCRv4_rec_infer.onnx",
+    "ch_PP-OCRv4_rec_infer.folded.onnx",
+    "ch_PP-OCRv4_rec_infer.folded.json",
+    _pinned_recognizer_sha256,
+)
+DET_INT8_FOLD = Fold(
+    DET_INT8_MODEL,
+    "ch_PP-OCRv4_det_infer.int8.folded.onnx",
+    "ch_PP-OCRv4_det_infer.int8.folded.json",
+    _vouched_int8_sha256,
+)
+FOLDS = (REC_FOLD, DET_INT8_FOLD)
+
+
+def _record(fold: Fold, models_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((models_dir / fold.record).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def recorded_folded_sha256(fold: Fold, models_dir: Path) -> str | None:
+    """The folded file's sha256 as its record states it (no hashing: for a file that
+    ``folded_path`` already checked against that record)."""
+    record = _record(fold, models_dir)
+    sha256 = None if record is None else record.get("sha256")
+    return sha256 if isinstance(sha256, str) else None
+
+
+def folded_path(fold: Fold, models_dir: Path) -> Path | None:
+    """The folded file in ``models_dir`` if its record vouches for it, else None."""
+    path = models_dir / fold.folded
+    record = _record(fold, models_dir) if path.is_file() else None
+    source_sha256 = fold.source_sha256(models_dir) if record is not None else None
+    if (
+        record is None
+        or source_sha256 is None
+        or record.get("source_sha256") != source_sha256
+        or record.get("recipe") != RECIPE
+        or record.get("sha256") != _sha256(path)
+    ):
+        return None
+    return path
+
+
+def fold_model(fold: Fold, models_dir: Path) -> Path:
+    """Write ``fold``'s folded file and its record into ``models_dir`` (kept when still
+    valid); ``FoldError`` when its source is missing or not the expected file."""
+    existing = folded_path(fold, models_dir)
+    if existing is not None:
+        return existing
+    source, expected = models_dir / fold.source, fold.source_sha256(models_dir)
+    if expected is None or not source.is_file() or _sha256(source) != expected:
+        raise FoldError(
+            f"{source} is missing or not the expected file (run 'make models' to fetch and "
+            "quantize the pinned models first)"
+        )
+    try:
+        import onnx
+    except ImportError as exc:
+        raise FoldError(
+            f"folding needs the 'onnx' package (dev extra, 'make models'): {exc}"
+        ) from None
+    model, counts = fold_graph(onnx.load(str(source)))
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    replace_durably(models_dir / fold.folded, data)
+    record = {
+        "source": fold.source,
+        "source_sha256": expected,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "recipe": RECIPE,
+        "folded": counts,
+        "versions": {p: metadata.version(p) for p in ("onnx", "numpy")},
+    }
+    replace_durably(models_dir / fold.record, (json.dumps(record, indent=2) + "\n").encode())
+    return models_dir / fold.folded
