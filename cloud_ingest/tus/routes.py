@@ -27,6 +27,7 @@ from cloud_ingest.errors import (
     UnsupportedMediaType,
     UploadSha256Mismatch,
 )
+from cloud_ingest.object_store import LocalObjectStore
 from cloud_ingest.principal import Principal, principal_of, require_device
 from cloud_ingest.tus import headers as h
 from cloud_ingest.tus.core import UploadInfo, plan_creation, plan_patch, require_found
@@ -332,16 +333,23 @@ class _TusHandlers:
             and self.store.offset(info) == info.length
         )
 
+    async def _on_disk(self, check: Callable[[UploadInfo], bool], info: UploadInfo) -> bool:
+        """``check(info)``: on local disk a stat or two, taken here (as ``current_offset``
+        does: no hop per PATCH); on a worker thread where it asks an object store."""
+        if self.store.chunks is None and isinstance(self.blobs.store, LocalObjectStore):
+            return check(info)
+        return await asyncio.to_thread(check, info)
+
     async def _renotify_if_needed(self, info: UploadInfo) -> UploadInfo:
-        if await asyncio.to_thread(self._written_not_finished, info):
+        if await self._on_disk(self._written_not_finished, info):
             with contextlib.suppress(Locked):  # another request writes it: it finishes it
                 async with self.store.writing(info.upload_id):
                     current = await self.store.load(info.upload_id)
-                    if current is not None and await asyncio.to_thread(
+                    if current is not None and await self._on_disk(
                         self._written_not_finished, current
                     ):
                         return await self._finish(current)
-        if await asyncio.to_thread(self._adopted_before_crash, info):
+        if await self._on_disk(self._adopted_before_crash, info):
             info = replace(info, completed=True)
             await self.store.persist(info)
         if not info.completed or info.notified:
