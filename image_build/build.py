@@ -74,9 +74,7 @@ def bundle_name(version: str, platform: Platform) -> str:
     return f"yardlink-{version}-{platform.value}.tar.zst"
 
 
-# under systemd/ in a bundle: the appliance's template unit, the boot generator and the
-# boot-time settle of a trial left open (docs/IMAGE.md)
-UNIT_FILES = ("yardlink@.service", "yardlink-slot-generator", "yardlink-settle@.service")
+UNIT_FILES = ("yardlink@.service", "yardlink-slot-generator")  # under systemd/ in a bundle
 
 
 def unit_template(name: str = "yardlink@.service") -> bytes:

@@ -8,7 +8,6 @@
     ROOT/etc/yardlink/device-token   the device's cloud token, ``[sync] token_file`` (0600)
     ROOT/etc/yardlink/release-keyring.json   the release keys this gateway trusts
     ROOT/etc/systemd/system/yardlink@.service    the unit, one instance per slot
-    ROOT/etc/systemd/system/yardlink-settle@.service   a boot after a killed trial settles it
     ROOT/etc/systemd/system-generators/yardlink-slot   boot starts yardlink@<current>, or
                                           the trial's previous slot while one is open
     ROOT/run/yardlink-switch/<slot>.env           --standby for a slot's next start
@@ -89,11 +88,6 @@ class Layout:
     @property
     def generator_file(self) -> Path:
         return self.root / "etc" / "systemd" / "system-generators" / "yardlink-slot"
-
-    @property
-    def settle_unit_file(self) -> Path:
-        """``yardlink-settle@<slot>.service``: a boot after a trial left open settles it."""
-        return self.root / "etc" / "systemd" / "system" / "yardlink-settle@.service"
 
     def start_mode_file(self, slot: str) -> Path:
         """The unit's ``EnvironmentFile=`` for ``slot``: ``--standby`` during a switch."""

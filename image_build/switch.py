@@ -4,7 +4,7 @@ The rule: a trial (``ImageState.trial``, recorded before ``current`` moves) is o
 until the new slot is confirmed healthy, and while it is open the slot to boot is the
 trial's ``previous`` (the last one confirmed), whatever ``current`` says.  The boot
 generator reads the same state file and boots that slot; ``settle`` (the next install,
-``yardlink image settle``, or ``yardlink-settle@<slot>.service`` at such a boot) puts
+``yardlink image settle``, or ``yardlink-settle.service`` at such a boot) puts
 ``current`` back on it.  Every write is one atomic rename, so a kill between any two
 leaves a root whose next boot starts a confirmed slot (``tests/image_build/
 test_boot_after_kill.py`` boots each one).

@@ -4,7 +4,7 @@ The switch (``image_build.switch``) is run for real against a root whose slots h
 units of this checkout; every atomic write it makes (``os.replace``, ``os.unlink``) is
 a point where a kill or a power cut can land, so the root is copied after each one.
 Each copy is then booted as systemd would: the real generator is run into an output
-directory, and when it wants ``yardlink-settle@<slot>.service`` the settle runs (in
+directory, and when it wants ``yardlink-settle.service`` the settle runs (in
 process; one test runs the unit's own ``ExecStart``).  Every boot must start the slot
 the state records as confirmed, with ``current`` on it and no trial left open.  The
 systemd run of the same is in ``test_systemd_switch.py`` (slow)."""
@@ -67,7 +67,6 @@ def _slot(layout: Layout, name: str, *, before_the_rule: bool = False) -> None:
         (units / unit).write_bytes(unit_template(unit))
     if before_the_rule:
         (units / "yardlink-slot-generator").write_bytes(FOLLOWS_CURRENT)
-        (units / "yardlink-settle@.service").unlink()
     command = layout.slot(name) / "venv" / "bin" / "yardlink"  # the slot's CLI: this checkout
     command.parent.mkdir(parents=True)
     command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m yardlink.cli "$@"\n')
@@ -131,7 +130,7 @@ def _record(
 @dataclass(frozen=True)
 class Boot:
     appliances: list[str]  # the yardlink@ instances multi-user.target wants
-    settled: bool  # yardlink-settle@ was wanted (and ran before them)
+    settled: bool  # yardlink-settle.service was wanted (and ran before them)
     current: str | None
     state: ImageState
 
@@ -142,13 +141,26 @@ def _boot(layout: Layout, out: Path) -> Boot:
     wants = out / "multi-user.target.wants"
     names = sorted(p.name for p in wants.glob("*")) if wants.exists() else []
     appliances = [name for name in names if name.startswith("yardlink@")]
-    settles = [name for name in names if name.startswith("yardlink-settle@")]
+    settles = "yardlink-settle.service" in names
     if settles:  # the booted slot's own settle, ordered before its appliance
-        assert settles == [name.replace("yardlink@", "yardlink-settle@") for name in appliances]
-        assert (wants / settles[0]).readlink() == layout.settle_unit_file
+        assert len(appliances) == 1
+        slot = appliances[0].removeprefix("yardlink@")[0]
+        assert _settle_command(out) == _settle_argv(layout, slot)
         settle_root(layout, None, 5.0)
     state = ImageState.load(layout.state_file)
-    return Boot(appliances, bool(settles), layout.current_slot(), state)
+    return Boot(appliances, settles, layout.current_slot(), state)
+
+
+def _settle_command(out: Path) -> list[str]:
+    unit = (out / "yardlink-settle.service").read_text()
+    assert "Before=yardlink@a.service yardlink@b.service" in unit.splitlines()
+    return UnitCommand.parse(out / "yardlink-settle.service").argv
+
+
+def _settle_argv(layout: Layout, slot: str) -> list[str]:
+    """What the settle unit runs: the booted slot's own CLI, never the trial's."""
+    command = str(layout.slot(slot) / "venv" / "bin" / "yardlink")
+    return [command, "image", "settle", "--root", f"{layout.root}/", "--service", "none"]
 
 
 def _boots_a_confirmed_slot(layout: Layout, images: list[Path], work: Path) -> list[str]:
@@ -255,14 +267,11 @@ def test_the_settle_unit_runs_the_booted_slots_settle_and_says_what_it_did(
     subprocess.run([str(gateway.generator_file), str(tmp_path / "boot")], check=True)
     wants = tmp_path / "boot" / "multi-user.target.wants"
     assert sorted(p.name for p in wants.iterdir()) == [
-        "yardlink-settle@a.service",
+        "yardlink-settle.service",
         "yardlink@a.service",
     ]
-    command = UnitCommand.parse(gateway.settle_unit_file, "a")
-    assert command.argv == [
-        str(gateway.slot("a") / "venv" / "bin" / "yardlink"),
-        "image", "settle", "--root", f"{gateway.root}/", "--service", "none",
-    ]  # fmt: skip
+    command = UnitCommand.parse(tmp_path / "boot" / "yardlink-settle.service")
+    assert command.argv == _settle_argv(gateway, "a")
     settled = subprocess.run(command.argv, capture_output=True, text=True, timeout=120, check=False)
     assert settled.returncode == 0, settled.stderr
     assert settled.stderr == (
@@ -318,11 +327,3 @@ def test_a_killed_first_install_has_no_confirmed_slot_and_boots_the_only_one(
         boot = _boot(layout, tmp_path / f"boot-{number}")
         assert boot.appliances == ["yardlink@b.service"] and boot.current == "b"
         assert boot.state.trial is None
-
-
-def test_a_slot_without_a_settle_unit_makes_the_units_drop_it(gateway: Layout) -> None:
-    assert gateway.settle_unit_file.is_file()
-    (gateway.slot("b") / "systemd" / "yardlink-settle@.service").unlink()
-    write_units(gateway, "b")
-    assert not gateway.settle_unit_file.exists()  # its generator would not want it
-    assert gateway.unit_file.is_file() and gateway.generator_file.is_file()

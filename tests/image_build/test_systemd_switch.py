@@ -4,7 +4,7 @@ the slot's instance started by the generator because ``current`` points at it; t
 ``yardlink image install --service systemd`` run inside, as on a gateway, while frames
 are pushed from outside throughout.  First an installer killed (SIGKILL) while the
 new slot's instance is started in standby, then the whole root killed (a power cut)
-and booted again: it starts the old slot, settled back by ``yardlink-settle@a``.
+and booted again: it starts the old slot, settled back by ``yardlink-settle.service``.
 Then another such kill: ``yardlink image settle`` stops that
 instance and removes its switch file, the old one serving throughout.  Then the
 update: the new slot's instance starts in standby, the old one hands over and ends
@@ -115,7 +115,7 @@ def _install_killed_in_standby(box: SystemdRoot, bundle: str) -> None:
 
 def _reboot_starts_the_confirmed_slot(box: SystemdRoot, rootfs: Path, port: int) -> None:
     """Power cut with b on trial (`current` on b): the next boot starts a, the slot last
-    confirmed, after yardlink-settle@a put `current` back on it and closed the trial."""
+    confirmed, after yardlink-settle.service put `current` back on it and closed the trial."""
     state_file = rootfs / "opt" / "yardlink" / "image-state.json"
     assert json.loads(state_file.read_text())["trial"] == {"previous": "a", "slot": "b"}
     assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/b")
@@ -127,9 +127,9 @@ def _reboot_starts_the_confirmed_slot(box: SystemdRoot, rootfs: Path, port: int)
         time.sleep(1)
     assert (rootfs / "opt" / "yardlink" / "current").readlink() == Path("slots/a")
     assert json.loads(state_file.read_text())["trial"] is None
-    settle = _show(box, "yardlink-settle@a.service", "ActiveState", "Result")
+    settle = _show(box, "yardlink-settle.service", "ActiveState", "Result")
     assert settle == {"ActiveState": "active", "Result": "success"}
-    journal = box.run("journalctl", "--no-pager", "-u", "yardlink-settle@a.service").stdout
+    journal = box.run("journalctl", "--no-pager", "-u", "yardlink-settle.service").stdout
     assert "switched back to slot a, the last one confirmed" in journal
     assert _show(box, "yardlink@a.service", "ActiveState")["ActiveState"] == "active"
     assert _show(box, "yardlink@b.service", "ActiveState")["ActiveState"] == "inactive"
