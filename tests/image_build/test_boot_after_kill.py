@@ -63,8 +63,8 @@ class ScriptedService:
 def _slot(layout: Layout, name: str, *, before_the_rule: bool = False) -> None:
     units = layout.slot(name) / "systemd"
     units.mkdir(parents=True)
-    for unit in UNIT_FILES:
-        (units / unit).write_bytes(unit_template(unit))
+    for unit in UNIT_FILES:  # each slot's own bytes, so that every unit write happens
+        (units / unit).write_bytes(unit_template(unit) + f"# slot {name}\n".encode())
     if before_the_rule:
         (units / "yardlink-slot-generator").write_bytes(FOLLOWS_CURRENT)
     command = layout.slot(name) / "venv" / "bin" / "yardlink"  # the slot's CLI: this checkout
@@ -221,6 +221,7 @@ def test_a_reboot_after_a_kill_anywhere_in_the_switch_starts_a_confirmed_slot(
         monkeypatch, layout, tmp_path / "images", lambda: _switch_to_b(layout, outcome, raises)
     )
     assert any(_trial_on_b(image) for image in images)  # the kill point of the bug is in
+    assert len(images) >= 6  # trial, units, `current`, then confirmed or back: 3 writes
     started = _boots_a_confirmed_slot(layout, images, tmp_path / "boots")
     assert started[-1] == kept  # after the switch ran to its end
     assert set(started) == {"a", kept}  # a until confirmed, then the kept one only
