@@ -1,6 +1,8 @@
 """Streaming one PATCH body onto disk, one read buffer at a time.
 
-The event loop only reads the body from the socket.  The pieces it reads are
+The event loop only reads the body from the socket, each buffer as it arrived
+(``readchunk``: never joined into larger pieces, which would copy every byte
+once more on the loop).  The pieces it reads are
 handed, a MiB at a time, to a worker thread that writes them at their offset
 in the upload's data file and hashes them -- the chunk's ``Upload-Checksum``
 and, when the upload's metadata names a sha256, the upload's running sha256
@@ -37,9 +39,8 @@ from cloud_ingest.tus.pending import PendingChunk
 from cloud_ingest.tus.settle import settle
 from cloud_ingest.tus.store import UploadStore
 
-__all__ = ["READ_SIZE", "receive_body"]
+__all__ = ["receive_body"]
 
-READ_SIZE = 256 * 1024
 HAND_OVER = 1 << 20  # bytes of a body handed to the worker thread at a time
 
 
@@ -232,6 +233,15 @@ def _verify_and_keep(
     _keep(store, upload_id, f, end, chunk)
 
 
+async def _next_piece(content: StreamReader) -> bytes:
+    """The next buffer of the body as it arrived (no join: no copy); b"" at its end.
+    (``readchunk`` also answers b"" at the end of each HTTP chunk of a chunked body.)"""
+    while True:
+        piece, _ = await content.readchunk()
+        if piece or content.at_eof():
+            return piece
+
+
 async def receive_body(
     store: UploadStore,
     upload_id: str,
@@ -264,7 +274,7 @@ async def receive_body(
     writer = _BodyWriter(f.fileno(), plan.offset, [h for h in (chunk_hash, whole) if h is not None])
     too_large = False
     try:
-        while piece := await content.read(READ_SIZE):
+        while piece := await _next_piece(content):
             received = writer.handed - plan.offset + len(piece)
             if received > plan.limit:
                 too_large = True

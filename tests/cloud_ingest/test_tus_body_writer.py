@@ -16,7 +16,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cloud_ingest.tus.receive import _BodyWriter
+from aiohttp import StreamReader
+from aiohttp.base_protocol import BaseProtocol
+
+from cloud_ingest.tus.receive import _BodyWriter, _next_piece
 
 
 async def test_pieces_land_at_their_offsets_and_are_hashed_in_order(tmp_path: Path) -> None:
@@ -62,3 +65,35 @@ async def test_a_cancelled_wait_still_writes_the_queued_piece(tmp_path: Path) ->
         release.set()
         writer._idle.set()  # never strand a thread if the assertion above failed
         executor.shutdown(wait=True)
+
+
+async def _pieces(content: StreamReader) -> list[bytes]:
+    pieces = []
+    while piece := await _next_piece(content):
+        pieces.append(piece)
+    return pieces
+
+
+async def test_the_body_is_read_as_the_buffers_that_arrived_not_joined() -> None:
+    """Each piece is a buffer as the parser fed it: joining buffers into larger reads
+    would copy every byte once more on the loop."""
+    loop = asyncio.get_running_loop()
+    content = StreamReader(BaseProtocol(loop), 1 << 20, loop=loop)
+    fed = [b"a" * 70_000, b"b" * 90_000, b"c" * 50_000]
+    for buffer in fed:
+        content.feed_data(buffer)
+    content.feed_eof()
+    pieces = await _pieces(content)
+    assert pieces == fed
+    assert all(got is sent for got, sent in zip(pieces, fed, strict=True))  # not copied
+
+
+async def test_the_end_of_an_http_chunk_is_not_the_end_of_a_chunked_body() -> None:
+    loop = asyncio.get_running_loop()
+    content = StreamReader(BaseProtocol(loop), 1 << 20, loop=loop)
+    for buffer in (b"a" * 70_000, b"b" * 90_000, b"c" * 50_000):
+        content.begin_http_chunk_receiving()
+        content.feed_data(buffer)
+        content.end_http_chunk_receiving()
+    content.feed_eof()
+    assert b"".join(await _pieces(content)) == b"a" * 70_000 + b"b" * 90_000 + b"c" * 50_000
