@@ -17,7 +17,9 @@ HTTP, no decoding, no rename.  Server and anchor take turns (3 rounds, 2 with
 and the medians are compared.  A second row re-sends every batch (the
 idempotent duplicate path a device hits after a lost ack).  For the record:
 the server process's CPU per stored batch (steadier than rates on a loaded
-machine), and the service's batch checks alone (``validate_batch``: one pass
+machine), the rate that CPU allows at best (every core of the machine busy
+storing and nothing else, so no wait on a disk or a client: the ceiling of the
+ratio here), and the service's batch checks alone (``validate_batch``: one pass
 that decodes and checks, one thread, CPU time) on the same bodies: the rate
 storing could not exceed even with free HTTP and disk.
 
@@ -200,6 +202,8 @@ def measure_batch_ingest(quick: bool) -> list[Row]:
     stored_cpu_ms = statistics.median(r.stored_cpu_ms for r in results)
     anchor_name = f"the same bodies written unchanged, fsync'd, by {CONCURRENCY} threads, no HTTP"
     ceiling = _validation_ceiling(batches)
+    cores = os.cpu_count() or 1
+    cpu_bound = cores * 1e3 / stored_cpu_ms * RECORDS_PER_BATCH
     return [
         row(
             "batch_ingest_records_per_s",
@@ -238,6 +242,18 @@ def measure_batch_ingest(quick: bool) -> list[Row]:
                 f"{RECORDS_PER_BATCH:,}-record batch (median)"
             ),
             command=command,
+        ),
+        row(
+            "batch_ingest_cpu_ceiling_records_per_s",
+            cpu_bound,
+            "records/s",
+            goal=(
+                f"info: the most the server's CPU per stored batch allows on this "
+                f"machine's {cores} cores, all storing and nothing else"
+            ),
+            command=command,
+            anchor=anchor_name,
+            anchor_value=round(anchor, 1),
         ),
         row(
             "batch_validation_records_per_s",
