@@ -72,6 +72,11 @@ class ServiceManager(Protocol):
         running, nothing of the switch behind; what was found and done, for the operator."""
         ...
 
+    def reload_units(self) -> None:
+        """The units, ``current`` or the trial changed: have the service manager read them
+        again (its boot generator too), so that what it shows is what the next boot does."""
+        ...
+
 
 @dataclass(frozen=True)
 class UnitCommand:
@@ -271,6 +276,9 @@ class ProcessService:
         """Nothing to settle: a standby child of a killed installer is restarted by no
         one and gives up waiting by itself (``appliance.handover.STANDBY_WAIT_S``)."""
         return []
+
+    def reload_units(self) -> None:
+        """Nothing to reload: the unit is read at each start."""
 
     def stop(self, timeout_s: float = _STOP_S) -> None:
         child, self.child = self.child, None

@@ -123,6 +123,13 @@ def _try_hand_over(service: ServiceManager, deadline_s: float) -> HandOver:
         return HandOver(False, f"cannot start it: {exc}")
 
 
+def _try_reload(service: ServiceManager) -> None:
+    """After the switch's last write: a reload that fails changes nothing on disk (the
+    next boot runs the generator afresh), so it does not fail a finished switch."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        service.reload_units()
+
+
 def switch_slot(
     layout: Layout,
     slot: str,
@@ -154,11 +161,13 @@ def switch_slot(
     if outcome.healthy:
         confirmed.save(layout.state_file)  # the commit point: a boot starts `slot` now
         write_units(layout, slot)  # and by its own generator
+        _try_reload(service)
         return done
     if outcome.old_serving and previous is not None:  # the new one never took over
         write_units(layout, previous)
         layout.switch_to(previous)
         state.save(layout.state_file)
+        _try_reload(service)
         raise InstallReverted(
             f"{release.version} in slot {slot} was not healthy ({outcome.why}); switched"
             f" back to slot {previous}, which kept serving throughout"
@@ -173,6 +182,7 @@ def switch_slot(
     layout.switch_to(known_good)
     back, why_back = _try_start(service, deadline_s)
     state.save(layout.state_file)  # trial over: the previous release and counter stay
+    _try_reload(service)
     again = "serves again" if back else f"did not come back either ({why_back})"
     raise InstallReverted(
         f"{release.version} in slot {slot} was not healthy ({outcome.why}); switched back to"

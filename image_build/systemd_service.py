@@ -129,6 +129,9 @@ class SystemdService:
     def stop(self) -> None:
         self._systemctl("stop", *(instance(slot) for slot in SLOTS))
 
+    def reload_units(self) -> None:
+        self._systemctl("daemon-reload")  # re-runs the generator: the next boot's choice
+
     def settle_instances(self, deadline_s: float) -> list[str]:
         """Only ``current``'s instance may run, and no switch file may stay (no switch is
         under way: the caller holds the install lock); returns what was found and done."""

@@ -44,8 +44,10 @@ ln -sf "@PREFIX@/etc/systemd/system/yardlink@.service" "$wants/yardlink@$slot.se
 class ScriptedService:
     """The service manager's answers (systemd's side is ``test_systemd_units``)."""
 
-    def __init__(self, outcome: HandOver) -> None:
+    def __init__(self, outcome: HandOver, layout: Layout | None = None) -> None:
         self.outcome = outcome
+        self.layout = layout
+        self.reloaded: list[bool] = []  # at each reload: was a trial open?
 
     def stop(self) -> None:
         pass
@@ -58,6 +60,10 @@ class ScriptedService:
 
     def settle_instances(self, deadline_s: float) -> list[str]:
         return []
+
+    def reload_units(self) -> None:
+        assert self.layout is not None
+        self.reloaded.append(ImageState.load(self.layout.state_file).trial is not None)
 
 
 def _slot(layout: Layout, name: str, *, before_the_rule: bool = False) -> None:
@@ -197,12 +203,13 @@ SWITCHES = {
 
 def _switch_to_b(layout: Layout, outcome: HandOver, raises: type[Exception] | None) -> None:
     state = ImageState.load(layout.state_file)
-    service = ScriptedService(outcome)
+    service = ScriptedService(outcome, layout)
     if raises is None:
         switch_slot(layout, "b", "a", Release("2", 2), state, service, 5.0)
-        return
-    with pytest.raises(raises):
-        switch_slot(layout, "b", "a", Release("2", 2), state, service, 5.0)
+    else:
+        with pytest.raises(raises):
+            switch_slot(layout, "b", "a", Release("2", 2), state, service, 5.0)
+    assert service.reloaded == [False]  # systemd shows the next boot's choice: trial over
 
 
 @pytest.mark.parametrize("b_before_the_rule", [False, True], ids=["b-now", "b-older-rollback"])
@@ -317,7 +324,13 @@ def test_a_killed_first_install_has_no_confirmed_slot_and_boots_the_only_one(
         layout,
         tmp_path / "images",
         lambda: switch_slot(
-            layout, "b", None, Release("1", 1), ImageState(), ScriptedService(HandOver(True)), 5.0
+            layout,
+            "b",
+            None,
+            Release("1", 1),
+            ImageState(),
+            ScriptedService(HandOver(True), layout),
+            5.0,
         ),
     )
     crash = CrashImages(layout, tmp_path / "work")
