@@ -55,6 +55,14 @@ def _ops(path: Path) -> collections.Counter[str]:
     return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
+def test_make_models_left_folded_files_their_records_vouch_for() -> None:
+    for fold in FOLDS:
+        assert folded_path(fold, MODELS_DIR) == MODELS_DIR / fold.folded
+    task = load_gate_ocr(GateOcrSettings(), MODELS_DIR / DET_MODEL, MODELS_DIR / REC_MODEL)
+    assert task.rec.path == MODELS_DIR / REC_FOLD.folded  # the default loads it
+    task.close()
+
+
 def test_folding_leaves_fewer_passes_and_records_that_vouch_for_the_files(
     folded_dir: Path,
 ) -> None:
