@@ -44,12 +44,15 @@ from sync.raw_delivery import RawDelivery
 from sync.raw_uploads import RawSent, RawUploads
 from sync.uploader import ChunkSizer
 
-__all__ = ["MAX_LANES", "LanePlan", "RawLanes", "plan_lanes"]
+__all__ = ["MAX_LANES", "STAGGER_SHARE", "LanePlan", "RawLanes", "plan_lanes"]
 
 MAX_LANES: Final = 8
 SERVER_S: Final = 0.05  # the server's time per request (fsync of a chunk), roughly
 PREPARING: Final = 1  # uploads beyond the plan: their HEAD and POST go while others send
 REPLAN_S: Final = 0.25  # how often a new measurement may start another upload
+# Starts at most this share of one request's wire time apart: starts a full request
+# apart would cap new uploads at the link's pace, so a late start could never catch up.
+STAGGER_SHARE: Final = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +86,11 @@ def plan_lanes(
     the least round trip seen): a rate measured low sizes chunks and lanes that
     cannot fill the link, so the next measurement is low again.
 
-    Uploads start at least one request's time on the wire apart (at most two
-    round trips): uploads that share the link and start together also end
-    together and wait for their answers together, leaving the link idle, while
-    starts kept apart stay apart.
+    Uploads start at least three quarters of one request's time on the wire
+    apart (at most two round trips): uploads that share the link and start
+    together also end together and wait for their answers together, leaving the
+    link idle, while starts kept apart stay apart; a whole request apart would
+    let new uploads start only at the link's pace, so a late one never catches up.
     """
     if not rate_Bps or rtt_s is None:
         return LanePlan(2, min_chunk)
@@ -99,7 +103,7 @@ def plan_lanes(
     lanes = max(2, min(MAX_LANES, 1 + math.ceil(1.5 * idle / request)))
     while lanes > 2 and lanes * request > window:
         lanes -= 1
-    return LanePlan(lanes, chunk_bytes, min(request / rate_Bps, 2 * rtt_s))
+    return LanePlan(lanes, chunk_bytes, min(STAGGER_SHARE * request / rate_Bps, 2 * rtt_s))
 
 
 class RawLanes:

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.raw_lanes import MAX_LANES, SERVER_S, LanePlan, plan_lanes
+from sync.raw_lanes import MAX_LANES, SERVER_S, STAGGER_SHARE, LanePlan, plan_lanes
 
 MIN, MAX = 64 << 10, 8 << 20
 
@@ -35,6 +35,19 @@ def test_the_benchmark_links_are_kept_full() -> None:
         request = min(got.chunk_bytes, 2 << 20)  # a chunk is never more than its blob
         assert (got.lanes - 1) * request >= idle_bytes
         assert got.lanes * request <= rate_bps / 8 * 4.0  # an event waits <= target
+
+
+def test_new_uploads_may_start_faster_than_the_link_carries_one_request() -> None:
+    """Starts a whole request apart would let uploads start only at the link's pace, so
+    one that starts late could never be caught up; they go a share of it apart (and
+    never more than two round trips)."""
+    for rate_bps, rtt_s in ((2e6, 0.15), (20e6, 0.6)):
+        got = plan(rate_bps, rtt_s)
+        wire_s = min(got.chunk_bytes, 2 << 20) / (rate_bps / 8)  # one request on the wire
+        assert got.stagger_s == min(STAGGER_SHARE * wire_s, 2 * rtt_s)
+    satellite = plan(20e6, 0.6)
+    assert satellite.stagger_s < (2 << 20) / (20e6 / 8) < 2 * 0.6  # not the round trips' bound
+    assert STAGGER_SHARE < 1
 
 
 def test_a_longer_round_trip_asks_for_bigger_chunks_or_more_lanes() -> None:
