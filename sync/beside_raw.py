@@ -6,11 +6,17 @@ Each upload asks :meth:`BesideRaw.goes_on` before a request with blob bytes.  Wh
 a metadata send is under way no upload starts a chunk until the send is done (its
 answers included), so events never wait behind blob bytes.  A side task that
 fails stops the uploads at their next chunk and fails the step (:meth:`BesideRaw.around`).
+
+A side task starts in a context of its own: it is started from an upload's chunk
+boundary, and the bytes an upload sent are counted by a tally that follows its
+context (:func:`sync.cloud_client.counting_sent`), so events and handshakes would
+otherwise count as that blob's (resent) bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -70,8 +76,13 @@ class BesideRaw:
                     continue
                 self.metadata = None
             if self.handshakes.due() and self.handshake is None:
-                self.handshake = asyncio.create_task(self.handshakes.run())
+                self.handshake = _side(self.handshakes.run())
             choice = self._first_choice()
             if self._paused() or choice is None or not choice.is_metadata:
                 return choice is stream and not self._paused()
-            self.metadata = asyncio.create_task(self._send_meta(choice, self.handshake))
+            self.metadata = _side(self._send_meta(choice, self.handshake))
+
+
+def _side(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A side task in a fresh context: none of the uploads' byte tallies."""
+    return asyncio.create_task(work, context=contextvars.Context())

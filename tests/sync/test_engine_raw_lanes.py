@@ -80,3 +80,7 @@ async def test_requested_raw_and_events_go_while_sampled_uploads_wait(
         progress = engine.progress().classes
         assert progress[Stream.RAW_SAMPLED].sent_records == len(sampled)
         assert progress[Stream.RAW_REQUESTED].sent_records == 1
+        # No cut: each blob's bytes went once, and the events and handshakes sent beside
+        # the uploads are not counted as a blob's (resent) bytes.
+        assert progress[Stream.RAW_SAMPLED].sent_bytes == len(sampled) * SAMPLED_BYTES
+        assert engine.progress().resent_bytes == 0
