@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from appliance.inference.eval_set import EVAL_SEED, load_eval_set, write_eval_set
 from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, GateOcrTask, load_gate_ocr
 from appliance.inference.settings import GateOcrSettings
 from appliance.inference.text_detection import crop_text
@@ -178,3 +181,27 @@ def test_two_call_threads_read_a_batch_in_halves_with_the_same_results(
     finally:
         two.close()
         one.close()
+
+
+def test_the_check_digit_is_read_alone_only_for_a_line_read_without_it(
+    tmp_path: Path, gate_ocr: GateOcrTask
+) -> None:
+    """Eval frame 14's code line reads with its 11 characters: no check digit call; frame
+    0's reads as owner and serial only: one call on the box beside it.  Both read right."""
+    eval_set = load_eval_set(write_eval_set(tmp_path, 15, EVAL_SEED).directory)
+    frames = {frame.index: (frame, jpeg) for frame, jpeg in eval_set.jpegs()}
+    for index, calls_wanted in ((14, 0), (0, 1)):
+        frame, jpeg = frames[index]
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        digit_calls = [
+            feeds
+            for model, feeds in gate_ocr.model_calls(image)
+            if model is gate_ocr.rec and next(iter(feeds.values())).shape[3] == 96
+        ]
+        assert len(digit_calls) == calls_wanted
+        code = frame.code()
+        assert any(
+            (d.value, d.valid) == (code.value, code.valid)
+            for d in gate_ocr.run(image).detections
+            if d.kind == "container_code"
+        )
