@@ -70,6 +70,7 @@ def plan_lanes(
     blob_bytes: int,
     min_chunk: int,
     max_chunk: int,
+    uploads_left: int | None = None,
 ) -> LanePlan:
     """Pure: how many uploads to keep in flight, and their chunk size.
 
@@ -81,6 +82,12 @@ def plan_lanes(
     ``target_s`` at the link rate (what an event may wait behind), except that two
     uploads always go, so one answer never idles the link.  Unknown rate: two
     uploads of ``min_chunk``, from which the measurements ramp up.
+
+    ``uploads_left``: the backlog has no blob left to start, only this many
+    uploads under way, fewer than the lanes: each then sends chunks of up to its
+    share of half the window, so the round trips of the few left do not idle the
+    link (one upload alone with chunks of two BDPs keeps it busy two thirds of
+    the time).
 
     The rate errs high rather than low (one request's bytes over its time less
     the least round trip seen): a rate measured low sizes chunks and lanes that
@@ -103,6 +110,9 @@ def plan_lanes(
     lanes = max(2, min(MAX_LANES, 1 + math.ceil(1.5 * idle / request)))
     while lanes > 2 and lanes * request > window:
         lanes -= 1
+    if uploads_left is not None and 0 < uploads_left < lanes:
+        share = min(max_chunk, window / (2 * uploads_left))
+        chunk_bytes = int(max(chunk_bytes, share))
     return LanePlan(lanes, chunk_bytes, min(STAGGER_SHARE * request / rate_Bps, 2 * rtt_s))
 
 
@@ -127,6 +137,7 @@ class RawLanes:
         self.lanes = 0  # uploads under way now
         self.plan = LanePlan(2, min_chunk)  # what the measurements ask for now
         self._blob_bytes = 1  # the size of the blob the plan was made for
+        self._uploads_left: int | None = None  # set once no blob is left to start
 
     async def run(
         self,
@@ -184,6 +195,7 @@ class RawLanes:
             while True:
                 while await may_go():
                     size = self._next_size(stream)
+                    self._uploads_left = len(committed) if size is None else None
                     if size is None or len(committed) >= self._replan(size).lanes + PREPARING:
                         break
                     if committed and loop.time() < next_start:
@@ -214,6 +226,7 @@ class RawLanes:
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*committed, return_exceptions=True)
             self.lanes = 0
+            self._uploads_left = None
         if failed:
             raise failed[0]
 
@@ -236,6 +249,7 @@ class RawLanes:
             blob_bytes=max(1, blob_bytes),
             min_chunk=self._min_chunk,
             max_chunk=self._max_chunk,
+            uploads_left=self._uploads_left,
         )
         self.uploads.uploader.chunk_cap = self.plan.chunk_bytes
         return self.plan

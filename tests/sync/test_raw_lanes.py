@@ -79,3 +79,36 @@ def test_plans_stay_in_their_bounds(
     # never more lanes than filling the idle time asks for
     idle = rate * (2 * rtt + SERVER_S)
     assert got.lanes <= max(2, 1 + math.ceil(1.5 * idle / request))
+
+
+def test_the_last_uploads_of_a_backlog_send_bigger_chunks_within_half_the_window() -> None:
+    """With no blob left to start, the one or two uploads left send bigger chunks, so
+    their answers' round trips do not idle the link; together they stay within half
+    the window (what an event may wait behind)."""
+    rate_Bps, window = 2e6 / 8, 2e6 / 8 * 4.0
+    full = plan(2e6, 0.15)
+    assert full.lanes >= 3
+    for left in (1, 2):
+        last = plan_lanes(
+            rate_Bps,
+            0.15,
+            target_s=4.0,
+            blob_bytes=2 << 20,
+            min_chunk=MIN,
+            max_chunk=MAX,
+            uploads_left=left,
+        )
+        assert last.chunk_bytes > full.chunk_bytes and last.lanes == full.lanes
+        assert left * last.chunk_bytes <= window / 2
+        one = last.chunk_bytes / (last.chunk_bytes + rate_Bps * (0.15 + SERVER_S))
+        assert min(1.0, left * one) >= 0.9  # the link's busy share, answers' waits included
+    as_many = plan_lanes(
+        rate_Bps,
+        0.15,
+        target_s=4.0,
+        blob_bytes=2 << 20,
+        min_chunk=MIN,
+        max_chunk=MAX,
+        uploads_left=full.lanes,
+    )
+    assert as_many == full  # enough uploads left to fill the lanes: the usual chunks
