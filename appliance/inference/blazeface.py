@@ -54,7 +54,6 @@ _STRIDES = (8, 16, 16, 16)
 _ANCHORS_PER_LAYER = 2  # aspect ratio 1.0 + the interpolated scale
 _SCALE = 128.0
 _SCORE_CLIP = 100.0
-_LETTERBOX_SOURCE = 4  # the whole frame is letterboxed from halvings at least this much larger
 
 FloatArray = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -336,12 +335,9 @@ def iter_tile_inputs(
 
     ``image_bgr`` may be the frame already reduced ``reduced_by`` times (a JPEG
     decoded at 1/2, 1/4 or 1/8 scale, see ``jpeg_reduction``); regions stay in
-    full-frame pixels, and so do the ``Letterbox`` mappings yielded.
-
-    The whole frame is letterboxed from its halvings while they stay at least
-    ``_LETTERBOX_SOURCE`` times its letterboxed size (an area resize of the full
-    frame costs ~3x one of its first halving).  ``halvings``: those of
-    ``image_bgr``, shared with the other inputs made from the frame (its own if None).
+    full-frame pixels, and so do the ``Letterbox`` mappings yielded.  ``halvings``:
+    those of ``image_bgr``, shared with the other inputs made from the frame (its
+    own if None).
     """
     pyramid = halvings if halvings is not None else Halvings(image_bgr)
     if pyramid.level(0) is not image_bgr:
@@ -360,17 +356,10 @@ def iter_tile_inputs(
     for region in regions:
         x, y, w, h = region
         if w != h:
-            fitted = min(INPUT_SIZE / w, INPUT_SIZE / h)
-            source_size = (
-                _LETTERBOX_SOURCE * max(1, round(w * fitted)),
-                _LETTERBOX_SOURCE * max(1, round(h * fitted)),
-            )
-            source, by = pyramid.for_size(source_size)  # in image_bgr's pixels, as its sides
-            by *= reduced_by
-            rx, ry = round(x / by), round(y / by)
-            rw, rh = max(1, round(w / by)), max(1, round(h / by))
-            tensor, fit = letterbox(source[ry : ry + rh, rx : rx + rw])
-            yield region, tensor, Letterbox(fit.scale / by, fit.pad_x, fit.pad_y)
+            rx, ry = round(x / factor), round(y / factor)
+            rw, rh = max(1, round(w / factor)), max(1, round(h / factor))
+            tensor, fit = letterbox(reduced[ry : ry + rh, rx : rx + rw])
+            yield region, tensor, Letterbox(fit.scale / factor, fit.pad_x, fit.pad_y)
             continue
         if base is None:
             base = shrink(reduced, base_size)

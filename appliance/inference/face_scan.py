@@ -39,7 +39,6 @@ __all__ = [
     "ScanWindow",
     "iter_scan_inputs",
     "scan_anchors",
-    "scan_overlap",
     "scan_scale",
     "scan_windows",
 ]
@@ -74,18 +73,6 @@ def scan_scale(face_fraction: float, frame_width: int) -> float:
     return min(1.0, SMALLEST_FACE_INPUT / (face_fraction * frame_width))
 
 
-def scan_overlap(scale: float, coarser: float | None) -> int:
-    """Input pixels by which the windows of a scan at ``scale`` overlap: the largest face
-    this scan alone must find.  A face larger than the smallest face of the next
-    coarser scan (``coarser``, its scale) is found by that scan too, whole in its
-    window, so only the faces under it need to lie whole in one window of this one;
-    the coarsest scan's windows overlap by the model's input size (the whole-frame
-    input takes over only at faces about a quarter of the frame wide)."""
-    if coarser is None:
-        return INPUT_SIZE
-    return min(INPUT_SIZE, math.ceil(SMALLEST_FACE_INPUT * scale / coarser))
-
-
 def _padded(side: int) -> int:
     return max(_STRIDE, math.ceil(side / _STRIDE) * _STRIDE)
 
@@ -107,25 +94,23 @@ def scan_windows(
 
     A scan of more than ``WINDOW_PIXELS`` input pixels is cut along its longer side
     into the fewest windows of one size that each stay under it, overlapping by at
-    least the largest face that scan alone must find, so such a face lies whole in
-    one of them (``scan_overlap``).  ``region`` (x, y, width, height as fractions of
-    the frame): scan only that part of the frame (a site's opt-in: where faces can
-    appear at its gate); None = the whole frame."""
+    least the model's input size, so a face lies whole in one of them.  ``region``
+    (x, y, width, height as fractions of the frame): scan only that part of the
+    frame (a site's opt-in: where faces can appear at its gate); None = the whole
+    frame."""
     rx, ry, rw, rh = region if region is not None else (0.0, 0.0, 1.0, 1.0)
     windows: list[ScanWindow] = []
     scales = sorted({scan_scale(f, width) for f in face_fractions}, reverse=True)
-    for i, scale in enumerate(scales):
-        coarser = scales[i + 1] if i + 1 < len(scales) else None
+    for scale in scales:
         scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
         left, top = math.floor(rx * scaled_w), math.floor(ry * scaled_h)
         span_w = max(1, min(scaled_w, math.ceil((rx + rw) * scaled_w)) - left)
         span_h = max(1, min(scaled_h, math.ceil((ry + rh) * scaled_h)) - top)
         long_side, short_side = max(span_w, span_h), _padded(min(span_w, span_h))
-        overlap = scan_overlap(scale, coarser)
         count, window = 1, _padded(long_side)
         while window * short_side > WINDOW_PIXELS and window > 2 * INPUT_SIZE:
             count += 1
-            window = _padded(math.ceil((long_side + overlap * (count - 1)) / count))
+            window = _padded(math.ceil((long_side + INPUT_SIZE * (count - 1)) / count))
         effective = scaled_w / width
         for start in _starts(max(long_side, window), window, count):
             if span_w >= span_h:
