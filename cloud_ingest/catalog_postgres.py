@@ -9,10 +9,11 @@ with ``ON CONFLICT`` and by conditional updates inside one transaction.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, TypeVar
 
-from cloud_ingest import catalog_rows
+import asyncpg
+
+from cloud_ingest import catalog_queries, catalog_rows
 from cloud_ingest.catalog import (
     AuditEvent,
     BatchRecord,
@@ -21,14 +22,7 @@ from cloud_ingest.catalog import (
     RawRequestState,
     UploadRecord,
 )
-from cloud_ingest.catalog_rows import (
-    BATCH_SELECT,
-    DEVICE_SELECT,
-    RAW_SELECT,
-    batch_row,
-    device_row,
-    raw_row,
-)
+from cloud_ingest.catalog_queries import PrincipalRole
 from cloud_ingest.errors import Conflict, NotFound
 from cloud_ingest.postgres_database import (
     PgConnection,
@@ -38,9 +32,12 @@ from cloud_ingest.postgres_database import (
     rows_changed,
 )
 from cloud_ingest.principal import Principal
+from cloud_ingest.sql_dialects import Read, render
 from sync.protocol import Stream
 
 __all__ = ["PostgresCatalog"]
+
+T = TypeVar("T")
 
 
 async def _move_raw_request(
@@ -52,17 +49,17 @@ async def _move_raw_request(
     upload_id: str | None,
 ) -> int:
     """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
-    status = await conn.execute(
-        "UPDATE raw_requests SET state = $1, state_changed_at = $2,"
-        " upload_id = COALESCE($3, upload_id)"
-        " WHERE request_id = $4 AND device_id = $5 AND state = 'requested'",
-        state,
-        now,
-        upload_id,
-        request_id,
-        device_id,
-    )
-    return rows_changed(status)
+    sql, params = catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id)
+    return rows_changed(await conn.execute(render(sql, "postgres"), *params))
+
+
+async def _lock_principal(conn: PgConnection, role: PrincipalRole, subject: str) -> asyncpg.Record:
+    """The principal's row (``revoked_at``), locked to the commit; NotFound if none."""
+    sql, params = catalog_queries.revoked_at(role, subject)
+    row = await conn.fetchrow(render(sql + " FOR UPDATE", "postgres"), *params)
+    if row is None:
+        raise NotFound(f"no {role} {subject!r}")
+    return row
 
 
 class PostgresCatalog(PostgresDatabase):
@@ -73,6 +70,10 @@ class PostgresCatalog(PostgresDatabase):
         cls, url: str, *, pool_size: int = 10, shown: str | None = None
     ) -> PostgresCatalog:
         return cls(await connect_pool(url, size=pool_size, shown=shown or url))
+
+    async def _read(self, query: Read[T]) -> T:
+        """Run one of the shared reads (``catalog_queries.py``) in this dialect."""
+        return query.shape(await self._all(render(query.sql, "postgres"), *query.params))
 
     # ------------------------------------------------------------- devices, credentials
 
@@ -107,25 +108,7 @@ class PostgresCatalog(PostgresDatabase):
             await insert_audit(conn, now, actor, "device.add", device_id, {"site_id": site_id})
 
     async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
-        async with self._transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT revoked_at FROM devices WHERE device_id = $1 FOR UPDATE", device_id
-            )
-            if row is None:
-                raise NotFound(f"no device {device_id!r}")
-            detail = {} if row[0] is None else {"already_revoked": True}
-            await conn.execute(
-                "UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE device_id = $2",
-                now,
-                device_id,
-            )
-            await conn.execute(
-                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, $1)"
-                " WHERE role = 'device' AND subject = $2",
-                now,
-                device_id,
-            )
-            await insert_audit(conn, now, actor, "device.revoke", device_id, detail)
+        await self._revoke("device", device_id, now, actor=actor)
 
     async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as conn:
@@ -141,35 +124,21 @@ class PostgresCatalog(PostgresDatabase):
             await insert_audit(conn, now, actor, "operator.add", name, {})
 
     async def revoke_operator(self, name: str, now: float, *, actor: str) -> None:
+        await self._revoke("operator", name, now, actor=actor)
+
+    async def _revoke(self, role: PrincipalRole, subject: str, now: float, *, actor: str) -> None:
         async with self._transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT revoked_at FROM operators WHERE name = $1 FOR UPDATE", name
-            )
-            if row is None:
-                raise NotFound(f"no operator {name!r}")
+            row = await _lock_principal(conn, role, subject)
             detail = {} if row[0] is None else {"already_revoked": True}
-            await conn.execute(
-                "UPDATE operators SET revoked_at = COALESCE(revoked_at, $1) WHERE name = $2",
-                now,
-                name,
-            )
-            await conn.execute(
-                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, $1)"
-                " WHERE role = 'operator' AND subject = $2",
-                now,
-                name,
-            )
-            await insert_audit(conn, now, actor, "operator.revoke", name, detail)
+            for sql, params in catalog_queries.revoke(role, subject, now):
+                await conn.execute(render(sql, "postgres"), *params)
+            await insert_audit(conn, now, actor, f"{role}.revoke", subject, detail)
 
     async def rotate_device_token(
         self, device_id: str, token_hash: str, now: float, *, actor: str
     ) -> None:
         async with self._transaction() as conn:
-            row = await conn.fetchrow(
-                "SELECT revoked_at FROM devices WHERE device_id = $1 FOR UPDATE", device_id
-            )
-            if row is None:
-                raise NotFound(f"no device {device_id!r}")
+            row = await _lock_principal(conn, "device", device_id)
             if row[0] is not None:
                 raise Conflict(f"device {device_id!r} is revoked; register it again instead")
             await conn.execute(
@@ -188,39 +157,22 @@ class PostgresCatalog(PostgresDatabase):
             await insert_audit(conn, now, actor, action, subject, detail)
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
-        row = await self._one(
-            "SELECT c.role, c.subject, d.site_id FROM credentials c"
-            " LEFT JOIN devices d ON c.role = 'device' AND d.device_id = c.subject"
-            " WHERE c.token_hash = $1 AND c.revoked_at IS NULL AND d.revoked_at IS NULL",
-            token_hash,
-        )
-        if row is None:
-            return None
-        role, subject, site_id = row
-        if role == "device":
-            return Principal("device", subject, device_id=subject, site_id=site_id)
-        return Principal("operator", subject)
+        return await self._read(catalog_queries.principal_for_token(token_hash))
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        row = await self._one(DEVICE_SELECT + " WHERE device_id = $1", device_id)
-        return device_row(row) if row else None
+        return await self._read(catalog_queries.device(device_id))
 
     async def list_devices(self) -> list[DeviceRecord]:
-        return [device_row(r) for r in await self._all(DEVICE_SELECT + " ORDER BY device_id")]
+        return await self._read(catalog_queries.devices())
 
     async def record_sync(self, device_id: str, status: dict[str, Any], now: float) -> None:
-        await self._execute(
-            "UPDATE devices SET last_sync_at = $1, last_sync = $2 WHERE device_id = $3",
-            now,
-            json.dumps(status),
-            device_id,
-        )
+        sql, params = catalog_queries.record_sync(device_id, status, now)
+        await self._execute(render(sql, "postgres"), *params)
 
     # ------------------------------------------------------------- batches, watermarks
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
-        row = await self._one(BATCH_SELECT + " WHERE batch_id = $1", batch_id)
-        return batch_row(row) if row else None
+        return await self._read(catalog_queries.batch(batch_id))
 
     async def record_batch(self, batch: BatchRecord) -> BatchRecord:
         """Store the batch and move its watermark in one statement (one round trip,
@@ -239,41 +191,24 @@ class PostgresCatalog(PostgresDatabase):
         )
         if stored:
             return batch
-        held = await self._one(BATCH_SELECT + " WHERE batch_id = $1", batch.batch_id)
+        held = await self._read(catalog_queries.batch(batch.batch_id))
         assert held is not None  # ON CONFLICT waited for the other's commit
-        return batch_row(held)
+        return held
 
     async def overlapping_batch(
         self, device_id: str, stream: Stream, first_seq: int, last_seq: int
     ) -> str | None:
-        row = await self._one(
-            "SELECT batch_id FROM batches WHERE device_id = $1 AND stream = $2"
-            " AND last_seq >= $3 AND first_seq <= $4 LIMIT 1",
-            device_id,
-            stream.value,
-            first_seq,
-            last_seq,
+        return await self._read(
+            catalog_queries.overlapping_batch(device_id, stream, first_seq, last_seq)
         )
-        return str(row[0]) if row else None
 
     async def held_ranges(
         self, device_id: str, stream: Stream, above: int, limit: int
     ) -> list[tuple[int, int]]:
-        rows = await self._all(
-            "SELECT first_seq, last_seq FROM batches WHERE device_id = $1 AND stream = $2"
-            " AND last_seq > $3 ORDER BY last_seq LIMIT $4",
-            device_id,
-            stream.value,
-            above,
-            limit,
-        )
-        return [(int(first), int(last)) for first, last in rows]
+        return await self._read(catalog_queries.held_ranges(device_id, stream, above, limit))
 
     async def watermarks(self, device_id: str) -> dict[Stream, int]:
-        rows = await self._all(
-            "SELECT stream, acked_seq FROM watermarks WHERE device_id = $1", device_id
-        )
-        return {Stream(stream): int(seq) for stream, seq in rows}
+        return await self._read(catalog_queries.watermarks(device_id))
 
     # ------------------------------------------------------------- raw requests
 
@@ -297,34 +232,17 @@ class PostgresCatalog(PostgresDatabase):
             )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
-        row = await self._one(RAW_SELECT + " WHERE request_id = $1", request_id)
-        return raw_row(row) if row else None
+        return await self._read(catalog_queries.raw_request(request_id))
 
     async def list_raw_requests(
         self, *, device_id: str | None, state: RawRequestState | None, limit: int
     ) -> list[RawRequestRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (("device_id", device_id), ("state", state)):
-            if value is not None:
-                params.append(value)
-                clauses.append(f"{column} = ${len(params)}")
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        params.append(limit)
-        rows = await self._all(
-            RAW_SELECT + where + f" ORDER BY created_at, created_order LIMIT ${len(params)}",
-            *params,
+        return await self._read(
+            catalog_queries.list_raw_requests(device_id=device_id, state=state, limit=limit)
         )
-        return [raw_row(r) for r in rows]
 
     async def pending_raw_requests(self, device_id: str, now: float) -> list[RawRequestRecord]:
-        rows = await self._all(
-            RAW_SELECT + " WHERE device_id = $1 AND state = 'requested' AND expires_at > $2"
-            " ORDER BY created_at, created_order LIMIT 1000",
-            device_id,
-            now,
-        )
-        return [raw_row(r) for r in rows]
+        return await self._read(catalog_queries.pending_raw_requests(device_id, now))
 
     async def set_raw_request_state(
         self,
@@ -343,12 +261,8 @@ class PostgresCatalog(PostgresDatabase):
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
-        status = await self._execute(
-            "UPDATE raw_requests SET state = 'expired', state_changed_at = $1"
-            " WHERE state = 'requested' AND expires_at <= $1",
-            now,
-        )
-        return rows_changed(status)
+        sql, params = catalog_queries.expire_raw_requests(now)
+        return rows_changed(await self._execute(render(sql, "postgres"), *params))
 
     # ------------------------------------------------------------- uploads, blobs
 
@@ -385,26 +299,15 @@ class PostgresCatalog(PostgresDatabase):
         return True
 
     async def has_blob(self, sha256: str) -> bool:
-        return await self._one("SELECT 1 FROM blobs WHERE sha256 = $1", sha256) is not None
+        return await self._read(catalog_queries.has_blob(sha256))
 
     async def device_uploaded_blob(self, device_id: str, sha256: str) -> bool:
-        row = await self._one(
-            "SELECT 1 FROM uploads WHERE device_id = $1 AND sha256 = $2 LIMIT 1",
-            device_id,
-            sha256,
-        )
-        return row is not None
+        return await self._read(catalog_queries.device_uploaded_blob(device_id, sha256))
 
     # ------------------------------------------------------------- audit
 
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]:
-        rows = await self._all(
-            "SELECT event_id, at, actor, action, subject, detail FROM audit_log"
-            " WHERE event_id > $1 ORDER BY event_id LIMIT $2",
-            after_id,
-            limit,
-        )
-        return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return await self._read(catalog_queries.list_audit(after_id=after_id, limit=limit))
 
 
 def _marks(count: int) -> str:

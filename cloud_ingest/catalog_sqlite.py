@@ -9,14 +9,13 @@ open the same file: WAL lets readers and one writer share it, and
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from cloud_ingest import catalog_rows
+from cloud_ingest import catalog_queries, catalog_rows
 from cloud_ingest.catalog import (
     AuditEvent,
     BatchRecord,
@@ -25,18 +24,13 @@ from cloud_ingest.catalog import (
     RawRequestState,
     UploadRecord,
 )
-from cloud_ingest.catalog_rows import (
-    BATCH_SELECT,
-    DEVICE_SELECT,
-    RAW_SELECT,
-    batch_row,
-    device_row,
-    raw_row,
-)
+from cloud_ingest.catalog_queries import PrincipalRole
+from cloud_ingest.catalog_rows import BATCH_SELECT, batch_row
 from cloud_ingest.catalog_sqlite_rows import migrate, move_raw_request
 from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError, Conflict, NotFound
 from cloud_ingest.group_commit import GroupCommit
 from cloud_ingest.principal import Principal
+from cloud_ingest.sql_dialects import Read, render
 from cloud_ingest.sqlite_database import (
     SqliteDatabase,
     insert_audit,
@@ -46,6 +40,8 @@ from cloud_ingest.sqlite_database import (
 from sync.protocol import Stream
 
 __all__ = ["CatalogUnavailable", "CatalogVersionError", "SqliteCatalog", "make_private_dir"]
+
+T = TypeVar("T")
 
 
 class SqliteCatalog(SqliteDatabase):
@@ -89,6 +85,10 @@ class SqliteCatalog(SqliteDatabase):
             raise
         return cls(db)
 
+    async def _read(self, query: Read[T]) -> T:
+        """Run one of the shared reads (``catalog_queries.py``) in this dialect."""
+        return query.shape(await self._all(render(query.sql, "sqlite"), query.params))
+
     # ------------------------------------------------------------- devices, credentials
 
     async def add_device(
@@ -109,25 +109,7 @@ class SqliteCatalog(SqliteDatabase):
             await insert_audit(db, now, actor, "device.add", device_id, {"site_id": site_id})
 
     async def revoke_device(self, device_id: str, now: float, *, actor: str) -> None:
-        async with self._transaction() as db:
-            row = await self._one(
-                "SELECT revoked_at FROM devices WHERE device_id = ?", (device_id,)
-            )
-            if not row:
-                raise NotFound(f"no device {device_id!r}")
-            # a repeated revoke changes nothing but is still an operator's act: audited,
-            # and marked, so the log does not read as if the device was revoked twice
-            detail = {} if row[0] is None else {"already_revoked": True}
-            await db.execute(
-                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ?",
-                (now, device_id),
-            )
-            await db.execute(
-                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?)"
-                " WHERE role = 'device' AND subject = ?",
-                (now, device_id),
-            )
-            await insert_audit(db, now, actor, "device.revoke", device_id, detail)
+        await self._revoke("device", device_id, now, actor=actor)
 
     async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
@@ -142,29 +124,25 @@ class SqliteCatalog(SqliteDatabase):
             await insert_audit(db, now, actor, "operator.add", name, {})
 
     async def revoke_operator(self, name: str, now: float, *, actor: str) -> None:
+        await self._revoke("operator", name, now, actor=actor)
+
+    async def _revoke(self, role: PrincipalRole, subject: str, now: float, *, actor: str) -> None:
         async with self._transaction() as db:
-            row = await self._one("SELECT revoked_at FROM operators WHERE name = ?", (name,))
+            row = await self._one(*catalog_queries.revoked_at(role, subject))
             if not row:
-                raise NotFound(f"no operator {name!r}")
+                raise NotFound(f"no {role} {subject!r}")
+            # a repeated revoke changes nothing but is still an operator's act: audited,
+            # and marked, so the log does not read as if it was revoked twice
             detail = {} if row[0] is None else {"already_revoked": True}
-            await db.execute(
-                "UPDATE operators SET revoked_at = COALESCE(revoked_at, ?) WHERE name = ?",
-                (now, name),
-            )
-            await db.execute(
-                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?)"
-                " WHERE role = 'operator' AND subject = ?",
-                (now, name),
-            )
-            await insert_audit(db, now, actor, "operator.revoke", name, detail)
+            for sql, params in catalog_queries.revoke(role, subject, now):
+                await db.execute(sql, params)
+            await insert_audit(db, now, actor, f"{role}.revoke", subject, detail)
 
     async def rotate_device_token(
         self, device_id: str, token_hash: str, now: float, *, actor: str
     ) -> None:
         async with self._transaction() as db:
-            row = await self._one(
-                "SELECT revoked_at FROM devices WHERE device_id = ?", (device_id,)
-            )
+            row = await self._one(*catalog_queries.revoked_at("device", device_id))
             if not row:
                 raise NotFound(f"no device {device_id!r}")
             if row[0] is not None:
@@ -188,38 +166,22 @@ class SqliteCatalog(SqliteDatabase):
             await insert_audit(db, now, actor, action, subject, detail)
 
     async def principal_for_token(self, token_hash: str) -> Principal | None:
-        row = await self._one(
-            "SELECT c.role, c.subject, d.site_id FROM credentials c"
-            " LEFT JOIN devices d ON c.role = 'device' AND d.device_id = c.subject"
-            " WHERE c.token_hash = ? AND c.revoked_at IS NULL AND d.revoked_at IS NULL",
-            (token_hash,),
-        )
-        if row is None:
-            return None
-        role, subject, site_id = row
-        if role == "device":
-            return Principal("device", subject, device_id=subject, site_id=site_id)
-        return Principal("operator", subject)
+        return await self._read(catalog_queries.principal_for_token(token_hash))
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        row = await self._one(DEVICE_SELECT + " WHERE device_id = ?", (device_id,))
-        return device_row(row) if row else None
+        return await self._read(catalog_queries.device(device_id))
 
     async def list_devices(self) -> list[DeviceRecord]:
-        return [device_row(r) for r in await self._all(DEVICE_SELECT + " ORDER BY device_id")]
+        return await self._read(catalog_queries.devices())
 
     async def record_sync(self, device_id: str, status: dict[str, Any], now: float) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "UPDATE devices SET last_sync_at = ?, last_sync = ? WHERE device_id = ?",
-                (now, json.dumps(status), device_id),
-            )
+            await db.execute(*catalog_queries.record_sync(device_id, status, now))
 
     # ------------------------------------------------------------- batches, watermarks
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
-        row = await self._one(BATCH_SELECT + " WHERE batch_id = ?", (batch_id,))
-        return batch_row(row) if row else None
+        return await self._read(catalog_queries.batch(batch_id))
 
     async def record_batch(self, batch: BatchRecord) -> BatchRecord:
         return await self._batch_commits.submit(batch)
@@ -253,28 +215,17 @@ class SqliteCatalog(SqliteDatabase):
     async def overlapping_batch(
         self, device_id: str, stream: Stream, first_seq: int, last_seq: int
     ) -> str | None:
-        row = await self._one(
-            "SELECT batch_id FROM batches WHERE device_id = ? AND stream = ? AND last_seq >= ?"
-            " AND first_seq <= ? LIMIT 1",
-            (device_id, stream.value, first_seq, last_seq),
+        return await self._read(
+            catalog_queries.overlapping_batch(device_id, stream, first_seq, last_seq)
         )
-        return str(row[0]) if row else None
 
     async def held_ranges(
         self, device_id: str, stream: Stream, above: int, limit: int
     ) -> list[tuple[int, int]]:
-        rows = await self._all(
-            "SELECT first_seq, last_seq FROM batches WHERE device_id = ? AND stream = ?"
-            " AND last_seq > ? ORDER BY last_seq LIMIT ?",  # index batches_device_stream
-            (device_id, stream.value, above, limit),
-        )
-        return [(int(first), int(last)) for first, last in rows]
+        return await self._read(catalog_queries.held_ranges(device_id, stream, above, limit))
 
     async def watermarks(self, device_id: str) -> dict[Stream, int]:
-        rows = await self._all(
-            "SELECT stream, acked_seq FROM watermarks WHERE device_id = ?", (device_id,)
-        )
-        return {Stream(stream): int(seq) for stream, seq in rows}
+        return await self._read(catalog_queries.watermarks(device_id))
 
     # ------------------------------------------------------------- raw requests
 
@@ -299,32 +250,17 @@ class SqliteCatalog(SqliteDatabase):
             )
 
     async def get_raw_request(self, request_id: str) -> RawRequestRecord | None:
-        row = await self._one(RAW_SELECT + " WHERE request_id = ?", (request_id,))
-        return raw_row(row) if row else None
+        return await self._read(catalog_queries.raw_request(request_id))
 
     async def list_raw_requests(
         self, *, device_id: str | None, state: RawRequestState | None, limit: int
     ) -> list[RawRequestRecord]:
-        clauses, params = [], []
-        if device_id is not None:
-            clauses.append("device_id = ?")
-            params.append(device_id)
-        if state is not None:
-            clauses.append("state = ?")
-            params.append(state)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = await self._all(
-            RAW_SELECT + where + " ORDER BY created_at, rowid LIMIT ?", [*params, limit]
+        return await self._read(
+            catalog_queries.list_raw_requests(device_id=device_id, state=state, limit=limit)
         )
-        return [raw_row(r) for r in rows]
 
     async def pending_raw_requests(self, device_id: str, now: float) -> list[RawRequestRecord]:
-        rows = await self._all(
-            RAW_SELECT + " WHERE device_id = ? AND state = 'requested' AND expires_at > ?"
-            " ORDER BY created_at, rowid LIMIT 1000",
-            (device_id, now),
-        )
-        return [raw_row(r) for r in rows]
+        return await self._read(catalog_queries.pending_raw_requests(device_id, now))
 
     async def set_raw_request_state(
         self,
@@ -344,11 +280,7 @@ class SqliteCatalog(SqliteDatabase):
 
     async def expire_raw_requests(self, now: float) -> int:
         async with self._transaction() as db:
-            cursor = await db.execute(
-                "UPDATE raw_requests SET state = 'expired', state_changed_at = ?"
-                " WHERE state = 'requested' AND expires_at <= ?",
-                (now, now),
-            )
+            cursor = await db.execute(*catalog_queries.expire_raw_requests(now))
             return cursor.rowcount
 
     # ------------------------------------------------------------- uploads, blobs
@@ -384,24 +316,15 @@ class SqliteCatalog(SqliteDatabase):
         return True
 
     async def has_blob(self, sha256: str) -> bool:
-        return await self._one("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)) is not None
+        return await self._read(catalog_queries.has_blob(sha256))
 
     async def device_uploaded_blob(self, device_id: str, sha256: str) -> bool:
-        row = await self._one(
-            "SELECT 1 FROM uploads WHERE device_id = ? AND sha256 = ? LIMIT 1",
-            (device_id, sha256),
-        )
-        return row is not None
+        return await self._read(catalog_queries.device_uploaded_blob(device_id, sha256))
 
     # ------------------------------------------------------------- audit
 
     async def list_audit(self, *, after_id: int, limit: int) -> list[AuditEvent]:
-        rows = await self._all(
-            "SELECT event_id, at, actor, action, subject, detail FROM audit_log"
-            " WHERE event_id > ? ORDER BY event_id LIMIT ?",
-            (after_id, limit),
-        )
-        return [AuditEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return await self._read(catalog_queries.list_audit(after_id=after_id, limit=limit))
 
 
 def _marks(count: int) -> str:

@@ -1,11 +1,13 @@
 """SQLite parts of the catalog: migrations and the one raw-request state move
-(``catalog_sqlite.py`` holds the queries; the SELECT lists and row mapping both
-backends share are in ``catalog_rows.py``)."""
+(``catalog_sqlite.py`` holds the writes; the reads and statements both backends
+share are in ``catalog_queries.py``, the SELECT lists and row mapping in
+``catalog_rows.py``)."""
 
 from __future__ import annotations
 
 import aiosqlite
 
+from cloud_ingest import catalog_queries
 from cloud_ingest.catalog import RawRequestState
 from cloud_ingest.catalog_schema import MIGRATIONS, SCHEMA_VERSION
 from cloud_ingest.errors import CatalogVersionError
@@ -23,10 +25,7 @@ async def move_raw_request(
 ) -> int:
     """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
     cursor = await db.execute(
-        "UPDATE raw_requests SET state = ?, state_changed_at = ?,"
-        " upload_id = COALESCE(?, upload_id)"
-        " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
-        (state, now, upload_id, request_id, device_id),
+        *catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id)
     )
     return cursor.rowcount
 
