@@ -41,6 +41,7 @@ from appliance.inference.face_scan import (
     scan_anchors,
     scan_windows,
 )
+from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
@@ -200,6 +201,10 @@ class FaceAnonymizeTask:
         self._model_threads = _ModelThreads(self._by_shape, self._input)
         self._tile_cache: dict[tuple[int, int], list[Region]] = {}
         self._window_cache: dict[tuple[int, int], list[ScanWindow]] = {}
+        max_change = settings.skip_unchanged_max_change
+        self.unchanged: UnchangedFrames[list[Detection]] | None = (
+            None if max_change is None else UnchangedFrames(max_change)
+        )
 
     def close(self) -> None:
         """Stop the threads that run the model (``run`` starts them again if called)."""
@@ -363,12 +368,23 @@ class FaceAnonymizeTask:
         reduced decode of (boxes in that frame's pixels)."""
         started = time.perf_counter()
         require_bgr_frame(image_bgr)
-        detections = [
+        if self.unchanged is None:
+            detections = self._detections(image_bgr, reduced_by)
+        else:  # a site's opt-in: the same scene as the last frame looked at gets its faces
+            thumb, remembered = self.unchanged.lookup(image_bgr)
+            if remembered is None:
+                detections = self._detections(image_bgr, reduced_by)
+                self.unchanged.remember(thumb, detections)
+            else:
+                detections = list(remembered)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
+
+    def _detections(self, image_bgr: Image, reduced_by: int) -> list[Detection]:
+        return [
             Detection("face", "", face.score, None, face.as_int())
             for face in self.faces(image_bgr, reduced_by)
         ]
-        elapsed = (time.perf_counter() - started) * 1000.0
-        return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
 
     def blur(self, image_bgr: Image, result: TaskResult) -> Image:
         """``blur_faces`` with this task's margin and method, on the faces of ``result``."""

@@ -230,6 +230,16 @@ class FaceAnonymizeSettings(BaseModel):
         "still covers the frame.  A face smaller than ~1/4 of the frame's width outside "
         "it is NOT found, so it stays in clear in what leaves.  None = the whole frame",
     )
+    skip_unchanged_max_change: float | None = Field(
+        default=None,
+        ge=0,
+        description="a site's opt-in: answer a frame that differs from the last frame read "
+        "by no more than this many grey levels in any 32x32-pixel cell mean with that "
+        "frame's faces, without running the model (a gate camera repeats the same scene "
+        "between trucks).  A face that appears without moving a cell mean that much (one "
+        "close in grey to what it covers) is NOT found, so it stays in clear in what leaves.  "
+        "None = look at every frame",
+    )
     tile_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=list,
         description="also run the detector on overlapping square tiles whose side is each "
