@@ -1,7 +1,7 @@
 """SQL written once for both stores' dialects: a :class:`Read` (or a
 :data:`Statement`) holds neutral SQL with ``?`` placeholders, and
 :func:`render` turns it into SQLite's or PostgreSQL's.  The catalog's queries
-(``catalog_queries.py``) and the model tables' (``models/store_reads.py``) are
+(``catalog_queries.py``) and the model tables' (``models/store_rows.py``) are
 written this way, so a new query is written once and runs on both backends.
 """
 

@@ -1,4 +1,5 @@
-"""The model tables on the PostgreSQL catalog (``store.py`` has the SQLite twin).
+"""The model tables on the PostgreSQL catalog (``store.py`` has the SQLite twin,
+``store_rows.py`` the rows and SQL both share).
 
 On the catalog's pool (migration 3 of ``catalog_schema_postgres.py`` made the
 tables).  What SQLite's single writer gives for free is taken from the
@@ -9,32 +10,44 @@ primary key (``ON CONFLICT``) inside the transaction that audits it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from cloud_ingest.errors import Conflict
 from cloud_ingest.models.rollout import Rollout, Transition
-from cloud_ingest.models.store import (
-    OUTCOME_SELECT,
-    RELEASE_SELECT,
+from cloud_ingest.models.store_rows import (
     DeviceOutcome,
     ReleaseRecord,
+    active_rollout,
+    device_outcomes_read,
     dump_rollout,
-    load_rollout,
+    held_manifest,
+    held_outcome,
+    highest_counter_read,
     outcome_audit,
+    outcomes_read,
     release_audit,
-    release_row,
+    release_read,
     release_values,
+    releases_read,
     rollout_audit,
+    rollout_read,
+    rollouts_read,
 )
 from cloud_ingest.postgres_database import PostgresDatabase, insert_audit, rows_changed
+from cloud_ingest.sql_dialects import Read, render
 
 __all__ = ["PostgresReleaseStore"]
+
+T = TypeVar("T")
 
 
 class PostgresReleaseStore(PostgresDatabase):
     """:class:`cloud_ingest.models.store.ReleaseStore` on a PostgreSQL pool."""
+
+    async def _read(self, query: Read[T]) -> T:
+        return query.shape(await self._all(render(query.sql, "postgres"), *query.params))
 
     async def add_release(self, release: ReleaseRecord, detail: dict[str, Any]) -> bool:
         async with self._transaction() as conn:
@@ -45,11 +58,8 @@ class PostgresReleaseStore(PostgresDatabase):
                 *release_values(release),
             )
             if rows_changed(status) == 0:
-                held = await conn.fetchval(
-                    "SELECT manifest FROM model_releases WHERE name = $1 AND version = $2",
-                    release.name,
-                    release.version,
-                )
+                sql, params = held_manifest(release)
+                held = await conn.fetchval(render(sql, "postgres"), *params)
                 if bytes(held) == release.manifest:
                     return False
                 raise Conflict(
@@ -59,25 +69,21 @@ class PostgresReleaseStore(PostgresDatabase):
             return True
 
     async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
-        row = await self._one(RELEASE_SELECT + " WHERE name = $1 AND version = $2", name, version)
-        return release_row(row) if row else None
+        return await self._read(release_read(name, version))
 
     async def list_releases(self) -> list[ReleaseRecord]:
-        return [release_row(r) for r in await self._all(RELEASE_SELECT + " ORDER BY name, counter")]
+        return await self._read(releases_read())
 
     async def highest_counter(self, name: str) -> int | None:
-        value = await self._value("SELECT MAX(counter) FROM model_releases WHERE name = $1", name)
-        return None if value is None else int(value)
+        return await self._read(highest_counter_read(name))
 
     async def save_rollout(
         self, rollout: Rollout, transition: Transition, now: float, *, new: bool = False
     ) -> None:
         async with self._transaction() as conn:
             if new:
-                active = await conn.fetchval(
-                    "SELECT version FROM model_rollouts WHERE name = $1 AND terminal = 0",
-                    rollout.name,
-                )
+                sql, params = active_rollout(rollout.name)
+                active = await conn.fetchval(render(sql, "postgres"), *params)
                 if active is not None:
                     raise Conflict(f"{rollout.name} {active} is rolling out; abort it first")
                 try:
@@ -110,14 +116,10 @@ class PostgresReleaseStore(PostgresDatabase):
             await insert_audit(conn, now, *rollout_audit(rollout, transition))
 
     async def get_rollout(self, name: str, version: str) -> Rollout | None:
-        row = await self._one(
-            "SELECT state FROM model_rollouts WHERE name = $1 AND version = $2", name, version
-        )
-        return load_rollout(row[0]) if row else None
+        return await self._read(rollout_read(name, version))
 
     async def list_rollouts(self) -> list[Rollout]:
-        rows = await self._all("SELECT state FROM model_rollouts ORDER BY updated_at")
-        return [load_rollout(r[0]) for r in rows]
+        return await self._read(rollouts_read())
 
     async def record_outcomes(
         self, outcomes: list[DeviceOutcome], now: float
@@ -125,13 +127,8 @@ class PostgresReleaseStore(PostgresDatabase):
         changed: list[DeviceOutcome] = []
         async with self._transaction() as conn:
             for o in outcomes:
-                row = await conn.fetchrow(
-                    "SELECT counter, result, check_name, reason FROM model_outcomes"
-                    " WHERE device_id = $1 AND name = $2 AND version = $3 FOR UPDATE",
-                    o.device_id,
-                    o.name,
-                    o.version,
-                )
+                sql, params = held_outcome(o)
+                row = await conn.fetchrow(render(sql + " FOR UPDATE", "postgres"), *params)
                 if row is not None and tuple(row) == (o.counter, o.result, o.check, o.reason):
                     continue
                 await conn.execute(
@@ -155,9 +152,7 @@ class PostgresReleaseStore(PostgresDatabase):
         return changed
 
     async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]:
-        rows = await self._all(OUTCOME_SELECT + " WHERE name = $1 AND version = $2", name, version)
-        return [DeviceOutcome(*r) for r in rows]
+        return await self._read(outcomes_read(name, version))
 
     async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]:
-        rows = await self._all(OUTCOME_SELECT + " WHERE device_id = $1", device_id)
-        return {(r[1], r[2]): DeviceOutcome(*r) for r in rows}
+        return await self._read(device_outcomes_read(device_id))

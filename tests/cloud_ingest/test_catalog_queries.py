@@ -1,6 +1,7 @@
-"""The catalog's shared queries (``catalog_queries.py``): one neutral text, each
-dialect's placeholders, and as many values as placeholders.  What the queries
-answer is checked on both backends by ``test_catalog.py``."""
+"""The SQL both backends share (``catalog_queries.py``, ``models/store_rows.py``):
+one neutral text, each dialect's placeholders, and as many values as
+placeholders.  What the queries answer is checked on both backends by
+``test_catalog.py`` and the model store tests."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 import pytest
 
 from cloud_ingest import catalog_queries
+from cloud_ingest.models import store_rows
+from cloud_ingest.models.store_rows import DeviceOutcome, ReleaseRecord
 from cloud_ingest.sql_dialects import INSERTION_ORDER, Dialect, Read, render
 from sync.protocol import Stream
 
 STREAM = next(iter(Stream))
+RELEASE = ReleaseRecord("m", "1", 1, "00" * 32, 1, "k", b"{}", "op", 1.0)
 
 
 def _statements() -> list[tuple[str, tuple[Any, ...]]]:
@@ -31,6 +35,13 @@ def _statements() -> list[tuple[str, tuple[Any, ...]]]:
         catalog_queries.has_blob("s"),
         catalog_queries.device_uploaded_blob("d", "s"),
         catalog_queries.list_audit(after_id=0, limit=5),
+        store_rows.release_read("m", "1"),
+        store_rows.releases_read(),
+        store_rows.highest_counter_read("m"),
+        store_rows.rollout_read("m", "1"),
+        store_rows.rollouts_read(),
+        store_rows.outcomes_read("m", "1"),
+        store_rows.device_outcomes_read("d"),
     ]
     return [
         *((read.sql, read.params) for read in reads),
@@ -39,6 +50,9 @@ def _statements() -> list[tuple[str, tuple[Any, ...]]]:
         catalog_queries.record_sync("d", {"ok": True}, 1.0),
         catalog_queries.move_raw_request("d", "r", "delivered", 1.0, None),
         catalog_queries.expire_raw_requests(1.0),
+        store_rows.held_manifest(RELEASE),
+        store_rows.active_rollout("m"),
+        store_rows.held_outcome(DeviceOutcome("d", "m", "1", 1, "ok", None, None)),
     ]
 
 
