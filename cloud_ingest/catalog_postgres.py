@@ -53,6 +53,20 @@ async def _move_raw_request(
     return rows_changed(await conn.execute(render(sql, "postgres"), *params))
 
 
+async def _insert_new(
+    conn: PgConnection, table: str, columns: str, values: tuple[Any, ...]
+) -> bool:
+    """Insert the row unless one with its key (the first column) is held, by this
+    instance or another (the insert waits for its commit); True if inserted."""
+    key = columns.split(",", 1)[0]
+    status = await conn.execute(
+        f"INSERT INTO {table} ({columns}) VALUES ({_marks(len(values))})"
+        f" ON CONFLICT ({key}) DO NOTHING",
+        *values,
+    )
+    return rows_changed(status) == 1
+
+
 async def _lock_principal(conn: PgConnection, role: PrincipalRole, subject: str) -> asyncpg.Record:
     """The principal's row (``revoked_at``), locked to the commit; NotFound if none."""
     sql, params = catalog_queries.revoked_at(role, subject)
@@ -80,29 +94,16 @@ class PostgresCatalog(PostgresDatabase):
     async def _add_credential(
         self, conn: PgConnection, token_hash: str, role: str, subject: str, now: float
     ) -> None:
-        status = await conn.execute(
-            "INSERT INTO credentials (token_hash, role, subject, created_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
-            token_hash,
-            role,
-            subject,
-            now,
-        )
-        if rows_changed(status) == 0:
+        columns = "token_hash, role, subject, created_at"
+        if not await _insert_new(conn, "credentials", columns, (token_hash, role, subject, now)):
             raise Conflict("this token is in use already")
 
     async def add_device(
         self, device_id: str, site_id: str, token_hash: str, now: float, *, actor: str
     ) -> None:
         async with self._transaction() as conn:
-            status = await conn.execute(
-                "INSERT INTO devices (device_id, site_id, created_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (device_id) DO NOTHING",
-                device_id,
-                site_id,
-                now,
-            )
-            if rows_changed(status) == 0:
+            columns = "device_id, site_id, created_at"
+            if not await _insert_new(conn, "devices", columns, (device_id, site_id, now)):
                 raise Conflict(f"device {device_id!r} already exists")
             await self._add_credential(conn, token_hash, "device", device_id, now)
             await insert_audit(conn, now, actor, "device.add", device_id, {"site_id": site_id})
@@ -112,13 +113,7 @@ class PostgresCatalog(PostgresDatabase):
 
     async def add_operator(self, name: str, token_hash: str, now: float, *, actor: str) -> None:
         async with self._transaction() as conn:
-            status = await conn.execute(
-                "INSERT INTO operators (name, created_at) VALUES ($1, $2)"
-                " ON CONFLICT (name) DO NOTHING",
-                name,
-                now,
-            )
-            if rows_changed(status) == 0:
+            if not await _insert_new(conn, "operators", "name, created_at", (name, now)):
                 raise Conflict(f"operator {name!r} already exists")
             await self._add_credential(conn, token_hash, "operator", name, now)
             await insert_audit(conn, now, actor, "operator.add", name, {})
@@ -214,13 +209,12 @@ class PostgresCatalog(PostgresDatabase):
 
     async def add_raw_request(self, request: RawRequestRecord) -> None:
         async with self._transaction() as conn:
-            status = await conn.execute(
-                f"INSERT INTO raw_requests ({catalog_rows.RAW_INSERT_COLUMNS})"
-                f" VALUES ({_marks(10)})"
-                " ON CONFLICT (request_id) DO NOTHING",
-                *catalog_rows.raw_request_values(request),
-            )
-            if rows_changed(status) == 0:
+            if not await _insert_new(
+                conn,
+                "raw_requests",
+                catalog_rows.RAW_INSERT_COLUMNS,
+                catalog_rows.raw_request_values(request),
+            ):
                 raise Conflict(f"raw request {request.request_id!r} already exists")
             await insert_audit(
                 conn,
@@ -268,20 +262,13 @@ class PostgresCatalog(PostgresDatabase):
 
     async def record_upload(self, upload: UploadRecord, *, actor: str) -> bool:
         async with self._transaction() as conn:
-            status = await conn.execute(
-                f"INSERT INTO uploads ({catalog_rows.UPLOAD_COLUMNS})"
-                f" VALUES ({_marks(6)})"
-                " ON CONFLICT (upload_id) DO NOTHING",
-                *catalog_rows.upload_values(upload),
-            )
-            if rows_changed(status) == 0:
+            if not await _insert_new(
+                conn, "uploads", catalog_rows.UPLOAD_COLUMNS, catalog_rows.upload_values(upload)
+            ):
                 return False  # recorded already, by this instance or another
             if upload.sha256 is not None:
-                await conn.execute(
-                    f"INSERT INTO blobs ({catalog_rows.BLOB_COLUMNS})"
-                    f" VALUES ({_marks(5)})"
-                    " ON CONFLICT (sha256) DO NOTHING",
-                    *catalog_rows.blob_values(upload),
+                await _insert_new(
+                    conn, "blobs", catalog_rows.BLOB_COLUMNS, catalog_rows.blob_values(upload)
                 )
             request_id = upload.metadata.get("request_id")
             delivered = 0
