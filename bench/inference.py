@@ -548,8 +548,9 @@ async def _gate_ocr_rows(
         return appliance.extra_processor(f"ocr-{next(keys)}", tasks, publish)
 
     rows = inference_ocr.model_sizes(MODELS, command)
+    face_tasks = inference_ocr.face_tasks(MODELS, face_task)
     rows += await inference_ocr.paced_rows(
-        open_processor, durable, ocr_tasks, face_task, scenes, command
+        open_processor, durable, ocr_tasks, face_tasks, scenes, command
     )
     rows += inference_ocr.accuracy_rows(ocr_tasks, eval_frames, command)
     return rows

@@ -103,6 +103,17 @@ def camera_stream(scenes: int, hold: int, seed: int = _STREAM_SEED) -> list[byte
     return stream
 
 
+def face_tasks(models: Path, shipped: Any) -> dict[str, Any]:
+    """The face task beside each of ``gate_ocr_tasks``: the shipped one, and for
+    ``tuned_skip`` the same settings with the site's opt-in to skip unchanged frames."""
+    from appliance.inference.face_anonymize import FACE_MODEL, load_face_anonymize
+    from appliance.inference.model_files import model_path
+
+    settings = shipped.settings.model_copy(update={"skip_unchanged_max_change": SKIP_MAX_CHANGE})
+    skipping = load_face_anonymize(settings, model_path(FACE_MODEL, models))
+    return {"today": shipped, "tuned": shipped, "tuned_skip": skipping}
+
+
 def gate_ocr_tasks(models: Path) -> dict[str, Any]:
     """``today`` and ``tuned`` gate OCR tasks on the same model files."""
     from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, load_gate_ocr
@@ -331,16 +342,19 @@ async def paced_rows(
     open_processor: Callable[[dict[str, Any]], Any],
     durable: dict[tuple[int, str], float],
     tasks: dict[str, Any],
-    face_task: Any,
+    face_tasks: dict[str, Any],
     scenes: int,
     command: str,
 ) -> list[Row]:
     """Both tasks, today vs tuned gate OCR: at camera pace (held and all-new scenes) and
-    back to back; alternating slices of the same frames."""
+    back to back; alternating slices of the same frames.  ``face_tasks``: the face task
+    beside each gate OCR task, by the same names (``tuned_skip`` skips unchanged frames in
+    both tasks, as a site that opts in to one would to the other)."""
     processors = {
-        name: open_processor({"gate_ocr": task, "face_anonymize": face_task})
+        name: open_processor({"gate_ocr": task, "face_anonymize": face_tasks[name]})
         for name, task in tasks.items()
     }
+    every_task = [*tasks.values(), *face_tasks.values()]
     streams = {
         "camera": (camera_stream(scenes, HOLD), CAMERA_FPS),
         "new_scenes": (camera_stream(scenes, 1, seed=_STREAM_SEED + 1), CAMERA_FPS),
@@ -356,7 +370,7 @@ async def paced_rows(
             part = frames[start : start + SLICE]
             order = names if (start // SLICE) % 2 == 0 else names[::-1]
             for name in order:
-                for task in tasks.values():
+                for task in every_task:
                     if task.unchanged is not None:
                         task.unchanged.forget()  # each slice starts from a cold reader
                 serials = [next(serial) for _ in part]
