@@ -205,9 +205,7 @@ def _device_add(args: argparse.Namespace) -> int:
 
 
 def _device_revoke(args: argparse.Namespace) -> int:
-    _audited(args, revoke_device, args.device_id)
-    print(f"device {args.device_id} revoked")
-    return 0
+    return _revoked(args, revoke_device, "device", args.device_id)
 
 
 def _operator_add(args: argparse.Namespace) -> int:
@@ -218,8 +216,15 @@ def _operator_add(args: argparse.Namespace) -> int:
 
 
 def _operator_revoke(args: argparse.Namespace) -> int:
-    _audited(args, revoke_operator, args.name)
-    print(f"operator {args.name} revoked")
+    return _revoked(args, revoke_operator, "operator", args.name)
+
+
+def _revoked(
+    args: argparse.Namespace, revoke: Callable[..., Awaitable[object]], kind: str, subject: str
+) -> int:
+    """Revoke a device or an operator (a repeat is a no-op) and say so."""
+    _audited(args, revoke, subject)
+    print(f"{kind} {subject} revoked")
     return 0
 
 
