@@ -15,26 +15,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from cloud_ingest.errors import Conflict
+from cloud_ingest.models import store_rows
 from cloud_ingest.models.rollout import Rollout, Transition
-from cloud_ingest.models.store_rows import (
-    DeviceOutcome,
-    ReleaseRecord,
-    active_rollout,
-    device_outcomes_read,
-    dump_rollout,
-    held_manifest,
-    held_outcome,
-    highest_counter_read,
-    outcome_audit,
-    outcomes_read,
-    release_audit,
-    release_read,
-    release_values,
-    releases_read,
-    rollout_audit,
-    rollout_read,
-    rollouts_read,
-)
+from cloud_ingest.models.store_rows import DeviceOutcome, ReleaseRecord
 from cloud_ingest.postgres_database import PostgresDatabase, insert_audit, rows_changed
 from cloud_ingest.sql_dialects import Read, render
 
@@ -55,34 +38,36 @@ class PostgresReleaseStore(PostgresDatabase):
                 "INSERT INTO model_releases (name, version, counter, sha256, size, keyid,"
                 " manifest, published_by, published_at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
                 " $8, $9) ON CONFLICT (name, version) DO NOTHING",
-                *release_values(release),
+                *store_rows.release_values(release),
             )
             if rows_changed(status) == 0:
-                sql, params = held_manifest(release)
+                sql, params = store_rows.held_manifest(release)
                 held = await conn.fetchval(render(sql, "postgres"), *params)
                 if bytes(held) == release.manifest:
                     return False
                 raise Conflict(
                     f"{release.name} {release.version} is published with another manifest"
                 )
-            await insert_audit(conn, release.published_at, *release_audit(release, detail))
+            await insert_audit(
+                conn, release.published_at, *store_rows.release_audit(release, detail)
+            )
             return True
 
     async def get_release(self, name: str, version: str) -> ReleaseRecord | None:
-        return await self._read(release_read(name, version))
+        return await self._read(store_rows.release_read(name, version))
 
     async def list_releases(self) -> list[ReleaseRecord]:
-        return await self._read(releases_read())
+        return await self._read(store_rows.releases_read())
 
     async def highest_counter(self, name: str) -> int | None:
-        return await self._read(highest_counter_read(name))
+        return await self._read(store_rows.highest_counter_read(name))
 
     async def save_rollout(
         self, rollout: Rollout, transition: Transition, now: float, *, new: bool = False
     ) -> None:
         async with self._transaction() as conn:
             if new:
-                sql, params = active_rollout(rollout.name)
+                sql, params = store_rows.active_rollout(rollout.name)
                 active = await conn.fetchval(render(sql, "postgres"), *params)
                 if active is not None:
                     raise Conflict(f"{rollout.name} {active} is rolling out; abort it first")
@@ -92,7 +77,7 @@ class PostgresReleaseStore(PostgresDatabase):
                         " VALUES ($1, $2, $3, $4, $5)",
                         rollout.name,
                         rollout.version,
-                        dump_rollout(rollout),
+                        store_rows.dump_rollout(rollout),
                         int(rollout.terminal),
                         now,
                     )
@@ -109,17 +94,17 @@ class PostgresReleaseStore(PostgresDatabase):
                     " updated_at = excluded.updated_at",
                     rollout.name,
                     rollout.version,
-                    dump_rollout(rollout),
+                    store_rows.dump_rollout(rollout),
                     int(rollout.terminal),
                     now,
                 )
-            await insert_audit(conn, now, *rollout_audit(rollout, transition))
+            await insert_audit(conn, now, *store_rows.rollout_audit(rollout, transition))
 
     async def get_rollout(self, name: str, version: str) -> Rollout | None:
-        return await self._read(rollout_read(name, version))
+        return await self._read(store_rows.rollout_read(name, version))
 
     async def list_rollouts(self) -> list[Rollout]:
-        return await self._read(rollouts_read())
+        return await self._read(store_rows.rollouts_read())
 
     async def record_outcomes(
         self, outcomes: list[DeviceOutcome], now: float
@@ -127,7 +112,7 @@ class PostgresReleaseStore(PostgresDatabase):
         changed: list[DeviceOutcome] = []
         async with self._transaction() as conn:
             for o in outcomes:
-                sql, params = held_outcome(o)
+                sql, params = store_rows.held_outcome(o)
                 row = await conn.fetchrow(render(sql + " FOR UPDATE", "postgres"), *params)
                 if row is not None and tuple(row) == (o.counter, o.result, o.check, o.reason):
                     continue
@@ -147,12 +132,12 @@ class PostgresReleaseStore(PostgresDatabase):
                     o.reason,
                     now,
                 )
-                await insert_audit(conn, now, *outcome_audit(o))
+                await insert_audit(conn, now, *store_rows.outcome_audit(o))
                 changed.append(o)
         return changed
 
     async def outcomes_of(self, name: str, version: str) -> list[DeviceOutcome]:
-        return await self._read(outcomes_read(name, version))
+        return await self._read(store_rows.outcomes_read(name, version))
 
     async def device_outcomes(self, device_id: str) -> dict[tuple[str, str], DeviceOutcome]:
-        return await self._read(device_outcomes_read(device_id))
+        return await self._read(store_rows.device_outcomes_read(device_id))
