@@ -79,10 +79,11 @@ class Drain:
         check_int("max_records", max_records, 1)
         check_int("max_bytes", max_bytes, 1)
         generation = ledger.generation(stream)  # before the read's snapshot
+        start = min(max(after_seq, ledger.watermarks[stream]), MAX_SEQ)
         try:
             records, walked = database.store.read(
                 stream,
-                min(max(after_seq, ledger.watermarks[stream]), MAX_SEQ),
+                start,
                 max_records=max_records,
                 max_bytes=max_bytes,
                 now=self._clock(),
@@ -97,6 +98,10 @@ class Drain:
             return [r for r in records if r.seq <= committed]
         if walked.records:
             ledger.remember_walk(stream, generation, walked)
+        elif start == ledger.watermarks[stream] and not self._lock.locked():
+            # the whole class walked, expired records included, and no write in flight
+            # (an ack's delete may be applied before its count is): the class is empty
+            ledger.found_empty(stream)
         return records
 
     async def ack(self, stream: Stream, up_to_seq: int) -> int:

@@ -12,6 +12,7 @@ for room.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,8 @@ from sync.outbox.records import BatchBoundary, LoadedState, OutboxRecord, Remova
 from sync.protocol import Stream
 
 __all__ = ["ClassLedger", "EvictionListener"]
+
+log = logging.getLogger(__name__)
 
 EvictionListener = Callable[[Stream, Sequence[OutboxRecord]], None]
 """Told which records eviction removed (e.g. to free the blobs of raw refs)."""
@@ -78,6 +81,23 @@ class ClassLedger:
                 self._on_evicted(stream, removal.records)
         self._room.set()
         self._room = asyncio.Event()
+
+    def found_empty(self, stream: Stream) -> None:
+        """A read from the watermark walked no record of ``stream``: nothing is left to
+        send, whatever the count says.  A count left above zero would have the sync
+        engine wait for those records for ever; it is set to zero and logged (the
+        class's next write persists it)."""
+        usage = self.usage[stream]
+        if usage.records == 0 and usage.bytes == 0:
+            return
+        log.error(
+            "outbox count of %s was %d records (%d B) but the class holds none: set to zero",
+            stream.value,
+            usage.records,
+            usage.bytes,
+        )
+        self.usage[stream] = ClassUsage(0, 0)
+        self._recount()
 
     async def wait_for_room(self, timeout: float) -> None:
         """Until the next removal, at most ``timeout`` seconds."""

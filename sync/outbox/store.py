@@ -110,13 +110,37 @@ class OutboxStore:
             watermarks[stream] = U64.unpack(raw_ack)[0] if raw_ack is not None else 0
             raw_count = meta.get(count_key(stream))
             records, nbytes = COUNT.unpack(raw_count) if raw_count is not None else (0, 0)
-            usage[stream] = ClassUsage(records, nbytes)
+            usage[stream] = self._checked_count(stream, watermarks[stream], records, nbytes)
             for seq, value in (self._first(stream), self._last(stream)):
                 if seq is not None and value is not None:
                     decode_value(value)  # touches the first and last blocks: checksums
                     max_seq = max(max_seq, seq)
         pins = [pin for stream in Stream for pin in self._load_pins(stream)]
         return LoadedState(reserved, max_seq, watermarks, usage, pins)
+
+    def _checked_count(
+        self, stream: Stream, watermark: int, records: int, nbytes: int
+    ) -> ClassUsage:
+        """The class's persisted count, unless one seek shows it is wrong: a count of
+        records over an empty class (nothing above the watermark) would have the sync
+        engine wait for records that are not there, for ever; a zero count over records
+        would let eviction and the cap ignore them.  Either is counted again here and
+        logged (written back by the class's next write)."""
+        held = next(self.scan(stream, watermark + 1, MAX_SEQ), None) is not None
+        if held == (records > 0):
+            return ClassUsage(records, nbytes)
+        counted = ClassUsage(0, 0)
+        for key, value in self.scan(stream, watermark + 1, MAX_SEQ):
+            counted = ClassUsage(counted.records + 1, counted.bytes + len(key) + len(value))
+        log.error(
+            "outbox count of %s was %d records (%d B) but the class holds %d (%d B): counted again",
+            stream.value,
+            records,
+            nbytes,
+            counted.records,
+            counted.bytes,
+        )
+        return counted
 
     def _first(self, stream: Stream) -> tuple[int | None, bytes | None]:
         it = self._cfs[stream].iter()
