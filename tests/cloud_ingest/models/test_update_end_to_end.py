@@ -150,6 +150,14 @@ async def test_a_new_ocr_model_published_and_rolled_out_serves_on_the_appliance(
                 return any(r["model_version"] == version for r in rows)
 
             await _wait(in_lake, "lake records of the new model version", 60, pusher)
+
+            def reported() -> bool:  # the outcome rides the next handshake, not the batches
+                status = _cli(
+                    "ingest", "models", "rollout", "status", "gate-ocr", version, "--data-dir", data
+                )
+                return "0 committed" not in status
+
+            await _wait(reported, "the device's committed outcome at the cloud", 120, pusher)
             stop.set()
             await pusher
         rows = lake_rows(ingest.data_dir)
