@@ -32,7 +32,7 @@ from cloud_ingest.postgres_database import (
     rows_changed,
 )
 from cloud_ingest.principal import Principal
-from cloud_ingest.sql_dialects import Read, render
+from cloud_ingest.sql_dialects import Read, Statement, render
 from sync.protocol import Stream
 
 __all__ = ["PostgresCatalog"]
@@ -40,16 +40,9 @@ __all__ = ["PostgresCatalog"]
 T = TypeVar("T")
 
 
-async def _move_raw_request(
-    conn: PgConnection,
-    device_id: str,
-    request_id: str,
-    state: RawRequestState,
-    now: float,
-    upload_id: str | None,
-) -> int:
-    """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
-    sql, params = catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id)
+async def _changed(conn: PgConnection, statement: Statement) -> int:
+    """Run one shared statement in the caller's transaction; how many rows it changed."""
+    sql, params = statement
     return rows_changed(await conn.execute(render(sql, "postgres"), *params))
 
 
@@ -251,7 +244,10 @@ class PostgresCatalog(PostgresDatabase):
         moved = 0
         async with self._transaction() as conn:
             for request_id in request_ids:
-                moved += await _move_raw_request(conn, device_id, request_id, state, now, upload_id)
+                moved += await _changed(
+                    conn,
+                    catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id),
+                )
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
@@ -270,17 +266,8 @@ class PostgresCatalog(PostgresDatabase):
                 await _insert_new(
                     conn, "blobs", catalog_rows.BLOB_COLUMNS, catalog_rows.blob_values(upload)
                 )
-            request_id = upload.metadata.get("request_id")
-            delivered = 0
-            if request_id:
-                delivered = await _move_raw_request(
-                    conn,
-                    upload.device_id,
-                    request_id,
-                    "delivered",
-                    upload.completed_at,
-                    upload.upload_id,
-                )
+            delivery = catalog_queries.deliver_raw_request(upload)
+            delivered = 0 if delivery is None else await _changed(conn, delivery)
             subject, detail = catalog_rows.upload_audit(upload, delivered=bool(delivered))
             await insert_audit(conn, upload.completed_at, actor, "upload.complete", subject, detail)
         return True

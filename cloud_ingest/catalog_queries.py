@@ -20,6 +20,7 @@ from cloud_ingest.catalog import (
     DeviceRecord,
     RawRequestRecord,
     RawRequestState,
+    UploadRecord,
 )
 from cloud_ingest.catalog_rows import (
     BATCH_SELECT,
@@ -39,6 +40,7 @@ __all__ = [
     "batch",
     "device",
     "device_uploaded_blob",
+    "deliver_raw_request",
     "devices",
     "expire_raw_requests",
     "has_blob",
@@ -180,6 +182,16 @@ def move_raw_request(
         " upload_id = COALESCE(?, upload_id)"
         " WHERE request_id = ? AND device_id = ? AND state = 'requested'",
         (state, now, upload_id, request_id, device_id),
+    )
+
+
+def deliver_raw_request(upload: UploadRecord) -> Statement | None:
+    """Move the raw request a completed upload names (if any) to delivered."""
+    request_id = upload.metadata.get("request_id")
+    if not request_id:
+        return None
+    return move_raw_request(
+        upload.device_id, request_id, "delivered", upload.completed_at, upload.upload_id
     )
 
 

@@ -26,7 +26,7 @@ from cloud_ingest.catalog import (
 )
 from cloud_ingest.catalog_queries import PrincipalRole
 from cloud_ingest.catalog_rows import BATCH_SELECT, batch_row
-from cloud_ingest.catalog_sqlite_rows import migrate, move_raw_request
+from cloud_ingest.catalog_sqlite_rows import changed, migrate
 from cloud_ingest.errors import CatalogUnavailable, CatalogVersionError, Conflict, NotFound
 from cloud_ingest.group_commit import GroupCommit
 from cloud_ingest.principal import Principal
@@ -275,13 +275,15 @@ class SqliteCatalog(SqliteDatabase):
         moved = 0
         async with self._transaction() as db:
             for request_id in request_ids:
-                moved += await move_raw_request(db, device_id, request_id, state, now, upload_id)
+                moved += await changed(
+                    db,
+                    catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id),
+                )
         return moved
 
     async def expire_raw_requests(self, now: float) -> int:
         async with self._transaction() as db:
-            cursor = await db.execute(*catalog_queries.expire_raw_requests(now))
-            return cursor.rowcount
+            return await changed(db, catalog_queries.expire_raw_requests(now))
 
     # ------------------------------------------------------------- uploads, blobs
 
@@ -300,17 +302,8 @@ class SqliteCatalog(SqliteDatabase):
                     f" VALUES ({_marks(5)})",
                     catalog_rows.blob_values(upload),
                 )
-            request_id = upload.metadata.get("request_id")
-            delivered = 0
-            if request_id:
-                delivered = await move_raw_request(
-                    db,
-                    upload.device_id,
-                    request_id,
-                    "delivered",
-                    upload.completed_at,
-                    upload.upload_id,
-                )
+            delivery = catalog_queries.deliver_raw_request(upload)
+            delivered = 0 if delivery is None else await changed(db, delivery)
             subject, detail = catalog_rows.upload_audit(upload, delivered=bool(delivered))
             await insert_audit(db, upload.completed_at, actor, "upload.complete", subject, detail)
         return True

@@ -1,4 +1,4 @@
-"""SQLite parts of the catalog: migrations and the one raw-request state move
+"""SQLite parts of the catalog: migrations and running a shared statement
 (``catalog_sqlite.py`` holds the writes; the reads and statements both backends
 share are in ``catalog_queries.py``, the SELECT lists and row mapping in
 ``catalog_rows.py``)."""
@@ -7,26 +7,16 @@ from __future__ import annotations
 
 import aiosqlite
 
-from cloud_ingest import catalog_queries
-from cloud_ingest.catalog import RawRequestState
 from cloud_ingest.catalog_schema import MIGRATIONS, SCHEMA_VERSION
 from cloud_ingest.errors import CatalogVersionError
+from cloud_ingest.sql_dialects import Statement
 
-__all__ = ["migrate", "move_raw_request"]
+__all__ = ["changed", "migrate"]
 
 
-async def move_raw_request(
-    db: aiosqlite.Connection,
-    device_id: str,
-    request_id: str,
-    state: RawRequestState,
-    now: float,
-    upload_id: str | None,
-) -> int:
-    """Move one of the device's *requested* raw requests to ``state``; 1 if it moved."""
-    cursor = await db.execute(
-        *catalog_queries.move_raw_request(device_id, request_id, state, now, upload_id)
-    )
+async def changed(db: aiosqlite.Connection, statement: Statement) -> int:
+    """Run one shared statement in the caller's transaction; how many rows it changed."""
+    cursor = await db.execute(*statement)
     return cursor.rowcount
 
 

@@ -10,13 +10,20 @@ from typing import Any
 import pytest
 
 from cloud_ingest import catalog_queries
+from cloud_ingest.catalog import UploadRecord
 from cloud_ingest.models import store_rows
 from cloud_ingest.models.store_rows import DeviceOutcome, ReleaseRecord
 from cloud_ingest.sql_dialects import INSERTION_ORDER, Dialect, Read, render
 from sync.protocol import Stream
 
 STREAM = next(iter(Stream))
+UPLOAD_FOR_REQUEST = UploadRecord("u", "d", 1, None, 1.0, {"request_id": "r"})
 RELEASE = ReleaseRecord("m", "1", 1, "00" * 32, 1, "k", b"{}", "op", 1.0)
+
+
+def test_an_upload_naming_no_raw_request_delivers_none() -> None:
+    assert catalog_queries.deliver_raw_request(UploadRecord("u", "d", 1, None, 1.0)) is None
+    assert catalog_queries.deliver_raw_request(UPLOAD_FOR_REQUEST) is not None
 
 
 def _statements() -> list[tuple[str, tuple[Any, ...]]]:
@@ -43,6 +50,8 @@ def _statements() -> list[tuple[str, tuple[Any, ...]]]:
         store_rows.outcomes_read("m", "1"),
         store_rows.device_outcomes_read("d"),
     ]
+    delivery = catalog_queries.deliver_raw_request(UPLOAD_FOR_REQUEST)
+    assert delivery is not None
     return [
         *((read.sql, read.params) for read in reads),
         catalog_queries.revoked_at("device", "d"),
@@ -50,6 +59,7 @@ def _statements() -> list[tuple[str, tuple[Any, ...]]]:
         catalog_queries.record_sync("d", {"ok": True}, 1.0),
         catalog_queries.move_raw_request("d", "r", "delivered", 1.0, None),
         catalog_queries.expire_raw_requests(1.0),
+        delivery,
         store_rows.held_manifest(RELEASE),
         store_rows.active_rollout("m"),
         store_rows.held_outcome(DeviceOutcome("d", "m", "1", 1, "ok", None, None)),
