@@ -30,7 +30,6 @@ the result needs only onnxruntime.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from appliance.errors import ModelLoadError
+from appliance.inference.derived_files import recorded_sha256, vouched_path, write_derived
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.quantize import (
     DET_INT8_MODEL,
     int8_detector_path,
     recorded_int8_sha256,
 )
-from sync.shared.durable_file import replace_durably
 
 if TYPE_CHECKING:
     import onnx
@@ -267,10 +266,6 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
     return model, {"affine": affine, "hardswish": len(chains)}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _pinned_recognizer_sha256(models_dir: Path) -> str | None:
     return next(m.sha256 for m in MODEL_FILES if m.name == "ch_PP-OCRv4_rec_infer.onnx")
 
@@ -305,36 +300,17 @@ DET_INT8_FOLD = Fold(
 FOLDS = (REC_FOLD, DET_INT8_FOLD)
 
 
-def _record(fold: Fold, models_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((models_dir / fold.record).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def recorded_folded_sha256(fold: Fold, models_dir: Path) -> str | None:
     """The folded file's sha256 as its record states it (no hashing: for a file that
     ``folded_path`` already checked against that record)."""
-    record = _record(fold, models_dir)
-    sha256 = None if record is None else record.get("sha256")
-    return sha256 if isinstance(sha256, str) else None
+    return recorded_sha256(models_dir / fold.record)
 
 
 def folded_path(fold: Fold, models_dir: Path) -> Path | None:
     """The folded file in ``models_dir`` if its record vouches for it, else None."""
-    path = models_dir / fold.folded
-    record = _record(fold, models_dir) if path.is_file() else None
-    source_sha256 = fold.source_sha256(models_dir) if record is not None else None
-    if (
-        record is None
-        or source_sha256 is None
-        or record.get("source_sha256") != source_sha256
-        or record.get("recipe") != RECIPE
-        or record.get("sha256") != _sha256(path)
-    ):
-        return None
-    return path
+    return vouched_path(
+        models_dir / fold.folded, models_dir / fold.record, fold.source_sha256(models_dir), RECIPE
+    )
 
 
 def fold_model(fold: Fold, models_dir: Path) -> Path:
@@ -344,7 +320,11 @@ def fold_model(fold: Fold, models_dir: Path) -> Path:
     if existing is not None:
         return existing
     source, expected = models_dir / fold.source, fold.source_sha256(models_dir)
-    if expected is None or not source.is_file() or _sha256(source) != expected:
+    if (
+        expected is None
+        or not source.is_file()
+        or hashlib.sha256(source.read_bytes()).hexdigest() != expected
+    ):
         raise FoldError(
             f"{source} is missing or not the expected file (run 'make models' to fetch and "
             "quantize the pinned models first)"
@@ -358,15 +338,11 @@ def fold_model(fold: Fold, models_dir: Path) -> Path:
     model, counts = fold_graph(onnx.load(str(source)))
     onnx.checker.check_model(model)
     data = model.SerializeToString()
-    replace_durably(models_dir / fold.folded, data)
     record = {
         "source": fold.source,
         "source_sha256": expected,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
         "recipe": RECIPE,
         "folded": counts,
         "versions": {p: metadata.version(p) for p in ("onnx", "numpy")},
     }
-    replace_durably(models_dir / fold.record, (json.dumps(record, indent=2) + "\n").encode())
-    return models_dir / fold.folded
+    return write_derived(models_dir / fold.folded, models_dir / fold.record, data, record)

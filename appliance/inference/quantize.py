@@ -16,9 +16,7 @@ step, ``make models``); loading the result needs only onnxruntime.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import tempfile
 from contextlib import redirect_stdout
 from importlib import metadata
@@ -28,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from appliance.errors import ModelLoadError
+from appliance.inference.derived_files import recorded_sha256, vouched_path, write_derived
 from appliance.inference.model_files import MODEL_FILES, ModelFileError, verify
 from appliance.inference.text_detection import detection_input
-from sync.shared.durable_file import replace_durably
 
 __all__ = [
     "CALIBRATION_SEED",
@@ -68,10 +66,6 @@ class QuantizeError(ModelLoadError):
     """The INT8 detector cannot be made (missing library or source file); not retryable."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _pinned_source_sha256() -> str:
     return next(m.sha256 for m in MODEL_FILES if m.name == DET_FP32_MODEL)
 
@@ -89,34 +83,20 @@ def calibration_inputs(
     return tensors
 
 
-def _record(models_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((models_dir / DET_INT8_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def recorded_int8_sha256(models_dir: Path) -> str | None:
     """The INT8 detector's sha256 as its record states it (no hashing: for a file that
     ``int8_detector_path`` already checked against that record)."""
-    record = _record(models_dir)
-    sha256 = None if record is None else record.get("sha256")
-    return sha256 if isinstance(sha256, str) else None
+    return recorded_sha256(models_dir / DET_INT8_RECORD)
 
 
 def int8_detector_path(models_dir: Path) -> Path | None:
     """The INT8 detector in ``models_dir`` if its record vouches for it, else None."""
-    path = models_dir / DET_INT8_MODEL
-    record = _record(models_dir) if path.is_file() else None
-    if (
-        record is None
-        or record.get("source_sha256") != _pinned_source_sha256()
-        or record.get("recipe") != RECIPE
-        or record.get("sha256") != _sha256(path)
-    ):
-        return None
-    return path
+    return vouched_path(
+        models_dir / DET_INT8_MODEL,
+        models_dir / DET_INT8_RECORD,
+        _pinned_source_sha256(),
+        RECIPE,
+    )
 
 
 def quantize_detector(models_dir: Path) -> Path:
@@ -174,14 +154,10 @@ def quantize_detector(models_dir: Path) -> Path:
             calibrate_method=CalibrationMethod.Percentile,
         )
         data = output.read_bytes()
-    replace_durably(models_dir / DET_INT8_MODEL, data)
     record = {
         "source": DET_FP32_MODEL,
         "source_sha256": _pinned_source_sha256(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
         "recipe": RECIPE,
         "versions": {p: metadata.version(p) for p in ("onnx", "onnxruntime", "numpy")},
     }
-    replace_durably(models_dir / DET_INT8_RECORD, (json.dumps(record, indent=2) + "\n").encode())
-    return models_dir / DET_INT8_MODEL
+    return write_derived(models_dir / DET_INT8_MODEL, models_dir / DET_INT8_RECORD, data, record)

@@ -26,16 +26,23 @@ def config_problems(data: dict[str, object], environ: Mapping[str, str] | None =
     return [line.strip() for line in lines]
 
 
+def yardlink_cli(
+    *args: str, cwd: Path = REPO, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``yardlink ARGS`` in a child process (this interpreter), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "yardlink.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+    )
+
+
 def check_config(
     path: Path, *extra: str, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``yardlink appliance check-config`` in a child process, from the repository root."""
     environ = {"PATH": "/usr/bin:/bin", "YARDLINK_LOCAL_API__PORT": "9001", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "yardlink.cli", "appliance", "check-config", str(path), *extra],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=environ,
-    )
+    return yardlink_cli("appliance", "check-config", str(path), *extra, env=environ)

@@ -5,23 +5,12 @@ from __future__ import annotations
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from appliance.local_auth import token_problem
-from tests.appliance.config_harness import REPO
-
-
-def _yardlink(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "yardlink.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
+from tests.appliance.config_harness import REPO, yardlink_cli
 
 
 def _site_toml(tmp_path: Path, *, data_dir: Path, port: int = 0) -> Path:
@@ -65,14 +54,14 @@ def test_check_config_and_run_refuse_a_missing_or_unreadable_file(
     tmp_path: Path, args: list[str], words: list[str]
 ) -> None:
     argv = [arg.format(tmp=tmp_path) for arg in args]
-    _assert_one_clear_error(_yardlink("appliance", *argv, cwd=tmp_path), *words)
+    _assert_one_clear_error(yardlink_cli("appliance", *argv, cwd=tmp_path), *words)
 
 
 def test_run_with_a_data_dir_that_cannot_be_created_says_so(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory", encoding="utf-8")
     config = _site_toml(tmp_path, data_dir=blocker / "var")
-    result = _yardlink("appliance", "run", "--config", str(config), cwd=tmp_path)
+    result = yardlink_cli("appliance", "run", "--config", str(config), cwd=tmp_path)
     _assert_one_clear_error(result, "cannot start", str(blocker))
 
 
@@ -82,12 +71,12 @@ def test_run_on_a_port_in_use_says_so(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = _site_toml(tmp_path, data_dir=tmp_path / "var", port=port)
-        result = _yardlink("appliance", "run", "--config", str(config), cwd=tmp_path)
+        result = yardlink_cli("appliance", "run", "--config", str(config), cwd=tmp_path)
     _assert_one_clear_error(result, "cannot start", "address already in use")
 
 
 def test_gen_token_prints_a_fit_token_each_time(tmp_path: Path) -> None:
-    first, second = (_yardlink("appliance", "gen-token", cwd=tmp_path) for _ in range(2))
+    first, second = (yardlink_cli("appliance", "gen-token", cwd=tmp_path) for _ in range(2))
     assert first.returncode == second.returncode == 0, first.stderr
     tokens = [first.stdout.strip(), second.stdout.strip()]
     assert tokens[0] != tokens[1]
@@ -96,7 +85,7 @@ def test_gen_token_prints_a_fit_token_each_time(tmp_path: Path) -> None:
 
 def test_gen_token_writes_an_owner_only_file_that_the_config_takes(tmp_path: Path) -> None:
     token_file = tmp_path / "technician.token"
-    made = _yardlink("appliance", "gen-token", "--file", str(token_file), cwd=tmp_path)
+    made = yardlink_cli("appliance", "gen-token", "--file", str(token_file), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert made.stdout == ""  # the token is not shown: it is in the file
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -108,10 +97,10 @@ def test_gen_token_writes_an_owner_only_file_that_the_config_takes(tmp_path: Pat
         + f'host = "0.0.0.0"\ntechnician_token_file = "{token_file}"\n',
         encoding="utf-8",
     )
-    checked = _yardlink("appliance", "check-config", str(config), cwd=tmp_path)
+    checked = yardlink_cli("appliance", "check-config", str(config), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
 
-    again = _yardlink("appliance", "gen-token", "--file", str(token_file), cwd=tmp_path)
+    again = yardlink_cli("appliance", "gen-token", "--file", str(token_file), cwd=tmp_path)
     _assert_one_clear_error(again, "already exists", "rotate")
     assert token_file.read_text(encoding="utf-8").strip() == token  # never overwritten
 
@@ -134,7 +123,7 @@ def test_run_refuses_an_unguarded_or_weak_local_api(
     config.write_text(
         config.read_text(encoding="utf-8") + local_api.format(loose=loose), encoding="utf-8"
     )
-    result = _yardlink("appliance", "run", "--config", str(config), cwd=tmp_path)
+    result = yardlink_cli("appliance", "run", "--config", str(config), cwd=tmp_path)
     _assert_one_clear_error(result, str(config), "1 problem(s)")
     for word in words:  # the problem itself is on the line below the error: line
         assert word.format(loose=loose) in result.stderr, result.stderr

@@ -28,6 +28,7 @@ from image_build.service import HandOver, UnitCommand
 from image_build.switch import Release, settle_root, switch_slot
 from image_build.units import write_units
 from sync.shared.signing import Keyring, SigningKey
+from tests.appliance.config_harness import yardlink_cli
 
 # the generator of the releases before this rule: it followed `current` alone
 FOLLOWS_CURRENT = b"""#!/bin/sh
@@ -234,17 +235,25 @@ def test_a_reboot_after_a_kill_anywhere_in_the_switch_starts_a_confirmed_slot(
     assert set(started) == {"a", kept}  # a until confirmed, then the kept one only
 
 
-def test_a_reboot_during_the_settle_of_a_trial_starts_the_confirmed_slot(
+def _restore_an_open_trial(
     gateway: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The gateway's root as a kill left it while slot b was on trial."""
     images = _record(
         monkeypatch,
         gateway,
         tmp_path / "switch",
         lambda: _switch_to_b(gateway, HandOver(True), None),
     )
-    crash = CrashImages(gateway, tmp_path / "work")
-    crash.restore(next(image for image in images if _trial_on_b(image)))
+    CrashImages(gateway, tmp_path / "work").restore(
+        next(image for image in images if _trial_on_b(image))
+    )
+
+
+def test_a_reboot_during_the_settle_of_a_trial_starts_the_confirmed_slot(
+    gateway: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _restore_an_open_trial(gateway, tmp_path, monkeypatch)
     settling = _record(
         monkeypatch, gateway, tmp_path / "settle", lambda: settle_root(gateway, None, 5.0)
     )
@@ -252,26 +261,10 @@ def test_a_reboot_during_the_settle_of_a_trial_starts_the_confirmed_slot(
     assert set(_boots_a_confirmed_slot(gateway, settling, tmp_path / "boots")) == {"a"}
 
 
-def _yardlink(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "yardlink.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_the_settle_unit_runs_the_booted_slots_settle_and_says_what_it_did(
     gateway: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    images = _record(
-        monkeypatch,
-        gateway,
-        tmp_path / "switch",
-        lambda: _switch_to_b(gateway, HandOver(True), None),
-    )
-    CrashImages(gateway, tmp_path).restore(next(image for image in images if _trial_on_b(image)))
+    _restore_an_open_trial(gateway, tmp_path, monkeypatch)
     subprocess.run([str(gateway.generator_file), str(tmp_path / "boot")], check=True)
     wants = tmp_path / "boot" / "multi-user.target.wants"
     assert sorted(p.name for p in wants.iterdir()) == [
@@ -295,7 +288,7 @@ def test_settle_and_install_errors_are_one_line_and_a_refused_bundle_leaves_no_t
     gateway: Layout, tmp_path: Path, keyring: Keyring, release_key: SigningKey
 ) -> None:
     gateway.state_file.write_text("{")
-    broken = _yardlink("image", "settle", "--root", str(gateway.root), "--service", "none")
+    broken = yardlink_cli("image", "settle", "--root", str(gateway.root), "--service", "none")
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     assert broken.stderr.startswith(f"error: cannot read {gateway.state_file}: ")
     assert broken.stderr.count("\n") == 1
@@ -304,7 +297,7 @@ def test_settle_and_install_errors_are_one_line_and_a_refused_bundle_leaves_no_t
     junk.write_bytes(b"not a bundle")
     trust = tmp_path / "keyring.json"
     trust.write_bytes(keyring_envelope(keyring, release_key))
-    refused = _yardlink(
+    refused = yardlink_cli(
         "image", "install", str(junk), "--root", str(fresh), "--trust", str(trust),
         "--service", "none", "--device-id", "gate-07",
     )  # fmt: skip
