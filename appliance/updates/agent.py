@@ -30,6 +30,7 @@ from appliance.updates.errors import ReleaseError, ReleaseValidationFailed
 from appliance.updates.release_tasks import (
     GoldenReport,
     close_task,
+    files_in_use,
     load_release_task,
     sla_ms,
     validate_golden,
@@ -297,6 +298,7 @@ class UpdateAgent:
                 "golden_cases": report.cases,
                 "worst_median_ms": round(report.worst_median_ms, 1),
                 "budget_ms": report.budget_ms,
+                "runs": files_in_use(loaded, directory),  # what serves once switched
             },
         )
         return Candidate(manifest=manifest, slot=slot, task=loaded, report=report)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.inference.validation import add_validate_commands
-from appliance.updates.errors import ReleaseError
+from appliance.updates.errors import ReleaseError, ReleaseValidationFailed
 from appliance.updates.package import build_release, sign_release, verify_release
 from appliance.updates.wiring import load_keyring
 from sync.protocol.releases import RolloutPlan
@@ -101,6 +101,7 @@ def _package(args: argparse.Namespace) -> int:
         out=args.out,
         golden_frames=args.golden_frames,
         model_files=model_files,
+        derived=not args.no_derived,
     )
     print(json.dumps({"archive": str(build.archive), **build.report}, indent=2))
     return 0
@@ -146,7 +147,7 @@ def _verify(args: argparse.Namespace) -> int:
             device_class=args.device_class,
             active_counter=args.active_counter,
         )
-    except VerificationError as exc:
+    except (VerificationError, ReleaseValidationFailed) as exc:
         print(f"refused ({exc.check}): {exc}", file=sys.stderr)
         return 3
     m = verified.manifest
@@ -185,6 +186,12 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     package.add_argument("--out", type=Path, required=True)
     package.add_argument("--golden-frames", type=int, default=3)
     package.add_argument("--model", action="append", help="ROLE=FILE in MODEL_DIR (det, rec, face)")
+    package.add_argument(
+        "--no-derived",
+        action="store_true",
+        help="leave out the INT8 and folded files 'make models' derived (the device then "
+        "runs the plain files: not what 'models validate' measured)",
+    )
     package.set_defaults(handler=_plain_errors(_package))
 
     sign = commands.add_parser("sign", help="write the signed manifest of a release archive")

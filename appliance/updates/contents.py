@@ -5,6 +5,8 @@ manifest with its size and sha256)::
 
     release.json            this document
     model/<file>            the model files, by role (gate_ocr: det, rec; face_anonymize: face)
+    model/<derived>         files 'make models' derived from them (INT8, folded) and the
+                            record vouching for each (``derived_members``)
     golden/<nnn>.png        golden input frames
     validation.json         the model's validation report from the operator's machine
 """

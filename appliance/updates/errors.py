@@ -16,9 +16,11 @@ class ReleaseError(ApplianceError):
 
 
 class ReleaseValidationFailed(ReleaseError):
-    """The staged model did not reproduce its golden outputs or missed its latency budget.
+    """The staged model did not reproduce its golden outputs, missed its latency budget,
+    or carries a derived file its record does not vouch for.
 
-    ``check`` is ``golden`` or ``latency`` (for the audit record and the cloud's report)."""
+    ``check`` is ``golden``, ``latency`` or ``derived`` (for the audit record and the
+    cloud's report)."""
 
     code = "validation_failed"
 

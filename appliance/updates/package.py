@@ -27,12 +27,15 @@ from appliance.updates.contents import (
     VALIDATION_FILE,
     GoldenCase,
     ReleaseContents,
+    load_contents,
     parse_contents,
 )
+from appliance.updates.derived_members import check_derived, derived_members
 from appliance.updates.errors import ReleaseError
 from appliance.updates.release_tasks import (
     close_task,
     expected_detections,
+    files_in_use,
     load_release_task,
     read_golden_frame,
     sla_ms,
@@ -87,18 +90,22 @@ def build_release(
     golden_seed: int = 1,
     model_files: dict[str, str] | None = None,
     inference: InferenceSettings | None = None,
+    derived: bool = True,
 ) -> Build:
-    """Write ``out``: model files, golden frames with the outputs this model gives on
-    them (real runtime), the validation report and ``release.json``."""
+    """Write ``out``: model files (with their derived files and records unless not
+    ``derived``), golden frames with the outputs the files that will run give on them
+    (real runtime), the validation report and ``release.json``."""
     if task not in DEFAULT_MODEL_FILES:
         raise ReleaseError(f"unknown task {task!r} (known: {', '.join(DEFAULT_MODEL_FILES)})")
     roles = {**DEFAULT_MODEL_FILES[task], **(model_files or {})}
-    members: dict[str, bytes] = {}
+    files: dict[str, Path] = {}  # name under model/ -> the file on this machine
     for role, file_name in roles.items():
         path = model_dir / file_name
         if not path.is_file():
             raise ReleaseError(f"model file for role {role!r} not found: {path}")
-        members[f"model/{Path(file_name).name}"] = path.read_bytes()
+        files[path.name] = path
+    shipped = derived_members(files, model_dir) if derived else {}
+    members = {f"model/{name}": path.read_bytes() for name, path in {**files, **shipped}.items()}
     camera = SyntheticYardCamera(seed=golden_seed)
     frames = camera.frames(golden_frames)
     for index, frame in enumerate(frames):
@@ -127,6 +134,7 @@ def build_release(
             # Latency is the device's to judge (its own budget, its own hardware); here
             # it is only reported.
             timing = validate_golden(loaded, contents, root, float("inf"), latency_runs=1)
+            runs = files_in_use(loaded, root)
         finally:
             close_task(loaded)
     report = {
@@ -138,6 +146,8 @@ def build_release(
         "recall": round(found / wanted, 4) if wanted else None,
         "worst_median_ms": round(timing.worst_median_ms, 1),
         "device_budget_ms": sla_ms(settings, task),
+        "derived_files": sorted(f"model/{name}" for name in shipped),
+        "runs": runs,  # the files the golden outputs came from (this machine's settings)
     }
     members[CONTENTS_FILE] = contents.dump()
     members[VALIDATION_FILE] = json.dumps(report, indent=2, sort_keys=True).encode() + b"\n"
@@ -233,7 +243,8 @@ def verify_release(
     floor: TimeFloor | None = None,
     active_counter: int | None = None,
 ) -> VerifiedRelease:
-    """Every check the appliance makes before staging, in its order."""
+    """Every check the appliance makes before staging, in its order, then the derived
+    files' records (``ReleaseValidationFailed``, check ``derived``)."""
     verified = verify_manifest(
         manifest,
         keyring,
@@ -244,4 +255,7 @@ def verify_release(
     verify_file(archive, verified.manifest.artifact.digest())
     with tempfile.TemporaryDirectory(prefix="yardlink-verify-") as tmp:
         extract_archive(archive, Path(tmp), verified.manifest.file_digests())
+        contents = load_contents(Path(tmp))
+        for directory in {(Path(tmp) / path).parent for path in contents.models.values()}:
+            check_derived(directory)  # the check a device makes before loading
     return verified

@@ -4,11 +4,14 @@ The same code runs on the operator's machine (``yardlink models package``
 records the expected outputs) and on the appliance (the staged model must
 reproduce them and stay inside the task's latency budget), with the real
 runtimes.  A task loaded from a release reports the release's version as its
-``model_version``, so every record names the model that really ran.
+``model_version``, so every record names the model that really ran.  Derived files
+the release carries (INT8, folded) are checked first (``derived_members``) and then
+picked by the task's loader as from the models directory; the log names what runs.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import Counter
@@ -26,6 +29,7 @@ from appliance.inference.gate_ocr import load_gate_ocr
 from appliance.inference.results import InferenceTask, TaskResult
 from appliance.inference.settings import InferenceSettings
 from appliance.updates.contents import ExpectedDetection, GoldenCase, ReleaseContents
+from appliance.updates.derived_members import check_derived
 from appliance.updates.errors import ReleaseError, ReleaseValidationFailed
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "GoldenReport",
     "close_task",
     "expected_detections",
+    "files_in_use",
     "load_release_task",
     "read_golden_frame",
     "sla_ms",
@@ -47,6 +52,7 @@ _LOADERS: dict[str, _Loader] = {
 }
 TASK_ROLES: dict[str, tuple[str, ...]] = {"gate_ocr": ("det", "rec"), "face_anonymize": ("face",)}
 _LATENCY_RUNS = 3  # timed runs per golden case after the first (warm-up) one
+_log = logging.getLogger(__name__)
 
 
 def sla_ms(inference: InferenceSettings, task: str) -> float:
@@ -60,21 +66,42 @@ def sla_ms(inference: InferenceSettings, task: str) -> float:
 def load_release_task(
     contents: ReleaseContents, root: Path, inference: InferenceSettings
 ) -> InferenceTask:
-    """Load and warm up the release's task from its files under ``root``."""
+    """Load and warm up the release's task from its files under ``root``; a derived
+    file whose record does not vouch fails it (``ReleaseValidationFailed``, ``derived``)."""
     loader = _LOADERS.get(contents.task)
     if loader is None:
         raise ReleaseError(f"release for unknown task {contents.task!r}")
     roles = TASK_ROLES[contents.task]
     if sorted(contents.models) != sorted(roles):
         raise ReleaseError(f"task {contents.task} needs model roles {roles}, got {contents.models}")
+    paths = {role: root / path for role, path in contents.models.items()}
+    derived = [
+        name for d in sorted({p.parent for p in paths.values()}) for name in check_derived(d)
+    ]
     try:
-        task = loader(inference, {role: root / path for role, path in contents.models.items()})
+        task = loader(inference, paths)
     except ApplianceError:
         raise
     except Exception as exc:
         raise ReleaseError(f"{contents.name} {contents.version}: cannot load: {exc}") from exc
     task.model_version = contents.version  # records name the release that ran
+    _log.info(
+        "release %s %s of %s runs %s (derived files carried: %s)",
+        contents.name,
+        contents.version,
+        contents.task,
+        ", ".join(files_in_use(task, root)),
+        ", ".join(derived) or "none",
+    )
     return task
+
+
+def files_in_use(task: InferenceTask, root: Path) -> list[str]:
+    """The model files ``task`` runs, relative to ``root`` when under it."""
+    models = [getattr(task, name, None) for name in ("det", "rec")]
+    models += list(getattr(task, "models", ()))
+    paths = {path for m in models if isinstance(path := getattr(m, "path", None), Path)}
+    return sorted(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths)
 
 
 def close_task(task: InferenceTask) -> None:

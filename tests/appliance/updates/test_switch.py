@@ -11,6 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from appliance.daemon import Daemon
+from appliance.inference.model_fold import REC_FOLD
+from appliance.updates.release_tasks import files_in_use
 from sync.protocol import Stream
 from tests.appliance.daemon_harness import TOKEN, read_events, wait_for
 from tests.appliance.updates.updates_daemon_harness import Pusher, updates_config
@@ -34,6 +36,10 @@ async def test_switch_shadow_commit_then_technician_rollback(
         assert verdict.commit, verdict.reason
         assert verdict.evidence["frames"] >= 3 and verdict.evidence["agreement"] == 1.0
         assert daemon.tasks["gate_ocr"].model_version == NEW_VERSION
+        # What was shadowed and now serves is the set the golden check ran: derived files.
+        slot = daemon.updates.agent.store.slot_dir("gate_ocr", "a")
+        serving = files_in_use(daemon.tasks["gate_ocr"], slot)
+        assert f"model/{REC_FOLD.folded}" in serving
         after_commit = pusher.accepted
         await wait_for(lambda: pusher.accepted >= after_commit + 2)
         # The technician rolls back through the local API (token required).
@@ -74,4 +80,5 @@ async def test_switch_shadow_commit_then_technician_rollback(
     actions = [b["action"] for b in audit]
     assert actions == ["model.staged", "model.switched", "model.committed", "model.rolled_back"]
     assert audit[2]["detail"]["shadow"]["frames"] >= 3
+    assert audit[0]["detail"]["runs"] == serving
     assert audit[3]["detail"]["actor"] == "technician"
