@@ -25,6 +25,7 @@ from sync.outbox.eviction import (
 from sync.outbox.evictor import coalesce_oldest, drop_expired, drop_oldest
 from sync.outbox.ledger import ClassLedger
 from sync.outbox.records import Removal
+from sync.outbox.to_the_end import to_the_end
 from sync.outbox.writer import GroupCommitQueue, WriterThread
 from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
@@ -93,23 +94,28 @@ class Capacity:
 
     async def _evict(self, steps: Sequence[EvictionStep]) -> int:
         """Carry out an eviction plan; returns the bytes freed."""
+        async with self._lock:
+            # each removal and its booking end together, even if the producer that
+            # asked for room is cancelled meanwhile (``to_the_end``)
+            return await to_the_end(self._evict_locked(steps))
+
+    async def _evict_locked(self, steps: Sequence[EvictionStep]) -> int:
         freed = 0
         ledger = self._ledger
         sync = self._settings.durability is Durability.SYNC
-        async with self._lock:
-            for step in steps:
-                need = step.bytes_to_free - freed
-                if need <= 0:
-                    break
-                stream, floor = step.stream, ledger.eviction_floor(step.stream)
-                try:
-                    removal, reason = await self._run_step(
-                        step, floor, need, ledger.usage[stream], sync
-                    )
-                finally:
-                    ledger.invalidate_walks(stream)
-                ledger.removed(stream, removal, reason)
-                freed += removal.bytes
+        for step in steps:
+            need = step.bytes_to_free - freed
+            if need <= 0:
+                break
+            stream, floor = step.stream, ledger.eviction_floor(step.stream)
+            try:
+                removal, reason = await self._run_step(
+                    step, floor, need, ledger.usage[stream], sync
+                )
+            finally:
+                ledger.invalidate_walks(stream)
+            ledger.removed(stream, removal, reason)
+            freed += removal.bytes
         return freed
 
     async def _run_step(
@@ -168,29 +174,33 @@ class Expiry:
         if self._database.closed:
             raise OutboxClosed("the outbox is closed")
         self._last_run = time.monotonic()
+        async with self._lock:
+            # each removal and its booking end together (``to_the_end``)
+            return await to_the_end(self._expire_locked())
+
+    async def _expire_locked(self) -> dict[str, int]:
         removed: Counter[str] = Counter()
         ledger = self._ledger
         sync = self._settings.durability is Durability.SYNC
-        async with self._lock:
-            for stream in Stream:
-                ttl = effective_ttl(stream, self._settings.ttl_s)
-                if stream in NEVER_EVICTED or ledger.usage[stream].records == 0:
-                    continue
-                try:
-                    removal = await self._writer.run(
-                        drop_expired,
-                        self._database.store,
-                        stream,
-                        ledger.eviction_floor(stream),
-                        now=self._clock(),
-                        ttl=ttl,
-                        need=None,
-                        stop_at_fresh=stream is not Stream.RAW_REQUESTED,
-                        current=ledger.usage[stream],
-                        sync=sync,
-                    )
-                finally:
-                    ledger.invalidate_walks(stream)
-                ledger.removed(stream, removal, f"{stream.value}_expired")
-                removed[f"{stream.value}_expired"] += len(removal.records)
+        for stream in Stream:
+            ttl = effective_ttl(stream, self._settings.ttl_s)
+            if stream in NEVER_EVICTED or ledger.usage[stream].records == 0:
+                continue
+            try:
+                removal = await self._writer.run(
+                    drop_expired,
+                    self._database.store,
+                    stream,
+                    ledger.eviction_floor(stream),
+                    now=self._clock(),
+                    ttl=ttl,
+                    need=None,
+                    stop_at_fresh=stream is not Stream.RAW_REQUESTED,
+                    current=ledger.usage[stream],
+                    sync=sync,
+                )
+            finally:
+                ledger.invalidate_walks(stream)
+            ledger.removed(stream, removal, f"{stream.value}_expired")
+            removed[f"{stream.value}_expired"] += len(removal.records)
         return {k: v for k, v in removed.items() if v}

@@ -146,6 +146,10 @@ class GroupCommit:
                 # Written here (rocksdict holds the GIL in write() on any thread), then
                 # fsynced on the writer thread, where flush_wal releases the GIL.
                 database.store.write_records(runs, counts, reserve, receipts)
+                # Booked at once, before any await: the ledger holds what the database
+                # holds even if this task is cancelled during the fsync (the counts
+                # persisted next are made from it; docs/OUTBOX.md, "Counts that drifted").
+                self._ledger.added(counts)
                 if sync:
                     await self._sync_group()
                 if reserve is not None:
@@ -154,7 +158,6 @@ class GroupCommit:
                 database.failed(exc, records)
                 raise
             seqs.committed(seq, reserve)
-            self._ledger.added(counts)
         for item in group:
             future = item.future
             if not future.done():

@@ -17,6 +17,7 @@ from sync.outbox.ledger import ClassLedger
 from sync.outbox.records import MAX_SEQ, BatchBoundary, OutboxRecord
 from sync.outbox.recovery import mark_corrupt
 from sync.outbox.seqs import SeqCounter
+from sync.outbox.to_the_end import to_the_end
 from sync.outbox.writer import WriterThread
 from sync.protocol import Stream
 from sync.settings import Durability, OutboxSettings
@@ -122,26 +123,32 @@ class Drain:
             up_to = min(up_to_seq, self._seqs.committed_seq)
             if up_to <= watermark:
                 return 0
-            done = ledger.pins_done(stream, up_to)
-            known = ledger.known_walk(stream, watermark, up_to)
-            try:
-                removal = await self._writer.run(
-                    database.store.ack,
-                    stream,
-                    watermark,
-                    up_to,
-                    ledger.usage[stream],
-                    done,
-                    sync,
-                    known,
-                )
-            except SyncError as exc:
-                database.failed(exc, 0)
-                raise
-            finally:
-                ledger.invalidate_walks(stream)
-            ledger.acked(stream, up_to, done)
-            ledger.removed(stream, removal, "acked")
+            # the delete and its booking in the ledger end together (``to_the_end``)
+            return await to_the_end(self._remove(stream, watermark, up_to, sync))
+
+    async def _remove(self, stream: Stream, watermark: int, up_to: int, sync: bool) -> int:
+        """Range-delete ``(watermark, up_to]`` on the writer thread, then book it."""
+        database, ledger = self._database, self._ledger
+        done = ledger.pins_done(stream, up_to)
+        known = ledger.known_walk(stream, watermark, up_to)
+        try:
+            removal = await self._writer.run(
+                database.store.ack,
+                stream,
+                watermark,
+                up_to,
+                ledger.usage[stream],
+                done,
+                sync,
+                known,
+            )
+        except SyncError as exc:
+            database.failed(exc, 0)
+            raise
+        finally:
+            ledger.invalidate_walks(stream)
+        ledger.acked(stream, up_to, done)
+        ledger.removed(stream, removal, "acked")
         return removal.count
 
     def acked_watermark(self, stream: Stream) -> int:
@@ -180,12 +187,17 @@ class Drain:
             if boundary.last_seq <= self._ledger.watermarks[boundary.stream]:
                 return  # already acknowledged: nothing will be sent again
             database.ensure_writable(0)
-            try:
-                await self._writer.run(database.store.put_pin, boundary)
-            except SyncError as exc:
-                database.failed(exc, 0)
-                raise
-            self._ledger.add_pin(boundary)
+            await to_the_end(self._pin(boundary))
+
+    async def _pin(self, boundary: BatchBoundary) -> None:
+        """Write the pin on the writer thread, then book it (even if the caller is
+        cancelled meanwhile: eviction must not pass a pin that is on disk)."""
+        try:
+            await self._writer.run(self._database.store.put_pin, boundary)
+        except SyncError as exc:
+            self._database.failed(exc, 0)
+            raise
+        self._ledger.add_pin(boundary)
 
     def pinned_batches(self, stream: Stream) -> list[BatchBoundary]:
         """Pinned, not yet fully acked batches of ``stream`` in seq order (survive restarts)."""

@@ -34,6 +34,7 @@ from sync.errors import RecordRejected
 from sync.outbox.database import Database
 from sync.outbox.ledger import ClassLedger
 from sync.outbox.seqs import SeqCounter
+from sync.outbox.to_the_end import to_the_end
 from sync.outbox.writer import WriterThread
 from sync.protocol import Stream
 
@@ -74,30 +75,34 @@ class SeqHistory:
         self._database.check_open()
         if type(cloud_max) is not int or cloud_max < 0:
             raise RecordRejected(f"cloud_max must be an int >= 0, not {cloud_max!r}")
-        seqs = self._seqs
         async with self._lock:
-            if cloud_max >= seqs.next_seq:
-                log.warning(
-                    "the cloud holds seqs up to %d, beyond any this outbox issued (%d): "
-                    "continuing above them (database restored or replaced?)",
-                    cloud_max,
-                    seqs.next_seq - 1,
-                )
-                await self._raise_floor(cloud_max + 1)
-            first = seqs.unconfirmed_from
-            if first is None:
+            # a renumbering and its booking end together (``to_the_end``)
+            return await to_the_end(self._confirm_locked(cloud_max))
+
+    async def _confirm_locked(self, cloud_max: int) -> int:
+        seqs = self._seqs
+        if cloud_max >= seqs.next_seq:
+            log.warning(
+                "the cloud holds seqs up to %d, beyond any this outbox issued (%d): "
+                "continuing above them (database restored or replaced?)",
+                cloud_max,
+                seqs.next_seq - 1,
+            )
+            await self._raise_floor(cloud_max + 1)
+        first = seqs.unconfirmed_from
+        if first is None:
+            return 0
+        if seqs.shift is None:
+            if not any(self._holds(stream, first, cloud_max) for stream in Stream):
+                await self._confirmed()
                 return 0
-            if seqs.shift is None:
-                if not any(self._holds(stream, first, cloud_max) for stream in Stream):
-                    await self._confirmed()
-                    return 0
-                shift = seqs.begin_renumbering(max(seqs.next_seq, cloud_max + 1) - first)
-                await self._raise_floor(first + 2 * shift)  # records the shift too
-            else:
-                shift = seqs.shift
-            moved = await self._renumber(first, shift)
-            await self._confirmed()
-            return moved
+            shift = seqs.begin_renumbering(max(seqs.next_seq, cloud_max + 1) - first)
+            await self._raise_floor(first + 2 * shift)  # records the shift too
+        else:
+            shift = seqs.shift
+        moved = await self._renumber(first, shift)
+        await self._confirmed()
+        return moved
 
     def _holds(self, stream: Stream, first: int, last: int) -> bool:
         """Whether ``stream`` holds a record with ``first <= seq <= last``."""

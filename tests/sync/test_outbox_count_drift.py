@@ -3,7 +3,9 @@
 A count of records over an empty class made the sync engine wait for records that
 were not there (it flushed a "partial batch" of nothing ahead of raw, for ever); the
 count is checked with one seek at open and set right by a read that walks the whole
-class.  The drift is made here by writing a wrong count into the closed database.
+class.  The drift is made here by writing a wrong count into the closed database (its
+origin, a write whose caller was cancelled, is pinned in
+``test_outbox_cancelled_writes.py``); these tests keep the safety net.
 """
 
 from __future__ import annotations
@@ -12,29 +14,14 @@ import logging
 from pathlib import Path
 
 import pytest
-from rocksdict import Options, Rdict
 
 from sync.outbox import Outbox
 from sync.outbox.eviction import ClassUsage
-from sync.outbox.records import COUNT, META_CF, count_key
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
+from tests.support.outbox import write_persisted_count
 
 SMALL = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
-
-
-def _write_count(path: Path, stream: Stream, records: int, nbytes: int) -> None:
-    """Overwrite the persisted count of ``stream`` in a closed outbox."""
-    names = Rdict.list_cf(str(path))
-    db = Rdict(
-        str(path),
-        options=Options(raw_mode=True),
-        column_families={name: Options(raw_mode=True) for name in names},
-    )
-    try:
-        db.get_column_family(META_CF)[count_key(stream)] = COUNT.pack(records, nbytes)
-    finally:
-        db.close()
 
 
 async def test_a_count_over_an_empty_class_is_zero_after_open(
@@ -45,7 +32,7 @@ async def test_a_count_over_an_empty_class_is_zero_after_open(
     seqs = await outbox.append_many(Stream.EVENTS, [b"a", b"b", b"c"])
     await outbox.ack(Stream.EVENTS, seqs[-1])
     await outbox.close()
-    _write_count(path, Stream.EVENTS, 2, 1160)  # what a stalled soak run's outbox held
+    write_persisted_count(path, Stream.EVENTS, 2, 1160)  # what a stalled soak run's outbox held
 
     with caplog.at_level(logging.ERROR):
         reopened = Outbox.open(path, SMALL)
@@ -65,7 +52,7 @@ async def test_a_zero_count_over_records_is_counted_again_at_open(tmp_path: Path
     await outbox.append_many(Stream.TELEMETRY, [b"x" * 100, b"y" * 50])
     held = outbox.stats().per_class[Stream.TELEMETRY]
     await outbox.close()
-    _write_count(path, Stream.TELEMETRY, 0, 0)
+    write_persisted_count(path, Stream.TELEMETRY, 0, 0)
 
     reopened = Outbox.open(path, SMALL)
     try:
@@ -82,7 +69,7 @@ async def test_a_read_that_walks_an_empty_class_sets_its_count_to_zero(
     try:
         seqs = await outbox.append_many(Stream.EVENTS, [b"a", b"b"])
         await outbox.ack(Stream.EVENTS, seqs[-1])
-        # the drift itself (cause not found) made by hand on the live ledger
+        # the drift made by hand on the live ledger (the safety net behind the fix)
         outbox._ledger.usage[Stream.EVENTS] = ClassUsage(2, 9)
         assert outbox.stats().per_class[Stream.EVENTS].records == 2
         with caplog.at_level(logging.ERROR):
