@@ -95,6 +95,8 @@ class Capacity:
     async def _evict(self, steps: Sequence[EvictionStep]) -> int:
         """Carry out an eviction plan; returns the bytes freed."""
         async with self._lock:
+            # after a failed write the ledger may be behind the database: reopen first
+            self._database.ensure_writable(0)
             # each removal and its booking end together, even if the producer that
             # asked for room is cancelled meanwhile (``to_the_end``)
             return await to_the_end(self._evict_locked(steps))
@@ -175,6 +177,8 @@ class Expiry:
             raise OutboxClosed("the outbox is closed")
         self._last_run = time.monotonic()
         async with self._lock:
+            # after a failed write the ledger may be behind the database: reopen first
+            self._database.ensure_writable(0)
             # each removal and its booking end together (``to_the_end``)
             return await to_the_end(self._expire_locked())
 

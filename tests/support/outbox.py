@@ -21,6 +21,7 @@ __all__ = [
     "OUTBOX",
     "OpenOutbox",
     "WriterGate",
+    "assert_counts_true",
     "held_usage",
     "persisted_usage",
     "write_persisted_count",
@@ -44,6 +45,14 @@ def held_usage(outbox: Outbox, stream: Stream) -> ClassUsage:
         records += 1
         nbytes += len(key) + len(value)
     return ClassUsage(records, nbytes)
+
+
+def assert_counts_true(outbox: Outbox) -> None:
+    """The outbox's count of every class is what the class really holds."""
+    per_class = outbox.stats().per_class
+    for stream in Stream:
+        usage = per_class[stream]
+        assert ClassUsage(usage.records, usage.bytes) == held_usage(outbox, stream), stream
 
 
 @contextmanager

@@ -29,7 +29,13 @@ from sync.outbox import BatchBoundary, Outbox, OutboxRecord
 from sync.outbox.eviction import ClassUsage
 from sync.protocol import Stream
 from sync.settings import OutboxSettings
-from tests.support.outbox import OUTBOX, WriterGate, held_usage, persisted_usage
+from tests.support.outbox import (
+    OUTBOX,
+    WriterGate,
+    assert_counts_true,
+    held_usage,
+    persisted_usage,
+)
 
 SOAK_PAYLOAD = b"e" * 555  # 580 B a record with key and header: the soak run's 2 x 580
 
@@ -68,13 +74,6 @@ async def _cancel_while_written(gate: WriterGate, work: Coroutine[Any, Any, obje
     return True
 
 
-def _assert_counts_true(outbox: Outbox) -> None:
-    per_class = outbox.stats().per_class
-    for stream in Stream:
-        usage = per_class[stream]
-        assert ClassUsage(usage.records, usage.bytes) == held_usage(outbox, stream), stream
-
-
 async def test_a_cancelled_ack_is_booked_and_no_count_drifts(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -85,13 +84,13 @@ async def test_a_cancelled_ack_is_booked_and_no_count_drifts(
 
     assert await _cancel_while_written(gate, outbox.ack(Stream.EVENTS, seqs[-1]))
     assert held_usage(outbox, Stream.EVENTS).records == 0  # the ack did land
-    _assert_counts_true(outbox)  # before the fix: 2 records, 1,160 B over none
+    assert_counts_true(outbox)  # before the fix: 2 records, 1,160 B over none
     assert outbox.acked_watermark(Stream.EVENTS) == seqs[-1]
 
     # the soak run's sequence: the class's next append and ack persisted the drift
     seq = await outbox.append(Stream.EVENTS, b"next")
     assert await outbox.ack(Stream.EVENTS, seq) == 1
-    _assert_counts_true(outbox)
+    assert_counts_true(outbox)
     await outbox.close()
     assert persisted_usage(path, Stream.EVENTS) == ClassUsage(0, 0)
 
@@ -99,7 +98,7 @@ async def test_a_cancelled_ack_is_booked_and_no_count_drifts(
         reopened = Outbox.open(path, OUTBOX)
     try:
         assert "outbox count of" not in caplog.text  # the guard of 1011051 had nothing to do
-        _assert_counts_true(reopened)
+        assert_counts_true(reopened)
     finally:
         await reopened.close()
 
@@ -143,7 +142,7 @@ async def test_an_eviction_for_a_cancelled_append_is_booked(tmp_path: Path) -> N
         assert await _cancel_while_written(gate, outbox.append(Stream.TELEMETRY, b"u" * 64_000))
         assert evicted, "the listener hears of what eviction removed (blobs are freed)"
         assert outbox.stats().evictions.get("telemetry_dropped") == len(evicted)
-        _assert_counts_true(outbox)
+        assert_counts_true(outbox)
     finally:
         await outbox.close()
 
@@ -166,7 +165,7 @@ async def test_a_cancelled_expiry_is_booked(tmp_path: Path) -> None:
         now[0] += 60
         assert await _cancel_while_written(gate, outbox.run_maintenance())
         assert len(evicted) == 3
-        _assert_counts_true(outbox)
+        assert_counts_true(outbox)
     finally:
         await outbox.close()
 
@@ -190,9 +189,9 @@ async def test_a_group_whose_flusher_is_cancelled_during_its_fsync_is_counted(
         with pytest.raises(asyncio.CancelledError):
             await append
         await gate.left()
-        _assert_counts_true(outbox)  # the records are in the database: so in the count
+        assert_counts_true(outbox)  # the records are in the database: so in the count
         await outbox.append(Stream.EVENTS, b"c")
-        _assert_counts_true(outbox)
+        assert_counts_true(outbox)
     finally:
         await outbox.close()
 
@@ -226,7 +225,7 @@ async def _interleaving(path: Path, ops: list[tuple[str, Stream, int, bool]]) ->
             if op == "reopen":
                 await outbox.close()
                 outbox, gate = _open(path, settings, clock=lambda: now[0])
-                _assert_counts_true(outbox)
+                assert_counts_true(outbox)
                 continue
             records = outbox.read(stream, max_records=n)
             work: Coroutine[Any, Any, object]
@@ -247,7 +246,7 @@ async def _interleaving(path: Path, ops: list[tuple[str, Stream, int, bool]]) ->
                 await _cancel_while_written(gate, work)
             else:
                 await work
-            _assert_counts_true(outbox)
+            assert_counts_true(outbox)
     finally:
         await outbox.close()
     persisted = {stream: persisted_usage(path, stream) for stream in Stream}
