@@ -146,10 +146,6 @@ class GroupCommit:
                 # Written here (rocksdict holds the GIL in write() on any thread), then
                 # fsynced on the writer thread, where flush_wal releases the GIL.
                 database.store.write_records(runs, counts, reserve, receipts)
-                # Booked at once, before any await: the ledger holds what the database
-                # holds even if this task is cancelled during the fsync (the counts
-                # persisted next are made from it; docs/OUTBOX.md, "Counts that drifted").
-                self._ledger.added(counts)
                 if sync:
                     await self._sync_group()
                 if reserve is not None:
@@ -157,7 +153,15 @@ class GroupCommit:
             except SyncError as exc:
                 database.failed(exc, records)
                 raise
+            except asyncio.CancelledError:
+                # Cancelled during the fsync: the group is in the database, so in the
+                # ledger too (the counts persisted next are made from it; booked only
+                # now so that its bytes are not counted twice with the queue's
+                # meanwhile; docs/OUTBOX.md, "Counts that drifted").
+                self._ledger.added(counts)
+                raise
             seqs.committed(seq, reserve)
+            self._ledger.added(counts)
         for item in group:
             future = item.future
             if not future.done():
