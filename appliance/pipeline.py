@@ -42,7 +42,7 @@ import numpy as np
 
 from appliance.errors import error_summary
 from appliance.frame_keeping import FrameKeeper
-from appliance.inference.tasks import TASKS, Detection, InferenceTask, TaskResult
+from appliance.inference.tasks import FACE_KINDS, TASKS, Detection, InferenceTask, TaskResult
 from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -240,7 +240,7 @@ class FrameProcessor:
         if redaction is None or not redaction.complete:
             return seqs  # never ship a frame when what to hide in it is unknown
         confidences = [
-            float(d.confidence) for r, _ in done for d in r.detections if d.kind != "face"
+            float(d.confidence) for r, _ in done for d in r.detections if d.kind not in FACE_KINDS
         ]
         if self._sampling.decide(min(confidences) if confidences else None, time.time()):
             await self._keeper.store_sample(frame, redaction.boxes, min(seqs))

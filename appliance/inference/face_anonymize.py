@@ -1,6 +1,9 @@
 """The ``face_anonymize`` task: find faces with BlazeFace on LiteRT, and blur them.
 
-``FaceAnonymizeTask.run`` returns the faces as ``Detection(kind="face")``;
+``FaceAnonymizeTask.run`` returns the faces as ``Detection(kind="face")`` and the
+boxes it scores just under ``min_score`` (from ``hide_min_score`` up) as
+``Detection(kind="face_unsure")``: both are hidden in what leaves the site, so a
+face the model is unsure of fails closed (filled), only the first count as faces;
 ``blur_faces(image, boxes)`` (``appliance.inference.face_blur``) returns a copy
 of the frame with every box (grown by a margin) hidden beyond recognition.  The
 daemon blurs every frame that may leave the site.
@@ -8,11 +11,8 @@ daemon blurs every frame that may leave the site.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from queue import SimpleQueue
@@ -35,6 +35,13 @@ from appliance.inference.blazeface import (
     weighted_nms,
 )
 from appliance.inference.face_blur import blur_faces
+from appliance.inference.face_model_threads import (
+    ModelsByShape,
+    ModelThreads,
+    Outputs,
+    Replies,
+    outputs_of,
+)
 from appliance.inference.face_scan import (
     ScanWindow,
     iter_scan_inputs,
@@ -45,12 +52,25 @@ from appliance.inference.frame_change import UnchangedFrames
 from appliance.inference.frame_check import require_bgr_frame
 from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.results import Detection, TaskResult
-from appliance.inference.runtimes import LiteRtModel, LoadedModel, TensorSpec, load_model
+from appliance.inference.runtimes import LoadedModel, load_model
 from appliance.inference.settings import FaceAnonymizeSettings
 
-__all__ = ["FACE_MODEL", "FaceAnonymizeTask", "blur_faces", "load_face_anonymize"]
+__all__ = [
+    "FACE",
+    "FACE_MODEL",
+    "HIDDEN_KINDS",
+    "UNSURE_FACE",
+    "FaceAnonymizeTask",
+    "blur_faces",
+    "load_face_anonymize",
+]
 
 FACE_MODEL = "face_detection_short_range.tflite"
+FACE = "face"
+# a box the model scores from ``hide_min_score`` up to ``min_score``: not counted as a
+# face, hidden like one in what leaves the site (a grey or small face scored just under)
+UNSURE_FACE = "face_unsure"
+HIDDEN_KINDS = frozenset({FACE, UNSURE_FACE})
 
 Image = np.ndarray[Any, Any]
 
@@ -60,121 +80,8 @@ def _model_version() -> str:
     return f"{spec.requirement.split('==')[1]}+{spec.sha256[:8]}"
 
 
-Outputs = dict[str, Image]
-Replies = SimpleQueue[tuple[int, "Outputs | BaseException"]]
-Request = tuple[int, Image, Replies]
 Region = tuple[int, int, int, int]
 _TILE_CACHE_SIZES = 16  # frame sizes whose tile regions are kept (cameras send a few)
-_SHAPES_KEPT = 16  # input shapes a model thread keeps an interpreter for
-
-
-def _resized(model: LoadedModel, shape: tuple[int, ...], settings: FaceAnonymizeSettings) -> Any:
-    """A new interpreter of ``model``'s file whose input is resized to ``shape``."""
-    if not isinstance(model, LiteRtModel):
-        raise ModelLoadError(f"runtime {model.runtime!r} cannot resize the face model's input")
-    loaded = load_model(settings.runtime, model.path)
-    if not isinstance(loaded, LiteRtModel):
-        raise ModelLoadError(f"runtime {loaded.runtime!r} cannot resize the face model's input")
-    spec = loaded.inputs[0]
-    try:
-        loaded.interpreter.resize_tensor_input(loaded.input_index[spec.name], list(shape))
-        loaded.interpreter.allocate_tensors()
-    except Exception as exc:  # the interpreter raises ValueError/RuntimeError
-        raise ModelLoadError(f"{model.path} cannot take an input of {shape}: {exc}") from exc
-    return dataclasses.replace(loaded, inputs=(TensorSpec(spec.name, shape, spec.dtype),))
-
-
-class _ModelsByShape:
-    """One model thread's interpreters: the one loaded (128x128) and, made on first
-    need, one resized for each other input shape a scan window has.  A model whose
-    input sides are dynamic (``None``) runs every shape itself."""
-
-    def __init__(self, model: LoadedModel, settings: FaceAnonymizeSettings) -> None:
-        self.model = model
-        self._settings = settings
-        self._by_shape: dict[tuple[int, ...], LoadedModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, shape: tuple[int, ...]) -> LoadedModel:
-        spec = self.model.inputs[0].shape if self.model.inputs else ()
-        if shape == spec or None in spec:
-            return self.model
-        with self._lock:
-            model = self._by_shape.get(shape)
-            if model is None:
-                if len(self._by_shape) >= _SHAPES_KEPT:
-                    self._by_shape.clear()
-                model = self._by_shape[shape] = _resized(self.model, shape, self._settings)
-            return model
-
-
-def _serve(models: _ModelsByShape, input_name: str, requests: SimpleQueue[Request | None]) -> None:
-    while (request := requests.get()) is not None:
-        index, tensor, replies = request
-        try:
-            replies.put((index, models.get(tensor.shape).run({input_name: tensor})))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            replies.put((index, exc))
-
-
-def _stop(requests: SimpleQueue[Request | None], threads: int) -> None:
-    for _ in range(threads):
-        requests.put(None)
-
-
-class _ModelThreads:
-    """Long-lived threads, one per model, that run the tensors they are sent.
-
-    ``submit(index, tensor, replies)`` queues one call on a queue all threads
-    share, so the next free thread takes it; ``(index, outputs)`` (or the
-    exception) arrives on ``replies``, in the order the calls finish.  Every
-    model is an interpreter of its own (one is not safe to share), of the same
-    file.  LiteRT's ``invoke`` releases the GIL, so the calls run side by side
-    and the caller keeps making inputs and decoding outputs meanwhile.  The
-    threads start on first use and stop on ``close()`` or when their owner is
-    garbage collected (they hold no reference to the owner).
-    """
-
-    def __init__(self, models: Sequence[_ModelsByShape], input_name: str) -> None:
-        self._models = tuple(models)
-        self._input = input_name
-        self._requests: SimpleQueue[Request | None] = SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._stopper: weakref.finalize[Any, Any] | None = None  # stops the running threads
-        self._lock = threading.Lock()
-
-    def submit(self, index: int, tensor: Image, replies: Replies) -> None:
-        if not self._threads:
-            self._start()
-        self._requests.put((index, tensor, replies))
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._threads:
-                return
-            threads = [
-                threading.Thread(
-                    target=_serve,
-                    args=(model, self._input, self._requests),
-                    name="face-anonymize-model",
-                    daemon=True,
-                )
-                for model in self._models
-            ]
-            for thread in threads:
-                thread.start()
-            self._threads = threads
-            self._stopper = weakref.finalize(self, _stop, self._requests, len(threads))
-
-    def close(self) -> None:
-        """Stop the threads (after the calls already queued); a later ``submit`` restarts them."""
-        with self._lock:
-            threads, self._threads = self._threads, []
-            stopper, self._stopper = self._stopper, None
-        if stopper is not None:
-            stopper()  # runs _stop once and unregisters it, so a restart registers afresh
-        for thread in threads:
-            thread.join()
 
 
 class FaceAnonymizeTask:
@@ -197,8 +104,8 @@ class FaceAnonymizeTask:
         # Outputs are told apart by width: 16 regressors vs 1 logit per anchor.
         self._regressors = next(n for n in names if "regressor" in n) if len(names) == 2 else ""
         self._classifiers = next(n for n in names if n != self._regressors) if names else ""
-        self._by_shape = tuple(_ModelsByShape(model, settings) for model in self.models)
-        self._model_threads = _ModelThreads(self._by_shape, self._input)
+        self._by_shape = tuple(ModelsByShape(model, settings) for model in self.models)
+        self._model_threads = ModelThreads(self._by_shape, self._input)
         self._tile_cache: dict[tuple[int, int], list[Region]] = {}
         self._window_cache: dict[tuple[int, int], list[ScanWindow]] = {}
         max_change = settings.skip_unchanged_max_change
@@ -281,24 +188,30 @@ class FaceAnonymizeTask:
     def _faces_in(
         self, outputs: dict[str, Image], fit: Letterbox, region: Region, input_hw: tuple[int, int]
     ) -> list[FaceBox]:
-        """Faces in frame pixels from one detector pass on one region or scan window."""
+        """Faces in frame pixels from one detector pass on one region or scan window:
+        those from ``min_score`` up, and apart from them (merged among themselves only,
+        so the faces are exactly those a pass at ``min_score`` finds) those from
+        ``hide_min_score`` up to it."""
         anchors = self._anchors.get(input_hw)
         if anchors is None:
             anchors = self._anchors[input_hw] = scan_anchors(*input_hw)
+        min_score = self.settings.min_score
         boxes, scores = decode(
             outputs[self._regressors],
             outputs[self._classifiers],
             anchors,
-            self.settings.min_score,
+            min(min_score, self.settings.hide_min_score),
         )
         if not len(scores):
             return []
         x, y, w, h = region
         found = []
-        for box, score in weighted_nms(boxes, scores, self.settings.nms_iou):
-            face = to_frame(box, score, fit, (h, w))
-            if face is not None:
-                found.append(FaceBox(face.x + x, face.y + y, face.width, face.height, score))
+        sure = scores >= min_score
+        for group in (sure, ~sure):
+            for box, score in weighted_nms(boxes[group], scores[group], self.settings.nms_iou):
+                face = to_frame(box, score, fit, (h, w))
+                if face is not None:
+                    found.append(FaceBox(face.x + x, face.y + y, face.width, face.height, score))
         return found
 
     def _detect(self, image_bgr: Image, reduced_by: int = 1) -> list[FaceBox]:
@@ -327,7 +240,7 @@ class FaceAnonymizeTask:
             arrived[index] = reply
             while decoded in arrived:
                 region, fit, input_hw = sent[decoded]
-                outputs = _outputs(arrived.pop(decoded))
+                outputs = outputs_of(arrived.pop(decoded))
                 found.extend(self._faces_in(outputs, fit, region, input_hw))
                 decoded += 1
 
@@ -353,7 +266,20 @@ class FaceAnonymizeTask:
 
         ``reduced_by``: ``image_bgr`` is the frame decoded that many times smaller
         (see ``jpeg_reduction``); the faces are still in full-frame pixels."""
+        return self.faces_and_unsure(image_bgr, reduced_by)[0]
+
+    def faces_and_unsure(
+        self, image_bgr: Image, reduced_by: int = 1
+    ) -> tuple[list[FaceBox], list[FaceBox]]:
+        """``faces`` (from ``min_score`` up) and the boxes scored from ``hide_min_score``
+        up to ``min_score``, each merged across regions among themselves."""
         found = self._detect(image_bgr, reduced_by)
+        min_score = self.settings.min_score
+        sure = [f for f in found if f.score >= min_score]
+        unsure = [f for f in found if f.score < min_score]
+        return self._merged(sure), self._merged(unsure)
+
+    def _merged(self, found: list[FaceBox]) -> list[FaceBox]:
         if not found:
             return []
         corners = np.array([[f.x, f.y, f.x + f.width, f.y + f.height] for f in found], np.float32)
@@ -381,25 +307,22 @@ class FaceAnonymizeTask:
         return TaskResult(self.name, self.model_name, self.model_version, detections, elapsed)
 
     def _detections(self, image_bgr: Image, reduced_by: int) -> list[Detection]:
+        """The faces, then the boxes scored just under ``min_score`` (``UNSURE_FACE``:
+        hidden like faces in what leaves the site, not counted as faces)."""
+        faces, unsure = self.faces_and_unsure(image_bgr, reduced_by)
         return [
-            Detection("face", "", face.score, None, face.as_int())
-            for face in self.faces(image_bgr, reduced_by)
+            *(Detection(FACE, "", face.score, None, face.as_int()) for face in faces),
+            *(Detection(UNSURE_FACE, "", box.score, None, box.as_int()) for box in unsure),
         ]
 
     def blur(self, image_bgr: Image, result: TaskResult) -> Image:
         """``blur_faces`` with this task's margin and method, on the faces of ``result``."""
         return blur_faces(
             image_bgr,
-            [d.box for d in result.detections if d.kind == "face"],
+            [d.box for d in result.detections if d.kind in HIDDEN_KINDS],
             margin=self.settings.blur_margin,
             method=self.settings.blur_method,
         )
-
-
-def _outputs(reply: Outputs | BaseException) -> Outputs:
-    if isinstance(reply, BaseException):
-        raise reply
-    return reply
 
 
 def load_face_anonymize(settings: FaceAnonymizeSettings, path: Path) -> FaceAnonymizeTask:

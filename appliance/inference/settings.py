@@ -208,6 +208,15 @@ class FaceAnonymizeSettings(BaseModel):
         description="minimum face score (after sigmoid); below MediaPipe's 0.5 so that the "
         "grey, small faces it scores 0.44-0.5 are hidden too (docs/INFERENCE.md)",
     )
+    hide_min_score: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="boxes scored from this up to min_score are reported as face_unsure and "
+        "hidden like faces in what leaves the site: grey or small faces the model scores just "
+        "under min_score (0.39-0.40 seen) stay hidden (docs/INFERENCE.md).  At or above "
+        "min_score: faces only",
+    )
     nms_iou: float = Field(default=0.3, gt=0, lt=1, description="IoU above which boxes are merged")
     blur_margin: float = Field(
         default=0.25, ge=0, le=1, description="box grown by this fraction of its size on each side"

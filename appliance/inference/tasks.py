@@ -17,7 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.inference.face_anonymize import FACE_MODEL, blur_faces, load_face_anonymize
+from appliance.inference.face_anonymize import (
+    FACE_MODEL,
+    HIDDEN_KINDS,
+    blur_faces,
+    load_face_anonymize,
+)
 from appliance.inference.gate_ocr import DET_MODEL, REC_MODEL, UNREAD_TEXT, load_gate_ocr
 from appliance.inference.model_files import model_path
 from appliance.inference.results import Detection, InferenceTask, TaskResult
@@ -25,6 +30,7 @@ from appliance.inference.settings import InferenceSettings
 from appliance.inference.task_registry import TASKS, LoadedTasks, TaskPlugin, register_task
 
 __all__ = [
+    "FACE_KINDS",
     "TASKS",
     "Detection",
     "InferenceTask",
@@ -32,6 +38,8 @@ __all__ = [
     "blur_faces",
     "build_tasks",
 ]
+
+FACE_KINDS = HIDDEN_KINDS  # what the face task reports: faces, and boxes scored just under
 
 register_task(
     TaskPlugin(
@@ -52,7 +60,7 @@ register_task(
             settings, model_path(FACE_MODEL, models_dir)
         ),
         model_files=(FACE_MODEL,),
-        hides=frozenset({"face"}),
+        hides=FACE_KINDS,  # the boxes scored just under a face too: fail closed
         gates_release=True,  # a frame whose faces are unknown never leaves
     )
 )
