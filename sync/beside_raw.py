@@ -3,9 +3,11 @@ handshake that falls due (it may queue raw requests, which then go before
 ``raw_sampled``) and a metadata send when events arrive, each its own task.
 
 Each upload asks :meth:`BesideRaw.goes_on` before a request with blob bytes.  While
-a metadata send is under way no upload starts a chunk until the send is done (its
-answers included), so events never wait behind blob bytes.  A side task that
-fails stops the uploads at their next chunk and fails the step (:meth:`BesideRaw.around`).
+a metadata send is under way no upload starts a chunk until the send's PUT bodies
+are handed to the socket (``bodies_sent``): the link is one queue, so the chunk's
+bytes then go behind the events; the PUT's answer is not awaited, which would idle
+the link for a round trip per burst.  A side task that fails stops the uploads at
+their next chunk and fails the step (:meth:`BesideRaw.around`).
 
 A side task starts in a context of its own: it is started from an upload's chunk
 boundary, and the bytes an upload sent are counted by a tally that follows its
@@ -18,18 +20,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
 from sync.handshake import Handshakes
 from sync.protocol import Stream
 
-__all__ = ["BesideRaw"]
+__all__ = ["SIDE_POLL_S", "BesideRaw"]
+
+SIDE_POLL_S: Final = 0.01  # how often uploads look whether the events beside are on the wire
 
 
 class BesideRaw:
     """The side tasks of one engine; ``first_choice()`` is the scheduler's pick now
     (None: nothing to send), ``send_meta(stream, handshake)`` a metadata send beside
-    ``handshake``."""
+    ``handshake``, ``bodies_sent()`` whether its PUTs under way have all handed their
+    bodies to the socket."""
 
     def __init__(
         self,
@@ -38,9 +43,11 @@ class BesideRaw:
         first_choice: Callable[[], Stream | None],
         paused: Callable[[], bool],
         send_meta: Callable[[Stream, asyncio.Task[None] | None], Coroutine[Any, Any, None]],
+        bodies_sent: Callable[[], bool],
     ) -> None:
         self.handshakes = handshakes
         self._first_choice, self._paused, self._send_meta = first_choice, paused, send_meta
+        self._bodies_sent = bodies_sent
         self.handshake: asyncio.Task[None] | None = None
         self.metadata: asyncio.Task[None] | None = None
 
@@ -72,7 +79,9 @@ class BesideRaw:
                 self.handshake = None
             if self.metadata is not None:
                 if not self.metadata.done():
-                    await asyncio.wait({self.metadata})
+                    if self._bodies_sent():  # the events are on the wire: raw goes behind
+                        return not self._paused()
+                    await asyncio.wait({self.metadata}, timeout=SIDE_POLL_S)
                     continue
                 self.metadata = None
             if self.handshakes.due() and self.handshake is None:

@@ -157,6 +157,7 @@ class SyncEngine:
             first_choice=self._first_choice,
             paused=lambda: self._paused,
             send_meta=self._send_meta_step,
+            bodies_sent=self.meta.bodies_sent,
         )
         self._sent_bytes = dict.fromkeys(Stream, 0)
         self._sent_records = dict.fromkeys(Stream, 0)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync.batches import BadRecord, BatchLimits, EncodedBatch, cut_batch, encode_records
+from sync.cloud_client import SentTally, counting_sent
 from sync.delivery_window import (
     FIRST_BATCHES_MAX_RECORDS,
     Coverage,
@@ -86,6 +87,8 @@ class MetadataDelivery:
         # Failures met only by a head start (encoding ahead) or by a PUT left to finish
         # after a 412: the batch is met again when it is sent; counted so none goes unseen.
         self.quiet_failures = 0
+        # PUTs under way: the tally of body bytes handed to the socket, and the body's size
+        self._puts: dict[str, tuple[SentTally, int]] = {}
 
     @property
     def handshake_wanted(self) -> bool:
@@ -254,7 +257,7 @@ class MetadataDelivery:
                     if self.ledger.skip_while_unanswered(batch.batch_id, _phase(handshake)):
                         break  # answered already: the handshake's watermark decides its fate
                     await self.outbox.pin_batch(batch.boundary)  # same id after a crash
-                    put = self.client.put_batch(batch.batch_id, batch.body)
+                    put = self._put(batch)
                     inflight[batch.batch_id] = (batch, asyncio.create_task(put))
                     plan.opened(batch.boundary, batch.records, batch.payload_bytes)
                     await asyncio.sleep(0)  # let the PUT start before reading the next batch
@@ -281,6 +284,20 @@ class MetadataDelivery:
             for pending in tasks:
                 pending.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _put(self, batch: EncodedBatch) -> BatchAck:
+        """``PUT`` ``batch``, counting its body bytes handed to the socket (``bodies_sent``)."""
+        with counting_sent() as tally:
+            self._puts[batch.batch_id] = (tally, len(batch.body))
+            try:
+                return await self.client.put_batch(batch.batch_id, batch.body)
+            finally:
+                self._puts.pop(batch.batch_id, None)
+
+    def bodies_sent(self) -> bool:
+        """Whether PUTs are under way and each has handed its whole body to the socket
+        (only answers are awaited).  False with a transport that does not count them."""
+        return bool(self._puts) and all(t.bytes >= size for t, size in self._puts.values())
 
     async def _answered(
         self,
