@@ -176,6 +176,7 @@ class SyncEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.uploader.offsets_ahead.drop()
         await self.client.close()
 
     def pause(self) -> None:
@@ -273,12 +274,16 @@ class SyncEngine:
         handshake: asyncio.Task[None] | None = None
         if self.handshakes.due() or not self.link.usable or self.outbox.history_unconfirmed:
             handshake = asyncio.create_task(self.handshakes.run())
+        if not self.link.usable:  # the uploads cut when it went down ask beside the probe
+            under_way = list(self.state.state.uploads.items())
+            self.uploader.offsets_ahead.ask(under_way[: self.raw_lanes.plan.lanes])
         try:
             await self._work(handshake)
         except BaseException:
             if handshake is not None:
                 handshake.cancel()
                 await asyncio.gather(handshake, return_exceptions=True)
+            await self.uploader.offsets_ahead.drop()  # the link may have cut since
             raise
 
     async def _work(self, handshake: asyncio.Task[None] | None) -> None:

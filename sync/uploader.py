@@ -8,6 +8,9 @@ the server created it, and each call first asks the server for the offset
 
 * A blob the cloud already holds (``HEAD /v1/blobs/{sha256}`` 200) is never sent.
 * Blobs no larger than one chunk use creation-with-upload (one round trip).
+* After a cut the engine asks the offsets of the uploads under way ahead, beside
+  its probe (:class:`~sync.offsets_ahead.OffsetsAhead`); a resumed upload takes
+  that answer instead of its own ``HEAD``.
 * Every chunk carries ``Upload-Checksum: sha256 <base64>`` (a 460, mismatch,
   is retried a few times, then the upload is restarted) unless
   ``chunk_checksums()`` says not to: the engine drops them on a flaky link
@@ -58,6 +61,7 @@ from sync.errors import (
     RetryableUploadError,
 )
 from sync.link import LinkMonitor
+from sync.offsets_ahead import OffsetsAhead
 from sync.protocol import TUS_VERSION, UploadMetadata
 from sync.transport import CloudTransport
 from sync.upload_state import (
@@ -177,6 +181,7 @@ class TusUploader:
         self.link = link
         self._clock = clock
         self.uploads: dict[str, UploadProgress] = {}  # by sha256: the uploads under way
+        self.offsets_ahead = OffsetsAhead(client)  # HEADs sent while the link comes back
         self.chunk_in_flight = 0  # size of the chunk being (or last) sent
         self.chunk_cap: int | None = None  # set by sync.raw_lanes: its plan's chunk size
         self._chunks_flying = 0  # requests with a body on the wire now, all uploads
@@ -311,7 +316,10 @@ class TusUploader:
         return answer.headers
 
     async def _resume(self, upload: TusUploadState) -> None:
-        headers = await self._head(upload)
+        assert upload.upload_path is not None
+        headers = await self.offsets_ahead.take(upload.sha256, upload.upload_path)
+        if headers is None:
+            headers = await self._head(upload)
         if headers is None:
             upload.gone()
             upload.forget = False  # _head forgot it already

@@ -127,3 +127,51 @@ async def test_chunks_after_a_cut_go_without_checksums_and_the_blob_arrives_whol
     cut_at = checksummed.index(False) if False in checksummed else len(checksummed)
     assert cut_at >= 3 and all(checksummed[:cut_at])
     assert not any(checksummed[cut_at:]) and len(checksummed) > cut_at
+
+
+async def test_uploads_cut_by_an_outage_ask_their_offsets_beside_the_probe(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    """Once the link is back, the uploads the outage cut ask their offsets (HEAD) at once,
+    beside the handshake, not one by one after the events that waited go (each a round
+    trip before its first byte); every blob still lands whole, the events too."""
+    blobs = BlobDir(tmp_path / "blobs")
+    refs = [blobs.add(os.urandom(1 << 20), seq=i) for i in range(3)]
+    for ref in refs:
+        await outbox.append_blob_ref(Stream.RAW_SAMPLED, ref)
+    probes = LinkSettings(backoff_initial_s=0.05, probe_interval_s=0.05, request_timeout_s=5)
+    conditions = LinkConditions(rtt_s=0.1, rate_bps=4e6)
+    async with running_ingest(tmp_path / "cloud") as cloud:
+        emu = LinkEmulator(("127.0.0.1", cloud.port), conditions)
+        async with (
+            emu,
+            engine_for(
+                tmp_path,
+                outbox,
+                emu.url,
+                cloud.token,
+                blobs,
+                chunk_min_bytes=64 << 10,
+                chunk_max_bytes=64 << 10,
+                link=probes,
+            ) as (engine, _),
+        ):
+
+            def two_under_way() -> bool:
+                return sum(u.offset >= 64 << 10 for u in engine.uploader.uploads.values()) >= 2
+
+            await wait_for(two_under_way)
+            emu.set_online(False)
+            await wait_for(lambda: not engine.link.usable and emu.stats.refused >= 3)
+            seqs = await append_events(outbox, 20)  # waiting when the link comes back
+            back = len(cloud.requests)
+            emu.set_online(True)
+            await wait_for(drained(outbox, Stream.EVENTS, Stream.RAW_SAMPLED), timeout=60)
+        after = cloud.requests[back:]
+        put = next(i for i, (_, m, p) in enumerate(after) if m == "PUT")
+        heads = [p for _, m, p in after[:put] if m == "HEAD" and p.startswith("/v1/uploads/")]
+        assert len(heads) >= 2, after[: put + 1]  # before the events' PUT, not after its answer
+        assert sorted(lake_seqs(cloud.settings.data_dir, Stream.EVENTS)) == seqs
+        for ref in refs:
+            stored = stored_blob(cloud.settings.data_dir, ref.sha256)
+            assert stored is not None and hashlib.sha256(stored).hexdigest() == ref.sha256

@@ -264,3 +264,78 @@ async def test_an_answer_of_trouble_is_not_a_link_down(tmp_path: Path) -> None:
         finally:
             await uploader.client.close()
     assert not trouble.value.unanswered
+
+
+# Offsets asked ahead (sync.offsets_ahead): a resumed upload takes the answer instead of
+# its own HEAD; an answer for another path, a dropped one or a failed one is not used.
+
+
+async def cut_upload(
+    tmp_path: Path, uploader: TusUploader, emu: LinkEmulator
+) -> tuple[Path, UploadMetadata, str]:
+    """An upload of 6 chunks cut in its third: (file, metadata, its upload path)."""
+    path, meta = blob(tmp_path, 6 * CHUNK + 99)
+    emu.cut_after(2 * CHUNK + CHUNK // 2, Direction.UP)
+    with pytest.raises(RetryableUploadError):
+        await uploader.upload(path, meta)
+    upload_path = uploader.state.upload_path(meta.sha256)
+    assert upload_path is not None
+    return path, meta, upload_path
+
+
+def heads(cloud: TusTarget, since: int) -> int:
+    return sum(1 for _, m, p in cloud.requests[since:] if m == "HEAD" and "/uploads/" in p)
+
+
+async def test_a_resumed_upload_takes_the_offset_asked_ahead(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    try:
+        path, meta, upload_path = await cut_upload(tmp_path, uploader, emu)
+        before = len(cloud.requests)
+        uploader.offsets_ahead.ask([(meta.sha256, upload_path)])
+        outcome = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert heads(cloud, before) == 1  # the one asked ahead, none of its own
+    assert len(uploader.offsets_ahead) == 0  # taken once
+    assert outcome.resumed_from >= 2 * CHUNK  # from the server's offset, not from 0
+    assert cloud.stored(meta.sha256) == path.read_bytes()
+
+
+async def test_an_answer_for_another_path_or_dropped_is_not_used(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    try:
+        path, meta, upload_path = await cut_upload(tmp_path, uploader, emu)
+        uploader.offsets_ahead.ask([(meta.sha256, upload_path)])
+        assert await uploader.offsets_ahead.take(meta.sha256, upload_path + "x") is None
+        uploader.offsets_ahead.ask([(meta.sha256, upload_path)])
+        await uploader.offsets_ahead.drop()
+        assert len(uploader.offsets_ahead) == 0
+        before = len(cloud.requests)
+        outcome = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert heads(cloud, before) == 1  # its own
+    assert outcome.resumed_from >= 2 * CHUNK
+    assert cloud.stored(meta.sha256) == path.read_bytes()
+
+
+async def test_a_head_that_failed_ahead_leaves_the_upload_to_ask(
+    tmp_path: Path, cloud: TusTarget, emu: LinkEmulator
+) -> None:
+    uploader = uploader_for(emu.url, cloud.token, tmp_path / "state.json")
+    try:
+        path, meta, upload_path = await cut_upload(tmp_path, uploader, emu)
+        emu.set_online(False)  # the HEAD ahead is refused
+        uploader.offsets_ahead.ask([(meta.sha256, upload_path)])
+        assert await uploader.offsets_ahead.take(meta.sha256, upload_path) is None
+        emu.set_online(True)
+        outcome = await uploader.upload(path, meta)
+    finally:
+        await uploader.client.close()
+    assert outcome.resumed_from >= 2 * CHUNK
+    assert cloud.stored(meta.sha256) == path.read_bytes()
