@@ -10,8 +10,9 @@ with fewer passes:
 * an affine step right after a convolution goes into its weights and bias
   (``s*(W*x + B) + b = (s*W)*x + (s*B + b)``);
 * an affine step right before a convolution that pads nothing goes into it too
-  (``W*(s*x + b) + B = (s*W)*x + (B + b*sum(W))``; with padding the border
-  would change, so those stay);
+  (``W*(s*x + b) + B = (s*W)*x + (B + b*sum(W))``); before a padded one only its
+  scale does (the border pads zeros: ``W*pad(s*x + b) = (s*W)*pad(x + b/s)``),
+  leaving one ``Add(b/s)`` pass instead of two;
 * the spelled-out hardswish becomes ``x * HardSigmoid(x)``, which ONNX Runtime
   fuses into the convolution before it (or runs as one pass).
 
@@ -66,6 +67,7 @@ __all__ = [
 RECIPE = {
     "affine_after_conv": "into the conv's weights and bias",
     "affine_before_unpadded_conv": "into the conv's weights and bias",
+    "affine_before_padded_conv": "scale into the conv's weights, b/s added before it",
     "hardswish": "x * HardSigmoid(alpha=1/6, beta=0.5)",
 }
 
@@ -148,9 +150,9 @@ def _conv_weights(graph: _Graph, conv: onnx.NodeProto) -> tuple[Any, Any] | None
 def _affine_before(
     graph: _Graph, conv: onnx.NodeProto, removed: set[int]
 ) -> tuple[list[Any], float, float, str] | None:
-    """``a -> Mul(s) -> Add(b) -> conv`` with a conv that pads nothing: (nodes, s, b, a)."""
+    """``a -> Mul(s) -> Add(b) -> conv``: (nodes, s, b, a)."""
     add = graph.producer.get(conv.input[0])
-    if not _pads_nothing(conv) or add is None or add.op_type != "Add" or id(add) in removed:
+    if add is None or add.op_type != "Add" or id(add) in removed:
         return None
     if graph.only_reader(add.output[0], "Conv") is not conv:
         return None
@@ -164,9 +166,14 @@ def _affine_before(
     return found[0], found[1], found[2], sources[0]
 
 
-def _fold_affine(graph: _Graph, removed: set[int]) -> tuple[dict[str, tuple[Any, Any]], int]:
-    """New (weights, bias) per conv name with the affine steps around it folded in."""
+def _fold_affine(
+    graph: _Graph, removed: set[int]
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[str, float]], int]:
+    """New (weights, bias) per conv name with the affine steps around it folded in, and
+    per padded conv whose input's scale went into its weights the shift left before it
+    (the tensor it is added to, ``b / s``)."""
     folded: dict[str, tuple[Any, Any]] = {}
+    shifts: dict[str, tuple[str, float]] = {}
     count = 0
     for conv in graph.nodes:
         if conv.op_type != "Conv" or not conv.name:
@@ -176,13 +183,18 @@ def _fold_affine(graph: _Graph, removed: set[int]) -> tuple[dict[str, tuple[Any,
             continue
         w, b = found
         before = _affine_before(graph, conv, removed)
-        if before is not None:
+        if before is not None and (_pads_nothing(conv) or before[1] != 0.0):
             nodes, scale, shift, source = before
-            b = b + shift * w.reshape(w.shape[0], -1).sum(axis=1)
+            if _pads_nothing(conv):
+                b = b + shift * w.reshape(w.shape[0], -1).sum(axis=1)
+                conv.input[0] = source
+            else:  # the border pads zeros: W * pad(s*a + b) = (s*W) * pad(a + b/s)
+                shifts[conv.name] = (source, shift / scale)
             w = w * scale
-            conv.input[0] = source
             removed.update(id(n) for n in nodes)
             count += 1
+        else:
+            before = None
         after = _affine_after(graph, conv.output[0])
         if after is not None and removed & {id(n) for n in after[0]}:
             after = None  # already folded into the conv after it
@@ -194,7 +206,7 @@ def _fold_affine(graph: _Graph, removed: set[int]) -> tuple[dict[str, tuple[Any,
             count += 1
         if before is not None or after is not None:
             folded[conv.name] = (w, b)
-    return folded, count
+    return folded, shifts, count
 
 
 def _hardswish_chains(graph: _Graph, removed: set[int]) -> dict[int, tuple[str, str]]:
@@ -229,10 +241,17 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
 
     graph = _Graph(model)
     removed: set[int] = set()
-    weights, affine = _fold_affine(graph, removed)
+    weights, shifts, affine = _fold_affine(graph, removed)
     chains = _hardswish_chains(graph, removed)
     kept: list[onnx.NodeProto] = []
     for node in model.graph.node:
+        if node.op_type == "Conv" and node.name in shifts:  # what is left of its input's affine
+            source, shift = shifts[node.name]
+            name = f"{node.name}.shift"
+            model.graph.initializer.append(
+                numpy_helper.from_array(np.array(shift, dtype=np.float32), name)
+            )
+            kept.append(helper.make_node("Add", [source, name], [node.input[0]], name=name))
         if id(node) not in removed:
             kept.append(node)
         if id(node) in chains:

@@ -200,7 +200,8 @@ def _scalar(name: str, value: float) -> onnx.NodeProto:
 
 def _lab_model() -> onnx.ModelProto:
     """conv (pads nothing) -> affine -> hardswish -> affine -> conv (pads 1) -> affine ->
-    conv (pads nothing): the affine before the padded conv must stay (its border)."""
+    conv (pads nothing): of the affine before the padded conv only the scale can go
+    into it (its border pads zeros), the shift stays before it."""
     rng = np.random.default_rng(7)
     weights = [
         numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
@@ -251,15 +252,17 @@ def _run(model: onnx.ModelProto, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
     return np.asarray(session.run(None, {"x": x})[0])
 
 
-def test_fold_graph_keeps_the_function_and_leaves_the_padded_conv_input_alone() -> None:
+def test_fold_graph_keeps_the_function_and_leaves_one_add_before_the_padded_conv() -> None:
     x = np.random.default_rng(8).normal(scale=3.0, size=(1, 3, 6, 9)).astype(np.float32)
     want = _run(_lab_model(), x)
     folded, counts = fold_graph(_lab_model())
     onnx.checker.check_model(folded)
     got = _run(folded, x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # borders included
-    # conv0's output affine and the one between conv1 and conv2: folded; the one before
-    # conv1 (which pads) is kept
-    assert counts == {"affine": 2, "hardswish": 1}
+    # conv0's output affine and the one between conv1 and conv2: folded; of the one
+    # before conv1 (which pads) its scale, leaving Add(t1 / s1)
+    assert counts == {"affine": 3, "hardswish": 1}
     ops = collections.Counter(n.op_type for n in folded.graph.node if n.op_type != "Constant")
-    assert ops == {"Conv": 3, "Mul": 2, "Add": 1, "HardSigmoid": 1}
+    assert ops == {"Conv": 3, "Mul": 1, "Add": 1, "HardSigmoid": 1}
+    (shift,) = [i for i in folded.graph.initializer if i.name == "conv1.shift"]
+    assert float(numpy_helper.to_array(shift)) == pytest.approx(-0.8 / 0.3)
