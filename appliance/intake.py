@@ -40,7 +40,11 @@ __all__ = ["FrameIntake"]
 
 _log = logging.getLogger(__name__)
 
-CONSUMERS = 2  # frames run through the pipeline side by side
+# frames run through the pipeline side by side.  A consumer holds its frame until every
+# task's record is durable, and each task takes frames in order on its own worker, so a
+# new scene's slow gate OCR holds the consumer of the next frame too (its OCR waits behind):
+# with two, a third frame's face waited for that OCR (docs/INFERENCE.md)
+CONSUMERS = 4
 DRAIN_TIMEOUT_S = 30.0  # at stop: how long queued and in-flight frames may take
 
 

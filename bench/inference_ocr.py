@@ -17,8 +17,8 @@ Part of ``python -m bench.inference`` (same run, same rows file); the pieces:
 * **camera pace** -- a gate camera's stream: synthetic scenes (trucks, plates,
   faces), each held for ``HOLD`` frames (the next frames of a scene are the same
   picture with fresh sensor noise, JPEG-encoded again), pushed at ``CAMERA_FPS``
-  whether or not the appliance keeps up, into a queue that two consumers drain as
-  the daemon's do (decode -> ``FrameProcessor.process`` with both tasks -> durable
+  whether or not the appliance keeps up, into a queue that ``CONSUMERS`` consumers
+  drain as the daemon's do (decode -> ``FrameProcessor.process`` with both tasks -> durable
   RocksDB record).  Frame-to-durable per task is from the frame's arrival (its
   slot in the stream) to the moment its record is durable, so queueing counts.
   ``today`` and ``tuned`` alternate in slices of ``SLICE`` frames (same frames),
@@ -29,7 +29,7 @@ Part of ``python -m bench.inference`` (same run, same rows file); the pieces:
   new scene (``task.model_calls``, ``session.run`` only), timed in the same
   rotation as the readers.
 * **sustained** -- frames/s with both tasks, frames back to back (every frame a
-  new scene), two consumers, ``today`` and ``tuned`` in alternating slices.
+  new scene), ``CONSUMERS`` consumers, ``today`` and ``tuned`` in alternating slices.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance.intake import CONSUMERS
 from bench._common import Row, row
 
 Image = np.ndarray[Any, Any]
@@ -309,7 +310,8 @@ async def _paced_slice(
     fps: float | None,
     pace: _Pace,
 ) -> None:
-    """Push ``frames`` at ``fps`` (None: as fast as two consumers take them); wait for all."""
+    """Push ``frames`` at ``fps`` (None: as fast as the daemon's consumers take them);
+    wait for all."""
     arrivals: dict[int, float] = {}
     queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
 
@@ -318,7 +320,7 @@ async def _paced_slice(
             await _push(processor, item[1], item[0])
 
     cpu, wall = time.process_time(), time.monotonic()
-    workers = [asyncio.create_task(consumer()) for _ in range(2)]
+    workers = [asyncio.create_task(consumer()) for _ in range(CONSUMERS)]
     start = time.monotonic()
     for k, (jpeg, serial) in enumerate(zip(frames, serials, strict=True)):
         if fps is not None:
@@ -432,7 +434,7 @@ def _pace_rows(stream: str, fps: float | None, paces: dict[str, _Pace], command:
                 pace.frames / pace.wall_s,
                 "frames/s",
                 goal=(">= 2x today" if name == "tuned" and fps is None else "info")
-                + f": both tasks, {how}, two consumers",
+                + f": both tasks, {how}, {CONSUMERS} consumers",
                 command=command,
                 anchor=None if name == "today" else f"all_tasks.{stream}.today.frames_per_s",
                 anchor_value=None
