@@ -14,7 +14,10 @@ with fewer passes:
   scale does (the border pads zeros: ``W*pad(s*x + b) = (s*W)*pad(x + b/s)``),
   leaving one ``Add(b/s)`` pass instead of two;
 * the spelled-out hardswish becomes ``x * HardSigmoid(x)``, which ONNX Runtime
-  fuses into the convolution before it (or runs as one pass).
+  fuses into the convolution before it (or runs as one pass);
+* an affine step left over (no convolution to go into, e.g. after the INT8
+  detector's DequantizeLinear) becomes one ``BatchNormalization`` pass with mean
+  0, variance 1 and epsilon 0, which computes ``s*x + b`` in one go.
 
 Only float weights given as constants are folded, so on the INT8 detector
 (weights behind DequantizeLinear) only the hardswish chains change.  The result
@@ -69,6 +72,7 @@ RECIPE = {
     "affine_before_unpadded_conv": "into the conv's weights and bias",
     "affine_before_padded_conv": "scale into the conv's weights, b/s added before it",
     "hardswish": "x * HardSigmoid(alpha=1/6, beta=0.5)",
+    "affine_left": "one BatchNormalization pass (mean 0, var 1, epsilon 0)",
 }
 
 
@@ -234,15 +238,50 @@ def _hardswish_chains(graph: _Graph, removed: set[int]) -> dict[int, tuple[str, 
     return chains
 
 
+def _channels(model: onnx.ModelProto) -> dict[str, int]:
+    """Channels of every 4-D tensor whose shape inference can tell."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    channels = {}
+    for value in (*inferred.value_info, *inferred.input, *inferred.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].dim_value > 0:
+            channels[value.name] = dims[1].dim_value
+    return channels
+
+
+def _affine_pairs(
+    graph: _Graph, removed: set[int], channels: dict[str, int]
+) -> dict[int, tuple[str, float, float, str, int]]:
+    """The ``a -> Mul(s) -> Add(b)`` left on 4-D tensors (no convolution to fold them
+    into, e.g. behind DequantizeLinear): (a, s, b, result, channels) keyed by the Add."""
+    pairs: dict[int, tuple[str, float, float, str, int]] = {}
+    for mul in graph.nodes:
+        sources = [i for i in mul.input if graph.scalar(i) is None]
+        if mul.op_type != "Mul" or id(mul) in removed or len(sources) != 1:
+            continue
+        scale = graph.scalar_operand(mul, sources[0])
+        add = graph.only_reader(mul.output[0], "Add")
+        shift = None if add is None else graph.scalar_operand(add, mul.output[0])
+        if scale is None or add is None or shift is None or sources[0] not in channels:
+            continue
+        removed.update({id(mul), id(add)})
+        pairs[id(add)] = (sources[0], scale, shift, add.output[0], channels[sources[0]])
+    return pairs
+
+
 def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     """``model`` (changed in place) with the affine steps and hardswish chains folded, and
     how many of each were folded."""
     from onnx import helper, numpy_helper
 
+    channels = _channels(model)
     graph = _Graph(model)
     removed: set[int] = set()
     weights, shifts, affine = _fold_affine(graph, removed)
     chains = _hardswish_chains(graph, removed)
+    pairs = _affine_pairs(graph, removed, channels)
     kept: list[onnx.NodeProto] = []
     for node in model.graph.node:
         if node.op_type == "Conv" and node.name in shifts:  # what is left of its input's affine
@@ -263,6 +302,18 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
                 )
             )
             kept.append(helper.make_node("Mul", [source, gate], [result], name=f"{result}.mul"))
+        if id(node) in pairs:  # y = s*x + b in one pass: (x - 0) / sqrt(1 + 0) * s + b
+            source, scale, shift, result, count = pairs[id(node)]
+            name = f"{result}.affine"
+            values = {"scale": scale, "bias": shift, "mean": 0.0, "var": 1.0}
+            model.graph.initializer.extend(
+                numpy_helper.from_array(np.full(count, v, np.float32), f"{name}.{k}")
+                for k, v in values.items()
+            )
+            inputs = [source, *(f"{name}.{k}" for k in values)]
+            kept.append(
+                helper.make_node("BatchNormalization", inputs, [result], name=name, epsilon=0.0)
+            )
     for node in kept:
         if node.op_type == "Conv" and node.name in weights:
             w, b = weights[node.name]
@@ -282,7 +333,7 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
     model.graph.node.extend(kept)
     del model.graph.initializer[:]
     model.graph.initializer.extend(initializers)
-    return model, {"affine": affine, "hardswish": len(chains)}
+    return model, {"affine": affine, "hardswish": len(chains), "affine_passes": len(pairs)}
 
 
 def _pinned_recognizer_sha256(models_dir: Path) -> str | None:

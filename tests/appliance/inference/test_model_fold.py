@@ -76,9 +76,12 @@ def test_folding_leaves_fewer_passes_and_records_that_vouch_for_the_files(
     assert ops["Clip"] == 0 and ops["Div"] == 5  # the hardswish chains are gone
     assert ops["Conv"] == pinned["Conv"] == 38
     assert ops["Mul"] + ops["Add"] < (pinned["Mul"] + pinned["Add"]) / 2
-    # the INT8 detector's weights sit behind DequantizeLinear: only its hardswish chains go
+    # the INT8 detector's weights sit behind DequantizeLinear: its hardswish chains go,
+    # and each of its affine steps becomes one pass (BatchNormalization) instead of two
     int8, det_ops = _ops(folded_dir / DET_INT8_MODEL), _ops(folded_dir / DET_INT8_FOLD.folded)
     assert int8["Clip"] == 24 and det_ops["Clip"] == 0
+    assert det_ops["Mul"] + det_ops["Add"] < (int8["Mul"] + int8["Add"]) / 2
+    assert det_ops["BatchNormalization"] > 40
     assert det_ops["QuantizeLinear"] == int8["QuantizeLinear"]
     assert det_ops["Conv"] == int8["Conv"]
 
@@ -172,6 +175,31 @@ def test_a_folded_detector_needs_an_int8_source_its_record_vouches_for(
         detector_path(GateOcrSettings(det_model="int8"), tmp_path / DET_MODEL)
 
 
+def test_an_affine_step_with_no_conv_to_go_into_becomes_one_pass() -> None:
+    x = np.random.default_rng(9).normal(scale=3.0, size=(1, 3, 5, 7)).astype(np.float32)
+    nodes = [
+        _scalar("s", -1.3),
+        _scalar("t", 0.7),
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["t", "m"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "left",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 7])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+    want = _run(model, x)
+    folded, counts = fold_graph(model)
+    onnx.checker.check_model(folded)
+    np.testing.assert_allclose(_run(folded, x), want, rtol=1e-6, atol=1e-6)
+    assert counts == {"affine": 0, "hardswish": 0, "affine_passes": 1}
+    ops = collections.Counter(n.op_type for n in folded.graph.node if n.op_type != "Constant")
+    assert ops == {"BatchNormalization": 1, "Relu": 1}
+
+
 def test_folding_again_gives_the_same_bytes_and_keeps_a_valid_file(
     tmp_path: Path, folded_dir: Path
 ) -> None:
@@ -261,7 +289,7 @@ def test_fold_graph_keeps_the_function_and_leaves_one_add_before_the_padded_conv
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # borders included
     # conv0's output affine and the one between conv1 and conv2: folded; of the one
     # before conv1 (which pads) its scale, leaving Add(t1 / s1)
-    assert counts == {"affine": 3, "hardswish": 1}
+    assert counts == {"affine": 3, "hardswish": 1, "affine_passes": 0}
     ops = collections.Counter(n.op_type for n in folded.graph.node if n.op_type != "Constant")
     assert ops == {"Conv": 3, "Mul": 1, "Add": 1, "HardSigmoid": 1}
     (shift,) = [i for i in folded.graph.initializer if i.name == "conv1.shift"]
