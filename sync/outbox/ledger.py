@@ -6,7 +6,9 @@ what reads walked since the last removal (so that an ack of a range just read
 skips its counting scan).  Loaded from disk at open and after every reopen
 (``adopt``); every removal (ack, eviction, expiry) goes through ``removed``,
 which counts evictions, tells the eviction listener and wakes producers waiting
-for room.
+for room.  Each write's booking here runs even if the write's caller is
+cancelled (``to_the_end``): every count persisted is made from this ledger, so
+a booking skipped after a write that landed would be written back to disk.
 """
 
 from __future__ import annotations
