@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The inference bench's anchor, RapidOCR's own end-to-end call. Without its deps:
+	# it requires opencv-python, whose cv2 would clash with opencv-python-headless.
+	$(BIN)/python -m pip install --quiet --no-deps rapidocr_onnxruntime==1.4.4
 	touch $(STAMP)
 
 venv: $(STAMP)
