@@ -272,12 +272,19 @@ class FaceAnonymizeTask:
         self, image_bgr: Image, reduced_by: int = 1
     ) -> tuple[list[FaceBox], list[FaceBox]]:
         """``faces`` (from ``min_score`` up) and the boxes scored from ``hide_min_score``
-        up to ``min_score``, each merged across regions among themselves."""
+        up to ``min_score``, each merged across regions among themselves; of the latter
+        only those no longer than ``hide_max_side`` of the frame's width (the faces
+        scored that low are small; the larger ones are truck fronts and containers)."""
         found = self._detect(image_bgr, reduced_by)
         min_score = self.settings.min_score
         sure = [f for f in found if f.score >= min_score]
-        unsure = [f for f in found if f.score < min_score]
-        return self._merged(sure), self._merged(unsure)
+        longest = self.settings.hide_max_side * image_bgr.shape[1] * reduced_by
+        unsure = [
+            f
+            for f in self._merged([f for f in found if f.score < min_score])
+            if max(f.width, f.height) <= longest
+        ]
+        return self._merged(sure), unsure
 
     def _merged(self, found: list[FaceBox]) -> list[FaceBox]:
         if not found:

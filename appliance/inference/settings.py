@@ -217,6 +217,14 @@ class FaceAnonymizeSettings(BaseModel):
         "under min_score (0.39-0.40 seen) stay hidden (docs/INFERENCE.md).  At or above "
         "min_score: faces only",
     )
+    hide_max_side: float = Field(
+        default=0.15,
+        gt=0,
+        le=1,
+        description="of those boxes, only the ones whose longer side is at most this "
+        "fraction of the frame's width are hidden (192 px of 1280: a gate's faces; the faces "
+        "scored that low are small, the larger boxes lie on truck fronts and containers)",
+    )
     nms_iou: float = Field(default=0.3, gt=0, lt=1, description="IoU above which boxes are merged")
     blur_margin: float = Field(
         default=0.25, ge=0, le=1, description="box grown by this fraction of its size on each side"
