@@ -1,11 +1,13 @@
 """Model files derived offline from the pinned ones, each vouched for by a record.
 
-``make models`` derives files from the pinned models (the INT8 detector,
-``quantize.py``; the folded files, ``model_fold.py``) and writes beside each a
-JSON record: its source's sha256, the recipe, its own sha256 and the library
-versions.  A task uses a derived file only when that record matches the file's
-bytes, the source it is expected to come from and the recipe of this code, so a
-stale, altered or half-written file is never loaded.
+``make models`` (``yardlink models quantize DIR``) derives files from the models in
+a directory, pinned or retrained (the INT8 detector, ``quantize.py``; the folded
+files, ``model_fold.py``) and writes beside each a JSON record: its source's
+sha256, the recipe, its own sha256 and the library versions.  A task, and the
+release packager, uses a derived file only when that record names the sha256 of
+the source file beside it, the recipe of this code and the file's own bytes, so
+a stale, altered or half-written file, or one made from another source, is
+never loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from sync.shared.durable_file import replace_durably
 
-__all__ = ["recorded_sha256", "vouched_path", "write_derived"]
+__all__ = ["file_sha256", "recorded_sha256", "vouched_path", "write_derived"]
 
 
 def _record(record_path: Path) -> dict[str, Any] | None:
@@ -26,6 +28,18 @@ def _record(record_path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def file_sha256(path: Path) -> str | None:
+    """``path``'s sha256, read in chunks; None when it is missing or unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def recorded_sha256(record_path: Path) -> str | None:
@@ -37,18 +51,21 @@ def recorded_sha256(record_path: Path) -> str | None:
 
 
 def vouched_path(
-    path: Path, record_path: Path, source_sha256: str | None, recipe: dict[str, Any]
+    path: Path, record_path: Path, source: Path | None, recipe: dict[str, Any]
 ) -> Path | None:
-    """``path`` if its record names ``source_sha256`` (None: no trusted source, never
-    vouched), ``recipe`` and the file's own sha256; else None."""
+    """``path`` if its record names the sha256 of ``source`` as it is now (None or
+    missing: no trusted source, never vouched), ``recipe`` and the file's own sha256;
+    else None."""
     record = _record(record_path) if path.is_file() else None
     if (
         record is None
-        or source_sha256 is None
-        or record.get("source_sha256") != source_sha256
+        or source is None
         or record.get("recipe") != recipe
-        or record.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest()
+        or record.get("sha256") != file_sha256(path)
     ):
+        return None
+    source_sha256 = file_sha256(source)
+    if source_sha256 is None or record.get("source_sha256") != source_sha256:
         return None
     return path
 

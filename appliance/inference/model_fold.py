@@ -22,11 +22,11 @@ with fewer passes:
 Only float weights given as constants are folded, so on the INT8 detector
 (weights behind DequantizeLinear) only the hardswish chains change.  The result
 computes the same function up to float rounding.  Two files are folded
-(``FOLDS``): the pinned recognizer (``REC_FOLD``) and the INT8 detector
-(``DET_INT8_FOLD``, only when its own record vouches for it).  ``fold_model``
-writes the folded file and beside it a record (source and result sha256,
-recipe, library versions); ``folded_path`` returns the file only when that
-record matches the file's bytes and the source's expected sha256.  Folding
+(``FOLDS``): the recognizer (``REC_FOLD``, pinned or retrained) and the INT8
+detector (``DET_INT8_FOLD``, only when its own record vouches for it).
+``fold_model`` writes the folded file and beside it a record (source and result
+sha256, recipe, library versions); ``folded_path`` returns the file only when
+that record matches the file's bytes and the sha256 of the source beside it.  Folding
 needs the ``onnx`` package (dev extra: a build step, ``make models``); loading
 the result needs only onnxruntime.
 """
@@ -45,12 +45,7 @@ import numpy as np
 
 from appliance.errors import ModelLoadError
 from appliance.inference.derived_files import recorded_sha256, vouched_path, write_derived
-from appliance.inference.model_files import MODEL_FILES
-from appliance.inference.quantize import (
-    DET_INT8_MODEL,
-    int8_detector_path,
-    recorded_int8_sha256,
-)
+from appliance.inference.quantize import DET_INT8_MODEL, int8_detector_path
 
 if TYPE_CHECKING:
     import onnx
@@ -77,7 +72,8 @@ RECIPE = {
 
 
 class FoldError(ModelLoadError):
-    """A folded file cannot be made (missing library or source file); not retryable."""
+    """A folded file cannot be made (missing library, source file missing, not vouched for
+    or not a model it can fold); not retryable."""
 
 
 class _Graph:
@@ -336,36 +332,33 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
     return model, {"affine": affine, "hardswish": len(chains), "affine_passes": len(pairs)}
 
 
-def _pinned_recognizer_sha256(models_dir: Path) -> str | None:
-    return next(m.sha256 for m in MODEL_FILES if m.name == "ch_PP-OCRv4_rec_infer.onnx")
-
-
-def _vouched_int8_sha256(models_dir: Path) -> str | None:
-    return recorded_int8_sha256(models_dir) if int8_detector_path(models_dir) else None
+def _recognizer(models_dir: Path) -> Path:
+    return models_dir / "ch_PP-OCRv4_rec_infer.onnx"
 
 
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """One file to fold: its source, the folded file, the record, and where the source's
-    expected sha256 comes from (None: no trusted source here)."""
+    """One file to fold: its source, the folded file, the record, and the source file in a
+    directory when it may be folded (None: not trusted, e.g. a derived file its own record
+    does not vouch for)."""
 
     source: str
     folded: str
     record: str
-    source_sha256: Callable[[Path], str | None]
+    source_path: Callable[[Path], Path | None]
 
 
 REC_FOLD = Fold(
     "ch_PP-OCRv4_rec_infer.onnx",
     "ch_PP-OCRv4_rec_infer.folded.onnx",
     "ch_PP-OCRv4_rec_infer.folded.json",
-    _pinned_recognizer_sha256,
+    _recognizer,
 )
 DET_INT8_FOLD = Fold(
     DET_INT8_MODEL,
     "ch_PP-OCRv4_det_infer.int8.folded.onnx",
     "ch_PP-OCRv4_det_infer.int8.folded.json",
-    _vouched_int8_sha256,
+    int8_detector_path,
 )
 FOLDS = (REC_FOLD, DET_INT8_FOLD)
 
@@ -379,40 +372,46 @@ def recorded_folded_sha256(fold: Fold, models_dir: Path) -> str | None:
 def folded_path(fold: Fold, models_dir: Path) -> Path | None:
     """The folded file in ``models_dir`` if its record vouches for it, else None."""
     return vouched_path(
-        models_dir / fold.folded, models_dir / fold.record, fold.source_sha256(models_dir), RECIPE
+        models_dir / fold.folded, models_dir / fold.record, fold.source_path(models_dir), RECIPE
     )
 
 
 def fold_model(fold: Fold, models_dir: Path) -> Path:
     """Write ``fold``'s folded file and its record into ``models_dir`` (kept when still
-    valid); ``FoldError`` when its source is missing or not the expected file."""
+    valid); ``FoldError`` when its source is missing, not vouched for or not a model."""
     existing = folded_path(fold, models_dir)
     if existing is not None:
         return existing
-    source, expected = models_dir / fold.source, fold.source_sha256(models_dir)
-    if (
-        expected is None
-        or not source.is_file()
-        or hashlib.sha256(source.read_bytes()).hexdigest() != expected
-    ):
+    source = fold.source_path(models_dir)
+    try:
+        if source is None:
+            raise FileNotFoundError
+        source_bytes = source.read_bytes()  # hashed and folded: the same bytes
+    except OSError:
         raise FoldError(
-            f"{source} is missing or not the expected file (run 'make models' to fetch and "
-            "quantize the pinned models first)"
-        )
+            f"{models_dir / fold.source} is missing or not vouched for by its record (run "
+            f"'yardlink models quantize {models_dir}', or 'make models' for the pinned files)"
+        ) from None
     try:
         import onnx
     except ImportError as exc:
         raise FoldError(
             f"folding needs the 'onnx' package (dev extra, 'make models'): {exc}"
         ) from None
-    model, counts = fold_graph(onnx.load(str(source)))
-    onnx.checker.check_model(model)
+    try:
+        model, counts = fold_graph(onnx.load_model_from_string(source_bytes))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - protobuf's and onnx's own error types
+        raise FoldError(f"{source} cannot be folded: {exc}") from None
     data = model.SerializeToString()
     record = {
         "source": fold.source,
-        "source_sha256": expected,
+        "source_sha256": hashlib.sha256(source_bytes).hexdigest(),
         "recipe": RECIPE,
         "folded": counts,
         "versions": {p: metadata.version(p) for p in ("onnx", "numpy")},
     }
-    return write_derived(models_dir / fold.folded, models_dir / fold.record, data, record)
+    try:
+        return write_derived(models_dir / fold.folded, models_dir / fold.record, data, record)
+    except OSError as exc:
+        raise FoldError(f"{models_dir / fold.folded} cannot be written: {exc}") from None

@@ -1,21 +1,23 @@
-"""The INT8 text detector, made offline from the pinned FP32 file.
+"""The INT8 text detector, made offline from the FP32 file beside it.
 
-``quantize_detector(models_dir)`` reads ``ch_PP-OCRv4_det_infer.onnx`` (checked
-against its pinned sha256), converts it to opset 13 and quantizes its Conv
-nodes statically (QDQ, per-channel int8 weights, uint8 activations,
+``quantize_detector(models_dir)`` reads ``ch_PP-OCRv4_det_infer.onnx`` (the
+pinned file or a retrained one of that name), converts it to opset 13 and
+quantizes its Conv nodes statically (QDQ, per-channel int8 weights, uint8 activations,
 Percentile calibration) on detector inputs of synthetic camera frames whose
 seed is not the evaluation set's.  It writes ``DET_INT8_MODEL`` and, beside
 it, ``DET_INT8_RECORD``: the source's and the result's sha256, the recipe and
 the library versions.  Nothing is downloaded.
 
 ``int8_detector_path(models_dir)`` returns the file only when the record
-matches the pinned source and the file's own bytes, so a stale or altered file
-is never loaded.  Quantizing needs the ``onnx`` package (dev extra: a build
-step, ``make models``); loading the result needs only onnxruntime.
+names the sha256 of the FP32 file beside it and the file's own bytes, so a
+stale, altered or mismatched file is never loaded.  Quantizing needs the
+``onnx`` package (dev extra: a build step, ``make models``); loading the result
+needs only onnxruntime.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from contextlib import redirect_stdout
@@ -27,7 +29,6 @@ import numpy as np
 
 from appliance.errors import ModelLoadError
 from appliance.inference.derived_files import recorded_sha256, vouched_path, write_derived
-from appliance.inference.model_files import MODEL_FILES, ModelFileError, verify
 from appliance.inference.text_detection import detection_input
 
 __all__ = [
@@ -63,11 +64,8 @@ RECIPE = {
 
 
 class QuantizeError(ModelLoadError):
-    """The INT8 detector cannot be made (missing library or source file); not retryable."""
-
-
-def _pinned_source_sha256() -> str:
-    return next(m.sha256 for m in MODEL_FILES if m.name == DET_FP32_MODEL)
+    """The INT8 detector cannot be made (missing library, source file missing or not a
+    model it can quantize); not retryable."""
 
 
 def calibration_inputs(
@@ -94,7 +92,7 @@ def int8_detector_path(models_dir: Path) -> Path | None:
     return vouched_path(
         models_dir / DET_INT8_MODEL,
         models_dir / DET_INT8_RECORD,
-        _pinned_source_sha256(),
+        models_dir / DET_FP32_MODEL,
         RECIPE,
     )
 
@@ -106,9 +104,9 @@ def quantize_detector(models_dir: Path) -> Path:
         return existing
     source = models_dir / DET_FP32_MODEL
     try:
-        verify(source, _pinned_source_sha256())
-    except ModelFileError as exc:
-        raise QuantizeError(str(exc)) from None
+        source_bytes = source.read_bytes()  # hashed and quantized: the same bytes
+    except OSError as exc:
+        raise QuantizeError(f"{source} cannot be read: {exc.strerror or exc}") from None
     try:
         import onnx
         from onnx import version_converter
@@ -140,24 +138,33 @@ def quantize_detector(models_dir: Path) -> Path:
         redirect_stdout(io.StringIO()),
     ):
         opset13, prepared, output = (Path(tmp) / n for n in ("13.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(version_converter.convert_version(onnx.load(str(source)), 13), str(opset13))
-        quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(output),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-        )
-        data = output.read_bytes()
+        try:
+            model = onnx.load_model_from_string(source_bytes)
+            onnx.save(version_converter.convert_version(model, 13), str(opset13))
+            quant_pre_process(str(opset13), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared),
+                str(output),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv"],
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.Percentile,
+            )
+            data = output.read_bytes()
+        except Exception as exc:  # noqa: BLE001 - protobuf's, onnx's, onnxruntime's own types
+            raise QuantizeError(f"{source} cannot be quantized: {exc}") from None
     record = {
         "source": DET_FP32_MODEL,
-        "source_sha256": _pinned_source_sha256(),
+        "source_sha256": hashlib.sha256(source_bytes).hexdigest(),
         "recipe": RECIPE,
         "versions": {p: metadata.version(p) for p in ("onnx", "onnxruntime", "numpy")},
     }
-    return write_derived(models_dir / DET_INT8_MODEL, models_dir / DET_INT8_RECORD, data, record)
+    try:
+        return write_derived(
+            models_dir / DET_INT8_MODEL, models_dir / DET_INT8_RECORD, data, record
+        )
+    except OSError as exc:
+        raise QuantizeError(f"{models_dir / DET_INT8_MODEL} cannot be written: {exc}") from None

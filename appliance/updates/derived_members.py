@@ -1,14 +1,15 @@
 """Derived model files in a release: packed beside their sources, checked before loading.
 
-``make models`` derives files from the pinned models (the INT8 detector, the folded
-recognizer and INT8 detector) and writes beside each a record that vouches for it
+``make models`` (``yardlink models quantize DIR``) derives files from the models in a
+directory, pinned or retrained (the INT8 detector, the folded recognizer and INT8
+detector) and writes beside each a record that vouches for it
 (``appliance.inference.derived_files``).  A release carries them, records included,
 as ordinary signed members under ``model/`` beside their sources, so a task loaded
 from a release picks its files exactly as from the models directory: what was signed
 and validated is what runs (docs/OTA.md, "Derived model files").
 
-Both ends check every one with the inference code's own record check, plus that the
-record names the release's own source file (not only the pinned one):
+Both ends check every one with the inference code's own record check, which names the
+sha256 of the source file beside it (the release's own source):
 
 * ``derived_members`` (packaging): a derivation whose source is packaged must be in
   the model directory and vouched for, else ``ReleaseError``;
@@ -20,8 +21,6 @@ record names the release's own source file (not only the pinned one):
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,22 +56,6 @@ DERIVATIONS: tuple[Derivation, ...] = (
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _recorded_source(record: Path) -> object:
-    try:
-        value = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return None
-    return value.get("source_sha256") if isinstance(value, dict) else None
-
-
 def _problem(derivation: Derivation, directory: Path) -> str | None:
     """Why ``directory``'s derived file is not to be used, or None when it vouches."""
     d = derivation
@@ -83,11 +66,9 @@ def _problem(derivation: Derivation, directory: Path) -> str | None:
         return f"{d.derived} is there without its source {d.source}"
     if d.vouched(directory) is None:
         return (
-            f"{d.record} does not vouch for {d.derived} (altered, stale, or not made by "
-            "this code's recipe from the pinned source)"
+            f"{d.record} does not vouch for {d.derived} (altered, stale, not derived from "
+            f"this {d.source}, or not by this code's recipe)"
         )
-    if _recorded_source(directory / d.record) != _sha256(directory / d.source):
-        return f"{d.derived} was not derived from this {d.source} (its record names another)"
     return None
 
 

@@ -39,6 +39,7 @@ from appliance.inference.quantize import DET_INT8_MODEL, DET_INT8_RECORD
 from appliance.inference.settings import GateOcrSettings
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.inference.conftest import MODELS_DIR
+from tests.appliance.inference.retrained import write_retrained
 
 
 @pytest.fixture(scope="module")
@@ -211,14 +212,36 @@ def test_folding_again_gives_the_same_bytes_and_keeps_a_valid_file(
     assert (tmp_path / REC_FOLD.folded).stat().st_mtime_ns == before
 
 
-def test_a_missing_or_altered_source_is_a_fold_error(tmp_path: Path) -> None:
+def test_a_missing_or_unvouched_source_or_not_a_model_is_a_fold_error(tmp_path: Path) -> None:
     for fold in FOLDS:
-        with pytest.raises(FoldError, match="missing or not the expected file"):
+        with pytest.raises(FoldError, match="missing or not vouched for"):
             fold_model(fold, tmp_path)
-    (tmp_path / REC_MODEL).write_bytes(b"not the pinned recognizer")
-    with pytest.raises(FoldError, match="missing or not the expected file"):
+    (tmp_path / REC_MODEL).write_bytes(b"not a recognizer")
+    with pytest.raises(FoldError, match="cannot be folded"):
         fold_model(REC_FOLD, tmp_path)
     assert not (tmp_path / REC_FOLD.folded).exists()
+
+
+def test_a_retrained_recognizer_is_folded_and_its_folded_file_picked(
+    tmp_path: Path, folded_dir: Path
+) -> None:
+    """Same file name, other bytes: the folded file made from the pinned recognizer is not
+    vouched for beside it; folding makes one whose record names this source, picked by
+    ``recognizer_path``; its record rewritten to name another source is refused again."""
+    for name in (REC_FOLD.folded, REC_FOLD.record):
+        shutil.copyfile(folded_dir / name, tmp_path / name)
+    retrained = write_retrained(REC_MODEL, tmp_path)
+    assert folded_path(REC_FOLD, tmp_path) is None
+    assert recognizer_path(GateOcrSettings(), tmp_path / REC_MODEL) == tmp_path / REC_MODEL
+    made = fold_model(REC_FOLD, tmp_path)
+    record = json.loads((tmp_path / REC_FOLD.record).read_text())
+    assert record["source_sha256"] == retrained
+    assert made.read_bytes() != (folded_dir / REC_FOLD.folded).read_bytes()
+    assert recognizer_path(GateOcrSettings(), tmp_path / REC_MODEL) == made
+
+    pinned = json.loads((folded_dir / REC_FOLD.record).read_text())["source_sha256"]
+    (tmp_path / REC_FOLD.record).write_text(json.dumps({**record, "source_sha256": pinned}))
+    assert folded_path(REC_FOLD, tmp_path) is None
 
 
 def _scalar(name: str, value: float) -> onnx.NodeProto:

@@ -1,4 +1,5 @@
-"""The INT8 text detector: made offline from the pinned FP32 file, vouched for by its record,
+"""The INT8 text detector: made offline from the FP32 file beside it (pinned or retrained),
+vouched for by its record,
 picked per device class, and reading as well as FP32 on a fixed evaluation subset."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from appliance.inference.quantize import (
 )
 from appliance.inference.settings import GateOcrSettings
 from tests.appliance.inference.conftest import MODELS_DIR
+from tests.appliance.inference.retrained import write_retrained
 
 INT8 = MODELS_DIR / DET_INT8_MODEL
 
@@ -85,11 +87,40 @@ def test_the_int8_version_comes_from_the_record_checked_at_load(tmp_path: Path) 
     assert _model_version(models / DET_INT8_MODEL) == task.model_version
 
 
-def test_quantizing_needs_the_pinned_source(tmp_path: Path) -> None:
-    (tmp_path / DET_MODEL).write_bytes(b"not the pinned detector")
-    with pytest.raises(QuantizeError, match="sha256"):
+def test_a_missing_source_or_one_that_is_not_a_model_is_a_quantize_error(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(QuantizeError, match="cannot be read"):
+        quantize_detector(tmp_path)
+    (tmp_path / DET_MODEL).write_bytes(b"not a detector")
+    with pytest.raises(QuantizeError, match="cannot be quantized"):
         quantize_detector(tmp_path)
     assert not (tmp_path / DET_INT8_MODEL).exists()
+
+
+def test_a_retrained_detector_is_quantized_and_its_int8_file_loaded(tmp_path: Path) -> None:
+    """Same file name, other bytes: the pinned INT8 file beside it is not vouched for (its
+    record names the pinned source); quantizing makes one whose record names this source,
+    gate_ocr loads it; its record rewritten to name another source is refused again."""
+    models = _copy_set(tmp_path, DET_INT8_MODEL, DET_INT8_RECORD, REC_MODEL)
+    retrained = write_retrained(DET_MODEL, models)
+    assert int8_detector_path(models) is None
+    (models / DET_INT8_RECORD).unlink()  # a stale INT8 file is made again, not kept
+    made = quantize_detector(models)
+    record = json.loads((models / DET_INT8_RECORD).read_text())
+    assert record["source_sha256"] == retrained
+    assert record["sha256"] == hashlib.sha256(made.read_bytes()).hexdigest()
+    assert made.read_bytes() != INT8.read_bytes()
+    assert int8_detector_path(models) == made
+    settings = GateOcrSettings(det_model="int8", folded_models=False)
+    task = load_gate_ocr(settings, models / DET_MODEL, models / REC_MODEL)
+    assert task.det.path == made and f"+det.{record['sha256'][:8]}-int8." in task.model_version
+
+    pinned = json.loads((MODELS_DIR / DET_INT8_RECORD).read_text())["source_sha256"]
+    (models / DET_INT8_RECORD).write_text(json.dumps({**record, "source_sha256": pinned}))
+    assert int8_detector_path(models) is None
+    with pytest.raises(ModelLoadError, match="does not match its record"):
+        detector_path(settings, models / DET_MODEL)
 
 
 def test_the_int8_detector_reads_codes_and_plates_as_well_as_fp32(tmp_path: Path) -> None:

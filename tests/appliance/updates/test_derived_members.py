@@ -27,6 +27,7 @@ from appliance.updates.slot_state import SlotStatus
 from sync.outbox import Outbox
 from sync.protocol.releases import ArtifactInfo, ReleaseManifest, sign_manifest
 from sync.shared.signing import Envelope, HashMismatch
+from tests.appliance.inference.retrained import write_retrained
 from tests.appliance.updates.agent_harness import audit_bodies, make_agent, open_outbox
 from tests.support.releases import DEVICE_CLASS, MODELS_DIR, ReleaseKit
 from yardlink.cli import main
@@ -254,3 +255,30 @@ def test_packaging_without_derived_files_needs_saying_so(
     assert "derived files carried: none" in capsys.readouterr().err  # the log says what runs
     assert not {f"model/{name}" for name in DERIVED} & set(_members(out))
     assert _report(out)["runs"] == [f"model/{DET_FP32_MODEL}", f"model/{REC_FOLD.source}"]
+
+
+def test_a_retrained_recognizer_ships_with_the_folded_file_derived_from_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A retrained recognizer beside the pinned folded file: packaging refuses it (not
+    derived from this recognizer); ``models quantize`` folds this one; the release then
+    carries the folded file made from it, and the device's check accepts it."""
+    model_dir = _model_dir(tmp_path / "models", [DET_FP32_MODEL, *DERIVED])
+    retrained = write_retrained(REC_FOLD.source, model_dir)
+    out = tmp_path / "release.tar"
+    argv = ["models", "package", str(model_dir), "--name", "gate-ocr", "--version", "v2"]
+    argv += ["--device-class", DEVICE_CLASS, "--golden-frames", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{REC_FOLD.record} does not vouch" in err and not out.exists()
+
+    assert main(["models", "quantize", str(model_dir)]) == 0
+    assert main(argv) == 0
+    members = _members(out)
+    assert hashlib.sha256(members[f"model/{REC_FOLD.source}"]).hexdigest() == retrained
+    record = json.loads(members[f"model/{REC_FOLD.record}"])
+    assert record["source_sha256"] == retrained
+    folded = members[f"model/{REC_FOLD.folded}"]
+    assert hashlib.sha256(folded).hexdigest() == record["sha256"]
+    assert folded != (MODELS_DIR / REC_FOLD.folded).read_bytes()
+    assert f"model/{REC_FOLD.folded}" in _report(out)["runs"]  # type: ignore[operator]
