@@ -231,7 +231,7 @@ def add_validate_commands(commands: argparse._SubParsersAction[argparse.Argument
     quantize = commands.add_parser(
         "quantize",
         help="make the INT8 text detector and the folded detector and recognizer from the "
-        "pinned files, offline (make models)",
+        "det/rec files in MODELS_DIR (the pinned ones: make models), offline",
     )
     quantize.add_argument("models_dir", type=Path, nargs="?", default=Path("models"))
     quantize.set_defaults(handler=_quantize)
