@@ -43,6 +43,7 @@ import numpy as np
 from appliance.errors import error_summary
 from appliance.frame_keeping import FrameKeeper
 from appliance.inference.tasks import FACE_KINDS, TASKS, Detection, InferenceTask, TaskResult
+from appliance.inference.urgent_work import URGENT
 from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -149,11 +150,28 @@ class FrameProcessor:
         ]
         return min(reductions, default=1)
 
-    def _start_task(self, name: str, frame: Frame) -> asyncio.Future[TaskResult]:
-        """The task's run on ``frame``, submitted to its worker thread now."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._workers[name], _run, self._tasks[name], frame
-        )
+    def _start_tasks(self, frame: Frame) -> dict[str, asyncio.Future[TaskResult]]:
+        """Every task's run on ``frame``, submitted to its worker thread now.  The urgent
+        tasks' runs count as urgent work from before any of them is submitted (so no
+        task's thread starts first without seeing them) to each one's end: the other
+        tasks' model calls wait for them (``URGENT.let_pass``)."""
+        loop = asyncio.get_running_loop()
+        urgent = [n for n, t in self._tasks.items() if isinstance(t, _Urgent) and t.urgent]
+        for _ in urgent:
+            URGENT.begin()
+        runs: dict[str, asyncio.Future[TaskResult]] = {}
+        unsubmitted = set(urgent)
+        try:
+            for name, task in self._tasks.items():
+                if name in unsubmitted:
+                    runs[name] = loop.run_in_executor(self._workers[name], _run_urgent, task, frame)
+                    unsubmitted.discard(name)  # its thread ends it now
+                else:
+                    runs[name] = loop.run_in_executor(self._workers[name], _run, task, frame)
+        finally:
+            for _ in unsubmitted:  # closed under the frame: these never run
+                URGENT.end()
+        return runs
 
     async def _run_task(
         self, name: str, run: asyncio.Future[TaskResult], frame: Frame
@@ -223,7 +241,7 @@ class FrameProcessor:
         """
         self._telemetry.frames[frame.camera_id] += 1
         # the tasks first: they are the latency; the original's encrypted copy runs beside
-        runs = {name: self._start_task(name, frame) for name in self._tasks}
+        runs = self._start_tasks(frame)
         raw_stored: asyncio.Task[str | None] = asyncio.create_task(
             self._keeper.store_original(frame)
         )
@@ -363,6 +381,22 @@ class _ReducedInput(Protocol):
     def jpeg_reduction(self, width: int, height: int) -> int: ...
 
     def run(self, image_bgr: np.ndarray[Any, Any], *, reduced_by: int = 1) -> TaskResult: ...
+
+
+@runtime_checkable
+class _Urgent(Protocol):
+    """A task whose runs go ahead of the others' model calls (the face task)."""
+
+    @property
+    def urgent(self) -> bool: ...
+
+
+def _run_urgent(task: InferenceTask, frame: Frame) -> TaskResult:
+    """``_run`` for an urgent task: its ``URGENT.begin`` (at submission) ends with it."""
+    try:
+        return _run(task, frame)
+    finally:
+        URGENT.end()
 
 
 def _encoded(record: dict[str, Any]) -> bytes:

@@ -63,6 +63,7 @@ TODAY_GATE_OCR: dict[str, Any] = {
     "check_digit_interior_first": False,
     "skip_unchanged_max_change": None,
     "folded_models": False,
+    "wait_for_urgent_ms": 0.0,  # today's read ran beside the face task's
 }
 CAMERA_FPS = 10.0  # twice today's ~5 frames/s
 HOLD = 5  # frames a scene is held (a truck at the barrier for half a second at 10 fps)

@@ -113,6 +113,12 @@ class FaceAnonymizeTask:
             None if max_change is None else UnchangedFrames(max_change)
         )
 
+    @property
+    def urgent(self) -> bool:
+        """A frame's run is urgent work (``appliance.inference.urgent_work``): its faces
+        gate the frame's release, and it is short."""
+        return self.settings.urgent
+
     def close(self) -> None:
         """Stop the threads that run the model (``run`` starts them again if called)."""
         self._model_threads.close()

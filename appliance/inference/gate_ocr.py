@@ -58,6 +58,7 @@ from appliance.inference.text_recognition import (
     RecognizedText,
     recognition_batch,
 )
+from appliance.inference.urgent_work import URGENT
 
 __all__ = [
     "DET_MODEL",
@@ -177,6 +178,7 @@ class GateOcrTask:
             decoder.allowed_classes(settings.rec_charset) if settings.rec_charset else None
         )
         self._digits = decoder.allowed_classes("0123456789")
+        self._urgent_wait_s = settings.wait_for_urgent_ms / 1000.0
         self._recorder: list[tuple[LoadedModel, dict[str, Tensor]]] | None = None
         max_change = settings.skip_unchanged_max_change
         self.unchanged: UnchangedFrames[list[Detection]] | None = (
@@ -298,6 +300,7 @@ class GateOcrTask:
     def _call(self, model: LoadedModel, feeds: dict[str, Tensor]) -> list[Tensor]:
         if self._recorder is not None:
             self._recorder.append((model, feeds))
+        URGENT.let_pass(self._urgent_wait_s)  # the face task's calls first (bounded)
         return list(model.run(feeds).values())
 
     def close(self) -> None:
@@ -337,6 +340,7 @@ class GateOcrTask:
 
     def _read(self, image_bgr: Image) -> list[Detection]:
         """Every model call and step for one frame: the detections."""
+        URGENT.let_pass(self._urgent_wait_s)  # a frame's face read first (bounded)
         boxes = self.detect(image_bgr)
         texts = self.recognize([crop_text(image_bgr, box) for box in boxes]) if boxes else []
         read = [

@@ -162,6 +162,16 @@ class GateOcrSettings(BaseModel):
         "takes less wall time on a 2-core gateway when the other core is free; the inputs "
         "and so the reads do not change.  1 = one call after another",
     )
+    wait_for_urgent_ms: float = Field(
+        default=25.0,
+        ge=0,
+        le=10_000,
+        description="before each model call, wait up to this long while an urgent task's "
+        "model calls run (the face task's, whose record a frame's release waits on): on a "
+        "2-core gateway the short face read then ends first instead of both reads running at "
+        "half speed, and this read ends about when it would have.  0 = never wait "
+        "(docs/INFERENCE.md)",
+    )
     skip_unchanged_max_change: float | None = Field(
         default=None,
         ge=0,
@@ -265,6 +275,12 @@ class FaceAnonymizeSettings(BaseModel):
     )
     tile_overlap: float = Field(
         default=0.33, ge=0, lt=0.9, description="overlap between neighbouring tiles"
+    )
+    urgent: bool = Field(
+        default=True,
+        description="the model calls of a frame are urgent work: tasks that share the cores "
+        "(gate OCR, wait_for_urgent_ms) hold their next model call while they run, so the "
+        "faces, which a frame's release waits on, are known first.  False = no precedence",
     )
     parallel_invokes: int = Field(
         default=2,

@@ -1,0 +1,78 @@
+"""Model calls that go first on cores the tasks share: urgent work, and calls that wait.
+
+On a 2-core gateway the face task (~10 ms of model calls a frame on both cores) and a
+new scene's gate OCR (~40 ms) start on the same frame at the same moment.  Run side by
+side, each gets half the cores, so the short one takes about as long as the long one.
+Run short first, the face record is durable in about its time alone and gate OCR
+ends about when it would have (the same CPU work, done in another order).
+
+    URGENT = UrgentWork()                     # one per process: the cores are the machine's
+    with URGENT.running():                    # the face task, around its model calls
+        ...
+    URGENT.let_pass(max_wait_s=0.025)         # gate OCR, before each model call
+
+``let_pass`` returns at once when nothing urgent runs, else when the urgent work is
+done or after ``max_wait_s``, whichever is first: a wait is bounded per call, so a
+stream of urgent work slows the other calls, never stops them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["URGENT", "UrgentWork"]
+
+
+class UrgentWork:
+    """How many urgent runs are in flight, and a wait for none to be."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self.waits = 0  # calls that found urgent work running and waited
+        self.waited_s = 0.0  # their time waiting, in all
+
+    @property
+    def running_now(self) -> int:
+        return self._running
+
+    def begin(self) -> None:
+        """Urgent work starts (or is about to: a frame's run submitted to its thread)."""
+        with self._changed:
+            self._running += 1
+
+    def end(self) -> None:
+        """Urgent work that ``begin`` announced is done (once per ``begin``, any thread)."""
+        with self._changed:
+            self._running -= 1
+            if self._running == 0:
+                self._changed.notify_all()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Urgent work runs inside this block (on any thread; blocks may nest or overlap)."""
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    def let_pass(self, max_wait_s: float) -> float:
+        """Wait while urgent work runs, at most ``max_wait_s``; returns the seconds waited."""
+        if max_wait_s <= 0 or self._running == 0:  # the common case takes no lock
+            return 0.0
+        started = time.monotonic()
+        with self._changed:
+            if self._running == 0:
+                return 0.0
+            self._changed.wait_for(lambda: self._running == 0, timeout=max_wait_s)
+            waited = time.monotonic() - started
+            self.waits += 1
+            self.waited_s += waited
+        return waited
+
+
+URGENT = UrgentWork()

@@ -1,0 +1,153 @@
+"""An urgent task's run (the face task's) counts as urgent work from the moment the frame's
+runs are submitted, before any task's thread starts, until it ends, even when it fails;
+a task that is not urgent never counts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.config import SamplingSettings
+from appliance.inference.face_anonymize import FACE_MODEL, load_face_anonymize
+from appliance.inference.model_files import model_path
+from appliance.inference.results import TaskResult
+from appliance.inference.settings import FaceAnonymizeSettings
+from appliance.inference.urgent_work import URGENT
+from appliance.pipeline import FrameProcessor
+from appliance.privacy.blobstore import BlobStore
+from appliance.privacy.raw_frames import RawFrames
+from appliance.privacy.tokens import PlateTokenizer
+from appliance.sampling import SamplingPolicy
+from appliance.sources.frames import Frame, decode_frame
+from appliance.sources.synthetic import SyntheticYardCamera
+from appliance.telemetry import Telemetry
+from sync.outbox import Outbox
+from sync.settings import OutboxSettings
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+class Probe:
+    """Not urgent: notes how much urgent work was in flight when its run started."""
+
+    name = "probe"
+    model_name = "probe"
+    model_version = "1"
+
+    def __init__(self) -> None:
+        self.looked = threading.Event()
+        self.seen: list[int] = []
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        self.seen.append(URGENT.running_now)
+        self.looked.set()
+        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
+
+
+class UrgentTask:
+    """Urgent; holds its run until the probe has looked, then ends (or raises)."""
+
+    name = "urgent"
+    model_name = "urgent"
+    model_version = "1"
+    urgent = True
+
+    def __init__(self, probe: Probe, error: Exception | None = None) -> None:
+        self.probe = probe
+        self.error = error
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        assert self.probe.looked.wait(10.0)
+        if self.error is not None:
+            raise self.error
+        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    opened = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _processor(tmp_path: Path, outbox: Outbox, tasks: dict[str, Any]) -> FrameProcessor:
+    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
+    return FrameProcessor(
+        device_id="gate-01",
+        site_id="yard",
+        tasks=tasks,
+        outbox=outbox,
+        tokenizer=PlateTokenizer(b"k" * 32),
+        blobs=blobs,
+        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
+        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
+        telemetry=Telemetry({}),
+        keep_raw_frames=False,
+    )
+
+
+def _frame() -> Frame:
+    jpeg = SyntheticYardCamera(2).frame(0).encode()
+    return decode_frame("gate-in", jpeg, "image/jpeg", max_bytes=1 << 24)
+
+
+async def test_an_urgent_run_is_urgent_work_from_submission_to_its_end(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    probe = Probe()
+    # the probe is submitted first: only counting from submission makes it see the run
+    processor = _processor(tmp_path, outbox, {"probe": probe, "urgent": UrgentTask(probe)})
+    try:
+        assert len(await processor.process(_frame())) == 2
+    finally:
+        processor.close()
+    assert probe.seen == [1]
+    assert URGENT.running_now == 0
+
+
+async def test_a_failing_urgent_run_still_ends_its_urgent_work(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    probe = Probe()
+    failing = UrgentTask(probe, RuntimeError("interpreter failed"))
+    processor = _processor(tmp_path, outbox, {"probe": probe, "urgent": failing})
+    try:
+        assert len(await processor.process(_frame())) == 1  # the probe's record only
+    finally:
+        processor.close()
+    assert probe.seen == [1]
+    assert URGENT.running_now == 0
+
+
+@pytest.mark.parametrize("urgent", [True, False])
+async def test_the_face_task_is_urgent_unless_its_settings_say_not(
+    tmp_path: Path, outbox: Outbox, urgent: bool
+) -> None:
+    face = load_face_anonymize(
+        FaceAnonymizeSettings(urgent=urgent), model_path(FACE_MODEL, MODELS_DIR)
+    )
+    probe = Probe()
+
+    processor = _processor(tmp_path, outbox, {"face_anonymize": face, "probe": probe})
+    seen_during: list[int] = []
+    original = face.faces_and_unsure
+
+    def watched(image: Any, reduced_by: int = 1) -> Any:
+        seen_during.append(URGENT.running_now)
+        return original(image, reduced_by)
+
+    face.faces_and_unsure = watched  # type: ignore[method-assign, assignment]
+    try:
+        assert len(await processor.process(_frame())) == 2
+    finally:
+        processor.close()
+        face.close()
+    assert seen_during == [1 if urgent else 0]
+    assert URGENT.running_now == 0
