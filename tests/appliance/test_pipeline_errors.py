@@ -14,20 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.config import SamplingSettings
 from appliance.inference.results import TaskResult
 from appliance.log_throttle import LogThrottle
 from appliance.pipeline import FrameProcessor
-from appliance.privacy.blobstore import BlobStore
-from appliance.privacy.raw_frames import RawFrames
-from appliance.privacy.tokens import PlateTokenizer
-from appliance.sampling import SamplingPolicy
-from appliance.sources.frames import Frame, decode_frame
-from appliance.sources.synthetic import SyntheticYardCamera
 from appliance.telemetry import Telemetry
 from sync.errors import OutboxDiskFull
 from sync.outbox import Outbox
-from sync.settings import OutboxSettings
+from tests.appliance.pipeline_harness import open_outbox, pipeline, synthetic_frame
 from tests.support.clock import FakeClock
 
 
@@ -44,11 +37,8 @@ class BrokenTask:
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    opened = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
-    try:
+    async with open_outbox(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def _fields(record: logging.LogRecord) -> tuple[Any, Any, Any]:
@@ -59,30 +49,15 @@ def _fields(record: logging.LogRecord) -> tuple[Any, Any, Any]:
     )
 
 
-def _frame(camera: str) -> Frame:
-    jpeg = SyntheticYardCamera(2).frame(0).encode()
-    return decode_frame(camera, jpeg, "image/jpeg", max_bytes=1 << 24)
-
-
 def _processor(
     tmp_path: Path, outbox: Outbox, telemetry: Telemetry, clock: FakeClock
 ) -> FrameProcessor:
-    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
-    return FrameProcessor(
-        device_id="gate-01",
-        site_id="yard",
-        tasks={
-            "gate_ocr": BrokenTask("gate_ocr", RuntimeError("input tensor has shape (1, 3)")),
-            "face_anonymize": BrokenTask("face_anonymize", ValueError("no faces model")),
-        },
-        outbox=outbox,
-        tokenizer=PlateTokenizer(b"k" * 32),
-        blobs=blobs,
-        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
-        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
-        telemetry=telemetry,
-        keep_raw_frames=False,
-        task_error_log=LogThrottle(60.0, clock),
+    tasks = {
+        "gate_ocr": BrokenTask("gate_ocr", RuntimeError("input tensor has shape (1, 3)")),
+        "face_anonymize": BrokenTask("face_anonymize", ValueError("no faces model")),
+    }
+    return pipeline(
+        tmp_path, outbox, tasks, telemetry=telemetry, task_error_log=LogThrottle(60.0, clock)
     )
 
 
@@ -95,13 +70,13 @@ async def test_a_task_failing_on_every_frame_is_logged_once_per_interval_with_a_
     try:
         with caplog.at_level(logging.ERROR, logger="appliance.pipeline"):
             for _ in range(5):  # five frames within the minute
-                assert await processor.process(_frame("gate-in")) == []
+                assert await processor.process(synthetic_frame("gate-in")) == []
                 clock.now += 1.0
             first_minute = [_fields(r) for r in caplog.records]
             first_messages = [r.getMessage() for r in caplog.records]
             caplog.clear()
             clock.now += 60.0
-            await processor.process(_frame("gate-out"))
+            await processor.process(synthetic_frame("gate-out"))
             next_minute = [_fields(r) for r in caplog.records]
             next_message = {_fields(r)[0]: r.getMessage() for r in caplog.records}
             assert all(r.exc_info is not None for r in caplog.records)
@@ -164,20 +139,9 @@ async def test_a_refused_append_is_raised_only_once_every_task_s_append_has_ende
     """Else the frame counted as done (its spool file read again, the outbox maybe closed)
     while the other task's record was still being appended."""
     outbox = RefusingOutbox()
-    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
-    processor = FrameProcessor(
-        device_id="gate-01",
-        site_id="yard",
-        tasks={"gate_ocr": QuickTask("gate_ocr"), "face_anonymize": QuickTask("face_anonymize")},
-        outbox=outbox,  # type: ignore[arg-type]
-        tokenizer=PlateTokenizer(b"k" * 32),
-        blobs=blobs,
-        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
-        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
-        telemetry=Telemetry({}),
-        keep_raw_frames=False,
-    )
-    processing = asyncio.create_task(processor.process(_frame("gate-in")))
+    tasks = {"gate_ocr": QuickTask("gate_ocr"), "face_anonymize": QuickTask("face_anonymize")}
+    processor = pipeline(tmp_path, outbox, tasks)  # type: ignore[arg-type]
+    processing = asyncio.create_task(processor.process(synthetic_frame("gate-in")))
     try:
         for _ in range(500):
             if len(outbox.calls) == 2:

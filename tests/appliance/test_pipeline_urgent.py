@@ -12,22 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.config import SamplingSettings
 from appliance.inference.face_anonymize import FACE_MODEL, load_face_anonymize
 from appliance.inference.model_files import model_path
 from appliance.inference.results import TaskResult
 from appliance.inference.settings import FaceAnonymizeSettings
 from appliance.inference.urgent_work import URGENT
-from appliance.pipeline import FrameProcessor
-from appliance.privacy.blobstore import BlobStore
-from appliance.privacy.raw_frames import RawFrames
-from appliance.privacy.tokens import PlateTokenizer
-from appliance.sampling import SamplingPolicy
-from appliance.sources.frames import Frame, decode_frame
-from appliance.sources.synthetic import SyntheticYardCamera
-from appliance.telemetry import Telemetry
 from sync.outbox import Outbox
-from sync.settings import OutboxSettings
+from tests.appliance.pipeline_harness import open_outbox, pipeline, synthetic_frame
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -70,32 +61,8 @@ class UrgentTask:
 
 @pytest.fixture
 async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    opened = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
-    try:
+    async with open_outbox(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
-
-
-def _processor(tmp_path: Path, outbox: Outbox, tasks: dict[str, Any]) -> FrameProcessor:
-    blobs = BlobStore(tmp_path / "blobs", tmp_path / "keys")
-    return FrameProcessor(
-        device_id="gate-01",
-        site_id="yard",
-        tasks=tasks,
-        outbox=outbox,
-        tokenizer=PlateTokenizer(b"k" * 32),
-        blobs=blobs,
-        raw_frames=RawFrames(blobs, tmp_path / "raw-index.jsonl", tmp_path / "uploads"),
-        sampling=SamplingPolicy(SamplingSettings(every_n_frames=0, low_confidence_every_n=0)),
-        telemetry=Telemetry({}),
-        keep_raw_frames=False,
-    )
-
-
-def _frame() -> Frame:
-    jpeg = SyntheticYardCamera(2).frame(0).encode()
-    return decode_frame("gate-in", jpeg, "image/jpeg", max_bytes=1 << 24)
 
 
 async def test_an_urgent_run_is_urgent_work_from_submission_to_its_end(
@@ -103,9 +70,9 @@ async def test_an_urgent_run_is_urgent_work_from_submission_to_its_end(
 ) -> None:
     probe = Probe()
     # the probe is submitted first: only counting from submission makes it see the run
-    processor = _processor(tmp_path, outbox, {"probe": probe, "urgent": UrgentTask(probe)})
+    processor = pipeline(tmp_path, outbox, {"probe": probe, "urgent": UrgentTask(probe)})
     try:
-        assert len(await processor.process(_frame())) == 2
+        assert len(await processor.process(synthetic_frame())) == 2
     finally:
         processor.close()
     assert probe.seen == [1]
@@ -117,9 +84,9 @@ async def test_a_failing_urgent_run_still_ends_its_urgent_work(
 ) -> None:
     probe = Probe()
     failing = UrgentTask(probe, RuntimeError("interpreter failed"))
-    processor = _processor(tmp_path, outbox, {"probe": probe, "urgent": failing})
+    processor = pipeline(tmp_path, outbox, {"probe": probe, "urgent": failing})
     try:
-        assert len(await processor.process(_frame())) == 1  # the probe's record only
+        assert len(await processor.process(synthetic_frame())) == 1  # the probe's record only
     finally:
         processor.close()
     assert probe.seen == [1]
@@ -135,7 +102,7 @@ async def test_the_face_task_is_urgent_unless_its_settings_say_not(
     )
     probe = Probe()
 
-    processor = _processor(tmp_path, outbox, {"face_anonymize": face, "probe": probe})
+    processor = pipeline(tmp_path, outbox, {"face_anonymize": face, "probe": probe})
     seen_during: list[int] = []
     original = face.faces_and_unsure
 
@@ -145,7 +112,7 @@ async def test_the_face_task_is_urgent_unless_its_settings_say_not(
 
     face.faces_and_unsure = watched  # type: ignore[method-assign, assignment]
     try:
-        assert len(await processor.process(_frame())) == 2
+        assert len(await processor.process(synthetic_frame())) == 2
     finally:
         processor.close()
         face.close()
