@@ -31,6 +31,7 @@ on every frame says why without writing a line per frame.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ import numpy as np
 from appliance.errors import error_summary
 from appliance.frame_keeping import FrameKeeper
 from appliance.inference.tasks import FACE_KINDS, TASKS, Detection, InferenceTask, TaskResult
-from appliance.inference.urgent_work import URGENT
+from appliance.inference.urgent_work import UrgentRun
 from appliance.log_throttle import LogThrottle
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -153,24 +154,29 @@ class FrameProcessor:
     def _start_tasks(self, frame: Frame) -> dict[str, asyncio.Future[TaskResult]]:
         """Every task's run on ``frame``, submitted to its worker thread now.  The urgent
         tasks' runs count as urgent work from before any of them is submitted (so no
-        task's thread starts first without seeing them) to each one's end: the other
-        tasks' model calls wait for them (``URGENT.let_pass``)."""
+        task's thread starts first without seeing them) to each one's end, or to its
+        cancellation while still queued: the other tasks' model calls wait for them
+        (``URGENT.let_pass``)."""
         loop = asyncio.get_running_loop()
-        urgent = [n for n, t in self._tasks.items() if isinstance(t, _Urgent) and t.urgent]
-        for _ in urgent:
-            URGENT.begin()
+        urgent = {
+            name: UrgentRun()
+            for name, task in self._tasks.items()
+            if isinstance(task, _Urgent) and task.urgent
+        }
         runs: dict[str, asyncio.Future[TaskResult]] = {}
-        unsubmitted = set(urgent)
         try:
             for name, task in self._tasks.items():
-                if name in unsubmitted:
-                    runs[name] = loop.run_in_executor(self._workers[name], _run_urgent, task, frame)
-                    unsubmitted.discard(name)  # its thread ends it now
-                else:
+                announced = urgent.get(name)
+                if announced is None:
                     runs[name] = loop.run_in_executor(self._workers[name], _run, task, frame)
+                    continue
+                run = loop.run_in_executor(self._workers[name], _run_urgent, task, frame, announced)
+                run.add_done_callback(functools.partial(_dropped_if_cancelled, announced))
+                runs[name] = run
         finally:
-            for _ in unsubmitted:  # closed under the frame: these never run
-                URGENT.end()
+            for name, announced in urgent.items():
+                if name not in runs:  # closed under the frame: never runs
+                    announced.end()
         return runs
 
     async def _run_task(
@@ -391,12 +397,19 @@ class _Urgent(Protocol):
     def urgent(self) -> bool: ...
 
 
-def _run_urgent(task: InferenceTask, frame: Frame) -> TaskResult:
-    """``_run`` for an urgent task: its ``URGENT.begin`` (at submission) ends with it."""
+def _run_urgent(task: InferenceTask, frame: Frame, announced: UrgentRun) -> TaskResult:
+    """``_run`` for an urgent task: its urgent work (announced at submission) ends with it."""
+    announced.starting()
     try:
         return _run(task, frame)
     finally:
-        URGENT.end()
+        announced.end()
+
+
+def _dropped_if_cancelled(announced: UrgentRun, run: asyncio.Future[TaskResult]) -> None:
+    """A run cancelled while queued never starts: its urgent work ends here."""
+    if run.cancelled():
+        announced.dropped()
 
 
 def _encoded(record: dict[str, Any]) -> bytes:

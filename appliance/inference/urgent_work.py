@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["URGENT", "UrgentWork"]
+__all__ = ["URGENT", "UrgentRun", "UrgentWork"]
 
 
 class UrgentWork:
@@ -76,3 +76,36 @@ class UrgentWork:
 
 
 URGENT = UrgentWork()
+
+
+class UrgentRun:
+    """One urgent run announced before it is queued (``begin`` at construction) that ends
+    its urgent work exactly once: when it has run (``end`` from its thread), or when it
+    is dropped from the queue before it started (``dropped``: a cancelled frame's run
+    never runs, and must not hold the other tasks' calls for good)."""
+
+    def __init__(self, urgent: UrgentWork = URGENT) -> None:
+        self._urgent = urgent
+        self._lock = threading.Lock()
+        self._started = self._ended = False
+        urgent.begin()
+
+    def starting(self) -> None:
+        """The run starts (on its thread): from now only ``end`` ends it."""
+        with self._lock:
+            self._started = True
+
+    def end(self) -> None:
+        """The run is over (or will never be): its urgent work ends, once."""
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        self._urgent.end()
+
+    def dropped(self) -> None:
+        """The run was taken off its queue: ends it unless it already started."""
+        with self._lock:
+            if self._started:
+                return
+        self.end()

@@ -4,6 +4,7 @@ a task that is not urgent never counts."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,4 +118,48 @@ async def test_the_face_task_is_urgent_unless_its_settings_say_not(
         processor.close()
         face.close()
     assert seen_during == [1 if urgent else 0]
+    assert URGENT.running_now == 0
+
+
+class HeldUrgentTask:
+    """Urgent; holds its first run until ``release`` is set."""
+
+    name = "urgent"
+    model_name = "urgent"
+    model_version = "1"
+    urgent = True
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.runs = 0
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        self.runs += 1
+        if self.runs == 1:
+            assert self.release.wait(10.0)
+        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
+
+
+async def test_an_urgent_run_cancelled_while_queued_ends_its_urgent_work(
+    tmp_path: Path, outbox: Outbox
+) -> None:
+    held = HeldUrgentTask()
+    processor = pipeline(tmp_path, outbox, {"urgent": held})
+    try:
+        first = asyncio.create_task(processor.process(synthetic_frame()))
+        while held.runs == 0:
+            await asyncio.sleep(0.005)
+        second = asyncio.create_task(processor.process(synthetic_frame()))
+        await asyncio.sleep(0.05)  # its run is queued behind the held one
+        assert URGENT.running_now == 2
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert URGENT.running_now == 1  # the queued run will never start
+        held.release.set()
+        assert len(await first) == 1
+    finally:
+        held.release.set()
+        processor.close()
+    assert held.runs == 1
     assert URGENT.running_now == 0

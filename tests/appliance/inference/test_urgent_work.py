@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from appliance.inference.urgent_work import UrgentWork
+from appliance.inference.urgent_work import UrgentRun, UrgentWork
 
 
 def test_nothing_urgent_means_no_wait() -> None:
@@ -71,4 +71,25 @@ def test_an_error_inside_running_still_ends_the_urgent_work() -> None:
             raise ValueError("model call failed")
     except ValueError:
         pass
+    assert urgent.running_now == 0
+
+
+def test_an_announced_run_ends_its_urgent_work_once() -> None:
+    urgent = UrgentWork()
+    announced = UrgentRun(urgent)
+    assert urgent.running_now == 1
+    announced.starting()
+    announced.dropped()  # started: only its own end ends it
+    assert urgent.running_now == 1
+    announced.end()
+    announced.end()
+    assert urgent.running_now == 0
+
+
+def test_an_announced_run_dropped_before_it_started_ends_at_once() -> None:
+    urgent = UrgentWork()
+    announced = UrgentRun(urgent)
+    announced.dropped()
+    assert urgent.running_now == 0
+    announced.end()  # the worker ran it after all (a race with the cancel): no double end
     assert urgent.running_now == 0
