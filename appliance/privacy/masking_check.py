@@ -22,7 +22,9 @@ wholly under its fill (box and margin), so a box mostly over a fill is the fill'
 edge against what is next to it (a container's letters, a stripe), not a face.  Nor
 is a box whose grey levels split cleanly into two tones (``two_tone``, Otsu's
 between-class share of the variance, above ``MAX_TWO_TONE``): light glyphs on a
-dark container's paint, where BlazeFace scores digits as faces.  BlazeFace
+dark container's paint, where BlazeFace scores digits as faces; the same holds
+for the other detector's boxes (HOG at its permissive threshold found a face in
+the digits "8428" of a released frame: two tones, 0.95).  BlazeFace
 scores flat paint, dark truck fronts and the filled boxes themselves up to ~0.55,
 on boxes mostly larger than a face at the gate; a face has eyes, brows and a mouth.
 Larger faces are HOG's to find (frontal faces from 46 px up, any size).  False
@@ -207,7 +209,8 @@ class IndependentCheck:
     ``faces`` is the face task, whose boxes count if they are of a face's size at
     the gate (``side_range``), their pixels hold detail (``min_detail``), are not
     mostly fill and not two tones (``max_two_tone``);
-    ``other_faces``, if given, a detector of another kind, whose faces are added."""
+    ``other_faces``, if given, a detector of another kind, whose faces are added
+    unless they are two tones too."""
 
     def __init__(
         self,
@@ -240,8 +243,12 @@ class IndependentCheck:
                 and two_tone(image_bgr, box) <= self.max_two_tone
             ]
         }
-        if self._other_faces is not None:
-            found["other"] = self._other_faces.faces(image_bgr)
+        if self._other_faces is not None:  # two tones: glyphs on paint, not a face
+            found["other"] = [
+                box
+                for box in self._other_faces.faces(image_bgr)
+                if two_tone(image_bgr, box) <= self.max_two_tone
+            ]
         return found
 
     def faces_found(self, image_bgr: Image) -> list[Box]:
