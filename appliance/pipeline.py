@@ -1,14 +1,17 @@
 """From a decoded frame to durable outbox records: inference, privacy, storage, sampling.
 
-For one frame: every loaded task runs in its own bounded worker thread; plate
-(and free text) values are replaced by HMAC tokens; the original frame is
-stored encrypted; one ``events`` record per task is appended as soon as that
-task is done (its latency ends when ``append`` returns); a sampled frame is
-redacted (faces, plates and free text blurred: ``appliance.privacy.redaction``),
-stored encrypted and its ``BlobRef`` appended to ``raw_sampled``; every kept
-original is indexed with the boxes to hide in it, so the cloud can ask for it
-later and get a copy redacted on demand (``appliance.frame_keeping``).  Only then
-is the frame done (the spool moves its file after that).
+For one frame: every loaded task runs in its own bounded worker thread (an urgent
+task's run, the face task's, counts as urgent work from before any run is
+submitted, so the other tasks' model calls hold until it ends:
+``appliance.inference.urgent_work``); plate (and free text) values are replaced
+by HMAC tokens; the original frame is stored encrypted; one ``events`` record
+per task is appended as soon as that task is done (its latency ends when
+``append`` returns); a sampled frame is redacted (faces, plates and free text
+blurred: ``appliance.privacy.redaction``), stored encrypted and its ``BlobRef``
+appended to ``raw_sampled``; every kept original is indexed with the boxes to
+hide in it, so the cloud can ask for it later and get a copy redacted on demand
+(``appliance.frame_keeping``).  Only then is the frame done (the spool moves its
+file after that).
 
 A spool frame's ``events`` records are stored all at once instead, in one atomic
 ``append_many`` once every task is done: its file is read again when the outbox
