@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from appliance.inference.model_files import file_sha256
 from sync.shared.durable_file import replace_durably
 
-__all__ = ["file_sha256", "recorded_sha256", "vouched_path", "write_derived"]
+__all__ = ["recorded_sha256", "vouched_path", "write_derived"]
 
 
 def _record(record_path: Path) -> dict[str, Any] | None:
@@ -28,18 +29,6 @@ def _record(record_path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def file_sha256(path: Path) -> str | None:
-    """``path``'s sha256, read in chunks; None when it is missing or unreadable."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def recorded_sha256(record_path: Path) -> str | None:

@@ -30,11 +30,13 @@ from appliance.inference.model_files import MODEL_FILES
 from appliance.inference.model_fold import (
     DET_INT8_FOLD,
     REC_FOLD,
+    REC_SOURCE,
     Fold,
     folded_path,
     recorded_folded_sha256,
 )
 from appliance.inference.quantize import (
+    DET_FP32_MODEL,
     DET_INT8_MODEL,
     int8_detector_path,
     recorded_int8_sha256,
@@ -72,8 +74,8 @@ __all__ = [
 
 UNREAD_TEXT = "unread_text"  # a detected text box the recognizer could not read: hidden
 
-DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
-REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
+DET_MODEL = DET_FP32_MODEL  # the pinned files' names, where their derivations name them
+REC_MODEL = REC_SOURCE
 
 Image = np.ndarray[Any, Any]
 Tensor = np.ndarray[Any, Any]
@@ -417,19 +419,20 @@ def detector_path(settings: GateOcrSettings, det_path: Path) -> Path:
     """The detector file ``settings.det_model`` asks for: the INT8 file beside ``det_path``
     (``auto``: only on a CPU with int8 dot products, and only if it is there), else FP32;
     an INT8 file's folded sibling when ``folded_models`` and its record matches."""
-    if settings.det_model == "fp32":
-        return det_path
-    int8 = int8_detector_path(det_path.parent)
-    if settings.det_model == "int8":
-        if int8 is None:
-            raise ModelLoadError(
-                f"det_model = 'int8' but {det_path.parent / DET_INT8_MODEL} is missing or does "
-                "not match its record (run 'yardlink models quantize' or 'make models')"
-            )
-    elif int8 is None or device_class()["simd"] not in INT8_SIMD:
-        return det_path
+    if settings.det_model == "fp32" or (
+        settings.det_model == "auto" and device_class()["simd"] not in INT8_SIMD
+    ):
+        return det_path  # no file hashed: the INT8 files are not looked at
+    # the folded file's record vouches only when the INT8 file's does: checked first, the
+    # INT8 file alone is checked only without it
     folded = folded_path(DET_INT8_FOLD, det_path.parent) if settings.folded_models else None
-    return folded or int8
+    picked = folded or int8_detector_path(det_path.parent)
+    if picked is None and settings.det_model == "int8":
+        raise ModelLoadError(
+            f"det_model = 'int8' but {det_path.parent / DET_INT8_MODEL} is missing or does "
+            "not match its record (run 'yardlink models quantize' or 'make models')"
+        )
+    return picked or det_path
 
 
 def recognizer_path(settings: GateOcrSettings, rec_path: Path) -> Path:

@@ -22,7 +22,15 @@ from pathlib import Path
 from appliance.errors import ModelLoadError
 from sync.shared.durable_file import replace_durably
 
-__all__ = ["MODEL_FILES", "ModelFile", "ModelFileError", "fetch_all", "model_path", "verify"]
+__all__ = [
+    "MODEL_FILES",
+    "ModelFile",
+    "ModelFileError",
+    "fetch_all",
+    "file_sha256",
+    "model_path",
+    "verify",
+]
 
 
 class ModelFileError(ModelLoadError):
@@ -74,19 +82,20 @@ MODEL_FILES: tuple[ModelFile, ...] = (
 DEFAULT_MODELS_DIR = Path(os.environ.get("YARDLINK_MODELS_DIR", "models"))
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str | None:
+    """``path``'s sha256 (hex); None when it is missing or cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def verify(path: Path, expected_sha256: str) -> None:
     """Raise ModelFileError unless ``path`` exists with the expected sha256."""
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} is missing (run 'make models')")
-    actual = _sha256_of(path)
+    actual = file_sha256(path) if path.is_file() else None
+    if actual is None:
+        raise ModelFileError(f"model file {path} is missing or unreadable (run 'make models')")
     if actual != expected_sha256:
         raise ModelFileError(
             f"model file {path} has sha256 {actual}, expected {expected_sha256}: "
@@ -109,7 +118,7 @@ def fetch_all(dest: Path) -> list[Path]:
     missing = [
         m
         for m in MODEL_FILES
-        if not (dest / m.name).is_file() or _sha256_of(dest / m.name) != m.sha256
+        if not (dest / m.name).is_file() or file_sha256(dest / m.name) != m.sha256
     ]
     if missing:
         with tempfile.TemporaryDirectory(prefix="yardlink-wheels-") as tmp:

@@ -54,6 +54,7 @@ __all__ = [
     "DET_INT8_FOLD",
     "FOLDS",
     "REC_FOLD",
+    "REC_SOURCE",
     "Fold",
     "FoldError",
     "fold_graph",
@@ -332,8 +333,11 @@ def fold_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
     return model, {"affine": affine, "hardswish": len(chains), "affine_passes": len(pairs)}
 
 
+REC_SOURCE = "ch_PP-OCRv4_rec_infer.onnx"  # the pinned recognizer (gate_ocr.REC_MODEL)
+
+
 def _recognizer(models_dir: Path) -> Path:
-    return models_dir / "ch_PP-OCRv4_rec_infer.onnx"
+    return models_dir / REC_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +353,7 @@ class Fold:
 
 
 REC_FOLD = Fold(
-    "ch_PP-OCRv4_rec_infer.onnx",
+    REC_SOURCE,
     "ch_PP-OCRv4_rec_infer.folded.onnx",
     "ch_PP-OCRv4_rec_infer.folded.json",
     _recognizer,

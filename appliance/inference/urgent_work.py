@@ -1,15 +1,17 @@
 """Model calls that go first on cores the tasks share: urgent work, and calls that wait.
 
-On a 2-core gateway the face task (~10 ms of model calls a frame on both cores) and a
-new scene's gate OCR (~40 ms) start on the same frame at the same moment.  Run side by
-side, each gets half the cores, so the short one takes about as long as the long one.
-Run short first, the face record is durable in about its time alone and gate OCR
-ends about when it would have (the same CPU work, done in another order).
+On a 2-core gateway the face task (~11 ms a frame alone, on both cores) and a new
+scene's gate OCR (~32 ms alone) start on the same frame at the same moment.  Run
+side by side, each gets half the cores, so the short one takes about as long as
+the long one.  Run short first, the face record is durable in about its time alone
+and gate OCR ends a few ms later than it would have (docs/INFERENCE.md, "Face reads
+first").
 
-    URGENT = UrgentWork()                     # one per process: the cores are the machine's
-    with URGENT.running():                    # the face task, around its model calls
-        ...
-    URGENT.let_pass(max_wait_s=0.025)         # gate OCR, before each model call
+    URGENT = UrgentWork()             # one per process: the cores are the machine's
+    run = UrgentRun()                 # the pipeline, before it queues the face task's run
+    run.starting(); ...; run.end()    # on the run's thread (``dropped()``: never started)
+    URGENT.let_pass(max_wait_s=0.025) # gate OCR, before its read and each model call
+    with URGENT.running(): ...        # urgent work outside the pipeline (a benchmark)
 
 ``let_pass`` returns at once when nothing urgent runs, else when the urgent work is
 done or after ``max_wait_s``, whichever is first: a wait is bounded per call, so a

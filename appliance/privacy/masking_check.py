@@ -229,7 +229,8 @@ class IndependentCheck:
         self.max_two_tone = max_two_tone
 
     def faces_found_by(self, image_bgr: Image) -> dict[str, list[Box]]:
-        """Each detector's faces: ``model`` (the face task's), ``other`` (if given)."""
+        """Each detector's faces: ``model`` (the face task's), ``other`` (if given); a box
+        of either whose grey levels are two tones is glyphs on paint, not a face."""
         boxes = [d.box for d in self._faces.run(image_bgr).detections if d.kind == "face"]
         low, high = (side * image_bgr.shape[1] for side in self.side_range)
         found = {
@@ -240,16 +241,14 @@ class IndependentCheck:
                 and max(box[2:]) <= high
                 and box_detail(image_bgr, box) >= self.min_detail
                 and fill_fraction(image_bgr, box) <= MAX_FILL_SHARE
-                and two_tone(image_bgr, box) <= self.max_two_tone
             ]
         }
-        if self._other_faces is not None:  # two tones: glyphs on paint, not a face
-            found["other"] = [
-                box
-                for box in self._other_faces.faces(image_bgr)
-                if two_tone(image_bgr, box) <= self.max_two_tone
-            ]
-        return found
+        if self._other_faces is not None:
+            found["other"] = self._other_faces.faces(image_bgr)
+        return {
+            name: [box for box in hits if two_tone(image_bgr, box) <= self.max_two_tone]
+            for name, hits in found.items()
+        }
 
     def faces_found(self, image_bgr: Image) -> list[Box]:
         return [box for boxes in self.faces_found_by(image_bgr).values() for box in boxes]

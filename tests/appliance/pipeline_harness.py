@@ -1,14 +1,18 @@
-"""A ``FrameProcessor`` on a real outbox and blob store in a test's directory, with
-what a pipeline test does not look at switched off (no sampling, originals not kept)."""
+"""A ``FrameProcessor`` on a real outbox (the ``outbox`` fixture, tests/appliance/conftest.py)
+and blob store in a test's directory, with what a pipeline test does not look at switched
+off (no sampling, originals not kept)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from appliance.config import SamplingSettings
+from appliance.inference.frame_check import require_bgr_frame
+from appliance.inference.results import TaskResult
 from appliance.pipeline import FrameProcessor
 from appliance.privacy.blobstore import BlobStore
 from appliance.privacy.raw_frames import RawFrames
@@ -18,19 +22,27 @@ from appliance.sources.frames import Frame, decode_frame
 from appliance.sources.synthetic import SyntheticYardCamera
 from appliance.telemetry import Telemetry
 from sync.outbox import Outbox
-from sync.settings import OutboxSettings
 
-__all__ = ["open_outbox", "pipeline", "synthetic_frame"]
+__all__ = ["HeldTask", "pipeline", "synthetic_frame"]
 
 
-@asynccontextmanager
-async def open_outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    """A real outbox under ``tmp_path`` (no free-disk floor), closed after."""
-    opened = Outbox.open(tmp_path / "outbox", OutboxSettings(min_free_disk_bytes=0))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+class HeldTask:
+    """Holds its first frame until ``release`` is set (a new scene's slow read)."""
+
+    name = "held_reader"
+    model_name = "held"
+    model_version = "1"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.runs = 0
+
+    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
+        require_bgr_frame(image_bgr)
+        self.runs += 1
+        if self.runs == 1:
+            self.release.wait(30.0)
+        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
 
 
 def pipeline(

@@ -11,44 +11,21 @@ runs beside it.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
 
 from appliance.daemon import Daemon
-from appliance.inference.frame_check import require_bgr_frame
-from appliance.inference.results import TaskResult
 from appliance.inference.task_registry import TaskPlugin, TaskRegistry
 from appliance.inference.tasks import TASKS
 from appliance.sources.synthetic import SyntheticYardCamera
 from tests.appliance.daemon_harness import TOKEN, site_config, wait_for
+from tests.appliance.pipeline_harness import HeldTask
 
 
 class HeldSettings(BaseModel):
     enabled: bool = True
     sla_p99_ms: float = 1000.0
-
-
-class HeldTask:
-    """Holds its first frame until ``release`` is set (a new scene's slow read)."""
-
-    name = "held_reader"
-    model_name = "held"
-    model_version = "1"
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.runs = 0
-
-    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
-        require_bgr_frame(image_bgr)
-        self.runs += 1
-        if self.runs == 1:
-            self.release.wait(30.0)
-        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
 
 
 async def test_a_frames_face_is_not_held_back_by_an_earlier_frames_slow_task(

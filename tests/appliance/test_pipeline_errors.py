@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from appliance.pipeline import FrameProcessor
 from appliance.telemetry import Telemetry
 from sync.errors import OutboxDiskFull
 from sync.outbox import Outbox
-from tests.appliance.pipeline_harness import open_outbox, pipeline, synthetic_frame
+from tests.appliance.pipeline_harness import pipeline, synthetic_frame
 from tests.support.clock import FakeClock
 
 
@@ -33,12 +32,6 @@ class BrokenTask:
 
     def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
         raise self.error
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    async with open_outbox(tmp_path) as opened:
-        yield opened
 
 
 def _fields(record: logging.LogRecord) -> tuple[Any, Any, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from appliance.inference.results import TaskResult
 from appliance.inference.settings import FaceAnonymizeSettings
 from appliance.inference.urgent_work import URGENT
 from sync.outbox import Outbox
-from tests.appliance.pipeline_harness import open_outbox, pipeline, synthetic_frame
+from tests.appliance.pipeline_harness import HeldTask, pipeline, synthetic_frame
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -58,12 +57,6 @@ class UrgentTask:
         if self.error is not None:
             raise self.error
         return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    async with open_outbox(tmp_path) as opened:
-        yield opened
 
 
 async def test_an_urgent_run_is_urgent_work_from_submission_to_its_end(
@@ -121,23 +114,11 @@ async def test_the_face_task_is_urgent_unless_its_settings_say_not(
     assert URGENT.running_now == 0
 
 
-class HeldUrgentTask:
+class HeldUrgentTask(HeldTask):
     """Urgent; holds its first run until ``release`` is set."""
 
     name = "urgent"
-    model_name = "urgent"
-    model_version = "1"
     urgent = True
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.runs = 0
-
-    def run(self, image_bgr: np.ndarray[Any, Any]) -> TaskResult:
-        self.runs += 1
-        if self.runs == 1:
-            assert self.release.wait(10.0)
-        return TaskResult(self.name, self.model_name, self.model_version, [], 0.0)
 
 
 async def test_an_urgent_run_cancelled_while_queued_ends_its_urgent_work(

@@ -20,6 +20,7 @@ from sync.settings import OutboxSettings
 __all__ = [
     "OUTBOX",
     "OpenOutbox",
+    "outbox_at",
     "WriterGate",
     "assert_counts_true",
     "held_usage",
@@ -35,6 +36,12 @@ OUTBOX = OutboxSettings(min_free_disk_bytes=0, memory_budget_bytes=8 << 20)
 
 # the ``open_outbox`` fixture (tests/sync/conftest.py): settings=None, **open kwargs -> Outbox
 OpenOutbox = Callable[..., Outbox]
+
+
+def outbox_at(root: Path) -> Outbox:
+    """The outbox at ``root/outbox`` as the appliance opens it, with no free-disk margin
+    (the test disk may be fuller than the default margin)."""
+    return Outbox.open(root / "outbox", OutboxSettings(min_free_disk_bytes=0))
 
 
 def held_usage(outbox: Outbox, stream: Stream) -> ClassUsage:

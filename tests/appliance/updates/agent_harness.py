@@ -16,18 +16,14 @@ from appliance.updates.settings import UpdateSettings
 from appliance.updates.slot_store import SlotStore
 from sync.outbox import Outbox
 from sync.protocol import Stream
-from sync.settings import OutboxSettings
 from sync.shared.signing import Keyring
+from tests.support.outbox import outbox_at
 from tests.support.releases import ReleaseKit
 
 DEVICE_CLASS = "x86-cpu"
 # The machine running the tests is shared and slow; the budget check itself is
 # tested with a budget no model can meet.
 GENEROUS = InferenceSettings(gate_ocr=GateOcrSettings(sla_p99_ms=30_000))
-
-
-def open_outbox(root: Path) -> Outbox:
-    return Outbox.open(root / "outbox", OutboxSettings(min_free_disk_bytes=0))
 
 
 def make_agent(
@@ -52,7 +48,7 @@ async def committed_release(root: Path, kit: ReleaseKit, *, watch: bool = False)
     """The session's release installed, switched and committed into real slots (``watch``:
     its health watch marked), as a daemon that then restarted would have left it;
     returns the updates directory."""
-    outbox = open_outbox(root)
+    outbox = outbox_at(root)
     try:
         agent = make_agent(root, kit.keyring, outbox)
         await agent.start()

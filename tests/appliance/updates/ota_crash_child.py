@@ -14,7 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.appliance.updates.agent_harness import keyring_from_json, make_agent, open_outbox
+from tests.appliance.updates.agent_harness import keyring_from_json, make_agent
+from tests.support.outbox import outbox_at
 
 
 def _kill_at(step: str):  # type: ignore[no-untyped-def]
@@ -26,7 +27,7 @@ def _kill_at(step: str):  # type: ignore[no-untyped-def]
 
 
 async def _main(root: Path, archive: Path, manifest: Path, keyring: Path, step: str) -> None:
-    outbox = open_outbox(root)
+    outbox = outbox_at(root)
     try:
         agent = make_agent(
             root, keyring_from_json(keyring.read_text()), outbox, on_step=_kill_at(step)

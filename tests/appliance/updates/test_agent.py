@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,8 @@ from appliance.updates.release_tasks import read_golden_frame
 from appliance.updates.slot_state import SlotStatus
 from sync.outbox import Outbox
 from sync.shared.signing import CounterNotAbove, WrongDeviceClass
-from tests.appliance.updates.agent_harness import audit_bodies, make_agent, open_outbox
+from tests.appliance.updates.agent_harness import audit_bodies, make_agent
 from tests.support.releases import NEW_VERSION, ReleaseKit
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = open_outbox(tmp_path)
-    yield box
-    await box.close()
 
 
 async def test_install_switch_commit_and_restart(

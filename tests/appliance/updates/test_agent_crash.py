@@ -16,8 +16,8 @@ from tests.appliance.updates.agent_harness import (
     audit_bodies,
     keyring_to_json,
     make_agent,
-    open_outbox,
 )
+from tests.support.outbox import outbox_at
 from tests.support.releases import REPO, ReleaseKit
 
 
@@ -29,7 +29,7 @@ def committed_root(release_kit: ReleaseKit, tmp_path_factory: pytest.TempPathFac
     root = tmp_path_factory.mktemp("committed")
 
     async def install() -> None:
-        outbox = open_outbox(root)
+        outbox = outbox_at(root)
         try:
             agent = make_agent(root, release_kit.keyring, outbox)
             await agent.start()
@@ -89,7 +89,7 @@ async def test_sigkill_at_each_step(
     else:
         assert child.returncode == -9, child.stderr[-2000:]
 
-    outbox = open_outbox(root)
+    outbox = outbox_at(root)
     try:
         agent = make_agent(root, release_kit.keyring, outbox)
         notes = await agent.start()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,18 +27,11 @@ from sync.outbox import Outbox
 from sync.protocol.releases import ArtifactInfo, ReleaseManifest, sign_manifest
 from sync.shared.signing import Envelope, HashMismatch
 from tests.appliance.inference.retrained import write_retrained
-from tests.appliance.updates.agent_harness import audit_bodies, make_agent, open_outbox
+from tests.appliance.updates.agent_harness import audit_bodies, make_agent
 from tests.support.releases import DEVICE_CLASS, MODELS_DIR, ReleaseKit
 from yardlink.cli import main
 
 DERIVED = sorted({name for d in DERIVATIONS for name in (d.derived, d.record)})
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = open_outbox(tmp_path)
-    yield box
-    await box.close()
 
 
 def _members(archive: Path) -> dict[str, bytes]:
